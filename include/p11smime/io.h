@@ -1,0 +1,45 @@
+/*
+ * p11smime: input and all-or-nothing output.
+ */
+#ifndef P11SMIME_IO_H
+#define P11SMIME_IO_H
+
+#include <openssl/bio.h>
+
+#include "p11smime/result.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * Open @p path for reading as a BIO (NULL or "-": standard input).
+ * P11S_E_IO naming the file when it cannot be opened.  Caller frees
+ * the BIO with BIO_free_all().
+ */
+p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err);
+
+/** Output that appears whole or not at all. */
+typedef struct p11s_output p11s_output;
+
+/**
+ * Begin an output to @p path (NULL or "-": standard output).  Everything is
+ * written to a temporary file, beside @p path (so the final rename is
+ * atomic) or in $TMPDIR for standard output; nothing reaches @p path or
+ * standard output before p11s_output_commit().
+ */
+p11s_rc p11s_output_open(const char *path, p11s_output **out, p11s_error *err);
+/** The BIO to write to; owned by @p o. */
+BIO *p11s_output_bio(p11s_output *o);
+/**
+ * Flush, then rename into place (or copy to standard output) and free
+ * @p o.  On failure nothing is left at @p path; @p o is freed either way.
+ */
+p11s_rc p11s_output_commit(p11s_output *o, p11s_error *err);
+/** Drop everything written and free @p o; NULL is fine. */
+void p11s_output_abort(p11s_output *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,240 @@
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "cli.h"
+
+static const struct cli_command commands[] = {
+    {"tokens", "show the tokens in every slot", cmd_tokens},
+    {"list", "list certificates and keys, paired, with their URIs", cmd_list},
+    {"validate", "check certificates against the S/MIME rules", cmd_validate},
+    {"sign", "sign an outgoing message with a key on the token", cmd_sign},
+    {"verify", "verify a signed message against certificates you trust", cmd_verify},
+    {"encrypt", "encrypt an outgoing message to its recipients", cmd_encrypt},
+    {"decrypt", "decrypt an incoming message with a key on the token", cmd_decrypt},
+};
+
+static void usage(FILE *fp)
+{
+	fprintf(fp, "Usage: p11smime [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n"
+	            "\n"
+	            "S/MIME with private keys on smartcards and HSMs, through PKCS#11.\n"
+	            "\n"
+	            "Global options:\n"
+	            "  --module PATH       PKCS#11 module to load (default: $P11SMIME_MODULE,\n"
+	            "                      else p11-kit's proxy: every registered module)\n"
+	            "  --pin-source SPEC   where the PIN comes from: file:PATH, fd:N, env:VAR\n"
+	            "                      (default: ask on the terminal, without echo)\n"
+	            "  --allow-final-try   log in even when the next wrong PIN locks the token\n"
+	            "  --json              print machine-readable JSON\n"
+	            "  -v, --verbose       say more on standard error\n"
+	            "  -h, --help          this help; COMMAND --help for a command's\n"
+	            "  --version           print the version\n"
+	            "\n"
+	            "Commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(fp, "\n"
+	            "Exit codes:\n"
+	            "  0  success\n"
+	            "  1  a check did not pass (certificate rejected, signature not good)\n"
+	            "  2  usage error\n"
+	            "  3  token, module, PIN or selection error\n"
+	            "  4  bad input or cryptographic failure\n");
+}
+
+/* Read a PIN from the terminal without echo; stdin may carry the message. */
+static int tty_prompt(const char *prompt, char *buf, size_t len, void *user)
+{
+	struct termios old, quiet;
+	FILE *tty;
+	int ok = -1;
+	size_t n;
+
+	(void)user;
+	tty = fopen("/dev/tty", "r+");
+	if (tty == NULL)
+		return -1;
+	if (tcgetattr(fileno(tty), &old) != 0) {
+		fclose(tty);
+		return -1;
+	}
+	quiet = old;
+	quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+	quiet.c_lflag |= ICANON;
+	fprintf(tty, "%s", prompt);
+	fflush(tty);
+	if (tcsetattr(fileno(tty), TCSAFLUSH, &quiet) == 0) {
+		if (fgets(buf, (int)len, tty) != NULL) {
+			n = strcspn(buf, "\r\n");
+			buf[n] = '\0';
+			ok = 0;
+		}
+		tcsetattr(fileno(tty), TCSAFLUSH, &old);
+	}
+	fprintf(tty, "\n");
+	fclose(tty);
+	return ok;
+}
+
+p11s_ctx *cli_ctx(struct cli *cli)
+{
+	p11s_rc rc;
+
+	if (cli->ctx != NULL)
+		return cli->ctx;
+	rc = p11s_ctx_new(cli->module, &cli->ctx, cli->err);
+	if (rc != P11S_OK) {
+		cli_fail(cli, rc);
+		return NULL;
+	}
+	cli_verbose(cli, "module: %s", p11s_ctx_module_path(cli->ctx));
+	p11s_ctx_set_pin_prompt(cli->ctx, tty_prompt, NULL);
+	p11s_ctx_set_allow_final_try(cli->ctx, cli->allow_final_try);
+	if (cli->pin_source != NULL) {
+		rc = p11s_ctx_set_pin_source(cli->ctx, cli->pin_source, cli->err);
+		if (rc != P11S_OK) {
+			cli_fail(cli, rc);
+			p11s_ctx_free(cli->ctx);
+			cli->ctx = NULL;
+			return NULL;
+		}
+	}
+	return cli->ctx;
+}
+
+int cli_fail(struct cli *cli, p11s_rc rc)
+{
+	const char *msg = p11s_error_message(cli->err);
+	size_t n = p11s_error_candidate_count(cli->err);
+
+	fprintf(stderr, "p11smime: %s\n", *msg ? msg : p11s_rc_name(rc));
+	for (size_t i = 0; i < n; i++)
+		fprintf(stderr, "  %s\n", p11s_error_candidate(cli->err, i));
+	p11s_error_clear(cli->err);
+	return p11s_rc_exit_code(rc);
+}
+
+int cli_usage_error(const char *command, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "p11smime: %s: ", command);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'p11smime %s --help'.\n", command);
+	return 2;
+}
+
+int cli_parse_time(const char *text, time_t *out)
+{
+	p11s_error *err = p11s_error_new();
+	p11s_rc rc = p11s_time_parse(text, out, err);
+
+	if (rc != P11S_OK)
+		fprintf(stderr, "p11smime: %s\n", p11s_error_message(err));
+	p11s_error_free(err);
+	return rc == P11S_OK ? 0 : 2;
+}
+
+void cli_print_json(char *doc)
+{
+	if (doc == NULL)
+		return;
+	fputs(doc, stdout);
+	fputc('\n', stdout);
+	free(doc);
+}
+
+void cli_verbose(const struct cli *cli, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!cli->verbose)
+		return;
+	fprintf(stderr, "p11smime: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"module", required_argument, NULL, 'm'},
+	    {"pin-source", required_argument, NULL, 'p'},
+	    {"allow-final-try", no_argument, NULL, 'F'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct cli cli = {0};
+	int c, ret;
+
+	/* "+": stop at the command; its options are its own. */
+	while ((c = getopt_long(argc, argv, "+vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			cli.module = optarg;
+			break;
+		case 'p':
+			cli.pin_source = optarg;
+			break;
+		case 'F':
+			cli.allow_final_try = 1;
+			break;
+		case 'j':
+			cli.json = 1;
+			break;
+		case 'v':
+			cli.verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("p11smime %s\n", P11S_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[optind], commands[i].name) != 0)
+			continue;
+		cli.err = p11s_error_new();
+		if (cli.err == NULL) {
+			fprintf(stderr, "p11smime: out of memory\n");
+			return 4;
+		}
+		/* Commands see argv[0] = their name, as getopt expects. */
+		int sub_argc = argc - optind;
+		char **sub_argv = argv + optind;
+
+		optind = 0;
+		ret = commands[i].run(&cli, sub_argc, sub_argv);
+		p11s_ctx_free(cli.ctx);
+		p11s_error_free(cli.err);
+		if (fflush(stdout) != 0 && ret == 0) {
+			fprintf(stderr, "p11smime: cannot write to standard output\n");
+			ret = 4;
+		}
+		return ret;
+	}
+	fprintf(stderr, "p11smime: unknown command '%s'\nTry 'p11smime --help'.\n", argv[optind]);
+	return 2;
+}

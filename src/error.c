@@ -1,0 +1,196 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "common.h"
+
+struct p11s_error {
+	p11s_rc rc;
+	char *message;
+	char **candidates;
+	size_t ncandidates;
+};
+
+static const struct {
+	p11s_rc rc;
+	const char *name;
+} rc_names[] = {
+    {P11S_OK, "ok"},
+    {P11S_E_USAGE, "usage"},
+    {P11S_E_BAD_TIME, "bad-time"},
+    {P11S_E_BAD_URI, "bad-uri"},
+    {P11S_E_BAD_PIN_SOURCE, "bad-pin-source"},
+    {P11S_E_MODULE, "module"},
+    {P11S_E_TOKEN, "token"},
+    {P11S_E_TOKEN_ABSENT, "token-absent"},
+    {P11S_E_TOKEN_UNINITIALIZED, "token-uninitialized"},
+    {P11S_E_MECHANISM, "mechanism"},
+    {P11S_E_PIN_INCORRECT, "pin-incorrect"},
+    {P11S_E_PIN_LOCKED, "pin-locked"},
+    {P11S_E_PIN_FINAL_TRY, "pin-final-try"},
+    {P11S_E_PIN_TO_BE_CHANGED, "pin-to-be-changed"},
+    {P11S_E_PIN_UNAVAILABLE, "pin-unavailable"},
+    {P11S_E_NOT_FOUND, "not-found"},
+    {P11S_E_AMBIGUOUS, "ambiguous"},
+    {P11S_E_NO_KEY, "no-key"},
+    {P11S_E_NO_RECIPIENT, "no-recipient"},
+    {P11S_E_REJECTED, "rejected"},
+    {P11S_E_NOT_VALID_NOW, "not-valid-now"},
+    {P11S_E_KEY_MISMATCH, "key-mismatch"},
+    {P11S_E_BAD_SIGNATURE, "bad-signature"},
+    {P11S_E_UNTRUSTED, "untrusted"},
+    {P11S_E_SENDER_MISMATCH, "sender-mismatch"},
+    {P11S_E_MISSING_RECIPIENT_CERT, "missing-recipient-certificate"},
+    {P11S_E_CRYPTO, "crypto"},
+    {P11S_E_DECRYPT, "decrypt"},
+    {P11S_E_INPUT, "input"},
+    {P11S_E_IO, "io"},
+    {P11S_E_NOMEM, "out-of-memory"},
+    {P11S_E_INTERNAL, "internal"},
+};
+
+p11s_class p11s_rc_class(p11s_rc rc)
+{
+	return (p11s_class)((unsigned)rc >> 8);
+}
+
+const char *p11s_rc_name(p11s_rc rc)
+{
+	for (size_t i = 0; i < sizeof(rc_names) / sizeof(rc_names[0]); i++)
+		if (rc_names[i].rc == rc)
+			return rc_names[i].name;
+	return "unknown";
+}
+
+int p11s_rc_exit_code(p11s_rc rc)
+{
+	switch (p11s_rc_class(rc)) {
+	case P11S_CLASS_OK:
+		return 0;
+	case P11S_CLASS_VALIDATION:
+		return 1;
+	case P11S_CLASS_USAGE:
+		return 2;
+	case P11S_CLASS_TOKEN:
+	case P11S_CLASS_PIN:
+	case P11S_CLASS_SELECTION:
+		return 3;
+	case P11S_CLASS_CRYPTO:
+	case P11S_CLASS_INPUT:
+	case P11S_CLASS_INTERNAL:
+	default:
+		return 4;
+	}
+}
+
+p11s_error *p11s_error_new(void)
+{
+	return calloc(1, sizeof(p11s_error));
+}
+
+void p11s_error_clear(p11s_error *err)
+{
+	if (err == NULL)
+		return;
+	free(err->message);
+	for (size_t i = 0; i < err->ncandidates; i++)
+		free(err->candidates[i]);
+	free(err->candidates);
+	memset(err, 0, sizeof(*err));
+}
+
+void p11s_error_free(p11s_error *err)
+{
+	p11s_error_clear(err);
+	free(err);
+}
+
+p11s_rc p11s_error_rc(const p11s_error *err)
+{
+	return err ? err->rc : P11S_OK;
+}
+
+const char *p11s_error_message(const p11s_error *err)
+{
+	return err && err->message ? err->message : "";
+}
+
+size_t p11s_error_candidate_count(const p11s_error *err)
+{
+	return err ? err->ncandidates : 0;
+}
+
+const char *p11s_error_candidate(const p11s_error *err, size_t i)
+{
+	return err && i < err->ncandidates ? err->candidates[i] : NULL;
+}
+
+static void set_message(p11s_error *err, p11s_rc rc, char *msg)
+{
+	free(err->message);
+	err->message = msg;
+	err->rc = rc;
+}
+
+p11s_rc p11s_err(p11s_error *err, p11s_rc rc, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg = NULL;
+
+	if (err == NULL)
+		return rc;
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	set_message(err, rc, msg);
+	return rc;
+}
+
+p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg = NULL, *full = NULL;
+	char reason[256] = "";
+	unsigned long e;
+
+	/* The last error queued is the most specific one. */
+	e = ERR_peek_last_error();
+	if (e != 0)
+		ERR_error_string_n(e, reason, sizeof(reason));
+	ERR_clear_error();
+	if (err == NULL)
+		return rc;
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	if (msg != NULL && reason[0] != '\0') {
+		if (asprintf(&full, "%s (%s)", msg, reason) < 0)
+			full = NULL;
+		if (full != NULL) {
+			free(msg);
+			msg = full;
+		}
+	}
+	set_message(err, rc, msg);
+	return rc;
+}
+
+void p11s_err_add_candidate(p11s_error *err, const char *candidate)
+{
+	char **n;
+
+	if (err == NULL || candidate == NULL)
+		return;
+	n = realloc(err->candidates, (err->ncandidates + 1) * sizeof(*n));
+	if (n == NULL)
+		return;
+	err->candidates = n;
+	n[err->ncandidates] = strdup(candidate);
+	if (n[err->ncandidates] != NULL)
+		err->ncandidates++;
+}

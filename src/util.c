@@ -1,0 +1,135 @@
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/asn1.h>
+
+#include "common.h"
+#include "p11smime/util.h"
+
+char *p11s_hex(const unsigned char *buf, size_t len)
+{
+	static const char digits[] = "0123456789abcdef";
+	char *out = malloc(len * 2 + 1);
+
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[buf[i] >> 4];
+		out[2 * i + 1] = digits[buf[i] & 0x0f];
+	}
+	out[len * 2] = '\0';
+	return out;
+}
+
+char *p11s_strdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+char *p11s_strndup(const char *s, size_t n)
+{
+	return s ? strndup(s, n) : NULL;
+}
+
+char *p11s_asprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *out = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&out, fmt, ap) < 0)
+		out = NULL;
+	va_end(ap);
+	return out;
+}
+
+static int digits(const char *s, int n, int *out)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return 0;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return 1;
+}
+
+p11s_rc p11s_time_parse(const char *text, time_t *out, p11s_error *err)
+{
+	int y, mo, d, h = 0, mi = 0, s = 0, off = 0;
+	const char *p = text;
+	char gt[32];
+	ASN1_TIME *at;
+	struct tm tm;
+
+	if (text == NULL)
+		goto bad;
+	if (!digits(p, 4, &y) || p[4] != '-' || !digits(p + 5, 2, &mo) || p[7] != '-' ||
+	    !digits(p + 8, 2, &d))
+		goto bad;
+	p += 10;
+	if (*p != '\0') {
+		if ((*p != 'T' && *p != 't' && *p != ' ') || !digits(p + 1, 2, &h) || p[3] != ':' ||
+		    !digits(p + 4, 2, &mi) || p[6] != ':' || !digits(p + 7, 2, &s))
+			goto bad;
+		p += 9;
+		if (*p == '.') {
+			p++;
+			if (!isdigit((unsigned char)*p))
+				goto bad;
+			while (isdigit((unsigned char)*p))
+				p++;
+		}
+		if (*p == 'Z' || *p == 'z') {
+			p++;
+		} else if (*p == '+' || *p == '-') {
+			int oh, om;
+
+			if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) ||
+			    oh > 23 || om > 59)
+				goto bad;
+			off = (oh * 60 + om) * 60 * (*p == '+' ? 1 : -1);
+			p += 6;
+		} else {
+			/* A time without a zone is ambiguous: RFC 3339 requires one. */
+			goto bad;
+		}
+		if (*p != '\0')
+			goto bad;
+	}
+	/* Let OpenSSL check the calendar (month lengths, leap years). */
+	if (h > 23 || mi > 59 || s > 60)
+		goto bad;
+	snprintf(gt, sizeof(gt), "%04d%02d%02d%02d%02d%02dZ", y, mo, d, h, mi, s > 59 ? 59 : s);
+	at = ASN1_TIME_new();
+	if (at == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	if (!ASN1_TIME_set_string_X509(at, gt) || !ASN1_TIME_to_tm(at, &tm)) {
+		ASN1_TIME_free(at);
+		goto bad;
+	}
+	ASN1_TIME_free(at);
+	*out = timegm(&tm) - off;
+	return P11S_OK;
+bad:
+	return p11s_err(
+	    err, P11S_E_BAD_TIME,
+	    "'%s' is not an RFC 3339 time (2026-11-28T00:00:00Z) or a date (2026-11-28)",
+	    text ? text : "(null)");
+}
+
+char *p11s_time_format(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+		if (len > 0)
+			buf[0] = '\0';
+	}
+	return buf;
+}
