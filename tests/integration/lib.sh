@@ -1,0 +1,262 @@
+# shellcheck shell=bash
+# Shared helpers for tests/integration/test_*.sh.  Source it first:
+#
+#   . "$(dirname "$0")/lib.sh"
+#
+# Environment (set by ctest; see tests/CMakeLists.txt):
+#   P11SMIME          the p11smime binary
+#   P11S_TEMPLATE     a SoftHSM token dir provisioned by softhsm-conf/provision.sh
+#   P11S_MOCK_MODULE  the fault-injecting PKCS#11 module (tests/mock)
+#   P11S_SRCDIR, P11S_BUILDDIR
+# Optional: P11S_KEEP_TMP=1 keeps the temp dirs; P11S_TIMEOUT (default 60 s)
+# bounds every run_p11smime.
+#
+# Tokens
+#   new_token             copy the template into a fresh temp dir (removed on
+#                         exit) and export SOFTHSM2_CONF, P11SMIME_MODULE (the
+#                         SoftHSM module, not the proxy), TOKEN_DIR, PIN_FILE,
+#                         PIN (the user PIN), SO_PIN, TOKEN_LABEL, CA_PEM, CA_KEY,
+#                         CERTS_DIR, SOFTHSM_MODULE.  Each call makes a new token.
+#   mock_token [FLAGS]    point P11SMIME_MODULE at the mock module with
+#                         P11S_MOCK_FLAGS=FLAGS, a fresh P11S_MOCK_LOG and the
+#                         rsa2048 certificate/key of a software copy (the mock
+#                         needs the key in a PEM file; see tests/mock).
+#   mock_log_count PATTERN   how many lines of $P11S_MOCK_LOG match (grep -E)
+#   token_keygen TYPE ID LABEL [--extractable]
+#                         generate a key pair on the current token; TYPE as in
+#                         pkcs11-tool --key-type (rsa:2048, EC:prime256v1).  Keys
+#                         are sensitive and, unless --extractable, not extractable.
+#   token_pubkey ID OUT_PEM        export the public key with CKA_ID ID (hex)
+#   token_import_cert PEM ID LABEL put a certificate on the token
+#   token_import_key PEM ID LABEL  put a software private key on the token
+#   token_delete TYPE ID           delete objects (cert, privkey, pubkey) with ID
+#   ca_issue PUBKEY_PEM OUT_PEM PROFILE_OR_EXTFILE [--days N]
+#            [--start YYYYMMDDHHMMSSZ] [--end YYYYMMDDHHMMSSZ] [--subject /CN=..]
+#            [--serial HEX]
+#                         issue a certificate for PUBKEY_PEM from the test CA.
+#                         PROFILE: smime-rsa, smime-ec (SAN/KU/EKU like the
+#                         template's), or a path to an openssl extension file
+#                         (section [ext]) to say anything else; $SAN_EMAIL (default
+#                         test@example.org) fills the profiles' SAN.  --start/--end
+#                         allow expired and not-yet-valid certificates.
+#   p11tool_token ARGS... pkcs11-tool with --module/--login/--pin for the token
+#
+# Running the tool
+#   run_p11smime ARGS...  runs "$P11SMIME" ARGS with stdin from /dev/null (or
+#                         from $RUN_STDIN if set), no controlling terminal, under
+#                         timeout; sets RC, OUT (stdout file), ERR (stderr file),
+#                         and the strings STDOUT and STDERR.  RC 124 = timed out.
+#                         Redirections on the call (5<file) reach the tool.
+#
+# Assertions (each counts one pass or one fail; failures print why)
+#   assert_exit N [MSG]              $RC == N
+#   assert_contains FILE TEXT        FILE holds TEXT (fixed string)
+#   assert_not_contains FILE TEXT
+#   assert_matches FILE REGEX        grep -E
+#   assert_eq EXPECTED ACTUAL MSG
+#   assert_file_absent PATH / assert_file_present PATH
+#   assert_json FILE JQ_FILTER [MSG] jq -e FILTER holds on FILE
+#   pass MSG / fail MSG
+#   finish                           print "N passed, N failed" and exit (also
+#                                    done automatically on exit; a script that
+#                                    asserted nothing fails)
+
+set -u -o pipefail
+
+: "${P11SMIME:?P11SMIME (the p11smime binary) is not set}"
+: "${P11S_TEMPLATE:?P11S_TEMPLATE (the provisioned token template) is not set}"
+P11S_SRCDIR=${P11S_SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+SOFTHSM_MODULE=${P11S_SOFTHSM_MODULE:-/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so}
+export SOFTHSM_MODULE
+
+_T_PASSED=0
+_T_FAILED=0
+_T_FINISHED=0
+_T_NAME=$(basename "$0" .sh)
+TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/p11s-${_T_NAME}.XXXXXX")
+export TEST_TMP
+
+_t_on_exit() {
+	local rc=$?
+	if [ "$_T_FINISHED" = 0 ]; then
+		if [ $rc -ne 0 ] && [ $_T_FAILED = 0 ]; then
+			echo "FAIL: script stopped early with status $rc (line ${_T_LAST_LINE:-?})"
+			_T_FAILED=$((_T_FAILED + 1))
+		fi
+		if [ $((_T_PASSED + _T_FAILED)) = 0 ]; then
+			echo "FAIL: no assertion ran"
+			_T_FAILED=1
+		fi
+		echo "$_T_PASSED passed, $_T_FAILED failed"
+	fi
+	if [ "${P11S_KEEP_TMP:-0}" = 1 ]; then
+		echo "(kept $TEST_TMP)"
+	else
+		rm -rf "$TEST_TMP"
+	fi
+	if [ $_T_FAILED -gt 0 ]; then
+		exit 1
+	fi
+	exit $rc
+}
+trap _t_on_exit EXIT
+trap '_T_LAST_LINE=$LINENO' ERR
+
+# ------------------------------------------------------------- assertions
+
+pass() {
+	_T_PASSED=$((_T_PASSED + 1))
+	echo "ok: $*"
+}
+
+fail() {
+	_T_FAILED=$((_T_FAILED + 1))
+	echo "FAIL: $*"
+}
+
+_t_show() { # FILE LABEL: print a file indented, cut short
+	[ -f "$1" ] || return 0
+	echo "  --- $2 ---"
+	head -n 30 "$1" | sed 's/^/  | /'
+}
+
+_t_show_last() {
+	[ -n "${_T_LAST_CMD:-}" ] && echo "  command: $_T_LAST_CMD (exit ${RC:-?})"
+	_t_show "${OUT:-}" stdout
+	_t_show "${ERR:-}" stderr
+}
+
+assert_exit() {
+	local want=$1
+	shift
+	if [ "${RC:-unset}" = "$want" ]; then
+		pass "${*:-exit $want}"
+	else
+		fail "${*:-exit status} (want exit $want, got ${RC:-unset})"
+		_t_show_last
+	fi
+}
+
+assert_contains() {
+	local file=$1 text=$2
+	if [ -f "$file" ] && grep -qF -- "$text" "$file"; then
+		pass "$(basename "$file") contains '$text'"
+	else
+		fail "$(basename "$file") does not contain '$text'"
+		_t_show_last
+		case "$file" in "${OUT:-}" | "${ERR:-}") ;; *) _t_show "$file" "$file" ;; esac
+	fi
+}
+
+assert_not_contains() {
+	local file=$1 text=$2
+	if [ -f "$file" ] && ! grep -qF -- "$text" "$file"; then
+		pass "$(basename "$file") lacks '$text'"
+	else
+		fail "$(basename "$file") contains '$text' (or is missing)"
+		_t_show_last
+		case "$file" in "${OUT:-}" | "${ERR:-}") ;; *) _t_show "$file" "$file" ;; esac
+	fi
+}
+
+assert_matches() {
+	local file=$1 re=$2
+	if [ -f "$file" ] && grep -qE -- "$re" "$file"; then
+		pass "$(basename "$file") matches /$re/"
+	else
+		fail "$(basename "$file") does not match /$re/"
+		_t_show_last
+		case "$file" in "${OUT:-}" | "${ERR:-}") ;; *) _t_show "$file" "$file" ;; esac
+	fi
+}
+
+assert_eq() {
+	local want=$1 got=$2
+	shift 2
+	if [ "$want" = "$got" ]; then
+		pass "${*:-values equal}: $got"
+	else
+		fail "${*:-values differ}: want '$want', got '$got'"
+	fi
+}
+
+assert_file_absent() {
+	if [ -e "$1" ]; then
+		fail "$1 exists but should not"
+	else
+		pass "$(basename "$1") absent"
+	fi
+}
+
+assert_file_present() {
+	if [ -s "$1" ]; then
+		pass "$(basename "$1") present"
+	else
+		fail "$1 missing or empty"
+	fi
+}
+
+assert_json() {
+	local file=$1 filter=$2
+	shift 2
+	if jq -e "$filter" "$file" >/dev/null 2>&1; then
+		pass "${*:-json: $filter}"
+	else
+		fail "${*:-json} ($filter does not hold)"
+		_t_show_last
+	fi
+}
+
+finish() {
+	_T_FINISHED=1
+	if [ $((_T_PASSED + _T_FAILED)) = 0 ]; then
+		echo "FAIL: no assertion ran"
+		_T_FAILED=1
+	fi
+	echo "$_T_PASSED passed, $_T_FAILED failed"
+	[ $_T_FAILED = 0 ] && exit 0
+	exit 1
+}
+
+# ------------------------------------------------------------ running it
+
+_T_RUN_N=0
+run_p11smime() {
+	_T_RUN_N=$((_T_RUN_N + 1))
+	OUT="$TEST_TMP/run$_T_RUN_N.out"
+	ERR="$TEST_TMP/run$_T_RUN_N.err"
+	_T_LAST_CMD="p11smime $*"
+	local in=${RUN_STDIN:-/dev/null}
+	# setsid: no controlling terminal, so a stray /dev/tty prompt fails
+	# instead of waiting for a person; timeout: a token fault never hangs us.
+	timeout -k 5 "${P11S_TIMEOUT:-60}" setsid -w "$P11SMIME" "$@" <"$in" >"$OUT" 2>"$ERR"
+	RC=$?
+	STDOUT=$(cat "$OUT")
+	STDERR=$(cat "$ERR")
+	if [ $RC = 124 ]; then
+		echo "note: p11smime $* timed out after ${P11S_TIMEOUT:-60}s"
+	fi
+	return 0
+}
+
+# ---------------------------------------------------------------- tokens
+
+new_token() {
+	local dir
+	dir=$(mktemp -d "$TEST_TMP/token.XXXXXX")
+	cp -a "$P11S_TEMPLATE/." "$dir/"
+	# The template's paths are absolute: repoint everything at the copy.
+	sed -i "s|^directories.tokendir *=.*|directories.tokendir = $dir/tokens|" "$dir/softhsm2.conf"
+	export TOKEN_DIR=$dir
+	export SOFTHSM2_CONF=$dir/softhsm2.conf
+	export P11SMIME_MODULE=$SOFTHSM_MODULE
+	export PIN_FILE=$dir/pin
+	PIN=$(head -n1 "$dir/pin")
+	export PIN
+	export SO_PIN=12345678
+	export TOKEN_LABEL=p11smime-test
+	export CA_PEM=$dir/ca/ca.pem
+	export CA_KEY=$dir/ca/ca.key
+	export CERTS_DIR=$dir/certs
+	unset P11S_MOCK_FLAGS
+}
