@@ -10,6 +10,7 @@
 #include "p11smime/io.h"
 
 struct p11s_output {
+	int direct;     /* writing straight to a device or pipe named by path */
 	char *path;     /* NULL: standard output */
 	char *tmp_path; /* the temporary file */
 	BIO *bio;
@@ -47,10 +48,30 @@ p11s_rc p11s_output_open(const char *path, p11s_output **out, p11s_error *err)
 	p11s_output *o = calloc(1, sizeof(*o));
 	char *dir = NULL;
 	const char *tmpdir;
+	struct stat st;
 	int fd;
 
 	if (o == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	if (path != NULL && strcmp(path, "-") != 0 && stat(path, &st) == 0 &&
+	    !S_ISREG(st.st_mode)) {
+		/*
+		 * /dev/null, a FIFO, a terminal: there is nothing to rename over,
+		 * and renaming over a device would replace it with a file.
+		 */
+		o->direct = 1;
+		o->fp = fopen(path, "wb");
+		if (o->fp == NULL) {
+			free(o);
+			return p11s_err(err, P11S_E_IO, "cannot open '%s': %s", path,
+			                strerror(errno));
+		}
+		o->bio = BIO_new_fp(o->fp, BIO_NOCLOSE);
+		if (o->bio == NULL)
+			goto nomem;
+		*out = o;
+		return P11S_OK;
+	}
 	if (path != NULL && strcmp(path, "-") != 0) {
 		o->path = strdup(path);
 		dir = dir_of(path);
@@ -136,6 +157,8 @@ p11s_rc p11s_output_commit(p11s_output *o, p11s_error *err)
 		return p11s_err(err, P11S_E_INTERNAL, "no output");
 	if (BIO_flush(o->bio) <= 0 || fflush(o->fp) != 0) {
 		rc = p11s_err(err, P11S_E_IO, "cannot write the output: %s", strerror(errno));
+	} else if (o->direct) {
+		/* Written as it came: nothing to move into place. */
 	} else if (o->path == NULL) {
 		if (copy_to_stdout(o->fp) != 0)
 			rc = p11s_err(err, P11S_E_IO, "cannot write to standard output: %s",

@@ -63,7 +63,7 @@ p11s_rc p11s_time_parse(const char *text, time_t *out, p11s_error *err)
 {
 	int y, mo, d, h = 0, mi = 0, s = 0, off = 0;
 	const char *p = text;
-	char gt[32];
+	char gt[64];
 	ASN1_TIME *at;
 	struct tm tm;
 

@@ -43,7 +43,9 @@ typedef int (*p11s_pin_prompt_fn)(const char *prompt, char *buf, size_t len, voi
 p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err);
 /** Logs out nothing, closes every session and unloads the module; NULL ok. */
 void p11s_ctx_free(p11s_ctx *ctx);
-/** Path of the loaded module; owned by @p ctx. */
+/**
+ * Path of the loaded module; owned by @p ctx.
+ */
 const char *p11s_ctx_module_path(const p11s_ctx *ctx);
 
 /**
@@ -52,6 +54,8 @@ const char *p11s_ctx_module_path(const p11s_ctx *ctx);
  * checked here (P11S_E_BAD_PIN_SOURCE); it is read only when a login needs it.
  */
 p11s_rc p11s_ctx_set_pin_source(p11s_ctx *ctx, const char *spec, p11s_error *err);
+/** Check a PIN source spec as p11s_ctx_set_pin_source() does, without a context. */
+p11s_rc p11s_pin_source_check(const char *spec, p11s_error *err);
 /** The callback used when there is no PIN source. */
 void p11s_ctx_set_pin_prompt(p11s_ctx *ctx, p11s_pin_prompt_fn fn, void *user);
 /** Allow a login when the token says the next wrong PIN locks it. */
@@ -141,6 +145,22 @@ typedef enum p11s_pairing {
 	P11S_PAIR_NOT_LOGGED_IN, /**< keys are private objects and we did not log in */
 } p11s_pairing;
 
+/** Where the public half of a private key, compared with the certificate's, came from. */
+typedef enum p11s_pair_evidence {
+	P11S_EVIDENCE_NONE,            /**< not compared */
+	P11S_EVIDENCE_KEY_ATTRIBUTES,  /**< RSA: CKA_MODULUS/CKA_PUBLIC_EXPONENT of the private key
+	                                */
+	P11S_EVIDENCE_PUBLIC_KEY_INFO, /**< CKA_PUBLIC_KEY_INFO of the private key */
+	P11S_EVIDENCE_PUBLIC_KEY_OBJECT, /**< the public key object with the same CKA_ID */
+} p11s_pair_evidence;
+
+/** "none", "confirmed", "mismatch", "unconfirmed", "not-logged-in"; static. */
+const char *p11s_pairing_name(p11s_pairing p);
+/** "none", "key-attributes", "public-key-info", "public-key-object"; static. */
+const char *p11s_pair_evidence_name(p11s_pair_evidence e);
+/** "certificate", "private-key", "public-key"; static. */
+const char *p11s_object_class_name(p11s_object_class c);
+
 typedef struct p11s_object p11s_object;
 typedef struct p11s_object_list p11s_object_list;
 
@@ -175,13 +195,27 @@ const p11s_token *p11s_object_token(const p11s_object *o);
 
 /** Certificates: the parsed certificate (NULL if CKA_VALUE did not parse). */
 X509 *p11s_object_x509(const p11s_object *o);
-/** Certificates: how the private key was paired, and the key (or NULL). */
+/** Certificates: how the private key was paired. */
 p11s_pairing p11s_object_pairing(const p11s_object *o);
+/** Certificates: how the pairing was confirmed (or refuted). */
+p11s_pair_evidence p11s_object_pairing_evidence(const p11s_object *o);
+/**
+ * Certificates: the paired private key when the pairing is CONFIRMED or
+ * UNCONFIRMED, else NULL (a MISMATCH key is never offered for use).
+ */
 const p11s_object *p11s_object_private_key(const p11s_object *o);
+/**
+ * Certificates: the private key with the same CKA_ID whatever the pairing
+ * says (the mismatched key of a MISMATCH), or NULL.
+ */
+const p11s_object *p11s_object_id_key(const p11s_object *o);
 /** Private keys: the certificate paired with this key, or NULL. */
 const p11s_object *p11s_object_certificate(const p11s_object *o);
 
-/** Keys: type, bits (RSA modulus, EC field), curve short name ("P-256") or NULL. */
+/**
+ * Keys: type, bits (RSA modulus, EC field; 0 when unknown), curve name
+ * ("P-256", else OpenSSL's short name such as "brainpoolP256r1") or NULL.
+ */
 p11s_key_type p11s_object_key_type(const p11s_object *o);
 int p11s_object_key_bits(const p11s_object *o);
 const char *p11s_object_key_curve(const p11s_object *o);
@@ -210,7 +244,10 @@ typedef struct p11s_key p11s_key;
  * Open @p private_key (from a list enumerated with login) for use: logs in
  * if needed (PIN policy: one attempt, refuse on locked/final try/to be
  * changed) and returns a handle whose EVP_PKEY performs every private-key
- * operation on the token.
+ * operation on the token.  Keys with CKA_ALWAYS_AUTHENTICATE get their
+ * context-specific login from the PIN of the user login (a protected
+ * authentication path: without a PIN).  The handle must be freed before
+ * @p ctx; the list may be freed first.
  */
 p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *private_key, p11s_key **out,
                       p11s_error *err);
@@ -219,6 +256,9 @@ void p11s_key_free(p11s_key *key);
 EVP_PKEY *p11s_key_pkey(const p11s_key *key);
 /** The key object's URI; owned by @p key. */
 const char *p11s_key_uri(const p11s_key *key);
+/** The key's type and size as enumerated. */
+p11s_key_type p11s_key_get_type(const p11s_key *key);
+int p11s_key_bits(const p11s_key *key);
 
 /** Operations a caller may need a token mechanism for. */
 typedef enum p11s_op {
@@ -231,11 +271,15 @@ typedef enum p11s_op {
 } p11s_op;
 
 /**
- * Ask the token (C_GetMechanismInfo) whether it can do @p op with @p key,
- * for an RSA modulus of the key's size.  On success *mechanism names the
- * mechanism that will be used ("CKM_RSA_PKCS", or "CKM_RSA_X_509" where
- * the padding is done in software); static string.  P11S_E_MECHANISM with
- * a plain message saying what the token lacks otherwise.
+ * Ask the token (C_GetMechanismInfo) whether it can do @p op with @p key:
+ * the mechanism libp11 will really use exists, has the flag (CKF_SIGN,
+ * CKF_DECRYPT, CKF_DERIVE) and accepts the key's size; the key's own
+ * CKA_SIGN/CKA_DECRYPT/CKA_DERIVE allows it.  The mechanisms, with OpenSSL
+ * 3 driving libp11's RSA_METHOD/EC_KEY_METHOD: RSA PKCS#1 v1.5 sign and
+ * decrypt: CKM_RSA_PKCS; RSA-PSS sign and OAEP decrypt: CKM_RSA_X_509 (raw
+ * RSA, padding done by OpenSSL); ECDSA: CKM_ECDSA; ECDH: CKM_ECDH1_DERIVE.
+ * On success *mechanism (may be NULL) names it; static string.
+ * P11S_E_MECHANISM with a plain message saying what is missing otherwise.
  */
 p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanism, p11s_error *err);
 

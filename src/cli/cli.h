@@ -23,6 +23,7 @@ struct cli {
 	int verbose;            /* -v, repeatable */
 	p11s_ctx *ctx;          /* loaded on first use by cli_ctx() */
 	p11s_error *err;        /* the error of the current command */
+	int ctx_exit;           /* exit code when cli_ctx() failed */
 };
 
 /* One command: its name, a one-line summary, and its entry point. */
@@ -32,7 +33,10 @@ struct cli_command {
 	int (*run)(struct cli *cli, int argc, char **argv);
 };
 
-/* Load the module and set the PIN options once; NULL after printing why. */
+/*
+ * Load the module and set the PIN options once; NULL after printing why,
+ * with the exit code for it in cli->ctx_exit.
+ */
 p11s_ctx *cli_ctx(struct cli *cli);
 
 /*

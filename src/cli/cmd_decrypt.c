@@ -1,10 +1,195 @@
-#include "cli.h"
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-/* Placeholder until the decrypt command lands; it refuses rather than pretends. */
+#include "cli.h"
+#include "p11smime/decrypt.h"
+
+static void help(FILE *fp)
+{
+	fprintf(fp,
+	        "Usage: p11smime decrypt [--key URI|EMAIL] [--at TIME] [--inform smime|der|pem]\n"
+	        "                        [--keep-line-ends] [--entity] [-i FILE] [-o FILE]\n"
+	        "\n"
+	        "Decrypt an S/MIME message (application/pkcs7-mime; smime-type=enveloped-data\n"
+	        "or authEnveloped-data) with a private key on the token.  The recipient is\n"
+	        "found by matching the message's recipients against the token's certificates;\n"
+	        "the token does the RSA decryption or the ECDH derivation.  The output is the\n"
+	        "message with its outer headers kept and the decrypted entity in place of the\n"
+	        "encrypted one; it appears whole or not at all.\n"
+	        "\n"
+	        "  --key URI|EMAIL   decrypt with this certificate's key (pkcs11: URI of the\n"
+	        "                    certificate or key, or an e-mail address of a certificate\n"
+	        "                    on the token); it must be one of the recipients\n"
+	        "  --at TIME         report the recipient certificate's validity at TIME\n"
+	        "                    (RFC 3339 or date; default now); an expired certificate\n"
+	        "                    still decrypts: old mail must stay readable\n"
+	        "  --inform FORM     smime (default: a message or MIME entity), der or pem\n"
+	        "                    (a bare CMS ContentInfo; the output is the content alone)\n"
+	        "  --keep-line-ends  write the decrypted entity as decrypted (CRLF); by\n"
+	        "                    default its line ends follow the input's headers\n"
+	        "  --entity          write only the decrypted entity, not the outer headers\n"
+	        "  -i, --in FILE     the encrypted message (default: standard input)\n"
+	        "  -o, --out FILE    the decrypted message (default: standard output)\n"
+	        "\n"
+	        "With --json, a report (recipient, key URI, key-encryption algorithm, content\n"
+	        "cipher, token mechanism, certificate expiry) is printed instead of the content,\n"
+	        "or beside it when -o is given.\n"
+	        "\n"
+	        "Exit: 0 decrypted, 2 usage, 3 token, PIN, mechanism, or no recipient on the\n"
+	        "token, 4 malformed or truncated input, failed authentication or padding.\n");
+}
+
+static void print_summary(const struct cli *cli, const p11s_decrypt_report *r)
+{
+	X509 *x;
+	char *subject;
+
+	if (r == NULL)
+		return;
+	if (cli->verbose && (x = p11s_decrypt_report_certificate(r)) != NULL) {
+		subject = X509_NAME_oneline(X509_get_subject_name(x), NULL, 0);
+		cli_verbose(cli, "recipient: %s", subject ? subject : "?");
+		OPENSSL_free(subject);
+	}
+	if (p11s_decrypt_report_key_uri(r) != NULL)
+		cli_verbose(cli, "key: %s", p11s_decrypt_report_key_uri(r));
+	if (p11s_decrypt_report_key_encryption(r) != NULL)
+		cli_verbose(cli, "key encryption: %s", p11s_decrypt_report_key_encryption(r));
+	if (p11s_decrypt_report_mechanism(r) != NULL)
+		cli_verbose(cli, "token mechanism: %s%s", p11s_decrypt_report_mechanism(r),
+		            strcmp(p11s_decrypt_report_mechanism(r), "CKM_RSA_X_509") == 0
+		                ? " (raw RSA on the token; the OAEP decoding runs in OpenSSL's "
+		                  "constant-time code)"
+		                : "");
+	if (p11s_decrypt_report_content_cipher(r) != NULL)
+		cli_verbose(cli, "content: %s, %s", p11s_decrypt_report_content_type(r),
+		            p11s_decrypt_report_content_cipher(r));
+}
+
 int cmd_decrypt(struct cli *cli, int argc, char **argv)
 {
-	(void)cli;
-	(void)argc;
-	(void)argv;
-	return cli_usage_error("decrypt", "not implemented yet");
+	static const struct option opts[] = {
+	    {"key", required_argument, NULL, 'k'},
+	    {"at", required_argument, NULL, 'a'},
+	    {"inform", required_argument, NULL, 'f'},
+	    {"keep-line-ends", no_argument, NULL, 'L'},
+	    {"entity", no_argument, NULL, 'E'},
+	    {"in", required_argument, NULL, 'i'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	p11s_decrypt_opts o = {0};
+	const char *in_path = NULL, *out_path = NULL;
+	p11s_decrypt_report *report = NULL;
+	p11s_output *out = NULL;
+	BIO *in = NULL, *sinkbio = NULL, *target;
+	p11s_ctx *ctx;
+	p11s_rc rc;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "i:o:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			o.key = optarg;
+			break;
+		case 'a':
+			if (cli_parse_time(optarg, &o.at) != 0)
+				return 2;
+			break;
+		case 'f':
+			if (strcmp(optarg, "smime") == 0)
+				o.inform = P11S_INFORM_SMIME;
+			else if (strcmp(optarg, "der") == 0)
+				o.inform = P11S_INFORM_DER;
+			else if (strcmp(optarg, "pem") == 0)
+				o.inform = P11S_INFORM_PEM;
+			else
+				return cli_usage_error("decrypt", "--inform takes smime, der or pem");
+			break;
+		case 'L':
+			o.keep_line_ends = 1;
+			break;
+		case 'E':
+			o.entity_only = 1;
+			break;
+		case 'i':
+			in_path = optarg;
+			break;
+		case 'o':
+			out_path = optarg;
+			break;
+		case 'h':
+			help(stdout);
+			return 0;
+		default:
+			help(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc)
+		return cli_usage_error("decrypt", "unexpected argument '%s'", argv[optind]);
+
+	rc = p11s_input_open(in_path, &in, cli->err);
+	if (rc != P11S_OK)
+		return cli_fail(cli, rc);
+	ctx = cli_ctx(cli);
+	if (ctx == NULL) {
+		BIO_free_all(in);
+		return 3;
+	}
+	if (cli->json && out_path == NULL) {
+		/* The report takes standard output; the content is checked, then dropped. */
+		sinkbio = BIO_new(BIO_s_null());
+		if (sinkbio == NULL) {
+			BIO_free_all(in);
+			fprintf(stderr, "p11smime: out of memory\n");
+			return 4;
+		}
+		target = sinkbio;
+	} else {
+		rc = p11s_output_open(out_path, &out, cli->err);
+		if (rc != P11S_OK) {
+			BIO_free_all(in);
+			return cli_fail(cli, rc);
+		}
+		target = p11s_output_bio(out);
+	}
+
+	rc = p11s_decrypt(ctx, &o, in, target, &report, cli->err);
+	BIO_free_all(in);
+	print_summary(cli, report);
+	if (rc != P11S_OK) {
+		p11s_output_abort(out);
+		BIO_free(sinkbio);
+		if (cli->json && report != NULL)
+			cli_print_json(p11s_decrypt_report_json(report));
+		p11s_decrypt_report_free(report);
+		return cli_fail(cli, rc);
+	}
+	BIO_free(sinkbio);
+	if (out != NULL) {
+		rc = p11s_output_commit(out, cli->err);
+		if (rc != P11S_OK) {
+			p11s_decrypt_report_free(report);
+			return cli_fail(cli, rc);
+		}
+	}
+	for (size_t i = 0; i < p11s_decrypt_report_note_count(report); i++)
+		fprintf(stderr, "p11smime: note: %s\n", p11s_decrypt_report_note(report, i));
+	ret = 0;
+	if (cli->json && out_path != NULL && strcmp(out_path, "-") == 0) {
+		/* The content has standard output: the report goes beside it, on stderr. */
+		char *doc = p11s_decrypt_report_json(report);
+
+		if (doc != NULL)
+			fprintf(stderr, "%s\n", doc);
+		free(doc);
+	} else if (cli->json) {
+		cli_print_json(p11s_decrypt_report_json(report));
+	}
+	p11s_decrypt_report_free(report);
+	return ret;
 }

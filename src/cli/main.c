@@ -90,7 +90,7 @@ p11s_ctx *cli_ctx(struct cli *cli)
 		return cli->ctx;
 	rc = p11s_ctx_new(cli->module, &cli->ctx, cli->err);
 	if (rc != P11S_OK) {
-		cli_fail(cli, rc);
+		cli->ctx_exit = cli_fail(cli, rc);
 		return NULL;
 	}
 	cli_verbose(cli, "module: %s", p11s_ctx_module_path(cli->ctx));
@@ -99,7 +99,7 @@ p11s_ctx *cli_ctx(struct cli *cli)
 	if (cli->pin_source != NULL) {
 		rc = p11s_ctx_set_pin_source(cli->ctx, cli->pin_source, cli->err);
 		if (rc != P11S_OK) {
-			cli_fail(cli, rc);
+			cli->ctx_exit = cli_fail(cli, rc);
 			p11s_ctx_free(cli->ctx);
 			cli->ctx = NULL;
 			return NULL;

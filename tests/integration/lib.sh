@@ -18,10 +18,14 @@
 #                         PIN (the user PIN), SO_PIN, TOKEN_LABEL, CA_PEM, CA_KEY,
 #                         CERTS_DIR, SOFTHSM_MODULE.  Each call makes a new token.
 #   mock_token [FLAGS]    point P11SMIME_MODULE at the mock module with
-#                         P11S_MOCK_FLAGS=FLAGS, a fresh P11S_MOCK_LOG and the
-#                         rsa2048 certificate/key of a software copy (the mock
-#                         needs the key in a PEM file; see tests/mock).
-#   mock_log_count PATTERN   how many lines of $P11S_MOCK_LOG match (grep -E)
+#                         P11S_MOCK_FLAGS=FLAGS (comma list, see tests/mock),
+#                         a fresh P11S_MOCK_LOG, P11S_MOCK_PIN=$PIN and the
+#                         software RSA pair $TOKEN_DIR/mock/{key,cert}.pem
+#                         (CA-issued, mock@example.org).  Calls new_token first
+#                         if no token dir exists yet.
+#   mock_log_count REGEX  how many lines of $P11S_MOCK_LOG match (grep -E), e.g.
+#                         mock_log_count '^C_Login '
+#   mock_log_reset        empty the log
 #   token_keygen TYPE ID LABEL [--extractable]
 #                         generate a key pair on the current token; TYPE as in
 #                         pkcs11-tool --key-type (rsa:2048, EC:prime256v1).  Keys
@@ -30,15 +34,20 @@
 #   token_import_cert PEM ID LABEL put a certificate on the token
 #   token_import_key PEM ID LABEL  put a software private key on the token
 #   token_delete TYPE ID           delete objects (cert, privkey, pubkey) with ID
-#   ca_issue PUBKEY_PEM OUT_PEM PROFILE_OR_EXTFILE [--days N]
-#            [--start YYYYMMDDHHMMSSZ] [--end YYYYMMDDHHMMSSZ] [--subject /CN=..]
-#            [--serial HEX]
-#                         issue a certificate for PUBKEY_PEM from the test CA.
-#                         PROFILE: smime-rsa, smime-ec (SAN/KU/EKU like the
-#                         template's), or a path to an openssl extension file
-#                         (section [ext]) to say anything else; $SAN_EMAIL (default
-#                         test@example.org) fills the profiles' SAN.  --start/--end
-#                         allow expired and not-yet-valid certificates.
+#   ca_issue KEY OUT_PEM [PROFILE] [OPTIONS]
+#                         issue a certificate from the token dir's test CA
+#                         (softhsm-conf/issue-cert.sh).  KEY: token:ID (a key on
+#                         the current token; the request is signed there),
+#                         key:FILE (software private key) or a public key PEM
+#                         (pub:FILE or FILE; validity then starts now).
+#                         PROFILE: smime-any (default: KU from the key type),
+#                         smime-rsa (digitalSignature+keyEncipherment), smime-ec
+#                         (digitalSignature+keyAgreement), or an openssl
+#                         extension file with an [ext] section for anything
+#                         else.  OPTIONS: --days N, --start/--end YYYYMMDDHHMMSSZ
+#                         (expired, not yet valid), --serial HEX, --email ADDR
+#                         (default $SAN_EMAIL or test@example.org), --cn NAME,
+#                         --subject DN, --no-email-dn.
 #   p11tool_token ARGS... pkcs11-tool with --module/--login/--pin for the token
 #
 # Running the tool
@@ -52,7 +61,7 @@
 #   assert_exit N [MSG]              $RC == N
 #   assert_contains FILE TEXT        FILE holds TEXT (fixed string)
 #   assert_not_contains FILE TEXT
-#   assert_matches FILE REGEX        grep -E
+#   assert_matches [-i] FILE REGEX   grep -E (-i: ignoring case)
 #   assert_eq EXPECTED ACTUAL MSG
 #   assert_file_absent PATH / assert_file_present PATH
 #   assert_json FILE JQ_FILTER [MSG] jq -e FILTER holds on FILE
@@ -159,12 +168,17 @@ assert_not_contains() {
 	fi
 }
 
-assert_matches() {
+assert_matches() { # [-i] FILE REGEX
+	local icase=()
+	if [ "$1" = -i ]; then
+		icase=(-i)
+		shift
+	fi
 	local file=$1 re=$2
-	if [ -f "$file" ] && grep -qE -- "$re" "$file"; then
-		pass "$(basename "$file") matches /$re/"
+	if [ -f "$file" ] && grep -qE "${icase[@]}" -- "$re" "$file"; then
+		pass "$(basename "$file") matches /$re/${icase[*]}"
 	else
-		fail "$(basename "$file") does not match /$re/"
+		fail "$(basename "$file") does not match /$re/${icase[*]}"
 		_t_show_last
 		case "$file" in "${OUT:-}" | "${ERR:-}") ;; *) _t_show "$file" "$file" ;; esac
 	fi
@@ -231,6 +245,7 @@ run_p11smime() {
 	# instead of waiting for a person; timeout: a token fault never hangs us.
 	timeout -k 5 "${P11S_TIMEOUT:-60}" setsid -w "$P11SMIME" "$@" <"$in" >"$OUT" 2>"$ERR"
 	RC=$?
+	export STDOUT STDERR
 	STDOUT=$(cat "$OUT")
 	STDERR=$(cat "$ERR")
 	if [ $RC = 124 ]; then
@@ -260,3 +275,127 @@ new_token() {
 	export CERTS_DIR=$dir/certs
 	unset P11S_MOCK_FLAGS
 }
+
+# pkcs11-tool against the current SoftHSM token, logged in.
+p11tool_token() {
+	pkcs11-tool --module "$SOFTHSM_MODULE" --token-label "$TOKEN_LABEL" --login --pin "$PIN" "$@"
+}
+
+token_keygen() { # TYPE ID LABEL [--extractable]
+	local type=$1 id=$2 label=$3 extra=() usage=(--usage-sign --usage-decrypt)
+	[ "${4:-}" = --extractable ] && extra=(--extractable)
+	case "$type" in EC:* | ec:*) usage=(--usage-sign --usage-derive) ;; esac
+	p11tool_token --keypairgen --key-type "$type" --id "$id" --label "$label" "${usage[@]}" \
+		--sensitive "${extra[@]}" >"$TEST_TMP/keygen.log" 2>&1 ||
+		{ cat "$TEST_TMP/keygen.log"; echo "token_keygen $*: failed" >&2; return 1; }
+}
+
+_der_len() { # N -> DER length octets in hex
+	if [ "$1" -lt 128 ]; then
+		printf '%02x' "$1"
+	elif [ "$1" -lt 256 ]; then
+		printf '81%02x' "$1"
+	else
+		printf '82%04x' "$1"
+	fi
+}
+
+token_pubkey() { # ID OUT_PEM
+	local listing params point inner algo bits spki
+	# --list-objects ignores --id: pick the block of the public key with this ID.
+	listing=$(pkcs11-tool --module "$SOFTHSM_MODULE" --token-label "$TOKEN_LABEL" --list-objects \
+		--type pubkey 2>/dev/null | awk -v id="$1" '
+			/^[A-Z][a-z]+ (Key )?Object;/ { if (b != "" && hit) print b; b = $0 "\n"; hit = 0; next }
+			{ b = b $0 "\n" }
+			$1 == "ID:" && tolower($2) == tolower(id) { hit = 1 }
+			END { if (b != "" && hit) print b }')
+	case "$listing" in
+	*"EC_POINT:"*)
+		# pkcs11-tool 0.23 cannot export P-384 public keys: build the SPKI from
+		# CKA_EC_PARAMS and CKA_EC_POINT (a DER OCTET STRING around the point).
+		params=$(awk '/EC_PARAMS:/ {print $2; exit}' <<<"$listing")
+		point=$(awk '/EC_POINT:/ {print $2; exit}' <<<"$listing")
+		case "${point:2:2}" in 81) point=${point:6} ;; 82) point=${point:8} ;; *) point=${point:4} ;; esac
+		algo="06072a8648ce3d0201$params"
+		algo="30$(_der_len $((${#algo} / 2)))$algo"
+		bits="00$point"
+		bits="03$(_der_len $((${#bits} / 2)))$bits"
+		inner="$algo$bits"
+		spki="30$(_der_len $((${#inner} / 2)))$inner"
+		xxd -r -p <<<"$spki" >"$TEST_TMP/pub.der"
+		;;
+	*"Public Key Object"*)
+		pkcs11-tool --module "$SOFTHSM_MODULE" --token-label "$TOKEN_LABEL" --read-object \
+			--type pubkey --id "$1" -o "$TEST_TMP/pub.der" >/dev/null 2>&1 ||
+			{ echo "token_pubkey $1: cannot read the public key" >&2; return 1; }
+		;;
+	*)
+		echo "token_pubkey $1: no public key with that id" >&2
+		return 1
+		;;
+	esac
+	openssl pkey -pubin -inform DER -in "$TEST_TMP/pub.der" -out "$2"
+}
+
+token_import_cert() { # PEM ID LABEL
+	openssl x509 -in "$1" -outform DER -out "$TEST_TMP/cert.der" &&
+		p11tool_token --write-object "$TEST_TMP/cert.der" --type cert --id "$2" --label "$3" >/dev/null 2>&1 ||
+		{ echo "token_import_cert $*: failed" >&2; return 1; }
+}
+
+token_import_key() { # PEM ID LABEL: a software private key, made private and sensitive
+	openssl pkey -in "$1" -outform DER -out "$TEST_TMP/key.der" &&
+		p11tool_token --write-object "$TEST_TMP/key.der" --type privkey --id "$2" --label "$3" \
+			--usage-sign --usage-decrypt --sensitive --private >/dev/null 2>&1 ||
+		{ echo "token_import_key $*: failed" >&2; return 1; }
+}
+
+token_delete() { # TYPE ID
+	p11tool_token --delete-object --type "$1" --id "$2" >/dev/null 2>&1 ||
+		{ echo "token_delete $*: failed" >&2; return 1; }
+}
+
+# ca_issue KEY OUT_PEM [PROFILE_OR_EXTFILE] [issue-cert.sh options]
+#   KEY: token:ID (a key on the current token), key:FILE (software private
+#   key), a bare public key PEM file (pub:FILE, or just FILE; start = now then).
+#   Options: --days N --start YYYYMMDDHHMMSSZ --end ... --serial HEX
+#   --email ADDR --cn NAME --subject DN --no-email-dn.  SAN_EMAIL sets the
+#   default e-mail.
+ca_issue() {
+	local key=$1 out=$2 profile=smime-any
+	shift 2
+	if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then
+		profile=$1
+		shift
+	fi
+	case "$key" in token:* | key:* | pub:*) ;; *) key=pub:$key ;; esac
+	P11S_PIN_FILE=$PIN_FILE P11S_TOKEN_LABEL=$TOKEN_LABEL P11S_SOFTHSM_MODULE=$SOFTHSM_MODULE \
+		bash "$P11S_SRCDIR/softhsm-conf/issue-cert.sh" --ca-dir "$TOKEN_DIR/ca" --key "$key" \
+		--out "$out" --profile "$profile" --email "${SAN_EMAIL:-test@example.org}" "$@"
+}
+
+# ------------------------------------------------------------------ mock
+
+# mock_token [FLAGS]: use the fault-injecting module (tests/mock) with the
+# software key pair of the current token dir (new_token is called if needed).
+mock_token() {
+	: "${P11S_MOCK_MODULE:?P11S_MOCK_MODULE (the mock PKCS#11 module) is not set}"
+	[ -n "${TOKEN_DIR:-}" ] || new_token
+	export P11SMIME_MODULE=$P11S_MOCK_MODULE
+	export P11S_MOCK_FLAGS=${1:-}
+	export P11S_MOCK_CERT=$TOKEN_DIR/mock/cert.pem
+	export P11S_MOCK_KEY=$TOKEN_DIR/mock/key.pem
+	export P11S_MOCK_PIN=$PIN
+	export P11S_MOCK_LOG
+	P11S_MOCK_LOG=$(mktemp "$TEST_TMP/mock.XXXXXX.log")
+}
+
+# Lines of the mock's call log matching an extended regex (0 when none).
+mock_log_count() {
+	local n
+	n=$(grep -cE -- "$1" "$P11S_MOCK_LOG" 2>/dev/null) || true
+	echo "${n:-0}"
+}
+
+# Empty the mock's call log before the next run.
+mock_log_reset() { : >"$P11S_MOCK_LOG"; }

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Benchmark: listing a token with many certificates.
+#
+#   bench/list.sh [-n RUNS] [-c CERTS] [-b P11SMIME_BINARY] [-k DIR]
+#
+# -k DIR keeps the bench token in DIR and reuses it on the next run with -k
+# DIR (setup takes ~20 s).
+# Provisions a fresh SoftHSM token (softhsm-conf/provision.sh) in a temp dir,
+# adds CERTS (default 500) S/MIME certificates issued by the test CA for a
+# few keys (distinct subjects, serials, SAN addresses and CKA_IDs), then
+# times, interleaved, RUNS (default 7) times each:
+#   p11smime --json list                      (certificates are public objects)
+#   p11smime --json list --login              (private keys and pairing too)
+#   pkcs11-tool --list-objects --type cert
+#   p11tool --list-all-certs
+# all against the SoftHSM module directly (no proxy), and prints each median,
+# the object counts each tool reported, and the ratios.  Figures are
+# recorded by hand in docs/performance.md.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+src=$(cd "$here/.." && pwd)
+runs=7
+ncerts=500
+bin=${P11SMIME:-$src/build/p11smime}
+keep=''
+while getopts "n:c:b:k:" o; do
+	case $o in
+	n) runs=$OPTARG ;;
+	c) ncerts=$OPTARG ;;
+	b) bin=$OPTARG ;;
+	k) keep=$OPTARG ;;
+	*) echo "usage: $0 [-n RUNS] [-c CERTS] [-b P11SMIME] [-k DIR]" >&2; exit 2 ;;
+	esac
+done
+[ -x "$bin" ] || { echo "list.sh: no p11smime binary at $bin (build first, or -b PATH)" >&2; exit 2; }
+for t in pkcs11-tool p11tool openssl cc jq awk; do
+	command -v "$t" >/dev/null || { echo "list.sh: $t is required" >&2; exit 2; }
+done
+module=/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/p11s-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+tok=$work/token
+[ -n "$keep" ] && tok=$keep
+
+if [ -n "$keep" ] && [ -f "$keep/bench-$ncerts" ]; then
+	echo "== reusing the bench token in $keep"
+	. "$tok/env"
+else
+	echo "== setup: token with $ncerts extra certificates"
+	t0=$(date +%s%N)
+	bash "$src/softhsm-conf/provision.sh" "$tok" >/dev/null
+	. "$tok/env"
+	cc -O2 -I/usr/include/p11-kit-1 -o "$work/import_certs" "$here/import_certs.c" -ldl -lcrypto
+
+	# A few software keys (the token's own keys are slow to make by the hundred);
+	# the certificates are what the listing has to walk.
+	mkdir "$work/certs"
+	for k in 0 1 2 3; do
+		case $k in
+		0 | 1) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/k$k.pem" 2>/dev/null ;;
+		*) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/k$k.pem" 2>/dev/null ;;
+		esac
+		openssl req -new -key "$work/k$k.pem" -subj "/CN=bench key $k" -out "$work/r$k.pem" -config /dev/null
+	done
+	for i in $(seq 1 "$ncerts"); do
+		k=$((i % 4))
+		case $k in 0 | 1) ku="digitalSignature, keyEncipherment" ;; *) ku="digitalSignature, keyAgreement" ;; esac
+		printf '[e]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,%s\nextendedKeyUsage=emailProtection\nsubjectAltName=email:user%d@example.org\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' \
+			"$ku" "$i" >"$work/ext"
+		openssl x509 -req -in "$work/r$k.pem" -CA "$tok/ca/ca.pem" -CAkey "$tok/ca/ca.key" \
+			-set_serial "$((100000 + i))" -subj "/CN=bench user $i/emailAddress=user$i@example.org" \
+			-days 1096 -extfile "$work/ext" -extensions e -outform DER -out "$work/certs/user$(printf %04d "$i").der" 2>/dev/null
+	done
+	"$work/import_certs" "$module" "$P11S_TOKEN_LABEL" "$P11S_PIN_FILE" "$work"/certs/*.der
+	t1=$(date +%s%N)
+	awk -v ns=$((t1 - t0)) 'BEGIN { printf "setup took %.1f s\n", ns / 1e9 }'
+
+	[ -z "$keep" ] || : >"$keep/bench-$ncerts"
+fi
+
+want=$((ncerts + 4))
+names=(p11smime p11smime-login pkcs11-tool p11tool)
+run_one() { # NAME -> command output in $work/out.NAME
+	case $1 in
+	p11smime) "$bin" --module "$module" --json list >"$work/out.$1" 2>"$work/err.$1" ;;
+	p11smime-login) "$bin" --module "$module" --pin-source "file:$P11S_PIN_FILE" --json list --login \
+		>"$work/out.$1" 2>"$work/err.$1" ;;
+	pkcs11-tool) pkcs11-tool --module "$module" --token-label "$P11S_TOKEN_LABEL" --list-objects \
+		--type cert >"$work/out.$1" 2>"$work/err.$1" ;;
+	p11tool) p11tool --provider "$module" --list-all-certs "pkcs11:token=$P11S_TOKEN_LABEL" \
+		</dev/null >"$work/out.$1" 2>"$work/err.$1" ;;
+	esac
+}
+count_of() {
+	case $1 in
+	p11smime | p11smime-login) jq '[.objects[] | select(.class == "certificate")] | length' "$work/out.$1" ;;
+	pkcs11-tool) grep -c '^Certificate Object' "$work/out.$1" ;;
+	p11tool) grep -c 'URL: pkcs11:' "$work/out.$1" ;;
+	esac
+}
+
+echo "== $runs runs each, interleaved"
+declare -A times
+for _ in $(seq 1 "$runs"); do
+	for n in "${names[@]}"; do
+		s=$(date +%s%N)
+		if ! run_one "$n"; then
+			echo "$n failed:" >&2
+			cat "$work/err.$n" >&2
+			exit 1
+		fi
+		e=$(date +%s%N)
+		times[$n]="${times[$n]:-} $(((e - s) / 1000))"
+	done
+done
+
+median_ms() {
+	# shellcheck disable=SC2086
+	printf '%s\n' $1 | sort -n | awk '{a[NR] = $1} END {
+		m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.1f", m / 1000 }'
+}
+declare -A med
+printf '%-16s %10s %8s\n' tool "median ms" certs
+for n in "${names[@]}"; do
+	med[$n]=$(median_ms "${times[$n]}")
+	c=$(count_of "$n")
+	printf '%-16s %10s %8s\n' "$n" "${med[$n]}" "$c"
+	[ "$c" = "$want" ] || echo "  warning: $n reported $c certificates, expected $want" >&2
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+echo "== ratios (below 1: the first is faster)"
+echo "p11smime / pkcs11-tool        $(ratio "${med[p11smime]}" "${med[pkcs11-tool]}")"
+echo "p11smime --login / pkcs11-tool $(ratio "${med[p11smime-login]}" "${med[pkcs11-tool]}")"
+echo "p11smime / p11tool            $(ratio "${med[p11smime]}" "${med[p11tool]}")"
+echo "p11smime --login / p11tool    $(ratio "${med[p11smime-login]}" "${med[p11tool]}")"

@@ -1,0 +1,66 @@
+/*
+ * p11smime: what `p11smime tokens` and `p11smime list` report, as JSON
+ * documents (schema: docs/json-list.md) and as facts for a person.
+ */
+#ifndef P11SMIME_LISTING_H
+#define P11SMIME_LISTING_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+#include "p11smime/result.h"
+#include "p11smime/token.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A certificate described for listing. */
+typedef struct p11s_cert_info {
+	char *subject;     /**< RFC 2253, UTF-8 ("CN=Alice,O=Example") */
+	char *issuer;      /**< RFC 2253, UTF-8 */
+	char *serial;      /**< lower-case hex, no separators */
+	time_t not_before; /**< notBefore, seconds since the epoch */
+	time_t not_after;  /**< notAfter */
+	char **emails;     /**< SAN rfc822Names, in certificate order */
+	size_t nemails;
+	p11s_key_type key_type;    /**< of the subject public key */
+	const char *key_algorithm; /**< p11s_key_type_name(key_type); static */
+	int key_bits;              /**< modulus or field size; 0 when unknown */
+	char *curve;               /**< "P-256", ...; NULL when not EC */
+} p11s_cert_info;
+
+/**
+ * Describe @p x for a listing.  P11S_E_INPUT when a field cannot be read.
+ * Free *out with p11s_cert_info_free().
+ */
+p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err);
+/** NULL is fine. */
+void p11s_cert_info_free(p11s_cert_info *info);
+
+/** Token flag bit (enum p11s_token_flag) -> JSON key ("login_required"); NULL if unknown. */
+const char *p11s_token_flag_key(unsigned flag);
+
+/**
+ * {"tokens":[{"uri","label","manufacturer","model","serial","slot_id",
+ * "slot_description","flags":{...}}]} as a NUL-terminated string; caller
+ * frees with free().  NULL when out of memory.
+ */
+char *p11s_tokens_json(const p11s_token_list *list);
+
+/**
+ * {"objects":[...]}: every object of @p list with uri, class, label, id,
+ * token and the class's own members (docs/json-list.md).  Caller frees
+ * with free(); NULL when out of memory.
+ */
+char *p11s_objects_json(const p11s_object_list *list);
+
+/** As p11s_objects_json() for the @p n objects of @p objs (a selection). */
+char *p11s_objects_json_array(const p11s_object *const *objs, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,186 @@
+/*
+ * The PIN policy.  One C_Login per token and run, never a retry; the token
+ * flags are read first and a login that could lock the token, or that the
+ * token would refuse anyway, is not attempted.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "p11.h"
+#include "pin.h"
+
+/*
+ * Where this login's PIN comes from, in order: --pin-source (the
+ * person's explicit choice for this run), the URI's pin-value, the URI's
+ * pin-source, the prompt callback.
+ */
+static p11s_rc get_pin(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, char *buf, size_t len,
+                       p11s_error *err)
+{
+	const char *v, *src;
+	char *prompt;
+	int r;
+
+	if (ctx->pin_source != NULL) {
+		/* Read once per run: a descriptor cannot be read twice. */
+		if (ctx->source_pin == NULL) {
+			p11s_rc rc = p11s_pin_read(ctx->pin_source, buf, len, err);
+
+			if (rc != P11S_OK)
+				return rc;
+			ctx->source_pin = strdup(buf);
+			if (ctx->source_pin == NULL)
+				return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return P11S_OK;
+		}
+		if (strlen(ctx->source_pin) + 1 > len)
+			return p11s_err(err, P11S_E_PIN_UNAVAILABLE, "PIN too long");
+		strcpy(buf, ctx->source_pin);
+		return P11S_OK;
+	}
+	v = uri ? p11_kit_uri_get_pin_value(uri) : NULL;
+	if (v != NULL) {
+		if (strlen(v) + 1 > len || *v == '\0')
+			return p11s_err(err, P11S_E_PIN_UNAVAILABLE,
+			                "the URI's pin-value is empty or too long");
+		strcpy(buf, v);
+		return P11S_OK;
+	}
+	src = uri ? p11_kit_uri_get_pin_source(uri) : NULL;
+	if (src != NULL) {
+		p11s_rc rc;
+
+		/* RFC 7512 also allows a bare path. */
+		if (src[0] == '/') {
+			char *spec = p11s_asprintf("file:%s", src);
+
+			if (spec == NULL)
+				return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_pin_read(spec, buf, len, err);
+			free(spec);
+		} else {
+			rc = p11s_pin_read(src, buf, len, err);
+		}
+		if (rc == P11S_E_BAD_PIN_SOURCE)
+			rc = p11s_err(err, P11S_E_BAD_PIN_SOURCE, "the URI's pin-source: %s",
+			              p11s_error_message(err));
+		return rc;
+	}
+	if (ctx->prompt == NULL)
+		goto unavailable;
+	prompt = p11s_asprintf("PIN for token '%s': ", t->label);
+	if (prompt == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	r = ctx->prompt(prompt, buf, len, ctx->prompt_user);
+	free(prompt);
+	if (r == 0 && buf[0] != '\0')
+		return P11S_OK;
+	OPENSSL_cleanse(buf, len);
+unavailable:
+	return p11s_err(err, P11S_E_PIN_UNAVAILABLE,
+	                "token '%s' needs a PIN and there is no terminal to ask for it; "
+	                "give one with --pin-source file:PATH, fd:N or env:VAR",
+	                t->label);
+}
+
+p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
+{
+	struct p11s_slot_state *st;
+	CK_SESSION_HANDLE s;
+	CK_SESSION_INFO si;
+	CK_TOKEN_INFO ti;
+	CK_RV rv;
+	p11s_rc rc;
+	char pin[P11S_PIN_MAX + 1];
+
+	rc = p11s_slot_session(ctx, t, &s, err);
+	if (rc != P11S_OK)
+		return rc;
+	st = p11s_slot_state(ctx, t->slot_id);
+	if (st->logged_in)
+		return P11S_OK;
+	/* Fresh flags: the ones read at enumeration may be stale. */
+	rv = ctx->fl->C_GetTokenInfo(t->slot_id, &ti);
+	if (rv != CKR_OK)
+		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_GetTokenInfo");
+	if (!(ti.flags & CKF_LOGIN_REQUIRED)) {
+		st->logged_in = 1;
+		return P11S_OK;
+	}
+	rv = ctx->fl->C_GetSessionInfo(s, &si);
+	if (rv == CKR_OK &&
+	    (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS)) {
+		st->logged_in = 1;
+		return P11S_OK;
+	}
+	if (ti.flags & CKF_USER_PIN_LOCKED)
+		return p11s_err(err, P11S_E_PIN_LOCKED,
+		                "the user PIN of token '%s' is locked; not trying to log in "
+		                "(unblock it with the SO PIN)",
+		                t->label);
+	if (ti.flags & CKF_USER_PIN_TO_BE_CHANGED)
+		return p11s_err(err, P11S_E_PIN_TO_BE_CHANGED,
+		                "the user PIN of token '%s' must be changed before use; not "
+		                "logging in",
+		                t->label);
+	if (!(ti.flags & CKF_USER_PIN_INITIALIZED))
+		return p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
+		                "token '%s' has no user PIN set; not logging in", t->label);
+	if ((ti.flags & CKF_USER_PIN_FINAL_TRY) && !ctx->allow_final_try)
+		return p11s_err(err, P11S_E_PIN_FINAL_TRY,
+		                "token '%s' says one more wrong PIN locks it; not logging in "
+		                "(--allow-final-try if you are sure of the PIN)",
+		                t->label);
+	if (ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH) {
+		/* PIN pad: the token asks the person itself. */
+		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
+	} else {
+		rc = get_pin(ctx, t, uri, pin, sizeof(pin), err);
+		if (rc != P11S_OK) {
+			OPENSSL_cleanse(pin, sizeof(pin));
+			return rc;
+		}
+		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+			free(st->pin);
+			st->pin = strdup(pin);
+		}
+		OPENSSL_cleanse(pin, sizeof(pin));
+	}
+	switch (rv) {
+	case CKR_OK:
+	case CKR_USER_ALREADY_LOGGED_IN:
+		st->logged_in = 1;
+		return P11S_OK;
+	case CKR_PIN_INCORRECT:
+	case CKR_PIN_INVALID:
+	case CKR_PIN_LEN_RANGE:
+		rc = p11s_err(err, P11S_E_PIN_INCORRECT,
+		              "token '%s' did not accept the PIN (%s); not trying again", t->label,
+		              p11s_ckr_name(rv));
+		if (ctx->fl->C_GetTokenInfo(t->slot_id, &ti) == CKR_OK) {
+			if (ti.flags & CKF_USER_PIN_LOCKED)
+				rc = p11s_err(err, P11S_E_PIN_INCORRECT,
+				              "token '%s' did not accept the PIN and is now locked",
+				              t->label);
+			else if (ti.flags & CKF_USER_PIN_FINAL_TRY)
+				rc = p11s_err(
+				    err, P11S_E_PIN_INCORRECT,
+				    "token '%s' did not accept the PIN; one more wrong PIN "
+				    "locks it",
+				    t->label);
+		}
+		return rc;
+	case CKR_PIN_LOCKED:
+		return p11s_err(err, P11S_E_PIN_LOCKED, "the user PIN of token '%s' is locked",
+		                t->label);
+	case CKR_PIN_EXPIRED:
+		return p11s_err(err, P11S_E_PIN_TO_BE_CHANGED,
+		                "the user PIN of token '%s' has expired and must be changed",
+		                t->label);
+	default:
+		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_Login");
+	}
+}

@@ -1,0 +1,981 @@
+/*
+ * Object enumeration: one C_FindObjects pass per token, two
+ * C_GetAttributeValue calls per object (lengths and fixed-size values,
+ * then the variable-length values), pairing in our own code.  libp11's
+ * PKCS11_find_key/find_certificate search the whole token per call, which
+ * made 500 certificates take seconds.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/x509v3.h>
+
+#include "p11.h"
+#include "pairing.h"
+
+#ifndef CKK_EC_MONTGOMERY
+#define CKK_EC_MONTGOMERY 0x41UL
+#endif
+
+enum {
+	/* Fixed size, read in the first call. */
+	A_CLASS,
+	A_KEY_TYPE,
+	A_CERT_TYPE,
+	A_MODULUS_BITS,
+	A_BOOL0,
+	A_SIGN = A_BOOL0,
+	A_DECRYPT,
+	A_DERIVE,
+	A_UNWRAP,
+	A_SENSITIVE,
+	A_EXTRACTABLE,
+	A_ALWAYS_AUTHENTICATE,
+	A_PRIVATE,
+	A_VERIFY,
+	A_ENCRYPT,
+	A_WRAP,
+	A_LOCAL,
+	A_NEVER_EXTRACTABLE,
+	A_ALWAYS_SENSITIVE,
+	/* Variable length, read in the second call. */
+	A_VAR0,
+	A_ID = A_VAR0,
+	A_LABEL,
+	A_VALUE,
+	A_MODULUS,
+	A_PUBLIC_EXPONENT,
+	A_EC_PARAMS,
+	A_EC_POINT,
+	A_PUBLIC_KEY_INFO,
+	A_N
+};
+
+static const CK_ATTRIBUTE_TYPE attr_types[A_N] = {
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_CERTIFICATE_TYPE,
+    CKA_MODULUS_BITS,
+    CKA_SIGN,
+    CKA_DECRYPT,
+    CKA_DERIVE,
+    CKA_UNWRAP,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_ALWAYS_AUTHENTICATE,
+    CKA_PRIVATE,
+    CKA_VERIFY,
+    CKA_ENCRYPT,
+    CKA_WRAP,
+    CKA_LOCAL,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_ID,
+    CKA_LABEL,
+    CKA_VALUE,
+    CKA_MODULUS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
+    CKA_PUBLIC_KEY_INFO,
+};
+
+static const unsigned bool_flags[A_VAR0 - A_BOOL0] = {
+    P11S_KF_SIGN,
+    P11S_KF_DECRYPT,
+    P11S_KF_DERIVE,
+    P11S_KF_UNWRAP,
+    P11S_KF_SENSITIVE,
+    P11S_KF_EXTRACTABLE,
+    P11S_KF_ALWAYS_AUTHENTICATE,
+    P11S_KF_PRIVATE,
+    P11S_KF_VERIFY,
+    P11S_KF_ENCRYPT,
+    P11S_KF_WRAP,
+    P11S_KF_LOCAL,
+    P11S_KF_NEVER_EXTRACTABLE,
+    P11S_KF_ALWAYS_SENSITIVE,
+};
+
+struct raw {
+	CK_ATTRIBUTE a[A_N];
+	CK_ULONG ulongs[A_BOOL0];
+	CK_BBOOL bools[A_VAR0 - A_BOOL0];
+};
+
+static int have(const struct raw *r, int i)
+{
+	return r->a[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+	       (i < A_VAR0 ? 1 : r->a[i].pValue != NULL);
+}
+
+static void raw_clear(struct raw *r)
+{
+	for (int i = A_VAR0; i < A_N; i++)
+		free(r->a[i].pValue);
+}
+
+/* Modules that stop at the first troublesome attribute get one call per attribute. */
+static void read_one_by_one(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                            CK_ATTRIBUTE *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		CK_ULONG len = a[i].ulValueLen;
+
+		if (fl->C_GetAttributeValue(s, h, &a[i], 1) != CKR_OK && a[i].ulValueLen == len)
+			a[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+	}
+}
+
+static int acceptable(CK_RV rv)
+{
+	return rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
+}
+
+/* 1: read; 0: the object is gone or unreadable (skip it); -1: out of memory. */
+static int read_attrs(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                      struct raw *r)
+{
+	CK_ATTRIBUTE sub[A_N - A_VAR0];
+	int idx[A_N - A_VAR0];
+	size_t n = 0;
+	CK_RV rv;
+
+	memset(r, 0, sizeof(*r));
+	for (int i = 0; i < A_N; i++) {
+		r->a[i].type = attr_types[i];
+		if (i < A_BOOL0) {
+			r->a[i].pValue = &r->ulongs[i];
+			r->a[i].ulValueLen = sizeof(CK_ULONG);
+		} else if (i < A_VAR0) {
+			r->a[i].pValue = &r->bools[i - A_BOOL0];
+			r->a[i].ulValueLen = sizeof(CK_BBOOL);
+		}
+	}
+	rv = fl->C_GetAttributeValue(s, h, r->a, A_N);
+	if (!acceptable(rv))
+		return 0;
+	if (rv != CKR_OK && r->a[A_CLASS].ulValueLen != sizeof(CK_ULONG))
+		read_one_by_one(fl, s, h, r->a, A_N);
+	if (r->a[A_CLASS].ulValueLen != sizeof(CK_ULONG))
+		return 0;
+	for (int i = A_VAR0; i < A_N; i++) {
+		CK_ULONG len = r->a[i].ulValueLen;
+
+		r->a[i].pValue = NULL;
+		if (len == CK_UNAVAILABLE_INFORMATION || len == 0)
+			continue;
+		/* Never fetch a secret: CKA_VALUE only of certificates. */
+		if (i == A_VALUE && r->ulongs[A_CLASS] != CKO_CERTIFICATE)
+			continue;
+		if ((r->a[i].pValue = malloc(len)) == NULL)
+			return -1;
+		sub[n] = r->a[i];
+		idx[n++] = i;
+	}
+	if (n > 0) {
+		rv = fl->C_GetAttributeValue(s, h, sub, n);
+		if (rv != CKR_OK)
+			read_one_by_one(fl, s, h, sub, n);
+		for (size_t k = 0; k < n; k++) {
+			r->a[idx[k]].ulValueLen = sub[k].ulValueLen;
+			if (sub[k].ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+				free(r->a[idx[k]].pValue);
+				r->a[idx[k]].pValue = NULL;
+			}
+		}
+	}
+	/* Empty values: present, zero length, no buffer. */
+	for (int i = A_VAR0; i < A_N; i++)
+		if (r->a[i].pValue == NULL && r->a[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+		    r->a[i].ulValueLen != 0)
+			r->a[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+	return 1;
+}
+
+static EVP_PKEY *pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld)
+{
+	OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+	EVP_PKEY *pk = NULL;
+
+	if (params == NULL || pc == NULL || EVP_PKEY_fromdata_init(pc) <= 0 ||
+	    EVP_PKEY_fromdata(pc, &pk, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+		pk = NULL;
+	OSSL_PARAM_free(params);
+	EVP_PKEY_CTX_free(pc);
+	return pk;
+}
+
+static EVP_PKEY *rsa_pub(const CK_ATTRIBUTE *n, const CK_ATTRIBUTE *e)
+{
+	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	BIGNUM *bn = BN_bin2bn(n->pValue, (int)n->ulValueLen, NULL);
+	BIGNUM *be = BN_bin2bn(e->pValue, (int)e->ulValueLen, NULL);
+	EVP_PKEY *pk = NULL;
+
+	if (bld && bn && be && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) &&
+	    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be))
+		pk = pkey_fromdata("RSA", bld);
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(bn);
+	BN_free(be);
+	ERR_clear_error();
+	return pk;
+}
+
+/* The curve of DER ECParameters holding a namedCurve OID; NID_undef otherwise. */
+static int ec_params_nid(const CK_ATTRIBUTE *p)
+{
+	const unsigned char *d = p->pValue;
+	ASN1_OBJECT *obj = d2i_ASN1_OBJECT(NULL, &d, (long)p->ulValueLen);
+	int nid = obj ? OBJ_obj2nid(obj) : NID_undef;
+
+	ASN1_OBJECT_free(obj);
+	ERR_clear_error();
+	return nid;
+}
+
+static EVP_PKEY *ec_pub(int nid, const CK_ATTRIBUTE *point)
+{
+	const unsigned char *d = point->pValue, *pt = point->pValue;
+	size_t ptlen = point->ulValueLen;
+	ASN1_OCTET_STRING *os;
+	OSSL_PARAM_BLD *bld;
+	EVP_PKEY *pk = NULL;
+	const char *group = OBJ_nid2sn(nid);
+
+	/* CKA_EC_POINT is DER (an OCTET STRING) by the standard, raw in some modules. */
+	os = d2i_ASN1_OCTET_STRING(NULL, &d, (long)point->ulValueLen);
+	if (os != NULL && d == (const unsigned char *)point->pValue + point->ulValueLen) {
+		pt = os->data;
+		ptlen = (size_t)os->length;
+	}
+	bld = OSSL_PARAM_BLD_new();
+	if (group && bld &&
+	    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) &&
+	    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen))
+		pk = pkey_fromdata("EC", bld);
+	OSSL_PARAM_BLD_free(bld);
+	ASN1_OCTET_STRING_free(os);
+	ERR_clear_error();
+	return pk;
+}
+
+static int set_curve(p11s_object *o, int nid)
+{
+	const char *name = EC_curve_nid2nist(nid);
+	EC_GROUP *g;
+
+	if (name == NULL)
+		name = OBJ_nid2sn(nid);
+	if (nid == NID_undef || name == NULL)
+		return 1;
+	if ((o->curve = strdup(name)) == NULL)
+		return 0;
+	g = EC_GROUP_new_by_curve_name(nid);
+	if (g != NULL)
+		o->key_bits = EC_GROUP_get_degree(g);
+	EC_GROUP_free(g);
+	ERR_clear_error();
+	return 1;
+}
+
+/* Type, size and curve of a certificate's public key. */
+static int describe_pkey(p11s_object *o, EVP_PKEY *pk)
+{
+	char group[80];
+
+	o->key_bits = EVP_PKEY_get_bits(pk);
+	switch (EVP_PKEY_get_base_id(pk)) {
+	case EVP_PKEY_RSA:
+	case EVP_PKEY_RSA_PSS:
+		o->key_type = P11S_KEY_RSA;
+		break;
+	case EVP_PKEY_EC:
+		o->key_type = P11S_KEY_EC;
+		if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
+		                                   sizeof(group), NULL)) {
+			int nid = OBJ_sn2nid(group);
+			int bits = o->key_bits;
+
+			if (!set_curve(o, nid))
+				return 0;
+			o->key_bits = bits;
+		}
+		break;
+	case EVP_PKEY_ED25519:
+	case EVP_PKEY_ED448:
+		o->key_type = P11S_KEY_EC_EDWARDS;
+		break;
+	case EVP_PKEY_X25519:
+	case EVP_PKEY_X448:
+		o->key_type = P11S_KEY_EC_MONTGOMERY;
+		break;
+	case EVP_PKEY_DSA:
+		o->key_type = P11S_KEY_DSA;
+		break;
+	case EVP_PKEY_DH:
+	case EVP_PKEY_DHX:
+		o->key_type = P11S_KEY_DH;
+		break;
+	default:
+		o->key_type = P11S_KEY_OTHER;
+	}
+	ERR_clear_error();
+	return 1;
+}
+
+static p11s_key_type map_key_type(CK_ULONG k)
+{
+	switch (k) {
+	case CKK_RSA:
+		return P11S_KEY_RSA;
+	case CKK_EC:
+		return P11S_KEY_EC;
+	case CKK_EC_EDWARDS:
+		return P11S_KEY_EC_EDWARDS;
+	case CKK_EC_MONTGOMERY:
+		return P11S_KEY_EC_MONTGOMERY;
+	case CKK_DSA:
+		return P11S_KEY_DSA;
+	case CKK_DH:
+		return P11S_KEY_DH;
+	default:
+		return P11S_KEY_OTHER;
+	}
+}
+
+static CK_OBJECT_CLASS ck_class(p11s_object_class c)
+{
+	return c == P11S_OBJ_CERTIFICATE   ? CKO_CERTIFICATE
+	       : c == P11S_OBJ_PRIVATE_KEY ? CKO_PRIVATE_KEY
+	                                   : CKO_PUBLIC_KEY;
+}
+
+/* The URI naming exactly this object: token fields, type, id and label. */
+char *p11s_object_uri_build(const p11s_object *o)
+{
+	CK_OBJECT_CLASS cls = ck_class(o->cls);
+	P11KitUri *u = p11_kit_uri_new();
+	CK_ATTRIBUTE a;
+	char *s = NULL;
+
+	if (u == NULL)
+		return NULL;
+	memcpy(p11_kit_uri_get_token_info(u), &o->token->info, sizeof(o->token->info));
+	a.type = CKA_CLASS;
+	a.pValue = &cls;
+	a.ulValueLen = sizeof(cls);
+	p11_kit_uri_set_attribute(u, &a);
+	if (o->id_len > 0) {
+		a.type = CKA_ID;
+		a.pValue = o->id;
+		a.ulValueLen = o->id_len;
+		p11_kit_uri_set_attribute(u, &a);
+	}
+	if (o->label != NULL && *o->label != '\0') {
+		a.type = CKA_LABEL;
+		a.pValue = o->label;
+		a.ulValueLen = strlen(o->label);
+		p11_kit_uri_set_attribute(u, &a);
+	}
+	if (p11_kit_uri_format(u, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s) != P11_KIT_URI_OK)
+		s = NULL;
+	p11_kit_uri_free(u);
+	return s;
+}
+
+static void object_free(p11s_object *o)
+{
+	if (o == NULL)
+		return;
+	free(o->uri);
+	free(o->label);
+	free(o->id);
+	free(o->curve);
+	X509_free(o->x509);
+	EVP_PKEY_free(o->pub.pkey);
+	free(o);
+}
+
+int p11s_uri_match_object(P11KitUri *uri, const p11s_object *o)
+{
+	CK_OBJECT_CLASS cls = ck_class(o->cls);
+	/* All three always: p11-kit only checks the attributes we pass. */
+	CK_ATTRIBUTE a[3] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, o->id, o->id_len},
+	    {CKA_LABEL, o->label, o->label ? strlen(o->label) : 0},
+	};
+
+	return p11_kit_uri_match_attributes(uri, a, 3);
+}
+
+/* 1 built (*out may be NULL for an object we skip), -1 out of memory. */
+static int build_object(const p11s_token *t, CK_OBJECT_HANDLE h, struct raw *r, p11s_object **out)
+{
+	CK_ULONG cls = r->ulongs[A_CLASS];
+	p11s_object *o;
+
+	*out = NULL;
+	if (cls == CKO_CERTIFICATE) {
+		if (have(r, A_CERT_TYPE) && r->ulongs[A_CERT_TYPE] != CKC_X_509)
+			return 1;
+	} else if (cls != CKO_PRIVATE_KEY && cls != CKO_PUBLIC_KEY) {
+		return 1;
+	}
+	if ((o = calloc(1, sizeof(*o))) == NULL)
+		return -1;
+	o->cls = cls == CKO_CERTIFICATE   ? P11S_OBJ_CERTIFICATE
+	         : cls == CKO_PRIVATE_KEY ? P11S_OBJ_PRIVATE_KEY
+	                                  : P11S_OBJ_PUBLIC_KEY;
+	o->handle = h;
+	o->token = t;
+	if (have(r, A_ID) && r->a[A_ID].ulValueLen > 0) {
+		if ((o->id = malloc(r->a[A_ID].ulValueLen)) == NULL)
+			goto nomem;
+		memcpy(o->id, r->a[A_ID].pValue, r->a[A_ID].ulValueLen);
+		o->id_len = r->a[A_ID].ulValueLen;
+	}
+	if (have(r, A_LABEL)) {
+		o->label = p11s_strndup(r->a[A_LABEL].pValue ? r->a[A_LABEL].pValue : "",
+		                        r->a[A_LABEL].ulValueLen);
+		if (o->label == NULL)
+			goto nomem;
+	}
+	if (o->cls == P11S_OBJ_CERTIFICATE) {
+		if (have(r, A_VALUE) && r->a[A_VALUE].ulValueLen > 0) {
+			const unsigned char *d = r->a[A_VALUE].pValue;
+
+			o->x509 = d2i_X509(NULL, &d, (long)r->a[A_VALUE].ulValueLen);
+			ERR_clear_error();
+		}
+		if (o->x509 != NULL) {
+			EVP_PKEY *pk = X509_get0_pubkey(o->x509);
+
+			if (pk != NULL && !describe_pkey(o, pk))
+				goto nomem;
+			ERR_clear_error();
+		}
+	} else {
+		o->key_type =
+		    have(r, A_KEY_TYPE) ? map_key_type(r->ulongs[A_KEY_TYPE]) : P11S_KEY_OTHER;
+		for (int i = A_BOOL0; i < A_VAR0; i++)
+			if (have(r, i) && r->bools[i - A_BOOL0])
+				o->key_flags |= bool_flags[i - A_BOOL0];
+		if (o->key_type == P11S_KEY_RSA) {
+			if (have(r, A_MODULUS) && r->a[A_MODULUS].ulValueLen > 0) {
+				BIGNUM *bn = BN_bin2bn(r->a[A_MODULUS].pValue,
+				                       (int)r->a[A_MODULUS].ulValueLen, NULL);
+
+				o->key_bits = bn ? BN_num_bits(bn) : 0;
+				BN_free(bn);
+			} else if (have(r, A_MODULUS_BITS)) {
+				o->key_bits = (int)r->ulongs[A_MODULUS_BITS];
+			}
+			if (have(r, A_MODULUS) && have(r, A_PUBLIC_EXPONENT)) {
+				o->pub.pkey = rsa_pub(&r->a[A_MODULUS], &r->a[A_PUBLIC_EXPONENT]);
+				o->pub.from = P11S_EVIDENCE_KEY_ATTRIBUTES;
+			}
+		} else if (o->key_type == P11S_KEY_EC && have(r, A_EC_PARAMS)) {
+			int nid = ec_params_nid(&r->a[A_EC_PARAMS]);
+
+			if (!set_curve(o, nid))
+				goto nomem;
+			if (have(r, A_EC_POINT) && nid != NID_undef) {
+				o->pub.pkey = ec_pub(nid, &r->a[A_EC_POINT]);
+				o->pub.from = o->cls == P11S_OBJ_PUBLIC_KEY
+				                  ? P11S_EVIDENCE_PUBLIC_KEY_OBJECT
+				                  : P11S_EVIDENCE_KEY_ATTRIBUTES;
+			}
+		}
+		if (o->pub.pkey == NULL && have(r, A_PUBLIC_KEY_INFO) &&
+		    r->a[A_PUBLIC_KEY_INFO].ulValueLen > 0) {
+			const unsigned char *d = r->a[A_PUBLIC_KEY_INFO].pValue;
+
+			o->pub.pkey =
+			    d2i_PUBKEY(NULL, &d, (long)r->a[A_PUBLIC_KEY_INFO].ulValueLen);
+			o->pub.from = P11S_EVIDENCE_PUBLIC_KEY_INFO;
+			ERR_clear_error();
+		}
+		if (o->pub.pkey == NULL)
+			o->pub.from = P11S_EVIDENCE_NONE;
+		else if (o->key_bits == 0)
+			o->key_bits = EVP_PKEY_get_bits(o->pub.pkey);
+	}
+	o->uri = p11s_object_uri_build(o);
+	if (o->uri == NULL)
+		goto nomem;
+	*out = o;
+	return 1;
+nomem:
+	object_free(o);
+	return -1;
+}
+
+static int same_id(const p11s_object *a, const p11s_object *b)
+{
+	return a->id_len > 0 && a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0;
+}
+
+/* Pair the certificates among objs[0..n) (one token's) with their private keys. */
+static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_error *err)
+{
+	struct p11s_pair_candidate *cands = calloc(n ? n : 1, sizeof(*cands));
+	const p11s_object **keys = calloc(n ? n : 1, sizeof(*keys));
+
+	if (cands == NULL || keys == NULL) {
+		free(cands);
+		free(keys);
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++) {
+		p11s_object *c = objs[i];
+		size_t nc = 0, chosen;
+
+		if (c->cls != P11S_OBJ_CERTIFICATE)
+			continue;
+		for (size_t j = 0; j < n; j++) {
+			p11s_object *k = objs[j];
+
+			if (k->cls != P11S_OBJ_PRIVATE_KEY || !same_id(c, k))
+				continue;
+			keys[nc] = k;
+			cands[nc] = k->pub;
+			/* No public half on the key itself: the public key object with its id. */
+			if (cands[nc].pkey == NULL) {
+				for (size_t m = 0; m < n; m++) {
+					p11s_object *p = objs[m];
+
+					if (p->cls == P11S_OBJ_PUBLIC_KEY && same_id(p, k) &&
+					    p->pub.pkey != NULL && p->key_type == k->key_type) {
+						cands[nc].pkey = p->pub.pkey;
+						cands[nc].from = P11S_EVIDENCE_PUBLIC_KEY_OBJECT;
+						break;
+					}
+				}
+			}
+			nc++;
+		}
+		c->pairing = p11s_pair_decide(c->x509 ? X509_get0_pubkey(c->x509) : NULL, cands, nc,
+		                              keys_hidden, &chosen, &c->evidence);
+		ERR_clear_error();
+		if (chosen < nc) {
+			c->candidate = keys[chosen];
+			if (c->pairing == P11S_PAIR_CONFIRMED ||
+			    c->pairing == P11S_PAIR_UNCONFIRMED) {
+				c->paired = keys[chosen];
+				if (keys[chosen]->paired == NULL ||
+				    (c->pairing == P11S_PAIR_CONFIRMED &&
+				     keys[chosen]->paired->pairing != P11S_PAIR_CONFIRMED))
+					((p11s_object *)keys[chosen])->paired = c;
+			}
+		}
+	}
+	free(cands);
+	free(keys);
+	return P11S_OK;
+}
+
+struct growing {
+	p11s_object **v;
+	size_t n, cap;
+};
+
+static int grow_add(struct growing *g, p11s_object *o)
+{
+	if (g->n == g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 64;
+		p11s_object **nv = realloc(g->v, cap * sizeof(*nv));
+
+		if (nv == NULL)
+			return 0;
+		g->v = nv;
+		g->cap = cap;
+	}
+	g->v[g->n++] = o;
+	return 1;
+}
+
+static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, struct growing *all,
+                               int *keys_hidden, p11s_error *err)
+{
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE *hs = NULL, batch[256];
+	CK_ULONG got, nh = 0;
+	CK_RV rv;
+	p11s_rc rc;
+	size_t first = all->n;
+
+	rc = p11s_slot_session(ctx, t, &s, err);
+	if (rc != P11S_OK)
+		return rc;
+	rv = ctx->fl->C_FindObjectsInit(s, NULL, 0);
+	if (rv != CKR_OK)
+		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_FindObjectsInit");
+	for (;;) {
+		CK_OBJECT_HANDLE *n;
+
+		rv = ctx->fl->C_FindObjects(s, batch, sizeof(batch) / sizeof(batch[0]), &got);
+		if (rv != CKR_OK || got == 0)
+			break;
+		n = realloc(hs, (nh + got) * sizeof(*hs));
+		if (n == NULL) {
+			rv = CKR_HOST_MEMORY;
+			break;
+		}
+		hs = n;
+		memcpy(hs + nh, batch, got * sizeof(*hs));
+		nh += got;
+	}
+	ctx->fl->C_FindObjectsFinal(s);
+	if (rv != CKR_OK) {
+		free(hs);
+		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_FindObjects");
+	}
+	for (CK_ULONG i = 0; i < nh; i++) {
+		struct raw r;
+		p11s_object *o = NULL;
+		int ok = read_attrs(ctx->fl, s, hs[i], &r);
+
+		if (ok > 0)
+			ok = build_object(t, hs[i], &r, &o);
+		raw_clear(&r);
+		if (ok < 0 || (o != NULL && !grow_add(all, o))) {
+			object_free(o);
+			free(hs);
+			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		}
+	}
+	free(hs);
+	{
+		struct p11s_slot_state *st = p11s_slot_state(ctx, t->slot_id);
+
+		*keys_hidden = (t->info.flags & CKF_LOGIN_REQUIRED) && !(st && st->logged_in);
+	}
+	return pair_token(all->v + first, all->n - first, *keys_hidden, err);
+}
+
+p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
+                               p11s_error *err)
+{
+	p11s_object_list *l;
+	struct growing all = {0};
+	p11s_rc rc = P11S_OK;
+	size_t usable = 0;
+
+	*out = NULL;
+	l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	rc = p11s_tokens_matching(ctx, uri, &l->tokens, err);
+	if (rc != P11S_OK)
+		goto done;
+	if (l->tokens->count == 0) {
+		char *tu = NULL;
+
+		/* Only the token part: that is what matched nothing. */
+		if (p11_kit_uri_format(
+		        uri, P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT | P11_KIT_URI_FOR_MODULE,
+		        &tu) != P11_KIT_URI_OK)
+			tu = NULL;
+		if (tu == NULL || strcmp(tu, "pkcs11:") == 0)
+			rc = p11s_err(err, P11S_E_TOKEN_ABSENT, "no token present (module %s)",
+			              ctx->module_path);
+		else
+			rc = p11s_err(err, P11S_E_NOT_FOUND, "no token matches %s", tu);
+		free(tu);
+		goto done;
+	}
+	for (size_t i = 0; i < l->tokens->count; i++) {
+		const p11s_token *t = l->tokens->tokens[i];
+		int hidden;
+
+		/* Uninitialised tokens hold nothing; say so only if nothing else matched. */
+		if (!(t->info.flags & CKF_TOKEN_INITIALIZED))
+			continue;
+		usable++;
+		if (login) {
+			rc = p11s_login(ctx, t, uri, err);
+			if (rc != P11S_OK)
+				goto done;
+		}
+		rc = enumerate_token(ctx, t, &all, &hidden, err);
+		if (rc != P11S_OK)
+			goto done;
+	}
+	if (usable == 0) {
+		rc = p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
+		              l->tokens->count == 1 ? "the token in slot %lu is not initialised"
+		                                    : "none of the matching tokens is initialised",
+		              (unsigned long)l->tokens->tokens[0]->slot_id);
+		goto done;
+	}
+done:
+	l->all = all.v;
+	l->all_count = all.n;
+	if (rc != P11S_OK) {
+		p11s_object_list_free(l);
+		return rc;
+	}
+	*out = l;
+	return P11S_OK;
+}
+
+static int wanted(const p11s_objects_opts *opts, const p11s_object *o)
+{
+	if (opts == NULL || (!opts->certificates && !opts->private_keys && !opts->public_keys))
+		return 1;
+	return (o->cls == P11S_OBJ_CERTIFICATE && opts->certificates) ||
+	       (o->cls == P11S_OBJ_PRIVATE_KEY && opts->private_keys) ||
+	       (o->cls == P11S_OBJ_PUBLIC_KEY && opts->public_keys);
+}
+
+/* Token by token, certificates first, then private and public keys, by id and label. */
+static int view_cmp(const void *pa, const void *pb, void *arg)
+{
+	const p11s_object *a = *(p11s_object *const *)pa, *b = *(p11s_object *const *)pb;
+	const p11s_token_list *tl = arg;
+	size_t ta = 0, tb = 0, n;
+	int r;
+
+	for (size_t i = 0; i < tl->count; i++) {
+		if (tl->tokens[i] == a->token)
+			ta = i;
+		if (tl->tokens[i] == b->token)
+			tb = i;
+	}
+	if (ta != tb)
+		return ta < tb ? -1 : 1;
+	if (a->cls != b->cls)
+		return a->cls < b->cls ? -1 : 1;
+	n = a->id_len < b->id_len ? a->id_len : b->id_len;
+	r = n ? memcmp(a->id, b->id, n) : 0;
+	if (r != 0 || a->id_len != b->id_len)
+		return r != 0 ? r : (a->id_len < b->id_len ? -1 : 1);
+	r = strcmp(a->label ? a->label : "", b->label ? b->label : "");
+	if (r != 0)
+		return r;
+	return a->handle < b->handle ? -1 : a->handle > b->handle;
+}
+
+p11s_rc p11s_object_list_filter(p11s_object_list *l, P11KitUri *uri, const p11s_objects_opts *opts,
+                                p11s_error *err)
+{
+	free(l->objects);
+	l->count = 0;
+	l->objects = calloc(l->all_count ? l->all_count : 1, sizeof(*l->objects));
+	if (l->objects == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < l->all_count; i++)
+		if ((uri == NULL || p11s_uri_match_object(uri, l->all[i])) &&
+		    wanted(opts, l->all[i]))
+			l->objects[l->count++] = l->all[i];
+	qsort_r(l->objects, l->count, sizeof(*l->objects), view_cmp, l->tokens);
+	return P11S_OK;
+}
+
+static int uri_names_objects(P11KitUri *u)
+{
+	static const CK_ATTRIBUTE_TYPE t[] = {CKA_CLASS, CKA_ID, CKA_LABEL};
+
+	for (size_t i = 0; i < 3; i++)
+		if (p11_kit_uri_get_attribute(u, t[i]) != NULL)
+			return 1;
+	return 0;
+}
+
+p11s_rc p11s_objects(p11s_ctx *ctx, const char *uri, const p11s_objects_opts *opts,
+                     p11s_object_list **out, p11s_error *err)
+{
+	P11KitUri *u;
+	p11s_rc rc;
+
+	*out = NULL;
+	rc = p11s_uri_parse(uri, &u, err);
+	if (rc != P11S_OK)
+		return rc;
+	rc = p11s_objects_enumerate(ctx, u, opts && opts->login, out, err);
+	if (rc == P11S_OK)
+		rc = p11s_object_list_filter(*out, u, opts, err);
+	/* A URI naming objects that are not there is an error, not an empty list. */
+	if (rc == P11S_OK && (*out)->count == 0 && uri_names_objects(u))
+		rc = p11s_err(err, P11S_E_NOT_FOUND, "no object matches %s%s", uri,
+		              opts && opts->login
+		                  ? ""
+		                  : " (private objects, such as private keys, are only "
+		                    "visible after logging in: --login)");
+	p11_kit_uri_free(u);
+	if (rc != P11S_OK) {
+		p11s_object_list_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+void p11s_object_list_free(p11s_object_list *list)
+{
+	if (list == NULL)
+		return;
+	for (size_t i = 0; i < list->all_count; i++)
+		object_free(list->all[i]);
+	free(list->all);
+	free(list->objects);
+	p11s_token_list_free(list->tokens);
+	free(list);
+}
+
+size_t p11s_object_list_count(const p11s_object_list *list)
+{
+	return list ? list->count : 0;
+}
+
+const p11s_object *p11s_object_list_get(const p11s_object_list *list, size_t i)
+{
+	return list && i < list->count ? list->objects[i] : NULL;
+}
+
+p11s_object_class p11s_object_get_class(const p11s_object *o)
+{
+	return o->cls;
+}
+
+const char *p11s_object_uri(const p11s_object *o)
+{
+	return o->uri;
+}
+
+const char *p11s_object_label(const p11s_object *o)
+{
+	return o->label;
+}
+
+const unsigned char *p11s_object_id(const p11s_object *o, size_t *len)
+{
+	if (len != NULL)
+		*len = o->id_len;
+	return o->id_len ? o->id : NULL;
+}
+
+const p11s_token *p11s_object_token(const p11s_object *o)
+{
+	return o->token;
+}
+
+X509 *p11s_object_x509(const p11s_object *o)
+{
+	return o->x509;
+}
+
+p11s_pairing p11s_object_pairing(const p11s_object *o)
+{
+	return o->pairing;
+}
+
+p11s_pair_evidence p11s_object_pairing_evidence(const p11s_object *o)
+{
+	return o->evidence;
+}
+
+const p11s_object *p11s_object_private_key(const p11s_object *o)
+{
+	return o->cls == P11S_OBJ_CERTIFICATE ? o->paired : NULL;
+}
+
+const p11s_object *p11s_object_id_key(const p11s_object *o)
+{
+	return o->cls == P11S_OBJ_CERTIFICATE ? o->candidate : NULL;
+}
+
+const p11s_object *p11s_object_certificate(const p11s_object *o)
+{
+	return o->cls == P11S_OBJ_PRIVATE_KEY ? o->paired : NULL;
+}
+
+p11s_key_type p11s_object_key_type(const p11s_object *o)
+{
+	return o->key_type;
+}
+
+int p11s_object_key_bits(const p11s_object *o)
+{
+	return o->key_bits;
+}
+
+const char *p11s_object_key_curve(const p11s_object *o)
+{
+	return o->curve;
+}
+
+unsigned p11s_object_key_flags(const p11s_object *o)
+{
+	return o->key_flags;
+}
+
+const char *p11s_key_type_name(p11s_key_type t)
+{
+	switch (t) {
+	case P11S_KEY_RSA:
+		return "RSA";
+	case P11S_KEY_EC:
+		return "EC";
+	case P11S_KEY_EC_EDWARDS:
+		return "EC_EDWARDS";
+	case P11S_KEY_EC_MONTGOMERY:
+		return "EC_MONTGOMERY";
+	case P11S_KEY_DSA:
+		return "DSA";
+	case P11S_KEY_DH:
+		return "DH";
+	default:
+		return "other";
+	}
+}
+
+const char *p11s_pairing_name(p11s_pairing p)
+{
+	switch (p) {
+	case P11S_PAIR_CONFIRMED:
+		return "confirmed";
+	case P11S_PAIR_MISMATCH:
+		return "mismatch";
+	case P11S_PAIR_UNCONFIRMED:
+		return "unconfirmed";
+	case P11S_PAIR_NOT_LOGGED_IN:
+		return "not-logged-in";
+	default:
+		return "none";
+	}
+}
+
+const char *p11s_pair_evidence_name(p11s_pair_evidence e)
+{
+	switch (e) {
+	case P11S_EVIDENCE_KEY_ATTRIBUTES:
+		return "key-attributes";
+	case P11S_EVIDENCE_PUBLIC_KEY_INFO:
+		return "public-key-info";
+	case P11S_EVIDENCE_PUBLIC_KEY_OBJECT:
+		return "public-key-object";
+	default:
+		return "none";
+	}
+}
+
+const char *p11s_object_class_name(p11s_object_class c)
+{
+	switch (c) {
+	case P11S_OBJ_CERTIFICATE:
+		return "certificate";
+	case P11S_OBJ_PRIVATE_KEY:
+		return "private-key";
+	default:
+		return "public-key";
+	}
+}

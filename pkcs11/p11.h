@@ -1,0 +1,132 @@
+/*
+ * Private to pkcs11/: the context, tokens and objects behind the opaque
+ * types of include/p11smime/token.h.
+ */
+#ifndef P11S_PKCS11_INTERNAL_H
+#define P11S_PKCS11_INTERNAL_H
+
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+#include <libp11.h>
+
+#include "common.h"
+#include "p11smime/token.h"
+#include "pairing.h"
+
+/* What we keep per slot between calls: one raw session, login state. */
+struct p11s_slot_state {
+	CK_SLOT_ID id;
+	CK_SESSION_HANDLE session; /* CK_INVALID_HANDLE: none opened yet */
+	int logged_in;
+	/*
+	 * The PIN of the last C_Login on this slot, kept only so that keys
+	 * with CKA_ALWAYS_AUTHENTICATE can do their context-specific login
+	 * without asking twice (an fd: source cannot be read twice).  Wiped
+	 * with OPENSSL_cleanse in p11s_ctx_free().
+	 */
+	char *pin;
+};
+
+struct p11s_ctx {
+	char *module_path;
+	/* Raw side: our own dlopen() of the same module, see module.c. */
+	void *dl;
+	CK_FUNCTION_LIST_PTR fl;
+	int we_initialized; /* our C_Initialize returned CKR_OK: we finalize */
+	CK_INFO module_info;
+	/* libp11 side: login-free access to on-token keys as EVP_PKEY. */
+	PKCS11_CTX *lp;
+	PKCS11_SLOT *lp_slots;
+	unsigned int lp_nslots;
+	int lp_enumerated;
+	UI_METHOD *ui;
+	/* Options. */
+	char *pin_source;
+	p11s_pin_prompt_fn prompt;
+	void *prompt_user;
+	int allow_final_try;
+	/* A PIN read from a source that cannot be read twice (fd:). */
+	char *source_pin;
+	struct p11s_slot_state *slots;
+	size_t nslots;
+};
+
+struct p11s_token {
+	CK_SLOT_ID slot_id;
+	CK_SLOT_INFO slot_info;
+	CK_TOKEN_INFO info;
+	char *uri;
+	char *label, *manufacturer, *model, *serial, *slot_description;
+	unsigned flags;
+};
+
+struct p11s_token_list {
+	p11s_token **tokens;
+	size_t count;
+};
+
+struct p11s_object {
+	p11s_object_class cls;
+	CK_OBJECT_HANDLE handle;
+	const p11s_token *token; /* owned by the list's token list */
+	char *uri;
+	char *label;
+	unsigned char *id;
+	size_t id_len;
+	X509 *x509;
+	/* Keys. */
+	p11s_key_type key_type;
+	int key_bits;
+	char *curve;
+	unsigned key_flags;
+	struct p11s_pair_candidate pub; /* keys: the public half as the token shows it */
+	/* Certificates: pairing; keys: the certificate that chose them. */
+	p11s_pairing pairing;
+	p11s_pair_evidence evidence;
+	const p11s_object *paired;    /* confirmed or unconfirmed key / its certificate */
+	const p11s_object *candidate; /* the key with the same CKA_ID, whatever the outcome */
+};
+
+struct p11s_object_list {
+	p11s_token_list *tokens;
+	p11s_object **all; /* every object enumerated (owned), for pairing */
+	size_t all_count;
+	p11s_object **objects; /* those the caller asked for (borrowed from all) */
+	size_t count;
+};
+
+/* module.c */
+p11s_rc p11s_ckr(p11s_error *err, CK_RV rv, p11s_rc rc, const char *what);
+const char *p11s_ckr_name(CK_RV rv);
+struct p11s_slot_state *p11s_slot_state(p11s_ctx *ctx, CK_SLOT_ID id);
+/* Check the token is present and initialised, then open (once) our session. */
+p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
+                          p11s_error *err);
+/* libp11's view of the same slot (enumerated on first use). */
+p11s_rc p11s_lp_slot(p11s_ctx *ctx, const p11s_token *t, PKCS11_SLOT **out, p11s_error *err);
+
+/* tokens.c */
+char *p11s_trim_field(const unsigned char *field, size_t len);
+p11s_rc p11s_token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_error *err);
+void p11s_token_free(p11s_token *t);
+/* Parse @p uri (NULL: match all) for P11_KIT_URI_FOR_ANY; BAD_URI if malformed. */
+p11s_rc p11s_uri_parse(const char *uri, P11KitUri **out, p11s_error *err);
+int p11s_uri_match_token(p11s_ctx *ctx, P11KitUri *uri, const p11s_token *t);
+/* The tokens matching @p uri; NOT_FOUND when none. */
+p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **out, p11s_error *err);
+
+/* login.c */
+/* Log in to @p t following the PIN policy; @p uri may carry pin-value/pin-source. */
+p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err);
+
+/* objects.c */
+p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
+                               p11s_error *err);
+int p11s_uri_match_object(P11KitUri *uri, const p11s_object *o);
+/* The URI that names exactly @p o (token fields, type, id, label); malloc'd. */
+char *p11s_object_uri_build(const p11s_object *o);
+/* Show only the objects matching @p uri (NULL: all) and the classes of @p opts. */
+p11s_rc p11s_object_list_filter(p11s_object_list *l, P11KitUri *uri, const p11s_objects_opts *opts,
+                                p11s_error *err);
+
+#endif

@@ -1,2 +1,0 @@
-/* placeholder: the pkcs11 layer is being written */
-typedef int p11s_placeholder;

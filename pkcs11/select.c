@@ -1,0 +1,130 @@
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/x509v3.h>
+
+#include "p11.h"
+
+static int has_email(X509 *x, const char *addr)
+{
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	int found = 0;
+
+	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !found; i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		const unsigned char *d;
+		int len;
+
+		if (g->type != GEN_EMAIL)
+			continue;
+		d = ASN1_STRING_get0_data(g->d.rfc822Name);
+		len = ASN1_STRING_length(g->d.rfc822Name);
+		found = len >= 0 && (size_t)len == strlen(addr) &&
+		        strncasecmp((const char *)d, addr, (size_t)len) == 0;
+	}
+	GENERAL_NAMES_free(gens);
+	ERR_clear_error();
+	return found;
+}
+
+static int add_unique(const p11s_object **v, size_t *n, const p11s_object *o)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (v[i] == o)
+			return 0;
+	v[(*n)++] = o;
+	return 1;
+}
+
+p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_objects_opts *opts,
+                                p11s_object_list **list, const p11s_object **cert, p11s_error *err)
+{
+	P11KitUri *u = NULL;
+	p11s_object_list *l = NULL;
+	const p11s_object **found = NULL;
+	size_t nfound = 0;
+	int is_uri;
+	p11s_rc rc;
+
+	*list = NULL;
+	*cert = NULL;
+	if (selector == NULL || *selector == '\0')
+		return p11s_err(err, P11S_E_USAGE,
+		                "no certificate given (a pkcs11: URI or an e-mail address)");
+	is_uri = strncmp(selector, "pkcs11:", 7) == 0;
+	if (!is_uri && strchr(selector, '@') == NULL)
+		return p11s_err(err, P11S_E_BAD_URI,
+		                "'%s' is neither a pkcs11: URI nor an e-mail address", selector);
+	rc = p11s_uri_parse(is_uri ? selector : NULL, &u, err);
+	if (rc != P11S_OK)
+		return rc;
+	rc = p11s_objects_enumerate(ctx, u, opts && opts->login, &l, err);
+	if (rc == P11S_OK)
+		rc = p11s_object_list_filter(l, NULL, NULL, err);
+	if (rc != P11S_OK)
+		goto out;
+	found = calloc(l->all_count ? l->all_count : 1, sizeof(*found));
+	if (found == NULL) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	/* The sorted view, so that candidates come in a stable order. */
+	for (size_t i = 0; i < l->count; i++) {
+		const p11s_object *o = l->objects[i];
+
+		if (o->cls != P11S_OBJ_CERTIFICATE)
+			continue;
+		if (is_uri ? p11s_uri_match_object(u, o)
+		           : (o->x509 && has_email(o->x509, selector)))
+			add_unique(found, &nfound, o);
+	}
+	/* A key's URI selects the certificate paired with it. */
+	if (is_uri && nfound == 0) {
+		size_t keys = 0;
+
+		for (size_t i = 0; i < l->count; i++) {
+			const p11s_object *o = l->objects[i];
+
+			if (o->cls != P11S_OBJ_PRIVATE_KEY || !p11s_uri_match_object(u, o))
+				continue;
+			keys++;
+			if (o->paired != NULL)
+				add_unique(found, &nfound, o->paired);
+		}
+		if (keys > 0 && nfound == 0) {
+			rc = p11s_err(
+			    err, P11S_E_NOT_FOUND,
+			    "%s names a private key, but no certificate on the token pairs "
+			    "with it",
+			    selector);
+			goto out;
+		}
+	}
+	if (nfound == 0) {
+		if (!is_uri)
+			rc = p11s_err(err, P11S_E_NOT_FOUND,
+			              "no certificate on the token%s has the e-mail address %s%s",
+			              l->tokens->count > 1 ? "s" : "", selector,
+			              opts && opts->login ? "" : " (without logging in)");
+		else
+			rc = p11s_err(err, P11S_E_NOT_FOUND, "no certificate matches %s", selector);
+		goto out;
+	}
+	if (nfound > 1) {
+		rc =
+		    p11s_err(err, P11S_E_AMBIGUOUS,
+		             "%s matches %zu certificates; name one by its URI:", selector, nfound);
+		for (size_t i = 0; i < nfound; i++)
+			p11s_err_add_candidate(err, found[i]->uri);
+		goto out;
+	}
+	*cert = found[0];
+	*list = l;
+	l = NULL;
+out:
+	free(found);
+	p11s_object_list_free(l);
+	p11_kit_uri_free(u);
+	return rc;
+}

@@ -1,0 +1,1105 @@
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/asn1.h>
+#include <openssl/asn1t.h>
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+
+#include "cms_stream.h"
+#include "common.h"
+
+/* Read size; the look-ahead buffer is this plus what a small part needs. */
+#define CHUNK (64 * 1024)
+/* Bound on one small part decoded whole (RecipientInfos, originatorInfo, attributes). */
+#define SMALL_MAX (16u * 1024 * 1024)
+/* Enough bytes for any TLV header we accept (tag up to 5 bytes, length up to 9). */
+#define HDR_MAX 16
+/* Nesting of constructed OCTET STRINGs (BER) and of BER TLVs we walk. */
+#define DEPTH_MAX 16
+/* AuthEnvelopedData ciphertext kept in memory before spooling to a file. */
+#define SPOOL_MEM_MAX (1024 * 1024)
+
+/* RFC 5084 GCMParameters, to check the MAC length against icvLen. */
+typedef struct {
+	ASN1_OCTET_STRING *nonce;
+	ASN1_INTEGER *icvlen;
+} P11S_GCM_PARAMS;
+
+ASN1_SEQUENCE(P11S_GCM_PARAMS) = {
+    ASN1_SIMPLE(P11S_GCM_PARAMS, nonce, ASN1_OCTET_STRING),
+    ASN1_OPT(P11S_GCM_PARAMS, icvlen, ASN1_INTEGER),
+} static_ASN1_SEQUENCE_END(P11S_GCM_PARAMS)
+
+/* A constructed TLV being read: definite ones bound what is inside. */
+struct cons {
+	int indef;
+	uint64_t end;         /* absolute offset after its content (definite) */
+	uint64_t saved_limit; /* the enclosing limit, restored on close */
+};
+
+struct tlv {
+	int tag, cls, cons, indef;
+	uint64_t len;
+	size_t hlen;
+};
+
+/*
+ * Ciphertext of an AuthEnvelopedData, kept only in case authenticated
+ * attributes follow it: they are the AAD and GCM takes the AAD first.
+ */
+struct spool {
+	unsigned char *mem;
+	size_t len;
+	FILE *fp;
+	uint64_t total;
+};
+
+struct p11s_cms_stream {
+	BIO *in;
+	p11s_cms_encoding enc;
+	EVP_ENCODE_CTX *b64;
+	int pem_done;  /* PEM: the END line was seen */
+	int input_eof; /* nothing more will come from @in (decoder flushed) */
+	unsigned char *raw;
+	unsigned char *buf;
+	size_t cap, pos, end;
+	uint64_t off;   /* absolute offset of buf[pos] in the BER stream */
+	uint64_t limit; /* end of the innermost definite-length TLV */
+
+	int auth;
+	struct cons ci, ex, env, eci, ecc;
+	int content_cons; /* encryptedContent is a constructed [0] */
+	uint64_t content_len;
+	CMS_ContentInfo *cms;
+	X509_ALGOR *calg;
+	int had_auth_attrs;
+	struct spool spool;
+};
+
+static p11s_rc malformed(p11s_error *err, const char *what)
+{
+	return p11s_err(err, P11S_E_INPUT, "malformed CMS message: %s", what);
+}
+
+static p11s_rc truncated(p11s_error *err)
+{
+	return p11s_err(err, P11S_E_INPUT, "the CMS message is truncated");
+}
+
+p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **out,
+                            p11s_error *err)
+{
+	p11s_cms_stream *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	s->in = in;
+	s->enc = enc;
+	s->limit = UINT64_MAX;
+	s->cap = 2 * CHUNK;
+	s->buf = malloc(s->cap);
+	if (enc != P11S_CMS_DER) {
+		s->raw = malloc(CHUNK);
+		s->b64 = EVP_ENCODE_CTX_new();
+		if (s->b64 != NULL)
+			EVP_DecodeInit(s->b64);
+	}
+	if (s->buf == NULL || (enc != P11S_CMS_DER && (s->raw == NULL || s->b64 == NULL))) {
+		p11s_cms_stream_free(s);
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	*out = s;
+	return P11S_OK;
+}
+
+void p11s_cms_stream_free(p11s_cms_stream *s)
+{
+	if (s == NULL)
+		return;
+	EVP_ENCODE_CTX_free(s->b64);
+	free(s->raw);
+	free(s->buf);
+	CMS_ContentInfo_free(s->cms);
+	X509_ALGOR_free(s->calg);
+	OPENSSL_free(s->spool.mem);
+	if (s->spool.fp != NULL)
+		fclose(s->spool.fp);
+	free(s);
+}
+
+int p11s_cms_stream_is_auth(const p11s_cms_stream *s)
+{
+	return s->auth;
+}
+
+const X509_ALGOR *p11s_cms_stream_content_alg(const p11s_cms_stream *s)
+{
+	return s->calg;
+}
+
+int p11s_cms_stream_had_auth_attrs(const p11s_cms_stream *s)
+{
+	return s->had_auth_attrs;
+}
+
+/* ------------------------------------------------------------ input */
+
+/* PEM: skip to the line after "-----BEGIN CMS-----" (or PKCS7). */
+static p11s_rc pem_skip_to_begin(p11s_cms_stream *s, p11s_error *err)
+{
+	char line[256];
+	int n;
+
+	for (;;) {
+		n = BIO_gets(s->in, line, sizeof(line));
+		if (n <= 0)
+			return p11s_err(err, P11S_E_INPUT,
+			                "no '-----BEGIN CMS-----' line in the PEM input");
+		if (strncmp(line, "-----BEGIN ", 11) != 0)
+			continue;
+		/* gpgsm --armor says ENCRYPTED MESSAGE. */
+		if (strncmp(line + 11, "CMS-----", 8) == 0 ||
+		    strncmp(line + 11, "PKCS7-----", 10) == 0 ||
+		    strncmp(line + 11, "ENCRYPTED MESSAGE-----", 22) == 0)
+			return P11S_OK;
+		line[strcspn(line, "\r\n")] = '\0';
+		return p11s_err(err, P11S_E_INPUT, "PEM input holds '%s', not CMS", line);
+	}
+}
+
+/* Append decoded bytes to buf (which has room for CHUNK more). */
+static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
+{
+	int n, outl = 0;
+	size_t take;
+	unsigned char *dash;
+
+	if (s->enc == P11S_CMS_DER) {
+		n = BIO_read(s->in, s->buf + s->end, CHUNK);
+		if (n > 0) {
+			s->end += (size_t)n;
+			return P11S_OK;
+		}
+		if (n < 0 && !BIO_should_retry(s->in))
+			return p11s_err_ossl(err, P11S_E_IO, "cannot read the input");
+		s->input_eof = 1;
+		return P11S_OK;
+	}
+	if (s->pem_done)
+		n = 0;
+	else
+		n = BIO_read(s->in, s->raw, CHUNK / 4 * 3 - 128);
+	if (n < 0 && !BIO_should_retry(s->in))
+		return p11s_err_ossl(err, P11S_E_IO, "cannot read the input");
+	if (n > 0) {
+		take = (size_t)n;
+		if (s->enc == P11S_CMS_PEM) {
+			/* The body is pure base64; the first '-' starts the END line. */
+			dash = memchr(s->raw, '-', take);
+			if (dash != NULL) {
+				take = (size_t)(dash - s->raw);
+				s->pem_done = 1;
+			}
+		}
+		if (take > 0 &&
+		    EVP_DecodeUpdate(s->b64, s->buf + s->end, &outl, s->raw, (int)take) < 0)
+			return p11s_err(err, P11S_E_INPUT,
+			                "the message body is not valid base64 (near byte %llu of the "
+			                "decoded CMS)",
+			                (unsigned long long)(s->off + (s->end - s->pos)));
+		s->end += (size_t)outl;
+		if (!s->pem_done)
+			return P11S_OK;
+	} else if (s->enc == P11S_CMS_PEM && !s->pem_done) {
+		return p11s_err(err, P11S_E_INPUT, "the PEM input ends without its END line");
+	}
+	if (EVP_DecodeFinal(s->b64, s->buf + s->end, &outl) < 0)
+		return p11s_err(err, P11S_E_INPUT, "the base64 body is truncated");
+	s->end += (size_t)outl;
+	s->input_eof = 1;
+	return P11S_OK;
+}
+
+/*
+ * Make @p want bytes available at buf[pos].  *got (may be NULL) is set to
+ * 1 when they are, 0 when the input ended first.
+ */
+static p11s_rc fill(p11s_cms_stream *s, size_t want, int *got, p11s_error *err)
+{
+	p11s_rc rc;
+	unsigned char *nb;
+	size_t need;
+
+	while (s->end - s->pos < want) {
+		if (s->input_eof) {
+			if (got != NULL)
+				*got = 0;
+			return P11S_OK;
+		}
+		if (s->pos > 0 && s->cap - s->end < CHUNK) {
+			memmove(s->buf, s->buf + s->pos, s->end - s->pos);
+			s->end -= s->pos;
+			s->pos = 0;
+		}
+		need = (want > s->end ? want : s->end) + CHUNK;
+		if (s->cap < need) {
+			nb = realloc(s->buf, need);
+			if (nb == NULL)
+				return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			s->buf = nb;
+			s->cap = need;
+		}
+		rc = read_more(s, err);
+		if (rc != P11S_OK)
+			return rc;
+	}
+	if (got != NULL)
+		*got = 1;
+	return P11S_OK;
+}
+
+static void advance(p11s_cms_stream *s, size_t n)
+{
+	s->pos += n;
+	s->off += n;
+	if (s->pos == s->end)
+		s->pos = s->end = 0;
+}
+
+/* ------------------------------------------------------------- BER */
+
+/*
+ * Parse the TLV header at @p p (@p avail bytes).  1 ok, 0 incomplete,
+ * -1 malformed.  The content need not be available.
+ */
+static int parse_header(const unsigned char *p, size_t avail, struct tlv *t)
+{
+	const unsigned char *q = p;
+	long len;
+	int tag, cls, ret;
+	unsigned long e;
+
+	if (avail == 0)
+		return 0;
+	if (avail > LONG_MAX)
+		avail = LONG_MAX;
+	ERR_set_mark();
+	ret = ASN1_get_object(&q, &len, &tag, &cls, (long)avail);
+	if (ret & 0x80) {
+		/* ASN1_R_TOO_LONG only says the content is not all here. */
+		e = ERR_peek_last_error();
+		if (ERR_GET_LIB(e) != ERR_LIB_ASN1 || ERR_GET_REASON(e) != ASN1_R_TOO_LONG) {
+			ERR_pop_to_mark();
+			return avail < HDR_MAX ? 0 : -1;
+		}
+	}
+	ERR_pop_to_mark();
+	if (len < 0)
+		return -1;
+	t->tag = tag;
+	t->cls = cls;
+	t->cons = (ret & V_ASN1_CONSTRUCTED) != 0;
+	t->indef = (ret & 0x01) != 0;
+	t->len = t->indef ? 0 : (uint64_t)len;
+	t->hlen = (size_t)(q - p);
+	return 1;
+}
+
+/* Total length of the BER element at @p p, all of which must be in @p avail. */
+static int ber_len(const unsigned char *p, size_t avail, size_t *total, int depth)
+{
+	struct tlv t;
+	size_t at, sub;
+	int r;
+
+	if (depth > DEPTH_MAX)
+		return -1;
+	r = parse_header(p, avail, &t);
+	if (r <= 0)
+		return r;
+	if (!t.indef) {
+		if (t.len > avail - t.hlen)
+			return 0;
+		*total = t.hlen + (size_t)t.len;
+		return 1;
+	}
+	at = t.hlen;
+	for (;;) {
+		if (avail - at < 2)
+			return 0;
+		if (p[at] == 0 && p[at + 1] == 0) {
+			*total = at + 2;
+			return 1;
+		}
+		r = ber_len(p + at, avail - at, &sub, depth + 1);
+		if (r <= 0)
+			return r;
+		at += sub;
+	}
+}
+
+/* Peek at the next TLV header; it must lie within the current limit. */
+static p11s_rc peek(p11s_cms_stream *s, struct tlv *t, p11s_error *err)
+{
+	p11s_rc rc;
+	int r;
+
+	rc = fill(s, HDR_MAX, NULL, err);
+	if (rc != P11S_OK)
+		return rc;
+	r = parse_header(s->buf + s->pos, s->end - s->pos, t);
+	if (r == 0)
+		return truncated(err);
+	if (r < 0)
+		return malformed(err, "a bad TLV header");
+	if (s->off + t->hlen > s->limit ||
+	    (!t->indef && t->len > s->limit - s->off - t->hlen))
+		return malformed(err, "an element runs past the end of its container");
+	return P11S_OK;
+}
+
+/* The next two bytes are an end-of-contents marker. */
+static p11s_rc at_eoc(p11s_cms_stream *s, int *yes, p11s_error *err)
+{
+	int got;
+	p11s_rc rc = fill(s, 2, &got, err);
+
+	if (rc != P11S_OK)
+		return rc;
+	if (!got)
+		return truncated(err);
+	*yes = s->buf[s->pos] == 0 && s->buf[s->pos + 1] == 0;
+	return P11S_OK;
+}
+
+/* At the end of constructed @p c: definite, its end is reached; indefinite, an EOC follows. */
+static p11s_rc at_end(p11s_cms_stream *s, const struct cons *c, int *yes, p11s_error *err)
+{
+	if (!c->indef) {
+		*yes = s->off >= c->end;
+		return P11S_OK;
+	}
+	return at_eoc(s, yes, err);
+}
+
+static p11s_rc open_cons(p11s_cms_stream *s, int cls, int tag, struct cons *c, const char *what,
+                         p11s_error *err)
+{
+	struct tlv t;
+	p11s_rc rc = peek(s, &t, err);
+
+	if (rc != P11S_OK)
+		return rc;
+	if (t.cls != cls || t.tag != tag || !t.cons)
+		return p11s_err(err, P11S_E_INPUT, "malformed CMS message: expected %s", what);
+	advance(s, t.hlen);
+	c->indef = t.indef;
+	c->saved_limit = s->limit;
+	if (!t.indef) {
+		c->end = s->off + t.len;
+		s->limit = c->end;
+	}
+	return P11S_OK;
+}
+
+static p11s_rc close_cons(p11s_cms_stream *s, struct cons *c, const char *what, p11s_error *err)
+{
+	int eoc;
+	p11s_rc rc;
+
+	if (!c->indef) {
+		if (s->off != c->end)
+			return p11s_err(err, P11S_E_INPUT,
+			                "malformed CMS message: unexpected data at the end of %s", what);
+	} else {
+		rc = at_eoc(s, &eoc, err);
+		if (rc != P11S_OK)
+			return rc;
+		if (!eoc)
+			return p11s_err(err, P11S_E_INPUT,
+			                "malformed CMS message: unexpected data at the end of %s", what);
+		advance(s, 2);
+	}
+	s->limit = c->saved_limit;
+	return P11S_OK;
+}
+
+/*
+ * Read the whole next element (which must have class @p cls and tag
+ * @p tag; -1 for any) into a fresh copy (OPENSSL_free).
+ */
+static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *what,
+                            unsigned char **der, size_t *len, p11s_error *err)
+{
+	struct tlv t;
+	size_t total = 0;
+	int got, r;
+	p11s_rc rc = peek(s, &t, err);
+
+	if (rc != P11S_OK)
+		return rc;
+	if ((cls >= 0 && t.cls != cls) || (tag >= 0 && t.tag != tag))
+		return p11s_err(err, P11S_E_INPUT, "malformed CMS message: expected %s", what);
+	if (!t.indef) {
+		if (t.len > SMALL_MAX)
+			return p11s_err(err, P11S_E_INPUT, "the %s in this message is too large", what);
+		total = t.hlen + (size_t)t.len;
+		rc = fill(s, total, &got, err);
+		if (rc != P11S_OK)
+			return rc;
+		if (!got)
+			return truncated(err);
+	} else {
+		for (;;) {
+			r = ber_len(s->buf + s->pos, s->end - s->pos, &total, 0);
+			if (r > 0)
+				break;
+			if (r < 0)
+				return p11s_err(err, P11S_E_INPUT, "malformed CMS message: bad %s",
+				                what);
+			if (s->end - s->pos > SMALL_MAX)
+				return p11s_err(err, P11S_E_INPUT,
+				                "the %s in this message is too large", what);
+			rc = fill(s, s->end - s->pos + 4096, &got, err);
+			if (rc != P11S_OK)
+				return rc;
+			if (!got && s->input_eof) {
+				r = ber_len(s->buf + s->pos, s->end - s->pos, &total, 0);
+				if (r > 0)
+					break;
+				return r < 0 ? p11s_err(err, P11S_E_INPUT,
+				                        "malformed CMS message: bad %s", what)
+				             : truncated(err);
+			}
+		}
+		if (s->off + total > s->limit)
+			return malformed(err, "an element runs past the end of its container");
+	}
+	*der = OPENSSL_memdup(s->buf + s->pos, total);
+	if (*der == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	*len = total;
+	advance(s, total);
+	return P11S_OK;
+}
+
+static int gcm_icv_len(const X509_ALGOR *alg, long *icv);
+
+/* ------------------------------------------------------ building DER */
+
+struct dbuf {
+	unsigned char *p;
+	size_t len, cap;
+	int failed;
+};
+
+static void db_put(struct dbuf *d, const void *src, size_t n)
+{
+	unsigned char *np;
+	size_t ncap;
+
+	if (d->failed)
+		return;
+	if (d->len + n > d->cap) {
+		ncap = (d->len + n) * 2 + 64;
+		np = OPENSSL_realloc(d->p, ncap);
+		if (np == NULL) {
+			d->failed = 1;
+			return;
+		}
+		d->p = np;
+		d->cap = ncap;
+	}
+	memcpy(d->p + d->len, src, n);
+	d->len += n;
+}
+
+/* A definite-length header (tag byte @p id, single-byte tags only). */
+static void db_header(struct dbuf *d, unsigned char id, size_t len)
+{
+	unsigned char h[10];
+	size_t n = 0, l = len;
+	int bytes = 0;
+
+	h[n++] = id;
+	if (len < 0x80) {
+		h[n++] = (unsigned char)len;
+	} else {
+		while (l > 0) {
+			bytes++;
+			l >>= 8;
+		}
+		h[n++] = (unsigned char)(0x80 | bytes);
+		for (int i = bytes - 1; i >= 0; i--)
+			h[n++] = (unsigned char)(len >> (8 * i));
+	}
+	db_put(d, h, n);
+}
+
+struct part {
+	unsigned char *der;
+	size_t len;
+};
+
+static size_t hdr_size(size_t len)
+{
+	size_t n = 2;
+
+	if (len >= 0x80)
+		for (; len > 0; len >>= 8)
+			n++;
+	return n;
+}
+
+/*
+ * ContentInfo { oid, [0] { SEQUENCE { parts... } } }: definite lengths
+ * around the parts as read (which may themselves be BER).
+ */
+static p11s_rc build_small(p11s_cms_stream *s, const struct part *oid, const struct part *parts,
+                           size_t nparts, const struct part *eci_parts, size_t neci,
+                           p11s_error *err)
+{
+	struct dbuf d = {0};
+	size_t eci_len = 0, env_len, ex_len, ci_len;
+	const unsigned char *p;
+	unsigned char mac[2 + 16] = {0x04, 16};
+	long icv = 16;
+
+	for (size_t i = 0; i < neci; i++)
+		eci_len += eci_parts[i].len;
+	env_len = hdr_size(eci_len) + eci_len;
+	for (size_t i = 0; i < nparts; i++)
+		env_len += parts[i].len;
+	/*
+	 * The MAC comes after the content: a placeholder of the right size
+	 * now (OpenSSL sets it on the cipher), the real one once read.
+	 */
+	if (s->auth && gcm_icv_len(s->calg, &icv) && icv >= 12 && icv <= 16)
+		mac[1] = (unsigned char)icv;
+	if (s->auth)
+		env_len += 2 + mac[1];
+	ex_len = hdr_size(env_len) + env_len;
+	ci_len = oid->len + hdr_size(ex_len) + ex_len;
+
+	db_header(&d, 0x30, ci_len);
+	db_put(&d, oid->der, oid->len);
+	db_header(&d, 0xa0, ex_len);
+	db_header(&d, 0x30, env_len);
+	for (size_t i = 0; i < nparts; i++)
+		db_put(&d, parts[i].der, parts[i].len);
+	db_header(&d, 0x30, eci_len);
+	for (size_t i = 0; i < neci; i++)
+		db_put(&d, eci_parts[i].der, eci_parts[i].len);
+	if (s->auth)
+		db_put(&d, mac, 2 + mac[1]);
+	if (d.failed) {
+		OPENSSL_free(d.p);
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	p = d.p;
+	s->cms = d2i_CMS_ContentInfo(NULL, &p, (long)d.len);
+	OPENSSL_free(d.p);
+	if (s->cms == NULL)
+		return p11s_err_ossl(err, P11S_E_INPUT,
+		                     "malformed CMS message: the recipient information does not parse");
+	return P11S_OK;
+}
+
+/* ------------------------------------------------------------ header */
+
+p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_error *err)
+{
+	struct part oid = {0}, parts[3] = {{0}}, eci[2] = {{0}};
+	size_t nparts = 0;
+	struct tlv t;
+	ASN1_OBJECT *obj = NULL;
+	const unsigned char *p;
+	int nid, got;
+	p11s_rc rc;
+
+	if (s->enc == P11S_CMS_PEM) {
+		rc = pem_skip_to_begin(s, err);
+		if (rc != P11S_OK)
+			return rc;
+	}
+	rc = fill(s, 1, &got, err);
+	if (rc != P11S_OK)
+		return rc;
+	if (!got)
+		return p11s_err(err, P11S_E_INPUT, "the CMS message is empty");
+	if (s->buf[s->pos] != 0x30)
+		return p11s_err(err, P11S_E_INPUT, "the input is not a CMS message (no ContentInfo)");
+
+	rc = open_cons(s, V_ASN1_UNIVERSAL, V_ASN1_SEQUENCE, &s->ci, "a ContentInfo", err);
+	if (rc == P11S_OK)
+		rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_OBJECT, "the content type", &oid.der,
+		                  &oid.len, err);
+	if (rc != P11S_OK)
+		goto done;
+	p = oid.der;
+	obj = d2i_ASN1_OBJECT(NULL, &p, (long)oid.len);
+	nid = obj ? OBJ_obj2nid(obj) : NID_undef;
+	ASN1_OBJECT_free(obj);
+	if (nid == NID_id_smime_ct_authEnvelopedData) {
+		s->auth = 1;
+	} else if (nid != NID_pkcs7_enveloped) {
+		rc = p11s_err(err, P11S_E_INPUT, "the message is not encrypted: its CMS content is %s",
+		              nid == NID_pkcs7_signed ? "signed-data"
+		              : nid == NID_id_smime_ct_compressedData ? "compressed-data"
+		              : nid == NID_pkcs7_data                 ? "plain data"
+		              : nid == NID_pkcs7_encrypted ? "encrypted-data (password based)"
+		                                           : "of an unknown type");
+		goto done;
+	}
+	rc = open_cons(s, V_ASN1_CONTEXT_SPECIFIC, 0, &s->ex, "the [0] content", err);
+	if (rc == P11S_OK)
+		rc = open_cons(s, V_ASN1_UNIVERSAL, V_ASN1_SEQUENCE, &s->env,
+		               s->auth ? "an AuthEnvelopedData" : "an EnvelopedData", err);
+	if (rc == P11S_OK)
+		rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_INTEGER, "the version",
+		                  &parts[nparts].der, &parts[nparts].len, err);
+	if (rc != P11S_OK)
+		goto done;
+	nparts++;
+	rc = peek(s, &t, err);
+	if (rc != P11S_OK)
+		goto done;
+	if (t.cls == V_ASN1_CONTEXT_SPECIFIC && t.tag == 0) {
+		rc = read_element(s, -1, -1, "originator information", &parts[nparts].der,
+		                  &parts[nparts].len, err);
+		if (rc != P11S_OK)
+			goto done;
+		nparts++;
+	}
+	rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_SET, "the recipient information",
+	                  &parts[nparts].der, &parts[nparts].len, err);
+	if (rc != P11S_OK)
+		goto done;
+	nparts++;
+	rc = open_cons(s, V_ASN1_UNIVERSAL, V_ASN1_SEQUENCE, &s->eci, "an EncryptedContentInfo",
+	               err);
+	if (rc == P11S_OK)
+		rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_OBJECT, "the encrypted content type",
+		                  &eci[0].der, &eci[0].len, err);
+	if (rc == P11S_OK)
+		rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_SEQUENCE,
+		                  "the content-encryption algorithm", &eci[1].der, &eci[1].len, err);
+	if (rc != P11S_OK)
+		goto done;
+	p = eci[1].der;
+	s->calg = d2i_X509_ALGOR(NULL, &p, (long)eci[1].len);
+	if (s->calg == NULL) {
+		rc = malformed(err, "a bad content-encryption algorithm");
+		goto done;
+	}
+
+	/* The encrypted content: [0] IMPLICIT OCTET STRING, primitive or constructed. */
+	int end;
+	rc = at_end(s, &s->eci, &end, err);
+	if (rc != P11S_OK)
+		goto done;
+	if (end) {
+		rc = p11s_err(err, P11S_E_INPUT,
+		              "the message carries no encrypted content (detached content is not "
+		              "supported)");
+		goto done;
+	}
+	rc = peek(s, &t, err);
+	if (rc != P11S_OK)
+		goto done;
+	if (t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != 0) {
+		rc = malformed(err, "expected the encrypted content");
+		goto done;
+	}
+	if (t.cons) {
+		s->content_cons = 1;
+		rc = open_cons(s, V_ASN1_CONTEXT_SPECIFIC, 0, &s->ecc, "the encrypted content", err);
+		if (rc != P11S_OK)
+			goto done;
+	} else {
+		s->content_len = t.len;
+		advance(s, t.hlen);
+	}
+	rc = build_small(s, &oid, parts, nparts, eci, 2, err);
+	if (rc == P11S_OK)
+		*cms = s->cms;
+done:
+	OPENSSL_free(oid.der);
+	for (size_t i = 0; i < 3; i++)
+		OPENSSL_free(parts[i].der);
+	for (size_t i = 0; i < 2; i++)
+		OPENSSL_free(eci[i].der);
+	return rc;
+}
+
+/* ----------------------------------------------------------- content */
+
+static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p11s_error *err)
+{
+	const char *dir;
+	char *path;
+	int fd;
+	unsigned char *nm;
+
+	sp->total += n;
+	if (sp->fp == NULL && sp->len + n <= SPOOL_MEM_MAX) {
+		nm = OPENSSL_realloc(sp->mem, sp->len + n);
+		if (nm == NULL)
+			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		sp->mem = nm;
+		memcpy(sp->mem + sp->len, p, n);
+		sp->len += n;
+		return P11S_OK;
+	}
+	if (sp->fp == NULL) {
+		dir = getenv("TMPDIR");
+		path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir && *dir ? dir : "/tmp");
+		if (path == NULL)
+			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		fd = mkstemp(path);
+		if (fd >= 0)
+			unlink(path);
+		free(path);
+		if (fd < 0 || (sp->fp = fdopen(fd, "w+b")) == NULL) {
+			if (fd >= 0)
+				close(fd);
+			return p11s_err(err, P11S_E_IO, "cannot create a temporary file: %s",
+			                strerror(errno));
+		}
+		if (sp->len > 0 && fwrite(sp->mem, 1, sp->len, sp->fp) != sp->len)
+			goto ioerr;
+		OPENSSL_free(sp->mem);
+		sp->mem = NULL;
+		sp->len = 0;
+	}
+	if (fwrite(p, 1, n, sp->fp) != n)
+		goto ioerr;
+	return P11S_OK;
+ioerr:
+	return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s", strerror(errno));
+}
+
+struct feed {
+	p11s_cms_stream *s;
+	EVP_CIPHER_CTX *ctx;
+	p11s_cms_sink sink;
+	void *user;
+	unsigned char *out;
+};
+
+static p11s_rc feed(struct feed *f, const unsigned char *p, size_t n, p11s_error *err)
+{
+	int outl;
+	size_t piece;
+	p11s_rc rc;
+
+	while (n > 0) {
+		piece = n > CHUNK ? CHUNK : n;
+		if (f->s->auth) {
+			rc = spool_write(&f->s->spool, p, piece, err);
+			if (rc != P11S_OK)
+				return rc;
+		}
+		if (!EVP_DecryptUpdate(f->ctx, f->out, &outl, p, (int)piece))
+			return p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
+		if (outl > 0 && f->sink(f->user, f->out, (size_t)outl) != 0)
+			return p11s_err(err, P11S_E_IO, "cannot write the decrypted content");
+		p += piece;
+		n -= piece;
+	}
+	return P11S_OK;
+}
+
+/* Stream @p len bytes of content from the input through the cipher. */
+static p11s_rc stream_bytes(struct feed *f, uint64_t len, p11s_error *err)
+{
+	p11s_cms_stream *s = f->s;
+	size_t n;
+	int got;
+	p11s_rc rc;
+
+	while (len > 0) {
+		rc = fill(s, 1, &got, err);
+		if (rc != P11S_OK)
+			return rc;
+		if (!got)
+			return truncated(err);
+		n = s->end - s->pos;
+		if (n > len)
+			n = (size_t)len;
+		rc = feed(f, s->buf + s->pos, n, err);
+		if (rc != P11S_OK)
+			return rc;
+		advance(s, n);
+		len -= n;
+	}
+	return P11S_OK;
+}
+
+/* The chunks of a constructed OCTET STRING (which may nest, in BER). */
+static p11s_rc stream_chunks(struct feed *f, struct cons *c, int depth, p11s_error *err)
+{
+	p11s_cms_stream *s = f->s;
+	struct cons sub;
+	struct tlv t;
+	int end;
+	p11s_rc rc;
+
+	for (;;) {
+		rc = at_end(s, c, &end, err);
+		if (rc != P11S_OK)
+			return rc;
+		if (end)
+			return P11S_OK;
+		rc = peek(s, &t, err);
+		if (rc != P11S_OK)
+			return rc;
+		if (t.cls != V_ASN1_UNIVERSAL || t.tag != V_ASN1_OCTET_STRING)
+			return malformed(err, "the encrypted content holds something other than "
+			                      "OCTET STRINGs");
+		if (t.cons) {
+			if (depth >= DEPTH_MAX)
+				return malformed(err, "the encrypted content nests too deeply");
+			rc = open_cons(s, V_ASN1_UNIVERSAL, V_ASN1_OCTET_STRING, &sub,
+			               "an OCTET STRING", err);
+			if (rc == P11S_OK)
+				rc = stream_chunks(f, &sub, depth + 1, err);
+			if (rc == P11S_OK)
+				rc = close_cons(s, &sub, "an OCTET STRING", err);
+		} else {
+			advance(s, t.hlen);
+			rc = stream_bytes(f, t.len, err);
+		}
+		if (rc != P11S_OK)
+			return rc;
+	}
+}
+
+/* Skip an optional element with context tag @p tag; its DER copy in *der if wanted. */
+static p11s_rc optional_element(p11s_cms_stream *s, struct cons *in, int tag, const char *what,
+                                unsigned char **der, size_t *len, p11s_error *err)
+{
+	struct tlv t;
+	unsigned char *d = NULL;
+	size_t l = 0;
+	int end;
+	p11s_rc rc = at_end(s, in, &end, err);
+
+	if (rc != P11S_OK || end)
+		return rc;
+	rc = peek(s, &t, err);
+	if (rc != P11S_OK)
+		return rc;
+	if (t.cls != V_ASN1_CONTEXT_SPECIFIC || t.tag != tag || !t.cons)
+		return P11S_OK;
+	rc = read_element(s, V_ASN1_CONTEXT_SPECIFIC, tag, what, &d, &l, err);
+	if (rc != P11S_OK)
+		return rc;
+	if (der != NULL) {
+		*der = d;
+		*len = l;
+	} else {
+		OPENSSL_free(d);
+	}
+	return P11S_OK;
+}
+
+static int gcm_icv_len(const X509_ALGOR *alg, long *icv)
+{
+	const ASN1_OBJECT *obj;
+	int ptype;
+	const void *pval;
+	const ASN1_STRING *seq;
+	P11S_GCM_PARAMS *gp;
+
+	X509_ALGOR_get0(&obj, &ptype, &pval, alg);
+	if (ptype != V_ASN1_SEQUENCE)
+		return 0;
+	seq = pval;
+	gp = ASN1_item_unpack(seq, ASN1_ITEM_rptr(P11S_GCM_PARAMS));
+	if (gp == NULL)
+		return 0;
+	*icv = gp->icvlen ? ASN1_INTEGER_get(gp->icvlen) : 12;
+	ASN1_item_free((ASN1_VALUE *)gp, ASN1_ITEM_rptr(P11S_GCM_PARAMS));
+	return 1;
+}
+
+/*
+ * The tag over AAD + ciphertext: GCM takes the AAD first, so the
+ * ciphertext kept in the spool goes through a second context set up with
+ * the same key and IV (@p fresh, copied before any data).
+ */
+static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
+                                  const unsigned char *aad, size_t aadlen,
+                                  const ASN1_OCTET_STRING *mac, p11s_error *err)
+{
+	unsigned char in[CHUNK], *out = NULL;
+	int outl;
+	size_t n;
+	p11s_rc rc = P11S_OK;
+
+	out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
+	if (out == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	if (!EVP_DecryptUpdate(fresh, NULL, &outl, aad, (int)aadlen)) {
+		rc = p11s_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
+		goto done;
+	}
+	if (s->spool.fp == NULL) {
+		for (size_t at = 0; at < s->spool.len; at += n) {
+			n = s->spool.len - at > CHUNK ? CHUNK : s->spool.len - at;
+			if (!EVP_DecryptUpdate(fresh, out, &outl, s->spool.mem + at, (int)n)) {
+				rc = p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
+				goto done;
+			}
+		}
+	} else {
+		if (fflush(s->spool.fp) != 0 || fseek(s->spool.fp, 0, SEEK_SET) != 0) {
+			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s",
+			              strerror(errno));
+			goto done;
+		}
+		while ((n = fread(in, 1, sizeof(in), s->spool.fp)) > 0)
+			if (!EVP_DecryptUpdate(fresh, out, &outl, in, (int)n)) {
+				rc = p11s_err_ossl(err, P11S_E_DECRYPT,
+				                   "content decryption failed");
+				goto done;
+			}
+		if (ferror(s->spool.fp)) {
+			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file");
+			goto done;
+		}
+	}
+	if (EVP_CIPHER_CTX_ctrl(fresh, EVP_CTRL_AEAD_SET_TAG, mac->length, mac->data) <= 0 ||
+	    EVP_DecryptFinal_ex(fresh, out, &outl) <= 0)
+		rc = p11s_err(err, P11S_E_DECRYPT,
+		              "the message failed authentication (AES-GCM tag mismatch): it was "
+		              "altered, or is not for this key; nothing was written");
+done:
+	ERR_clear_error();
+	OPENSSL_free(out);
+	return rc;
+}
+
+p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cms_sink sink,
+                                void *user, p11s_error *err)
+{
+	struct feed f = {s, ctx, sink, user, NULL};
+	EVP_CIPHER_CTX *fresh = NULL;
+	unsigned char *auth_der = NULL, *mac_der = NULL;
+	size_t auth_len = 0, mac_len = 0;
+	ASN1_OCTET_STRING *mac = NULL;
+	const unsigned char *p;
+	long icv = 0;
+	int outl, got;
+	p11s_rc rc;
+
+	f.out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
+	if (f.out == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	if (s->auth) {
+		fresh = EVP_CIPHER_CTX_new();
+		if (fresh == NULL || !EVP_CIPHER_CTX_copy(fresh, ctx)) {
+			rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up the cipher");
+			goto done;
+		}
+	}
+	if (s->content_cons) {
+		rc = stream_chunks(&f, &s->ecc, 0, err);
+		if (rc == P11S_OK)
+			rc = close_cons(s, &s->ecc, "the encrypted content", err);
+	} else {
+		rc = stream_bytes(&f, s->content_len, err);
+	}
+	if (rc == P11S_OK)
+		rc = close_cons(s, &s->eci, "the EncryptedContentInfo", err);
+	if (rc != P11S_OK)
+		goto done;
+
+	if (!s->auth) {
+		/* unprotectedAttrs [1]: nothing in them changes the content. */
+		rc = optional_element(s, &s->env, 1, "unprotected attributes", NULL, NULL, err);
+		if (rc != P11S_OK)
+			goto done;
+	} else {
+		rc = optional_element(s, &s->env, 1, "authenticated attributes", &auth_der,
+		                      &auth_len, err);
+		if (rc == P11S_OK)
+			rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_OCTET_STRING,
+			                  "the message authentication code", &mac_der, &mac_len, err);
+		if (rc != P11S_OK)
+			goto done;
+		p = mac_der;
+		mac = d2i_ASN1_OCTET_STRING(NULL, &p, (long)mac_len);
+		if (mac == NULL) {
+			rc = malformed(err, "a bad message authentication code");
+			goto done;
+		}
+		if (!gcm_icv_len(s->calg, &icv)) {
+			rc = malformed(err, "bad AES-GCM parameters");
+			goto done;
+		}
+		if (icv < 12 || icv > 16 || mac->length != icv) {
+			rc = p11s_err(err, P11S_E_INPUT,
+			              "malformed CMS message: the MAC is %d bytes, the GCM parameters "
+			              "say %ld (12 to 16 allowed)",
+			              mac->length, icv);
+			goto done;
+		}
+		rc = optional_element(s, &s->env, 2, "unauthenticated attributes", NULL, NULL,
+		                      err);
+		if (rc != P11S_OK)
+			goto done;
+	}
+	rc = close_cons(s, &s->env, s->auth ? "the AuthEnvelopedData" : "the EnvelopedData", err);
+	if (rc == P11S_OK)
+		rc = close_cons(s, &s->ex, "the [0] content", err);
+	if (rc == P11S_OK)
+		rc = close_cons(s, &s->ci, "the ContentInfo", err);
+	if (rc == P11S_OK)
+		rc = fill(s, 1, &got, err);
+	if (rc != P11S_OK)
+		goto done;
+	if (got) {
+		rc = p11s_err(err, P11S_E_INPUT, "unexpected data after the CMS message");
+		goto done;
+	}
+
+	if (s->auth && auth_der != NULL) {
+		/* RFC 5083: the AAD is the DER of the SET OF, not of the [1]. */
+		auth_der[0] = 0x31;
+		s->had_auth_attrs = 1;
+		rc = check_tag_with_aad(s, fresh, auth_der, auth_len, mac, err);
+		goto done;
+	}
+	if (s->auth &&
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, mac->length, mac->data) <= 0) {
+		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set the authentication tag");
+		goto done;
+	}
+	if (EVP_DecryptFinal_ex(ctx, f.out, &outl) <= 0) {
+		ERR_clear_error();
+		rc = p11s_err(err, P11S_E_DECRYPT,
+		              s->auth ? "the message failed authentication (AES-GCM tag mismatch): "
+		                        "it was altered, or is not for this key; nothing was written"
+		                      : "decryption failed (bad padding): the message was altered, "
+		                        "or is not for this key; nothing was written");
+		goto done;
+	}
+	if (outl > 0 && sink(user, f.out, (size_t)outl) != 0)
+		rc = p11s_err(err, P11S_E_IO, "cannot write the decrypted content");
+done:
+	EVP_CIPHER_CTX_free(fresh);
+	ASN1_OCTET_STRING_free(mac);
+	OPENSSL_free(auth_der);
+	OPENSSL_free(mac_der);
+	OPENSSL_free(f.out);
+	return rc;
+}

@@ -1,0 +1,67 @@
+/*
+ * A streaming reader of CMS EnvelopedData and AuthEnvelopedData (private).
+ *
+ * The outer TLVs are walked one header at a time with a bounded look-ahead;
+ * the small parts are decoded whole, and the encrypted content (a primitive
+ * [0], or a constructed one of OCTET STRING chunks, definite or indefinite)
+ * is passed through a cipher in pieces.  Nothing of the content is kept.
+ */
+#ifndef P11S_CMS_STREAM_H
+#define P11S_CMS_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/bio.h>
+#include <openssl/cms.h>
+#include <openssl/evp.h>
+
+#include "p11smime/result.h"
+
+/* How the bytes of the ContentInfo arrive. */
+typedef enum p11s_cms_encoding {
+	P11S_CMS_DER,    /* the BER bytes themselves */
+	P11S_CMS_BASE64, /* base64 text (a MIME body); whitespace ignored */
+	P11S_CMS_PEM,    /* text before a -----BEGIN line, base64, -----END */
+} p11s_cms_encoding;
+
+typedef struct p11s_cms_stream p11s_cms_stream;
+
+/* Where plaintext goes; returns 0, or -1 when it cannot be written. */
+typedef int (*p11s_cms_sink)(void *user, const unsigned char *buf, size_t len);
+
+/* A reader of @p in (borrowed; it must outlive the stream). */
+p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **out,
+                            p11s_error *err);
+void p11s_cms_stream_free(p11s_cms_stream *s);
+
+/*
+ * Read up to the first byte of the encrypted content.  *cms receives a
+ * CMS_ContentInfo (owned by @p s) with everything that comes before the
+ * content: version, originatorInfo, RecipientInfos and the
+ * EncryptedContentInfo without its content (and, for AuthEnvelopedData, an
+ * empty MAC): enough for OpenSSL's CMS code to recover the content key.
+ */
+p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_error *err);
+
+/* After begin: 1 for AuthEnvelopedData. */
+int p11s_cms_stream_is_auth(const p11s_cms_stream *s);
+/* After begin: the content-encryption algorithm (owned by @p s). */
+const X509_ALGOR *p11s_cms_stream_content_alg(const p11s_cms_stream *s);
+
+/*
+ * Pass the encrypted content through @p ctx (initialised for decryption
+ * with the content key and IV) into @p sink, read the rest of the
+ * structure, and finish: for AuthEnvelopedData, the authenticated
+ * attributes are the AAD (RFC 5083) and the MAC must match; for CBC the
+ * padding must.  Then nothing may follow the ContentInfo.
+ * P11S_E_INPUT (malformed, truncated), P11S_E_DECRYPT (tag or padding),
+ * P11S_E_IO (sink).
+ */
+p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cms_sink sink,
+                                void *user, p11s_error *err);
+
+/* After decrypt: 1 when authenticated attributes were present (and checked). */
+int p11s_cms_stream_had_auth_attrs(const p11s_cms_stream *s);
+
+#endif

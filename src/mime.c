@@ -1,0 +1,1839 @@
+/*
+ * MIME framing: header blocks, field values, addresses, line ends and the
+ * canonical 7-bit form of an entity (RFC 5322, RFC 2045-2046, RFC 8551).
+ *
+ * Bodies are processed a line segment at a time so that nothing grows with
+ * the message; only header blocks are held in memory, and they are bounded.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+
+#include "common.h"
+#include "p11smime/mime.h"
+
+/* ------------------------------------------------------------ headers */
+
+struct field {
+	char *name;
+	char *raw;
+	size_t len;
+};
+
+struct p11s_headers {
+	struct field *f;
+	size_t n, cap;
+	p11s_eol eol;
+	int body_follows;
+};
+
+p11s_headers *p11s_headers_new(p11s_eol eol)
+{
+	p11s_headers *h = calloc(1, sizeof(*h));
+
+	if (h != NULL)
+		h->eol = eol;
+	return h;
+}
+
+void p11s_headers_free(p11s_headers *h)
+{
+	if (h == NULL)
+		return;
+	for (size_t i = 0; i < h->n; i++) {
+		free(h->f[i].name);
+		free(h->f[i].raw);
+	}
+	free(h->f);
+	free(h);
+}
+
+p11s_eol p11s_headers_eol(const p11s_headers *h)
+{
+	return h->eol;
+}
+
+int p11s_headers_body_follows(const p11s_headers *h)
+{
+	return h->body_follows;
+}
+
+size_t p11s_headers_count(const p11s_headers *h)
+{
+	return h ? h->n : 0;
+}
+
+const char *p11s_headers_name(const p11s_headers *h, size_t i)
+{
+	return i < h->n ? h->f[i].name : NULL;
+}
+
+const char *p11s_headers_raw(const p11s_headers *h, size_t i, size_t *len)
+{
+	if (i >= h->n)
+		return NULL;
+	if (len != NULL)
+		*len = h->f[i].len;
+	return h->f[i].raw;
+}
+
+static int is_wsp(int c)
+{
+	return c == ' ' || c == '\t';
+}
+
+char *p11s_headers_value(const p11s_headers *h, size_t i)
+{
+	const char *raw, *colon;
+	size_t len, o = 0;
+	char *v;
+
+	if (i >= h->n)
+		return NULL;
+	raw = h->f[i].raw;
+	len = h->f[i].len;
+	colon = memchr(raw, ':', len);
+	if (colon == NULL)
+		return p11s_strdup("");
+	v = malloc(len + 1);
+	if (v == NULL)
+		return NULL;
+	/* Unfolding removes CR and LF only; the blanks after them stay. */
+	for (const char *p = colon + 1; p < raw + len; p++)
+		if (*p != '\r' && *p != '\n')
+			v[o++] = *p;
+	while (o > 0 && is_wsp((unsigned char)v[o - 1]))
+		o--;
+	v[o] = '\0';
+	size_t lead = strspn(v, " \t");
+	memmove(v, v + lead, o - lead + 1);
+	return v;
+}
+
+long p11s_headers_find(const p11s_headers *h, const char *name, size_t from)
+{
+	for (size_t i = from; h != NULL && i < h->n; i++)
+		if (strcasecmp(h->f[i].name, name) == 0)
+			return (long)i;
+	return -1;
+}
+
+char *p11s_headers_get(const p11s_headers *h, const char *name)
+{
+	long i = p11s_headers_find(h, name, 0);
+
+	return i < 0 ? NULL : p11s_headers_value(h, (size_t)i);
+}
+
+unsigned p11s_header_class_of(const char *name)
+{
+	if (strncasecmp(name, "Content-", 8) == 0)
+		return P11S_HDR_CONTENT;
+	if (strcasecmp(name, "MIME-Version") == 0)
+		return P11S_HDR_MIME_VERSION;
+	return P11S_HDR_OUTER;
+}
+
+static int push_field(p11s_headers *h, char *name, char *raw, size_t len)
+{
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 16;
+		struct field *f = realloc(h->f, cap * sizeof(*f));
+
+		if (f == NULL)
+			return -1;
+		h->f = f;
+		h->cap = cap;
+	}
+	h->f[h->n].name = name;
+	h->f[h->n].raw = raw;
+	h->f[h->n].len = len;
+	h->n++;
+	return 0;
+}
+
+p11s_rc p11s_headers_add(p11s_headers *h, const char *name, const char *value, p11s_error *err)
+{
+	char *n, *raw;
+
+	if (strpbrk(value, "\r\n") != NULL || strpbrk(name, ": \t\r\n") != NULL || *name == '\0')
+		return p11s_err(err, P11S_E_USAGE, "a header field must be one line");
+	n = strdup(name);
+	raw = p11s_asprintf("%s: %s%s", name, value, h->eol == P11S_EOL_CRLF ? "\r\n" : "\n");
+	if (n == NULL || raw == NULL || push_field(h, n, raw, strlen(raw)) != 0) {
+		free(n);
+		free(raw);
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	return P11S_OK;
+}
+
+size_t p11s_headers_remove(p11s_headers *h, const char *name)
+{
+	size_t o = 0, removed = 0;
+
+	for (size_t i = 0; i < h->n; i++) {
+		if (strcasecmp(h->f[i].name, name) == 0) {
+			free(h->f[i].name);
+			free(h->f[i].raw);
+			removed++;
+		} else {
+			h->f[o++] = h->f[i];
+		}
+	}
+	h->n = o;
+	return removed;
+}
+
+p11s_rc p11s_headers_write(const p11s_headers *h, unsigned classes, BIO *out, p11s_error *err)
+{
+	for (size_t i = 0; i < h->n; i++) {
+		if (!(p11s_header_class_of(h->f[i].name) & classes))
+			continue;
+		if (BIO_write(out, h->f[i].raw, (int)h->f[i].len) != (int)h->f[i].len)
+			return p11s_err(err, P11S_E_IO, "cannot write the message headers");
+	}
+	return P11S_OK;
+}
+
+/*
+ * A source of line segments: a segment ends with '\n' or is the longest
+ * piece that fits a buffer.  Returns 1 with a segment, 0 at the end, -1 on
+ * a read error.
+ */
+typedef int (*seg_fn)(void *src, const char **p, size_t *n);
+
+struct gets_src {
+	BIO *in;
+	char buf[4096];
+};
+
+/* BIO_gets stops at '\n', so the body stays unread in the BIO. */
+static int gets_seg(void *arg, const char **p, size_t *n)
+{
+	struct gets_src *s = arg;
+	int r = BIO_gets(s->in, s->buf, (int)sizeof(s->buf));
+
+	if (r == 0 || (r < 0 && BIO_eof(s->in)))
+		return 0;
+	if (r < 0)
+		return -1;
+	*p = s->buf;
+	*n = (size_t)r;
+	return 1;
+}
+
+static size_t strip_eol(const char *p, size_t n)
+{
+	if (n > 0 && p[n - 1] == '\n') {
+		n--;
+		while (n > 0 && p[n - 1] == '\r')
+			n--;
+	}
+	return n;
+}
+
+/*
+ * Parse a header block.  @p top: the block of a whole input (an empty input
+ * is an error there; inside a multipart, an empty part is not).
+ */
+static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_headers **out,
+                             p11s_error *err)
+{
+	p11s_headers *h = p11s_headers_new(P11S_EOL_CRLF);
+	char *line = NULL;
+	size_t cap = 0, total = 0, lineno = 0;
+	p11s_rc rc = P11S_OK;
+
+	if (max == 0)
+		max = P11S_HEADERS_MAX_DEFAULT;
+	if (h == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	for (;;) {
+		size_t len = 0;
+		const char *p;
+		size_t n;
+		int r, complete = 0;
+
+		/* Gather one whole line. */
+		while (!complete && (r = seg(src, &p, &n)) > 0) {
+			if (total + len + n > max) {
+				rc = p11s_err(err, P11S_E_INPUT,
+				              "the header block is longer than %zu bytes", max);
+				goto out;
+			}
+			if (len + n + 1 > cap) {
+				size_t ncap = (len + n + 1) * 2;
+				char *nl = realloc(line, ncap);
+
+				if (nl == NULL) {
+					rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+					goto out;
+				}
+				line = nl;
+				cap = ncap;
+			}
+			memcpy(line + len, p, n);
+			len += n;
+			complete = line[len - 1] == '\n';
+		}
+		if (!complete && r < 0) {
+			rc = p11s_err(err, P11S_E_IO, "cannot read the message");
+			goto out;
+		}
+		if (len == 0) {
+			if (top && lineno == 0) {
+				rc = p11s_err(err, P11S_E_INPUT, "the input is empty");
+				goto out;
+			}
+			h->body_follows = 0;
+			break;
+		}
+		if (!complete) {
+			rc =
+			    p11s_err(err, P11S_E_INPUT,
+			             "the input ends in the middle of header line %zu (truncated?)",
+			             lineno + 1);
+			goto out;
+		}
+		line[len] = '\0';
+		if (lineno++ == 0)
+			h->eol = (len >= 2 && line[len - 2] == '\r') ? P11S_EOL_CRLF : P11S_EOL_LF;
+		total += len;
+		if (strip_eol(line, len) == 0) {
+			h->body_follows = 1;
+			break;
+		}
+		if (is_wsp((unsigned char)line[0])) {
+			struct field *f;
+			char *nr;
+
+			if (h->n == 0) {
+				rc = p11s_err(
+				    err, P11S_E_INPUT,
+				    "header line %zu continues a field that does not exist",
+				    lineno);
+				goto out;
+			}
+			f = &h->f[h->n - 1];
+			nr = realloc(f->raw, f->len + len + 1);
+			if (nr == NULL) {
+				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				goto out;
+			}
+			memcpy(nr + f->len, line, len + 1);
+			f->raw = nr;
+			f->len += len;
+			continue;
+		}
+		/* field-name = 1*(%d33-57 / %d59-126), then (obsolete) blanks, then ':' */
+		size_t i = 0;
+		while (i < len && line[i] != ':' && (unsigned char)line[i] > 32 &&
+		       (unsigned char)line[i] < 127)
+			i++;
+		size_t name_len = i;
+		while (i < len && is_wsp((unsigned char)line[i]))
+			i++;
+		if (name_len == 0 || i >= len || line[i] != ':') {
+			rc = p11s_err(err, P11S_E_INPUT,
+			              "line %zu of the header block is not a header field", lineno);
+			goto out;
+		}
+		char *name = p11s_strndup(line, name_len);
+		char *raw = p11s_strndup(line, len);
+
+		if (name == NULL || raw == NULL || push_field(h, name, raw, len) != 0) {
+			free(name);
+			free(raw);
+			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			goto out;
+		}
+	}
+out:
+	free(line);
+	if (rc != P11S_OK) {
+		p11s_headers_free(h);
+		return rc;
+	}
+	*out = h;
+	return P11S_OK;
+}
+
+p11s_rc p11s_headers_read(BIO *in, size_t max, p11s_headers **out, p11s_error *err)
+{
+	struct gets_src *s = malloc(sizeof(*s));
+	p11s_rc rc;
+
+	if (s == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	s->in = in;
+	rc = parse_headers(gets_seg, s, max, 1, out, err);
+	free(s);
+	return rc;
+}
+
+/* ------------------------------------------------------- field values */
+
+/* Skip blanks, line breaks and (nested) comments. */
+static const char *skip_cfws(const char *p)
+{
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+			p++;
+		if (*p != '(')
+			return p;
+		int depth = 0;
+		do {
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			else if (*p == '(')
+				depth++;
+			else if (*p == ')')
+				depth--;
+			p++;
+		} while (depth > 0 && *p != '\0');
+	}
+}
+
+/* RFC 2045 token characters. */
+static int is_tspecial(int c)
+{
+	return strchr("()<>@,;:\\\"/[]?=", c) != NULL;
+}
+
+static int is_token_char(int c)
+{
+	return c > 32 && c < 127 && !is_tspecial(c);
+}
+
+static char *lower_dup(const char *p, size_t n)
+{
+	char *s = p11s_strndup(p, n);
+
+	for (size_t i = 0; s != NULL && i < n; i++)
+		s[i] = (char)tolower((unsigned char)s[i]);
+	return s;
+}
+
+char *p11s_mime_media_type(const char *value)
+{
+	const char *p, *t, *s;
+	size_t tl, sl;
+	char *out;
+
+	if (value == NULL)
+		return NULL;
+	p = skip_cfws(value);
+	t = p;
+	while (is_token_char((unsigned char)*p))
+		p++;
+	tl = (size_t)(p - t);
+	p = skip_cfws(p);
+	if (tl == 0 || *p != '/')
+		return NULL;
+	p = skip_cfws(p + 1);
+	s = p;
+	while (is_token_char((unsigned char)*p))
+		p++;
+	sl = (size_t)(p - s);
+	if (sl == 0)
+		return NULL;
+	out = malloc(tl + sl + 2);
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < tl; i++)
+		out[i] = (char)tolower((unsigned char)t[i]);
+	out[tl] = '/';
+	for (size_t i = 0; i < sl; i++)
+		out[tl + 1 + i] = (char)tolower((unsigned char)s[i]);
+	out[tl + 1 + sl] = '\0';
+	return out;
+}
+
+/*
+ * Parse a quoted-string at @p p (on the '"'), unescaped into @p dst (may be
+ * NULL).  Returns what follows the closing quote, or NULL when there is none.
+ */
+static const char *quoted(const char *p, char *dst, size_t *dlen)
+{
+	size_t o = 0;
+
+	p++;
+	while (*p != '\0' && *p != '"') {
+		if (*p == '\\' && p[1] != '\0')
+			p++;
+		if (*p != '\r' && *p != '\n' && dst != NULL)
+			dst[o++] = *p;
+		p++;
+	}
+	if (dlen != NULL)
+		*dlen = o;
+	return *p == '"' ? p + 1 : NULL;
+}
+
+/* Past a comment at @p p (on the '('), nested ones included; NULL when unclosed. */
+static const char *comment_end(const char *p)
+{
+	int depth = 0;
+
+	for (; *p != '\0'; p++) {
+		if (*p == '\\' && p[1] != '\0')
+			p++;
+		else if (*p == '(')
+			depth++;
+		else if (*p == ')' && --depth == 0)
+			return p + 1;
+	}
+	return NULL;
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+#define MAX_SECTIONS 64
+
+char *p11s_mime_param(const char *value, const char *name)
+{
+	char *plain = NULL, *sect[MAX_SECTIONS] = {0};
+	size_t nlen = strlen(name), nsect = 0;
+	const char *p;
+	char *result = NULL;
+
+	if (value == NULL)
+		return NULL;
+	/* Skip the media type (or disposition type). */
+	p = value;
+	while (p != NULL && *p != '\0' && *p != ';') {
+		if (*p == '"')
+			p = quoted(p, NULL, NULL);
+		else if (*p == '(')
+			p = comment_end(p);
+		else
+			p++;
+	}
+	if (p == NULL)
+		return NULL;
+	while (*p == ';') {
+		const char *a, *v;
+		size_t al, vl = 0;
+		char *val;
+
+		p = skip_cfws(p + 1);
+		a = p;
+		while (is_token_char((unsigned char)*p) || *p == '*')
+			p++;
+		al = (size_t)(p - a);
+		p = skip_cfws(p);
+		if (*p != '=') {
+			while (*p != '\0' && *p != ';')
+				p++;
+			continue;
+		}
+		p = skip_cfws(p + 1);
+		v = p;
+		val = malloc(strlen(v) + 1);
+		if (val == NULL)
+			goto out;
+		if (*p == '"') {
+			const char *e = quoted(p, val, &vl);
+
+			p = e ? e : p + strlen(p);
+		} else {
+			while (is_token_char((unsigned char)*p) || *p == '*' || *p == '\'' ||
+			       *p == '%')
+				p++;
+			vl = (size_t)(p - v);
+			memcpy(val, v, vl);
+		}
+		val[vl] = '\0';
+		p = skip_cfws(p);
+		while (*p != '\0' && *p != ';')
+			p++;
+
+		if (al == nlen && strncasecmp(a, name, nlen) == 0) {
+			free(plain);
+			plain = val;
+			continue;
+		}
+		/* RFC 2231: name*, name*N, name*N* */
+		if (al > nlen && strncasecmp(a, name, nlen) == 0 && a[nlen] == '*') {
+			const char *s = a + nlen + 1, *end = a + al;
+			int ext = end[-1] == '*' && end - 1 >= s;
+			size_t idx = 0;
+
+			if (ext)
+				end--;
+			for (const char *q = s; q < end; q++) {
+				if (!isdigit((unsigned char)*q)) {
+					idx = MAX_SECTIONS;
+					break;
+				}
+				idx = idx * 10 + (size_t)(*q - '0');
+				if (idx >= MAX_SECTIONS)
+					break;
+			}
+			if (s == end)
+				ext = 1; /* "name*=" */
+			if (idx >= MAX_SECTIONS) {
+				free(val);
+				continue;
+			}
+			if (ext) {
+				char *src = val, *d = val;
+
+				if (idx == 0) {
+					char *q1 = strchr(val, '\'');
+					char *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
+
+					if (q2 != NULL)
+						src = q2 + 1;
+				}
+				while (*src != '\0') {
+					if (*src == '%' && hexval((unsigned char)src[1]) >= 0 &&
+					    hexval((unsigned char)src[2]) >= 0) {
+						*d++ = (char)(hexval((unsigned char)src[1]) * 16 +
+						              hexval((unsigned char)src[2]));
+						src += 3;
+					} else {
+						*d++ = *src++;
+					}
+				}
+				*d = '\0';
+			}
+			free(sect[idx]);
+			sect[idx] = val;
+			if (idx + 1 > nsect)
+				nsect = idx + 1;
+			continue;
+		}
+		free(val);
+	}
+	if (nsect > 0 && sect[0] != NULL) {
+		size_t total = 1;
+
+		for (size_t i = 0; i < nsect && sect[i] != NULL; i++)
+			total += strlen(sect[i]);
+		result = malloc(total);
+		if (result != NULL) {
+			result[0] = '\0';
+			for (size_t i = 0; i < nsect && sect[i] != NULL; i++)
+				strcat(result, sect[i]);
+		}
+	} else {
+		result = plain;
+		plain = NULL;
+	}
+out:
+	free(plain);
+	for (size_t i = 0; i < MAX_SECTIONS; i++)
+		free(sect[i]);
+	return result;
+}
+
+char *p11s_mime_transfer_encoding(const p11s_headers *h)
+{
+	char *v = p11s_headers_get(h, "Content-Transfer-Encoding");
+	const char *p, *s;
+	char *out;
+
+	if (v == NULL)
+		return p11s_strdup("7bit");
+	p = skip_cfws(v);
+	s = p;
+	while (is_token_char((unsigned char)*p))
+		p++;
+	out = p == s ? p11s_strdup("7bit") : lower_dup(s, (size_t)(p - s));
+	free(v);
+	return out;
+}
+
+/* ------------------------------------------------------------ addresses */
+
+struct strv {
+	char **v;
+	size_t n, cap;
+};
+
+static int strv_push(struct strv *sv, char *s)
+{
+	if (sv->n + 2 > sv->cap) {
+		size_t cap = sv->cap ? sv->cap * 2 : 8;
+		char **v = realloc(sv->v, cap * sizeof(*v));
+
+		if (v == NULL) {
+			free(s);
+			return -1;
+		}
+		sv->v = v;
+		sv->cap = cap;
+	}
+	sv->v[sv->n++] = s;
+	sv->v[sv->n] = NULL;
+	return 0;
+}
+
+void p11s_strv_free(char **v)
+{
+	for (size_t i = 0; v != NULL && v[i] != NULL; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* A growing string. */
+struct sbuf {
+	char *s;
+	size_t n, cap;
+};
+
+static int sb_add(struct sbuf *b, const char *p, size_t n)
+{
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = (b->n + n + 1) * 2;
+		char *s = realloc(b->s, cap);
+
+		if (s == NULL)
+			return -1;
+		b->s = s;
+		b->cap = cap;
+	}
+	memcpy(b->s + b->n, p, n);
+	b->n += n;
+	b->s[b->n] = '\0';
+	return 0;
+}
+
+static int finish_mailbox(struct strv *sv, struct sbuf *plain, struct sbuf *angle, int saw_angle)
+{
+	struct sbuf *b = saw_angle ? angle : plain;
+	int r = 0;
+
+	if (b->n > 0) {
+		char *s = p11s_strndup(b->s, b->n);
+
+		r = s == NULL ? -1 : strv_push(sv, s);
+	}
+	plain->n = 0;
+	angle->n = 0;
+	return r;
+}
+
+p11s_rc p11s_mime_addresses(const char *value, char ***out, size_t *n, p11s_error *err)
+{
+	struct strv sv = {0};
+	struct sbuf plain = {0}, angle = {0};
+	int in_angle = 0, saw_angle = 0, nomem = 0;
+	const char *p = value ? value : "", *bad = NULL;
+
+	while (bad == NULL && !nomem && *p != '\0') {
+		struct sbuf *cur = in_angle ? &angle : &plain;
+		const char *s = p;
+
+		switch (*p) {
+		case ' ':
+		case '\t':
+		case '\r':
+		case '\n':
+			p++;
+			break;
+		case '(':
+			p = comment_end(p);
+			if (p == NULL)
+				bad = "a comment is not closed";
+			break;
+		case '"':
+			p = quoted(p, NULL, NULL);
+			if (p == NULL)
+				bad = "a quoted string is not closed";
+			else
+				nomem = sb_add(cur, s, (size_t)(p - s));
+			break;
+		case '[':
+			while (*p != '\0' && *p != ']')
+				p++;
+			if (*p != ']')
+				bad = "a domain literal is not closed";
+			else
+				nomem = sb_add(cur, s, (size_t)(++p - s));
+			break;
+		case '<':
+			in_angle = saw_angle = 1;
+			angle.n = 0;
+			p++;
+			break;
+		case '>':
+			in_angle = 0;
+			p++;
+			break;
+		case ':':
+			/* In angle brackets it ends a source route; outside, it opens a group. */
+			if (in_angle)
+				angle.n = 0;
+			else
+				plain.n = 0;
+			p++;
+			break;
+		case ',':
+			if (!in_angle) {
+				nomem = finish_mailbox(&sv, &plain, &angle, saw_angle);
+				saw_angle = 0;
+			}
+			p++;
+			break;
+		case ';':
+			nomem = finish_mailbox(&sv, &plain, &angle, saw_angle);
+			saw_angle = in_angle = 0;
+			p++;
+			break;
+		default:
+			while (*p != '\0' && !strchr(" \t\r\n()\"[]<>:,;", *p))
+				p++;
+			nomem = sb_add(cur, s, (size_t)(p - s));
+			break;
+		}
+	}
+	if (bad == NULL && !nomem && in_angle)
+		bad = "an angle-bracketed address is not closed";
+	if (bad == NULL && !nomem)
+		nomem = finish_mailbox(&sv, &plain, &angle, saw_angle);
+	free(plain.s);
+	free(angle.s);
+	if (bad != NULL || nomem) {
+		p11s_strv_free(sv.v);
+		if (nomem)
+			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err(err, P11S_E_INPUT, "malformed address list: %s", bad);
+	}
+	if (sv.v == NULL) {
+		sv.v = calloc(1, sizeof(char *));
+		if (sv.v == NULL)
+			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	*out = sv.v;
+	if (n != NULL)
+		*n = sv.n;
+	return P11S_OK;
+}
+
+int p11s_mail_addr_equal(const char *a, const char *b)
+{
+	const char *da = strrchr(a, '@'), *db = strrchr(b, '@');
+
+	if (da == NULL || db == NULL)
+		return strcmp(a, b) == 0;
+	return da - a == db - b && strncmp(a, b, (size_t)(da - a)) == 0 &&
+	       strcasecmp(da + 1, db + 1) == 0;
+}
+
+p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, char ***out,
+                               size_t *n, p11s_error *err)
+{
+	struct strv sv = {0};
+	p11s_rc rc = P11S_OK;
+
+	for (size_t i = 0; i < h->n && rc == P11S_OK; i++) {
+		int wanted = 0;
+
+		for (size_t k = 0; names[k] != NULL; k++)
+			wanted |= strcasecmp(h->f[i].name, names[k]) == 0;
+		if (!wanted)
+			continue;
+		char *v = p11s_headers_value(h, i);
+		char **addrs = NULL;
+
+		if (v == NULL) {
+			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			break;
+		}
+		rc = p11s_mime_addresses(v, &addrs, NULL, err);
+		if (rc != P11S_OK)
+			rc = p11s_err(err, rc, "%s: %s", h->f[i].name, p11s_error_message(err));
+		free(v);
+		for (size_t k = 0; rc == P11S_OK && addrs[k] != NULL; k++) {
+			int dup = 0;
+
+			for (size_t j = 0; j < sv.n && !dup; j++)
+				dup = p11s_mail_addr_equal(sv.v[j], addrs[k]);
+			if (dup)
+				continue;
+			if (strv_push(&sv, strdup(addrs[k])) != 0 || sv.v[sv.n - 1] == NULL)
+				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		}
+		p11s_strv_free(addrs);
+	}
+	if (rc != P11S_OK) {
+		p11s_strv_free(sv.v);
+		return rc;
+	}
+	if (sv.v == NULL && (sv.v = calloc(1, sizeof(char *))) == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	*out = sv.v;
+	if (n != NULL)
+		*n = sv.n;
+	return P11S_OK;
+}
+
+/* ------------------------------------------------------------ line ends */
+
+#define EOL_RAW 4096
+
+struct eol_state {
+	p11s_eol to;
+	int w_cr;                   /* write side: a CR whose successor is unknown (LF mode) */
+	int w_prev_cr;              /* write side: last byte was CR (CRLF mode) */
+	int r_cr, r_prev_cr;        /* read side, the same */
+	int r_eof;                  /* read side: the next BIO is exhausted */
+	char rbuf[2 * EOL_RAW + 2]; /* read side: converted, not yet returned */
+	size_t rpos, rlen;
+};
+
+/* Convert @p n bytes; returns the output length (at most 2n + 1). */
+static size_t eol_convert(p11s_eol to, int *held_cr, int *prev_cr, const char *in, size_t n,
+                          char *o)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char ch = in[i];
+
+		if (to == P11S_EOL_LF) {
+			if (*held_cr) {
+				*held_cr = 0;
+				if (ch == '\n') {
+					o[k++] = '\n';
+					continue;
+				}
+				o[k++] = '\r';
+			}
+			if (ch == '\r')
+				*held_cr = 1;
+			else
+				o[k++] = ch;
+		} else {
+			if (ch == '\n' && !*prev_cr)
+				o[k++] = '\r';
+			o[k++] = ch;
+			*prev_cr = ch == '\r';
+		}
+	}
+	return k;
+}
+
+static int write_all(BIO *next, const char *p, size_t n)
+{
+	while (n > 0) {
+		int w = BIO_write(next, p, (int)n);
+
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int eol_write(BIO *b, const char *in, int inl)
+{
+	struct eol_state *s = BIO_get_data(b);
+	BIO *next = BIO_next(b);
+	char o[2 * EOL_RAW + 2];
+
+	if (next == NULL || inl < 0)
+		return -1;
+	for (int done = 0; done < inl;) {
+		size_t chunk = (size_t)(inl - done) > EOL_RAW ? EOL_RAW : (size_t)(inl - done);
+		size_t k = eol_convert(s->to, &s->w_cr, &s->w_prev_cr, in + done, chunk, o);
+
+		if (write_all(next, o, k) != 0)
+			return done > 0 ? done : -1;
+		done += (int)chunk;
+	}
+	return inl;
+}
+
+static int eol_read(BIO *b, char *out, int outl)
+{
+	struct eol_state *s = BIO_get_data(b);
+	BIO *next = BIO_next(b);
+	int given = 0;
+
+	if (next == NULL || outl <= 0)
+		return 0;
+	BIO_clear_retry_flags(b);
+	while (given < outl) {
+		if (s->rpos == s->rlen) {
+			char raw[EOL_RAW];
+			int r;
+
+			if (s->r_eof)
+				break;
+			s->rpos = s->rlen = 0;
+			r = BIO_read(next, raw, sizeof(raw));
+			if (r <= 0) {
+				if (BIO_should_retry(next)) {
+					BIO_copy_next_retry(b);
+					break;
+				}
+				s->r_eof = 1;
+				if (s->r_cr) {
+					s->rbuf[s->rlen++] = '\r';
+					s->r_cr = 0;
+				}
+				continue;
+			}
+			s->rlen =
+			    eol_convert(s->to, &s->r_cr, &s->r_prev_cr, raw, (size_t)r, s->rbuf);
+			continue;
+		}
+		size_t take = s->rlen - s->rpos;
+
+		if (take > (size_t)(outl - given))
+			take = (size_t)(outl - given);
+		memcpy(out + given, s->rbuf + s->rpos, take);
+		s->rpos += take;
+		given += (int)take;
+	}
+	if (given == 0 && s->r_eof)
+		return 0;
+	return given > 0 ? given : -1;
+}
+
+static int eol_puts(BIO *b, const char *str)
+{
+	return eol_write(b, str, (int)strlen(str));
+}
+
+static long eol_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct eol_state *s = BIO_get_data(b);
+	BIO *next = BIO_next(b);
+
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		if (s->w_cr) {
+			s->w_cr = 0;
+			if (next == NULL || write_all(next, "\r", 1) != 0)
+				return 0;
+		}
+		return next ? BIO_ctrl(next, cmd, num, ptr) : 0;
+	case BIO_CTRL_RESET:
+		s->w_cr = s->w_prev_cr = s->r_cr = s->r_prev_cr = s->r_eof = 0;
+		s->rpos = s->rlen = 0;
+		return next ? BIO_ctrl(next, cmd, num, ptr) : 1;
+	case BIO_CTRL_PENDING:
+		return (long)(s->rlen - s->rpos) + (next ? BIO_ctrl(next, cmd, num, ptr) : 0);
+	case BIO_CTRL_EOF:
+		if (s->rpos < s->rlen || s->r_cr)
+			return 0;
+		return next ? BIO_ctrl(next, cmd, num, ptr) : 1;
+	case BIO_CTRL_DUP:
+		return 0;
+	default:
+		return next ? BIO_ctrl(next, cmd, num, ptr) : 0;
+	}
+}
+
+static long eol_callback_ctrl(BIO *b, int cmd, BIO_info_cb *fp)
+{
+	BIO *next = BIO_next(b);
+
+	return next ? BIO_callback_ctrl(next, cmd, fp) : 0;
+}
+
+static int eol_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static int eol_destroy(BIO *b)
+{
+	free(BIO_get_data(b));
+	BIO_set_data(b, NULL);
+	return 1;
+}
+
+static BIO_METHOD *eol_method;
+static CRYPTO_ONCE eol_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void eol_method_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_FILTER, "p11smime line ends");
+
+	if (m == NULL)
+		return;
+	BIO_meth_set_write(m, eol_write);
+	BIO_meth_set_read(m, eol_read);
+	BIO_meth_set_puts(m, eol_puts);
+	BIO_meth_set_ctrl(m, eol_ctrl);
+	BIO_meth_set_callback_ctrl(m, eol_callback_ctrl);
+	BIO_meth_set_create(m, eol_create);
+	BIO_meth_set_destroy(m, eol_destroy);
+	eol_method = m;
+}
+
+BIO *p11s_bio_eol_new(p11s_eol to)
+{
+	struct eol_state *s;
+	BIO *b;
+
+	if (!CRYPTO_THREAD_run_once(&eol_once, eol_method_init) || eol_method == NULL)
+		return NULL;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	s->to = to;
+	b = BIO_new(eol_method);
+	if (b == NULL) {
+		free(s);
+		return NULL;
+	}
+	BIO_set_data(b, s);
+	return b;
+}
+
+/* -------------------------------------------------------- canonical form */
+
+#define LR_SIZE   65536
+#define OBUF_SIZE 65536
+#define SPOOL_MEM (1024 * 1024)
+#define MAX_DEPTH 32
+#define MAX_LINE  998
+
+/* Buffered line-segment reader over BIO_read (the body is ours to consume). */
+struct lr {
+	BIO *in;
+	char *buf;
+	size_t start, end, last;
+	int eof, error;
+};
+
+static int lr_init(struct lr *r, BIO *in)
+{
+	memset(r, 0, sizeof(*r));
+	r->in = in;
+	r->buf = malloc(LR_SIZE);
+	return r->buf ? 0 : -1;
+}
+
+static int lr_seg(struct lr *r, const char **p, size_t *n)
+{
+	for (;;) {
+		char *nl = memchr(r->buf + r->start, '\n', r->end - r->start);
+		size_t avail = r->end - r->start;
+
+		if (nl != NULL || (avail > 0 && (r->eof || avail == LR_SIZE))) {
+			size_t len = nl ? (size_t)(nl - (r->buf + r->start)) + 1 : avail;
+
+			/* Keep trailing CRs with the '\n' that may follow them. */
+			if (nl == NULL && !r->eof) {
+				size_t k = len;
+
+				while (k > 0 && r->buf[r->start + k - 1] == '\r')
+					k--;
+				if (k > 0)
+					len = k;
+			}
+			*p = r->buf + r->start;
+			*n = len;
+			r->last = r->start;
+			r->start += len;
+			return 1;
+		}
+		if (r->eof)
+			return r->error ? -1 : 0;
+		memmove(r->buf, r->buf + r->start, avail);
+		r->start = 0;
+		r->end = avail;
+		int got = BIO_read(r->in, r->buf + r->end, (int)(LR_SIZE - r->end));
+
+		if (got > 0) {
+			r->end += (size_t)got;
+		} else {
+			r->eof = 1;
+			if (got < 0 && !BIO_eof(r->in))
+				r->error = 1;
+		}
+	}
+}
+
+enum end_kind { END_NONE, END_EOF, END_DELIM };
+
+struct canon {
+	struct lr r;       /* the body */
+	struct lr spool_r; /* replay of a spooled leaf, when active */
+	BIO *spool;        /* what spool_r reads */
+	int spooling;      /* spool_r is active */
+	int bol;           /* the next segment starts a line */
+	/* The end met by the body reader, sticky until the multipart takes it. */
+	enum end_kind end;
+	size_t end_level; /* index into bnd */
+	int end_close, end_eol;
+	const char *bnd[MAX_DEPTH];
+	size_t blen[MAX_DEPTH];
+	size_t nb;
+	/* Output */
+	BIO *out;
+	char *ob;
+	size_t on;
+	int ofail;
+	int pending; /* a line end is owed before the next output */
+	p11s_error *err;
+};
+
+static void flush_out(struct canon *c)
+{
+	if (c->on > 0 && !c->ofail && write_all(c->out, c->ob, c->on) != 0)
+		c->ofail = 1;
+	c->on = 0;
+}
+
+static void put(struct canon *c, const char *p, size_t n)
+{
+	while (n > 0) {
+		size_t room = OBUF_SIZE - c->on;
+		size_t k = n < room ? n : room;
+
+		memcpy(c->ob + c->on, p, k);
+		c->on += k;
+		p += k;
+		n -= k;
+		if (c->on == OBUF_SIZE)
+			flush_out(c);
+	}
+}
+
+static void put_s(struct canon *c, const char *s)
+{
+	put(c, s, strlen(s));
+}
+
+static void put_pending(struct canon *c)
+{
+	if (c->pending) {
+		put(c, "\r\n", 2);
+		c->pending = 0;
+	}
+}
+
+/* Which enclosing boundary, if any, the line @p p opens or closes. */
+static int match_delim(struct canon *c, const char *p, size_t n, size_t *level, int *close)
+{
+	size_t len = strip_eol(p, n);
+
+	if (len < 2 || p[0] != '-' || p[1] != '-')
+		return 0;
+	/* Innermost first: an inner boundary may extend an outer one. */
+	for (size_t i = c->nb; i-- > 0;) {
+		size_t bl = c->blen[i], k;
+
+		if (len < 2 + bl || memcmp(p + 2, c->bnd[i], bl) != 0)
+			continue;
+		k = 2 + bl;
+		*close = 0;
+		if (len >= k + 2 && p[k] == '-' && p[k + 1] == '-') {
+			*close = 1;
+			k += 2;
+		}
+		while (k < len && is_wsp((unsigned char)p[k]))
+			k++;
+		if (k != len)
+			continue;
+		*level = i;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * The next segment of the current body: from the spool while replaying,
+ * then from the input.  0 at the end of the body: a delimiter of an
+ * enclosing multipart, or the end of input (c->end says which).
+ */
+static int body_seg(struct canon *c, const char **p, size_t *n)
+{
+	int r;
+
+	/* A spooled leaf replays first: the end it met comes after it. */
+	if (c->spooling) {
+		r = lr_seg(&c->spool_r, p, n);
+		if (r > 0) {
+			c->bol = (*p)[*n - 1] == '\n';
+			return 1;
+		}
+		c->spooling = 0;
+		free(c->spool_r.buf);
+		c->spool_r.buf = NULL;
+		BIO_free(c->spool);
+		c->spool = NULL;
+		if (r < 0)
+			return -1;
+	}
+	if (c->end != END_NONE)
+		return 0;
+	r = lr_seg(&c->r, p, n);
+	if (r < 0)
+		return -1;
+	if (r == 0) {
+		c->end = END_EOF;
+		return 0;
+	}
+	if (c->bol && c->nb > 0) {
+		size_t level;
+		int close;
+
+		if (match_delim(c, *p, *n, &level, &close)) {
+			c->end = END_DELIM;
+			c->end_level = level;
+			c->end_close = close;
+			c->end_eol = (*p)[*n - 1] == '\n';
+			return 0;
+		}
+	}
+	c->bol = (*p)[*n - 1] == '\n';
+	return 1;
+}
+
+static int body_seg_fn(void *arg, const char **p, size_t *n)
+{
+	return body_seg(arg, p, n);
+}
+
+static p11s_rc read_fail(struct canon *c)
+{
+	return p11s_err(c->err, P11S_E_IO, "cannot read the message body");
+}
+
+/* Header fields in canonical form (CRLF), optionally without one field. */
+static void put_fields(struct canon *c, const p11s_headers *h, unsigned classes, const char *skip)
+{
+	for (size_t i = 0; i < h->n; i++) {
+		const char *raw = h->f[i].raw, *end = raw + h->f[i].len;
+
+		if (!(p11s_header_class_of(h->f[i].name) & classes))
+			continue;
+		if (skip != NULL && strcasecmp(h->f[i].name, skip) == 0)
+			continue;
+		while (raw < end) {
+			const char *nl = memchr(raw, '\n', (size_t)(end - raw));
+			size_t n = nl ? (size_t)(nl - raw) + 1 : (size_t)(end - raw);
+
+			put(c, raw, strip_eol(raw, n));
+			put(c, "\r\n", 2);
+			raw += n;
+		}
+	}
+}
+
+enum leaf_enc { ENC_PASS, ENC_QP, ENC_B64_LINES, ENC_B64_RAW };
+
+struct b64 {
+	unsigned char in[3];
+	int nin;
+	int col;
+	int started;
+};
+
+static void b64_emit(struct canon *c, struct b64 *b, const char *four)
+{
+	if (!b->started) {
+		put_pending(c);
+		b->started = 1;
+	} else if (b->col >= 76) {
+		put(c, "\r\n", 2);
+		b->col = 0;
+	}
+	put(c, four, 4);
+	b->col += 4;
+}
+
+static void b64_group(struct canon *c, struct b64 *b, const unsigned char *g, int n)
+{
+	static const char tab[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char o[4];
+	unsigned v = (unsigned)g[0] << 16 | (n > 1 ? (unsigned)g[1] << 8 : 0) | (n > 2 ? g[2] : 0);
+
+	o[0] = tab[(v >> 18) & 63];
+	o[1] = tab[(v >> 12) & 63];
+	o[2] = n > 1 ? tab[(v >> 6) & 63] : '=';
+	o[3] = n > 2 ? tab[v & 63] : '=';
+	b64_emit(c, b, o);
+}
+
+static void b64_feed(struct canon *c, struct b64 *b, const char *p, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)p;
+
+	while (n > 0) {
+		if (b->nin == 0 && n >= 3) {
+			b64_group(c, b, u, 3);
+			u += 3;
+			n -= 3;
+			continue;
+		}
+		b->in[b->nin++] = *u++;
+		n--;
+		if (b->nin == 3) {
+			b64_group(c, b, b->in, 3);
+			b->nin = 0;
+		}
+	}
+}
+
+static void b64_final(struct canon *c, struct b64 *b)
+{
+	if (b->nin > 0)
+		b64_group(c, b, b->in, b->nin);
+	b->nin = 0;
+}
+
+struct qp {
+	int col;
+	int held; /* a blank whose fate depends on what follows */
+};
+
+static void qp_tok(struct canon *c, struct qp *q, const char *t, int n)
+{
+	if (q->col + n > 75) {
+		put(c, "=\r\n", 3);
+		q->col = 0;
+	}
+	put(c, t, (size_t)n);
+	q->col += n;
+}
+
+static void qp_hex(struct canon *c, struct qp *q, unsigned char b)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char t[3] = {'=', hex[b >> 4], hex[b & 15]};
+
+	qp_tok(c, q, t, 3);
+}
+
+static void qp_flush_held(struct canon *c, struct qp *q, int at_eol)
+{
+	if (!q->held)
+		return;
+	if (at_eol) {
+		qp_hex(c, q, (unsigned char)q->held);
+	} else {
+		char t = (char)q->held;
+
+		qp_tok(c, q, &t, 1);
+	}
+	q->held = 0;
+}
+
+static void qp_feed(struct canon *c, struct qp *q, const char *p, size_t n, int bol)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char b = (unsigned char)p[i];
+
+		qp_flush_held(c, q, 0);
+		if (b == ' ' || b == '\t') {
+			q->held = b;
+		} else if (i == 0 && bol && b == 'F' && n >= 5 && memcmp(p, "From ", 5) == 0) {
+			/* mbox writers would turn the line into ">From ". */
+			qp_hex(c, q, b);
+		} else if (i == 0 && bol && b == '.' && (n == 1 || p[1] == '\r' || p[1] == '\n')) {
+			qp_hex(c, q, b);
+		} else if (b >= 33 && b <= 126 && b != '=') {
+			char t = (char)b;
+
+			qp_tok(c, q, &t, 1);
+		} else {
+			qp_hex(c, q, b);
+		}
+	}
+}
+
+/* Whether a text segment keeps a part 7-bit: *linelen carries across segments. */
+static int seg_is_7bit(const char *p, size_t n, size_t *linelen)
+{
+	int eol = n > 0 && p[n - 1] == '\n';
+	size_t len = eol ? strip_eol(p, n) : n;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char b = (unsigned char)p[i];
+
+		if (b >= 0x80 || b == 0 || b == '\r')
+			return 0;
+	}
+	*linelen += len;
+	if (*linelen > MAX_LINE)
+		return 0;
+	if (eol)
+		*linelen = 0;
+	return 1;
+}
+
+/*
+ * Read a leaf declared 7bit (or nothing) ahead until it proves 7-bit text
+ * or not, keeping what was read for replay.  Returns 1 when it needs an
+ * encoding, 0 when it does not, -1 on error (recorded).
+ */
+static int scan_leaf(struct canon *c)
+{
+	const char *p;
+	size_t n, linelen = 0, spooled = 0;
+	int dirty = 0, r;
+	FILE *fp = NULL;
+
+	c->spool = BIO_new(BIO_s_mem());
+	if (c->spool == NULL)
+		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
+	while ((r = body_seg(c, &p, &n)) > 0) {
+		if (!dirty && !seg_is_7bit(p, n, &linelen))
+			dirty = 1;
+		if (spooled + n > SPOOL_MEM && fp == NULL) {
+			/* Past the memory budget: move the spool to an unlinked file. */
+			BIO *fb;
+			char *mem;
+			long ml = BIO_get_mem_data(c->spool, &mem);
+
+			fp = tmpfile();
+			fb = fp ? BIO_new_fp(fp, BIO_CLOSE) : NULL;
+			if (fb == NULL || (ml > 0 && write_all(fb, mem, (size_t)ml) != 0)) {
+				if (fb == NULL && fp != NULL)
+					fclose(fp);
+				BIO_free(fb);
+				return p11s_err(c->err, P11S_E_IO,
+				                "cannot spool a large part to a temporary file"),
+				       -1;
+			}
+			BIO_free(c->spool);
+			c->spool = fb;
+		}
+		if (write_all(c->spool, p, n) != 0)
+			return p11s_err(c->err, P11S_E_IO, "cannot spool a large part"), -1;
+		spooled += n;
+		/* Decided: read on only to the end of the line, so replay ends at a line start. */
+		if (dirty && p[n - 1] == '\n')
+			break;
+	}
+	if (r < 0)
+		return read_fail(c), -1;
+	if (fp != NULL && (BIO_flush(c->spool) <= 0 || BIO_seek(c->spool, 0) != 0))
+		return p11s_err(c->err, P11S_E_IO, "cannot read back a spooled part"), -1;
+	if (lr_init(&c->spool_r, c->spool) != 0)
+		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
+	c->spooling = 1;
+	/* Replay starts where the leaf started: at a line start. */
+	c->bol = 1;
+	return dirty;
+}
+
+static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
+{
+	const char *p;
+	size_t n;
+	int r, bol = 1, data_eol = 0;
+	char raw_eol[2];
+	size_t raw_eol_len = 0;
+	struct b64 b = {0};
+	struct qp q = {0};
+
+	while ((r = body_seg(c, &p, &n)) > 0) {
+		int eol = p[n - 1] == '\n';
+		size_t len = eol ? strip_eol(p, n) : n;
+
+		switch (enc) {
+		case ENC_PASS:
+			if (check_7bit)
+				for (size_t i = 0; i < len; i++)
+					if ((unsigned char)p[i] >= 0x80)
+						return p11s_err(
+						    c->err, P11S_E_INPUT,
+						    "a part declared base64 or "
+						    "quoted-printable holds 8-bit bytes");
+			put_pending(c);
+			put(c, p, len);
+			c->pending = eol;
+			break;
+		case ENC_QP:
+			if (bol) {
+				put_pending(c);
+				q.col = 0;
+			}
+			qp_feed(c, &q, p, len, bol);
+			if (eol) {
+				qp_flush_held(c, &q, 1);
+				c->pending = 1;
+			}
+			break;
+		case ENC_B64_LINES:
+			if (data_eol)
+				b64_feed(c, &b, "\r\n", 2);
+			b64_feed(c, &b, p, len);
+			data_eol = eol;
+			break;
+		case ENC_B64_RAW:
+			if (raw_eol_len)
+				b64_feed(c, &b, raw_eol, raw_eol_len);
+			raw_eol_len = 0;
+			/* Hold back the line end: before a delimiter it is the delimiter's. */
+			if (eol) {
+				raw_eol_len = n >= 2 && p[n - 2] == '\r' ? 2 : 1;
+				memcpy(raw_eol, "\r\n" + (2 - raw_eol_len), raw_eol_len);
+			}
+			b64_feed(c, &b, p, n - raw_eol_len);
+			break;
+		}
+		bol = eol;
+	}
+	if (r < 0)
+		return read_fail(c);
+	/* At the end of input the last line end belongs to the content. */
+	if (enc == ENC_QP)
+		qp_flush_held(c, &q, 1);
+	if (c->end == END_EOF) {
+		if (enc == ENC_B64_LINES && data_eol)
+			b64_feed(c, &b, "\r\n", 2);
+		if (enc == ENC_B64_RAW && raw_eol_len)
+			b64_feed(c, &b, raw_eol, raw_eol_len);
+	}
+	if (enc == ENC_B64_LINES || enc == ENC_B64_RAW) {
+		b64_final(c, &b);
+		if (b.started)
+			c->pending = 0;
+	}
+	return P11S_OK;
+}
+
+static p11s_rc entity(struct canon *c, const p11s_headers *h, unsigned classes, int in_digest,
+                      size_t depth);
+
+static const char *end_name(struct canon *c)
+{
+	return c->end == END_EOF ? "the end of the input" : "an enclosing multipart's boundary";
+}
+
+/* Preamble and epilogue: invisible text, kept, but never allowed to carry 8-bit bytes. */
+static p11s_rc emit_filler(struct canon *c)
+{
+	const char *p;
+	size_t n;
+	int r;
+
+	while ((r = body_seg(c, &p, &n)) > 0) {
+		int eol = p[n - 1] == '\n';
+		size_t len = eol ? strip_eol(p, n) : n;
+
+		put_pending(c);
+		for (size_t i = 0; i < len; i++) {
+			unsigned char b = (unsigned char)p[i];
+
+			put(c, (b >= 0x80 || b == 0 || b == '\r') ? "?" : (const char *)p + i, 1);
+		}
+		c->pending = eol;
+	}
+	return r < 0 ? read_fail(c) : P11S_OK;
+}
+
+static void put_delim(struct canon *c, const char *bnd, int close)
+{
+	put(c, "\r\n--", 4);
+	put_s(c, bnd);
+	if (close)
+		put(c, "--", 2);
+	c->pending = c->end_eol;
+}
+
+static p11s_rc multipart(struct canon *c, const p11s_headers *h, unsigned classes,
+                         const char *media, const char *boundary, int relabel, size_t depth)
+{
+	size_t level = c->nb;
+	int digest = strcmp(media, "multipart/digest") == 0;
+	size_t part = 0;
+	p11s_rc rc;
+
+	if (c->nb >= MAX_DEPTH)
+		return p11s_err(c->err, P11S_E_INPUT, "MIME nesting is deeper than %d", MAX_DEPTH);
+	put_fields(c, h, classes, relabel ? "Content-Transfer-Encoding" : NULL);
+	if (relabel)
+		put_s(c, "Content-Transfer-Encoding: 7bit\r\n");
+	c->pending = 1;
+	c->bnd[level] = boundary;
+	c->blen[level] = strlen(boundary);
+	c->nb++;
+
+	rc = emit_filler(c);
+	if (rc != P11S_OK)
+		goto out;
+	for (;;) {
+		if (c->end != END_DELIM || c->end_level != level) {
+			rc =
+			    p11s_err(c->err, P11S_E_INPUT,
+			             "%s (boundary \"%s\") ends at %s before its closing delimiter "
+			             "(truncated?)",
+			             media, boundary, end_name(c));
+			goto out;
+		}
+		int close = c->end_close;
+
+		put_delim(c, boundary, close);
+		c->end = END_NONE;
+		c->bol = 1;
+		if (close)
+			break;
+		part++;
+		p11s_headers *ph = NULL;
+
+		rc = parse_headers(body_seg_fn, c, 0, 0, &ph, c->err);
+		if (rc != P11S_OK) {
+			rc = p11s_err(c->err, rc, "part %zu of %s: %s", part, media,
+			              p11s_error_message(c->err));
+			goto out;
+		}
+		put_pending(c);
+		rc = entity(c, ph, P11S_HDR_ALL, digest, depth + 1);
+		p11s_headers_free(ph);
+		if (rc != P11S_OK)
+			goto out;
+	}
+	/* The epilogue runs to the end of the enclosing entity. */
+	c->nb--;
+	return emit_filler(c);
+out:
+	c->nb = level;
+	return rc;
+}
+
+static int is_text(const char *media)
+{
+	return strncmp(media, "text/", 5) == 0;
+}
+
+static p11s_rc entity(struct canon *c, const p11s_headers *h, unsigned classes, int in_digest,
+                      size_t depth)
+{
+	char *ct = p11s_headers_get(h, "Content-Type");
+	char *media = p11s_mime_media_type(ct);
+	char *cte = p11s_mime_transfer_encoding(h);
+	char *boundary = NULL;
+	p11s_rc rc = P11S_OK;
+	int relabel;
+
+	if (depth > MAX_DEPTH) {
+		rc = p11s_err(c->err, P11S_E_INPUT, "MIME nesting is deeper than %d", MAX_DEPTH);
+		goto out;
+	}
+	if (media == NULL)
+		media = p11s_strdup(in_digest ? "message/rfc822" : "text/plain");
+	if (media == NULL || cte == NULL) {
+		rc = p11s_err(c->err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	relabel = strcmp(cte, "8bit") == 0 || strcmp(cte, "binary") == 0;
+
+	if (strncmp(media, "multipart/", 10) == 0) {
+		boundary = p11s_mime_param(ct, "boundary");
+		if (boundary == NULL || *boundary == '\0' || strlen(boundary) > 200) {
+			rc = p11s_err(c->err, P11S_E_INPUT, "%s without a boundary parameter",
+			              media);
+			goto out;
+		}
+		if (!relabel && strcmp(cte, "7bit") != 0) {
+			rc = p11s_err(c->err, P11S_E_INPUT, "%s with transfer encoding %s", media,
+			              cte);
+			goto out;
+		}
+		rc = multipart(c, h, classes, media, boundary, relabel, depth);
+		goto out;
+	}
+	if (strcmp(media, "message/rfc822") == 0 && (relabel || strcmp(cte, "7bit") == 0)) {
+		p11s_headers *eh = NULL;
+
+		put_fields(c, h, classes, relabel ? "Content-Transfer-Encoding" : NULL);
+		if (relabel)
+			put_s(c, "Content-Transfer-Encoding: 7bit\r\n");
+		c->pending = 1;
+		rc = parse_headers(body_seg_fn, c, 0, 0, &eh, c->err);
+		if (rc != P11S_OK)
+			goto out;
+		put_pending(c);
+		rc = entity(c, eh, P11S_HDR_ALL, 0, depth + 1);
+		p11s_headers_free(eh);
+		goto out;
+	}
+
+	enum leaf_enc enc = ENC_PASS;
+	int check = 0;
+
+	if (strcmp(cte, "base64") == 0 || strcmp(cte, "quoted-printable") == 0) {
+		check = 1;
+	} else if (strcmp(cte, "binary") == 0) {
+		enc = ENC_B64_RAW;
+	} else if (strcmp(cte, "8bit") == 0) {
+		enc = is_text(media) ? ENC_QP : ENC_B64_LINES;
+	} else {
+		int dirty = scan_leaf(c);
+
+		if (dirty < 0) {
+			rc = p11s_error_rc(c->err);
+			goto out;
+		}
+		if (dirty)
+			enc = is_text(media) ? ENC_QP : ENC_B64_LINES;
+	}
+	if (enc == ENC_PASS) {
+		put_fields(c, h, classes, NULL);
+	} else {
+		put_fields(c, h, classes, "Content-Transfer-Encoding");
+		put_s(c, enc == ENC_QP ? "Content-Transfer-Encoding: quoted-printable\r\n"
+		                       : "Content-Transfer-Encoding: base64\r\n");
+	}
+	c->pending = 1;
+	rc = emit_leaf(c, enc, check);
+out:
+	free(ct);
+	free(media);
+	free(cte);
+	free(boundary);
+	return rc;
+}
+
+p11s_rc p11s_mime_canonicalize(const p11s_headers *h, unsigned classes, BIO *body, BIO *out,
+                               p11s_error *err)
+{
+	struct canon *c = calloc(1, sizeof(*c));
+	p11s_rc rc;
+
+	if (c == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	c->out = out;
+	c->err = err;
+	c->bol = 1;
+	c->ob = malloc(OBUF_SIZE);
+	if (c->ob == NULL || lr_init(&c->r, body) != 0) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	rc = entity(c, h, classes, 0, 0);
+	if (rc == P11S_OK && c->end != END_EOF)
+		rc = p11s_err(err, P11S_E_INTERNAL, "MIME framing stopped before the end");
+	if (rc == P11S_OK) {
+		put_pending(c);
+		flush_out(c);
+		if (c->ofail)
+			rc = p11s_err_ossl(err, P11S_E_IO, "cannot write the canonical MIME entity");
+	}
+out:
+	free(c->r.buf);
+	free(c->spool_r.buf);
+	BIO_free(c->spool);
+	free(c->ob);
+	free(c);
+	return rc;
+}

@@ -1,0 +1,821 @@
+/*
+ * Signing outgoing mail: the signer is checked once (rules, validity,
+ * pairing, mechanism), then each message streams through OpenSSL's CMS
+ * digest BIOs and is signed on the token at the end.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "common.h"
+#include "p11smime/mime.h"
+#include "p11smime/rules.h"
+#include "p11smime/sign.h"
+
+struct p11s_signer {
+	X509 *cert;
+	EVP_PKEY *pkey;         /* software key (p11s_signer_new), referenced */
+	p11s_key *key;          /* token key (p11s_signer_open) */
+	STACK_OF(X509) * certs; /* included after the signer's, in order */
+	const EVP_MD *md;
+	const char *digest, *micalg, *algorithm, *mechanism;
+	int pss, opaque;
+	char *uri, *key_uri, *subject;
+};
+
+void p11s_sign_opts_init(p11s_sign_opts *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+}
+
+void p11s_signer_free(p11s_signer *s)
+{
+	if (s == NULL)
+		return;
+	X509_free(s->cert);
+	EVP_PKEY_free(s->pkey);
+	p11s_key_free(s->key);
+	sk_X509_pop_free(s->certs, X509_free);
+	free(s->uri);
+	free(s->key_uri);
+	free(s->subject);
+	free(s);
+}
+
+X509 *p11s_signer_certificate(const p11s_signer *s)
+{
+	return s->cert;
+}
+
+const char *p11s_signer_uri(const p11s_signer *s)
+{
+	return s->uri;
+}
+
+const char *p11s_signer_key_uri(const p11s_signer *s)
+{
+	return s->key_uri;
+}
+
+const char *p11s_signer_subject(const p11s_signer *s)
+{
+	return s->subject;
+}
+
+const char *p11s_signer_digest(const p11s_signer *s)
+{
+	return s->digest;
+}
+
+const char *p11s_signer_micalg(const p11s_signer *s)
+{
+	return s->micalg;
+}
+
+const char *p11s_signer_algorithm(const p11s_signer *s)
+{
+	return s->algorithm;
+}
+
+const char *p11s_signer_mechanism(const p11s_signer *s)
+{
+	return s->mechanism;
+}
+
+size_t p11s_signer_certificate_count(const p11s_signer *s)
+{
+	return 1 + (size_t)sk_X509_num(s->certs);
+}
+
+static EVP_PKEY *signer_pkey(const p11s_signer *s)
+{
+	return s->key ? p11s_key_pkey(s->key) : s->pkey;
+}
+
+/* ------------------------------------------------------------ preparing */
+
+static char *name_string(const X509_NAME *name)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	long n;
+
+	if (b == NULL)
+		return NULL;
+	if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+		n = BIO_get_mem_data(b, &data);
+		out = p11s_strndup(data, (size_t)n);
+	}
+	BIO_free(b);
+	return out;
+}
+
+/* Digest, algorithm and the identity strings; no token involved. */
+static p11s_rc choose_algorithms(p11s_signer *s, const p11s_sign_opts *opts, p11s_error *err)
+{
+	EVP_PKEY *pub = X509_get0_pubkey(s->cert);
+	int is_rsa, is_ec, bits;
+	const char *digest = opts->digest;
+
+	if (pub == NULL)
+		return p11s_err_ossl(err, P11S_E_INPUT,
+		                     "the signer certificate's public key is "
+		                     "unreadable");
+	is_rsa = EVP_PKEY_is_a(pub, "RSA");
+	is_ec = EVP_PKEY_is_a(pub, "EC");
+	bits = EVP_PKEY_get_bits(pub);
+	if (!is_rsa && !is_ec)
+		return p11s_err(err, P11S_E_REJECTED, "the signer's key is %s, not RSA or EC",
+		                EVP_PKEY_get0_type_name(pub));
+	if (opts->pss && !is_rsa)
+		return p11s_err(err, P11S_E_USAGE,
+		                "--pss needs an RSA key; the signer's key is EC");
+	if (digest == NULL)
+		digest = is_ec && bits > 384 ? "sha512" : is_ec && bits > 256 ? "sha384" : "sha256";
+	if (strcmp(digest, "sha256") == 0) {
+		s->md = EVP_sha256();
+		s->digest = "sha256";
+		s->micalg = "sha-256";
+	} else if (strcmp(digest, "sha384") == 0) {
+		s->md = EVP_sha384();
+		s->digest = "sha384";
+		s->micalg = "sha-384";
+	} else if (strcmp(digest, "sha512") == 0) {
+		s->md = EVP_sha512();
+		s->digest = "sha512";
+		s->micalg = "sha-512";
+	} else {
+		return p11s_err(err, P11S_E_USAGE,
+		                "unknown digest '%s' (use sha256, sha384 or sha512)", digest);
+	}
+	s->pss = opts->pss;
+	s->opaque = opts->opaque;
+	s->algorithm = is_ec ? "ecdsa" : opts->pss ? "rsassa-pss" : "rsassa-pkcs1-v1_5";
+	s->subject = name_string(X509_get_subject_name(s->cert));
+	if (s->subject == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	return P11S_OK;
+}
+
+/*
+ * The rules at opts->at, and the refusals the issue lists: rejected,
+ * outside validity, no digitalSignature, key not the certificate's.
+ */
+static p11s_rc check_rules(X509 *cert, const p11s_key_facts *kf, time_t at, p11s_error *err)
+{
+	p11s_validate_opts vo;
+	p11s_verdict *v = NULL;
+	p11s_rc rc;
+	char *why = NULL;
+
+	p11s_validate_opts_init(&vo);
+	vo.at = at;
+	rc = p11s_validate(cert, kf, &vo, &v, err);
+	if (rc != P11S_OK)
+		return rc;
+	if (!p11s_verdict_accepted(v)) {
+		for (size_t i = 0; i < p11s_verdict_check_count(v); i++) {
+			char *next;
+
+			if (p11s_verdict_check_result(v, i) != P11S_CHECK_FAIL ||
+			    !p11s_verdict_check_decides(v, i))
+				continue;
+			next = p11s_asprintf("%s%s%s: %s", why ? why : "", why ? "; " : "",
+			                     p11s_verdict_check_rule(v, i),
+			                     p11s_verdict_check_message(v, i));
+			free(why);
+			why = next;
+		}
+		rc = p11s_err(err, P11S_E_REJECTED, "the signer certificate is rejected: %s",
+		              why ? why : "a rule failed");
+	} else if (!p11s_verdict_in_validity(v)) {
+		const char *msg = NULL;
+
+		p11s_verdict_rule(v, P11S_RULE_VALIDITY, &msg);
+		rc = p11s_err(err, P11S_E_NOT_VALID_NOW,
+		              "the signer certificate is not valid at the signing time: %s",
+		              msg ? msg : "outside its validity period");
+	} else if (kf != NULL && kf->present && kf->matches != 1) {
+		rc = p11s_err(err, P11S_E_KEY_MISMATCH,
+		              kf->matches == 0
+		                  ? "the private key does not match the signer certificate"
+		                  : "the private key could not be confirmed to match the signer "
+		                    "certificate");
+	} else if (!p11s_verdict_can_sign(v)) {
+		const char *reason = p11s_verdict_cannot_sign_reason(v);
+
+		rc = p11s_err(err, P11S_E_REJECTED, "the signer certificate cannot sign: %s",
+		              reason ? reason : "Key Usage lacks digitalSignature");
+	}
+	free(why);
+	p11s_verdict_free(v);
+	return rc;
+}
+
+static p11s_rc load_cert_file(const char *path, STACK_OF(X509) * into, p11s_error *err)
+{
+	BIO *b = BIO_new_file(path, "rb");
+	X509 *x;
+	int n = 0;
+
+	if (b == NULL)
+		return p11s_err_ossl(err, P11S_E_IO, "cannot open '%s'", path);
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+		if (!sk_X509_push(into, x)) {
+			X509_free(x);
+			BIO_free(b);
+			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		}
+		n++;
+	}
+	if (n == 0) {
+		ERR_clear_error();
+		(void)BIO_reset(b);
+		x = d2i_X509_bio(b, NULL);
+		if (x != NULL && !sk_X509_push(into, x)) {
+			X509_free(x);
+			x = NULL;
+		}
+		n = x != NULL;
+	}
+	BIO_free(b);
+	ERR_clear_error();
+	if (n == 0)
+		return p11s_err(err, P11S_E_INPUT, "'%s' holds no certificate", path);
+	return P11S_OK;
+}
+
+static int has_cert(STACK_OF(X509) * sk, X509 *x)
+{
+	for (int i = 0; i < sk_X509_num(sk); i++)
+		if (X509_cmp(sk_X509_value(sk, i), x) == 0)
+			return 1;
+	return 0;
+}
+
+static p11s_rc add_cert(p11s_signer *s, X509 *x)
+{
+	if (X509_cmp(x, s->cert) == 0 || has_cert(s->certs, x))
+		return P11S_OK;
+	if (!X509_up_ref(x))
+		return P11S_E_NOMEM;
+	if (!sk_X509_push(s->certs, x)) {
+		X509_free(x);
+		return P11S_E_NOMEM;
+	}
+	return P11S_OK;
+}
+
+/* The CA certificates of @p pool on the signer's issuer path, nearest first. */
+static p11s_rc add_issuer_path(p11s_signer *s, STACK_OF(X509) * pool)
+{
+	X509 *cur = s->cert;
+
+	for (int depth = 0; depth < 16; depth++) {
+		X509 *issuer = NULL;
+
+		if (X509_check_issued(cur, cur) == X509_V_OK)
+			break; /* self-signed: the root */
+		for (int i = 0; i < sk_X509_num(pool) && issuer == NULL; i++) {
+			X509 *c = sk_X509_value(pool, i);
+
+			if (X509_check_ca(c) > 0 && X509_cmp(c, cur) != 0 &&
+			    X509_check_issued(c, cur) == X509_V_OK)
+				issuer = c;
+		}
+		if (issuer == NULL)
+			break;
+		if (add_cert(s, issuer) != P11S_OK)
+			return P11S_E_NOMEM;
+		cur = issuer;
+	}
+	return P11S_OK;
+}
+
+static p11s_signer *signer_alloc(void)
+{
+	p11s_signer *s = calloc(1, sizeof(*s));
+
+	if (s != NULL && (s->certs = sk_X509_new_null()) == NULL) {
+		free(s);
+		s = NULL;
+	}
+	return s;
+}
+
+p11s_rc p11s_signer_new(X509 *cert, EVP_PKEY *pkey, STACK_OF(X509) * chain,
+                        const p11s_sign_opts *opts, p11s_signer **out, p11s_error *err)
+{
+	p11s_signer *s;
+	p11s_key_facts kf;
+	p11s_rc rc;
+
+	if (cert == NULL || pkey == NULL || opts == NULL || out == NULL)
+		return p11s_err(err, P11S_E_USAGE, "a certificate and a key are needed to sign");
+	s = signer_alloc();
+	if (s == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	X509_up_ref(cert);
+	s->cert = cert;
+	EVP_PKEY_up_ref(pkey);
+	s->pkey = pkey;
+	rc = choose_algorithms(s, opts, err);
+	if (rc == P11S_OK) {
+		p11s_key_facts_from_pkey(&kf, pkey, cert);
+		rc = check_rules(cert, &kf, opts->at, err);
+	}
+	for (int i = 0; rc == P11S_OK && i < sk_X509_num(chain); i++)
+		if (add_cert(s, sk_X509_value(chain, i)) != P11S_OK)
+			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+	if (rc != P11S_OK) {
+		p11s_signer_free(s);
+		return rc;
+	}
+	*out = s;
+	return P11S_OK;
+}
+
+static p11s_key_alg key_alg(p11s_key_type t)
+{
+	switch (t) {
+	case P11S_KEY_RSA:
+		return P11S_ALG_RSA;
+	case P11S_KEY_EC:
+		return P11S_ALG_EC;
+	case P11S_KEY_OTHER:
+		return P11S_ALG_UNKNOWN;
+	default:
+		return P11S_ALG_OTHER;
+	}
+}
+
+static int flag(unsigned flags, unsigned bit)
+{
+	return (flags & bit) != 0;
+}
+
+/* What the token says about the certificate's key, for the rules. */
+static void token_key_facts(const p11s_object *cert, p11s_key_facts *kf)
+{
+	const p11s_object *key = p11s_object_private_key(cert);
+	p11s_pairing pairing = p11s_object_pairing(cert);
+
+	p11s_key_facts_init(kf);
+	if (key == NULL)
+		key = p11s_object_id_key(cert);
+	kf->present = key != NULL;
+	kf->matches = pairing == P11S_PAIR_CONFIRMED ? 1 : pairing == P11S_PAIR_MISMATCH ? 0 : -1;
+	kf->on_token = 1;
+	if (key == NULL) {
+		kf->absent_note = "no private key on the token has the certificate's CKA_ID";
+		return;
+	}
+	unsigned f = p11s_object_key_flags(key);
+
+	kf->alg = key_alg(p11s_object_key_type(key));
+	kf->alg_name = p11s_key_type_name(p11s_object_key_type(key));
+	kf->sensitive = flag(f, P11S_KF_SENSITIVE);
+	kf->extractable = flag(f, P11S_KF_EXTRACTABLE);
+	kf->can_sign = flag(f, P11S_KF_SIGN);
+	kf->can_decrypt = flag(f, P11S_KF_DECRYPT);
+	kf->can_unwrap = flag(f, P11S_KF_UNWRAP);
+	kf->can_derive = flag(f, P11S_KF_DERIVE);
+	kf->uri = p11s_object_uri(key);
+	kf->bits = p11s_object_key_bits(key);
+	kf->curve = p11s_object_key_curve(key);
+}
+
+/*
+ * The CA certificates on the signer's token, to complete the chain.  The
+ * selection's list is the whole enumeration of the matching tokens (the
+ * selector only picks in it), so no second enumeration is needed.
+ */
+static p11s_rc add_token_cas(p11s_signer *s, const p11s_object_list *list, const p11s_object *cert)
+{
+	STACK_OF(X509) *pool = sk_X509_new_null();
+	p11s_rc rc;
+
+	if (pool == NULL)
+		return P11S_E_NOMEM;
+	for (size_t i = 0; i < p11s_object_list_count(list); i++) {
+		const p11s_object *o = p11s_object_list_get(list, i);
+		X509 *x = p11s_object_x509(o);
+
+		if (p11s_object_get_class(o) == P11S_OBJ_CERTIFICATE && x != NULL &&
+		    p11s_object_token(o) == p11s_object_token(cert) && X509_check_ca(x) > 0 &&
+		    !sk_X509_push(pool, x)) {
+			sk_X509_free(pool);
+			return P11S_E_NOMEM;
+		}
+	}
+	rc = add_issuer_path(s, pool);
+	sk_X509_free(pool); /* the list owns the certificates */
+	return rc;
+}
+
+p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer **out,
+                         p11s_error *err)
+{
+	p11s_objects_opts oo = {0};
+	p11s_object_list *list = NULL;
+	const p11s_object *cert = NULL, *keyobj;
+	p11s_signer *s = NULL;
+	p11s_key_facts kf;
+	p11s_rc rc;
+	p11s_op op;
+
+	if (ctx == NULL || opts == NULL || opts->signer == NULL || out == NULL)
+		return p11s_err(err, P11S_E_USAGE, "a signer (pkcs11: URI or e-mail) is needed");
+	s = signer_alloc();
+	if (s == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	oo.login = 1;
+	oo.certificates = 1;
+	oo.private_keys = 1;
+	oo.public_keys = 1;
+	rc = p11s_select_certificate(ctx, opts->signer, &oo, &list, &cert, err);
+	if (rc != P11S_OK)
+		goto out;
+	if (p11s_object_x509(cert) == NULL) {
+		rc = p11s_err(err, P11S_E_INPUT, "the certificate %s does not parse",
+		              p11s_object_uri(cert));
+		goto out;
+	}
+	s->cert = p11s_object_x509(cert);
+	X509_up_ref(s->cert);
+	s->uri = p11s_strdup(p11s_object_uri(cert));
+	rc = choose_algorithms(s, opts, err);
+	if (rc != P11S_OK)
+		goto out;
+
+	token_key_facts(cert, &kf);
+	rc = check_rules(s->cert, &kf, opts->at, err);
+	if (rc != P11S_OK)
+		goto out;
+	/* A MISMATCH key is never offered; UNCONFIRMED is not good enough to sign with. */
+	keyobj = p11s_object_private_key(cert);
+	if (p11s_object_pairing(cert) != P11S_PAIR_CONFIRMED || keyobj == NULL) {
+		rc = p11s_err(err, keyobj == NULL ? P11S_E_NO_KEY : P11S_E_KEY_MISMATCH,
+		              "the private key of %s is %s", s->uri,
+		              keyobj == NULL ? "not on the token"
+		                             : "not confirmed to match the certificate");
+		goto out;
+	}
+
+	for (size_t i = 0; i < opts->chain_count; i++) {
+		STACK_OF(X509) *files = sk_X509_new_null();
+
+		if (files == NULL) {
+			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			goto out;
+		}
+		rc = load_cert_file(opts->chain_files[i], files, err);
+		for (int k = 0; rc == P11S_OK && k < sk_X509_num(files); k++)
+			if (add_cert(s, sk_X509_value(files, k)) != P11S_OK)
+				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		sk_X509_pop_free(files, X509_free);
+		if (rc != P11S_OK)
+			goto out;
+	}
+	if (add_token_cas(s, list, cert) != P11S_OK) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+
+	rc = p11s_key_open(ctx, keyobj, &s->key, err);
+	if (rc != P11S_OK)
+		goto out;
+	s->key_uri = p11s_strdup(p11s_key_uri(s->key));
+	op = strcmp(s->algorithm, "ecdsa") == 0 ? P11S_OP_SIGN_ECDSA
+	     : s->pss                           ? P11S_OP_SIGN_RSA_PSS
+	                                        : P11S_OP_SIGN_RSA_PKCS1;
+	rc = p11s_key_check_op(s->key, op, &s->mechanism, err);
+	if (rc != P11S_OK) {
+		rc = p11s_err(err, rc, "cannot sign with %s: %s",
+		              op == P11S_OP_SIGN_RSA_PSS ? "RSA-PSS"
+		              : op == P11S_OP_SIGN_ECDSA ? "ECDSA"
+		                                         : "RSA PKCS#1 v1.5",
+		              p11s_error_message(err));
+		goto out;
+	}
+	if (s->uri == NULL || s->key_uri == NULL)
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+out:
+	p11s_object_list_free(list);
+	if (rc != P11S_OK) {
+		p11s_signer_free(s);
+		return rc;
+	}
+	*out = s;
+	return P11S_OK;
+}
+
+/* -------------------------------------------------------------- signing */
+
+/* Free the BIOs of a chain from @p top down to, not including, @p keep. */
+static void free_upto(BIO *top, BIO *keep)
+{
+	while (top != NULL && top != keep) {
+		BIO *next = BIO_pop(top);
+
+		BIO_free(top);
+		top = next;
+	}
+}
+
+/*
+ * RSA-PSS parameters as OpenSSL will write them at signing time (salt =
+ * digest length, MGF1 with the same digest).  An opaque signature is
+ * encoded before it is signed, and OpenSSL 3.0 cannot encode the
+ * placeholder it leaves there for PSS ("illegal zero content"): give it
+ * the real identifier up front.
+ */
+static int preset_pss_algorithm(CMS_SignerInfo *si, const EVP_MD *md)
+{
+	RSA_PSS_PARAMS *pss = RSA_PSS_PARAMS_new();
+	X509_ALGOR *mgf1md = X509_ALGOR_new(), *sig = NULL;
+	ASN1_STRING *mgf1 = NULL, *params = NULL;
+	int ok = 0;
+
+	if (pss == NULL || mgf1md == NULL)
+		goto out;
+	pss->hashAlgorithm = X509_ALGOR_new();
+	pss->maskGenAlgorithm = X509_ALGOR_new();
+	pss->saltLength = ASN1_INTEGER_new();
+	if (pss->hashAlgorithm == NULL || pss->maskGenAlgorithm == NULL || pss->saltLength == NULL)
+		goto out;
+	X509_ALGOR_set_md(pss->hashAlgorithm, md);
+	X509_ALGOR_set_md(mgf1md, md);
+	if (ASN1_item_pack(mgf1md, ASN1_ITEM_rptr(X509_ALGOR), &mgf1) == NULL ||
+	    !X509_ALGOR_set0(pss->maskGenAlgorithm, OBJ_nid2obj(NID_mgf1), V_ASN1_SEQUENCE, mgf1))
+		goto out;
+	mgf1 = NULL;
+	if (!ASN1_INTEGER_set(pss->saltLength, EVP_MD_get_size(md)) ||
+	    ASN1_item_pack(pss, ASN1_ITEM_rptr(RSA_PSS_PARAMS), &params) == NULL)
+		goto out;
+	CMS_SignerInfo_get0_algs(si, NULL, NULL, NULL, &sig);
+	if (sig == NULL ||
+	    !X509_ALGOR_set0(sig, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, params))
+		goto out;
+	params = NULL;
+	ok = 1;
+out:
+	ASN1_STRING_free(mgf1);
+	ASN1_STRING_free(params);
+	X509_ALGOR_free(mgf1md);
+	RSA_PSS_PARAMS_free(pss);
+	return ok;
+}
+
+static CMS_ContentInfo *new_cms(p11s_signer *s, p11s_error *err)
+{
+	unsigned flags = CMS_PARTIAL | CMS_STREAM | CMS_BINARY | (s->opaque ? 0 : CMS_DETACHED);
+	CMS_ContentInfo *cms = CMS_sign(NULL, NULL, NULL, NULL, flags);
+	CMS_SignerInfo *si;
+
+	if (cms == NULL) {
+		p11s_err_ossl(err, P11S_E_CRYPTO, "cannot start a signature");
+		return NULL;
+	}
+	si = CMS_add1_signer(cms, s->cert, signer_pkey(s), s->md,
+	                     flags | (s->pss ? CMS_KEY_PARAM : 0));
+	if (si == NULL)
+		goto fail;
+	if (s->pss) {
+		EVP_PKEY_CTX *pctx = CMS_SignerInfo_get0_pkey_ctx(si);
+
+		if (pctx == NULL ||
+		    EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+		    EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0 ||
+		    EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, s->md) <= 0 ||
+		    !preset_pss_algorithm(si, s->md))
+			goto fail;
+	}
+	for (int i = 0; i < sk_X509_num(s->certs); i++)
+		if (!CMS_add1_cert(cms, sk_X509_value(s->certs, i)))
+			goto fail;
+	return cms;
+fail:
+	p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up the %s signature", s->algorithm);
+	CMS_ContentInfo_free(cms);
+	return NULL;
+}
+
+static p11s_rc put(BIO *b, const char *s, p11s_error *err)
+{
+	int n = (int)strlen(s);
+
+	if (BIO_write(b, s, n) != n)
+		return p11s_err(err, P11S_E_IO, "cannot write the signed message");
+	return P11S_OK;
+}
+
+/* Base64 of the finished signature, then BIO_f_base64's "\n" ends made right by @p sink. */
+static p11s_rc write_der_base64(BIO *sink, CMS_ContentInfo *cms, p11s_error *err)
+{
+	BIO *b64 = BIO_new(BIO_f_base64());
+	int ok;
+
+	if (b64 == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	BIO_push(b64, sink);
+	ok = i2d_CMS_bio(b64, cms) > 0 && BIO_flush(b64) > 0;
+	BIO_pop(b64);
+	BIO_free(b64);
+	if (!ok)
+		return p11s_err_ossl(err, P11S_E_IO, "cannot write the signature");
+	return P11S_OK;
+}
+
+static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_headers *h, BIO *in,
+                             BIO *sink, p11s_error *err)
+{
+	unsigned char rnd[12];
+	char *hex, *head = NULL;
+	BIO *chain = NULL;
+	p11s_rc rc;
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1 || (hex = p11s_hex(rnd, sizeof(rnd))) == NULL)
+		return p11s_err_ossl(err, P11S_E_CRYPTO, "no random boundary");
+	head = p11s_asprintf("Content-Type: multipart/signed; protocol=\"application/"
+	                     "pkcs7-signature\"; micalg=%s;\r\n boundary=\"----=_p11s_%s\"\r\n"
+	                     "\r\n"
+	                     "This is an S/MIME signed message.\r\n"
+	                     "\r\n"
+	                     "------=_p11s_%s\r\n",
+	                     s->micalg, hex, hex);
+	if (head == NULL) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	rc = put(sink, head, err);
+	if (rc != P11S_OK)
+		goto out;
+	/* Digest BIOs in front of the output: the entity is hashed as it is written. */
+	chain = CMS_dataInit(cms, sink);
+	if (chain == NULL) {
+		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
+		goto out;
+	}
+	rc = p11s_mime_canonicalize(h, P11S_HDR_CONTENT, in, chain, err);
+	if (rc != P11S_OK)
+		goto out;
+	if (!CMS_dataFinal(cms, chain)) {
+		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "the %s signature failed", s->algorithm);
+		goto out;
+	}
+	free(head);
+	head = p11s_asprintf("\r\n------=_p11s_%s\r\n"
+	                     "Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n"
+	                     "Content-Transfer-Encoding: base64\r\n"
+	                     "Content-Disposition: attachment; filename=\"smime.p7s\"\r\n"
+	                     "\r\n",
+	                     hex);
+	if (head == NULL) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	rc = put(sink, head, err);
+	if (rc == P11S_OK)
+		rc = write_der_base64(sink, cms, err);
+	free(head);
+	head = p11s_asprintf("\r\n------=_p11s_%s--\r\n", hex);
+	if (rc == P11S_OK && head == NULL)
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+	if (rc == P11S_OK)
+		rc = put(sink, head, err);
+out:
+	free_upto(chain, sink);
+	free(head);
+	free(hex);
+	return rc;
+}
+
+static p11s_rc sign_opaque(p11s_signer *s, CMS_ContentInfo *cms, const p11s_headers *h, BIO *in,
+                           BIO *sink, p11s_error *err)
+{
+	BIO *b64 = NULL, *chain = NULL;
+	p11s_rc rc;
+
+	rc = put(sink,
+	         "Content-Type: application/pkcs7-mime; smime-type=signed-data;\r\n"
+	         " name=\"smime.p7m\"\r\n"
+	         "Content-Transfer-Encoding: base64\r\n"
+	         "Content-Disposition: attachment; filename=\"smime.p7m\"\r\n"
+	         "\r\n",
+	         err);
+	if (rc != P11S_OK)
+		return rc;
+	b64 = BIO_new(BIO_f_base64());
+	if (b64 == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	BIO_push(b64, sink);
+	/* BER with indefinite lengths: the content streams into the structure. */
+	chain = BIO_new_CMS(b64, cms);
+	if (chain == NULL) {
+		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
+		goto out;
+	}
+	rc = p11s_mime_canonicalize(h, P11S_HDR_CONTENT, in, chain, err);
+	if (rc != P11S_OK)
+		goto out;
+	/* The flush writes the signer infos: the token signs here. */
+	if (BIO_flush(chain) <= 0) {
+		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "the %s signature failed", s->algorithm);
+		goto out;
+	}
+	free_upto(chain, b64);
+	chain = NULL;
+	if (BIO_flush(b64) <= 0)
+		rc = p11s_err(err, P11S_E_IO, "cannot write the signed message");
+	if (rc == P11S_OK)
+		rc = put(sink, "\r\n", err);
+out:
+	free_upto(chain, b64);
+	BIO_pop(b64);
+	BIO_free(b64);
+	return rc;
+}
+
+p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
+{
+	p11s_headers *h = NULL;
+	CMS_ContentInfo *cms = NULL;
+	BIO *sink = NULL;
+	p11s_rc rc;
+
+	if (s == NULL || in == NULL || out == NULL)
+		return p11s_err(err, P11S_E_USAGE, "nothing to sign");
+	rc = p11s_headers_read(in, 0, &h, err);
+	if (rc != P11S_OK)
+		return rc;
+	/* Everything below is written with CRLF; the sink gives the input's line ends. */
+	sink = p11s_bio_eol_new(p11s_headers_eol(h));
+	cms = new_cms(s, err);
+	if (sink == NULL || cms == NULL) {
+		rc =
+		    cms == NULL ? p11s_error_rc(err) : p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	BIO_push(sink, out);
+	rc = p11s_headers_write(h, P11S_HDR_OUTER, sink, err);
+	if (rc == P11S_OK)
+		rc = put(sink, "MIME-Version: 1.0\r\n", err);
+	if (rc == P11S_OK)
+		rc = s->opaque ? sign_opaque(s, cms, h, in, sink, err)
+		               : sign_detached(s, cms, h, in, sink, err);
+	if (rc == P11S_OK && BIO_flush(sink) <= 0)
+		rc = p11s_err(err, P11S_E_IO, "cannot write the signed message");
+out:
+	if (sink != NULL) {
+		BIO_pop(sink);
+		BIO_free(sink);
+	}
+	CMS_ContentInfo_free(cms);
+	p11s_headers_free(h);
+	ERR_clear_error();
+	return rc;
+}
+
+char *p11s_signer_report_json(const p11s_signer *s)
+{
+	json_t *o = json_object();
+	char *doc;
+
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "signer", s->uri ? json_string(s->uri) : json_null());
+	json_object_set_new(o, "key", s->key_uri ? json_string(s->key_uri) : json_null());
+	json_object_set_new(o, "subject", json_string(s->subject));
+	json_object_set_new(o, "digest", json_string(s->digest));
+	json_object_set_new(o, "micalg", json_string(s->micalg));
+	json_object_set_new(o, "signature_algorithm", json_string(s->algorithm));
+	json_object_set_new(o, "mechanism", s->mechanism ? json_string(s->mechanism) : json_null());
+	json_object_set_new(o, "format", json_string(s->opaque ? "opaque" : "detached"));
+	json_object_set_new(o, "certificates",
+	                    json_integer((json_int_t)p11s_signer_certificate_count(s)));
+	doc = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	return doc;
+}
+
+p11s_rc p11s_sign_message(p11s_ctx *ctx, const p11s_sign_opts *opts, BIO *in, BIO *out,
+                          char **report, p11s_error *err)
+{
+	p11s_signer *s = NULL;
+	p11s_rc rc = p11s_signer_open(ctx, opts, &s, err);
+
+	if (rc == P11S_OK)
+		rc = p11s_signer_sign(s, in, out, err);
+	if (rc == P11S_OK && report != NULL && (*report = p11s_signer_report_json(s)) == NULL)
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+	p11s_signer_free(s);
+	return rc;
+}

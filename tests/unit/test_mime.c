@@ -1,0 +1,570 @@
+/* MIME framing: header blocks, values, addresses, line ends, canonical form. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+
+#include "common.h"
+#include "p11smime/mime.h"
+
+/* Read the header block of @p msg; *body gets the rest of the BIO. */
+static p11s_rc read_msg(const char *msg, size_t len, p11s_headers **h, char **body, p11s_error *err)
+{
+	BIO *in = BIO_new_mem_buf(msg, (int)len);
+	p11s_rc rc = p11s_headers_read(in, 0, h, err);
+
+	if (rc == P11S_OK && body != NULL) {
+		char buf[4096];
+		int n = BIO_read(in, buf, sizeof(buf) - 1);
+
+		buf[n > 0 ? n : 0] = '\0';
+		*body = strdup(buf);
+	}
+	BIO_free(in);
+	return rc;
+}
+
+static void headers_order_folding_eol(void **state)
+{
+	static const char msg[] = "Received: from a\n\tby b\n"
+	                          "From: Alice <alice@example.org>\n"
+	                          "Subject: a long\n  subject\n"
+	                          "Content-Type: text/plain;\n charset=utf-8\n"
+	                          "MIME-Version: 1.0\n"
+	                          "\n"
+	                          "body line\n";
+	p11s_headers *h = NULL;
+	char *body = NULL, *v;
+	size_t len;
+	const char *raw;
+
+	(void)state;
+	assert_int_equal(read_msg(msg, strlen(msg), &h, &body, NULL), P11S_OK);
+	assert_int_equal(p11s_headers_count(h), 5);
+	assert_int_equal(p11s_headers_eol(h), P11S_EOL_LF);
+	assert_true(p11s_headers_body_follows(h));
+	assert_string_equal(p11s_headers_name(h, 0), "Received");
+	assert_string_equal(p11s_headers_name(h, 3), "Content-Type");
+	raw = p11s_headers_raw(h, 2, &len);
+	assert_int_equal(len, strlen("Subject: a long\n  subject\n"));
+	assert_memory_equal(raw, "Subject: a long\n  subject\n", len);
+	v = p11s_headers_value(h, 2);
+	assert_string_equal(v, "a long  subject");
+	free(v);
+	v = p11s_headers_get(h, "content-type");
+	assert_string_equal(v, "text/plain; charset=utf-8");
+	free(v);
+	assert_null(p11s_headers_get(h, "Cc"));
+	assert_string_equal(body, "body line\n");
+	assert_int_equal(p11s_header_class_of("Content-Transfer-Encoding"), P11S_HDR_CONTENT);
+	assert_int_equal(p11s_header_class_of("mime-version"), P11S_HDR_MIME_VERSION);
+	assert_int_equal(p11s_header_class_of("Subject"), P11S_HDR_OUTER);
+
+	/* Writing the outer class keeps them byte for byte, in order. */
+	BIO *out = BIO_new(BIO_s_mem());
+	char *data;
+	long n;
+
+	assert_int_equal(p11s_headers_write(h, P11S_HDR_OUTER, out, NULL), P11S_OK);
+	n = BIO_get_mem_data(out, &data);
+	assert_int_equal(n, strlen("Received: from a\n\tby b\nFrom: Alice <alice@example.org>\n"
+	                           "Subject: a long\n  subject\n"));
+	assert_memory_equal(data,
+	                    "Received: from a\n\tby b\nFrom: Alice <alice@example.org>\n"
+	                    "Subject: a long\n  subject\n",
+	                    (size_t)n);
+	BIO_free(out);
+	free(body);
+	p11s_headers_free(h);
+}
+
+static void headers_crlf_and_no_body(void **state)
+{
+	static const char crlf[] = "Subject: x\r\nTo: b@example.org\r\n\r\nhi\r\n";
+	static const char nobody[] = "Subject: x\nTo: b@example.org\n";
+	p11s_headers *h = NULL;
+	char *body = NULL;
+
+	(void)state;
+	assert_int_equal(read_msg(crlf, strlen(crlf), &h, &body, NULL), P11S_OK);
+	assert_int_equal(p11s_headers_eol(h), P11S_EOL_CRLF);
+	assert_string_equal(body, "hi\r\n");
+	free(body);
+	p11s_headers_free(h);
+
+	assert_int_equal(read_msg(nobody, strlen(nobody), &h, &body, NULL), P11S_OK);
+	assert_false(p11s_headers_body_follows(h));
+	assert_int_equal(p11s_headers_count(h), 2);
+	assert_string_equal(body, "");
+	free(body);
+	p11s_headers_free(h);
+}
+
+static void headers_malformed(void **state)
+{
+	static const char *bad[] = {
+	    "",                                           /* empty */
+	    "Subject: x\nthis is not a header\n\nbody\n", /* not a field */
+	    " continued\nSubject: x\n\n",                 /* continuation first */
+	    "Subject: x\nTo: trunc",                      /* cut mid-line */
+	    ": no name\n\n",                              /* empty name */
+	    "From nobody Mon Jan 1\nSubject: x\n\n",      /* mbox separator */
+	};
+	p11s_error *err = p11s_error_new();
+	p11s_headers *h = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		h = NULL;
+		assert_int_equal(read_msg(bad[i], strlen(bad[i]), &h, NULL, err), P11S_E_INPUT);
+		assert_null(h);
+		assert_true(strlen(p11s_error_message(err)) > 0);
+	}
+	assert_int_equal(read_msg(bad[3], strlen(bad[3]), &h, NULL, err), P11S_E_INPUT);
+	assert_non_null(strstr(p11s_error_message(err), "truncated"));
+
+	/* The block is bounded. */
+	size_t big = 3 * 1024 * 1024;
+	char *huge = malloc(big + 16);
+
+	assert_non_null(huge);
+
+	strcpy(huge, "X-Big: ");
+	for (size_t i = 0; i < big; i++)
+		huge[7 + i] = 'a';
+	strcpy(huge + 7 + big, "\n\nbody\n");
+	assert_int_equal(read_msg(huge, strlen(huge), &h, NULL, err), P11S_E_INPUT);
+	assert_non_null(strstr(p11s_error_message(err), "longer than"));
+	free(huge);
+	p11s_error_free(err);
+}
+
+static void headers_build(void **state)
+{
+	p11s_headers *h = p11s_headers_new(P11S_EOL_LF);
+	p11s_error *err = p11s_error_new();
+	size_t len;
+
+	(void)state;
+	assert_int_equal(p11s_headers_add(h, "Content-Type", "text/plain", err), P11S_OK);
+	assert_int_equal(p11s_headers_add(h, "X-A", "1", err), P11S_OK);
+	assert_int_equal(p11s_headers_add(h, "X-B", "two\nlines", err), P11S_E_USAGE);
+	const char *raw = p11s_headers_raw(h, 0, &len);
+
+	assert_int_equal(len, 25);
+	assert_memory_equal(raw, "Content-Type: text/plain\n", len);
+	assert_int_equal(p11s_headers_remove(h, "content-type"), 1);
+	assert_int_equal(p11s_headers_count(h), 1);
+	assert_int_equal(p11s_headers_find(h, "x-a", 0), 0);
+	p11s_headers_free(h);
+	p11s_error_free(err);
+}
+
+static void values(void **state)
+{
+	char *s;
+
+	(void)state;
+	s = p11s_mime_media_type(" Multipart/Signed (c) ; protocol=x");
+	assert_string_equal(s, "multipart/signed");
+	free(s);
+	assert_null(p11s_mime_media_type("text"));
+	assert_null(p11s_mime_media_type(NULL));
+
+	s = p11s_mime_param("multipart/mixed; Boundary=\"a b;\\\"c\"; charset=utf-8", "boundary");
+	assert_string_equal(s, "a b;\"c");
+	free(s);
+	s = p11s_mime_param("multipart/mixed; charset=utf-8 (comment); boundary=xyz", "boundary");
+	assert_string_equal(s, "xyz");
+	free(s);
+	s = p11s_mime_param("application/pkcs7-mime; smime-type=signed-data; name=smime.p7m",
+	                    "smime-type");
+	assert_string_equal(s, "signed-data");
+	free(s);
+	assert_null(p11s_mime_param("text/plain; charset=utf-8", "boundary"));
+	s = p11s_mime_param("attachment; filename*0*=utf-8''R%C3%A9sum; filename*1=e.pdf",
+	                    "filename");
+	assert_string_equal(s, "R\xc3\xa9sume.pdf");
+	free(s);
+	/* An unterminated quote is not a value to trust. */
+	s = p11s_mime_param("text/plain; name=\"abc", "name");
+	assert_string_equal(s, "abc");
+	free(s);
+
+	p11s_headers *h = NULL;
+	static const char m1[] = "Content-Transfer-Encoding: (x) BASE64\n\n";
+	static const char m2[] = "Subject: x\n\n";
+
+	assert_int_equal(read_msg(m1, strlen(m1), &h, NULL, NULL), P11S_OK);
+	s = p11s_mime_transfer_encoding(h);
+	assert_string_equal(s, "base64");
+	free(s);
+	p11s_headers_free(h);
+	assert_int_equal(read_msg(m2, strlen(m2), &h, NULL, NULL), P11S_OK);
+	s = p11s_mime_transfer_encoding(h);
+	assert_string_equal(s, "7bit");
+	free(s);
+	p11s_headers_free(h);
+}
+
+static void addresses(void **state)
+{
+	char **v = NULL;
+	size_t n = 0;
+	p11s_error *err = p11s_error_new();
+
+	(void)state;
+	assert_int_equal(p11s_mime_addresses(
+	                     "\"Doe, John\" <john@Example.ORG>, bob@b.example (Bob (the) Builder), "
+	                     "team: c@c.example, \"d d\"@d.example;, <@route.example:e@e.example>,"
+	                     " undisclosed-recipients:;",
+	                     &v, &n, err),
+	                 P11S_OK);
+	assert_int_equal(n, 5);
+	assert_string_equal(v[0], "john@Example.ORG");
+	assert_string_equal(v[1], "bob@b.example");
+	assert_string_equal(v[2], "c@c.example");
+	assert_string_equal(v[3], "\"d d\"@d.example");
+	assert_string_equal(v[4], "e@e.example");
+	assert_null(v[5]);
+	p11s_strv_free(v);
+
+	assert_int_equal(p11s_mime_addresses("", &v, &n, err), P11S_OK);
+	assert_int_equal(n, 0);
+	assert_null(v[0]);
+	p11s_strv_free(v);
+
+	assert_int_equal(p11s_mime_addresses("\"open <a@b>", &v, &n, err), P11S_E_INPUT);
+	assert_int_equal(p11s_mime_addresses("a@b (open", &v, &n, err), P11S_E_INPUT);
+	assert_int_equal(p11s_mime_addresses("X <a@b", &v, &n, err), P11S_E_INPUT);
+
+	assert_true(p11s_mail_addr_equal("john@Example.ORG", "john@example.org"));
+	assert_false(p11s_mail_addr_equal("John@example.org", "john@example.org"));
+	assert_false(p11s_mail_addr_equal("a@x.org", "a@y.org"));
+
+	static const char msg[] = "From: A <a@x.org>\nTo: b@y.org,\n c@z.org\nCc: B <b@Y.org>\n"
+	                          "Bcc: hidden@x.org\n\n";
+	static const char *const names[] = {"To", "Cc", NULL};
+	p11s_headers *h = NULL;
+
+	assert_int_equal(read_msg(msg, strlen(msg), &h, NULL, NULL), P11S_OK);
+	assert_int_equal(p11s_headers_addresses(h, names, &v, &n, err), P11S_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0], "b@y.org");
+	assert_string_equal(v[1], "c@z.org");
+	p11s_strv_free(v);
+	p11s_headers_free(h);
+	p11s_error_free(err);
+}
+
+/* Push @p in through an EOL BIO in small writes; return what came out. */
+static char *eol_through(p11s_eol to, const char *in, size_t chunk, int reading)
+{
+	BIO *mem = BIO_new(BIO_s_mem());
+	BIO *eol = p11s_bio_eol_new(to);
+	char *data, *res;
+	long n;
+
+	BIO_push(eol, mem);
+	if (!reading) {
+		for (size_t i = 0; i < strlen(in); i += chunk) {
+			size_t k = strlen(in) - i < chunk ? strlen(in) - i : chunk;
+
+			assert_int_equal(BIO_write(eol, in + i, (int)k), (int)k);
+		}
+		assert_int_equal(BIO_flush(eol), 1);
+		n = BIO_get_mem_data(mem, &data);
+		res = strndup(data, (size_t)n);
+	} else {
+		char buf[256];
+		size_t o = 0;
+		int r;
+
+		BIO_write(mem, in, (int)strlen(in));
+		BIO_set_mem_eof_return(mem, 0);
+		res = calloc(1, 4 * strlen(in) + 1);
+		while ((r = BIO_read(eol, buf, (int)chunk)) > 0) {
+			memcpy(res + o, buf, (size_t)r);
+			o += (size_t)r;
+		}
+	}
+	BIO_free_all(eol);
+	return res;
+}
+
+static void eol_bio(void **state)
+{
+	static const char mixed[] = "a\nb\r\nc\rd\r\n\r\ne";
+	char *s;
+
+	(void)state;
+	for (size_t chunk = 1; chunk <= 5; chunk++) {
+		for (int reading = 0; reading <= 1; reading++) {
+			s = eol_through(P11S_EOL_CRLF, mixed, chunk, reading);
+			assert_string_equal(s, "a\r\nb\r\nc\rd\r\n\r\ne");
+			free(s);
+			s = eol_through(P11S_EOL_LF, mixed, chunk, reading);
+			assert_string_equal(s, "a\nb\nc\rd\n\ne");
+			free(s);
+			/* A CR at the very end survives. */
+			s = eol_through(P11S_EOL_LF, "x\r", chunk, reading);
+			assert_string_equal(s, "x\r");
+			free(s);
+		}
+	}
+}
+
+/* Canonicalise a whole message (Content-* headers only) or a bare entity. */
+static p11s_rc canon(const char *msg, size_t len, unsigned classes, char **out, size_t *olen,
+                     p11s_error *err)
+{
+	BIO *in = BIO_new_mem_buf(msg, (int)len);
+	BIO *o = BIO_new(BIO_s_mem());
+	p11s_headers *h = NULL;
+	p11s_rc rc = p11s_headers_read(in, 0, &h, err);
+	char *data;
+	long n;
+
+	if (rc == P11S_OK)
+		rc = p11s_mime_canonicalize(h, classes, in, o, err);
+	n = BIO_get_mem_data(o, &data);
+	*out = malloc((size_t)n + 1);
+	if (n > 0)
+		memcpy(*out, data, (size_t)n);
+	(*out)[n] = '\0';
+	if (olen)
+		*olen = (size_t)n;
+	p11s_headers_free(h);
+	BIO_free(in);
+	BIO_free(o);
+	return rc;
+}
+
+static void canon_expect(const char *msg, unsigned classes, const char *want)
+{
+	char *got;
+	p11s_error *err = p11s_error_new();
+	p11s_rc rc = canon(msg, strlen(msg), classes, &got, NULL, err);
+
+	if (rc != P11S_OK)
+		fail_msg("canonicalize failed: %s", p11s_error_message(err));
+	assert_string_equal(got, want);
+	free(got);
+	p11s_error_free(err);
+}
+
+static void canon_plain(void **state)
+{
+	(void)state;
+	/* LF in, CRLF out; outer headers left out, Content-* kept; final line end kept. */
+	canon_expect("From: a@x.org\nContent-Type: text/plain\nSubject: s\n\nline 1\nline 2\n",
+	             P11S_HDR_CONTENT, "Content-Type: text/plain\r\n\r\nline 1\r\nline 2\r\n");
+	/* No Content-* at all: an empty header block, then the body. */
+	canon_expect("Subject: s\n\nhello", P11S_HDR_CONTENT, "\r\nhello");
+	/* Empty body, and no body at all. */
+	canon_expect("Content-Type: text/plain\r\n\r\n", P11S_HDR_ALL,
+	             "Content-Type: text/plain\r\n\r\n");
+	canon_expect("Content-Type: text/plain\n", P11S_HDR_ALL,
+	             "Content-Type: text/plain\r\n\r\n");
+	/* Trailing CRs are one line end; folded fields become CRLF-folded. */
+	canon_expect("Content-Type: text/plain;\n charset=us-ascii\n\na\r\r\nb\n", P11S_HDR_ALL,
+	             "Content-Type: text/plain;\r\n charset=us-ascii\r\n\r\na\r\nb\r\n");
+}
+
+static void canon_8bit(void **state)
+{
+	(void)state;
+	/* Declared 8bit text: quoted-printable, the label replaced. */
+	canon_expect("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
+	             "Gr\xc3\xbc\xc3\x9f"
+	             "e = ok \nFrom here\n",
+	             P11S_HDR_ALL,
+	             "Content-Type: text/plain; charset=utf-8\r\n"
+	             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+	             "Gr=C3=BC=C3=9Fe =3D ok=20\r\n=46rom here\r\n");
+	/* Unlabelled 8-bit text gets the same. */
+	canon_expect("Subject: x\n\ncaf\xc3\xa9\n", P11S_HDR_CONTENT,
+	             "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n");
+	/* Clean 7-bit stays as it is. */
+	canon_expect("Content-Transfer-Encoding: 8bit\n\nplain\n", P11S_HDR_ALL,
+	             "Content-Transfer-Encoding: quoted-printable\r\n\r\nplain\r\n");
+	/* Binary: base64 of the bytes; 8bit non-text: base64 of the CRLF lines. */
+	canon_expect("Content-Type: application/octet-stream\nContent-Transfer-Encoding: binary\n\n"
+	             "\x01\x02\n\xff",
+	             P11S_HDR_ALL,
+	             "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: "
+	             "base64\r\n\r\nAQIK/w==");
+	canon_expect("Content-Type: application/x-thing\nContent-Transfer-Encoding: 8bit\n\n"
+	             "\xe9\n",
+	             P11S_HDR_ALL,
+	             "Content-Type: application/x-thing\r\nContent-Transfer-Encoding: "
+	             "base64\r\n\r\n6Q0K");
+}
+
+static void canon_long_lines(void **state)
+{
+	char *msg = malloc(3000), *got;
+	size_t len;
+
+	(void)state;
+	strcpy(msg, "Content-Type: text/plain\n\n");
+	len = strlen(msg);
+	memset(msg + len, 'x', 1200);
+	strcpy(msg + len + 1200, "\n");
+	assert_int_equal(canon(msg, strlen(msg), P11S_HDR_ALL, &got, NULL, NULL), P11S_OK);
+	/* Over 998: quoted-printable with soft breaks, no line over 76. */
+	assert_non_null(strstr(got, "Content-Transfer-Encoding: quoted-printable\r\n"));
+	for (char *l = strstr(got, "\r\n\r\n") + 4; *l;) {
+		char *e = strstr(l, "\r\n");
+
+		assert_non_null(e);
+		assert_true(e - l <= 76);
+		l = e + 2;
+	}
+	free(got);
+	free(msg);
+}
+
+static void canon_multipart(void **state)
+{
+	(void)state;
+	/* A nested 8bit part gets encoded; the multipart's 8bit label becomes 7bit. */
+	canon_expect("Content-Type: multipart/mixed; boundary=\"XX\"\n"
+	             "Content-Transfer-Encoding: 8bit\n"
+	             "\n"
+	             "preamble\n"
+	             "--XX\n"
+	             "Content-Type: text/plain; charset=utf-8\n"
+	             "\n"
+	             "\xc3\xa9t\xc3\xa9\n"
+	             "--XX\n"
+	             "Content-Type: multipart/alternative; boundary=YY\n"
+	             "\n"
+	             "--YY\n"
+	             "\n"
+	             "plain\n"
+	             "--YY\n"
+	             "Content-Type: text/html\n"
+	             "\n"
+	             "<p>x</p>\n"
+	             "--YY--\n"
+	             "--XX\n"
+	             "Content-Type: application/octet-stream\n"
+	             "Content-Transfer-Encoding: base64\n"
+	             "\n"
+	             "AAEC\n"
+	             "--XX--  \n"
+	             "epilogue\n",
+	             P11S_HDR_CONTENT,
+	             "Content-Type: multipart/mixed; boundary=\"XX\"\r\n"
+	             "Content-Transfer-Encoding: 7bit\r\n"
+	             "\r\n"
+	             "preamble\r\n"
+	             "--XX\r\n"
+	             "Content-Type: text/plain; charset=utf-8\r\n"
+	             "Content-Transfer-Encoding: quoted-printable\r\n"
+	             "\r\n"
+	             "=C3=A9t=C3=A9\r\n"
+	             "--XX\r\n"
+	             "Content-Type: multipart/alternative; boundary=YY\r\n"
+	             "\r\n"
+	             "--YY\r\n"
+	             "\r\n"
+	             "plain\r\n"
+	             "--YY\r\n"
+	             "Content-Type: text/html\r\n"
+	             "\r\n"
+	             "<p>x</p>\r\n"
+	             "--YY--\r\n"
+	             "--XX\r\n"
+	             "Content-Type: application/octet-stream\r\n"
+	             "Content-Transfer-Encoding: base64\r\n"
+	             "\r\n"
+	             "AAEC\r\n"
+	             "--XX--\r\n"
+	             "epilogue\r\n");
+}
+
+static void canon_rejects(void **state)
+{
+	static const char *bad[] = {
+	    /* truncated: no closing delimiter */
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\n\nfirst\n--B\n\nsecond par",
+	    /* no boundary parameter */
+	    "Content-Type: multipart/mixed\n\n--B\n\nx\n--B--\n",
+	    /* inner multipart cut off by the outer boundary */
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\nContent-Type: multipart/mixed; "
+	    "boundary=C\n\n--C\n\nx\n--B--\n",
+	    /* 8-bit bytes in a base64 part */
+	    "Content-Transfer-Encoding: base64\n\nQUJD\xff\n",
+	    /* a part header that is not one */
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\nnot a header\n\nx\n--B--\n",
+	};
+	p11s_error *err = p11s_error_new();
+	char *got;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(canon(bad[i], strlen(bad[i]), P11S_HDR_ALL, &got, NULL, err),
+		                 P11S_E_INPUT);
+		free(got);
+	}
+	assert_int_equal(canon(bad[0], strlen(bad[0]), P11S_HDR_ALL, &got, NULL, err),
+	                 P11S_E_INPUT);
+	assert_non_null(strstr(p11s_error_message(err), "truncated"));
+	free(got);
+	p11s_error_free(err);
+}
+
+/* A clean 7-bit part larger than the memory spool, then an 8-bit one the same size. */
+static void canon_spool(void **state)
+{
+	size_t body = 3 * 1024 * 1024, hl;
+	const char *hdr = "Content-Type: text/plain\n\n";
+	char *msg = malloc(body + 64), *got;
+	size_t olen;
+
+	(void)state;
+	hl = strlen(hdr);
+	memcpy(msg, hdr, hl);
+	for (size_t i = 0; i < body; i++)
+		msg[hl + i] = (i % 64 == 63) ? '\n' : (char)('a' + i % 26);
+	assert_int_equal(canon(msg, hl + body, P11S_HDR_ALL, &got, &olen, NULL), P11S_OK);
+	/* 7-bit: unchanged but for CRLF. */
+	assert_int_equal(olen, hl + 2 + body + body / 64);
+	assert_memory_equal(got, "Content-Type: text/plain\r\n\r\nabc", 31);
+	free(got);
+	msg[hl + body - 10] = (char)0xe9;
+	assert_int_equal(canon(msg, hl + body, P11S_HDR_ALL, &got, &olen, NULL), P11S_OK);
+	assert_non_null(strstr(got, "quoted-printable"));
+	assert_non_null(strstr(got, "=E9"));
+	free(got);
+	free(msg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(headers_order_folding_eol),
+	    cmocka_unit_test(headers_crlf_and_no_body),
+	    cmocka_unit_test(headers_malformed),
+	    cmocka_unit_test(headers_build),
+	    cmocka_unit_test(values),
+	    cmocka_unit_test(addresses),
+	    cmocka_unit_test(eol_bio),
+	    cmocka_unit_test(canon_plain),
+	    cmocka_unit_test(canon_8bit),
+	    cmocka_unit_test(canon_long_lines),
+	    cmocka_unit_test(canon_multipart),
+	    cmocka_unit_test(canon_rejects),
+	    cmocka_unit_test(canon_spool),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
