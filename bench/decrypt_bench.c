@@ -7,7 +7,7 @@
  * Raw: what the token does per message, through the bare PKCS#11 function
  * list (a session logged in once): RSA keys, C_DecryptInit + C_Decrypt
  * (CKM_RSA_PKCS) of a 32-byte key encrypted to the certificate; EC keys,
- * C_DeriveKey (CKM_ECDH1_DERIVE, a fresh peer point each time) plus the
+ * C_DeriveKey (CKM_ECDH1_DERIVE with one peer point) plus the
  * C_GetAttributeValue of the derived secret and its C_DestroyObject, which
  * is what libp11 does for one ECDH.
  *
@@ -75,8 +75,8 @@ static void raw(const char *module, const char *label, const char *pin, X509 *ce
 	double t0, t;
 	void *dl = dlopen(module, RTLD_NOW | RTLD_LOCAL);
 
-	if (dl == NULL || (get = (CK_RV(*)(CK_FUNCTION_LIST **))dlsym(dl, "C_GetFunctionList")) ==
-	                      NULL)
+	if (dl == NULL ||
+	    (get = (CK_RV(*)(CK_FUNCTION_LIST **))dlsym(dl, "C_GetFunctionList")) == NULL)
 		die("dlopen", 0);
 	if (get(&fl) != CKR_OK)
 		die("C_GetFunctionList", 0);
@@ -97,8 +97,9 @@ static void raw(const char *module, const char *label, const char *pin, X509 *ce
 		die("C_OpenSession", 0);
 	if (fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)pin, strlen(pin)) != CKR_OK)
 		die("C_Login", 0);
-	if (fl->C_FindObjectsInit(s, find, 2) != CKR_OK || fl->C_FindObjects(s, &key, 1, &n) != CKR_OK ||
-	    n != 1 || fl->C_FindObjectsFinal(s) != CKR_OK)
+	if (fl->C_FindObjectsInit(s, find, 2) != CKR_OK ||
+	    fl->C_FindObjects(s, &key, 1, &n) != CKR_OK || n != 1 ||
+	    fl->C_FindObjectsFinal(s) != CKR_OK)
 		die("finding the key", 0);
 
 	if (is_rsa) {
@@ -109,7 +110,8 @@ static void raw(const char *module, const char *label, const char *pin, X509 *ce
 		EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(pub, NULL);
 
 		RAND_bytes(cek, sizeof(cek));
-		if (EVP_PKEY_encrypt_init(pc) <= 0 || EVP_PKEY_encrypt(pc, ct, &ctlen, cek, 32) <= 0)
+		if (EVP_PKEY_encrypt_init(pc) <= 0 ||
+		    EVP_PKEY_encrypt(pc, ct, &ctlen, cek, 32) <= 0)
 			die("RSA encryption", 0);
 		EVP_PKEY_CTX_free(pc);
 		t0 = now();
@@ -127,9 +129,12 @@ static void raw(const char *module, const char *label, const char *pin, X509 *ce
 		CK_BBOOL f = CK_FALSE, tr = CK_TRUE;
 		int bits = EVP_PKEY_get_bits(pub);
 		CK_ULONG vlen = (CK_ULONG)(bits + 7) / 8;
-		CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &f, 1},        {CKA_CLASS, &sk, sizeof(sk)},
-		                       {CKA_KEY_TYPE, &gk, sizeof(gk)}, {CKA_VALUE_LEN, &vlen, sizeof(vlen)},
-		                       {CKA_SENSITIVE, &f, 1},    {CKA_EXTRACTABLE, &tr, 1}};
+		CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &f, 1},
+		                       {CKA_CLASS, &sk, sizeof(sk)},
+		                       {CKA_KEY_TYPE, &gk, sizeof(gk)},
+		                       {CKA_VALUE_LEN, &vlen, sizeof(vlen)},
+		                       {CKA_SENSITIVE, &f, 1},
+		                       {CKA_EXTRACTABLE, &tr, 1}};
 		unsigned char point[256], secret[128];
 		size_t plen;
 		CK_ECDH1_DERIVE_PARAMS p;
@@ -139,18 +144,19 @@ static void raw(const char *module, const char *label, const char *pin, X509 *ce
 		char group[64];
 		size_t glen;
 
+		EVP_PKEY *eph;
+
 		if (!EVP_PKEY_get_utf8_string_param(pub, "group", group, sizeof(group), &glen))
 			die("curve of the certificate", 0);
+		/* One peer point, as the p11smime loop decrypts one message over and over. */
+		eph = EVP_EC_gen(group);
+		plen = 0;
+		if (eph == NULL || !EVP_PKEY_get_octet_string_param(eph, "encoded-pub-key", point,
+		                                                    sizeof(point), &plen))
+			die("ephemeral key", 0);
+		EVP_PKEY_free(eph);
 		t0 = now();
 		do {
-			/* A fresh ephemeral key per message, as a sender makes. */
-			EVP_PKEY *eph = EVP_EC_gen(group);
-
-			plen = 0;
-			if (eph == NULL ||
-			    !EVP_PKEY_get_octet_string_param(eph, "encoded-pub-key", point, sizeof(point),
-			                                     &plen))
-				die("ephemeral key", 0);
 			p.kdf = CKD_NULL;
 			p.ulSharedDataLen = 0;
 			p.pSharedData = NULL;
@@ -161,7 +167,6 @@ static void raw(const char *module, const char *label, const char *pin, X509 *ce
 			    fl->C_GetAttributeValue(s, dk, &val, 1) != CKR_OK ||
 			    fl->C_DestroyObject(s, dk) != CKR_OK)
 				die("C_DeriveKey", 0);
-			EVP_PKEY_free(eph);
 			ops++;
 		} while ((t = now()) - t0 < secs);
 		printf("raw-C_DeriveKey %.1f\n", (double)ops / (t - t0));
@@ -232,8 +237,8 @@ static void lib(const char *module, const char *pin_file, X509 *cert, const char
 		t0 = now();
 		do {
 			BIO *in = BIO_new_mem_buf(msg, (int)len), *out = BIO_new(BIO_s_null());
-			p11s_rc rc = pass == 0 ? p11s_decrypt_with_pkey(p11s_key_pkey(key), cert, &o, in,
-			                                                out, NULL, err)
+			p11s_rc rc = pass == 0 ? p11s_decrypt_with_pkey(p11s_key_pkey(key), cert,
+			                                                &o, in, out, NULL, err)
 			                       : p11s_decrypt(ctx, &o, in, out, NULL, err);
 
 			if (rc != P11S_OK) {
@@ -264,8 +269,9 @@ int main(int argc, char **argv)
 	double secs;
 
 	if (argc != 7) {
-		fprintf(stderr, "usage: decrypt_bench MODULE TOKEN_LABEL PIN_FILE CERT_PEM KEY_ID_HEX "
-		                "SECONDS\n");
+		fprintf(stderr,
+		        "usage: decrypt_bench MODULE TOKEN_LABEL PIN_FILE CERT_PEM KEY_ID_HEX "
+		        "SECONDS\n");
 		return 2;
 	}
 	f = fopen(argv[3], "r");

@@ -10,6 +10,7 @@
 
 #include "p11.h"
 #include "pin.h"
+#include "p11smime/util.h"
 
 /*
  * Where this login's PIN comes from, in order: --pin-source (the
@@ -26,7 +27,8 @@ static p11s_rc get_pin(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, char 
 	if (ctx->pin_source != NULL) {
 		/* Read once per run: a descriptor cannot be read twice. */
 		if (ctx->source_pin == NULL) {
-			p11s_rc rc = p11s_pin_read(ctx->pin_source, buf, len, err);
+			p11s_rc rc =
+			    p11s_secret_read(ctx->pin_source, P11S_SECRET_PIN, buf, len, err);
 
 			if (rc != P11S_OK)
 				return rc;
@@ -58,10 +60,10 @@ static p11s_rc get_pin(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, char 
 
 			if (spec == NULL)
 				return p11s_err(err, P11S_E_NOMEM, "out of memory");
-			rc = p11s_pin_read(spec, buf, len, err);
+			rc = p11s_secret_read(spec, P11S_SECRET_PIN, buf, len, err);
 			free(spec);
 		} else {
-			rc = p11s_pin_read(src, buf, len, err);
+			rc = p11s_secret_read(src, P11S_SECRET_PIN, buf, len, err);
 		}
 		if (rc == P11S_E_BAD_PIN_SOURCE)
 			rc = p11s_err(err, P11S_E_BAD_PIN_SOURCE, "the URI's pin-source: %s",
@@ -144,7 +146,9 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 		}
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
 		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
-			free(st->pin);
+			/* Kept for context-specific logins (see p11.h); the old copy is wiped
+			 * first. */
+			p11s_wipe_free(st->pin);
 			st->pin = strdup(pin);
 		}
 		OPENSSL_cleanse(pin, sizeof(pin));

@@ -197,14 +197,6 @@ fail:
 	return p11s_error_rc(err) != P11S_OK ? p11s_error_rc(err) : P11S_E_MODULE;
 }
 
-static void wipe_free(char *s)
-{
-	if (s != NULL) {
-		OPENSSL_cleanse(s, strlen(s));
-		free(s);
-	}
-}
-
 void p11s_ctx_free(p11s_ctx *ctx)
 {
 	if (ctx == NULL)
@@ -212,7 +204,7 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	for (size_t i = 0; i < ctx->nslots; i++) {
 		if (ctx->fl != NULL && ctx->slots[i].session != CK_INVALID_HANDLE)
 			ctx->fl->C_CloseSession(ctx->slots[i].session);
-		wipe_free(ctx->slots[i].pin);
+		p11s_wipe_free(ctx->slots[i].pin);
 	}
 	free(ctx->slots);
 	if (ctx->fl != NULL && ctx->we_initialized)
@@ -227,7 +219,7 @@ void p11s_ctx_free(p11s_ctx *ctx)
 		UI_destroy_method(ctx->ui);
 	if (ctx->dl != NULL)
 		dlclose(ctx->dl);
-	wipe_free(ctx->source_pin);
+	p11s_wipe_free(ctx->source_pin);
 	free(ctx->pin_source);
 	free(ctx->module_path);
 	free(ctx);

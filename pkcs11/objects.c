@@ -43,18 +43,29 @@ enum {
 	A_LOCAL,
 	A_NEVER_EXTRACTABLE,
 	A_ALWAYS_SENSITIVE,
-	/* Variable length, read in the second call. */
+	/* Variable length: lengths in the first call, values in the second. */
 	A_VAR0,
 	A_ID = A_VAR0,
 	A_LABEL,
-	A_VALUE,
 	A_MODULUS,
 	A_PUBLIC_EXPONENT,
 	A_EC_PARAMS,
 	A_EC_POINT,
 	A_PUBLIC_KEY_INFO,
+	/*
+	 * Last, so that the first call can leave it out: a key's CKA_VALUE is
+	 * its secret, so it is asked of certificates only (whose class the
+	 * first call tells), not even its length of anything else.
+	 */
+	A_VALUE,
 	A_N
 };
+
+/*
+ * Room for a certificate's CKA_VALUE in the second call, so that it needs
+ * no call of its own to learn the length; a larger one is fetched apart.
+ */
+#define VALUE_GUESS 8192
 
 static const CK_ATTRIBUTE_TYPE attr_types[A_N] = {
     CKA_CLASS,
@@ -77,12 +88,12 @@ static const CK_ATTRIBUTE_TYPE attr_types[A_N] = {
     CKA_ALWAYS_SENSITIVE,
     CKA_ID,
     CKA_LABEL,
-    CKA_VALUE,
     CKA_MODULUS,
     CKA_PUBLIC_EXPONENT,
     CKA_EC_PARAMS,
     CKA_EC_POINT,
     CKA_PUBLIC_KEY_INFO,
+    CKA_VALUE,
 };
 
 static const unsigned bool_flags[A_VAR0 - A_BOOL0] = {
@@ -137,15 +148,44 @@ static int acceptable(CK_RV rv)
 	return rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
 }
 
-/* 1: read; 0: the object is gone or unreadable (skip it); -1: out of memory. */
-static int read_attrs(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-                      struct raw *r)
+/*
+ * A certificate's CKA_VALUE after the second call: trimmed to its length
+ * when it fitted the guess, else fetched by itself.  0: out of memory.
+ */
+static int read_value(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                      CK_ATTRIBUTE *v)
 {
-	CK_ATTRIBUTE sub[A_N - A_VAR0];
-	int idx[A_N - A_VAR0];
-	size_t n = 0;
-	CK_RV rv;
+	if (v->pValue != NULL) {
+		void *fit = v->ulValueLen > 0 ? realloc(v->pValue, v->ulValueLen) : NULL;
 
+		if (v->ulValueLen == 0) {
+			/* Empty: present, zero length, no buffer. */
+			free(v->pValue);
+			v->pValue = NULL;
+		} else if (fit != NULL) {
+			v->pValue = fit;
+		}
+		return 1;
+	}
+	v->ulValueLen = 0;
+	if (fl->C_GetAttributeValue(s, h, v, 1) != CKR_OK ||
+	    v->ulValueLen == CK_UNAVAILABLE_INFORMATION || v->ulValueLen == 0) {
+		v->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+		return 1;
+	}
+	if ((v->pValue = malloc(v->ulValueLen)) == NULL)
+		return 0;
+	if (fl->C_GetAttributeValue(s, h, v, 1) != CKR_OK) {
+		free(v->pValue);
+		v->pValue = NULL;
+		v->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+	}
+	return 1;
+}
+
+/* The first call: fixed-size values into @p r, the variable ones' lengths. */
+static void first_template(struct raw *r)
+{
 	memset(r, 0, sizeof(*r));
 	for (int i = 0; i < A_N; i++) {
 		r->a[i].type = attr_types[i];
@@ -157,39 +197,63 @@ static int read_attrs(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HA
 			r->a[i].ulValueLen = sizeof(CK_BBOOL);
 		}
 	}
-	rv = fl->C_GetAttributeValue(s, h, r->a, A_N);
+}
+
+/* 1: read; 0: the object is gone or unreadable (skip it); -1: out of memory. */
+static int read_attrs(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                      struct raw *r)
+{
+	CK_ATTRIBUTE sub[A_N - A_VAR0];
+	CK_ULONG cap[A_N - A_VAR0];
+	int idx[A_N - A_VAR0];
+	size_t n = 0;
+	CK_RV rv;
+
+	first_template(r);
+	rv = fl->C_GetAttributeValue(s, h, r->a, A_VALUE);
 	if (!acceptable(rv))
 		return 0;
-	if (rv != CKR_OK && r->a[A_CLASS].ulValueLen != sizeof(CK_ULONG))
-		read_one_by_one(fl, s, h, r->a, A_N);
+	if (rv != CKR_OK && r->a[A_CLASS].ulValueLen != sizeof(CK_ULONG)) {
+		first_template(r);
+		read_one_by_one(fl, s, h, r->a, A_VALUE);
+	}
 	if (r->a[A_CLASS].ulValueLen != sizeof(CK_ULONG))
 		return 0;
+	r->a[A_VALUE].ulValueLen =
+	    r->ulongs[A_CLASS] == CKO_CERTIFICATE ? VALUE_GUESS : CK_UNAVAILABLE_INFORMATION;
 	for (int i = A_VAR0; i < A_N; i++) {
 		CK_ULONG len = r->a[i].ulValueLen;
 
 		r->a[i].pValue = NULL;
 		if (len == CK_UNAVAILABLE_INFORMATION || len == 0)
 			continue;
-		/* Never fetch a secret: CKA_VALUE only of certificates. */
-		if (i == A_VALUE && r->ulongs[A_CLASS] != CKO_CERTIFICATE)
-			continue;
 		if ((r->a[i].pValue = malloc(len)) == NULL)
 			return -1;
 		sub[n] = r->a[i];
+		cap[n] = len;
 		idx[n++] = i;
 	}
 	if (n > 0) {
 		rv = fl->C_GetAttributeValue(s, h, sub, n);
-		if (rv != CKR_OK)
+		if (rv != CKR_OK) {
+			/* A failed call may have set lengths beyond our buffers (SoftHSM does). */
+			for (size_t k = 0; k < n; k++)
+				sub[k].ulValueLen = cap[k];
 			read_one_by_one(fl, s, h, sub, n);
+		}
 		for (size_t k = 0; k < n; k++) {
 			r->a[idx[k]].ulValueLen = sub[k].ulValueLen;
-			if (sub[k].ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+			/* Beyond the buffer: a module saying how much a guess lacked. */
+			if (sub[k].ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+			    sub[k].ulValueLen > cap[k]) {
 				free(r->a[idx[k]].pValue);
 				r->a[idx[k]].pValue = NULL;
+				r->a[idx[k]].ulValueLen = CK_UNAVAILABLE_INFORMATION;
 			}
 		}
 	}
+	if (r->ulongs[A_CLASS] == CKO_CERTIFICATE && !read_value(fl, s, h, &r->a[A_VALUE]))
+		return -1;
 	/* Empty values: present, zero length, no buffer. */
 	for (int i = A_VAR0; i < A_N; i++)
 		if (r->a[i].pValue == NULL && r->a[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
@@ -269,12 +333,10 @@ static EVP_PKEY *ec_pub(int nid, const CK_ATTRIBUTE *point)
 
 static int set_curve(p11s_object *o, int nid)
 {
-	const char *name = EC_curve_nid2nist(nid);
+	const char *name = p11s_curve_name(nid);
 	EC_GROUP *g;
 
 	if (name == NULL)
-		name = OBJ_nid2sn(nid);
-	if (nid == NID_undef || name == NULL)
 		return 1;
 	if ((o->curve = strdup(name)) == NULL)
 		return 0;
@@ -282,51 +344,6 @@ static int set_curve(p11s_object *o, int nid)
 	if (g != NULL)
 		o->key_bits = EC_GROUP_get_degree(g);
 	EC_GROUP_free(g);
-	ERR_clear_error();
-	return 1;
-}
-
-/* Type, size and curve of a certificate's public key. */
-static int describe_pkey(p11s_object *o, EVP_PKEY *pk)
-{
-	char group[80];
-
-	o->key_bits = EVP_PKEY_get_bits(pk);
-	switch (EVP_PKEY_get_base_id(pk)) {
-	case EVP_PKEY_RSA:
-	case EVP_PKEY_RSA_PSS:
-		o->key_type = P11S_KEY_RSA;
-		break;
-	case EVP_PKEY_EC:
-		o->key_type = P11S_KEY_EC;
-		if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
-		                                   sizeof(group), NULL)) {
-			int nid = OBJ_sn2nid(group);
-			int bits = o->key_bits;
-
-			if (!set_curve(o, nid))
-				return 0;
-			o->key_bits = bits;
-		}
-		break;
-	case EVP_PKEY_ED25519:
-	case EVP_PKEY_ED448:
-		o->key_type = P11S_KEY_EC_EDWARDS;
-		break;
-	case EVP_PKEY_X25519:
-	case EVP_PKEY_X448:
-		o->key_type = P11S_KEY_EC_MONTGOMERY;
-		break;
-	case EVP_PKEY_DSA:
-		o->key_type = P11S_KEY_DSA;
-		break;
-	case EVP_PKEY_DH:
-	case EVP_PKEY_DHX:
-		o->key_type = P11S_KEY_DH;
-		break;
-	default:
-		o->key_type = P11S_KEY_OTHER;
-	}
 	ERR_clear_error();
 	return 1;
 }
@@ -399,6 +416,7 @@ static void object_free(p11s_object *o)
 	free(o->label);
 	free(o->id);
 	free(o->curve);
+	free(o->der);
 	X509_free(o->x509);
 	EVP_PKEY_free(o->pub.pkey);
 	free(o);
@@ -450,18 +468,15 @@ static int build_object(const p11s_token *t, CK_OBJECT_HANDLE h, struct raw *r, 
 			goto nomem;
 	}
 	if (o->cls == P11S_OBJ_CERTIFICATE) {
+		/*
+		 * Kept as DER, parsed on first use: d2i_X509 decodes the public
+		 * key through OpenSSL 3.0's provider decoders, which cost more
+		 * than everything else listing a certificate does.
+		 */
 		if (have(r, A_VALUE) && r->a[A_VALUE].ulValueLen > 0) {
-			const unsigned char *d = r->a[A_VALUE].pValue;
-
-			o->x509 = d2i_X509(NULL, &d, (long)r->a[A_VALUE].ulValueLen);
-			ERR_clear_error();
-		}
-		if (o->x509 != NULL) {
-			EVP_PKEY *pk = X509_get0_pubkey(o->x509);
-
-			if (pk != NULL && !describe_pkey(o, pk))
-				goto nomem;
-			ERR_clear_error();
+			o->der = r->a[A_VALUE].pValue;
+			o->der_len = r->a[A_VALUE].ulValueLen;
+			r->a[A_VALUE].pValue = NULL;
 		}
 	} else {
 		o->key_type =
@@ -563,7 +578,8 @@ static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_er
 			}
 			nc++;
 		}
-		c->pairing = p11s_pair_decide(c->x509 ? X509_get0_pubkey(c->x509) : NULL, cands, nc,
+		/* Parsing the certificate only when a key may pair with it. */
+		c->pairing = p11s_pair_decide(nc ? p11s_object_cert_pubkey(c) : NULL, cands, nc,
 		                              keys_hidden, &chosen, &c->evidence);
 		ERR_clear_error();
 		if (chosen < nc) {
@@ -870,7 +886,34 @@ const p11s_token *p11s_object_token(const p11s_object *o)
 
 X509 *p11s_object_x509(const p11s_object *o)
 {
+	/* Objects are made non-const by their list; only the cache is written here. */
+	p11s_object *mut = (p11s_object *)o;
+
+	if (o->cls == P11S_OBJ_CERTIFICATE && o->x509 == NULL && !o->x509_tried) {
+		const unsigned char *d = o->der;
+
+		mut->x509_tried = 1;
+		if (d != NULL)
+			mut->x509 = d2i_X509(NULL, &d, (long)o->der_len);
+		ERR_clear_error();
+	}
 	return o->x509;
+}
+
+EVP_PKEY *p11s_object_cert_pubkey(const p11s_object *o)
+{
+	X509 *x = p11s_object_x509(o);
+	EVP_PKEY *pk = x ? X509_get0_pubkey(x) : NULL;
+
+	ERR_clear_error();
+	return pk;
+}
+
+const unsigned char *p11s_object_value(const p11s_object *o, size_t *len)
+{
+	if (len != NULL)
+		*len = o->der != NULL ? o->der_len : 0;
+	return o->der;
 }
 
 p11s_pairing p11s_object_pairing(const p11s_object *o)

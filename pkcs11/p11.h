@@ -73,7 +73,11 @@ struct p11s_object {
 	char *label;
 	unsigned char *id;
 	size_t id_len;
+	/* Certificates: CKA_VALUE, and the certificate parsed from it on first use. */
+	unsigned char *der;
+	size_t der_len;
 	X509 *x509;
+	int x509_tried;
 	/* Keys. */
 	p11s_key_type key_type;
 	int key_bits;
@@ -123,6 +127,8 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
                                p11s_error *err);
 int p11s_uri_match_object(P11KitUri *uri, const p11s_object *o);
+/* Certificates: the public key of the certificate (parsing it if not yet done), or NULL. */
+EVP_PKEY *p11s_object_cert_pubkey(const p11s_object *o);
 /* The URI that names exactly @p o (token fields, type, id, label); malloc'd. */
 char *p11s_object_uri_build(const p11s_object *o);
 /* Show only the objects matching @p uri (NULL: all) and the classes of @p opts. */

@@ -6,9 +6,11 @@
 
 #include "p11.h"
 
-static int has_email(X509 *x, const char *addr)
+/* Only the SAN is read: the light parse skips the costly public key decoding. */
+static int has_email(const p11s_object *o, const char *addr)
 {
-	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	X509 *x = p11s_x509_parse_light(o->der, o->der_len);
+	GENERAL_NAMES *gens = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
 	int found = 0;
 
 	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !found; i++) {
@@ -24,6 +26,7 @@ static int has_email(X509 *x, const char *addr)
 		        strncasecmp((const char *)d, addr, (size_t)len) == 0;
 	}
 	GENERAL_NAMES_free(gens);
+	X509_free(x);
 	ERR_clear_error();
 	return found;
 }
@@ -75,8 +78,7 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 
 		if (o->cls != P11S_OBJ_CERTIFICATE)
 			continue;
-		if (is_uri ? p11s_uri_match_object(u, o)
-		           : (o->x509 && has_email(o->x509, selector)))
+		if (is_uri ? p11s_uri_match_object(u, o) : has_email(o, selector))
 			add_unique(found, &nfound, o);
 	}
 	/* A key's URI selects the certificate paired with it. */

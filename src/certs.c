@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -545,73 +544,6 @@ size_t p11s_cert_list_problem_count(const p11s_cert_list *l)
 const char *p11s_cert_list_problem(const p11s_cert_list *l, size_t i)
 {
 	return l && i < l->nproblems ? l->problems[i] : NULL;
-}
-
-/* ---------------------------------------------------------------- secrets */
-
-static p11s_rc read_line_fd(int fd, char *buf, size_t len, const char *what, p11s_error *err)
-{
-	size_t n = 0;
-
-	while (n + 1 < len) {
-		ssize_t r = read(fd, buf + n, 1);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return p11s_err(err, P11S_E_IO, "cannot read the password from %s: %s",
-			                what, strerror(errno));
-		if (r == 0 || buf[n] == '\n')
-			break;
-		n++;
-	}
-	if (n > 0 && buf[n - 1] == '\r')
-		n--;
-	buf[n] = '\0';
-	return P11S_OK;
-}
-
-p11s_rc p11s_secret_read(const char *spec, char *buf, size_t len, p11s_error *err)
-{
-	char *end;
-
-	if (spec == NULL || buf == NULL || len == 0)
-		return p11s_err(err, P11S_E_BAD_PIN_SOURCE, "no password source");
-	if (strncmp(spec, "file:", 5) == 0 && spec[5] != '\0') {
-		FILE *fp = fopen(spec + 5, "r");
-		p11s_rc rc;
-
-		if (fp == NULL)
-			return p11s_err(err, P11S_E_IO, "cannot open the password file '%s': %s",
-			                spec + 5, strerror(errno));
-		rc = read_line_fd(fileno(fp), buf, len, spec + 5, err);
-		fclose(fp);
-		return rc;
-	}
-	if (strncmp(spec, "fd:", 3) == 0 && spec[3] != '\0') {
-		long fd;
-
-		errno = 0;
-		fd = strtol(spec + 3, &end, 10);
-		if (errno != 0 || *end != '\0' || fd < 0 || fd > 1024 * 1024)
-			return p11s_err(err, P11S_E_BAD_PIN_SOURCE,
-			                "'%s': fd: needs a file descriptor number", spec);
-		return read_line_fd((int)fd, buf, len, spec, err);
-	}
-	if (strncmp(spec, "env:", 4) == 0 && spec[4] != '\0') {
-		const char *val = getenv(spec + 4);
-
-		if (val == NULL)
-			return p11s_err(err, P11S_E_IO, "the environment variable %s is not set",
-			                spec + 4);
-		if (strlen(val) + 1 > len)
-			return p11s_err(err, P11S_E_INPUT, "the password in %s is too long",
-			                spec + 4);
-		memcpy(buf, val, strlen(val) + 1);
-		return P11S_OK;
-	}
-	return p11s_err(err, P11S_E_BAD_PIN_SOURCE,
-	                "'%s': a password source is file:PATH, fd:N or env:VAR", spec);
 }
 
 /* ------------------------------------------------------------- cert facts */

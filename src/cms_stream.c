@@ -11,6 +11,9 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "cms_stream.h"
 #include "common.h"
@@ -32,13 +35,14 @@ typedef struct {
 	ASN1_INTEGER *icvlen;
 } P11S_GCM_PARAMS;
 
-ASN1_SEQUENCE(P11S_GCM_PARAMS) = {
-    ASN1_SIMPLE(P11S_GCM_PARAMS, nonce, ASN1_OCTET_STRING),
-    ASN1_OPT(P11S_GCM_PARAMS, icvlen, ASN1_INTEGER),
+ASN1_SEQUENCE(P11S_GCM_PARAMS) =
+    {
+        ASN1_SIMPLE(P11S_GCM_PARAMS, nonce, ASN1_OCTET_STRING),
+        ASN1_OPT(P11S_GCM_PARAMS, icvlen, ASN1_INTEGER),
 } static_ASN1_SEQUENCE_END(P11S_GCM_PARAMS)
 
-/* A constructed TLV being read: definite ones bound what is inside. */
-struct cons {
+    /* A constructed TLV being read: definite ones bound what is inside. */
+    struct cons {
 	int indef;
 	uint64_t end;         /* absolute offset after its content (definite) */
 	uint64_t saved_limit; /* the enclosing limit, restored on close */
@@ -93,8 +97,7 @@ static p11s_rc truncated(p11s_error *err)
 	return p11s_err(err, P11S_E_INPUT, "the CMS message is truncated");
 }
 
-p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **out,
-                            p11s_error *err)
+p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **out, p11s_error *err)
 {
 	p11s_cms_stream *s = calloc(1, sizeof(*s));
 
@@ -210,10 +213,11 @@ static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
 		}
 		if (take > 0 &&
 		    EVP_DecodeUpdate(s->b64, s->buf + s->end, &outl, s->raw, (int)take) < 0)
-			return p11s_err(err, P11S_E_INPUT,
-			                "the message body is not valid base64 (near byte %llu of the "
-			                "decoded CMS)",
-			                (unsigned long long)(s->off + (s->end - s->pos)));
+			return p11s_err(
+			    err, P11S_E_INPUT,
+			    "the message body is not valid base64 (near byte %llu of the "
+			    "decoded CMS)",
+			    (unsigned long long)(s->off + (s->end - s->pos)));
 		s->end += (size_t)outl;
 		if (!s->pem_done)
 			return P11S_OK;
@@ -359,8 +363,7 @@ static p11s_rc peek(p11s_cms_stream *s, struct tlv *t, p11s_error *err)
 		return truncated(err);
 	if (r < 0)
 		return malformed(err, "a bad TLV header");
-	if (s->off + t->hlen > s->limit ||
-	    (!t->indef && t->len > s->limit - s->off - t->hlen))
+	if (s->off + t->hlen > s->limit || (!t->indef && t->len > s->limit - s->off - t->hlen))
 		return malformed(err, "an element runs past the end of its container");
 	return P11S_OK;
 }
@@ -411,20 +414,22 @@ static p11s_rc open_cons(p11s_cms_stream *s, int cls, int tag, struct cons *c, c
 
 static p11s_rc close_cons(p11s_cms_stream *s, struct cons *c, const char *what, p11s_error *err)
 {
-	int eoc;
+	int eoc = 0;
 	p11s_rc rc;
 
 	if (!c->indef) {
 		if (s->off != c->end)
 			return p11s_err(err, P11S_E_INPUT,
-			                "malformed CMS message: unexpected data at the end of %s", what);
+			                "malformed CMS message: unexpected data at the end of %s",
+			                what);
 	} else {
 		rc = at_eoc(s, &eoc, err);
 		if (rc != P11S_OK)
 			return rc;
 		if (!eoc)
 			return p11s_err(err, P11S_E_INPUT,
-			                "malformed CMS message: unexpected data at the end of %s", what);
+			                "malformed CMS message: unexpected data at the end of %s",
+			                what);
 		advance(s, 2);
 	}
 	s->limit = c->saved_limit;
@@ -439,7 +444,7 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
                             unsigned char **der, size_t *len, p11s_error *err)
 {
 	struct tlv t;
-	size_t total = 0;
+	size_t total = 0, want;
 	int got, r;
 	p11s_rc rc = peek(s, &t, err);
 
@@ -449,7 +454,8 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 		return p11s_err(err, P11S_E_INPUT, "malformed CMS message: expected %s", what);
 	if (!t.indef) {
 		if (t.len > SMALL_MAX)
-			return p11s_err(err, P11S_E_INPUT, "the %s in this message is too large", what);
+			return p11s_err(err, P11S_E_INPUT, "the %s in this message is too large",
+			                what);
 		total = t.hlen + (size_t)t.len;
 		rc = fill(s, total, &got, err);
 		if (rc != P11S_OK)
@@ -467,7 +473,9 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 			if (s->end - s->pos > SMALL_MAX)
 				return p11s_err(err, P11S_E_INPUT,
 				                "the %s in this message is too large", what);
-			rc = fill(s, s->end - s->pos + 4096, &got, err);
+			/* Geometric growth: each retry walks the element from its start. */
+			want = 2 * (s->end - s->pos) + 4096;
+			rc = fill(s, want > SMALL_MAX + 4096 ? SMALL_MAX + 4096 : want, &got, err);
 			if (rc != P11S_OK)
 				return rc;
 			if (!got && s->input_eof) {
@@ -607,8 +615,9 @@ static p11s_rc build_small(p11s_cms_stream *s, const struct part *oid, const str
 	s->cms = d2i_CMS_ContentInfo(NULL, &p, (long)d.len);
 	OPENSSL_free(d.p);
 	if (s->cms == NULL)
-		return p11s_err_ossl(err, P11S_E_INPUT,
-		                     "malformed CMS message: the recipient information does not parse");
+		return p11s_err_ossl(
+		    err, P11S_E_INPUT,
+		    "malformed CMS message: the recipient information does not parse");
 	return P11S_OK;
 }
 
@@ -635,7 +644,8 @@ p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 	if (!got)
 		return p11s_err(err, P11S_E_INPUT, "the CMS message is empty");
 	if (s->buf[s->pos] != 0x30)
-		return p11s_err(err, P11S_E_INPUT, "the input is not a CMS message (no ContentInfo)");
+		return p11s_err(err, P11S_E_INPUT,
+		                "the input is not a CMS message (no ContentInfo)");
 
 	rc = open_cons(s, V_ASN1_UNIVERSAL, V_ASN1_SEQUENCE, &s->ci, "a ContentInfo", err);
 	if (rc == P11S_OK)
@@ -650,8 +660,9 @@ p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 	if (nid == NID_id_smime_ct_authEnvelopedData) {
 		s->auth = 1;
 	} else if (nid != NID_pkcs7_enveloped) {
-		rc = p11s_err(err, P11S_E_INPUT, "the message is not encrypted: its CMS content is %s",
-		              nid == NID_pkcs7_signed ? "signed-data"
+		rc = p11s_err(err, P11S_E_INPUT,
+		              "the message is not encrypted: its CMS content is %s",
+		              nid == NID_pkcs7_signed                 ? "signed-data"
 		              : nid == NID_id_smime_ct_compressedData ? "compressed-data"
 		              : nid == NID_pkcs7_data                 ? "plain data"
 		              : nid == NID_pkcs7_encrypted ? "encrypted-data (password based)"
@@ -689,8 +700,9 @@ p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 		rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_OBJECT, "the encrypted content type",
 		                  &eci[0].der, &eci[0].len, err);
 	if (rc == P11S_OK)
-		rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_SEQUENCE,
-		                  "the content-encryption algorithm", &eci[1].der, &eci[1].len, err);
+		rc =
+		    read_element(s, V_ASN1_UNIVERSAL, V_ASN1_SEQUENCE,
+		                 "the content-encryption algorithm", &eci[1].der, &eci[1].len, err);
 	if (rc != P11S_OK)
 		goto done;
 	p = eci[1].der;
@@ -701,7 +713,7 @@ p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 	}
 
 	/* The encrypted content: [0] IMPLICIT OCTET STRING, primitive or constructed. */
-	int end;
+	int end = 0;
 	rc = at_end(s, &s->eci, &end, err);
 	if (rc != P11S_OK)
 		goto done;
@@ -720,7 +732,8 @@ p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 	}
 	if (t.cons) {
 		s->content_cons = 1;
-		rc = open_cons(s, V_ASN1_CONTEXT_SPECIFIC, 0, &s->ecc, "the encrypted content", err);
+		rc =
+		    open_cons(s, V_ASN1_CONTEXT_SPECIFIC, 0, &s->ecc, "the encrypted content", err);
 		if (rc != P11S_OK)
 			goto done;
 	} else {
@@ -789,9 +802,11 @@ ioerr:
 struct feed {
 	p11s_cms_stream *s;
 	EVP_CIPHER_CTX *ctx;
-	p11s_cms_sink sink;
+	p11s_cms_sink sink; /* NULL: the plaintext is not wanted (a second pass) */
 	void *user;
 	unsigned char *out;
+	int spool;         /* keep the ciphertext (AuthEnvelopedData, input read once) */
+	EVP_MAC_CTX *gmac; /* fingerprint the ciphertext (AuthEnvelopedData, input re-readable) */
 };
 
 static p11s_rc feed(struct feed *f, const unsigned char *p, size_t n, p11s_error *err)
@@ -802,14 +817,16 @@ static p11s_rc feed(struct feed *f, const unsigned char *p, size_t n, p11s_error
 
 	while (n > 0) {
 		piece = n > CHUNK ? CHUNK : n;
-		if (f->s->auth) {
+		if (f->spool) {
 			rc = spool_write(&f->s->spool, p, piece, err);
 			if (rc != P11S_OK)
 				return rc;
 		}
+		if (f->gmac != NULL && !EVP_MAC_update(f->gmac, p, piece))
+			return p11s_err_ossl(err, P11S_E_CRYPTO, "cannot fingerprint the content");
 		if (!EVP_DecryptUpdate(f->ctx, f->out, &outl, p, (int)piece))
 			return p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
-		if (outl > 0 && f->sink(f->user, f->out, (size_t)outl) != 0)
+		if (outl > 0 && f->sink != NULL && f->sink(f->user, f->out, (size_t)outl) != 0)
 			return p11s_err(err, P11S_E_IO, "cannot write the decrypted content");
 		p += piece;
 		n -= piece;
@@ -849,7 +866,7 @@ static p11s_rc stream_chunks(struct feed *f, struct cons *c, int depth, p11s_err
 	p11s_cms_stream *s = f->s;
 	struct cons sub;
 	struct tlv t;
-	int end;
+	int end = 0;
 	p11s_rc rc;
 
 	for (;;) {
@@ -889,7 +906,7 @@ static p11s_rc optional_element(p11s_cms_stream *s, struct cons *in, int tag, co
 	struct tlv t;
 	unsigned char *d = NULL;
 	size_t l = 0;
-	int end;
+	int end = 0;
 	p11s_rc rc = at_end(s, in, &end, err);
 
 	if (rc != P11S_OK || end)
@@ -956,7 +973,8 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 		for (size_t at = 0; at < s->spool.len; at += n) {
 			n = s->spool.len - at > CHUNK ? CHUNK : s->spool.len - at;
 			if (!EVP_DecryptUpdate(fresh, out, &outl, s->spool.mem + at, (int)n)) {
-				rc = p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
+				rc =
+				    p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
 				goto done;
 			}
 		}
@@ -968,8 +986,8 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 		}
 		while ((n = fread(in, 1, sizeof(in), s->spool.fp)) > 0)
 			if (!EVP_DecryptUpdate(fresh, out, &outl, in, (int)n)) {
-				rc = p11s_err_ossl(err, P11S_E_DECRYPT,
-				                   "content decryption failed");
+				rc =
+				    p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
 				goto done;
 			}
 		if (ferror(s->spool.fp)) {
@@ -988,95 +1006,187 @@ done:
 	return rc;
 }
 
-p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cms_sink sink,
-                                void *user, p11s_error *err)
+struct p11s_cms_replay {
+	EVP_CIPHER_CTX *fresh; /* keyed with the content key and IV, no data yet */
+	unsigned char gkey[32], giv[12], fp[16];
+	unsigned char *aad, *mac;
+	size_t aadlen, maclen;
+};
+
+void p11s_cms_replay_free(p11s_cms_replay *rp)
 {
-	struct feed f = {s, ctx, sink, user, NULL};
-	EVP_CIPHER_CTX *fresh = NULL;
-	unsigned char *auth_der = NULL, *mac_der = NULL;
-	size_t auth_len = 0, mac_len = 0;
-	ASN1_OCTET_STRING *mac = NULL;
+	if (rp == NULL)
+		return;
+	EVP_CIPHER_CTX_free(rp->fresh);
+	OPENSSL_free(rp->aad);
+	OPENSSL_free(rp->mac);
+	OPENSSL_cleanse(rp->gkey, sizeof(rp->gkey));
+	free(rp);
+}
+
+/*
+ * A keyed fingerprint of the ciphertext: GMAC under a random key of this
+ * run, so that a second read of the input can be checked to be the first.
+ */
+static EVP_MAC_CTX *gmac_new(const unsigned char *key, const unsigned char *iv)
+{
+	EVP_MAC *m = EVP_MAC_fetch(NULL, "GMAC", NULL);
+	EVP_MAC_CTX *c = m ? EVP_MAC_CTX_new(m) : NULL;
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, "AES-256-GCM", 0),
+	    OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_IV, (void *)iv, 12),
+	    OSSL_PARAM_construct_end()};
+
+	EVP_MAC_free(m);
+	if (c != NULL && !EVP_MAC_init(c, key, 32, params)) {
+		EVP_MAC_CTX_free(c);
+		c = NULL;
+	}
+	return c;
+}
+
+static int gmac_final(EVP_MAC_CTX *c, unsigned char *fp)
+{
+	size_t n = 0;
+
+	return EVP_MAC_final(c, fp, &n, 16) && n == 16;
+}
+
+/* The encrypted content, then the rest of the structure to its end. */
+static p11s_rc content_and_trailer(p11s_cms_stream *s, struct feed *f, unsigned char **auth_der,
+                                   size_t *auth_len, ASN1_OCTET_STRING **mac, p11s_error *err)
+{
+	unsigned char *mac_der = NULL;
+	size_t mac_len = 0;
 	const unsigned char *p;
 	long icv = 0;
-	int outl, got;
+	int got;
 	p11s_rc rc;
 
-	f.out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
-	if (f.out == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
-	if (s->auth) {
-		fresh = EVP_CIPHER_CTX_new();
-		if (fresh == NULL || !EVP_CIPHER_CTX_copy(fresh, ctx)) {
-			rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up the cipher");
-			goto done;
-		}
-	}
 	if (s->content_cons) {
-		rc = stream_chunks(&f, &s->ecc, 0, err);
+		rc = stream_chunks(f, &s->ecc, 0, err);
 		if (rc == P11S_OK)
 			rc = close_cons(s, &s->ecc, "the encrypted content", err);
 	} else {
-		rc = stream_bytes(&f, s->content_len, err);
+		rc = stream_bytes(f, s->content_len, err);
 	}
 	if (rc == P11S_OK)
 		rc = close_cons(s, &s->eci, "the EncryptedContentInfo", err);
 	if (rc != P11S_OK)
-		goto done;
+		return rc;
 
 	if (!s->auth) {
 		/* unprotectedAttrs [1]: nothing in them changes the content. */
 		rc = optional_element(s, &s->env, 1, "unprotected attributes", NULL, NULL, err);
-		if (rc != P11S_OK)
-			goto done;
 	} else {
-		rc = optional_element(s, &s->env, 1, "authenticated attributes", &auth_der,
-		                      &auth_len, err);
+		rc = optional_element(s, &s->env, 1, "authenticated attributes", auth_der, auth_len,
+		                      err);
 		if (rc == P11S_OK)
 			rc = read_element(s, V_ASN1_UNIVERSAL, V_ASN1_OCTET_STRING,
-			                  "the message authentication code", &mac_der, &mac_len, err);
+			                  "the message authentication code", &mac_der, &mac_len,
+			                  err);
 		if (rc != P11S_OK)
-			goto done;
+			return rc;
 		p = mac_der;
-		mac = d2i_ASN1_OCTET_STRING(NULL, &p, (long)mac_len);
-		if (mac == NULL) {
-			rc = malformed(err, "a bad message authentication code");
-			goto done;
-		}
-		if (!gcm_icv_len(s->calg, &icv)) {
-			rc = malformed(err, "bad AES-GCM parameters");
-			goto done;
-		}
-		if (icv < 12 || icv > 16 || mac->length != icv) {
-			rc = p11s_err(err, P11S_E_INPUT,
-			              "malformed CMS message: the MAC is %d bytes, the GCM parameters "
-			              "say %ld (12 to 16 allowed)",
-			              mac->length, icv);
-			goto done;
-		}
-		rc = optional_element(s, &s->env, 2, "unauthenticated attributes", NULL, NULL,
-		                      err);
-		if (rc != P11S_OK)
-			goto done;
+		*mac = d2i_ASN1_OCTET_STRING(NULL, &p, (long)mac_len);
+		OPENSSL_free(mac_der);
+		if (*mac == NULL)
+			return malformed(err, "a bad message authentication code");
+		if (!gcm_icv_len(s->calg, &icv))
+			return malformed(err, "bad AES-GCM parameters");
+		if (icv < 12 || icv > 16 || (*mac)->length != icv)
+			return p11s_err(err, P11S_E_INPUT,
+			                "malformed CMS message: the MAC is %d bytes, the GCM "
+			                "parameters say %ld (12 to 16 allowed)",
+			                (*mac)->length, icv);
+		rc = optional_element(s, &s->env, 2, "unauthenticated attributes", NULL, NULL, err);
 	}
-	rc = close_cons(s, &s->env, s->auth ? "the AuthEnvelopedData" : "the EnvelopedData", err);
+	if (rc == P11S_OK)
+		rc = close_cons(s, &s->env, s->auth ? "the AuthEnvelopedData" : "the EnvelopedData",
+		                err);
 	if (rc == P11S_OK)
 		rc = close_cons(s, &s->ex, "the [0] content", err);
 	if (rc == P11S_OK)
 		rc = close_cons(s, &s->ci, "the ContentInfo", err);
 	if (rc == P11S_OK)
 		rc = fill(s, 1, &got, err);
+	if (rc == P11S_OK && got)
+		rc = p11s_err(err, P11S_E_INPUT, "unexpected data after the CMS message");
+	if (rc == P11S_OK && *auth_der != NULL) {
+		/* RFC 5083: the AAD is the DER of the SET OF, not of the [1]. */
+		(*auth_der)[0] = 0x31;
+		s->had_auth_attrs = 1;
+	}
+	return rc;
+}
+
+static p11s_rc tag_mismatch(p11s_error *err)
+{
+	ERR_clear_error();
+	return p11s_err(err, P11S_E_DECRYPT,
+	                "the message failed authentication (AES-GCM tag mismatch): it was "
+	                "altered, or is not for this key; nothing was written");
+}
+
+p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cms_sink sink,
+                                void *user, p11s_cms_replay **replay, p11s_error *err)
+{
+	struct feed f = {s, ctx, sink, user, NULL, 0, NULL};
+	EVP_CIPHER_CTX *fresh = NULL;
+	unsigned char *auth_der = NULL, gkey[32], giv[12];
+	size_t auth_len = 0;
+	ASN1_OCTET_STRING *mac = NULL;
+	p11s_cms_replay *rp;
+	int outl;
+	p11s_rc rc;
+
+	if (replay != NULL)
+		*replay = NULL;
+	f.out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
+	if (f.out == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	if (s->auth) {
+		/* In case authenticated attributes follow the content: see the header. */
+		fresh = EVP_CIPHER_CTX_new();
+		if (fresh == NULL || !EVP_CIPHER_CTX_copy(fresh, ctx)) {
+			rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up the cipher");
+			goto done;
+		}
+		if (replay == NULL) {
+			f.spool = 1;
+		} else if (RAND_bytes(gkey, sizeof(gkey)) != 1 ||
+		           RAND_bytes(giv, sizeof(giv)) != 1 ||
+		           (f.gmac = gmac_new(gkey, giv)) == NULL) {
+			rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up GMAC");
+			goto done;
+		}
+	}
+	rc = content_and_trailer(s, &f, &auth_der, &auth_len, &mac, err);
 	if (rc != P11S_OK)
 		goto done;
-	if (got) {
-		rc = p11s_err(err, P11S_E_INPUT, "unexpected data after the CMS message");
+
+	if (auth_der != NULL && f.spool) {
+		rc = check_tag_with_aad(s, fresh, auth_der, auth_len, mac, err);
 		goto done;
 	}
-
-	if (s->auth && auth_der != NULL) {
-		/* RFC 5083: the AAD is the DER of the SET OF, not of the [1]. */
-		auth_der[0] = 0x31;
-		s->had_auth_attrs = 1;
-		rc = check_tag_with_aad(s, fresh, auth_der, auth_len, mac, err);
+	if (auth_der != NULL) {
+		/* The caller reads the input again, the AAD first this time. */
+		rp = calloc(1, sizeof(*rp));
+		if (rp == NULL || !gmac_final(f.gmac, rp->fp) ||
+		    (rp->mac = OPENSSL_memdup(mac->data, (size_t)mac->length)) == NULL) {
+			p11s_cms_replay_free(rp);
+			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			goto done;
+		}
+		memcpy(rp->gkey, gkey, sizeof(gkey));
+		memcpy(rp->giv, giv, sizeof(giv));
+		rp->maclen = (size_t)mac->length;
+		rp->aad = auth_der;
+		rp->aadlen = auth_len;
+		auth_der = NULL;
+		rp->fresh = fresh;
+		fresh = NULL;
+		*replay = rp;
 		goto done;
 	}
 	if (s->auth &&
@@ -1086,20 +1196,68 @@ p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cm
 	}
 	if (EVP_DecryptFinal_ex(ctx, f.out, &outl) <= 0) {
 		ERR_clear_error();
-		rc = p11s_err(err, P11S_E_DECRYPT,
-		              s->auth ? "the message failed authentication (AES-GCM tag mismatch): "
-		                        "it was altered, or is not for this key; nothing was written"
-		                      : "decryption failed (bad padding): the message was altered, "
+		rc = s->auth ? tag_mismatch(err)
+		             : p11s_err(err, P11S_E_DECRYPT,
+		                        "decryption failed (bad padding): the message was altered, "
 		                        "or is not for this key; nothing was written");
 		goto done;
 	}
 	if (outl > 0 && sink(user, f.out, (size_t)outl) != 0)
 		rc = p11s_err(err, P11S_E_IO, "cannot write the decrypted content");
 done:
+	OPENSSL_cleanse(gkey, sizeof(gkey));
+	EVP_MAC_CTX_free(f.gmac);
 	EVP_CIPHER_CTX_free(fresh);
 	ASN1_OCTET_STRING_free(mac);
 	OPENSSL_free(auth_der);
-	OPENSSL_free(mac_der);
+	OPENSSL_free(f.out);
+	return rc;
+}
+
+p11s_rc p11s_cms_stream_replay(p11s_cms_stream *s, p11s_cms_replay *rp, p11s_error *err)
+{
+	struct feed f = {s, rp->fresh, NULL, NULL, NULL, 0, NULL};
+	unsigned char *auth_der = NULL, fp[16], *tmp = NULL;
+	size_t auth_len = 0;
+	ASN1_OCTET_STRING *mac = NULL;
+	int outl;
+	p11s_rc rc;
+
+	f.out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
+	f.gmac = gmac_new(rp->gkey, rp->giv);
+	if (f.out == NULL || f.gmac == NULL) {
+		rc = p11s_err_ossl(err, P11S_E_NOMEM, "cannot set up the second pass");
+		goto done;
+	}
+	if (!s->auth) {
+		rc = p11s_err(err, P11S_E_INPUT, "the input changed while it was being read");
+		goto done;
+	}
+	if (!EVP_DecryptUpdate(rp->fresh, NULL, &outl, rp->aad, (int)rp->aadlen)) {
+		rc = p11s_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
+		goto done;
+	}
+	rc = content_and_trailer(s, &f, &auth_der, &auth_len, &mac, err);
+	if (rc != P11S_OK)
+		goto done;
+	/* What was decrypted is what is authenticated now, or the input moved under us. */
+	if (!gmac_final(f.gmac, fp) || CRYPTO_memcmp(fp, rp->fp, sizeof(fp)) != 0 ||
+	    auth_der == NULL || auth_len != rp->aadlen ||
+	    memcmp(auth_der, rp->aad, auth_len) != 0 || (size_t)mac->length != rp->maclen ||
+	    memcmp(mac->data, rp->mac, rp->maclen) != 0) {
+		rc = p11s_err(err, P11S_E_INPUT, "the input changed while it was being read");
+		goto done;
+	}
+	tmp = OPENSSL_malloc(EVP_MAX_BLOCK_LENGTH);
+	if (tmp == NULL ||
+	    EVP_CIPHER_CTX_ctrl(rp->fresh, EVP_CTRL_AEAD_SET_TAG, (int)rp->maclen, rp->mac) <= 0 ||
+	    EVP_DecryptFinal_ex(rp->fresh, tmp, &outl) <= 0)
+		rc = tag_mismatch(err);
+done:
+	OPENSSL_free(tmp);
+	EVP_MAC_CTX_free(f.gmac);
+	ASN1_OCTET_STRING_free(mac);
+	OPENSSL_free(auth_der);
 	OPENSSL_free(f.out);
 	return rc;
 }

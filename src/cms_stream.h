@@ -31,8 +31,7 @@ typedef struct p11s_cms_stream p11s_cms_stream;
 typedef int (*p11s_cms_sink)(void *user, const unsigned char *buf, size_t len);
 
 /* A reader of @p in (borrowed; it must outlive the stream). */
-p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **out,
-                            p11s_error *err);
+p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **out, p11s_error *err);
 void p11s_cms_stream_free(p11s_cms_stream *s);
 
 /*
@@ -50,16 +49,44 @@ int p11s_cms_stream_is_auth(const p11s_cms_stream *s);
 const X509_ALGOR *p11s_cms_stream_content_alg(const p11s_cms_stream *s);
 
 /*
+ * State kept between two reads of the same input (see below); opaque.
+ */
+typedef struct p11s_cms_replay p11s_cms_replay;
+void p11s_cms_replay_free(p11s_cms_replay *rp);
+
+/*
  * Pass the encrypted content through @p ctx (initialised for decryption
  * with the content key and IV) into @p sink, read the rest of the
- * structure, and finish: for AuthEnvelopedData, the authenticated
- * attributes are the AAD (RFC 5083) and the MAC must match; for CBC the
- * padding must.  Then nothing may follow the ContentInfo.
- * P11S_E_INPUT (malformed, truncated), P11S_E_DECRYPT (tag or padding),
- * P11S_E_IO (sink).
+ * structure, and finish: for CBC the padding must check; for
+ * AuthEnvelopedData the MAC must, over the authenticated attributes (the
+ * AAD, RFC 5083) and the ciphertext.  Then nothing may follow the
+ * ContentInfo.  P11S_E_INPUT (malformed, truncated), P11S_E_DECRYPT (tag
+ * or padding), P11S_E_IO (sink).
+ *
+ * GCM takes the AAD first, but the attributes come after the content, so
+ * for AuthEnvelopedData the tag cannot be checked in one pass when they
+ * are present:
+ * - @p replay NULL (an input that can be read only once): the ciphertext
+ *   is kept (in memory up to 1 MiB, then in an unlinked file in $TMPDIR)
+ *   and run through the cipher a second time, the AAD first.
+ * - @p replay given (the caller can read the input again): nothing is kept
+ *   but a keyed fingerprint (GMAC) of the ciphertext.  When attributes
+ *   were present, P11S_OK comes back with *replay set: the content is
+ *   NOT yet authenticated until p11s_cms_stream_replay() on a second
+ *   stream over the same input succeeds.  Without attributes *replay
+ *   stays NULL and the tag was checked.
  */
 p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cms_sink sink,
-                                void *user, p11s_error *err);
+                                void *user, p11s_cms_replay **replay, p11s_error *err);
+
+/*
+ * The second pass: @p s is a new stream over the same input, after
+ * p11s_cms_stream_begin().  The AAD goes first, then the ciphertext
+ * (plaintext dropped); the ciphertext, attributes and MAC must be those of
+ * the first pass (P11S_E_INPUT "the input changed" otherwise), and the tag
+ * must check (P11S_E_DECRYPT).
+ */
+p11s_rc p11s_cms_stream_replay(p11s_cms_stream *s, p11s_cms_replay *rp, p11s_error *err);
 
 /* After decrypt: 1 when authenticated attributes were present (and checked). */
 int p11s_cms_stream_had_auth_attrs(const p11s_cms_stream *s);

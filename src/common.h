@@ -8,7 +8,10 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <openssl/types.h>
+
 #include "p11smime/result.h"
+#include "p11smime/token.h"
 
 #if defined(__GNUC__)
 #define P11S_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -40,5 +43,29 @@ char *p11s_hex(const unsigned char *buf, size_t len);
 char *p11s_strdup(const char *s);
 char *p11s_strndup(const char *s, size_t n);
 char *p11s_asprintf(const char *fmt, ...) P11S_PRINTF(1, 2);
+
+/*
+ * The DER certificate @p der parsed without decoding its public key, for
+ * reading names, serial, validity and extensions: OpenSSL 3.0 decodes the
+ * key of every certificate through the provider decoders, which costs
+ * about 100 us a certificate, more than everything else a listing does
+ * with it.  On the result X509_get0_pubkey() gives NULL and nothing that
+ * needs an algorithm works (digests, signatures, X509_check_purpose);
+ * X509_get_X509_PUBKEY() gives the undecoded key.  NULL when @p der is not
+ * a certificate.  X509_free() it.
+ */
+X509 *p11s_x509_parse_light(const unsigned char *der, size_t len);
+
+/* The name of the named curve @p nid: "P-256", else OpenSSL's short name; NULL if none. Static. */
+const char *p11s_curve_name(int nid);
+
+/*
+ * Type, size (RSA modulus bits, EC order bits; 0 when unknown) and named
+ * curve (p11s_curve_name(), or NULL) of @p pk.  NULL @p pk: P11S_KEY_OTHER.
+ */
+p11s_key_type p11s_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve);
+
+/* Wipe the NUL-terminated secret @p s with OPENSSL_cleanse, then free it; NULL is fine. */
+void p11s_wipe_free(char *s);
 
 #endif

@@ -264,9 +264,9 @@ char *p11s_decrypt_report_json(const p11s_decrypt_report *r)
 	}
 	json_object_set_new(root, "content_cipher", jstr(r->content_cipher));
 	json_object_set_new(root, "mechanism", jstr(r->mechanism));
-	json_object_set_new(root, "padding_in_software",
-	                    json_boolean(r->mechanism != NULL &&
-	                                 strcmp(r->mechanism, "CKM_RSA_X_509") == 0));
+	json_object_set_new(
+	    root, "padding_in_software",
+	    json_boolean(r->mechanism != NULL && strcmp(r->mechanism, "CKM_RSA_X_509") == 0));
 	json_object_set_new(root, "authenticated", json_boolean(r->auth && r->complete));
 	json_object_set_new(root, "auth_attributes", json_boolean(r->auth_attrs));
 	json_object_set_new(root, "content_bytes", json_integer((json_int_t)r->content_bytes));
@@ -387,7 +387,8 @@ static int rcpt_matches(const struct rcpt *rc, X509 *x)
 	if (rc->type == CMS_RECIPINFO_TRANS)
 		return EVP_PKEY_is_a(pub, "RSA") && CMS_RecipientInfo_ktri_cert_cmp(rc->ri, x) == 0;
 	if (rc->type == CMS_RECIPINFO_AGREE)
-		return EVP_PKEY_is_a(pub, "EC") && CMS_RecipientEncryptedKey_cert_cmp(rc->rek, x) == 0;
+		return EVP_PKEY_is_a(pub, "EC") &&
+		       CMS_RecipientEncryptedKey_cert_cmp(rc->rek, x) == 0;
 	return 0;
 }
 
@@ -514,18 +515,19 @@ static p11s_rc check_oaep(p11s_decrypt_report *r, const X509_ALGOR *alg, p11s_er
 	if (op->pSourceFunc != NULL) {
 		X509_ALGOR_get0(&obj, &ptype, &pval, op->pSourceFunc);
 		if (OBJ_obj2nid(obj) != NID_pSpecified || ptype != V_ASN1_OCTET_STRING) {
-			rc = p11s_err(err, P11S_E_INPUT,
-			              "RSA-OAEP with a malformed label source; refusing to decrypt");
+			rc =
+			    p11s_err(err, P11S_E_INPUT,
+			             "RSA-OAEP with a malformed label source; refusing to decrypt");
 			goto done;
 		}
 		if (ASN1_STRING_length(pval) > 0)
-			r->label = p11s_hex(ASN1_STRING_get0_data(pval),
-			                    (size_t)ASN1_STRING_length(pval));
+			r->label =
+			    p11s_hex(ASN1_STRING_get0_data(pval), (size_t)ASN1_STRING_length(pval));
 	}
 	r->oaep_hash = p11s_strdup(h);
 	r->mgf1_hash = p11s_strdup(mh);
-	r->key_encryption = p11s_asprintf("RSAES-OAEP (%s, MGF1 %s%s)", h, mh,
-	                                  r->label ? ", with a label" : "");
+	r->key_encryption =
+	    p11s_asprintf("RSAES-OAEP (%s, MGF1 %s%s)", h, mh, r->label ? ", with a label" : "");
 done:
 	X509_ALGOR_free(mgfhash);
 	RSA_OAEP_PARAMS_free(op);
@@ -638,8 +640,7 @@ static p11s_rc describe_kea(p11s_decrypt_report *r, p11s_error *err)
 		free(w);
 		goto done;
 	}
-	if (!CMS_RecipientInfo_kari_get0_orig_id(rc->ri, &pubalg, &pubkey, &keyid, &issuer,
-	                                         &sno) ||
+	if (!CMS_RecipientInfo_kari_get0_orig_id(rc->ri, &pubalg, &pubkey, &keyid, &issuer, &sno) ||
 	    pubkey == NULL) {
 		ret = p11s_err(err, P11S_E_INPUT,
 		               "the sender used static-static ECDH (an originator certificate), "
@@ -648,16 +649,15 @@ static p11s_rc describe_kea(p11s_decrypt_report *r, p11s_error *err)
 	}
 	r->kdf = p11s_asprintf("X9.63 %s", kdf);
 	r->key_wrap = p11s_strdup(wn);
-	r->key_encryption = p11s_asprintf("ECDH%s (X9.63 KDF %s, %s)", cofactor ? " cofactor" : "",
-	                                  kdf, wn);
+	r->key_encryption =
+	    p11s_asprintf("ECDH%s (X9.63 KDF %s, %s)", cofactor ? " cofactor" : "", kdf, wn);
 done:
 	X509_ALGOR_free(wrap);
 	return ret;
 }
 
 /* The content cipher: only what S/MIME 4.0 and old mail use, each in its envelope. */
-static p11s_rc check_content_cipher(p11s_decrypt_report *r, const X509_ALGOR *calg,
-                                    p11s_error *err)
+static p11s_rc check_content_cipher(p11s_decrypt_report *r, const X509_ALGOR *calg, p11s_error *err)
 {
 	static const struct {
 		int nid;
@@ -726,12 +726,14 @@ static p11s_rc note_certificate(p11s_decrypt_report *r, p11s_error *err)
 		add_note(r,
 		         "the recipient certificate expired on %s (checked at %s); the message "
 		         "was decrypted anyway, as old mail must stay readable",
-		         p11s_time_format(na, b1, sizeof(b1)), p11s_time_format(r->at, b2, sizeof(b2)));
+		         p11s_time_format(na, b1, sizeof(b1)),
+		         p11s_time_format(r->at, b2, sizeof(b2)));
 	}
 	if (asn1_time_t(X509_get0_notBefore(r->cert), &nb) && nb > r->at) {
 		r->not_yet_valid = 1;
 		add_note(r, "the recipient certificate is not valid before %s (checked at %s)",
-		         p11s_time_format(nb, b1, sizeof(b1)), p11s_time_format(r->at, b2, sizeof(b2)));
+		         p11s_time_format(nb, b1, sizeof(b1)),
+		         p11s_time_format(r->at, b2, sizeof(b2)));
 	}
 	return P11S_OK;
 }
@@ -739,9 +741,9 @@ static p11s_rc note_certificate(p11s_decrypt_report *r, p11s_error *err)
 /* ------------------------------------------------------------ output */
 
 struct outstage {
-	BIO *out;          /* the caller's */
-	BIO *eol;          /* LF converter pushed onto out, or NULL */
-	BIO *body;         /* eol or out */
+	BIO *out;            /* the caller's */
+	BIO *eol;            /* LF converter pushed onto out, or NULL */
+	BIO *body;           /* eol or out */
 	p11s_headers *outer; /* NULL for raw CMS or entity_only */
 	int head_done;
 	unsigned char *head;
@@ -779,8 +781,8 @@ static int head_has(const unsigned char *h, size_t n, const char *name, const ch
 static int head_complete(const unsigned char *h, size_t n)
 {
 	for (size_t i = 0; i + 1 < n; i++)
-		if (h[i] == '\n' && (h[i + 1] == '\n' || (h[i + 1] == '\r' && i + 2 < n &&
-		                                          h[i + 2] == '\n')))
+		if (h[i] == '\n' &&
+		    (h[i + 1] == '\n' || (h[i + 1] == '\r' && i + 2 < n && h[i + 2] == '\n')))
 			return 1;
 	return n > 0 && (h[0] == '\n' || h[0] == '\r');
 }
@@ -867,11 +869,11 @@ static p11s_rc frame_smime(BIO *in, p11s_headers **h, p11s_cms_encoding *enc, p1
 		st = p11s_mime_param(ct, "smime-type");
 		if (st != NULL && strcasecmp(st, "enveloped-data") != 0 &&
 		    strcasecmp(st, "authEnveloped-data") != 0) {
-			rc = p11s_err(err, P11S_E_INPUT,
-			              "the message is S/MIME but not encrypted (smime-type=%s)%s", st,
-			              strcasecmp(st, "signed-data") == 0
-			                  ? ": check it with 'p11smime verify'"
-			                  : "");
+			rc = p11s_err(
+			    err, P11S_E_INPUT,
+			    "the message is S/MIME but not encrypted (smime-type=%s)%s", st,
+			    strcasecmp(st, "signed-data") == 0 ? ": check it with 'p11smime verify'"
+			                                       : "");
 			goto done;
 		}
 	} else if (strcmp(media, "application/octet-stream") == 0 &&
@@ -879,10 +881,11 @@ static p11s_rc frame_smime(BIO *in, p11s_headers **h, p11s_cms_encoding *enc, p1
 	           strcasecmp(name + nl - 4, ".p7m") == 0) {
 		/* Some old clients label the envelope by its file name only. */
 	} else {
-		rc = p11s_err(err, P11S_E_INPUT, "the message is not S/MIME encrypted (%s)%s", media,
-		              strcmp(media, "multipart/signed") == 0
-		                  ? ": it is signed; check it with 'p11smime verify'"
-		                  : "");
+		rc =
+		    p11s_err(err, P11S_E_INPUT, "the message is not S/MIME encrypted (%s)%s", media,
+		             strcmp(media, "multipart/signed") == 0
+		                 ? ": it is signed; check it with 'p11smime verify'"
+		                 : "");
 		goto done;
 	}
 	if (!p11s_headers_body_follows(*h)) {
@@ -899,7 +902,8 @@ static p11s_rc frame_smime(BIO *in, p11s_headers **h, p11s_cms_encoding *enc, p1
 		*enc = P11S_CMS_DER;
 	} else {
 		rc = p11s_err(err, P11S_E_INPUT,
-		              "unsupported Content-Transfer-Encoding '%s' for an S/MIME envelope", cte);
+		              "unsupported Content-Transfer-Encoding '%s' for an S/MIME envelope",
+		              cte);
 	}
 done:
 	free(ct);
@@ -920,9 +924,10 @@ static p11s_rc content_cipher_ctx(CMS_ContentInfo *cms, EVP_PKEY *pkey, X509 *ce
 
 	ERR_clear_error();
 	if (!CMS_decrypt_set1_pkey_and_peer(cms, pkey, cert, NULL))
-		return p11s_err_ossl(err, P11S_E_DECRYPT,
-		                     "cannot recover the content-encryption key with the recipient's "
-		                     "private key");
+		return p11s_err_ossl(
+		    err, P11S_E_DECRYPT,
+		    "cannot recover the content-encryption key with the recipient's "
+		    "private key");
 	dummy = BIO_new(BIO_s_null());
 	if (dummy == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -937,41 +942,24 @@ static p11s_rc content_cipher_ctx(CMS_ContentInfo *cms, EVP_PKEY *pkey, X509 *ce
 	return P11S_OK;
 }
 
-static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_arg, BIO *out,
-                   p11s_decrypt_report **report, p11s_error *err)
+/*
+ * Frame @p in_arg as @p opts says (a buffer BIO pushed in front, *in, for
+ * header reading) and parse the CMS up to its content.
+ */
+static p11s_rc open_stream(BIO *in_arg, const p11s_decrypt_opts *opts, BIO **in, p11s_headers **h,
+                           p11s_cms_stream **s, CMS_ContentInfo **cms, p11s_error *err)
 {
-	p11s_decrypt_opts defaults = {0};
-	p11s_decrypt_report *r = NULL;
-	p11s_headers *h = NULL;
 	p11s_cms_encoding enc = P11S_CMS_DER;
-	p11s_cms_stream *s = NULL;
-	CMS_ContentInfo *cms = NULL;
-	EVP_PKEY *pkey = NULL;
-	EVP_CIPHER_CTX *cctx = NULL;
-	BIO *in = NULL, *chain = NULL;
-	struct outstage o = {0};
 	p11s_rc rc;
 
-	if (report != NULL)
-		*report = NULL;
-	if (opts == NULL)
-		opts = &defaults;
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
+	/* Header reading needs BIO_gets() that stops at the line end. */
+	*in = BIO_new(BIO_f_buffer());
+	if (*in == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
-	r->chosen = -1;
-	r->at = opts->at ? opts->at : time(NULL);
-
-	/* A buffer in front: header reading needs BIO_gets() that stops at the line end. */
-	in = BIO_new(BIO_f_buffer());
-	if (in == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
-		goto done;
-	}
-	BIO_push(in, in_arg);
+	BIO_push(*in, in_arg);
 	switch (opts->inform) {
 	case P11S_INFORM_SMIME:
-		rc = frame_smime(in, &h, &enc, err);
+		rc = frame_smime(*in, h, &enc, err);
 		break;
 	case P11S_INFORM_PEM:
 		enc = P11S_CMS_PEM;
@@ -984,11 +972,76 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 	default:
 		rc = p11s_err(err, P11S_E_USAGE, "unknown input form");
 	}
-	if (rc != P11S_OK)
-		goto done;
-	rc = p11s_cms_stream_new(in, enc, &s, err);
 	if (rc == P11S_OK)
-		rc = p11s_cms_stream_begin(s, &cms, err);
+		rc = p11s_cms_stream_new(*in, enc, s, err);
+	if (rc == P11S_OK)
+		rc = p11s_cms_stream_begin(*s, cms, err);
+	return rc;
+}
+
+static void close_stream(BIO **in, p11s_headers **h, p11s_cms_stream **s)
+{
+	p11s_cms_stream_free(*s);
+	*s = NULL;
+	p11s_headers_free(*h);
+	*h = NULL;
+	if (*in != NULL) {
+		BIO_pop(*in);
+		BIO_free(*in);
+		*in = NULL;
+	}
+}
+
+/* Read the input again from @p start to check the tag with the AAD first. */
+static p11s_rc second_pass(BIO *in_arg, long start, const p11s_decrypt_opts *opts,
+                           p11s_cms_replay *rp, p11s_error *err)
+{
+	BIO *in = NULL;
+	p11s_headers *h = NULL;
+	p11s_cms_stream *s = NULL;
+	CMS_ContentInfo *cms = NULL;
+	p11s_rc rc;
+
+	if (BIO_seek(in_arg, start) < 0)
+		return p11s_err(err, P11S_E_IO, "cannot read the input a second time");
+	rc = open_stream(in_arg, opts, &in, &h, &s, &cms, err);
+	if (rc == P11S_OK)
+		rc = p11s_cms_stream_replay(s, rp, err);
+	else if (p11s_rc_class(rc) == P11S_CLASS_INPUT)
+		rc = p11s_err(err, P11S_E_INPUT, "the input changed while it was being read");
+	close_stream(&in, &h, &s);
+	return rc;
+}
+
+static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_arg, BIO *out,
+                   p11s_decrypt_report **report, p11s_error *err)
+{
+	p11s_decrypt_opts defaults = {0};
+	p11s_decrypt_report *r = NULL;
+	p11s_headers *h = NULL;
+	p11s_cms_stream *s = NULL;
+	p11s_cms_replay *rp = NULL;
+	CMS_ContentInfo *cms = NULL;
+	EVP_PKEY *pkey = NULL;
+	EVP_CIPHER_CTX *cctx = NULL;
+	BIO *in = NULL, *chain = NULL;
+	struct outstage o = {0};
+	long start;
+	p11s_rc rc;
+
+	if (report != NULL)
+		*report = NULL;
+	if (opts == NULL)
+		opts = &defaults;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	r->chosen = -1;
+	r->at = opts->at ? opts->at : time(NULL);
+	/* A file can be read twice; a pipe cannot (see p11s_cms_stream_decrypt()). */
+	start = BIO_tell(in_arg);
+
+	rc = open_stream(in_arg, opts, &in, &h, &s, &cms, err);
 	if (rc != P11S_OK)
 		goto done;
 	r->auth = p11s_cms_stream_is_auth(s);
@@ -1021,18 +1074,24 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 	}
 	if (h == NULL)
 		o.head_done = 1; /* raw CMS: the content as it is */
-	rc = p11s_cms_stream_decrypt(s, cctx, sink, &o, err);
+	rc = p11s_cms_stream_decrypt(s, cctx, sink, &o, start >= 0 ? &rp : NULL, err);
 	if (rc == P11S_OK && !o.head_done && flush_head(&o) != 0)
 		rc = p11s_err(err, P11S_E_IO, "cannot write the decrypted message");
 	if (rc == P11S_OK && BIO_flush(o.body) <= 0)
 		rc = p11s_err(err, P11S_E_IO, "cannot write the decrypted message");
 	r->content_bytes = o.total;
 	r->auth_attrs = p11s_cms_stream_had_auth_attrs(s);
+	if (rc == P11S_OK && rp != NULL) {
+		/* The outer headers (o.outer) are no longer needed: h can go with the stream. */
+		close_stream(&in, &h, &s);
+		rc = second_pass(in_arg, start, opts, rp, err);
+	}
 	if (rc == P11S_OK) {
 		r->complete = 1;
 		r->authenticated = r->auth;
 	}
 done:
+	p11s_cms_replay_free(rp);
 	if (o.eol != NULL) {
 		BIO_pop(o.eol);
 		BIO_free(o.eol);
@@ -1040,14 +1099,9 @@ done:
 	free(o.head);
 	BIO_free_all(chain);
 	/* The CMS may hold a reference to the token key: gone before the key is. */
-	p11s_cms_stream_free(s);
+	close_stream(&in, &h, &s);
 	if (ch->cleanup != NULL)
 		ch->cleanup(ch);
-	p11s_headers_free(h);
-	if (in != NULL) {
-		BIO_pop(in);
-		BIO_free(in);
-	}
 	if (report != NULL && r->nrcpts > 0)
 		*report = r;
 	else
@@ -1149,17 +1203,21 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 	p11s_rc rc;
 
 	if (tc->selector != NULL) {
-		rc = p11s_select_certificate(tc->ctx, tc->selector, &with_keys, &tc->list, &cert, err);
+		rc = p11s_select_certificate(tc->ctx, tc->selector, &with_keys, &tc->list, &cert,
+		                             err);
 		if (rc != P11S_OK)
 			return rc;
 		if (!match_cert(r, p11s_object_x509(cert), &best)) {
-			rc = no_recipient(r, "the certificate selected with --key is not a recipient of "
-			                     "this message",
-			                  err);
+			rc = no_recipient(
+			    r,
+			    "the certificate selected with --key is not a recipient of "
+			    "this message",
+			    err);
 			return rc;
 		}
 	} else {
-		/* Which certificate on the tokens names a recipient, earliest in the message first. */
+		/* Which certificate on the tokens names a recipient, earliest in the message first.
+		 */
 		for (int pass = 0; pass < 2 && best < 0; pass++) {
 			/* Tokens that keep certificates private show them only after a login. */
 			if (pass == 1 && ncerts > 0)
@@ -1184,8 +1242,9 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 			pub = NULL;
 		}
 		if (best < 0)
-			return no_recipient(r, "no certificate on the token is a recipient of this "
-			                       "message",
+			return no_recipient(r,
+			                    "no certificate on the token is a recipient of this "
+			                    "message",
 			                    err);
 		if (cert_uri == NULL)
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");

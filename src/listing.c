@@ -10,25 +10,9 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "p11smime/certs.h"
 #include "p11smime/listing.h"
 #include "p11smime/util.h"
-
-static char *name_string(const X509_NAME *n)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *data, *out = NULL;
-	long len;
-
-	if (b == NULL)
-		return NULL;
-	/* RFC 2253 order and escaping, but UTF-8 left readable. */
-	if (X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
-		len = BIO_get_mem_data(b, &data);
-		out = p11s_strndup(data ? data : "", len > 0 ? (size_t)len : 0);
-	}
-	BIO_free(b);
-	return out;
-}
 
 static int asn1_time(const ASN1_TIME *t, time_t *out)
 {
@@ -54,51 +38,84 @@ void p11s_cert_info_free(p11s_cert_info *info)
 	free(info);
 }
 
-static void key_facts(EVP_PKEY *pk, p11s_cert_info *ci)
+/*
+ * RSA and EC keys are described from the SubjectPublicKeyInfo itself, with
+ * OpenSSL readers that need no provider, so that a certificate parsed
+ * without its key (p11s_x509_parse_light) says the same as a full one;
+ * other key types from the EVP_PKEY.  0 when out of memory.
+ */
+static int key_facts(X509 *x, p11s_cert_info *ci)
 {
-	char group[80];
+	X509_PUBKEY *xpk = X509_get_X509_PUBKEY(x);
+	ASN1_OBJECT *alg = NULL;
+	X509_ALGOR *algor = NULL;
+	const unsigned char *raw = NULL;
+	const void *param = NULL;
+	int rawlen = 0, ptype = V_ASN1_UNDEF;
+	const char *curve = NULL;
+	EVP_PKEY *pk, *decoded = NULL;
 
-	ci->key_bits = EVP_PKEY_get_bits(pk);
-	switch (EVP_PKEY_get_base_id(pk)) {
-	case EVP_PKEY_RSA:
-	case EVP_PKEY_RSA_PSS:
+	if (xpk == NULL || !X509_PUBKEY_get0_param(&alg, &raw, &rawlen, &algor, xpk))
+		return 1;
+	switch (OBJ_obj2nid(alg)) {
+	case NID_rsaEncryption:
+	case NID_rsassaPss:
+		/* The key is an RSAPublicKey for both. */
+		decoded = d2i_PublicKey(EVP_PKEY_RSA, NULL, &raw, rawlen);
 		ci->key_type = P11S_KEY_RSA;
-		break;
-	case EVP_PKEY_EC:
-		ci->key_type = P11S_KEY_EC;
-		if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
-		                                   sizeof(group), NULL)) {
-			const char *nist = EC_curve_nid2nist(OBJ_sn2nid(group));
+		ci->key_bits = decoded ? EVP_PKEY_get_bits(decoded) : 0;
+		EVP_PKEY_free(decoded);
+		return 1;
+	case NID_X9_62_id_ecPublicKey:
+		X509_ALGOR_get0(NULL, &ptype, &param, algor);
+		if (ptype == V_ASN1_OBJECT) {
+			int nid = OBJ_obj2nid(param);
+			EC_GROUP *g = EC_GROUP_new_by_curve_name(nid);
 
-			ci->curve = strdup(nist ? nist : group);
+			if (g != NULL) {
+				ci->key_type = P11S_KEY_EC;
+				ci->key_bits = EC_GROUP_order_bits(g);
+				EC_GROUP_free(g);
+				curve = p11s_curve_name(nid);
+				return curve == NULL || (ci->curve = strdup(curve)) != NULL;
+			}
 		}
-		break;
-	case EVP_PKEY_ED25519:
-	case EVP_PKEY_ED448:
-		ci->key_type = P11S_KEY_EC_EDWARDS;
-		break;
-	case EVP_PKEY_X25519:
-	case EVP_PKEY_X448:
-		ci->key_type = P11S_KEY_EC_MONTGOMERY;
-		break;
-	case EVP_PKEY_DSA:
-		ci->key_type = P11S_KEY_DSA;
-		break;
-	case EVP_PKEY_DH:
-	case EVP_PKEY_DHX:
-		ci->key_type = P11S_KEY_DH;
-		break;
+		break; /* explicit parameters: the EVP_PKEY knows */
 	default:
-		ci->key_type = P11S_KEY_OTHER;
+		break;
 	}
+	pk = X509_get0_pubkey(x);
+	if (pk == NULL) {
+		/* A light certificate: decode its key alone, the slow way. */
+		unsigned char *der = NULL;
+		int n = i2d_X509_PUBKEY(xpk, &der);
+		const unsigned char *p = der;
+
+		pk = decoded = n > 0 ? d2i_PUBKEY(NULL, &p, n) : NULL;
+		OPENSSL_free(der);
+	}
+	ci->key_type = p11s_pkey_facts(pk, &ci->key_bits, &curve);
+	EVP_PKEY_free(decoded);
+	return curve == NULL || (ci->curve = strdup(curve)) != NULL;
+}
+
+static char *serial_hex(X509 *x)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+	char *hex = bn == NULL ? NULL : BN_is_zero(bn) ? OPENSSL_strdup("0") : BN_bn2hex(bn);
+	char *out = p11s_strdup(hex);
+
+	for (char *p = out; p && *p; p++)
+		if (*p >= 'A' && *p <= 'F')
+			*p = (char)(*p - 'A' + 'a');
+	OPENSSL_free(hex);
+	BN_free(bn);
+	return out;
 }
 
 p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 {
 	p11s_cert_info *ci;
-	GENERAL_NAMES *gens;
-	BIGNUM *bn;
-	EVP_PKEY *pk;
 
 	*out = NULL;
 	if (x == NULL)
@@ -106,21 +123,9 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 	ci = calloc(1, sizeof(*ci));
 	if (ci == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
-	ci->subject = name_string(X509_get_subject_name(x));
-	ci->issuer = name_string(X509_get_issuer_name(x));
-	bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-	if (bn != NULL) {
-		char *hex = BN_is_zero(bn) ? OPENSSL_strdup("0") : BN_bn2hex(bn);
-
-		if (hex != NULL) {
-			for (char *p = hex; *p; p++)
-				if (*p >= 'A' && *p <= 'F')
-					*p = (char)(*p - 'A' + 'a');
-			ci->serial = strdup(hex);
-			OPENSSL_free(hex);
-		}
-		BN_free(bn);
-	}
+	ci->subject = p11s_cert_name_string(X509_get_subject_name(x));
+	ci->issuer = p11s_cert_name_string(X509_get_issuer_name(x));
+	ci->serial = serial_hex(x);
 	if (ci->subject == NULL || ci->issuer == NULL || ci->serial == NULL) {
 		p11s_cert_info_free(ci);
 		return p11s_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's names");
@@ -130,30 +135,29 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 		p11s_cert_info_free(ci);
 		return p11s_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's validity");
 	}
-	gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-		char **n;
-
-		if (g->type != GEN_EMAIL)
-			continue;
-		n = realloc(ci->emails, (ci->nemails + 1) * sizeof(*n));
-		if (n == NULL)
-			break;
-		ci->emails = n;
-		n[ci->nemails] = p11s_strndup((const char *)ASN1_STRING_get0_data(g->d.rfc822Name),
-		                              (size_t)ASN1_STRING_length(g->d.rfc822Name));
-		if (n[ci->nemails] != NULL)
-			ci->nemails++;
+	ci->emails = p11s_cert_san_emails(x, &ci->nemails);
+	if (ci->emails == NULL || !key_facts(x, ci)) {
+		p11s_cert_info_free(ci);
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	}
-	GENERAL_NAMES_free(gens);
-	pk = X509_get0_pubkey(x);
-	if (pk != NULL)
-		key_facts(pk, ci);
 	ci->key_algorithm = p11s_key_type_name(ci->key_type);
 	ERR_clear_error();
 	*out = ci;
 	return P11S_OK;
+}
+
+p11s_rc p11s_cert_describe_der(const unsigned char *der, size_t len, p11s_cert_info **out,
+                               p11s_error *err)
+{
+	X509 *x = p11s_x509_parse_light(der, len);
+	p11s_rc rc;
+
+	*out = NULL;
+	if (x == NULL)
+		return p11s_err_ossl(err, P11S_E_INPUT, "the certificate does not parse as X.509");
+	rc = p11s_cert_describe(x, out, err);
+	X509_free(x);
+	return rc;
 }
 
 static const struct {
@@ -285,14 +289,17 @@ static int cert_members(json_t *j, const p11s_object *o)
 	p11s_cert_info *ci = NULL;
 	char tb[32];
 	json_t *emails;
+	const unsigned char *der;
+	size_t derlen;
 
 	json_object_set_new(j, "private_key", uri_of(p11s_object_private_key(o)));
 	json_object_set_new(j, "pairing", json_string(p11s_pairing_name(p11s_object_pairing(o))));
 	json_object_set_new(j, "pairing_evidence",
 	                    json_string(p11s_pair_evidence_name(p11s_object_pairing_evidence(o))));
 	json_object_set_new(j, "same_id_key", uri_of(p11s_object_id_key(o)));
-	if (p11s_object_x509(o) == NULL ||
-	    p11s_cert_describe(p11s_object_x509(o), &ci, NULL) != P11S_OK) {
+	der = p11s_object_value(o, &derlen);
+	/* Parsed here without the public key, which nothing listed needs decoded. */
+	if (der == NULL || p11s_cert_describe_der(der, derlen, &ci, NULL) != P11S_OK) {
 		/* Still listed, so that a person sees the broken object. */
 		json_object_set_new(j, "parse_error", json_true());
 		json_object_set_new(j, "emails", json_array());

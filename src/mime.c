@@ -6,6 +6,7 @@
  * the message; only header blocks are held in memory, and they are bounded.
  */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -901,29 +902,48 @@ struct eol_state {
 static size_t eol_convert(p11s_eol to, int *held_cr, int *prev_cr, const char *in, size_t n,
                           char *o)
 {
+	const char *end = in + n;
 	size_t k = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		char ch = in[i];
-
+	/* Runs without the special byte are copied whole: bodies are mostly runs. */
+	while (in < end) {
 		if (to == P11S_EOL_LF) {
 			if (*held_cr) {
 				*held_cr = 0;
-				if (ch == '\n') {
+				if (*in == '\n') {
 					o[k++] = '\n';
+					in++;
 					continue;
 				}
 				o[k++] = '\r';
 			}
-			if (ch == '\r')
+			const char *cr = memchr(in, '\r', (size_t)(end - in));
+			size_t run = cr ? (size_t)(cr - in) : (size_t)(end - in);
+
+			memcpy(o + k, in, run);
+			k += run;
+			in += run;
+			if (cr != NULL) {
 				*held_cr = 1;
-			else
-				o[k++] = ch;
+				in++;
+			}
 		} else {
-			if (ch == '\n' && !*prev_cr)
-				o[k++] = '\r';
-			o[k++] = ch;
-			*prev_cr = ch == '\r';
+			const char *nl = memchr(in, '\n', (size_t)(end - in));
+			size_t run = nl ? (size_t)(nl - in) : (size_t)(end - in);
+
+			if (run > 0) {
+				memcpy(o + k, in, run);
+				k += run;
+				*prev_cr = in[run - 1] == '\r';
+				in += run;
+			}
+			if (nl != NULL) {
+				if (!*prev_cr)
+					o[k++] = '\r';
+				o[k++] = '\n';
+				*prev_cr = 0;
+				in++;
+			}
 		}
 	}
 	return k;
@@ -1534,6 +1554,21 @@ static int scan_leaf(struct canon *c)
 	return dirty;
 }
 
+/* Eight bytes at a time: every byte of a large attachment passes here. */
+static int has_8bit(const char *p, size_t n)
+{
+	uint64_t acc = 0, w;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		acc |= w;
+	}
+	for (; i < n; i++)
+		acc |= (unsigned char)p[i];
+	return (acc & 0x8080808080808080ull) != 0;
+}
+
 static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
 {
 	const char *p;
@@ -1550,13 +1585,10 @@ static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
 
 		switch (enc) {
 		case ENC_PASS:
-			if (check_7bit)
-				for (size_t i = 0; i < len; i++)
-					if ((unsigned char)p[i] >= 0x80)
-						return p11s_err(
-						    c->err, P11S_E_INPUT,
-						    "a part declared base64 or "
-						    "quoted-printable holds 8-bit bytes");
+			if (check_7bit && has_8bit(p, len))
+				return p11s_err(c->err, P11S_E_INPUT,
+				                "a part declared base64 or quoted-printable holds "
+				                "8-bit bytes");
 			put_pending(c);
 			put(c, p, len);
 			c->pending = eol;
@@ -1827,7 +1859,8 @@ p11s_rc p11s_mime_canonicalize(const p11s_headers *h, unsigned classes, BIO *bod
 		put_pending(c);
 		flush_out(c);
 		if (c->ofail)
-			rc = p11s_err_ossl(err, P11S_E_IO, "cannot write the canonical MIME entity");
+			rc =
+			    p11s_err_ossl(err, P11S_E_IO, "cannot write the canonical MIME entity");
 	}
 out:
 	free(c->r.buf);

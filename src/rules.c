@@ -911,8 +911,60 @@ void p11s_key_facts_from_pkey(p11s_key_facts *kf, EVP_PKEY *pkey, X509 *cert)
 	          : id == EVP_PKEY_EC ? P11S_ALG_EC
 	                              : P11S_ALG_OTHER;
 	kf->alg_name = alg_friendly(id) ? alg_friendly(id) : "neither RSA nor EC";
-	kf->bits = EVP_PKEY_get_bits(pkey);
+	/* The curve by name: a person knows "P-256", not its field size. */
+	p11s_pkey_facts(pkey, &kf->bits, &kf->curve);
 	ERR_clear_error();
+}
+
+static p11s_key_alg key_alg(p11s_key_type t)
+{
+	switch (t) {
+	case P11S_KEY_RSA:
+		return P11S_ALG_RSA;
+	case P11S_KEY_EC:
+		return P11S_ALG_EC;
+	case P11S_KEY_OTHER:
+		return P11S_ALG_UNKNOWN;
+	default:
+		return P11S_ALG_OTHER;
+	}
+}
+
+static int flag(unsigned flags, unsigned bit)
+{
+	return (flags & bit) != 0;
+}
+
+void p11s_key_facts_from_token(p11s_key_facts *kf, const p11s_object *cert)
+{
+	const p11s_object *key = p11s_object_private_key(cert);
+	p11s_pairing pairing = p11s_object_pairing(cert);
+	unsigned f;
+
+	p11s_key_facts_init(kf);
+	kf->on_token = 1;
+	/* A MISMATCH offers no key for use, but the one with the CKA_ID is what is judged. */
+	if (key == NULL)
+		key = p11s_object_id_key(cert);
+	if (key == NULL) {
+		kf->present = 0;
+		kf->absent_note = "no private key on the token has this certificate's CKA_ID";
+		return;
+	}
+	f = p11s_object_key_flags(key);
+	kf->present = 1;
+	kf->matches = pairing == P11S_PAIR_CONFIRMED ? 1 : pairing == P11S_PAIR_MISMATCH ? 0 : -1;
+	kf->alg = key_alg(p11s_object_key_type(key));
+	kf->alg_name = p11s_key_type_name(p11s_object_key_type(key));
+	kf->sensitive = flag(f, P11S_KF_SENSITIVE);
+	kf->extractable = flag(f, P11S_KF_EXTRACTABLE);
+	kf->can_sign = flag(f, P11S_KF_SIGN);
+	kf->can_decrypt = flag(f, P11S_KF_DECRYPT);
+	kf->can_unwrap = flag(f, P11S_KF_UNWRAP);
+	kf->can_derive = flag(f, P11S_KF_DERIVE);
+	kf->uri = p11s_object_uri(key);
+	kf->bits = p11s_object_key_bits(key);
+	kf->curve = p11s_object_key_curve(key);
 }
 
 void p11s_validate_opts_init(p11s_validate_opts *opts)

@@ -574,6 +574,24 @@ out:
 	return ok;
 }
 
+/*
+ * What we can decrypt, strongest first (RFC 8551 2.5.2).  OpenSSL's default
+ * list would also invite correspondents to use DES and 40-bit RC2.
+ */
+static int add_capabilities(CMS_SignerInfo *si)
+{
+	static const int nids[] = {NID_aes_256_gcm, NID_aes_128_gcm, NID_aes_256_cbc,
+	                           NID_aes_192_cbc, NID_aes_128_cbc};
+	STACK_OF(X509_ALGOR) *caps = NULL;
+	int ok = 1;
+
+	for (size_t i = 0; ok && i < sizeof(nids) / sizeof(nids[0]); i++)
+		ok = CMS_add_simple_smimecap(&caps, nids[i], -1);
+	ok = ok && CMS_add_smimecap(si, caps);
+	sk_X509_ALGOR_pop_free(caps, X509_ALGOR_free);
+	return ok;
+}
+
 static CMS_ContentInfo *new_cms(p11s_signer *s, p11s_error *err)
 {
 	unsigned flags = CMS_PARTIAL | CMS_STREAM | CMS_BINARY | (s->opaque ? 0 : CMS_DETACHED);
@@ -585,8 +603,8 @@ static CMS_ContentInfo *new_cms(p11s_signer *s, p11s_error *err)
 		return NULL;
 	}
 	si = CMS_add1_signer(cms, s->cert, signer_pkey(s), s->md,
-	                     flags | (s->pss ? CMS_KEY_PARAM : 0));
-	if (si == NULL)
+	                     flags | CMS_NOSMIMECAP | (s->pss ? CMS_KEY_PARAM : 0));
+	if (si == NULL || !add_capabilities(si))
 		goto fail;
 	if (s->pss) {
 		EVP_PKEY_CTX *pctx = CMS_SignerInfo_get0_pkey_ctx(si);

@@ -1,10 +1,19 @@
 #include <ctype.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/asn1.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/provider.h>
+#include <openssl/x509.h>
 
 #include "common.h"
 #include "p11smime/util.h"
@@ -132,4 +141,87 @@ char *p11s_time_format(time_t t, char *buf, size_t len)
 			buf[0] = '\0';
 	}
 	return buf;
+}
+
+/*
+ * A library context holding only the null provider: it has no decoders,
+ * so a certificate parsed in it keeps its public key undecoded (OpenSSL
+ * decodes it opportunistically and goes on when that fails).  Made once,
+ * kept for the life of the process.
+ */
+static CRYPTO_ONCE light_once = CRYPTO_ONCE_STATIC_INIT;
+static OSSL_LIB_CTX *light_libctx;
+
+static void light_init(void)
+{
+	OSSL_LIB_CTX *lc = OSSL_LIB_CTX_new();
+
+	/* Loading a provider explicitly also keeps the default one from loading itself. */
+	if (lc != NULL && OSSL_PROVIDER_load(lc, "null") == NULL) {
+		OSSL_LIB_CTX_free(lc);
+		lc = NULL;
+	}
+	light_libctx = lc;
+}
+
+X509 *p11s_x509_parse_light(const unsigned char *der, size_t len)
+{
+	const unsigned char *p = der;
+	X509 *x = NULL;
+
+	if (der == NULL || len == 0 || len > LONG_MAX)
+		return NULL;
+	if (CRYPTO_THREAD_run_once(&light_once, light_init) && light_libctx != NULL) {
+		/* The documented way to give d2i a library context; on failure d2i frees x. */
+		x = X509_new_ex(light_libctx, NULL);
+		if (x != NULL)
+			return d2i_X509(&x, &p, (long)len);
+	}
+	/* No such context: the full parse is slower, not wrong. */
+	return d2i_X509(NULL, &p, (long)len);
+}
+
+const char *p11s_curve_name(int nid)
+{
+	const char *nist = nid != NID_undef ? EC_curve_nid2nist(nid) : NULL;
+
+	return nist ? nist : nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
+}
+
+p11s_key_type p11s_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve)
+{
+	char group[80];
+	int nid;
+
+	*bits = 0;
+	*curve = NULL;
+	if (pk == NULL)
+		return P11S_KEY_OTHER;
+	*bits = EVP_PKEY_get_bits(pk) > 0 ? EVP_PKEY_get_bits(pk) : 0;
+	switch (EVP_PKEY_get_base_id(pk)) {
+	case EVP_PKEY_RSA:
+	case EVP_PKEY_RSA_PSS:
+		return P11S_KEY_RSA;
+	case EVP_PKEY_EC:
+		if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
+		                                   sizeof(group), NULL)) {
+			nid = OBJ_sn2nid(group);
+			*curve = p11s_curve_name(nid != NID_undef ? nid : OBJ_ln2nid(group));
+		}
+		ERR_clear_error();
+		return P11S_KEY_EC;
+	case EVP_PKEY_ED25519:
+	case EVP_PKEY_ED448:
+		return P11S_KEY_EC_EDWARDS;
+	case EVP_PKEY_X25519:
+	case EVP_PKEY_X448:
+		return P11S_KEY_EC_MONTGOMERY;
+	case EVP_PKEY_DSA:
+		return P11S_KEY_DSA;
+	case EVP_PKEY_DH:
+	case EVP_PKEY_DHX:
+		return P11S_KEY_DH;
+	default:
+		return P11S_KEY_OTHER;
+	}
 }

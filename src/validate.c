@@ -19,7 +19,7 @@
 
 #include "common.h"
 #include "p11smime/certs.h"
-#include "p11smime/mime.h"
+#include "p11smime/listing.h"
 #include "p11smime/util.h"
 #include "p11smime/validate.h"
 
@@ -43,7 +43,6 @@ struct entry {
 	int has_facts;
 	p11s_key_facts facts; /* strings point into key */
 	struct keyinfo key;
-	char *key_absent_note;
 	char *key_unchecked; /* why no key checks for a token certificate, or NULL */
 	p11s_verdict *v;
 };
@@ -110,7 +109,6 @@ static void entry_clear(struct entry *e)
 	X509_free(e->cert);
 	free(e->key.uri);
 	free(e->key.curve);
-	free(e->key_absent_note);
 	free(e->key_unchecked);
 	p11s_verdict_free(e->v);
 }
@@ -132,10 +130,7 @@ void p11s_validation_free(p11s_validation *r)
 	free(r->skipped);
 	sk_X509_pop_free(r->anchors, X509_free);
 	sk_X509_pop_free(r->untrusted, X509_free);
-	if (r->p12_pass != NULL) {
-		OPENSSL_cleanse(r->p12_pass, strlen(r->p12_pass));
-		free(r->p12_pass);
-	}
+	p11s_wipe_free(r->p12_pass);
 	free(r);
 }
 
@@ -288,6 +283,7 @@ static p11s_rc add_one_file(p11s_validation *r, const char *path, int in_dir, p1
 			e->has_facts = 1;
 			e->key.type = e->facts.alg_name;
 			e->key.bits = e->facts.bits;
+			e->key.curve = p11s_strdup(e->facts.curve);
 			e->key.on_token = 0;
 		}
 	}
@@ -350,79 +346,39 @@ p11s_rc p11s_validation_add_file(p11s_validation *r, const char *path, p11s_erro
 
 /* ------------------------------------------------------------------ tokens */
 
-static p11s_key_alg alg_of(p11s_key_type t)
-{
-	switch (t) {
-	case P11S_KEY_RSA:
-		return P11S_ALG_RSA;
-	case P11S_KEY_EC:
-		return P11S_ALG_EC;
-	case P11S_KEY_OTHER:
-		return P11S_ALG_UNKNOWN;
-	default:
-		return P11S_ALG_OTHER;
-	}
-}
-
-static int bit(unsigned flags, unsigned b)
-{
-	return (flags & b) != 0;
-}
-
-/* Key facts of token certificate @p o into @p e. */
+/* Key facts of token certificate @p o into @p e; 0 when out of memory. */
 static int token_key_facts(p11s_validation *r, struct entry *e, const p11s_object *o)
 {
-	p11s_pairing pairing = p11s_object_pairing(o);
-	const p11s_object *key = p11s_object_private_key(o);
 	p11s_key_facts *kf = &e->facts;
+	const p11s_object *key;
 
 	if (r->opts.no_login) {
 		e->key_unchecked = p11s_strdup("not logged in (--no-login): private keys were not "
 		                               "looked at");
 		return e->key_unchecked != NULL;
 	}
-	if (pairing == P11S_PAIR_NOT_LOGGED_IN) {
+	if (p11s_object_pairing(o) == P11S_PAIR_NOT_LOGGED_IN) {
 		e->key_unchecked = p11s_strdup("the token keeps its keys private and we are not "
 		                               "logged in");
 		return e->key_unchecked != NULL;
 	}
-	p11s_key_facts_init(kf);
+	p11s_key_facts_from_token(kf, o);
 	e->has_facts = 1;
 	e->key.on_token = 1;
-	if (pairing == P11S_PAIR_MISMATCH)
-		key = p11s_object_id_key(o);
-	if (key == NULL) {
-		kf->present = 0;
-		e->key_absent_note = p11s_strdup("no private key on the token has this "
-		                                 "certificate's CKA_ID");
-		kf->absent_note = e->key_absent_note;
-		return e->key_absent_note != NULL;
-	}
-	kf->present = 1;
-	kf->matches = pairing == P11S_PAIR_CONFIRMED ? 1 : pairing == P11S_PAIR_MISMATCH ? 0 : -1;
-	kf->alg = alg_of(p11s_object_key_type(key));
-	kf->alg_name = p11s_key_type_name(p11s_object_key_type(key));
-	{
-		unsigned f = p11s_object_key_flags(key);
-
-		kf->sensitive = bit(f, P11S_KF_SENSITIVE);
-		kf->extractable = bit(f, P11S_KF_EXTRACTABLE);
-		kf->can_sign = bit(f, P11S_KF_SIGN);
-		kf->can_decrypt = bit(f, P11S_KF_DECRYPT);
-		kf->can_unwrap = bit(f, P11S_KF_UNWRAP);
-		kf->can_derive = bit(f, P11S_KF_DERIVE);
-		e->key.flags = f;
-		e->key.flags_known = 1;
-	}
-	kf->on_token = 1;
-	kf->bits = p11s_object_key_bits(key);
-	e->key.uri = p11s_strdup(p11s_object_uri(key));
-	e->key.curve = p11s_strdup(p11s_object_key_curve(key));
+	if (!kf->present)
+		return 1;
+	key = p11s_object_private_key(o) ? p11s_object_private_key(o) : p11s_object_id_key(o);
+	/* The report outlives the object list: keep our own copies. */
+	e->key.uri = p11s_strdup(kf->uri);
+	e->key.curve = p11s_strdup(kf->curve);
 	kf->uri = e->key.uri;
 	kf->curve = e->key.curve;
 	e->key.type = kf->alg_name;
 	e->key.bits = kf->bits;
-	return e->key.uri != NULL || p11s_object_uri(key) == NULL;
+	e->key.flags = p11s_object_key_flags(key);
+	e->key.flags_known = 1;
+	return (e->key.uri != NULL || p11s_object_uri(key) == NULL) &&
+	       (e->key.curve != NULL || p11s_object_key_curve(key) == NULL);
 }
 
 /* The CA certificates on @p list's tokens become anchors. */
@@ -630,18 +586,6 @@ const char *p11s_validation_skipped(const p11s_validation *r, size_t i)
 
 /* -------------------------------------------------------- certificate facts */
 
-static char *serial_hex(X509 *x)
-{
-	const ASN1_INTEGER *s = X509_get0_serialNumber(x);
-	BIGNUM *bn = s ? ASN1_INTEGER_to_BN(s, NULL) : NULL;
-	char *hex = bn ? BN_bn2hex(bn) : NULL, *out = p11s_strdup(hex ? hex : "");
-
-	OPENSSL_free(hex);
-	BN_free(bn);
-	ERR_clear_error();
-	return out;
-}
-
 static char *fingerprint(X509 *x)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
@@ -652,53 +596,48 @@ static char *fingerprint(X509 *x)
 	return p11s_hex(md, len);
 }
 
-static void time_of(const ASN1_TIME *t, char *buf, size_t len)
-{
-	struct tm tm;
+/*
+ * The certificate as the report shows it: the same description `list`
+ * gives (p11s_cert_describe), plus the key algorithm by its own name
+ * ("RSA", "EC", "ED25519", an OID) as docs/json-validate.md has it.
+ */
+struct view {
+	p11s_cert_info *ci; /* NULL when the certificate cannot be described */
+	char alg[96];
+	char nb[32], na[32];
+};
 
-	if (t != NULL && ASN1_TIME_to_tm(t, &tm) == 1)
-		p11s_time_format(timegm(&tm), buf, len);
-	else
-		snprintf(buf, len, "?");
-	ERR_clear_error();
-}
-
-/* "RSA 2048", "EC P-256", "Ed25519": the certificate's public key, for people. */
-static void pubkey_desc(X509 *x, char *alg, size_t alen, int *bits, char *curve, size_t clen)
+static void view_init(struct view *w, X509 *x)
 {
-	EVP_PKEY *pk = X509_get0_pubkey(x);
 	X509_PUBKEY *xpk = X509_get_X509_PUBKEY(x);
 	ASN1_OBJECT *obj = NULL;
-	size_t got = 0;
 
-	*bits = 0;
-	curve[0] = '\0';
-	snprintf(alg, alen, "?");
+	if (p11s_cert_describe(x, &w->ci, NULL) != P11S_OK)
+		w->ci = NULL;
+	snprintf(w->alg, sizeof(w->alg), "?");
 	if (xpk != NULL && X509_PUBKEY_get0_param(&obj, NULL, NULL, NULL, xpk) == 1 &&
 	    obj != NULL) {
 		int nid = OBJ_obj2nid(obj);
 
 		if (nid == NID_rsaEncryption)
-			snprintf(alg, alen, "RSA");
+			snprintf(w->alg, sizeof(w->alg), "RSA");
 		else if (nid == NID_X9_62_id_ecPublicKey)
-			snprintf(alg, alen, "EC");
+			snprintf(w->alg, sizeof(w->alg), "EC");
 		else if (nid != NID_undef)
-			snprintf(alg, alen, "%s", OBJ_nid2sn(nid));
+			snprintf(w->alg, sizeof(w->alg), "%s", OBJ_nid2sn(nid));
 		else
-			OBJ_obj2txt(alg, (int)alen, obj, 1);
+			OBJ_obj2txt(w->alg, (int)sizeof(w->alg), obj, 1);
 	}
-	if (pk != NULL) {
-		*bits = EVP_PKEY_get_bits(pk);
-		if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC &&
-		    EVP_PKEY_get_group_name(pk, curve, clen, &got) != 1)
-			curve[0] = '\0';
+	snprintf(w->nb, sizeof(w->nb), "?");
+	snprintf(w->na, sizeof(w->na), "?");
+	if (w->ci != NULL) {
+		p11s_time_format(w->ci->not_before, w->nb, sizeof(w->nb));
+		p11s_time_format(w->ci->not_after, w->na, sizeof(w->na));
+		/* The report has always given the serial in upper case. */
+		for (char *p = w->ci->serial; *p; p++)
+			if (*p >= 'a' && *p <= 'f')
+				*p = (char)(*p - 'a' + 'A');
 	}
-	if (strcmp(curve, "prime256v1") == 0)
-		snprintf(curve, clen, "P-256");
-	else if (strcmp(curve, "secp384r1") == 0)
-		snprintf(curve, clen, "P-384");
-	else if (strcmp(curve, "secp521r1") == 0)
-		snprintf(curve, clen, "P-521");
 	ERR_clear_error();
 }
 
@@ -821,30 +760,24 @@ static json_t *chain_json(const p11s_verdict *v)
 static json_t *entry_json(const struct entry *e)
 {
 	const p11s_verdict *v = e->v;
-	char *subject = p11s_cert_name_string(X509_get_subject_name(e->cert));
-	char *issuer = p11s_cert_name_string(X509_get_issuer_name(e->cert));
-	char *serial = serial_hex(e->cert), *fp = fingerprint(e->cert);
-	char nb[32], na[32], alg[96], curve[64];
-	int bits;
-	char **emails = p11s_cert_san_emails(e->cert, NULL);
+	struct view w;
+	char *fp = fingerprint(e->cert);
 	json_t *jemails = json_array(), *warnings = json_array(), *o = NULL;
 
-	time_of(X509_get0_notBefore(e->cert), nb, sizeof(nb));
-	time_of(X509_get0_notAfter(e->cert), na, sizeof(na));
-	pubkey_desc(e->cert, alg, sizeof(alg), &bits, curve, sizeof(curve));
-	for (char **p = emails; p && *p && jemails; p++)
-		json_array_append_new(jemails, jstr(*p));
+	view_init(&w, e->cert);
+	for (size_t i = 0; w.ci && jemails && i < w.ci->nemails; i++)
+		json_array_append_new(jemails, jstr(w.ci->emails[i]));
 	for (size_t i = 0; warnings && i < p11s_verdict_warning_count(v); i++)
 		json_array_append_new(warnings, jstr(p11s_verdict_warning(v, i)));
-	if (subject == NULL || issuer == NULL || serial == NULL || jemails == NULL ||
-	    warnings == NULL)
+	if (jemails == NULL || warnings == NULL)
 		goto out;
 	o = json_pack("{s:s, s:I, s:s, s:o, s:o, s:b, s:s, s:b, s:b, s:b}", "source", e->source,
 	              "index", (json_int_t)e->index, "origin", e->origin ? e->origin : "file",
-	              "subject", jstr(subject), "emails", jemails, "ca", p11s_verdict_is_ca(v),
-	              "verdict", p11s_verdict_accepted(v) ? "accepted" : "rejected",
-	              "usable_for_outgoing", p11s_verdict_usable_for_outgoing(v), "can_sign",
-	              p11s_verdict_can_sign(v), "can_encrypt", p11s_verdict_can_encrypt(v));
+	              "subject", jstr(w.ci ? w.ci->subject : NULL), "emails", jemails, "ca",
+	              p11s_verdict_is_ca(v), "verdict",
+	              p11s_verdict_accepted(v) ? "accepted" : "rejected", "usable_for_outgoing",
+	              p11s_verdict_usable_for_outgoing(v), "can_sign", p11s_verdict_can_sign(v),
+	              "can_encrypt", p11s_verdict_can_encrypt(v));
 	jemails = NULL;
 	if (o == NULL)
 		goto out;
@@ -858,22 +791,20 @@ static json_t *entry_json(const struct entry *e)
 	json_object_set_new(o, "key", key_json(e));
 	json_object_set_new(o, "chain", chain_json(v));
 	json_object_set_new(o, "format", jstr(e->format));
-	json_object_set_new(o, "issuer", jstr(issuer));
-	json_object_set_new(o, "serial", jstr(serial));
-	json_object_set_new(o, "not_before", jstr(nb));
-	json_object_set_new(o, "not_after", jstr(na));
+	json_object_set_new(o, "issuer", jstr(w.ci ? w.ci->issuer : NULL));
+	json_object_set_new(o, "serial", jstr(w.ci ? w.ci->serial : NULL));
+	json_object_set_new(o, "not_before", jstr(w.nb));
+	json_object_set_new(o, "not_after", jstr(w.na));
 	json_object_set_new(o, "sha256_fingerprint", jstr(fp));
-	json_object_set_new(o, "public_key",
-	                    json_pack("{s:s, s:o, s:o}", "algorithm", alg, "bits",
-	                              bits > 0 ? json_integer(bits) : json_null(), "curve",
-	                              curve[0] ? json_string(curve) : json_null()));
+	json_object_set_new(
+	    o, "public_key",
+	    json_pack("{s:s, s:o, s:o}", "algorithm", w.alg, "bits",
+	              w.ci && w.ci->key_bits > 0 ? json_integer(w.ci->key_bits) : json_null(),
+	              "curve", jstr(w.ci ? w.ci->curve : NULL)));
 out:
 	json_decref(jemails);
 	json_decref(warnings);
-	p11s_strv_free(emails);
-	free(subject);
-	free(issuer);
-	free(serial);
+	p11s_cert_info_free(w.ci);
 	free(fp);
 	return o;
 }
@@ -924,31 +855,28 @@ static const char *mark(p11s_check_result r)
 static void entry_text(FILE *fp, const struct entry *e, size_t number, size_t total)
 {
 	const p11s_verdict *v = e->v;
-	char *subject = p11s_cert_name_string(X509_get_subject_name(e->cert));
-	char **emails = p11s_cert_san_emails(e->cert, NULL);
-	char nb[32], na[32], alg[96], curve[64];
+	struct view w;
+	const p11s_cert_info *ci;
 	const char *msg;
-	int bits;
 	p11s_check_result chain;
 
-	time_of(X509_get0_notBefore(e->cert), nb, sizeof(nb));
-	time_of(X509_get0_notAfter(e->cert), na, sizeof(na));
-	pubkey_desc(e->cert, alg, sizeof(alg), &bits, curve, sizeof(curve));
+	view_init(&w, e->cert);
+	ci = w.ci;
 	fprintf(fp, "certificate %zu/%zu: %s", number, total, e->source);
 	if (e->origin && strcmp(e->origin, "file") == 0)
 		fprintf(fp, " [%zu]", e->index);
-	fprintf(fp, "\n  subject   %s\n", subject ? subject : "?");
+	fprintf(fp, "\n  subject   %s\n", ci ? ci->subject : "?");
 	fprintf(fp, "  e-mail    ");
-	for (char **p = emails; p && *p; p++)
-		fprintf(fp, "%s%s", p == emails ? "" : ", ", *p);
-	fprintf(fp, "%s\n", emails && emails[0] ? "" : "(none in the SAN)");
-	fprintf(fp, "  key       %s", alg);
-	if (curve[0])
-		fprintf(fp, " %s", curve);
-	else if (bits > 0)
-		fprintf(fp, " %d", bits);
+	for (size_t i = 0; ci && i < ci->nemails; i++)
+		fprintf(fp, "%s%s", i ? ", " : "", ci->emails[i]);
+	fprintf(fp, "%s\n", ci && ci->nemails ? "" : "(none in the SAN)");
+	fprintf(fp, "  key       %s", w.alg);
+	if (ci && ci->curve)
+		fprintf(fp, " %s", ci->curve);
+	else if (ci && ci->key_bits > 0)
+		fprintf(fp, " %d", ci->key_bits);
 	fprintf(fp, "%s\n", p11s_verdict_is_ca(v) ? ", CA certificate" : "");
-	fprintf(fp, "  validity  %s .. %s\n", nb, na);
+	fprintf(fp, "  validity  %s .. %s\n", w.nb, w.na);
 
 	fprintf(fp, "  rules\n");
 	for (size_t i = 0; i < p11s_verdict_check_count(v); i++)
@@ -1008,8 +936,7 @@ static void entry_text(FILE *fp, const struct entry *e, size_t number, size_t to
 		        p11s_verdict_can_encrypt(v) ? "" : " - ",
 		        p11s_verdict_can_encrypt(v) ? "" : p11s_verdict_cannot_encrypt_reason(v));
 	}
-	p11s_strv_free(emails);
-	free(subject);
+	p11s_cert_info_free(w.ci);
 }
 
 char *p11s_validation_text(const p11s_validation *r)

@@ -55,15 +55,6 @@ const char *p11s_cert_list_format(const p11s_cert_list *list);
 size_t p11s_cert_list_problem_count(const p11s_cert_list *list);
 const char *p11s_cert_list_problem(const p11s_cert_list *list, size_t i);
 
-/**
- * Read a secret (a PKCS#12 password) from "file:PATH" (first line),
- * "fd:N" (first line) or "env:VAR", the same forms as --pin-source, into
- * @p buf (NUL-terminated, at most @p len - 1 bytes).  P11S_E_BAD_PIN_SOURCE
- * for a malformed spec, P11S_E_IO when it cannot be read.  The caller
- * wipes @p buf with OPENSSL_cleanse().
- */
-p11s_rc p11s_secret_read(const char *spec, char *buf, size_t len, p11s_error *err);
-
 /** @p name as RFC 2253 text, valid UTF-8 (bad bytes as "?"); malloc'd, NULL on ENOMEM. */
 char *p11s_cert_name_string(const X509_NAME *name);
 /**

@@ -23,6 +23,7 @@
 #include <openssl/x509.h>
 
 #include "p11smime/result.h"
+#include "p11smime/token.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -91,6 +92,16 @@ void p11s_key_facts_init(p11s_key_facts *kf);
  * static storage.  @p pkey NULL gives present = 0.
  */
 void p11s_key_facts_from_pkey(p11s_key_facts *kf, EVP_PKEY *pkey, X509 *cert);
+
+/**
+ * Facts about the private key of the token certificate @p cert as the
+ * token shows them: the paired key, or the key with the certificate's
+ * CKA_ID when the pairing is a MISMATCH (matches = 0); algorithm, size,
+ * curve, CKA_SENSITIVE, CKA_EXTRACTABLE and the usage flags.  present = 0
+ * with an absent_note when no key has the certificate's CKA_ID.  Strings
+ * point into the object list and static storage.
+ */
+void p11s_key_facts_from_token(p11s_key_facts *kf, const p11s_object *cert);
 
 /** Options for p11s_validate(). */
 typedef struct p11s_validate_opts {

@@ -193,8 +193,16 @@ const unsigned char *p11s_object_id(const p11s_object *o, size_t *len);
 /** The token it lives on (owned by the list). */
 const p11s_token *p11s_object_token(const p11s_object *o);
 
-/** Certificates: the parsed certificate (NULL if CKA_VALUE did not parse). */
+/**
+ * Certificates: the parsed certificate (NULL if CKA_VALUE did not parse).
+ * Parsed on first use: listing many certificates need not pay for it.
+ */
 X509 *p11s_object_x509(const p11s_object *o);
+/**
+ * Certificates: CKA_VALUE, the DER certificate as the token holds it
+ * (*len set), or NULL when empty.  Owned by the object.
+ */
+const unsigned char *p11s_object_value(const p11s_object *o, size_t *len);
 /** Certificates: how the private key was paired. */
 p11s_pairing p11s_object_pairing(const p11s_object *o);
 /** Certificates: how the pairing was confirmed (or refuted). */

@@ -107,7 +107,8 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 			else if (strcmp(optarg, "pem") == 0)
 				o.inform = P11S_INFORM_PEM;
 			else
-				return cli_usage_error("decrypt", "--inform takes smime, der or pem");
+				return cli_usage_error("decrypt",
+				                       "--inform takes smime, der or pem");
 			break;
 		case 'L':
 			o.keep_line_ends = 1;

@@ -60,9 +60,10 @@ static void print_cert(const p11s_object *o)
 	const p11s_object *k;
 	p11s_pairing p = p11s_object_pairing(o);
 	char nb[32], na[32];
+	size_t len;
+	const unsigned char *der = p11s_object_value(o, &len);
 
-	if (p11s_object_x509(o) == NULL ||
-	    p11s_cert_describe(p11s_object_x509(o), &ci, NULL) != 0) {
+	if (der == NULL || p11s_cert_describe_der(der, len, &ci, NULL) != P11S_OK) {
 		printf("  (the certificate does not parse)\n");
 	} else {
 		printf("  subject:     %s\n", ci->subject);
@@ -171,7 +172,8 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 	p11s_object_list *list = NULL;
 	const p11s_token *last = NULL;
 	const char *uri = NULL, *select = NULL;
-	const p11s_object *chosen = NULL;
+	const p11s_object *chosen = NULL, *sel[2];
+	size_t nsel = 0;
 	p11s_ctx *ctx;
 	p11s_rc rc;
 	int c;
@@ -213,27 +215,12 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		return cli_fail(cli, rc);
 	if (chosen != NULL) {
 		/* The selected certificate and, when paired, its key: nothing else. */
-		const p11s_object *sel[2] = {chosen, p11s_object_private_key(chosen)};
-		size_t nsel = sel[1] ? 2 : 1;
-
-		if (cli->json) {
-			char *doc = p11s_objects_json_array(sel, nsel);
-
-			p11s_object_list_free(list);
-			if (doc == NULL) {
-				fprintf(stderr, "p11smime: out of memory\n");
-				return 4;
-			}
-			cli_print_json(doc);
-			return 0;
-		}
-		for (size_t i = 0; i < nsel; i++)
-			print_object(sel[i], &last);
-		p11s_object_list_free(list);
-		return 0;
+		sel[0] = chosen;
+		sel[1] = p11s_object_private_key(chosen);
+		nsel = sel[1] ? 2 : 1;
 	}
 	if (cli->json) {
-		char *doc = p11s_objects_json(list);
+		char *doc = chosen ? p11s_objects_json_array(sel, nsel) : p11s_objects_json(list);
 
 		p11s_object_list_free(list);
 		if (doc == NULL) {
@@ -243,11 +230,11 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		cli_print_json(doc);
 		return 0;
 	}
-	if (p11s_object_list_count(list) == 0)
+	if (chosen == NULL && p11s_object_list_count(list) == 0)
 		printf("No objects%s.\n",
 		       o.login ? "" : " visible without logging in (try list --login)");
-	for (size_t i = 0; i < p11s_object_list_count(list); i++)
-		print_object(p11s_object_list_get(list, i), &last);
+	for (size_t i = 0; i < (chosen ? nsel : p11s_object_list_count(list)); i++)
+		print_object(chosen ? sel[i] : p11s_object_list_get(list, i), &last);
 	p11s_object_list_free(list);
 	return 0;
 }

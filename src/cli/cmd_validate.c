@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "p11smime/certs.h"
+#include "p11smime/util.h"
 #include "p11smime/validate.h"
 
 static void validate_usage(FILE *fp)
@@ -121,7 +122,8 @@ int cmd_validate(struct cli *cli, int argc, char **argv)
 	}
 
 	if (pass_source != NULL) {
-		rc = p11s_secret_read(pass_source, pass, sizeof(pass), cli->err);
+		rc = p11s_secret_read(pass_source, P11S_SECRET_PASSWORD, pass, sizeof(pass),
+		                      cli->err);
 		if (rc != P11S_OK) {
 			free(cas);
 			return cli_fail(cli, rc);

@@ -213,7 +213,9 @@ assert_file_present() {
 assert_json() {
 	local file=$1 filter=$2
 	shift 2
-	if jq -e "$filter" "$file" >/dev/null 2>&1; then
+	# jq -e on empty input exits 0: an empty output must not pass.
+	if [ -s "$file" ] && jq -e "$filter" "$file" >/dev/null 2>&1 &&
+		[ "$(jq -s 'length' "$file" 2>/dev/null)" = 1 ]; then
 		pass "${*:-json: $filter}"
 	else
 		fail "${*:-json} ($filter does not hold)"
@@ -322,7 +324,8 @@ token_pubkey() { # ID OUT_PEM
 		bits="03$(_der_len $((${#bits} / 2)))$bits"
 		inner="$algo$bits"
 		spki="30$(_der_len $((${#inner} / 2)))$inner"
-		xxd -r -p <<<"$spki" >"$TEST_TMP/pub.der"
+		# shellcheck disable=SC2059
+		printf "$(sed 's/../\\x&/g' <<<"$spki")" >"$TEST_TMP/pub.der"
 		;;
 	*"Public Key Object"*)
 		pkcs11-tool --module "$SOFTHSM_MODULE" --token-label "$TOKEN_LABEL" --read-object \

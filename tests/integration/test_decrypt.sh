@@ -89,6 +89,14 @@ assert_exit 0
 crlf outer.txt outer-crlf.txt
 { cat outer-crlf.txt; printf 'MIME-Version: 1.0\r\n'; cat pt.eml; } >want-crlf.eml
 if cmp -s "$OUT" want-crlf.eml; then pass "CRLF message to standard output, CRLF kept"; else fail "CRLF framing"; fi
+# From a pipe (read once: AES-GCM keeps the ciphertext for the tag instead of re-reading).
+# shellcheck disable=SC2002
+if cat msg.eml | timeout 60 "$P11SMIME" "${P[@]}" decrypt >pipe.out 2>pipe.err && cmp -s pipe.out want.eml; then
+	pass "GCM message through a pipe decrypts"
+else
+	fail "GCM message through a pipe"
+	cat pipe.err
+fi
 # Standard input, and raw DER and PEM forms.
 RUN_STDIN=msg.eml run_p11smime "${P[@]}" decrypt
 assert_exit 0
@@ -272,6 +280,17 @@ check_spy() { # LABEL WANT_MECH
 	awk '/^[0-9]+: C_GetMechanismInfo/ { m = 1 } /^[0-9]+: C_(DecryptInit|DeriveKey)/ { print (m ? "asked" : "not-asked"); exit }' "$SPY_LOG" |
 		grep -qx asked && pass "$1: C_GetMechanismInfo came first" || fail "$1: no C_GetMechanismInfo before the operation"
 }
+# Negative control: the check sees a secret attribute read from the key it used.
+SPY_LOG=$TEST_TMP/fake-spy.log
+printf '%s\n' '5: C_DecryptInit' '[in] hSession = 0x1' '[in] pMechanism->type = CKM_RSA_PKCS' \
+	'[in] hKey = 0xd' 'Returned:  0 CKR_OK' '6: C_GetAttributeValue' '[in] hSession = 0x1' \
+	'[in] hObject = 0xd' '[in] pTemplate[1]: ' '    CKA_PRIVATE_EXPONENT  00005600b1e24050 / 256' \
+	'Returned:  0 CKR_OK' >"$SPY_LOG"
+if spy_log_facts | grep -qx "attr 0xd CKA_PRIVATE_EXPONENT"; then
+	pass "negative control: a faked secret-attribute read is caught"
+else
+	fail "the spy-log check misses a secret-attribute read"
+fi
 for c in rsa2048-v15-aes256:CKM_RSA_PKCS rsa2048-oaep256-gcm:CKM_RSA_X_509 p256-sha256kdf-gcm:CKM_ECDH1_DERIVE; do
 	name=${c%%:*}
 	spy_on
@@ -281,6 +300,27 @@ for c in rsa2048-v15-aes256:CKM_RSA_PKCS rsa2048-oaep256-gcm:CKM_RSA_X_509 p256-
 	cmp -s "spy-$name.out" pt.eml && pass "$name through the spy: content equals the original" || fail "$name spy content"
 	check_spy "$name" "${c#*:}"
 done
+
+# -------------------------------- a key that needs its PIN for every use (mock module)
+openssl cms -encrypt -binary -in pt.eml -aes-256-gcm -recip "$TOKEN_DIR/mock/cert.pem" \
+	-keyopt rsa_padding_mode:oaep -keyopt rsa_oaep_md:sha256 -out mock.p7m 2>/dev/null
+saved_module=$P11SMIME_MODULE
+mock_token always-auth
+run_p11smime "${P[@]}" --json decrypt --entity --keep-line-ends -i mock.p7m -o mock.out
+assert_exit 0 "CKA_ALWAYS_AUTHENTICATE key (mock): decrypts"
+cmp -s mock.out pt.eml && pass "always-authenticate: content equals the original" || fail "mock content"
+assert_eq 1 "$(mock_log_count '^C_Login user_type=2 ')" "context-specific login before C_Decrypt"
+assert_eq 1 "$(mock_log_count '^C_DecryptInit .*mechanism=0x3 ')" "OAEP as raw RSA (CKM_RSA_X_509) on the token"
+export P11SMIME_MODULE=$saved_module
+unset P11S_MOCK_FLAGS
+
+# No trial decryption: three recipients (an outsider's RSA key first), one operation.
+spy_on
+run_p11smime "${P[@]}" decrypt --entity -i two.p7m -o spy-two.out
+spy_off
+assert_exit 0 "three-recipient message through the spy"
+assert_eq 1 "$(spy_count '^[0-9]+: C_Decrypt$')" "exactly one C_Decrypt for three recipients"
+assert_eq 0 "$(spy_count '^[0-9]+: C_DeriveKey$')" "no ECDH attempt for the P-384 recipient"
 
 # ------------------------------------------------------------ wrong PIN
 printf '000000\n' >wrong.pin

@@ -15,6 +15,7 @@
 
 #include "p11smime/certs.h"
 #include "p11smime/mime.h"
+#include "p11smime/util.h"
 #include "testutil.h"
 
 static X509 *alice, *bob, *ca;
@@ -368,11 +369,14 @@ static void secret_sources(void **state)
 	p11s_error *err = p11s_error_new();
 
 	(void)state;
-	assert_int_equal(p11s_secret_read(spec, buf, sizeof(buf), err), P11S_OK);
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	                 P11S_OK);
 	assert_string_equal(buf, "filepass");
 
 	setenv("P11S_TEST_PASS", "envpass", 1);
-	assert_int_equal(p11s_secret_read("env:P11S_TEST_PASS", buf, sizeof(buf), err), P11S_OK);
+	assert_int_equal(
+	    p11s_secret_read("env:P11S_TEST_PASS", P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	    P11S_OK);
 	assert_string_equal(buf, "envpass");
 
 	assert_int_equal(pipe(fds), 0);
@@ -382,18 +386,24 @@ static void secret_sources(void **state)
 		char spec_fd[32];
 
 		snprintf(spec_fd, sizeof(spec_fd), "fd:%d", fds[0]);
-		assert_int_equal(p11s_secret_read(spec_fd, buf, sizeof(buf), err), P11S_OK);
+		assert_int_equal(
+		    p11s_secret_read(spec_fd, P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+		    P11S_OK);
 	}
 	assert_string_equal(buf, "fdpass");
 	close(fds[0]);
 
-	assert_int_equal(p11s_secret_read("pass:oops", buf, sizeof(buf), err),
+	assert_int_equal(p11s_secret_read("pass:oops", P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
 	                 P11S_E_BAD_PIN_SOURCE);
 	assert_non_null(strstr(p11s_error_message(err), "file:PATH, fd:N or env:VAR"));
-	assert_int_equal(p11s_secret_read("fd:x", buf, sizeof(buf), err), P11S_E_BAD_PIN_SOURCE);
-	assert_int_equal(p11s_secret_read("env:P11S_NO_SUCH_VAR", buf, sizeof(buf), err),
-	                 P11S_E_IO);
-	assert_int_equal(p11s_secret_read("file:/nonexistent", buf, sizeof(buf), err), P11S_E_IO);
+	assert_int_equal(p11s_secret_read("fd:x", P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	                 P11S_E_BAD_PIN_SOURCE);
+	assert_int_equal(
+	    p11s_secret_read("env:P11S_NO_SUCH_VAR", P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	    P11S_E_IO);
+	assert_int_equal(
+	    p11s_secret_read("file:/nonexistent", P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	    P11S_E_IO);
 	OPENSSL_cleanse(buf, sizeof(buf));
 	p11s_error_free(err);
 	free(path);

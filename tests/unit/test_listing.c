@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/err.h>
 
 #include "p11.h"
 #include "p11smime/listing.h"
@@ -57,6 +58,19 @@ static p11s_object *make_obj(const p11s_token *t, p11s_object_class cls, const c
 	return o;
 }
 
+/* A certificate object as enumeration makes it: CKA_VALUE kept, parsed on first use. */
+static void set_value(p11s_object *o, X509 *cert)
+{
+	size_t len;
+	unsigned char *der = tu_der(cert, &len);
+
+	o->der = malloc(len);
+	assert_non_null(o->der);
+	memcpy(o->der, der, len);
+	o->der_len = len;
+	OPENSSL_free(der);
+}
+
 static p11s_object_list *make_list(X509 *cert)
 {
 	p11s_object_list *l = calloc(1, sizeof(*l));
@@ -71,7 +85,7 @@ static p11s_object_list *make_list(X509 *cert)
 	k = make_obj(l->tokens->tokens[0], P11S_OBJ_PRIVATE_KEY, "alice", 0xa1);
 	p = make_obj(l->tokens->tokens[0], P11S_OBJ_PUBLIC_KEY, "alice", 0xa1);
 	orphan = make_obj(l->tokens->tokens[0], P11S_OBJ_CERTIFICATE, "bob", 0xb0);
-	c->x509 = cert;
+	set_value(c, cert);
 	c->pairing = P11S_PAIR_CONFIRMED;
 	c->evidence = P11S_EVIDENCE_KEY_ATTRIBUTES;
 	c->paired = c->candidate = k;
@@ -82,7 +96,8 @@ static p11s_object_list *make_list(X509 *cert)
 	k->key_flags = P11S_KF_SIGN | P11S_KF_DERIVE | P11S_KF_SENSITIVE | P11S_KF_PRIVATE;
 	p->key_type = P11S_KEY_EC;
 	p->key_flags = P11S_KF_VERIFY;
-	orphan->x509 = X509_dup(cert);
+	set_value(orphan, cert);
+	X509_free(cert);
 	orphan->pairing = P11S_PAIR_MISMATCH;
 	orphan->candidate = k;
 	l->all = calloc(4, sizeof(*l->all));
@@ -133,6 +148,94 @@ static void test_cert_describe(void **state)
 	assert_int_equal(p11s_cert_describe(NULL, &ci, NULL), P11S_E_INPUT);
 	X509_free(x);
 	EVP_PKEY_free(key);
+}
+
+/*
+ * The description from DER (the certificate parsed without decoding its
+ * public key) says exactly what the one from a full X509 says, for every
+ * kind of key: RSA and EC are read from the SubjectPublicKeyInfo, the
+ * others through an EVP_PKEY.
+ */
+static void test_describe_der_same(void **state)
+{
+	static const struct {
+		const char *spec, *alg, *curve;
+		int bits;
+	} keys[] = {
+	    {"rsa:2048", "RSA", NULL, 2048},
+	    {"rsa:3072", "RSA", NULL, 3072},
+	    {"ec:P-256", "EC", "P-256", 256},
+	    {"ec:P-384", "EC", "P-384", 384},
+	    {"ec:P-521", "EC", "P-521", 521},
+	    {"ec:brainpoolP256r1", "EC", "brainpoolP256r1", 256},
+	    {"ed25519", "EC_EDWARDS", NULL, 256},
+	    {"x25519", "EC_MONTGOMERY", NULL, 253},
+	    {"dsa:1024", "DSA", NULL, 1024},
+	};
+	EVP_PKEY *ca_key = tu_key("ec:P-256");
+	X509 *ca = tu_cert(&(tu_cert_spec){.key = ca_key, .cn = "Test CA", .ca = 1});
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		EVP_PKEY *k = tu_key(keys[i].spec);
+		X509 *x = tu_cert(&(tu_cert_spec){.key = k,
+		                                  .cn = keys[i].spec,
+		                                  .san = "email:k@example.org",
+		                                  .issuer = ca,
+		                                  .issuer_key = ca_key,
+		                                  .serial = 0xbeef});
+		size_t len;
+		unsigned char *der = tu_der(x, &len);
+		p11s_cert_info *full, *light;
+
+		assert_int_equal(p11s_cert_describe(x, &full, NULL), P11S_OK);
+		assert_int_equal(p11s_cert_describe_der(der, len, &light, NULL), P11S_OK);
+		print_message("%s: %s %d %s\n", keys[i].spec, light->key_algorithm, light->key_bits,
+		              light->curve ? light->curve : "-");
+		assert_string_equal(light->key_algorithm, keys[i].alg);
+		assert_int_equal(light->key_bits, keys[i].bits);
+		if (keys[i].curve)
+			assert_string_equal(light->curve, keys[i].curve);
+		else
+			assert_null(light->curve);
+		assert_string_equal(full->key_algorithm, light->key_algorithm);
+		assert_int_equal(full->key_bits, light->key_bits);
+		assert_true((full->curve == NULL) == (light->curve == NULL));
+		assert_string_equal(full->subject, light->subject);
+		assert_string_equal(full->issuer, light->issuer);
+		assert_string_equal(full->serial, "beef");
+		assert_string_equal(full->serial, light->serial);
+		assert_int_equal(full->not_before, light->not_before);
+		assert_int_equal(full->not_after, light->not_after);
+		assert_int_equal(light->nemails, 1);
+		assert_string_equal(light->emails[0], "k@example.org");
+		/* Truncated DER is not a certificate. */
+		p11s_cert_info_free(full);
+		full = NULL;
+		assert_int_equal(p11s_cert_describe_der(der, len - 1, &full, NULL), P11S_E_INPUT);
+		assert_null(full);
+		p11s_cert_info_free(light);
+		OPENSSL_free(der);
+		X509_free(x);
+		EVP_PKEY_free(k);
+	}
+	/* The fast path is taken: the light parse leaves the key undecoded. */
+	{
+		size_t len;
+		unsigned char *der = tu_der(ca, &len);
+		X509 *light = p11s_x509_parse_light(der, len);
+
+		assert_non_null(light);
+		assert_null(X509_get0_pubkey(light));
+		assert_non_null(X509_get_X509_PUBKEY(light));
+		assert_int_equal(
+		    X509_NAME_cmp(X509_get_subject_name(light), X509_get_subject_name(ca)), 0);
+		ERR_clear_error();
+		X509_free(light);
+		OPENSSL_free(der);
+	}
+	X509_free(ca);
+	EVP_PKEY_free(ca_key);
 }
 
 static json_t *find(json_t *arr, const char *cls, const char *label)
@@ -215,6 +318,45 @@ static void test_objects_json(void **state)
 	EVP_PKEY_free(key);
 }
 
+/* A certificate object parses its CKA_VALUE on first use, once; garbage gives NULL. */
+static void test_object_x509_lazy(void **state)
+{
+	EVP_PKEY *key;
+	X509 *x = alice_cert(&key);
+	p11s_object_list *l = make_list(x);
+	const p11s_object *c = l->all[0];
+	size_t len;
+	X509 *parsed;
+
+	(void)state;
+	assert_null(c->x509);
+	assert_non_null(p11s_object_value(c, &len));
+	assert_int_equal(len, c->der_len);
+	parsed = p11s_object_x509(c);
+	assert_non_null(parsed);
+	assert_non_null(X509_get0_pubkey(parsed));
+	assert_ptr_equal(p11s_object_x509(c), parsed);
+	/* Not a certificate: NULL, and the listing marks it instead of failing. */
+	l->all[3]->der[0] ^= 0xff;
+	assert_null(p11s_object_x509(l->all[3]));
+	{
+		char *doc = p11s_objects_json(l);
+		json_t *root = json_loads(doc, 0, NULL);
+
+		assert_non_null(root);
+		assert_true(json_is_true(json_object_get(
+		    find(json_object_get(root, "objects"), "certificate", "bob"), "parse_error")));
+		json_decref(root);
+		free(doc);
+	}
+	/* Keys have no value. */
+	assert_null(p11s_object_value(l->all[1], &len));
+	assert_int_equal(len, 0);
+	assert_null(p11s_object_x509(l->all[1]));
+	p11s_object_list_free(l);
+	EVP_PKEY_free(key);
+}
+
 static void test_tokens_json(void **state)
 {
 	p11s_token_list l;
@@ -255,8 +397,8 @@ static void test_tokens_json(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_cert_describe),
-	    cmocka_unit_test(test_objects_json),
+	    cmocka_unit_test(test_cert_describe), cmocka_unit_test(test_describe_der_same),
+	    cmocka_unit_test(test_objects_json),  cmocka_unit_test(test_object_x509_lazy),
 	    cmocka_unit_test(test_tokens_json),
 	};
 

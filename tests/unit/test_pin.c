@@ -1,4 +1,4 @@
-/* PIN sources: parsing the spec and reading the PIN (pkcs11/pin.c). */
+/* Secret sources: parsing the spec and reading a PIN or a password (src/secret.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +10,11 @@
 
 #include <cmocka.h>
 
+#include <openssl/crypto.h>
+
 #include "pin.h"
 #include "p11smime/result.h"
+#include "p11smime/util.h"
 
 static char tmpdir[] = "/tmp/p11s-test-pin.XXXXXX";
 
@@ -33,7 +36,7 @@ static void check_ok(const char *spec, const char *want)
 	char buf[P11S_PIN_MAX + 1];
 	p11s_error *err = p11s_error_new();
 
-	assert_int_equal(p11s_pin_read(spec, buf, sizeof(buf), err), P11S_OK);
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PIN, buf, sizeof(buf), err), P11S_OK);
 	assert_string_equal(buf, want);
 	p11s_error_free(err);
 }
@@ -44,7 +47,7 @@ static void check_fails(const char *spec, p11s_rc want, const char *in_message)
 	p11s_error *err = p11s_error_new();
 
 	memset(buf, 'x', sizeof(buf));
-	assert_int_equal(p11s_pin_read(spec, buf, sizeof(buf), err), want);
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PIN, buf, sizeof(buf), err), want);
 	assert_non_null(strstr(p11s_error_message(err), in_message));
 	/* Nothing of a half-read PIN is left behind. */
 	for (size_t i = 0; i < sizeof(buf); i++)
@@ -65,13 +68,15 @@ static void test_spec_check(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-		assert_int_equal(p11s_pin_spec_check(good[i], err), P11S_OK);
+		assert_int_equal(p11s_secret_source_check(good[i], P11S_SECRET_PIN, err), P11S_OK);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		p11s_error_clear(err);
-		assert_int_equal(p11s_pin_spec_check(bad[i], err), P11S_E_BAD_PIN_SOURCE);
+		assert_int_equal(p11s_secret_source_check(bad[i], P11S_SECRET_PIN, err),
+		                 P11S_E_BAD_PIN_SOURCE);
 		assert_true(strlen(p11s_error_message(err)) > 0);
 	}
-	assert_int_equal(p11s_pin_spec_check(NULL, err), P11S_E_BAD_PIN_SOURCE);
+	assert_int_equal(p11s_secret_source_check(NULL, P11S_SECRET_PIN, err),
+	                 P11S_E_BAD_PIN_SOURCE);
 	/* Exit code 2: a malformed option is a usage error. */
 	assert_int_equal(p11s_rc_exit_code(P11S_E_BAD_PIN_SOURCE), 2);
 	p11s_error_free(err);
@@ -135,8 +140,9 @@ static void test_too_long(void **state)
 	path = write_file("five", "12345\n", 6);
 	free(spec);
 	assert_true(asprintf(&spec, "file:%s", path) > 0);
-	assert_int_equal(p11s_pin_read(spec, small, sizeof(small), err), P11S_E_PIN_UNAVAILABLE);
-	assert_int_equal(p11s_pin_read(spec, big, 6, err), P11S_OK);
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PIN, small, sizeof(small), err),
+	                 P11S_E_PIN_UNAVAILABLE);
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PIN, big, 6, err), P11S_OK);
 	assert_string_equal(big, "12345");
 	free(spec);
 	free(path);
@@ -179,6 +185,54 @@ static void test_env(void **state)
 	check_fails("nonsense", P11S_E_BAD_PIN_SOURCE, "unknown PIN source");
 }
 
+/* The same reader for a file's password: an empty one is allowed, the error codes differ. */
+static void test_password(void **state)
+{
+	char buf[8], *path, *spec = NULL;
+	p11s_error *err = p11s_error_new();
+
+	(void)state;
+	path = write_file("emptypass", "\n", 1);
+	assert_true(asprintf(&spec, "file:%s", path) > 0);
+	memset(buf, 'x', sizeof(buf));
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	                 P11S_OK);
+	assert_string_equal(buf, "");
+	/* ...where an empty PIN is refused. */
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PIN, buf, sizeof(buf), err),
+	                 P11S_E_PIN_UNAVAILABLE);
+	free(spec);
+	free(path);
+
+	path = write_file("longpass", "0123456789\n", 11);
+	assert_true(asprintf(&spec, "file:%s", path) > 0);
+	memset(buf, 'x', sizeof(buf));
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	                 P11S_E_INPUT);
+	assert_non_null(strstr(p11s_error_message(err), "password"));
+	assert_non_null(strstr(p11s_error_message(err), "too long"));
+	for (size_t i = 0; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], 0);
+	free(spec);
+	free(path);
+
+	assert_true(asprintf(&spec, "file:%s/missing", tmpdir) > 0);
+	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	                 P11S_E_IO);
+	assert_non_null(strstr(p11s_error_message(err), "cannot open password file"));
+	free(spec);
+
+	unsetenv("P11S_TEST_PASS");
+	assert_int_equal(
+	    p11s_secret_read("env:P11S_TEST_PASS", P11S_SECRET_PASSWORD, buf, sizeof(buf), err),
+	    P11S_E_IO);
+	assert_int_equal(p11s_secret_source_check("env:1", P11S_SECRET_PASSWORD, err),
+	                 P11S_E_BAD_PIN_SOURCE);
+	assert_non_null(strstr(p11s_error_message(err), "password source"));
+	OPENSSL_cleanse(buf, sizeof(buf));
+	p11s_error_free(err);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -201,7 +255,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_spec_check), cmocka_unit_test(test_file),
 	    cmocka_unit_test(test_too_long),   cmocka_unit_test(test_fd),
-	    cmocka_unit_test(test_env),
+	    cmocka_unit_test(test_env),        cmocka_unit_test(test_password),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -234,6 +234,22 @@ static void detached_rsa(void **state)
 	assert_true(CMS_signed_get_attr_by_NID(si, NID_pkcs9_messageDigest, -1) >= 0);
 	assert_true(CMS_signed_get_attr_by_NID(si, NID_pkcs9_signingTime, -1) >= 0);
 	assert_true(CMS_signed_get_attr_by_NID(si, NID_SMIMECapabilities, -1) >= 0);
+	/* Capabilities: AES only, strongest first; nothing weak is invited. */
+	ASN1_STRING *capseq = CMS_signed_get0_data_by_OBJ(si, OBJ_nid2obj(NID_SMIMECapabilities),
+	                                                  -3, V_ASN1_SEQUENCE);
+	const unsigned char *cp = ASN1_STRING_get0_data(capseq);
+	STACK_OF(X509_ALGOR) *caps = d2i_X509_ALGORS(NULL, &cp, ASN1_STRING_length(capseq));
+	char first[64];
+
+	assert_int_equal(sk_X509_ALGOR_num(caps), 5);
+	OBJ_obj2txt(first, sizeof(first), sk_X509_ALGOR_value(caps, 0)->algorithm, 0);
+	assert_string_equal(first, "aes-256-gcm");
+	for (int i = 0; i < sk_X509_ALGOR_num(caps); i++) {
+		int nid = OBJ_obj2nid(sk_X509_ALGOR_value(caps, i)->algorithm);
+
+		assert_true(nid != NID_des_cbc && nid != NID_rc2_cbc && nid != NID_des_ede3_cbc);
+	}
+	sk_X509_ALGOR_pop_free(caps, X509_ALGOR_free);
 	certs = CMS_get1_certs(cms);
 	/* DER sorts a SET OF: the order given is not kept, the members are. */
 	assert_int_equal(sk_X509_num(certs), 2);

@@ -276,6 +276,61 @@ static void pkcs12_key(void **state)
 	p11s_validation_free(r);
 }
 
+/*
+ * An EC key from a PKCS#12 file is shown by its curve, as token keys are,
+ * and the certificate's facts are those `list` gives (p11s_cert_describe).
+ */
+static void pkcs12_ec_key_curve(void **state)
+{
+	EVP_PKEY *ec = tu_key("ec:P-384");
+	X509 *x = tu_cert(&(tu_cert_spec){.key = ec,
+	                                  .cn = "EC file",
+	                                  .san = "email:ec@example.org",
+	                                  .ku = "digitalSignature",
+	                                  .issuer = ca,
+	                                  .issuer_key = ca_key,
+	                                  .serial = 0xabc,
+	                                  .not_before = tu_time("2026-01-01"),
+	                                  .not_after = tu_time("2027-01-01")});
+	size_t len;
+	unsigned char *p12 = tu_p12(x, ec, NULL, "", &len);
+	char *path = tu_write("ec.p12", p12, len), *text;
+	p11s_validation *r = new_run();
+	json_t *j, *c, *k, *pk;
+
+	(void)state;
+	assert_int_equal(p11s_validation_add_file(r, path, NULL), P11S_OK);
+	assert_int_equal(p11s_validation_run(r, NULL), P11S_OK);
+	text = p11s_validation_text(r);
+	assert_non_null(strstr(text, "  private key EC P-384"));
+	assert_non_null(strstr(text, "  key       EC P-384\n"));
+	assert_non_null(strstr(text, "  e-mail    ec@example.org\n"));
+	assert_non_null(strstr(text, "  validity  2026-01-01T00:00:00Z .. 2027-01-01T00:00:00Z\n"));
+	j = as_json(r);
+	c = json_array_get(json_object_get(j, "certificates"), 0);
+	k = json_object_get(c, "key");
+	assert_string_equal(jstr(k, "type"), "EC");
+	assert_string_equal(jstr(k, "curve"), "P-384");
+	assert_int_equal(json_integer_value(json_object_get(k, "bits")), 384);
+	pk = json_object_get(c, "public_key");
+	assert_string_equal(jstr(pk, "algorithm"), "EC");
+	assert_string_equal(jstr(pk, "curve"), "P-384");
+	assert_int_equal(json_integer_value(json_object_get(pk, "bits")), 384);
+	assert_string_equal(jstr(c, "serial"), "0ABC"); /* whole bytes, as before */
+	assert_string_equal(jstr(c, "subject"), "CN=EC file");
+	assert_string_equal(jstr(c, "issuer"), "CN=Report CA");
+	assert_string_equal(jstr(c, "not_after"), "2027-01-01T00:00:00Z");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(c, "emails"), 0)),
+	                    "ec@example.org");
+	json_decref(j);
+	free(text);
+	p11s_validation_free(r);
+	free(path);
+	OPENSSL_free(p12);
+	X509_free(x);
+	EVP_PKEY_free(ec);
+}
+
 /* A directory: recursive, in name order; non-certificates skipped, not errors. */
 static void directory(void **state)
 {
@@ -348,7 +403,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(bundle_report), cmocka_unit_test(input_errors),
 	    cmocka_unit_test(pkcs12_key),    cmocka_unit_test(directory),
-	    cmocka_unit_test(all_accepted),
+	    cmocka_unit_test(all_accepted),  cmocka_unit_test(pkcs12_ec_key_curve),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
