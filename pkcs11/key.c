@@ -148,11 +148,12 @@ static int mechanism_listed(const p11s_key *key, CK_MECHANISM_TYPE mech)
 {
 	CK_FUNCTION_LIST_PTR fl = key->ctx->fl;
 	CK_MECHANISM_TYPE *list;
-	CK_ULONG n = 0;
+	CK_ULONG n = 0, cap;
 	int found = 0;
 
 	if (fl->C_GetMechanismList(key->slot_id, NULL, &n) != CKR_OK || n == 0)
 		return -1;
+	cap = n;
 	list = calloc(n, sizeof(*list));
 	if (list == NULL)
 		return -1;
@@ -160,6 +161,9 @@ static int mechanism_listed(const p11s_key *key, CK_MECHANISM_TYPE mech)
 		free(list);
 		return -1;
 	}
+	/* More than the room given: a broken module; what it wrote is all we have. */
+	if (n > cap)
+		n = cap;
 	for (CK_ULONG i = 0; i < n && !found; i++)
 		found = list[i] == mech;
 	free(list);

@@ -67,6 +67,16 @@ enum {
  */
 #define VALUE_GUESS 8192
 
+/*
+ * No attribute we read is anywhere near this; a module that says otherwise
+ * is broken or hostile, and the attribute is treated as unavailable rather
+ * than allocated.
+ */
+#define ATTR_MAX (4u * 1024 * 1024)
+
+/* Far more objects than any token holds: beyond it, a search that never ends. */
+#define OBJECTS_MAX (1u << 20)
+
 static const CK_ATTRIBUTE_TYPE attr_types[A_N] = {
     CKA_CLASS,
     CKA_KEY_TYPE,
@@ -155,6 +165,8 @@ static int acceptable(CK_RV rv)
 static int read_value(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                       CK_ATTRIBUTE *v)
 {
+	CK_ULONG cap;
+
 	if (v->pValue != NULL) {
 		void *fit = v->ulValueLen > 0 ? realloc(v->pValue, v->ulValueLen) : NULL;
 
@@ -169,13 +181,16 @@ static int read_value(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HA
 	}
 	v->ulValueLen = 0;
 	if (fl->C_GetAttributeValue(s, h, v, 1) != CKR_OK ||
-	    v->ulValueLen == CK_UNAVAILABLE_INFORMATION || v->ulValueLen == 0) {
+	    v->ulValueLen == CK_UNAVAILABLE_INFORMATION || v->ulValueLen == 0 ||
+	    v->ulValueLen > ATTR_MAX) {
 		v->ulValueLen = CK_UNAVAILABLE_INFORMATION;
 		return 1;
 	}
-	if ((v->pValue = malloc(v->ulValueLen)) == NULL)
+	cap = v->ulValueLen;
+	if ((v->pValue = malloc(cap)) == NULL)
 		return 0;
-	if (fl->C_GetAttributeValue(s, h, v, 1) != CKR_OK) {
+	/* A length beyond the buffer would have us read past it. */
+	if (fl->C_GetAttributeValue(s, h, v, 1) != CKR_OK || v->ulValueLen > cap) {
 		free(v->pValue);
 		v->pValue = NULL;
 		v->ulValueLen = CK_UNAVAILABLE_INFORMATION;
@@ -225,6 +240,8 @@ static int read_attrs(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HA
 		CK_ULONG len = r->a[i].ulValueLen;
 
 		r->a[i].pValue = NULL;
+		if (len > ATTR_MAX)
+			r->a[i].ulValueLen = len = CK_UNAVAILABLE_INFORMATION;
 		if (len == CK_UNAVAILABLE_INFORMATION || len == 0)
 			continue;
 		if ((r->a[i].pValue = malloc(len)) == NULL)
@@ -624,7 +641,7 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, struct growin
 {
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE *hs = NULL, batch[256];
-	CK_ULONG got, nh = 0;
+	CK_ULONG got, nh = 0, cap = 0;
 	CK_RV rv;
 	p11s_rc rc;
 	size_t first = all->n;
@@ -641,12 +658,33 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, struct growin
 		rv = ctx->fl->C_FindObjects(s, batch, sizeof(batch) / sizeof(batch[0]), &got);
 		if (rv != CKR_OK || got == 0)
 			break;
-		n = realloc(hs, (nh + got) * sizeof(*hs));
-		if (n == NULL) {
-			rv = CKR_HOST_MEMORY;
-			break;
+		/* A module that claims more than the batch holds, or never stops. */
+		if (got > sizeof(batch) / sizeof(batch[0])) {
+			free(hs);
+			ctx->fl->C_FindObjectsFinal(s);
+			return p11s_err(err, P11S_E_TOKEN,
+			                "module fault: C_FindObjects returned %lu handles for a "
+			                "batch of %zu",
+			                (unsigned long)got, sizeof(batch) / sizeof(batch[0]));
 		}
-		hs = n;
+		if (nh + got > OBJECTS_MAX) {
+			free(hs);
+			ctx->fl->C_FindObjectsFinal(s);
+			return p11s_err(err, P11S_E_TOKEN,
+			                "module fault: the object search does not end (over %u "
+			                "objects)",
+			                OBJECTS_MAX);
+		}
+		if (nh + got > cap) {
+			/* Doubling: a batch at a time would copy quadratically. */
+			cap = cap * 2 > nh + got ? cap * 2 : nh + got;
+			n = realloc(hs, cap * sizeof(*hs));
+			if (n == NULL) {
+				rv = CKR_HOST_MEMORY;
+				break;
+			}
+			hs = n;
+		}
 		memcpy(hs + nh, batch, got * sizeof(*hs));
 		nh += got;
 	}

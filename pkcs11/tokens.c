@@ -156,7 +156,7 @@ static void token_list_add(p11s_token_list *l, p11s_token *t, int *ok)
 p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **out, p11s_error *err)
 {
 	CK_SLOT_ID *ids = NULL;
-	CK_ULONG n = 0;
+	CK_ULONG n = 0, cap = 0;
 	CK_RV rv;
 	p11s_token_list *l;
 	p11s_rc rc = P11S_OK;
@@ -168,7 +168,11 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 		ids = calloc(n, sizeof(*ids));
 		if (ids == NULL)
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		cap = n;
 		rv = ctx->fl->C_GetSlotList(CK_TRUE, ids, &n);
+		/* More than the room given: a broken module; what it wrote is all we have. */
+		if (n > cap)
+			n = cap;
 	}
 	if (rv != CKR_OK) {
 		free(ids);

@@ -468,8 +468,8 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 			if (r > 0)
 				break;
 			if (r < 0)
-				return p11s_err(err, P11S_E_INPUT, "malformed CMS message: bad %s",
-				                what);
+				return p11s_err(err, P11S_E_INPUT,
+				                "malformed CMS message: %s is not valid BER", what);
 			if (s->end - s->pos > SMALL_MAX)
 				return p11s_err(err, P11S_E_INPUT,
 				                "the %s in this message is too large", what);
@@ -482,9 +482,11 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 				r = ber_len(s->buf + s->pos, s->end - s->pos, &total, 0);
 				if (r > 0)
 					break;
-				return r < 0 ? p11s_err(err, P11S_E_INPUT,
-				                        "malformed CMS message: bad %s", what)
-				             : truncated(err);
+				return r < 0
+				           ? p11s_err(err, P11S_E_INPUT,
+				                      "malformed CMS message: %s is not valid BER",
+				                      what)
+				           : truncated(err);
 			}
 		}
 		if (s->off + total > s->limit)

@@ -16,6 +16,7 @@
 
 #include "cms_stream.h"
 #include "common.h"
+#include "p11smime/certs.h"
 #include "p11smime/decrypt.h"
 #include "p11smime/listing.h"
 #include "p11smime/mime.h"
@@ -49,6 +50,7 @@ struct p11s_decrypt_report {
 	int authenticated, auth_attrs, complete;
 	uint64_t content_bytes;
 	time_t at;
+	p11s_verdict *verdict; /* the rules on the recipient certificate at r->at */
 	int expired, not_yet_valid;
 	char **notes;
 	size_t nnotes;
@@ -56,12 +58,13 @@ struct p11s_decrypt_report {
 
 /*
  * How the recipient is chosen: given the parsed recipients (in @p r), fill
- * r->chosen, r->cert (up-ref'd), the URIs and mechanism, and *pkey
- * (borrowed from the chooser until the chooser's cleanup).
+ * r->chosen, r->cert (up-ref'd), the URIs and mechanism, *pkey and what is
+ * known of that key for the rules, *kf (both borrowed from the chooser
+ * until the chooser's cleanup).
  */
 struct chooser {
 	p11s_rc (*choose)(struct chooser *c, p11s_decrypt_report *r, EVP_PKEY **pkey,
-	                  p11s_error *err);
+	                  p11s_key_facts *kf, p11s_error *err);
 	void (*cleanup)(struct chooser *c);
 };
 
@@ -80,6 +83,7 @@ void p11s_decrypt_report_free(p11s_decrypt_report *r)
 	free(r->rcpts);
 	X509_free(r->cert);
 	p11s_cert_info_free(r->info);
+	p11s_verdict_free(r->verdict);
 	free(r->cert_uri);
 	free(r->key_uri);
 	free(r->key_encryption);
@@ -151,6 +155,11 @@ int p11s_decrypt_report_expired(const p11s_decrypt_report *r)
 	return r->expired;
 }
 
+const p11s_verdict *p11s_decrypt_report_verdict(const p11s_decrypt_report *r)
+{
+	return r->verdict;
+}
+
 uint64_t p11s_decrypt_report_content_bytes(const p11s_decrypt_report *r)
 {
 	return r->content_bytes;
@@ -209,6 +218,24 @@ static json_t *time_json(time_t t)
 	return json_string(p11s_time_format(t, buf, sizeof(buf)));
 }
 
+/* The rules' verdict on the recipient certificate, as `validate --json` gives it. */
+static void verdict_json(json_t *c, const p11s_verdict *v)
+{
+	json_t *warnings = json_array();
+
+	for (size_t i = 0; warnings != NULL && i < p11s_verdict_warning_count(v); i++)
+		json_array_append_new(warnings, jstr(p11s_verdict_warning(v, i)));
+	json_object_set_new(c, "verdict",
+	                    v == NULL
+	                        ? json_null()
+	                        : json_string(p11s_verdict_accepted(v) ? "accepted" : "rejected"));
+	json_object_set_new(c, "usable_for_outgoing",
+	                    json_boolean(p11s_verdict_usable_for_outgoing(v)));
+	json_object_set_new(c, "in_validity", json_boolean(p11s_verdict_in_validity(v)));
+	json_object_set_new(c, "checks", v ? p11s_verdict_checks_json(v, 0) : json_array());
+	json_object_set_new(c, "warnings", warnings);
+}
+
 char *p11s_decrypt_report_json(const p11s_decrypt_report *r)
 {
 	json_t *root = json_object(), *arr = json_array(), *j, *c, *ke, *notes = json_array();
@@ -236,6 +263,7 @@ char *p11s_decrypt_report_json(const p11s_decrypt_report *r)
 			json_object_set_new(c, "expired", json_boolean(r->expired));
 			json_object_set_new(c, "not_yet_valid", json_boolean(r->not_yet_valid));
 			json_object_set_new(c, "certificate_uri", jstr(r->cert_uri));
+			verdict_json(c, r->verdict);
 			json_object_set_new(j, "certificate", c);
 		}
 		json_object_set_new(root, "recipient", j);
@@ -281,22 +309,6 @@ char *p11s_decrypt_report_json(const p11s_decrypt_report *r)
 
 /* ------------------------------------------------------- recipients */
 
-static char *name_string(const X509_NAME *n)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *s = NULL, *data;
-	long len;
-
-	if (b == NULL)
-		return NULL;
-	if (X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
-		len = BIO_get_mem_data(b, &data);
-		s = p11s_strndup(data, (size_t)len);
-	}
-	BIO_free(b);
-	return s;
-}
-
 static char *serial_string(const ASN1_INTEGER *a)
 {
 	BIGNUM *bn = ASN1_INTEGER_to_BN(a, NULL);
@@ -329,7 +341,7 @@ static p11s_rc add_rcpt(p11s_decrypt_report *r, CMS_RecipientInfo *ri,
 	if (keyid != NULL)
 		rc->ski = p11s_hex(ASN1_STRING_get0_data(keyid), (size_t)ASN1_STRING_length(keyid));
 	if (issuer != NULL)
-		rc->issuer = name_string(issuer);
+		rc->issuer = p11s_cert_name_string(issuer);
 	if (sno != NULL)
 		rc->serial = serial_string(sno);
 	return P11S_OK;
@@ -702,37 +714,54 @@ static p11s_rc check_content_cipher(p11s_decrypt_report *r, const X509_ALGOR *ca
 	return P11S_E_INPUT;
 }
 
-static int asn1_time_t(const ASN1_TIME *t, time_t *out)
+/*
+ * The recipient certificate through the S/MIME rules at r->at, with what is
+ * known of its key (@p kf).  The verdict is reported, never a refusal: the
+ * rules govern outgoing mail, and old mail must stay readable.
+ */
+static p11s_rc judge_certificate(p11s_decrypt_report *r, const p11s_key_facts *kf, p11s_error *err)
 {
-	struct tm tm;
-
-	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
-		return 0;
-	*out = timegm(&tm);
-	return 1;
-}
-
-/* Certificate facts and the validity at r->at (reported, never refused). */
-static p11s_rc note_certificate(p11s_decrypt_report *r, p11s_error *err)
-{
-	time_t nb, na;
-	char b1[32], b2[32];
+	p11s_validate_opts vo;
+	char b1[32], b2[32], *failed = NULL, *next;
 	p11s_rc rc = p11s_cert_describe(r->cert, &r->info, err);
 
 	if (rc != P11S_OK)
 		return rc;
-	if (asn1_time_t(X509_get0_notAfter(r->cert), &na) && na < r->at) {
+	p11s_validate_opts_init(&vo);
+	vo.at = r->at;
+	rc = p11s_validate(r->cert, kf, &vo, &r->verdict, err);
+	if (rc != P11S_OK)
+		return rc;
+	if (!p11s_verdict_accepted(r->verdict)) {
+		for (size_t i = 0; i < p11s_verdict_check_count(r->verdict); i++) {
+			if (p11s_verdict_check_result(r->verdict, i) != P11S_CHECK_FAIL ||
+			    !p11s_verdict_check_decides(r->verdict, i))
+				continue;
+			next = p11s_asprintf("%s%s%s", failed ? failed : "", failed ? ", " : "",
+			                     p11s_verdict_check_rule(r->verdict, i));
+			free(failed);
+			failed = next;
+		}
+		add_note(r,
+		         "the recipient certificate is rejected by the S/MIME rules (%s); the "
+		         "message was decrypted anyway, as the rules govern outgoing mail",
+		         failed ? failed : "see the report");
+		free(failed);
+	}
+	if (p11s_verdict_in_validity(r->verdict))
+		return P11S_OK;
+	if (r->info->not_after < r->at) {
 		r->expired = 1;
 		add_note(r,
 		         "the recipient certificate expired on %s (checked at %s); the message "
 		         "was decrypted anyway, as old mail must stay readable",
-		         p11s_time_format(na, b1, sizeof(b1)),
+		         p11s_time_format(r->info->not_after, b1, sizeof(b1)),
 		         p11s_time_format(r->at, b2, sizeof(b2)));
 	}
-	if (asn1_time_t(X509_get0_notBefore(r->cert), &nb) && nb > r->at) {
+	if (r->info->not_before > r->at) {
 		r->not_yet_valid = 1;
 		add_note(r, "the recipient certificate is not valid before %s (checked at %s)",
-		         p11s_time_format(nb, b1, sizeof(b1)),
+		         p11s_time_format(r->info->not_before, b1, sizeof(b1)),
 		         p11s_time_format(r->at, b2, sizeof(b2)));
 	}
 	return P11S_OK;
@@ -1023,6 +1052,7 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 	p11s_cms_replay *rp = NULL;
 	CMS_ContentInfo *cms = NULL;
 	EVP_PKEY *pkey = NULL;
+	p11s_key_facts kf;
 	EVP_CIPHER_CTX *cctx = NULL;
 	BIO *in = NULL, *chain = NULL;
 	struct outstage o = {0};
@@ -1051,10 +1081,11 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 	if (rc != P11S_OK)
 		goto done;
 
-	rc = ch->choose(ch, r, &pkey, err);
+	p11s_key_facts_init(&kf);
+	rc = ch->choose(ch, r, &pkey, &kf, err);
 	if (rc != P11S_OK)
 		goto done;
-	rc = note_certificate(r, err);
+	rc = judge_certificate(r, &kf, err);
 	if (rc == P11S_OK)
 		rc = content_cipher_ctx(cms, pkey, r->cert, &chain, &cctx, err);
 	if (rc != P11S_OK)
@@ -1118,7 +1149,7 @@ struct pkey_chooser {
 };
 
 static p11s_rc choose_given(struct chooser *c, p11s_decrypt_report *r, EVP_PKEY **pkey,
-                            p11s_error *err)
+                            p11s_key_facts *kf, p11s_error *err)
 {
 	struct pkey_chooser *pc = (struct pkey_chooser *)c;
 
@@ -1138,6 +1169,7 @@ static p11s_rc choose_given(struct chooser *c, p11s_decrypt_report *r, EVP_PKEY 
 	X509_up_ref(pc->cert);
 	r->cert = pc->cert;
 	*pkey = pc->pkey;
+	p11s_key_facts_from_pkey(kf, pc->pkey, pc->cert);
 	return describe_kea(r, err);
 }
 
@@ -1192,7 +1224,7 @@ static p11s_rc no_recipient(p11s_decrypt_report *r, const char *what, p11s_error
  * login.
  */
 static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PKEY **pkey,
-                               p11s_error *err)
+                               p11s_key_facts *kf, p11s_error *err)
 {
 	struct token_chooser *tc = (struct token_chooser *)c;
 	const p11s_object *cert = NULL, *o, *key_obj;
@@ -1290,6 +1322,7 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 	if (rc != P11S_OK)
 		return rc;
 	*pkey = p11s_key_pkey(tc->key);
+	p11s_key_facts_from_token(kf, cert);
 	return P11S_OK;
 }
 

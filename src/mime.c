@@ -204,9 +204,11 @@ p11s_rc p11s_headers_write(const p11s_headers *h, unsigned classes, BIO *out, p1
 /*
  * A source of line segments: a segment ends with '\n' or is the longest
  * piece that fits a buffer.  Returns 1 with a segment, 0 at the end, -1 on
- * a read error.
+ * a read error, SEG_NUL when a NUL byte was met and could not be passed on.
  */
 typedef int (*seg_fn)(void *src, const char **p, size_t *n);
+
+#define SEG_NUL (-2)
 
 struct gets_src {
 	BIO *in;
@@ -219,6 +221,21 @@ static int gets_seg(void *arg, const char **p, size_t *n)
 	struct gets_src *s = arg;
 	int r = BIO_gets(s->in, s->buf, (int)sizeof(s->buf));
 
+	/*
+	 * A file BIO's gets is fgets() then strlen(): a NUL byte hides the rest
+	 * of its line (and one at the start looks like the end of input).  Short
+	 * of the buffer, without '\n' and before the end: that is what happened.
+	 */
+	if (r >= 0 && r < (int)sizeof(s->buf) - 1 && (r == 0 || s->buf[r - 1] != '\n') &&
+	    !BIO_eof(s->in)) {
+		FILE *fp = NULL;
+
+		/* Unless the read failed, which fgets() does not tell either. */
+		if (BIO_method_type(s->in) == BIO_TYPE_FILE && BIO_get_fp(s->in, &fp) > 0 &&
+		    fp != NULL && ferror(fp))
+			return -1;
+		return SEG_NUL;
+	}
 	if (r == 0 || (r < 0 && BIO_eof(s->in)))
 		return 0;
 	if (r < 0)
@@ -282,6 +299,11 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 			len += n;
 			complete = line[len - 1] == '\n';
 		}
+		if (!complete && r == SEG_NUL) {
+			rc = p11s_err(err, P11S_E_INPUT, "header line %zu holds a NUL byte",
+			              lineno + 1);
+			goto out;
+		}
 		if (!complete && r < 0) {
 			rc = p11s_err(err, P11S_E_IO, "cannot read the message");
 			goto out;
@@ -299,6 +321,12 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 			    p11s_err(err, P11S_E_INPUT,
 			             "the input ends in the middle of header line %zu (truncated?)",
 			             lineno + 1);
+			goto out;
+		}
+		/* Fields are kept as C strings: a NUL would cut one short. */
+		if (memchr(line, '\0', len) != NULL) {
+			rc = p11s_err(err, P11S_E_INPUT, "header line %zu holds a NUL byte",
+			              lineno + 1);
 			goto out;
 		}
 		line[len] = '\0';

@@ -20,14 +20,22 @@ struct p11s_output {
 p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 {
 	BIO *b;
+	const char *name = path && strcmp(path, "-") != 0 ? path : "standard input";
+	struct stat st;
+	FILE *fp = NULL;
 
 	if (path == NULL || strcmp(path, "-") == 0)
 		b = BIO_new_fp(stdin, BIO_NOCLOSE);
 	else
 		b = BIO_new_file(path, "rb");
 	if (b == NULL)
-		return p11s_err_ossl(err, P11S_E_IO, "cannot open '%s': %s",
-		                     path ? path : "standard input", strerror(errno));
+		return p11s_err_ossl(err, P11S_E_IO, "cannot open '%s': %s", name, strerror(errno));
+	/* fopen() takes a directory; its first read fails, which readers would take for an end. */
+	if (BIO_get_fp(b, &fp) > 0 && fp != NULL && fstat(fileno(fp), &st) == 0 &&
+	    S_ISDIR(st.st_mode)) {
+		BIO_free(b);
+		return p11s_err(err, P11S_E_IO, "cannot read '%s': it is a directory", name);
+	}
 	*out = b;
 	return P11S_OK;
 }

@@ -15,6 +15,7 @@
 #include <openssl/x509.h>
 
 #include "common.h"
+#include "p11smime/certs.h"
 #include "p11smime/mime.h"
 #include "p11smime/rules.h"
 #include "p11smime/sign.h"
@@ -101,22 +102,6 @@ static EVP_PKEY *signer_pkey(const p11s_signer *s)
 
 /* ------------------------------------------------------------ preparing */
 
-static char *name_string(const X509_NAME *name)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *data, *out = NULL;
-	long n;
-
-	if (b == NULL)
-		return NULL;
-	if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
-		n = BIO_get_mem_data(b, &data);
-		out = p11s_strndup(data, (size_t)n);
-	}
-	BIO_free(b);
-	return out;
-}
-
 /* Digest, algorithm and the identity strings; no token involved. */
 static p11s_rc choose_algorithms(p11s_signer *s, const p11s_sign_opts *opts, p11s_error *err)
 {
@@ -158,7 +143,7 @@ static p11s_rc choose_algorithms(p11s_signer *s, const p11s_sign_opts *opts, p11
 	s->pss = opts->pss;
 	s->opaque = opts->opaque;
 	s->algorithm = is_ec ? "ecdsa" : opts->pss ? "rsassa-pss" : "rsassa-pkcs1-v1_5";
-	s->subject = name_string(X509_get_subject_name(s->cert));
+	s->subject = p11s_cert_name_string(X509_get_subject_name(s->cert));
 	if (s->subject == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	return P11S_OK;
@@ -342,56 +327,6 @@ p11s_rc p11s_signer_new(X509 *cert, EVP_PKEY *pkey, STACK_OF(X509) * chain,
 	return P11S_OK;
 }
 
-static p11s_key_alg key_alg(p11s_key_type t)
-{
-	switch (t) {
-	case P11S_KEY_RSA:
-		return P11S_ALG_RSA;
-	case P11S_KEY_EC:
-		return P11S_ALG_EC;
-	case P11S_KEY_OTHER:
-		return P11S_ALG_UNKNOWN;
-	default:
-		return P11S_ALG_OTHER;
-	}
-}
-
-static int flag(unsigned flags, unsigned bit)
-{
-	return (flags & bit) != 0;
-}
-
-/* What the token says about the certificate's key, for the rules. */
-static void token_key_facts(const p11s_object *cert, p11s_key_facts *kf)
-{
-	const p11s_object *key = p11s_object_private_key(cert);
-	p11s_pairing pairing = p11s_object_pairing(cert);
-
-	p11s_key_facts_init(kf);
-	if (key == NULL)
-		key = p11s_object_id_key(cert);
-	kf->present = key != NULL;
-	kf->matches = pairing == P11S_PAIR_CONFIRMED ? 1 : pairing == P11S_PAIR_MISMATCH ? 0 : -1;
-	kf->on_token = 1;
-	if (key == NULL) {
-		kf->absent_note = "no private key on the token has the certificate's CKA_ID";
-		return;
-	}
-	unsigned f = p11s_object_key_flags(key);
-
-	kf->alg = key_alg(p11s_object_key_type(key));
-	kf->alg_name = p11s_key_type_name(p11s_object_key_type(key));
-	kf->sensitive = flag(f, P11S_KF_SENSITIVE);
-	kf->extractable = flag(f, P11S_KF_EXTRACTABLE);
-	kf->can_sign = flag(f, P11S_KF_SIGN);
-	kf->can_decrypt = flag(f, P11S_KF_DECRYPT);
-	kf->can_unwrap = flag(f, P11S_KF_UNWRAP);
-	kf->can_derive = flag(f, P11S_KF_DERIVE);
-	kf->uri = p11s_object_uri(key);
-	kf->bits = p11s_object_key_bits(key);
-	kf->curve = p11s_object_key_curve(key);
-}
-
 /*
  * The CA certificates on the signer's token, to complete the chain.  The
  * selection's list is the whole enumeration of the matching tokens (the
@@ -455,7 +390,7 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	if (rc != P11S_OK)
 		goto out;
 
-	token_key_facts(cert, &kf);
+	p11s_key_facts_from_token(&kf, cert);
 	rc = check_rules(s->cert, &kf, opts->at, err);
 	if (rc != P11S_OK)
 		goto out;

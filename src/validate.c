@@ -686,29 +686,6 @@ static json_t *jbool3(int v)
 	return v < 0 ? json_null() : json_boolean(v);
 }
 
-static json_t *checks_json(const p11s_verdict *v, int key)
-{
-	json_t *a = json_array();
-	size_t n = key ? p11s_verdict_key_check_count(v) : p11s_verdict_check_count(v);
-
-	for (size_t i = 0; a && i < n; i++) {
-		const char *id =
-		    key ? p11s_verdict_key_check_id(v, i) : p11s_verdict_check_rule(v, i);
-		p11s_check_result res =
-		    key ? p11s_verdict_key_check_result(v, i) : p11s_verdict_check_result(v, i);
-		const char *msg =
-		    key ? p11s_verdict_key_check_message(v, i) : p11s_verdict_check_message(v, i);
-		json_t *c = json_pack("{s:s, s:s, s:o}", key ? "check" : "rule", id, "result",
-		                      p11s_check_result_name(res), "message", jstr(msg));
-
-		if (c != NULL && !key)
-			json_object_set_new(c, "affects_verdict",
-			                    json_boolean(p11s_verdict_check_decides(v, i)));
-		json_array_append_new(a, c);
-	}
-	return a;
-}
-
 static json_t *key_json(const struct entry *e)
 {
 	json_t *k, *flags;
@@ -741,7 +718,7 @@ static json_t *key_json(const struct entry *e)
 			json_object_set_new(k, "flags", flags);
 		}
 	}
-	json_object_set_new(k, "checks", checks_json(e->v, 1));
+	json_object_set_new(k, "checks", p11s_verdict_checks_json(e->v, 1));
 	return k;
 }
 
@@ -785,7 +762,7 @@ static json_t *entry_json(const struct entry *e)
 	json_object_set_new(o, "cannot_encrypt_reason",
 	                    jstr(p11s_verdict_cannot_encrypt_reason(v)));
 	json_object_set_new(o, "in_validity", json_boolean(p11s_verdict_in_validity(v)));
-	json_object_set_new(o, "checks", checks_json(v, 0));
+	json_object_set_new(o, "checks", p11s_verdict_checks_json(v, 0));
 	json_object_set_new(o, "warnings", warnings);
 	warnings = NULL;
 	json_object_set_new(o, "key", key_json(e));

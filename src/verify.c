@@ -330,7 +330,13 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 		                            "from the signed one"
 		                          : "the signature over the content does not verify");
 	}
-	if (v < 0) {
+	if (v < 0 && X509_get0_pubkey(x) == NULL) {
+		/* Not an algorithm OpenSSL lacks: a key that does not decode. */
+		s->verdict = P11S_SIG_UNSUPPORTED;
+		s->reason = p11s_strdup("the signer's certificate holds a public key that does not "
+		                        "decode (a damaged certificate?): the signature cannot be "
+		                        "checked");
+	} else if (v < 0) {
 		unsigned long e = ERR_peek_last_error();
 
 		s->verdict = P11S_SIG_UNSUPPORTED;
@@ -463,6 +469,9 @@ static p11s_rc judge(p11s_verify_report *r)
 	return r->summary ? P11S_OK : P11S_E_NOMEM;
 }
 
+/* The most of a message verify holds in memory (it is read whole). */
+#define VERIFY_MAX (1024u * 1024 * 1024)
+
 /* Read all of @p in: the header block is needed before OpenSSL parses the rest. */
 static p11s_rc slurp(BIO *in, BUF_MEM **out, p11s_error *err)
 {
@@ -475,6 +484,13 @@ static p11s_rc slurp(BIO *in, BUF_MEM **out, p11s_error *err)
 	while ((n = BIO_read(in, buf, sizeof(buf))) > 0) {
 		size_t old = m->length;
 
+		/* The whole message is held: refuse a runaway input before memory runs out. */
+		if (old + (size_t)n > VERIFY_MAX) {
+			BUF_MEM_free(m);
+			return p11s_err(err, P11S_E_INPUT,
+			                "the message is too large to verify (over %u MiB)",
+			                VERIFY_MAX >> 20);
+		}
 		if (BUF_MEM_grow(m, old + (size_t)n) == 0) {
 			BUF_MEM_free(m);
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -529,10 +545,6 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		goto out;
 	if (msg->length == 0) {
 		rc = p11s_err(err, P11S_E_INPUT, "the input is empty");
-		goto out;
-	}
-	if (msg->length > INT_MAX) {
-		rc = p11s_err(err, P11S_E_INPUT, "the message is too large to verify (over 2 GiB)");
 		goto out;
 	}
 	mem = BIO_new_mem_buf(msg->data, (int)msg->length);

@@ -29,6 +29,7 @@
 #include <openssl/x509.h>
 
 #include "p11smime/result.h"
+#include "p11smime/rules.h"
 #include "p11smime/token.h"
 
 #ifdef __cplusplus
@@ -57,7 +58,10 @@ typedef struct p11s_decrypt_opts {
 	 * message's recipients.  Only for p11s_decrypt().
 	 */
 	const char *key;
-	/** The time the recipient certificate's validity is reported at; 0: now. */
+	/**
+	 * The time the recipient certificate is judged at (the rules and its
+	 * validity, reported only); 0: now.
+	 */
 	time_t at;
 	p11s_decrypt_inform inform;
 	/**
@@ -120,7 +124,11 @@ void p11s_decrypt_report_free(p11s_decrypt_report *r);
  * "issuer", "serial" or "subject_key_identifier", "matched"), "recipient"
  * (the one used: its identifier, "certificate" with "subject", "issuer",
  * "serial", "emails", "not_before", "not_after", "expired",
- * "not_yet_valid", "certificate_uri"), "key_uri", "key_encryption" (name
+ * "not_yet_valid", "certificate_uri", and the rules' verdict at "at" as
+ * `p11smime validate --json` gives it: "verdict" ("accepted" or
+ * "rejected"), "usable_for_outgoing", "in_validity", "checks" (each
+ * "rule", "result", "message", "affects_verdict") and "warnings"),
+ * "key_uri", "key_encryption" (name
  * and parameters: "algorithm", "oaep_hash", "mgf1_hash", "kdf",
  * "key_wrap", "curve"), "content_cipher", "mechanism", "authenticated",
  * "auth_attributes", "content_bytes", "at", "notes".
@@ -149,9 +157,16 @@ const char *p11s_decrypt_report_key_uri(const p11s_decrypt_report *r);
 X509 *p11s_decrypt_report_certificate(const p11s_decrypt_report *r);
 /** 1 when the recipient certificate had expired at opts->at (decryption still works). */
 int p11s_decrypt_report_expired(const p11s_decrypt_report *r);
+/**
+ * The S/MIME rules on the recipient certificate at opts->at, with what is
+ * known of its private key (p11s_validate()); owned by @p r; NULL before a
+ * recipient was chosen.  Information only: a rejected or expired
+ * certificate still decrypts.
+ */
+const p11s_verdict *p11s_decrypt_report_verdict(const p11s_decrypt_report *r);
 /** Bytes of decrypted content. */
 uint64_t p11s_decrypt_report_content_bytes(const p11s_decrypt_report *r);
-/** Number of notes (things a person should know: expiry, ...). */
+/** Number of notes (things a person should know: a rejected or expired certificate, 3DES). */
 size_t p11s_decrypt_report_note_count(const p11s_decrypt_report *r);
 /** Note @p i; owned by @p r. */
 const char *p11s_decrypt_report_note(const p11s_decrypt_report *r, size_t i);

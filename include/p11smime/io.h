@@ -26,7 +26,10 @@ typedef struct p11s_output p11s_output;
  * Begin an output to @p path (NULL or "-": standard output).  Everything is
  * written to a temporary file, beside @p path (so the final rename is
  * atomic) or in $TMPDIR for standard output; nothing reaches @p path or
- * standard output before p11s_output_commit().
+ * standard output before p11s_output_commit().  A @p path that exists
+ * and is not a regular file (/dev/null, a FIFO, a terminal) is written
+ * directly: there is nothing to rename over, and renaming would replace a
+ * device with a file.
  */
 p11s_rc p11s_output_open(const char *path, p11s_output **out, p11s_error *err);
 /** The BIO to write to; owned by @p o. */

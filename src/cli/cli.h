@@ -56,6 +56,14 @@ int cli_parse_time(const char *text, time_t *out);
 /* Print a JSON document the library built (adds a newline), then free it. */
 void cli_print_json(char *doc);
 
+/*
+ * @p s made safe for a terminal: control characters (C0, DEL and C1 in
+ * UTF-8) become \xNN, so a hostile token label cannot send escape
+ * sequences.  Returns one of a few rotating static buffers: fine for the
+ * arguments of one printf, not to keep.
+ */
+const char *cli_safe(const char *s);
+
 /* Verbose note to stderr when -v was given. */
 void cli_verbose(const struct cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -22,9 +22,9 @@ static void help(FILE *fp)
 	        "  --key URI|EMAIL   decrypt with this certificate's key (pkcs11: URI of the\n"
 	        "                    certificate or key, or an e-mail address of a certificate\n"
 	        "                    on the token); it must be one of the recipients\n"
-	        "  --at TIME         report the recipient certificate's validity at TIME\n"
-	        "                    (RFC 3339 or date; default now); an expired certificate\n"
-	        "                    still decrypts: old mail must stay readable\n"
+	        "  --at TIME         judge the recipient certificate (rules, validity) at TIME\n"
+	        "                    (RFC 3339 or date; default now); only reported: an expired\n"
+	        "                    certificate still decrypts, old mail must stay readable\n"
 	        "  --inform FORM     smime (default: a message or MIME entity), der or pem\n"
 	        "                    (a bare CMS ContentInfo; the output is the content alone)\n"
 	        "  --keep-line-ends  write the decrypted entity as decrypted (CRLF); by\n"
@@ -34,8 +34,9 @@ static void help(FILE *fp)
 	        "  -o, --out FILE    the decrypted message (default: standard output)\n"
 	        "\n"
 	        "With --json, a report (recipient, key URI, key-encryption algorithm, content\n"
-	        "cipher, token mechanism, certificate expiry) is printed instead of the content,\n"
-	        "or beside it when -o is given.\n"
+	        "cipher, token mechanism, the recipient certificate's verdict under the S/MIME\n"
+	        "rules and its expiry) is printed instead of the content, or beside it when -o\n"
+	        "is given.  A rejected or expired recipient certificate is noted, never refused.\n"
 	        "\n"
 	        "Exit: 0 decrypted, 2 usage, 3 token, PIN, mechanism, or no recipient on the\n"
 	        "token, 4 malformed or truncated input, failed authentication or padding.\n");
@@ -43,6 +44,7 @@ static void help(FILE *fp)
 
 static void print_summary(const struct cli *cli, const p11s_decrypt_report *r)
 {
+	const p11s_verdict *v;
 	X509 *x;
 	char *subject;
 
@@ -53,6 +55,11 @@ static void print_summary(const struct cli *cli, const p11s_decrypt_report *r)
 		cli_verbose(cli, "recipient: %s", subject ? subject : "?");
 		OPENSSL_free(subject);
 	}
+	if ((v = p11s_decrypt_report_verdict(r)) != NULL)
+		cli_verbose(cli,
+		            "recipient certificate: %s by the S/MIME rules, %s for outgoing mail",
+		            p11s_verdict_accepted(v) ? "accepted" : "rejected",
+		            p11s_verdict_usable_for_outgoing(v) ? "usable" : "not usable");
 	if (p11s_decrypt_report_key_uri(r) != NULL)
 		cli_verbose(cli, "key: %s", p11s_decrypt_report_key_uri(r));
 	if (p11s_decrypt_report_key_encryption(r) != NULL)

@@ -2,25 +2,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "p11smime/certs.h"
 #include "p11smime/encrypt.h"
-
-/*
- * p11s_output renames a temporary file into place: over /dev/null or a FIFO
- * that would replace the device with a file.  Refuse such a path.
- */
-static int output_path_ok(const char *path)
-{
-	struct stat st;
-
-	if (path == NULL || strcmp(path, "-") == 0)
-		return 1;
-	return stat(path, &st) != 0 || S_ISREG(st.st_mode);
-}
 
 static void help(FILE *fp)
 {
@@ -160,13 +146,6 @@ int cmd_encrypt(struct cli *cli, int argc, char **argv)
 	}
 	if (optind < argc) {
 		ret = cli_usage_error("encrypt", "unexpected argument '%s'", argv[optind]);
-		goto done;
-	}
-	if (!output_path_ok(out_path)) {
-		ret = cli_usage_error("encrypt",
-		                      "-o %s is not a regular file (use '-' for standard "
-		                      "output)",
-		                      out_path);
 		goto done;
 	}
 	if (nspecs == 0) {

@@ -143,7 +143,7 @@ static void print_object(const p11s_object *obj, const p11s_token **last)
 	const char *label = p11s_object_label(obj);
 
 	if (t != *last) {
-		printf("%sToken '%s'  %s\n", *last ? "\n" : "", p11s_token_label(t),
+		printf("%sToken '%s'  %s\n", *last ? "\n" : "", cli_safe(p11s_token_label(t)),
 		       p11s_token_uri(t));
 		*last = t;
 	}
@@ -151,7 +151,7 @@ static void print_object(const p11s_object *obj, const p11s_token **last)
 	       p11s_object_get_class(obj) == P11S_OBJ_CERTIFICATE   ? "Certificate"
 	       : p11s_object_get_class(obj) == P11S_OBJ_PRIVATE_KEY ? "Private key"
 	                                                            : "Public key",
-	       label ? label : "");
+	       cli_safe(label));
 	printf("  uri:         %s\n", p11s_object_uri(obj));
 	print_id(obj);
 	if (p11s_object_get_class(obj) == P11S_OBJ_CERTIFICATE)

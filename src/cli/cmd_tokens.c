@@ -108,13 +108,13 @@ int cmd_tokens(struct cli *cli, int argc, char **argv)
 
 		if (i > 0)
 			printf("\n");
-		printf("Token '%s'\n", p11s_token_label(t));
+		printf("Token '%s'\n", cli_safe(p11s_token_label(t)));
 		printf("  uri:          %s\n", p11s_token_uri(t));
-		printf("  manufacturer: %s\n", p11s_token_manufacturer(t));
-		printf("  model:        %s\n", p11s_token_model(t));
-		printf("  serial:       %s\n", p11s_token_serial(t));
+		printf("  manufacturer: %s\n", cli_safe(p11s_token_manufacturer(t)));
+		printf("  model:        %s\n", cli_safe(p11s_token_model(t)));
+		printf("  serial:       %s\n", cli_safe(p11s_token_serial(t)));
 		printf("  slot:         %lu (%s)\n", p11s_token_slot_id(t),
-		       p11s_token_slot_description(t));
+		       cli_safe(p11s_token_slot_description(t)));
 		print_flags(p11s_token_flags(t));
 	}
 	p11s_token_list_free(list);

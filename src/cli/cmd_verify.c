@@ -2,24 +2,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "p11smime/certs.h"
 #include "p11smime/verify.h"
-
-/*
- * p11s_output renames a temporary file into place: over /dev/null or a FIFO
- * that would replace the device with a file.  Refuse such a path.
- */
-static int output_path_ok(const char *path)
-{
-	struct stat st;
-
-	if (path == NULL || strcmp(path, "-") == 0)
-		return 1;
-	return stat(path, &st) != 0 || S_ISREG(st.st_mode);
-}
 
 static void help(FILE *fp)
 {
@@ -257,13 +243,6 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 	if (ntrust == 0) {
 		ret = cli_usage_error("verify", "name the certificates you trust with --trust "
 		                                "(p11smime never trusts the system store)");
-		goto done;
-	}
-	if (!output_path_ok(out_path)) {
-		ret = cli_usage_error("verify",
-		                      "-o %s is not a regular file (use '-' for standard "
-		                      "output)",
-		                      out_path);
 		goto done;
 	}
 	if (force && out_path == NULL) {

@@ -152,6 +152,31 @@ void cli_print_json(char *doc)
 	free(doc);
 }
 
+const char *cli_safe(const char *s)
+{
+	static char bufs[6][1024];
+	static unsigned next;
+	char *out = bufs[next++ % 6];
+	size_t o = 0;
+
+	if (s == NULL)
+		return "";
+	for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < sizeof(bufs[0]);
+	     p++) {
+		int c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
+
+		if (*p < 0x20 || *p == 0x7f || c1) {
+			if (c1)
+				p++;
+			o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\x%02x", *p);
+		} else {
+			out[o++] = (char)*p;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
 void cli_verbose(const struct cli *cli, const char *fmt, ...)
 {
 	va_list ap;

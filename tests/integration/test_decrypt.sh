@@ -194,20 +194,64 @@ else
 		pass "a changed CBC ciphertext did not give the original"
 fi
 
-# ------------------------------------------------- expired recipient
-token_keygen rsa:2048 21 old-rsa
-SAN_EMAIL=old@example.org ca_issue token:21 old.pem smime-rsa --start 20200101000000Z --end 20210101000000Z >/dev/null
-token_import_cert old.pem 21 old-rsa
-openssl cms -encrypt -binary -in pt.eml -aes-256-gcm -recip old.pem -out old.p7m 2>/dev/null
-run_p11smime "${P[@]}" --json decrypt --entity --keep-line-ends -i old.p7m -o old.out
-assert_exit 0 "expired recipient certificate: old mail still decrypts"
-cmp -s old.out pt.eml && pass "expired-recipient content equals the original" || fail "expired content"
-assert_json "$OUT" '.recipient.certificate.expired == true and (.notes | map(test("expired on 2021-01-01")) | any)' \
+# ---------------------------------- recipient certificates the rules judge
+# recipient_case NAME ID CA_ISSUE_ARGS...: an RSA key NAME-rsa with id ID and
+# its certificate NAME.pem on the token, and a message for it, NAME.p7m,
+# decrypted with --json: old or rejected, the mail must stay readable.
+recipient_case() {
+	local name=$1 id=$2
+	shift 2
+	token_keygen rsa:2048 "$id" "$name-rsa"
+	ca_issue "token:$id" "$name.pem" "$@" >/dev/null
+	token_import_cert "$name.pem" "$id" "$name-rsa"
+	openssl cms -encrypt -binary -in pt.eml -aes-256-gcm -recip "$name.pem" -out "$name.p7m" 2>/dev/null
+	run_p11smime "${P[@]}" --json decrypt --entity --keep-line-ends -i "$name.p7m" -o "$name.out"
+	assert_exit 0 "$name: the mail decrypts"
+	cmp -s "$name.out" pt.eml && pass "$name: content equals the original" || fail "$name: content differs"
+}
+C='.recipient.certificate'
+
+# Expired: the report notes it; the rules accept it, but not for outgoing mail.
+SAN_EMAIL=old@example.org recipient_case old 21 smime-rsa --start 20200101000000Z --end 20210101000000Z
+assert_json "$OUT" "$C.expired == true and (.notes | map(test(\"expired on 2021-01-01\")) | any)" \
 	"the report notes the expiry"
 assert_contains "$ERR" "note: the recipient certificate expired on 2021-01-01"
+assert_json "$OUT" "$C | .verdict == \"accepted\" and .usable_for_outgoing == false and .in_validity == false" \
+	"expired recipient: accepted by the rules, not usable for outgoing mail"
+assert_json "$OUT" "$C | .checks | length == 6 and (map(select(.rule == \"validity\"))[0] | .result == \"fail\" and .affects_verdict == false)" \
+	"expired recipient: the validity check fails"
+assert_json "$OUT" "$C | .checks | map(select(.rule != \"validity\") | .result) | all(. == \"pass\")" \
+	"expired recipient: every other rule passes"
+assert_json "$OUT" "$C | .warnings | type == \"array\"" "expired recipient: warnings listed"
+# The same checks validate gives for this certificate at the same time
+# (validate judges the file without its key: private-key-algorithm is skipped there).
+run_p11smime "${P[@]}" --json validate --at 2026-11-28 old.pem
+V_CHECKS=$(jq -c '.certificates[0].checks | map(select(.rule != "private-key-algorithm"))' "$OUT")
+run_p11smime "${P[@]}" --json decrypt --at 2026-11-28 -i old.p7m -o old3.out
+assert_exit 0
+D_CHECKS=$(jq -c "$C.checks | map(select(.rule != \"private-key-algorithm\"))" "$OUT")
+if [ -n "$V_CHECKS" ] && [ "$V_CHECKS" != "[]" ] && [ "$V_CHECKS" = "$D_CHECKS" ]; then
+	pass "decrypt reports the certificate's checks as validate does"
+else
+	fail "decrypt's checks differ from validate's: $D_CHECKS vs $V_CHECKS"
+fi
+run_p11smime "${P[@]}" -v decrypt --at 2026-11-28 -i old.p7m -o old4.out
+assert_exit 0
+assert_contains "$ERR" "recipient certificate: accepted by the S/MIME rules, not usable for outgoing mail"
 run_p11smime "${P[@]}" --json decrypt --at 2020-06-01 -i old.p7m -o old2.out
 assert_exit 0
-assert_json "$OUT" '.recipient.certificate.expired == false and (.notes | length) == 0' "valid at --at 2020-06-01"
+assert_json "$OUT" "$C.expired == false and (.notes | length) == 0" "valid at --at 2020-06-01"
+assert_json "$OUT" "$C | .verdict == \"accepted\" and .usable_for_outgoing == true and (.checks | map(select(.rule == \"validity\"))[0].result == \"pass\")" \
+	"valid at --at 2020-06-01: usable for outgoing mail, validity passes"
+
+# No e-mail address in the SAN: rejected by the rules, yet its mail decrypts.
+printf '[ext]\nkeyUsage = critical, keyEncipherment\nsubjectAltName = DNS:nosan.example.org\n' >nosan.ext
+recipient_case nosan 22 "$TEST_TMP/nosan.ext" --no-email-dn
+assert_json "$OUT" "$C | .verdict == \"rejected\" and .usable_for_outgoing == false and .expired == false" \
+	"rejected recipient: the report says rejected"
+assert_json "$OUT" "$C | .checks | map(select(.rule == \"san-email\"))[0] | .result == \"fail\" and .affects_verdict" \
+	"rejected recipient: the san-email check fails"
+assert_contains "$ERR" "note: the recipient certificate is rejected by the S/MIME rules (san-email)"
 
 # --------------------------------------------------------- gpgsm, NSS
 gpgsm_setup "$CA_PEM"

@@ -84,4 +84,19 @@ else
 	echo "skip: softhsm2 is not registered with p11-kit"
 fi
 
+# A label is the token's to choose: an escape sequence in it must reach the
+# terminal as text, not as a command to the terminal.
+softhsm2-util --init-token --free --label "$(printf 'evil\033[2Jlabel')" \
+	--pin 123456 --so-pin 12345678 >/dev/null
+run_p11smime tokens "pkcs11:token=evil%1b%5b2Jlabel"
+assert_exit 0 "a token whose label holds ESC is listed"
+assert_contains "$OUT" 'evil\x1b[2Jlabel' "the ESC is shown as \\x1b"
+if grep -q "$(printf '\033')" "$OUT"; then
+	fail "a raw ESC reached the output"
+else
+	pass "no raw ESC in the output"
+fi
+run_p11smime --json tokens "pkcs11:token=evil%1b%5b2Jlabel"
+assert_json "$OUT" '.tokens[0].label == "evil\u001b[2Jlabel"' "JSON keeps the label exact (escaped by the JSON encoder)"
+
 finish

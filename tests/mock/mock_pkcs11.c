@@ -15,6 +15,11 @@
  *     protected-auth  CKF_PROTECTED_AUTHENTICATION_PATH; C_Login with a NULL PIN works
  *     always-auth     the private key has CKA_ALWAYS_AUTHENTICATE: C_Sign and
  *                     C_Decrypt need C_Login(CKU_CONTEXT_SPECIFIC) after their Init
+ *     huge-length     a hostile module: CKA_LABEL's length is 2^60
+ *     lying-length    a hostile module: the certificate's CKA_VALUE length is one
+ *                     byte short, and a read of it claims a byte more than the
+ *                     buffer it was given
+ *     find-forever    C_FindObjects never runs dry: every call fills the batch
  *   P11S_MOCK_PIN    the user PIN (default 123456); a wrong one -> CKR_PIN_INCORRECT
  *   P11S_MOCK_CERT   PEM certificate, served with CKA_ID 01
  *   P11S_MOCK_KEY    PEM RSA private key (private, sensitive, not extractable,
@@ -57,6 +62,9 @@ enum {
 	F_OPEN_FAILS = 1 << 6,
 	F_PROTECTED = 1 << 7,
 	F_ALWAYS_AUTH = 1 << 8,
+	F_HUGE_LENGTH = 1 << 9,
+	F_LYING_LENGTH = 1 << 10,
+	F_FIND_FOREVER = 1 << 11,
 };
 
 enum { H_CERT = 1, H_PUB = 2, H_PRIV = 3, N_OBJECTS = 3 };
@@ -343,7 +351,8 @@ static unsigned parse_flags(const char *s)
 	    {"to-be-changed", F_TO_BE_CHANGED},   {"count-low", F_COUNT_LOW},
 	    {"uninitialized", F_UNINITIALIZED},   {"removed", F_REMOVED},
 	    {"open-session-fails", F_OPEN_FAILS}, {"protected-auth", F_PROTECTED},
-	    {"always-auth", F_ALWAYS_AUTH},
+	    {"always-auth", F_ALWAYS_AUTH},       {"huge-length", F_HUGE_LENGTH},
+	    {"lying-length", F_LYING_LENGTH},     {"find-forever", F_FIND_FOREVER},
 	};
 	unsigned flags = 0;
 	char *copy, *tok, *save = NULL;
@@ -748,6 +757,16 @@ static CK_RV m_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_A
 		if (!a) {
 			tmpl[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
 			rv = CKR_ATTRIBUTE_TYPE_INVALID;
+		} else if ((m.flags & F_HUGE_LENGTH) && a->type == CKA_LABEL && !tmpl[i].pValue) {
+			tmpl[i].ulValueLen = (CK_ULONG)1 << 60;
+		} else if ((m.flags & F_LYING_LENGTH) && a->type == CKA_VALUE && !a->sensitive) {
+			if (!tmpl[i].pValue) {
+				tmpl[i].ulValueLen = a->len - 1;
+			} else {
+				memcpy(tmpl[i].pValue, a->val,
+				       tmpl[i].ulValueLen < a->len ? tmpl[i].ulValueLen : a->len);
+				tmpl[i].ulValueLen++;
+			}
 		} else if (a->sensitive) {
 			tmpl[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
 			rv = CKR_ATTRIBUTE_SENSITIVE;
@@ -811,6 +830,11 @@ static CK_RV m_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE *out, CK_ULONG 
 	if (!out || !n)
 		return CKR_ARGUMENTS_BAD;
 	*n = 0;
+	if ((m.flags & F_FIND_FOREVER) && s->nfound > 0) {
+		while (*n < max)
+			out[(*n)++] = s->found[0];
+		return CKR_OK;
+	}
 	while (*n < max && s->pos < s->nfound)
 		out[(*n)++] = s->found[s->pos++];
 	return CKR_OK;

@@ -209,6 +209,39 @@ static void round_trip(EVP_PKEY *k, X509 *c, X509 **rcpts, size_t n, const struc
 static void expect_fail(EVP_PKEY *k, X509 *c, p11s_decrypt_inform inform, const void *msg,
                         size_t len, p11s_rc want, const char *want_msg);
 
+/* The report's recipient.certificate object; *root (json_decref) holds it. */
+static json_t *report_certificate(const p11s_decrypt_report *rep, json_t **root)
+{
+	char *doc = p11s_decrypt_report_json(rep);
+	json_t *c;
+
+	assert_non_null(doc);
+	*root = json_loads(doc, 0, NULL);
+	free(doc);
+	assert_non_null(*root);
+	c = json_object_get(json_object_get(*root, "recipient"), "certificate");
+	assert_true(json_is_object(c));
+	return c;
+}
+
+/* The "result" of rule @p rule in the certificate's "checks", as validate --json has them. */
+static const char *check_result(json_t *cert, const char *rule)
+{
+	json_t *checks = json_object_get(cert, "checks"), *c;
+	size_t i;
+
+	assert_int_equal(json_array_size(checks), 6);
+	json_array_foreach(checks, i, c)
+	{
+		assert_true(json_is_string(json_object_get(c, "message")));
+		assert_true(json_is_boolean(json_object_get(c, "affects_verdict")));
+		if (strcmp(json_string_value(json_object_get(c, "rule")), rule) == 0)
+			return json_string_value(json_object_get(c, "result"));
+	}
+	fail_msg("no check for rule %s", rule);
+	return NULL;
+}
+
 /* ---------------------------------------------------------- fixtures */
 
 static EVP_PKEY *rsa_key, *rsa3072_key, *ec256_key, *ec384_key, *ec521_key, *other_key;
@@ -881,43 +914,104 @@ static void not_encrypted(void **state)
 	CMS_ContentInfo_free(cms);
 }
 
+/*
+ * small_pt encrypted (AES-256-CBC, RSA v1.5) for @p cert, decrypted with
+ * rsa_key judging the certificate at @p at: the content must come back
+ * whatever the certificate; the report is the caller's.
+ */
+static p11s_decrypt_report *decrypt_rsa_for(X509 *cert, time_t at)
+{
+	struct enc_spec sp = {.cipher = EVP_aes_256_cbc(), .form = F_DER};
+	p11s_decrypt_opts o = {.inform = P11S_INFORM_DER, .at = at};
+	p11s_decrypt_report *rep = NULL;
+	unsigned char *msg;
+	size_t len;
+	char *out;
+
+	msg = encrypt_for(&cert, 1, &sp, small_pt, strlen(small_pt), &len);
+	assert_int_equal(decrypt(rsa_key, cert, &o, msg, len, &out, NULL, &rep, NULL), P11S_OK);
+	assert_string_equal(out, small_pt);
+	assert_non_null(rep);
+	free(out);
+	OPENSSL_free(msg);
+	return rep;
+}
+
 /* An expired recipient certificate: old mail stays readable; the report says so. */
 static void expired_certificate(void **state)
 {
 	time_t now = time(NULL);
 	X509 *old = make_cert(rsa_key, "old", now - 86400 * 800, now - 86400 * 400);
-	struct enc_spec sp = {.cipher = EVP_aes_256_cbc(), .form = F_DER};
-	p11s_decrypt_opts o = {.inform = P11S_INFORM_DER};
-	p11s_decrypt_report *rep = NULL;
-	unsigned char *msg;
-	size_t len;
-	char *doc, *out;
-	json_t *j;
+	p11s_decrypt_report *rep;
+	json_t *j, *c;
 
 	(void)state;
-	msg = encrypt_for(&old, 1, &sp, small_pt, strlen(small_pt), &len);
-	assert_int_equal(decrypt(rsa_key, old, &o, msg, len, &out, NULL, &rep, NULL), P11S_OK);
-	assert_string_equal(out, small_pt);
+	rep = decrypt_rsa_for(old, 0);
 	assert_int_equal(p11s_decrypt_report_expired(rep), 1);
 	assert_int_equal(p11s_decrypt_report_note_count(rep), 1);
 	assert_non_null(strstr(p11s_decrypt_report_note(rep, 0), "expired"));
-	doc = p11s_decrypt_report_json(rep);
-	j = json_loads(doc, 0, NULL);
-	assert_true(json_is_true(json_object_get(
-	    json_object_get(json_object_get(j, "recipient"), "certificate"), "expired")));
+	c = report_certificate(rep, &j);
+	assert_true(json_is_true(json_object_get(c, "expired")));
+	/* The rules judge it as validate does: accepted, but not for outgoing mail. */
+	assert_string_equal(json_string_value(json_object_get(c, "verdict")), "accepted");
+	assert_true(json_is_false(json_object_get(c, "usable_for_outgoing")));
+	assert_true(json_is_false(json_object_get(c, "in_validity")));
+	assert_string_equal(check_result(c, "validity"), "fail");
+	assert_string_equal(check_result(c, "san-email"), "pass");
 	json_decref(j);
-	free(doc);
-	free(out);
 	p11s_decrypt_report_free(rep);
 
 	/* At a time it was valid, no note. */
-	o.at = now - 86400 * 500;
-	assert_int_equal(decrypt(rsa_key, old, &o, msg, len, NULL, NULL, &rep, NULL), P11S_OK);
+	rep = decrypt_rsa_for(old, now - 86400 * 500);
 	assert_int_equal(p11s_decrypt_report_expired(rep), 0);
 	assert_int_equal(p11s_decrypt_report_note_count(rep), 0);
+	c = report_certificate(rep, &j);
+	assert_true(json_is_true(json_object_get(c, "usable_for_outgoing")));
+	assert_string_equal(check_result(c, "validity"), "pass");
+	json_decref(j);
 	p11s_decrypt_report_free(rep);
-	OPENSSL_free(msg);
 	X509_free(old);
+}
+
+/*
+ * A recipient certificate the S/MIME rules reject (no e-mail address in its
+ * SAN): the mail still decrypts; the report says why it is rejected.
+ */
+static void rejected_certificate(void **state)
+{
+	X509 *bare = tu_cert(&(tu_cert_spec){.key = rsa_key,
+	                                     .cn = "no-san",
+	                                     .ku = "critical,digitalSignature,keyEncipherment",
+	                                     .eku = "emailProtection"});
+	p11s_decrypt_report *rep;
+	const p11s_verdict *v;
+	json_t *j, *c;
+
+	(void)state;
+	rep = decrypt_rsa_for(bare, 0);
+	v = p11s_decrypt_report_verdict(rep);
+	assert_non_null(v);
+	assert_false(p11s_verdict_accepted(v));
+	assert_int_equal(p11s_verdict_rule(v, P11S_RULE_SAN_EMAIL, NULL), P11S_CHECK_FAIL);
+	assert_int_equal(p11s_decrypt_report_expired(rep), 0);
+	assert_int_equal(p11s_decrypt_report_note_count(rep), 1);
+	assert_non_null(strstr(p11s_decrypt_report_note(rep, 0), "rejected"));
+	assert_non_null(strstr(p11s_decrypt_report_note(rep, 0), "(san-email)"));
+
+	c = report_certificate(rep, &j);
+	assert_string_equal(json_string_value(json_object_get(c, "verdict")), "rejected");
+	assert_true(json_is_false(json_object_get(c, "usable_for_outgoing")));
+	assert_true(json_is_true(json_object_get(c, "in_validity")));
+	assert_true(json_is_false(json_object_get(c, "expired")));
+	assert_true(json_is_array(json_object_get(c, "warnings")));
+	assert_string_equal(check_result(c, "san-email"), "fail");
+	assert_string_equal(check_result(c, "key-usage"), "pass");
+	assert_string_equal(check_result(c, "validity"), "pass");
+	/* The software key is known: its algorithm is judged too. */
+	assert_string_equal(check_result(c, "private-key-algorithm"), "pass");
+	json_decref(j);
+	p11s_decrypt_report_free(rep);
+	X509_free(bare);
 }
 
 /* ----------------------------- AuthEnvelopedData with authAttrs, by hand */
@@ -1139,7 +1233,7 @@ static void json_report(void **state)
 	unsigned char *msg;
 	size_t len;
 	char *doc;
-	json_t *j, *ke;
+	json_t *j, *ke, *c;
 
 	(void)state;
 	msg = encrypt_for(&rsa_cert, 1, &sp, small_pt, strlen(small_pt), &len);
@@ -1164,6 +1258,13 @@ static void json_report(void **state)
 	        json_object_get(json_object_get(j, "recipient"), "certificate"), "subject")),
 	    "CN=rsa2048");
 	json_decref(j);
+	/* A certificate that meets every rule: accepted, and no note about it. */
+	c = report_certificate(rep, &j);
+	assert_string_equal(json_string_value(json_object_get(c, "verdict")), "accepted");
+	assert_true(json_is_true(json_object_get(c, "usable_for_outgoing")));
+	assert_string_equal(check_result(c, "san-email"), "pass");
+	assert_int_equal(p11s_decrypt_report_note_count(rep), 0);
+	json_decref(j);
 	free(doc);
 	p11s_decrypt_report_free(rep);
 	OPENSSL_free(msg);
@@ -1185,6 +1286,7 @@ int main(void)
 	    cmocka_unit_test(malformed_oaep),
 	    cmocka_unit_test(not_encrypted),
 	    cmocka_unit_test(expired_certificate),
+	    cmocka_unit_test(rejected_certificate),
 	    cmocka_unit_test(auth_attributes),
 	    cmocka_unit_test(json_report),
 	};

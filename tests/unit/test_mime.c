@@ -523,6 +523,49 @@ static void canon_rejects(void **state)
 	p11s_error_free(err);
 }
 
+/*
+ * A NUL byte in a header block is refused, wherever the block comes from:
+ * a memory BIO, a file BIO (whose gets is fgets() + strlen(), which hid
+ * the rest of the line and took a NUL at a line start for the end of the
+ * input: the remaining header lines were signed as body), or a part header.
+ */
+static void headers_nul(void **state)
+{
+	static const char mid[] = "From: a@example.org\nSubject: te\0st\n\nbody\n";
+	static const char start[] = "From: a@example.org\n\0X-Bad: 1\nSubject: s\n\nbody\n";
+	static const char part[] = "Content-Type: multipart/mixed; boundary=B\n\n--B\n"
+	                           "Content-Type: text/plain\nX-Bad: a\0b\n\nx\n--B--\n";
+	const char *cases[] = {mid, start};
+	size_t lens[] = {sizeof(mid) - 1, sizeof(start) - 1};
+	p11s_error *err = p11s_error_new();
+	p11s_headers *h = NULL;
+	char *got = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		FILE *fp = tmpfile();
+		BIO *in;
+
+		assert_int_equal(read_msg(cases[i], lens[i], &h, NULL, err), P11S_E_INPUT);
+		assert_non_null(strstr(p11s_error_message(err), "NUL byte"));
+
+		assert_non_null(fp);
+		assert_int_equal(fwrite(cases[i], 1, lens[i], fp), lens[i]);
+		rewind(fp);
+		in = BIO_new_fp(fp, BIO_CLOSE);
+		h = NULL;
+		assert_int_equal(p11s_headers_read(in, 0, &h, err), P11S_E_INPUT);
+		assert_null(h);
+		assert_non_null(strstr(p11s_error_message(err), "header line 2 holds a NUL byte"));
+		BIO_free(in);
+	}
+	assert_int_equal(canon(part, sizeof(part) - 1, P11S_HDR_ALL, &got, NULL, err),
+	                 P11S_E_INPUT);
+	assert_non_null(strstr(p11s_error_message(err), "NUL byte"));
+	free(got);
+	p11s_error_free(err);
+}
+
 /* A clean 7-bit part larger than the memory spool, then an 8-bit one the same size. */
 static void canon_spool(void **state)
 {
@@ -564,6 +607,7 @@ int main(void)
 	    cmocka_unit_test(canon_long_lines),
 	    cmocka_unit_test(canon_multipart),
 	    cmocka_unit_test(canon_rejects),
+	    cmocka_unit_test(headers_nul),
 	    cmocka_unit_test(canon_spool),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

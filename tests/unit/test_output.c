@@ -110,6 +110,19 @@ static void unwritable_dir_is_an_io_error(void **state)
 	p11s_error_free(err);
 }
 
+/* fopen() opens a directory; its reads fail, which readers took for an empty input. */
+static void directory_is_not_an_input(void **state)
+{
+	p11s_error *err = p11s_error_new();
+	BIO *in = NULL;
+
+	(void)state;
+	assert_int_equal(p11s_input_open(dir, &in, err), P11S_E_IO);
+	assert_null(in);
+	assert_non_null(strstr(p11s_error_message(err), "is a directory"));
+	p11s_error_free(err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -117,6 +130,7 @@ int main(void)
 	    cmocka_unit_test(abort_leaves_nothing),
 	    cmocka_unit_test(device_is_written_not_replaced),
 	    cmocka_unit_test(unwritable_dir_is_an_io_error),
+	    cmocka_unit_test(directory_is_not_an_input),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
