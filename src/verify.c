@@ -39,6 +39,7 @@ struct p11s_verify_report {
 	time_t at;
 	char **from;
 	size_t n_from;
+	char *from_error; /* why the From header could not be read, or NULL */
 	int sender_ok;
 	struct signer *signers;
 	size_t n_signers;
@@ -99,6 +100,7 @@ void p11s_verify_report_free(p11s_verify_report *r)
 		signer_clear(&r->signers[i]);
 	free(r->signers);
 	p11s_strv_free(r->from);
+	free(r->from_error);
 	free(r->summary);
 	free(r);
 }
@@ -407,7 +409,7 @@ static p11s_rc judge(p11s_verify_report *r)
 		else if (r->signers[i].verdict != P11S_SIG_GOOD)
 			untrusted++;
 	}
-	r->sender_ok = -1;
+	r->sender_ok = r->from_error ? 0 : -1;
 	if (r->n_from > 0) {
 		r->sender_ok = 1;
 		for (size_t f = 0; f < r->n_from; f++) {
@@ -442,6 +444,12 @@ static p11s_rc judge(p11s_verify_report *r)
 				    p11s_asprintf("CANNOT VERIFY: %s", r->signers[i].reason);
 				break;
 			}
+	} else if (r->sender_ok == 0 && r->from_error != NULL) {
+		r->rc = P11S_E_SENDER_MISMATCH;
+		r->summary =
+		    p11s_asprintf("NOT CONFIRMED AS SIGNED BY ITS SENDER: the signature is "
+		                  "good, but the From header cannot be read (%s)",
+		                  r->from_error);
 	} else if (r->sender_ok == 0) {
 		r->rc = P11S_E_SENDER_MISMATCH;
 		r->summary = p11s_asprintf(
@@ -516,6 +524,18 @@ static p11s_rc from_addresses(BIO *mem, p11s_verify_report *r, p11s_error *err)
 		return rc;
 	rc = p11s_headers_addresses(h, names, &r->from, &r->n_from, err);
 	p11s_headers_free(h);
+	if (rc == P11S_E_INPUT) {
+		/*
+		 * Real mail carries broken From headers.  The signature can still
+		 * be checked; only the sender cannot be confirmed, which the
+		 * verdict then says.
+		 */
+		r->from_error = p11s_strdup(p11s_error_message(err));
+		p11s_error_clear(err);
+		r->from = NULL;
+		r->n_from = 0;
+		return r->from_error ? P11S_OK : p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
 	return rc;
 }
 
@@ -905,6 +925,8 @@ char *p11s_verify_report_json(const p11s_verify_report *r)
 	json_object_set_new(root, "at", jtime(r->at));
 	json_object_set_new(root, "from", from);
 	json_object_set_new(root, "sender_matches", jtri(r->sender_ok));
+	if (r->from_error != NULL)
+		json_object_set_new(root, "from_error", json_string(r->from_error));
 	json_object_set_new(root, "signers", signers);
 	doc = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);

@@ -126,6 +126,15 @@ assert_json "$OUT" '.from == ["ceo@example.org"]'
 run_p11smime verify --trust "$CA_PEM" -i "$T/spoof.eml"
 assert_contains "$OUT" "NOT SIGNED BY ITS SENDER"
 
+# A From header that does not parse (real mail has them): the signature is
+# still checked and reported; only the sender cannot be confirmed.
+sign_openssl "$T/alice.pem" "$T/alice.key" 'alice@example.org (unclosed comment' "$T/badfrom.eml"
+run_p11smime --json verify --trust "$CA_PEM" -i "$T/badfrom.eml"
+assert_exit 1 "unreadable From: the sender is not confirmed"
+assert_json "$OUT" '.verdict == "sender-mismatch" and .signers[0].verdict == "good" and .sender_matches == false and (.from_error | length > 0)'
+run_p11smime verify --trust "$CA_PEM" -i "$T/badfrom.eml"
+assert_contains "$OUT" "the From header cannot be read"
+
 # ------------------------------------------------------------------ expiry
 # A signer valid today, checked "a year later" with --at: the signature
 # was made while it was valid, so it stays good and the expiry is stated.
