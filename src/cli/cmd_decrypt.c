@@ -146,7 +146,7 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	ctx = cli_ctx(cli);
 	if (ctx == NULL) {
 		BIO_free_all(in);
-		return 3;
+		return cli->ctx_exit;
 	}
 	if (cli->json && out_path == NULL) {
 		/* The report takes standard output; the content is checked, then dropped. */

@@ -48,7 +48,7 @@ static int add_spec(struct cli *cli, p11s_recipients *r, const char *spec, int h
 	if (strncmp(spec, "pkcs11:", 7) == 0) {
 		ctx = cli_ctx(cli);
 		if (ctx == NULL)
-			return 3;
+			return cli->ctx_exit;
 		rc = p11s_recipients_add_uri(r, ctx, spec, cli->err);
 	} else if (access(spec, F_OK) == 0 || strchr(spec, '@') == NULL) {
 		rc = p11s_recipients_add_file(r, spec, cli->err);
@@ -61,7 +61,7 @@ static int add_spec(struct cli *cli, p11s_recipients *r, const char *spec, int h
 			p11s_error_clear(cli->err);
 			ctx = cli_ctx(cli);
 			if (ctx == NULL)
-				return 3;
+				return cli->ctx_exit;
 			rc = p11s_recipients_add_email(r, ctx, spec, at, cli->err);
 		}
 	}

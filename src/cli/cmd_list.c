@@ -200,13 +200,9 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		return cli_usage_error("list", "one URI at most");
 	if (select != NULL && uri != NULL)
 		return cli_usage_error("list", "--select takes the place of the URI");
-	/* cli_ctx() reports every failure as exit 3; a malformed option is a 2. */
-	if (cli->pin_source != NULL &&
-	    (rc = p11s_pin_source_check(cli->pin_source, cli->err)) != P11S_OK)
-		return cli_fail(cli, rc);
 	ctx = cli_ctx(cli);
 	if (ctx == NULL)
-		return 3;
+		return cli->ctx_exit;
 	if (select != NULL)
 		rc = p11s_select_certificate(ctx, select, &o, &list, &chosen, cli->err);
 	else

@@ -120,7 +120,7 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 	if (ctx == NULL) {
 		BIO_free_all(in);
 		free(chain);
-		return 3;
+		return cli->ctx_exit;
 	}
 	/* The signer is settled (login, rules, mechanism) before any input is read. */
 	rc = p11s_signer_open(ctx, &so, &signer, cli->err);

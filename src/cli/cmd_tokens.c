@@ -80,13 +80,9 @@ int cmd_tokens(struct cli *cli, int argc, char **argv)
 		uri = argv[optind++];
 	if (optind < argc)
 		return cli_usage_error("tokens", "one URI at most");
-	/* cli_ctx() reports every failure as exit 3; a malformed option is a 2. */
-	if (cli->pin_source != NULL &&
-	    (rc = p11s_pin_source_check(cli->pin_source, cli->err)) != P11S_OK)
-		return cli_fail(cli, rc);
 	ctx = cli_ctx(cli);
 	if (ctx == NULL)
-		return 3;
+		return cli->ctx_exit;
 	rc = p11s_tokens(ctx, uri, &list, cli->err);
 	if (rc != P11S_OK)
 		return cli_fail(cli, rc);

@@ -43,7 +43,7 @@ static int load_trust(struct cli *cli, const char *spec, STACK_OF(X509) * trust)
 		size_t added = 0;
 
 		if (ctx == NULL)
-			return 3;
+			return cli->ctx_exit;
 		rc = p11s_objects(ctx, spec, &o, &list, cli->err);
 		if (rc != P11S_OK) {
 			p11s_object_list_free(list);

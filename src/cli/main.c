@@ -238,6 +238,17 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/* A malformed PIN source is a usage error, whatever the command. */
+	if (cli.pin_source != NULL) {
+		p11s_error *err = p11s_error_new();
+		p11s_rc rc = p11s_pin_source_check(cli.pin_source, err);
+
+		if (rc != P11S_OK)
+			fprintf(stderr, "p11smime: %s\n", p11s_error_message(err));
+		p11s_error_free(err);
+		if (rc != P11S_OK)
+			return p11s_rc_exit_code(rc);
+	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[optind], commands[i].name) != 0)
 			continue;
