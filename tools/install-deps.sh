@@ -8,7 +8,7 @@ packages=(
 	libssl-dev libp11-dev libp11-kit-dev p11-kit libjansson-dev libcmocka-dev
 	softhsm2 opensc libengine-pkcs11-openssl
 	gnutls-bin gpgsm libnss3-tools
-	python3 time jq
+	python3 perl time jq openssl gpg-agent
 )
 
 missing=()
