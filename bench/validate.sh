@@ -18,6 +18,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
 runs=7
 ncerts=500
 bin=${P11SMIME:-$src/build/p11smime}
@@ -43,28 +44,10 @@ echo "== setup: token with $ncerts extra certificates and the CA certificate"
 t0=$(date +%s%N)
 bash "$src/softhsm-conf/provision.sh" "$tok" >/dev/null
 . "$tok/env"
-cc -O2 -I/usr/include/p11-kit-1 -o "$work/import_certs" "$here/import_certs.c" -ldl -lcrypto
-
-mkdir "$work/certs"
-for k in 0 1 2 3; do
-	case $k in
-	0 | 1) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/k$k.pem" 2>/dev/null ;;
-	*) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/k$k.pem" 2>/dev/null ;;
-	esac
-	openssl req -new -key "$work/k$k.pem" -subj "/CN=bench key $k" -out "$work/r$k.pem" -config /dev/null
-done
-for i in $(seq 1 "$ncerts"); do
-	k=$((i % 4))
-	case $k in 0 | 1) ku="digitalSignature, keyEncipherment" ;; *) ku="digitalSignature, keyAgreement" ;; esac
-	printf '[e]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,%s\nextendedKeyUsage=emailProtection\nsubjectAltName=email:user%d@example.org\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' \
-		"$ku" "$i" >"$work/ext"
-	openssl x509 -req -in "$work/r$k.pem" -CA "$tok/ca/ca.pem" -CAkey "$tok/ca/ca.key" \
-		-set_serial "$((100000 + i))" -subj "/CN=bench user $i/emailAddress=user$i@example.org" \
-		-days 1096 -extfile "$work/ext" -extensions e -outform DER -out "$work/certs/user$(printf %04d "$i").der" 2>/dev/null
-done
+bench_issue_certs "$work" "$tok" "$ncerts"
 # The CA too, so that every chain is built to an anchor found on the token.
 openssl x509 -in "$tok/ca/ca.pem" -outform DER -out "$work/certs/zz-ca.der"
-"$work/import_certs" "$module" "$P11S_TOKEN_LABEL" "$P11S_PIN_FILE" "$work"/certs/*.der
+bench_import "$work" "$module" "$work"/certs/*.der
 t1=$(date +%s%N)
 awk -v ns=$((t1 - t0)) 'BEGIN { printf "setup took %.1f s\n", ns / 1e9 }'
 
