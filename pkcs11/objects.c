@@ -742,8 +742,13 @@ p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_ob
 		if (tu == NULL || strcmp(tu, "pkcs11:") == 0)
 			rc = p11s_err(err, P11S_E_TOKEN_ABSENT, "no token present (module %s)",
 			              ctx->module_path);
-		else
-			rc = p11s_err(err, P11S_E_NOT_FOUND, "no token matches %s", tu);
+		else {
+			char *shown = p11s_uri_redact(tu);
+
+			rc = p11s_err(err, P11S_E_NOT_FOUND, "no token matches %s",
+			              shown ? shown : "");
+			free(shown);
+		}
 		free(tu);
 		goto done;
 	}
@@ -859,12 +864,16 @@ p11s_rc p11s_objects(p11s_ctx *ctx, const char *uri, const p11s_objects_opts *op
 	if (rc == P11S_OK)
 		rc = p11s_object_list_filter(*out, u, opts, err);
 	/* A URI naming objects that are not there is an error, not an empty list. */
-	if (rc == P11S_OK && (*out)->count == 0 && uri_names_objects(u))
-		rc = p11s_err(err, P11S_E_NOT_FOUND, "no object matches %s%s", uri,
+	if (rc == P11S_OK && (*out)->count == 0 && uri_names_objects(u)) {
+		char *shown = p11s_uri_redact(uri);
+
+		rc = p11s_err(err, P11S_E_NOT_FOUND, "no object matches %s%s", shown ? shown : "",
 		              opts && opts->login
 		                  ? ""
 		                  : " (private objects, such as private keys, are only "
 		                    "visible after logging in: --login)");
+		free(shown);
+	}
 	p11_kit_uri_free(u);
 	if (rc != P11S_OK) {
 		p11s_object_list_free(*out);

@@ -113,6 +113,8 @@ p11s_rc p11s_lp_slot(p11s_ctx *ctx, const p11s_token *t, PKCS11_SLOT **out, p11s
 char *p11s_trim_field(const unsigned char *field, size_t len);
 p11s_rc p11s_token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_error *err);
 void p11s_token_free(p11s_token *t);
+/* @p uri for messages, with any pin-value hidden; caller frees. */
+char *p11s_uri_redact(const char *uri);
 /* Parse @p uri (NULL: match all) for P11_KIT_URI_FOR_ANY; BAD_URI if malformed. */
 p11s_rc p11s_uri_parse(const char *uri, P11KitUri **out, p11s_error *err);
 int p11s_uri_match_token(p11s_ctx *ctx, P11KitUri *uri, const p11s_token *t);

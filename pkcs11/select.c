@@ -109,14 +109,22 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 			              "no certificate on the token%s has the e-mail address %s%s",
 			              l->tokens->count > 1 ? "s" : "", selector,
 			              opts && opts->login ? "" : " (without logging in)");
-		else
-			rc = p11s_err(err, P11S_E_NOT_FOUND, "no certificate matches %s", selector);
+		else {
+			char *shown = p11s_uri_redact(selector);
+
+			rc = p11s_err(err, P11S_E_NOT_FOUND, "no certificate matches %s",
+			              shown ? shown : "");
+			free(shown);
+		}
 		goto out;
 	}
 	if (nfound > 1) {
-		rc =
-		    p11s_err(err, P11S_E_AMBIGUOUS,
-		             "%s matches %zu certificates; name one by its URI:", selector, nfound);
+		char *shown = p11s_uri_redact(selector);
+
+		rc = p11s_err(err, P11S_E_AMBIGUOUS,
+		              "%s matches %zu certificates; name one by its URI:",
+		              shown ? shown : "", nfound);
+		free(shown);
 		for (size_t i = 0; i < nfound; i++)
 			p11s_err_add_candidate(err, found[i]->uri);
 		goto out;

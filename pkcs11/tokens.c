@@ -100,6 +100,44 @@ p11s_rc p11s_token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_err
 	return P11S_OK;
 }
 
+/*
+ * @p uri as it may appear in a message: the value of a pin-value query
+ * attribute (RFC 7512) replaced by "(hidden)", since messages end up in
+ * logs.  The caller frees it; NULL on ENOMEM.
+ */
+char *p11s_uri_redact(const char *uri)
+{
+	const char *q, *p;
+	char *out, *o;
+
+	if (uri == NULL)
+		return strdup("(none)");
+	q = strchr(uri, '?');
+	if (q == NULL)
+		return strdup(uri);
+	out = malloc(strlen(uri) + sizeof("(hidden)"));
+	if (out == NULL)
+		return NULL;
+	o = out;
+	memcpy(o, uri, (size_t)(q - uri) + 1);
+	o += q - uri + 1;
+	for (p = q + 1; *p != '\0';) {
+		size_t n = strcspn(p, "&");
+
+		if (strncmp(p, "pin-value=", 10) == 0) {
+			o += sprintf(o, "pin-value=(hidden)");
+		} else {
+			memcpy(o, p, n);
+			o += n;
+		}
+		p += n;
+		if (*p == '&')
+			*o++ = *p++;
+	}
+	*o = '\0';
+	return out;
+}
+
 p11s_rc p11s_uri_parse(const char *uri, P11KitUri **out, p11s_error *err)
 {
 	P11KitUri *u = p11_kit_uri_new();
@@ -109,19 +147,24 @@ p11s_rc p11s_uri_parse(const char *uri, P11KitUri **out, p11s_error *err)
 	if (u == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	if (uri != NULL) {
+		char *shown;
+		p11s_rc rc = P11S_OK;
+
 		r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u);
-		if (r != P11_KIT_URI_OK) {
+		if (r != P11_KIT_URI_OK || p11_kit_uri_any_unrecognized(u)) {
+			shown = p11s_uri_redact(uri);
+			if (r != P11_KIT_URI_OK)
+				rc = p11s_err(err, P11S_E_BAD_URI, "'%s' is not a PKCS#11 URI: %s",
+				              shown ? shown : "", p11_kit_uri_message(r));
+			else /* p11-kit would quietly match nothing; better to say why. */
+				rc = p11s_err(err, P11S_E_BAD_URI,
+				              "'%s' has a part p11smime does not understand (a "
+				              "misspelt attribute, or a type other than cert, "
+				              "private, public?)",
+				              shown ? shown : "");
+			free(shown);
 			p11_kit_uri_free(u);
-			return p11s_err(err, P11S_E_BAD_URI, "'%s' is not a PKCS#11 URI: %s", uri,
-			                p11_kit_uri_message(r));
-		}
-		/* p11-kit would quietly match nothing; better to say why. */
-		if (p11_kit_uri_any_unrecognized(u)) {
-			p11_kit_uri_free(u);
-			return p11s_err(err, P11S_E_BAD_URI,
-			                "'%s' has a part p11smime does not understand (a misspelt "
-			                "attribute, or a type other than cert, private, public?)",
-			                uri);
+			return rc;
 		}
 	}
 	*out = u;
@@ -218,9 +261,13 @@ p11s_rc p11s_tokens(p11s_ctx *ctx, const char *uri, p11s_token_list **out, p11s_
 	rc = p11s_tokens_matching(ctx, u, out, err);
 	p11_kit_uri_free(u);
 	if (rc == P11S_OK && (*out)->count == 0 && uri != NULL && strcmp(uri, "pkcs11:") != 0) {
+		char *shown = p11s_uri_redact(uri);
+
 		p11s_token_list_free(*out);
 		*out = NULL;
-		return p11s_err(err, P11S_E_NOT_FOUND, "no token matches %s", uri);
+		rc = p11s_err(err, P11S_E_NOT_FOUND, "no token matches %s", shown ? shown : "");
+		free(shown);
+		return rc;
 	}
 	return rc;
 }

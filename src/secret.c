@@ -99,9 +99,14 @@ p11s_rc p11s_secret_source_check(const char *spec, p11s_secret_kind kind, p11s_e
 			                kind == P11S_SECRET_PIN ? "PIN" : "PASSWORD");
 		return P11S_OK;
 	}
+	/*
+	 * Not echoed: what was given may well be the secret itself, typed
+	 * where its source belongs, and error messages end up in logs.
+	 */
 	return p11s_err(err, P11S_E_BAD_PIN_SOURCE,
-	                "unknown %s source '%s' (use file:PATH, fd:N or env:VAR)", noun(kind),
-	                spec);
+	                "the %s source is not one of file:PATH, fd:N or env:VAR (it is not "
+	                "repeated here, in case it is the %s itself)",
+	                noun(kind), noun(kind));
 }
 
 /* The first line of @p fd, a byte at a time so that nothing after it is consumed. */

@@ -86,7 +86,7 @@ run_p11smime --json list --login "pkcs11:token=$TOKEN_LABEL;type=private?pin-sou
 assert_exit 0 "pin-source in the URI"
 run_p11smime --pin-source bogus:x list --login
 assert_exit 2 "malformed --pin-source"
-assert_contains "$ERR" "unknown PIN source"
+assert_contains "$ERR" "PIN source is not one of file:PATH"
 
 # No PIN source and no terminal: a clear message, no login attempt.
 run_p11smime list --login

@@ -182,7 +182,16 @@ static void test_env(void **state)
 	check_fails("env:P11S_TEST_PIN", P11S_E_PIN_UNAVAILABLE, "empty");
 	unsetenv("P11S_TEST_PIN");
 	check_fails("env:P11S_TEST_PIN", P11S_E_PIN_UNAVAILABLE, "not set");
-	check_fails("nonsense", P11S_E_BAD_PIN_SOURCE, "unknown PIN source");
+	check_fails("nonsense", P11S_E_BAD_PIN_SOURCE, "PIN source is not one of file:PATH");
+	{
+		p11s_error *e = p11s_error_new();
+
+		/* What was typed may be the PIN itself: never repeated. */
+		assert_int_equal(p11s_secret_source_check("123456", P11S_SECRET_PIN, e),
+		                 P11S_E_BAD_PIN_SOURCE);
+		assert_null(strstr(p11s_error_message(e), "123456"));
+		p11s_error_free(e);
+	}
 }
 
 /* The same reader for a file's password: an empty one is allowed, the error codes differ. */
