@@ -1,9 +1,10 @@
 /*
- * Object enumeration: one C_FindObjects pass per token, two
- * C_GetAttributeValue calls per object (lengths and fixed-size values,
- * then the variable-length values), pairing in our own code.  libp11's
- * PKCS11_find_key/find_certificate search the whole token per call, which
- * made 500 certificates take seconds.
+ * Object enumeration: one C_FindObjects pass per token (narrowed by the
+ * URI's id or label, see find_for_uri), two C_GetAttributeValue calls per
+ * object (lengths and fixed-size values, then the variable-length values),
+ * pairing in our own code.  libp11's PKCS11_find_key/find_certificate
+ * search the whole token per call, which made 500 certificates take
+ * seconds.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -556,6 +557,16 @@ static int same_id(const p11s_object *a, const p11s_object *b)
 	return a->id_len > 0 && a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0;
 }
 
+/* Certificates: the public key (parsing the certificate if not yet done), or NULL. */
+static EVP_PKEY *cert_pubkey(const p11s_object *o)
+{
+	X509 *x = p11s_object_x509(o);
+	EVP_PKEY *pk = x ? X509_get0_pubkey(x) : NULL;
+
+	ERR_clear_error();
+	return pk;
+}
+
 /* Pair the certificates among objs[0..n) (one token's) with their private keys. */
 static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_error *err)
 {
@@ -596,8 +607,8 @@ static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_er
 			nc++;
 		}
 		/* Parsing the certificate only when a key may pair with it. */
-		c->pairing = p11s_pair_decide(nc ? p11s_object_cert_pubkey(c) : NULL, cands, nc,
-		                              keys_hidden, &chosen, &c->evidence);
+		c->pairing = p11s_pair_decide(nc ? cert_pubkey(c) : NULL, cands, nc, keys_hidden,
+		                              &chosen, &c->evidence);
 		ERR_clear_error();
 		if (chosen < nc) {
 			c->candidate = keys[chosen];
@@ -636,78 +647,152 @@ static int grow_add(struct growing *g, p11s_object *o)
 	return 1;
 }
 
-static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, struct growing *all,
-                               int *keys_hidden, p11s_error *err)
-{
-	CK_SESSION_HANDLE s;
-	CK_OBJECT_HANDLE *hs = NULL, batch[256];
-	CK_ULONG got, nh = 0, cap = 0;
-	CK_RV rv;
-	p11s_rc rc;
-	size_t first = all->n;
+struct handles {
+	CK_OBJECT_HANDLE *v;
+	CK_ULONG n, cap;
+};
 
-	rc = p11s_slot_session(ctx, t, &s, err);
-	if (rc != P11S_OK)
-		return rc;
-	rv = ctx->fl->C_FindObjectsInit(s, NULL, 0);
+/*
+ * Append to @p h what one search with @p tmpl finds, leaving out handles
+ * already in @p h (a module may ignore a template, or two searches overlap).
+ */
+static p11s_rc find_handles(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl,
+                            struct handles *h, p11s_error *err)
+{
+	CK_OBJECT_HANDLE batch[256];
+	CK_ULONG got, known = h->n, returned = 0;
+	CK_RV rv;
+
+	rv = ctx->fl->C_FindObjectsInit(s, tmpl, ntmpl);
 	if (rv != CKR_OK)
 		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_FindObjectsInit");
 	for (;;) {
-		CK_OBJECT_HANDLE *n;
-
 		rv = ctx->fl->C_FindObjects(s, batch, sizeof(batch) / sizeof(batch[0]), &got);
 		if (rv != CKR_OK || got == 0)
 			break;
 		/* A module that claims more than the batch holds, or never stops. */
 		if (got > sizeof(batch) / sizeof(batch[0])) {
-			free(hs);
 			ctx->fl->C_FindObjectsFinal(s);
 			return p11s_err(err, P11S_E_TOKEN,
 			                "module fault: C_FindObjects returned %lu handles for a "
 			                "batch of %zu",
 			                (unsigned long)got, sizeof(batch) / sizeof(batch[0]));
 		}
-		if (nh + got > OBJECTS_MAX) {
-			free(hs);
+		/* What came back, not what was new: old handles can come forever. */
+		returned += got;
+		if (returned > OBJECTS_MAX || h->n + got > OBJECTS_MAX) {
 			ctx->fl->C_FindObjectsFinal(s);
 			return p11s_err(err, P11S_E_TOKEN,
 			                "module fault: the object search does not end (over %u "
 			                "objects)",
 			                OBJECTS_MAX);
 		}
-		if (nh + got > cap) {
+		if (h->n + got > h->cap) {
 			/* Doubling: a batch at a time would copy quadratically. */
-			cap = cap * 2 > nh + got ? cap * 2 : nh + got;
-			n = realloc(hs, cap * sizeof(*hs));
+			CK_ULONG cap = h->cap * 2 > h->n + got ? h->cap * 2 : h->n + got;
+			CK_OBJECT_HANDLE *n = realloc(h->v, cap * sizeof(*n));
+
 			if (n == NULL) {
 				rv = CKR_HOST_MEMORY;
 				break;
 			}
-			hs = n;
+			h->v = n;
+			h->cap = cap;
 		}
-		memcpy(hs + nh, batch, got * sizeof(*hs));
-		nh += got;
+		for (CK_ULONG i = 0; i < got; i++) {
+			CK_ULONG j = 0;
+
+			while (j < known && h->v[j] != batch[i])
+				j++;
+			if (j == known)
+				h->v[h->n++] = batch[i];
+		}
 	}
 	ctx->fl->C_FindObjectsFinal(s);
-	if (rv != CKR_OK) {
-		free(hs);
+	if (rv != CKR_OK)
 		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_FindObjects");
+	return P11S_OK;
+}
+
+/* More objects than this under one label: one whole-token search beats a search per id. */
+#define PEER_SEARCHES_MAX 16
+
+/*
+ * The handles worth reading for @p uri: when it names an id or a label, a
+ * search for those (sign and decrypt select one key by URI, and a token
+ * may hold hundreds of certificates), else every object.  Pairing needs
+ * every object sharing a CKA_ID with a match, whatever its class or label:
+ * a search by id finds them itself; after a search by label, one search
+ * per id among the matches.
+ */
+static p11s_rc find_for_uri(p11s_ctx *ctx, CK_SESSION_HANDLE s, P11KitUri *uri, struct handles *h,
+                            p11s_error *err)
+{
+	CK_ATTRIBUTE *id = uri ? p11_kit_uri_get_attribute(uri, CKA_ID) : NULL;
+	CK_ATTRIBUTE *label = uri ? p11_kit_uri_get_attribute(uri, CKA_LABEL) : NULL;
+	CK_ATTRIBUTE *cls = uri ? p11_kit_uri_get_attribute(uri, CKA_CLASS) : NULL;
+	CK_ATTRIBUTE tmpl[2];
+	CK_ULONG nt = 0, matched;
+	p11s_rc rc;
+
+	if (id != NULL && id->ulValueLen > 0)
+		return find_handles(ctx, s, id, 1, h, err);
+	if (label == NULL || label->ulValueLen == 0)
+		return find_handles(ctx, s, NULL, 0, h, err);
+	tmpl[nt++] = *label;
+	if (cls != NULL)
+		tmpl[nt++] = *cls;
+	rc = find_handles(ctx, s, tmpl, nt, h, err);
+	if (rc != P11S_OK || h->n == 0)
+		return rc;
+	if (h->n > PEER_SEARCHES_MAX)
+		return find_handles(ctx, s, NULL, 0, h, err);
+	matched = h->n;
+	for (CK_ULONG i = 0; i < matched && rc == P11S_OK; i++) {
+		unsigned char buf[256];
+		CK_ATTRIBUTE a = {CKA_ID, buf, sizeof(buf)};
+
+		/* An id we cannot read here: let the whole token speak for it. */
+		if (ctx->fl->C_GetAttributeValue(s, h->v[i], &a, 1) != CKR_OK ||
+		    a.ulValueLen > sizeof(buf))
+			return find_handles(ctx, s, NULL, 0, h, err);
+		if (a.ulValueLen > 0)
+			rc = find_handles(ctx, s, &a, 1, h, err);
 	}
-	for (CK_ULONG i = 0; i < nh; i++) {
+	return rc;
+}
+
+static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri,
+                               struct growing *all, int *keys_hidden, p11s_error *err)
+{
+	CK_SESSION_HANDLE s;
+	struct handles h = {0};
+	p11s_rc rc;
+	size_t first = all->n;
+
+	rc = p11s_slot_session(ctx, t, &s, err);
+	if (rc != P11S_OK)
+		return rc;
+	rc = find_for_uri(ctx, s, uri, &h, err);
+	if (rc != P11S_OK) {
+		free(h.v);
+		return rc;
+	}
+	for (CK_ULONG i = 0; i < h.n; i++) {
 		struct raw r;
 		p11s_object *o = NULL;
-		int ok = read_attrs(ctx->fl, s, hs[i], &r);
+		int ok = read_attrs(ctx->fl, s, h.v[i], &r);
 
 		if (ok > 0)
-			ok = build_object(t, hs[i], &r, &o);
+			ok = build_object(t, h.v[i], &r, &o);
 		raw_clear(&r);
 		if (ok < 0 || (o != NULL && !grow_add(all, o))) {
 			object_free(o);
-			free(hs);
+			free(h.v);
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
 		}
 	}
-	free(hs);
+	free(h.v);
 	{
 		struct p11s_slot_state *st = p11s_slot_state(ctx, t->slot_id);
 
@@ -765,7 +850,7 @@ p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_ob
 			if (rc != P11S_OK)
 				goto done;
 		}
-		rc = enumerate_token(ctx, t, &all, &hidden, err);
+		rc = enumerate_token(ctx, t, uri, &all, &hidden, err);
 		if (rc != P11S_OK)
 			goto done;
 	}
@@ -945,15 +1030,6 @@ X509 *p11s_object_x509(const p11s_object *o)
 		ERR_clear_error();
 	}
 	return o->x509;
-}
-
-EVP_PKEY *p11s_object_cert_pubkey(const p11s_object *o)
-{
-	X509 *x = p11s_object_x509(o);
-	EVP_PKEY *pk = x ? X509_get0_pubkey(x) : NULL;
-
-	ERR_clear_error();
-	return pk;
 }
 
 const unsigned char *p11s_object_value(const p11s_object *o, size_t *len)

@@ -110,8 +110,6 @@ p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 p11s_rc p11s_lp_slot(p11s_ctx *ctx, const p11s_token *t, PKCS11_SLOT **out, p11s_error *err);
 
 /* tokens.c */
-char *p11s_trim_field(const unsigned char *field, size_t len);
-p11s_rc p11s_token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_error *err);
 void p11s_token_free(p11s_token *t);
 /* @p uri for messages, with any pin-value hidden; caller frees. */
 char *p11s_uri_redact(const char *uri);
@@ -129,8 +127,6 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
                                p11s_error *err);
 int p11s_uri_match_object(P11KitUri *uri, const p11s_object *o);
-/* Certificates: the public key of the certificate (parsing it if not yet done), or NULL. */
-EVP_PKEY *p11s_object_cert_pubkey(const p11s_object *o);
 /* The URI that names exactly @p o (token fields, type, id, label); malloc'd. */
 char *p11s_object_uri_build(const p11s_object *o);
 /* Show only the objects matching @p uri (NULL: all) and the classes of @p opts. */

@@ -95,11 +95,14 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 				add_unique(found, &nfound, o->paired);
 		}
 		if (keys > 0 && nfound == 0) {
+			char *shown = p11s_uri_redact(selector);
+
 			rc = p11s_err(
 			    err, P11S_E_NOT_FOUND,
 			    "%s names a private key, but no certificate on the token pairs "
 			    "with it",
-			    selector);
+			    shown ? shown : "");
+			free(shown);
 			goto out;
 		}
 	}

@@ -3,7 +3,7 @@
 
 #include "p11.h"
 
-char *p11s_trim_field(const unsigned char *field, size_t len)
+static char *trim_field(const unsigned char *field, size_t len)
 {
 	/* PKCS#11 pads fixed-size fields with blanks; some modules with NULs. */
 	while (len > 0 && (field[len - 1] == ' ' || field[len - 1] == '\0'))
@@ -67,7 +67,7 @@ static char *token_uri(const CK_TOKEN_INFO *ti)
 	return s;
 }
 
-p11s_rc p11s_token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_error *err)
+static p11s_rc token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_error *err)
 {
 	p11s_token *t = calloc(1, sizeof(*t));
 	CK_RV rv;
@@ -83,12 +83,12 @@ p11s_rc p11s_token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_err
 		p11s_token_free(t);
 		return p11s_ckr(err, rv, P11S_E_TOKEN, "reading the token information");
 	}
-	t->label = p11s_trim_field(t->info.label, sizeof(t->info.label));
-	t->manufacturer = p11s_trim_field(t->info.manufacturerID, sizeof(t->info.manufacturerID));
-	t->model = p11s_trim_field(t->info.model, sizeof(t->info.model));
-	t->serial = p11s_trim_field(t->info.serialNumber, sizeof(t->info.serialNumber));
+	t->label = trim_field(t->info.label, sizeof(t->info.label));
+	t->manufacturer = trim_field(t->info.manufacturerID, sizeof(t->info.manufacturerID));
+	t->model = trim_field(t->info.model, sizeof(t->info.model));
+	t->serial = trim_field(t->info.serialNumber, sizeof(t->info.serialNumber));
 	t->slot_description =
-	    p11s_trim_field(t->slot_info.slotDescription, sizeof(t->slot_info.slotDescription));
+	    trim_field(t->slot_info.slotDescription, sizeof(t->slot_info.slotDescription));
 	t->uri = token_uri(&t->info);
 	t->flags = map_flags(&t->slot_info, &t->info);
 	if (!t->label || !t->manufacturer || !t->model || !t->serial || !t->slot_description ||
@@ -230,7 +230,7 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 		p11s_token *t;
 
 		/* A token pulled out between the two calls is simply not listed. */
-		if (p11s_token_read(ctx, ids[i], &t, NULL) != P11S_OK)
+		if (token_read(ctx, ids[i], &t, NULL) != P11S_OK)
 			continue;
 		if (!p11s_uri_match_token(ctx, uri, t)) {
 			p11s_token_free(t);

@@ -1004,7 +1004,7 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 		              "altered, or is not for this key; nothing was written");
 done:
 	ERR_clear_error();
-	OPENSSL_free(out);
+	OPENSSL_clear_free(out, CHUNK + EVP_MAX_BLOCK_LENGTH);
 	return rc;
 }
 
@@ -1212,7 +1212,7 @@ done:
 	EVP_CIPHER_CTX_free(fresh);
 	ASN1_OCTET_STRING_free(mac);
 	OPENSSL_free(auth_der);
-	OPENSSL_free(f.out);
+	OPENSSL_clear_free(f.out, CHUNK + EVP_MAX_BLOCK_LENGTH);
 	return rc;
 }
 
@@ -1256,10 +1256,10 @@ p11s_rc p11s_cms_stream_replay(p11s_cms_stream *s, p11s_cms_replay *rp, p11s_err
 	    EVP_DecryptFinal_ex(rp->fresh, tmp, &outl) <= 0)
 		rc = tag_mismatch(err);
 done:
-	OPENSSL_free(tmp);
+	OPENSSL_clear_free(tmp, EVP_MAX_BLOCK_LENGTH);
 	EVP_MAC_CTX_free(f.gmac);
 	ASN1_OCTET_STRING_free(mac);
 	OPENSSL_free(auth_der);
-	OPENSSL_free(f.out);
+	OPENSSL_clear_free(f.out, CHUNK + EVP_MAX_BLOCK_LENGTH);
 	return rc;
 }

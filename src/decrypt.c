@@ -834,7 +834,7 @@ static int flush_head(struct outstage *o)
 	}
 	if (o->head_len > 0 && BIO_write(o->body, o->head, (int)o->head_len) != (int)o->head_len)
 		return -1;
-	free(o->head);
+	OPENSSL_clear_free(o->head, HEAD_MAX);
 	o->head = NULL;
 	return 0;
 }
@@ -843,17 +843,15 @@ static int sink(void *user, const unsigned char *buf, size_t len)
 {
 	struct outstage *o = user;
 	size_t take;
-	unsigned char *nh;
 
 	o->total += len;
 	if (!o->head_done) {
 		take = len;
 		if (o->head_len + take > HEAD_MAX)
 			take = HEAD_MAX - o->head_len;
-		nh = realloc(o->head, o->head_len + take + 1);
-		if (nh == NULL)
+		/* Plaintext: one buffer, wiped when done (a realloc would leave copies). */
+		if (o->head == NULL && (o->head = OPENSSL_malloc(HEAD_MAX)) == NULL)
 			return -1;
-		o->head = nh;
 		memcpy(o->head + o->head_len, buf, take);
 		o->head_len += take;
 		buf += take;
@@ -1127,7 +1125,7 @@ done:
 		BIO_pop(o.eol);
 		BIO_free(o.eol);
 	}
-	free(o.head);
+	OPENSSL_clear_free(o.head, HEAD_MAX);
 	BIO_free_all(chain);
 	/* The CMS may hold a reference to the token key: gone before the key is. */
 	close_stream(&in, &h, &s);

@@ -656,6 +656,7 @@ out:
 	}
 	CMS_ContentInfo_free(cms);
 	p11s_headers_free(h);
+	OPENSSL_cleanse(buf, sizeof(buf));
 	ERR_clear_error();
 	return rc;
 }

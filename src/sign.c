@@ -9,7 +9,6 @@
 #include <jansson.h>
 #include <openssl/cms.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -204,39 +203,6 @@ static p11s_rc check_rules(X509 *cert, const p11s_key_facts *kf, time_t at, p11s
 	return rc;
 }
 
-static p11s_rc load_cert_file(const char *path, STACK_OF(X509) * into, p11s_error *err)
-{
-	BIO *b = BIO_new_file(path, "rb");
-	X509 *x;
-	int n = 0;
-
-	if (b == NULL)
-		return p11s_err_ossl(err, P11S_E_IO, "cannot open '%s'", path);
-	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-		if (!sk_X509_push(into, x)) {
-			X509_free(x);
-			BIO_free(b);
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
-		}
-		n++;
-	}
-	if (n == 0) {
-		ERR_clear_error();
-		(void)BIO_reset(b);
-		x = d2i_X509_bio(b, NULL);
-		if (x != NULL && !sk_X509_push(into, x)) {
-			X509_free(x);
-			x = NULL;
-		}
-		n = x != NULL;
-	}
-	BIO_free(b);
-	ERR_clear_error();
-	if (n == 0)
-		return p11s_err(err, P11S_E_INPUT, "'%s' holds no certificate", path);
-	return P11S_OK;
-}
-
 static int has_cert(STACK_OF(X509) * sk, X509 *x)
 {
 	for (int i = 0; i < sk_X509_num(sk); i++)
@@ -405,17 +371,13 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	}
 
 	for (size_t i = 0; i < opts->chain_count; i++) {
-		STACK_OF(X509) *files = sk_X509_new_null();
+		p11s_cert_list *files = NULL;
 
-		if (files == NULL) {
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
-			goto out;
-		}
-		rc = load_cert_file(opts->chain_files[i], files, err);
-		for (int k = 0; rc == P11S_OK && k < sk_X509_num(files); k++)
-			if (add_cert(s, sk_X509_value(files, k)) != P11S_OK)
+		rc = p11s_certs_read_file(opts->chain_files[i], NULL, &files, err);
+		for (size_t k = 0; rc == P11S_OK && k < p11s_cert_list_count(files); k++)
+			if (add_cert(s, p11s_cert_list_get(files, k)) != P11S_OK)
 				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
-		sk_X509_pop_free(files, X509_free);
+		p11s_cert_list_free(files);
 		if (rc != P11S_OK)
 			goto out;
 	}

@@ -42,6 +42,7 @@ p11s_rc p11s_certs_read_mem(const unsigned char *buf, size_t len, const char *na
 /** NULL is fine. */
 void p11s_cert_list_free(p11s_cert_list *list);
 
+/** The number of certificates read; 0 for NULL. */
 size_t p11s_cert_list_count(const p11s_cert_list *list);
 /** Certificate @p i; owned by @p list (X509_up_ref() to keep it). */
 X509 *p11s_cert_list_get(const p11s_cert_list *list, size_t i);

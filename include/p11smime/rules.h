@@ -155,6 +155,7 @@ int p11s_verdict_in_validity(const p11s_verdict *v);
 /** The time judged (opts->at, or the time p11s_validate() ran). */
 time_t p11s_verdict_time(const p11s_verdict *v);
 
+/** The number of rule checks run, for the getters below. */
 size_t p11s_verdict_check_count(const p11s_verdict *v);
 /** Check @p i: rule id (static), result, message (owned by @p v). */
 const char *p11s_verdict_check_rule(const p11s_verdict *v, size_t i);
@@ -165,6 +166,7 @@ int p11s_verdict_check_decides(const p11s_verdict *v, size_t i);
 /** The result of rule @p rule; P11S_CHECK_SKIP when it was not run. @p message may be NULL. */
 p11s_check_result p11s_verdict_rule(const p11s_verdict *v, const char *rule, const char **message);
 
+/** Warnings (do not reject the certificate): count, and each as text owned by @p v. */
 size_t p11s_verdict_warning_count(const p11s_verdict *v);
 const char *p11s_verdict_warning(const p11s_verdict *v, size_t i);
 

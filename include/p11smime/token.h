@@ -86,19 +86,29 @@ typedef struct p11s_token_list p11s_token_list;
  * matches all).  Only the token part of the URI is used.  No login.
  */
 p11s_rc p11s_tokens(p11s_ctx *ctx, const char *uri, p11s_token_list **out, p11s_error *err);
+/** Frees the list and its tokens; NULL ok. */
 void p11s_token_list_free(p11s_token_list *list);
+/** The number of tokens; 0 for NULL. */
 size_t p11s_token_list_count(const p11s_token_list *list);
+/** Token @p i, owned by @p list; NULL when out of range. */
 const p11s_token *p11s_token_list_get(const p11s_token_list *list, size_t i);
 
-/** Getters: strings are trimmed of PKCS#11 padding, owned by the token. */
-const char *p11s_token_uri(const p11s_token *t); /**< "pkcs11:model=...;token=..." */
+/** The token's URI, "pkcs11:model=...;manufacturer=...;serial=...;token=...". */
+const char *p11s_token_uri(const p11s_token *t);
+/** Token fields (CK_TOKEN_INFO, CK_SLOT_INFO) trimmed of PKCS#11 padding, owned by @p t. */
 const char *p11s_token_label(const p11s_token *t);
+/** See p11s_token_label(). */
 const char *p11s_token_manufacturer(const p11s_token *t);
+/** See p11s_token_label(). */
 const char *p11s_token_model(const p11s_token *t);
+/** See p11s_token_label(). */
 const char *p11s_token_serial(const p11s_token *t);
+/** See p11s_token_label(). */
 const char *p11s_token_slot_description(const p11s_token *t);
+/** The module's slot id (p11-kit's proxy numbers slots its own way). */
 unsigned long p11s_token_slot_id(const p11s_token *t);
-unsigned p11s_token_flags(const p11s_token *t); /**< enum p11s_token_flag bits */
+/** enum p11s_token_flag bits, as read when the list was made. */
+unsigned p11s_token_flags(const p11s_token *t);
 
 /* --------------------------------------------------------------- objects */
 
@@ -176,17 +186,28 @@ typedef struct p11s_objects_opts {
  * Enumerate the objects on every token matching @p uri (NULL: all tokens),
  * filtered by the object part of the URI, and pair each certificate with
  * its private key (CKA_ID, then the public keys are compared).  Tokens are
- * filtered by the URI before any login.  One enumeration per token.
+ * filtered by the URI before any login.  One search per token; when the
+ * URI names an id (or a label), only the objects with it, and those sharing
+ * their CKA_ID for the pairing, are read, so selecting one key is cheap
+ * however many certificates the token holds.
  */
 p11s_rc p11s_objects(p11s_ctx *ctx, const char *uri, const p11s_objects_opts *opts,
                      p11s_object_list **out, p11s_error *err);
+/** Frees the list, its objects and their tokens; NULL ok. */
 void p11s_object_list_free(p11s_object_list *list);
+/** The number of objects asked for (the URI and class filters applied); 0 for NULL. */
 size_t p11s_object_list_count(const p11s_object_list *list);
+/**
+ * Object @p i, owned by @p list; NULL when out of range.  Sorted token by
+ * token: certificates, private keys, public keys, each by id then label.
+ */
 const p11s_object *p11s_object_list_get(const p11s_object_list *list, size_t i);
 
+/** Certificate, private key or public key. */
 p11s_object_class p11s_object_get_class(const p11s_object *o);
 /** The object's RFC 7512 URI (token + object + id + type), which selects exactly it. */
 const char *p11s_object_uri(const p11s_object *o);
+/** CKA_LABEL, owned by @p o; NULL when the object has none. */
 const char *p11s_object_label(const p11s_object *o);
 /** CKA_ID bytes; *len set; NULL when empty. */
 const unsigned char *p11s_object_id(const p11s_object *o, size_t *len);
@@ -225,7 +246,9 @@ const p11s_object *p11s_object_certificate(const p11s_object *o);
  * ("P-256", else OpenSSL's short name such as "brainpoolP256r1") or NULL.
  */
 p11s_key_type p11s_object_key_type(const p11s_object *o);
+/** See p11s_object_key_type(). */
 int p11s_object_key_bits(const p11s_object *o);
+/** See p11s_object_key_type(); owned by @p o. */
 const char *p11s_object_key_curve(const p11s_object *o);
 /** Keys: enum p11s_key_flag bits. */
 unsigned p11s_object_key_flags(const p11s_object *o);
@@ -259,6 +282,7 @@ typedef struct p11s_key p11s_key;
  */
 p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *private_key, p11s_key **out,
                       p11s_error *err);
+/** Releases the handle (before its p11s_ctx); NULL ok. */
 void p11s_key_free(p11s_key *key);
 /** The EVP_PKEY; owned by @p key, valid until p11s_key_free(). */
 EVP_PKEY *p11s_key_pkey(const p11s_key *key);
@@ -266,6 +290,7 @@ EVP_PKEY *p11s_key_pkey(const p11s_key *key);
 const char *p11s_key_uri(const p11s_key *key);
 /** The key's type and size as enumerated. */
 p11s_key_type p11s_key_get_type(const p11s_key *key);
+/** See p11s_key_get_type(). */
 int p11s_key_bits(const p11s_key *key);
 
 /** Operations a caller may need a token mechanism for. */

@@ -112,6 +112,32 @@ assert_exit 0 "right PIN through pkcs11-spy"
 assert_eq 1 "$(grep -c 'C_Login' "$TEST_TMP/spy.log")" "one C_Login with the right PIN"
 # One enumeration of the token: a single C_FindObjectsInit, whatever the object count.
 assert_eq 1 "$(grep -c 'C_FindObjectsInit' "$TEST_TMP/spy.log")" "one C_FindObjectsInit for the whole listing"
+# A URI naming an id reads only the objects with that id (one search with
+# CKA_ID in its template), not the whole token; pairing still confirmed.
+full_gets=$(grep -c 'C_GetAttributeValue' "$TEST_TMP/spy.log")
+rm -f "$TEST_TMP/spy.log"
+run_p11smime --module "$SPY" --pin-source "file:$PIN_FILE" --json list --login 'pkcs11:id=%01;type=cert'
+assert_exit 0 "list one certificate by id through pkcs11-spy"
+assert_json "$OUT" '[.objects[] | select(.label == "rsa2048")] | length == 1 and .[0].pairing == "confirmed" and (.[0].private_key | test("id=%01;.*type=private"))' "the id's certificate, paired with its key"
+# The same objects, paired the same way, as the whole listing shows them.
+cp "$OUT" "$TEST_TMP/id01.json"
+run_p11smime --pin-source "file:$PIN_FILE" --json list --login
+assert_exit 0 "the whole listing, to compare"
+assert_eq "$(jq -c '[.objects[] | select(.class == "certificate" and .id == "01")]' "$OUT")" \
+	"$(jq -c '.objects' "$TEST_TMP/id01.json")" "the certificates with id 01, as in the whole listing"
+assert_eq 1 "$(grep -c 'C_FindObjectsInit' "$TEST_TMP/spy.log")" "one search for an id"
+sed -n '/C_FindObjectsInit/,/Returned/p' "$TEST_TMP/spy.log" | grep -q 'CKA_ID' ||
+	fail "the search by id has no CKA_ID in its template"
+id_gets=$(grep -c 'C_GetAttributeValue' "$TEST_TMP/spy.log")
+[ "$id_gets" -gt 0 ] && [ $((id_gets * 3)) -lt "$full_gets" ] ||
+	fail "a search by id read $id_gets attributes sets, the whole listing $full_gets"
+# By label only: the search by label, then one by the match's id, for the pairing.
+rm -f "$TEST_TMP/spy.log"
+run_p11smime --module "$SPY" --pin-source "file:$PIN_FILE" --json list --login 'pkcs11:object=p256;type=cert'
+assert_exit 0 "list one certificate by label through pkcs11-spy"
+assert_json "$OUT" '.objects | length == 1 and .[0].label == "p256" and .[0].pairing == "confirmed"' "the label's certificate, paired"
+assert_json "$OUT" ".objects[0].private_key == \"$(jq -r '.objects[] | select(.class == "private-key" and .label == "p256") | .uri' "$TEST_TMP/all.json")\"" "paired with the key the whole listing pairs it with"
+assert_eq 2 "$(grep -c 'C_FindObjectsInit' "$TEST_TMP/spy.log")" "a search by label, then one by id"
 # Tokens are filtered before any login: no login on a token the URI excludes.
 rm -f "$TEST_TMP/spy.log"
 run_p11smime --module "$SPY" --pin-source "file:$TEST_TMP/wrong" list --login 'pkcs11:token=no-such-token'
@@ -150,6 +176,14 @@ assert_json "$OUT" '.objects[0].label == "p384" and .objects[0].class == "certif
 run_p11smime list --select nobody@example.org
 assert_exit 3 "an address no certificate has"
 assert_contains "$ERR" "nobody@example.org"
+
+# A key without a certificate, named with a pin-value: the message keeps the PIN out.
+pin=$(head -n1 "$PIN_FILE")
+run_p11smime list --login --select "pkcs11:object=always;type=private?pin-value=$pin"
+assert_exit 3 "a key no certificate pairs with"
+assert_contains "$ERR" "names a private key, but no certificate"
+assert_contains "$ERR" "pin-value=(hidden)"
+assert_not_contains "$ERR" "pin-value=$pin"
 
 # The uninitialised token: an error, quickly, not a hang.
 run_p11smime list --login 'pkcs11:token='

@@ -66,6 +66,14 @@ run_p11smime tokens
 [ "$RC" != 124 ] && pass "removed: tokens returns" || fail "removed: tokens hung"
 assert_not_contains "$OUT" "token=mock"
 
+# An object search that never ends, reached through a URI naming a label
+# (the narrowed search, not the whole-token one): a module fault, not a hang.
+mock_token find-forever
+P11S_TIMEOUT=20 run_p11smime list 'pkcs11:object=mock;type=cert'
+[ "$RC" != 124 ] || fail "find-forever: a search by label hung"
+assert_exit 3 "find-forever: a search by label stops"
+assert_contains "$ERR" "does not end"
+
 # Control: the same mock without faults lists its certificate.
 mock_token ""
 run_p11smime --pin-source "file:$PIN_FILE" list --login

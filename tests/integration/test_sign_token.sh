@@ -159,6 +159,10 @@ refuse bad-digest 2 "--digest" --signer rsa2048@example.org --digest md5 -i "$MS
 refuse pss-on-ec 2 "RSA" --signer p256@example.org --pss -i "$MSG"
 refuse bad-time 2 "time" --signer rsa2048@example.org --at yesterday -i "$MSG"
 refuse no-such-signer 3 "" --signer nobody@example.org -i "$MSG"
+# A --chain file that holds no certificate is named, not skipped.
+printf 'not a certificate\n' >"$TEST_TMP/notacert.txt"
+refuse bad-chain 4 "notacert.txt" --signer rsa2048@example.org --chain "$TEST_TMP/notacert.txt" -i "$MSG"
+refuse missing-chain 4 "nosuchfile.pem" --signer rsa2048@example.org --chain "$TEST_TMP/nosuchfile.pem" -i "$MSG"
 
 # --chain and CA certificates from the token: included in the signature.
 RUN_STDIN= run_p11smime --pin-source "file:$PIN_FILE" sign --signer rsa2048@example.org -i "$MSG" \
