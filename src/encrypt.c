@@ -527,6 +527,16 @@ static int write_line(BIO *out, const char *eol, const char *line)
 	return BIO_puts(out, line) > 0 && BIO_puts(out, eol) > 0;
 }
 
+/* Content-Transfer-Encoding: binary (RFC 2045): line ends are data there. */
+static int is_binary(const p11s_headers *h)
+{
+	char *cte = p11s_mime_transfer_encoding(h);
+	int binary = cte != NULL && strcasecmp(cte, "binary") == 0;
+
+	free(cte);
+	return binary;
+}
+
 p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_encrypt_opts *opts,
                      p11s_error *err)
 {
@@ -617,8 +627,14 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 		goto out;
 	}
 	if (p11s_headers_body_follows(h)) {
+		/*
+		 * A binary body is bytes, not lines: it goes in as it is.  The
+		 * converter holds nothing back after the blank line above.
+		 */
+		BIO *body = is_binary(h) ? cmsbio : top;
+
 		while ((n = BIO_read(in, buf, sizeof(buf))) > 0)
-			if (BIO_write(top, buf, n) != n) {
+			if (BIO_write(body, buf, n) != n) {
 				rc =
 				    p11s_err_ossl(err, P11S_E_CRYPTO, "cannot encrypt the message");
 				goto out;

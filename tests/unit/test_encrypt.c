@@ -416,6 +416,26 @@ static void cipher_names(void **state)
 	assert_int_equal(p11s_cipher_from_name("des-ede3-cbc", &c, NULL), P11S_E_USAGE);
 }
 
+/* A binary body is bytes: its LF bytes must not become CRLF (text headers still do). */
+static void binary_body_is_not_converted(void **state)
+{
+	const char *msg = "From: alice@example.org\nTo: bob@example.org\nSubject: blob\n"
+	                  "Content-Type: application/octet-stream\n"
+	                  "Content-Transfer-Encoding: binary\n\nab\ncd\n\nef\r\ngh";
+	X509 *certs[] = {rsa_cert, NULL};
+	p11s_encrypt_opts o = {.cipher = P11S_CIPHER_AES256_GCM, .no_check_to = 1};
+	char *out = NULL, *plain;
+
+	(void)state;
+	assert_int_equal(run_encrypt(msg, certs, &o, &out, NULL), P11S_OK);
+	plain = openssl_decrypt(out, rsa_key, rsa_cert, NULL);
+	assert_string_equal(plain, "Content-Type: application/octet-stream\r\n"
+	                           "Content-Transfer-Encoding: binary\r\n\r\n"
+	                           "ab\ncd\n\nef\r\ngh");
+	free(plain);
+	free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -426,6 +446,7 @@ int main(void)
 	    cmocka_unit_test(recipient_dir_lookup),
 	    cmocka_unit_test(signed_then_encrypted_round_trip),
 	    cmocka_unit_test(cipher_names),
+	    cmocka_unit_test(binary_body_is_not_converted),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
