@@ -722,7 +722,7 @@ static p11s_rc check_content_cipher(p11s_decrypt_report *r, const X509_ALGOR *ca
 static p11s_rc judge_certificate(p11s_decrypt_report *r, const p11s_key_facts *kf, p11s_error *err)
 {
 	p11s_validate_opts vo;
-	char b1[32], b2[32], *failed = NULL, *next;
+	char b1[32], b2[32], *failed = NULL;
 	p11s_rc rc = p11s_cert_describe(r->cert, &r->info, err);
 
 	if (rc != P11S_OK)
@@ -733,15 +733,7 @@ static p11s_rc judge_certificate(p11s_decrypt_report *r, const p11s_key_facts *k
 	if (rc != P11S_OK)
 		return rc;
 	if (!p11s_verdict_accepted(r->verdict)) {
-		for (size_t i = 0; i < p11s_verdict_check_count(r->verdict); i++) {
-			if (p11s_verdict_check_result(r->verdict, i) != P11S_CHECK_FAIL ||
-			    !p11s_verdict_check_decides(r->verdict, i))
-				continue;
-			next = p11s_asprintf("%s%s%s", failed ? failed : "", failed ? ", " : "",
-			                     p11s_verdict_check_rule(r->verdict, i));
-			free(failed);
-			failed = next;
-		}
+		failed = p11s_verdict_failures(r->verdict, 0);
 		add_note(r,
 		         "the recipient certificate is rejected by the S/MIME rules (%s); the "
 		         "message was decrypted anyway, as the rules govern outgoing mail",

@@ -341,16 +341,11 @@ char *p11s_recipient_refusal(X509 *cert, time_t at, p11s_rc *rc)
 		return NULL;
 	}
 	if (!p11s_verdict_accepted(v)) {
-		/* Name the first failed rule; the validate command tells the rest. */
-		for (size_t i = 0; i < p11s_verdict_check_count(v); i++)
-			if (p11s_verdict_check_result(v, i) == P11S_CHECK_FAIL) {
-				why = p11s_asprintf("rejected by the S/MIME rules: %s: %s",
-				                    p11s_verdict_check_rule(v, i),
-				                    p11s_verdict_check_message(v, i));
-				break;
-			}
-		if (why == NULL)
-			why = p11s_strdup("rejected by the S/MIME rules");
+		char *failures = p11s_verdict_failures(v, 1);
+
+		why = failures ? p11s_asprintf("rejected by the S/MIME rules: %s", failures)
+		               : p11s_strdup("rejected by the S/MIME rules");
+		free(failures);
 		if (rc != NULL)
 			*rc = P11S_E_REJECTED;
 	} else if (p11s_verdict_is_ca(v)) {

@@ -1128,6 +1128,28 @@ int p11s_verdict_check_decides(const p11s_verdict *v, size_t i)
 	return v && i < v->nchecks ? v->checks[i].decides : 0;
 }
 
+char *p11s_verdict_failures(const p11s_verdict *v, int with_messages)
+{
+	char *out = NULL, *next;
+
+	for (size_t i = 0; v != NULL && i < v->nchecks; i++) {
+		if (v->checks[i].result != P11S_CHECK_FAIL || !v->checks[i].decides)
+			continue;
+		if (with_messages)
+			next = p11s_asprintf("%s%s%s: %s", out ? out : "", out ? "; " : "",
+			                     p11s_verdict_check_rule(v, i),
+			                     p11s_verdict_check_message(v, i));
+		else
+			next = p11s_asprintf("%s%s%s", out ? out : "", out ? ", " : "",
+			                     p11s_verdict_check_rule(v, i));
+		free(out);
+		out = next;
+		if (out == NULL)
+			break;
+	}
+	return out;
+}
+
 p11s_check_result p11s_verdict_rule(const p11s_verdict *v, const char *rule, const char **message)
 {
 	if (message != NULL)

@@ -165,18 +165,7 @@ static p11s_rc check_rules(X509 *cert, const p11s_key_facts *kf, time_t at, p11s
 	if (rc != P11S_OK)
 		return rc;
 	if (!p11s_verdict_accepted(v)) {
-		for (size_t i = 0; i < p11s_verdict_check_count(v); i++) {
-			char *next;
-
-			if (p11s_verdict_check_result(v, i) != P11S_CHECK_FAIL ||
-			    !p11s_verdict_check_decides(v, i))
-				continue;
-			next = p11s_asprintf("%s%s%s: %s", why ? why : "", why ? "; " : "",
-			                     p11s_verdict_check_rule(v, i),
-			                     p11s_verdict_check_message(v, i));
-			free(why);
-			why = next;
-		}
+		why = p11s_verdict_failures(v, 1);
 		rc = p11s_err(err, P11S_E_REJECTED, "the signer certificate is rejected: %s",
 		              why ? why : "a rule failed");
 	} else if (!p11s_verdict_in_validity(v)) {

@@ -163,6 +163,14 @@ p11s_check_result p11s_verdict_check_result(const p11s_verdict *v, size_t i);
 const char *p11s_verdict_check_message(const p11s_verdict *v, size_t i);
 /** Whether a failure of check @p i rejects the certificate (all but "validity"). */
 int p11s_verdict_check_decides(const p11s_verdict *v, size_t i);
+
+/**
+ * The rules that rejected @p v, for a message: "san-email: <reason>;
+ * key-usage: <reason>" with @p with_messages, else "san-email, key-usage".
+ * Only failures that decide the verdict (not validity).  Caller frees;
+ * NULL when none failed or out of memory.
+ */
+char *p11s_verdict_failures(const p11s_verdict *v, int with_messages);
 /** The result of rule @p rule; P11S_CHECK_SKIP when it was not run. @p message may be NULL. */
 p11s_check_result p11s_verdict_rule(const p11s_verdict *v, const char *rule, const char **message);
 
