@@ -12,6 +12,7 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "mailbox.h"
 #include "p11smime/certs.h"
 #include "p11smime/encrypt.h"
 #include "p11smime/mime.h"
@@ -224,16 +225,10 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 	return rc;
 }
 
+/* Encryption needs the address in the SAN as a mailbox, as the upload rules do. */
 static int cert_has_email(X509 *x, const char *email)
 {
-	size_t n = 0;
-	char **v = p11s_cert_san_emails(x, &n);
-	int found = 0;
-
-	for (size_t i = 0; v && i < n && !found; i++)
-		found = strcasecmp(v[i], email) == 0;
-	p11s_strv_free(v);
-	return found;
+	return p11s_cert_has_mailbox(x, email, P11S_MAILBOX_IN_SAN) != 0;
 }
 
 struct candidates {
@@ -259,7 +254,11 @@ p11s_rc p11s_recipients_add_email(p11s_recipients *r, p11s_ctx *ctx, const char 
 	p11s_object_list *list = NULL;
 	p11s_rc rc = P11S_OK;
 	size_t fit = 0;
+	char bad[128];
 
+	if (email == NULL || !p11s_mailbox_parse(email, strlen(email), bad, sizeof(bad)))
+		return p11s_err(err, P11S_E_USAGE, "'%s' is not an e-mail address (%s)",
+		                email ? email : "", bad);
 	for (int i = 0; r->dir_certs && i < sk_X509_num(r->dir_certs); i++)
 		if (cert_has_email(sk_X509_value(r->dir_certs, i), email))
 			candidate_add(&c, sk_X509_value(r->dir_certs, i), r->dir_sources[i]);
@@ -688,7 +687,7 @@ char *p11s_encrypt_report_json(const p11s_recipients *r, const p11s_encrypt_opts
 		X509 *x = r->v[i].cert;
 		json_t *o = json_object(), *emails = json_array();
 		size_t n = 0;
-		char **v = p11s_cert_san_emails(x, &n);
+		char **v = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &n);
 		char *subject = p11s_cert_name_string(X509_get_subject_name(x));
 		BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
 		char *serial = bn ? BN_bn2hex(bn) : NULL;

@@ -10,6 +10,7 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "mailbox.h"
 #include "p11smime/certs.h"
 #include "p11smime/listing.h"
 #include "p11smime/util.h"
@@ -135,7 +136,8 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 		p11s_cert_info_free(ci);
 		return p11s_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's validity");
 	}
-	ci->emails = p11s_cert_san_emails(x, &ci->nemails);
+	/* Only what is a mailbox is an address; validate names the rest. */
+	ci->emails = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &ci->nemails);
 	if (ci->emails == NULL || !key_facts(x, ci)) {
 		p11s_cert_info_free(ci);
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");

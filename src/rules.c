@@ -15,7 +15,9 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "mailbox.h"
 #include "p11smime/certs.h"
+#include "p11smime/mime.h"
 #include "p11smime/rules.h"
 #include "p11smime/util.h"
 
@@ -81,9 +83,11 @@ struct facts {
 	int ca;
 
 	enum ext_state san_state;
-	size_t san_emails;
+	size_t san_emails;    /* rfc822Names that are mailboxes */
 	char *san_email_text; /* "a@b, c@d" */
-	char *subject_email;  /* first emailAddress in the subject, or NULL */
+	char **san_bad;       /* "'x' is not an e-mail address (why)", one per other rfc822Name */
+	size_t san_nbad;
+	char *subject_email; /* first emailAddress in the subject, or NULL */
 
 	enum ext_state ku_state;
 	unsigned ku;
@@ -226,23 +230,19 @@ static void read_names(struct facts *f)
 	GENERAL_NAMES *gens = ext_d2i(f->cert, NID_subject_alt_name, &f->san_state);
 	X509_NAME *subject = X509_get_subject_name(f->cert);
 	int idx;
+	char **good;
 
-	for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
-		GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
-		char *e;
-
-		if (gn->type != GEN_EMAIL || gn->d.rfc822Name == NULL ||
-		    ASN1_STRING_length(gn->d.rfc822Name) <= 0)
-			continue;
-		e = printable(f->v, ASN1_STRING_get0_data(gn->d.rfc822Name),
-		              ASN1_STRING_length(gn->d.rfc822Name));
-		if (e == NULL)
-			continue;
-		f->san_emails++;
-		append(f->v, &f->san_email_text, e);
-		free(e);
-	}
 	GENERAL_NAMES_free(gens);
+	/* An rfc822Name that is not a Mailbox is no address (RFC 5280 4.2.1.6). */
+	good = p11s_cert_mailboxes(f->cert, P11S_MAILBOX_IN_SAN, &f->san_emails);
+	f->san_bad = p11s_cert_bad_mailboxes(f->cert, &f->san_nbad);
+	if (good == NULL || f->san_bad == NULL)
+		f->v->oom = 1;
+	for (size_t i = 0; good != NULL && i < f->san_emails; i++)
+		append(f->v, &f->san_email_text, good[i]);
+	if (good == NULL)
+		f->san_emails = 0;
+	p11s_strv_free(good);
 
 	idx = subject ? X509_NAME_get_index_by_NID(subject, NID_pkcs9_emailAddress, -1) : -1;
 	if (idx >= 0) {
@@ -389,6 +389,7 @@ static void read_validity(struct facts *f)
 static void facts_free(struct facts *f)
 {
 	free(f->san_email_text);
+	p11s_strv_free(f->san_bad);
 	free(f->subject_email);
 	free(f->eku_text);
 }
@@ -413,17 +414,40 @@ static p11s_check_result rule_san_email(struct facts *f, char **msg)
 {
 	p11s_verdict *v = f->v;
 	const char *subj = f->subject_email;
+	char *bad = NULL;
+	p11s_check_result r;
 
 	if (f->san_state == EXT_BAD || f->san_state == EXT_DUPLICATE) {
 		*msg =
 		    fmt(v, "the Subject Alternative Name extension %s", ext_problem(f->san_state));
 		return P11S_CHECK_FAIL;
 	}
-	if (f->san_emails > 0) {
-		*msg = fmt(v, "e-mail address%s in the Subject Alternative Name: %s",
-		           f->san_emails > 1 ? "es" : "", f->san_email_text);
-		return P11S_CHECK_PASS;
+	for (size_t i = 0; i < f->san_nbad; i++) {
+		char *next =
+		    bad ? fmt(v, "%s; %s", bad, f->san_bad[i]) : fmt(v, "%s", f->san_bad[i]);
+
+		free(bad);
+		bad = next;
 	}
+	if (f->san_emails > 0) {
+		*msg = fmt(v, "e-mail address%s in the Subject Alternative Name: %s%s%s",
+		           f->san_emails > 1 ? "es" : "", f->san_email_text, bad ? "; " : "",
+		           bad ? bad : "");
+		r = P11S_CHECK_PASS;
+	} else if (bad != NULL) {
+		*msg =
+		    subj ? fmt(v,
+		               "the Subject Alternative Name holds no e-mail address: %s; the "
+		               "address %s in the subject's emailAddress does not count",
+		               bad, subj)
+		         : fmt(v, "the Subject Alternative Name holds no e-mail address: %s", bad);
+		r = P11S_CHECK_FAIL;
+	} else {
+		r = P11S_CHECK_FAIL;
+	}
+	free(bad);
+	if (r == P11S_CHECK_PASS || f->san_nbad > 0)
+		return r;
 	if (f->san_state == EXT_ABSENT)
 		*msg = subj ? fmt(v,
 		                  "no Subject Alternative Name extension; the address %s in the "
@@ -618,6 +642,8 @@ static void add_warnings(struct facts *f, const p11s_validate_opts *opts)
 	p11s_verdict *v = f->v;
 	int mdnid = NID_undef, pknid = NID_undef;
 
+	for (size_t i = 0; i < f->san_nbad; i++)
+		warn(v, "%s", f->san_bad[i]);
 	if (f->pk_alg == P11S_ALG_RSA && f->pkey != NULL && f->pk_bits < 2048)
 		warn(v, "RSA key of %d bits, below 2048", f->pk_bits);
 	if (f->pk_alg == P11S_ALG_EC && f->pkey != NULL) {
@@ -712,6 +738,17 @@ static void key_checks(struct facts *f)
 	const char *where = k->on_token ? "on the token" : "in the file";
 
 	v->key_checked = 1;
+	if (f->ca) {
+		/* A CA certificate signs certificates, not mail: it needs no key here. */
+		static const char *const ids[] = {P11S_KEYCHECK_PRESENT, P11S_KEYCHECK_MATCH,
+		                                  P11S_KEYCHECK_HARDWARE_BOUND,
+		                                  P11S_KEYCHECK_FLAGS};
+
+		for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+			keycheck(v, ids[i], P11S_CHECK_SKIP,
+			         fmt(v, "a CA certificate needs no private key for mail"));
+		return;
+	}
 	if (k->present != 1) {
 		keycheck(v, P11S_KEYCHECK_PRESENT, P11S_CHECK_FAIL,
 		         fmt(v, "no private key %s for this certificate%s%s", where,
@@ -1021,7 +1058,8 @@ p11s_rc p11s_validate(X509 *cert, const p11s_key_facts *key, const p11s_validate
 		if (c->result == P11S_CHECK_FAIL && c->decides)
 			v->accepted = 0;
 	}
-	v->usable = v->accepted && v->in_validity;
+	/* A CA certificate is never used to sign or encrypt mail. */
+	v->usable = v->accepted && v->in_validity && !f.ca;
 	add_warnings(&f, opts);
 	if (key != NULL)
 		key_checks(&f);

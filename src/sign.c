@@ -14,6 +14,7 @@
 #include <openssl/x509.h>
 
 #include "common.h"
+#include "mailbox.h"
 #include "p11smime/certs.h"
 #include "p11smime/mime.h"
 #include "p11smime/rules.h"
@@ -323,6 +324,15 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 
 	if (ctx == NULL || opts == NULL || opts->signer == NULL || out == NULL)
 		return p11s_err(err, P11S_E_USAGE, "a signer (pkcs11: URI or e-mail) is needed");
+	if (strncmp(opts->signer, "pkcs11:", 7) != 0) {
+		char why[128];
+
+		/* An address must be a mailbox: "nobody" or "<a@b>" never picks a certificate. */
+		if (!p11s_mailbox_parse(opts->signer, strlen(opts->signer), why, sizeof(why)))
+			return p11s_err(err, P11S_E_BAD_URI,
+			                "'%s' is neither a pkcs11: URI nor an e-mail address (%s)",
+			                opts->signer, why);
+	}
 	s = signer_alloc();
 	if (s == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -340,6 +350,15 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	}
 	s->cert = p11s_object_x509(cert);
 	X509_up_ref(s->cert);
+	/* The selection compares bytes; the address must also be a SAN mailbox of the certificate.
+	 */
+	if (strncmp(opts->signer, "pkcs11:", 7) != 0 &&
+	    !p11s_cert_has_mailbox(s->cert, opts->signer, P11S_MAILBOX_IN_SAN)) {
+		rc =
+		    p11s_err(err, P11S_E_NOT_FOUND,
+		             "no certificate on the token has the e-mail address %s", opts->signer);
+		goto out;
+	}
 	s->uri = p11s_strdup(p11s_object_uri(cert));
 	rc = choose_algorithms(s, opts, err);
 	if (rc != P11S_OK)

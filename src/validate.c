@@ -897,12 +897,12 @@ static void entry_text(FILE *fp, const struct entry *e, size_t number, size_t to
 			    p11s_verdict_check_decides(v, i))
 				fprintf(fp, "%s %s", n++ ? "," : "", p11s_verdict_check_rule(v, i));
 		fprintf(fp, "; not usable for outgoing mail\n");
+	} else if (p11s_verdict_is_ca(v)) {
+		fprintf(fp, "  verdict   ACCEPTED (a CA certificate, exempt from the mail rules); "
+		            "not used for outgoing mail\n");
 	} else if (!p11s_verdict_usable_for_outgoing(v)) {
 		fprintf(fp, "  verdict   ACCEPTED, but NOT USABLE for outgoing mail: outside its "
 		            "validity\n");
-	} else if (p11s_verdict_is_ca(v)) {
-		fprintf(fp,
-		        "  verdict   ACCEPTED (a CA certificate, exempt from the mail rules)\n");
 	} else {
 		fprintf(fp, "  verdict   ACCEPTED, usable for outgoing mail\n");
 		fprintf(fp, "            sign: %s%s%s\n", p11s_verdict_can_sign(v) ? "yes" : "no",

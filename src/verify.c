@@ -11,6 +11,7 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "mailbox.h"
 #include "p11smime/certs.h"
 #include "p11smime/mime.h"
 #include "p11smime/util.h"
@@ -21,8 +22,9 @@ struct signer {
 	char *reason;
 	X509 *cert;
 	char *subject, *issuer, *serial, *digest, *sigalg;
-	char **emails;
+	char **emails; /* the subjectAltName mailboxes */
 	size_t n_emails;
+	int sender_place; /* where a From address matched: P11S_MAILBOX_IN_*, or 0 */
 	int has_time;
 	time_t signing_time;
 	time_t checked_at; /* the time the chain was judged at */
@@ -301,7 +303,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 	s->issuer = p11s_cert_name_string(X509_get_issuer_name(x));
 	s->serial = x509_serial(x);
 	if (s->subject == NULL || s->issuer == NULL || s->serial == NULL ||
-	    (s->emails = p11s_cert_san_emails(x, &s->n_emails)) == NULL)
+	    (s->emails = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &s->n_emails)) == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	s->valid_at_signing = valid_at(x, s->checked_at);
 	s->valid_at = valid_at(x, at);
@@ -366,34 +368,27 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 	return P11S_OK;
 }
 
-static int address_in(const char *addr, char **list, size_t n)
+/*
+ * Which signer certificates hold From address @p addr.  RFC 8550 3 has
+ * receiving agents recognise it in the subjectAltName and in the subject's
+ * PKCS #9 emailAddress; each signer remembers the better place it matched.
+ */
+static int sender_found(p11s_verify_report *r, const char *addr)
 {
-	for (size_t i = 0; i < n; i++)
-		if (strcasecmp(addr, list[i]) == 0)
-			return 1;
-	return 0;
-}
+	int found = 0;
 
-/* RFC 8550 readers also look at the subject's emailAddress; say so when only that matches. */
-static int from_in_subject(const p11s_verify_report *r)
-{
 	for (size_t i = 0; i < r->n_signers; i++) {
-		X509_NAME *name =
-		    r->signers[i].cert ? X509_get_subject_name(r->signers[i].cert) : NULL;
-		int idx = -1;
+		struct signer *s = &r->signers[i];
+		int place =
+		    s->cert ? p11s_cert_has_mailbox(s->cert, addr,
+		                                    P11S_MAILBOX_IN_SAN | P11S_MAILBOX_IN_SUBJECT)
+		            : 0;
 
-		while (name &&
-		       (idx = X509_NAME_get_index_by_NID(name, NID_pkcs9_emailAddress, idx)) >= 0) {
-			ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
-
-			for (size_t f = 0; f < r->n_from; f++)
-				if ((size_t)ASN1_STRING_length(v) == strlen(r->from[f]) &&
-				    strncasecmp((const char *)ASN1_STRING_get0_data(v), r->from[f],
-				                strlen(r->from[f])) == 0)
-					return 1;
-		}
+		if (place != 0 && (s->sender_place == 0 || place < s->sender_place))
+			s->sender_place = place;
+		found |= place != 0;
 	}
-	return 0;
+	return found;
 }
 
 static p11s_rc judge(p11s_verify_report *r)
@@ -412,15 +407,9 @@ static p11s_rc judge(p11s_verify_report *r)
 	r->sender_ok = r->from_error ? 0 : -1;
 	if (r->n_from > 0) {
 		r->sender_ok = 1;
-		for (size_t f = 0; f < r->n_from; f++) {
-			int found = 0;
-
-			for (size_t i = 0; i < r->n_signers && !found; i++)
-				found = address_in(r->from[f], r->signers[i].emails,
-				                   r->signers[i].n_emails);
-			if (!found)
+		for (size_t f = 0; f < r->n_from; f++)
+			if (!sender_found(r, r->from[f]))
 				r->sender_ok = 0;
-		}
 	}
 	if (bad > 0) {
 		r->rc = P11S_E_BAD_SIGNATURE;
@@ -454,11 +443,9 @@ static p11s_rc judge(p11s_verify_report *r)
 		r->rc = P11S_E_SENDER_MISMATCH;
 		r->summary = p11s_asprintf(
 		    "NOT SIGNED BY ITS SENDER: the signature is good, but the From address %s is "
-		    "not among the signer's certificate (SAN) addresses%s",
-		    r->from[0],
-		    from_in_subject(r) ? "; it is only in the subject's emailAddress, which does "
-		                         "not count"
-		                       : "");
+		    "not among the signer's certificate addresses (subjectAltName or subject "
+		    "emailAddress)",
+		    r->from[0]);
 	} else {
 		struct signer *s = &r->signers[0];
 
@@ -467,12 +454,17 @@ static p11s_rc judge(p11s_verify_report *r)
 			r->summary = p11s_asprintf(
 			    "good signature by %s; the certificate was valid when it signed (%s) "
 			    "but is not valid at %s",
-			    s->n_emails ? s->emails[0] : s->subject,
+			    s->n_emails                                  ? s->emails[0]
+			    : s->sender_place == P11S_MAILBOX_IN_SUBJECT ? r->from[0]
+			                                                 : s->subject,
 			    p11s_time_format(s->checked_at, when, sizeof(when)),
 			    s->has_time ? "the time of checking" : "that time");
 		else
 			r->summary = p11s_asprintf("good signature by %s",
-			                           s->n_emails ? s->emails[0] : s->subject);
+			                           s->n_emails ? s->emails[0]
+			                           : s->sender_place == P11S_MAILBOX_IN_SUBJECT
+			                               ? r->from[0]
+			                               : s->subject);
 	}
 	return r->summary ? P11S_OK : P11S_E_NOMEM;
 }
@@ -808,6 +800,18 @@ const p11s_verdict *p11s_verify_signer_rules(const p11s_verify_report *r, size_t
 	return SIGNER(r, i)->rules;
 }
 
+const char *p11s_verify_signer_sender_matched_by(const p11s_verify_report *r, size_t i)
+{
+	switch (SIGNER(r, i)->sender_place) {
+	case P11S_MAILBOX_IN_SAN:
+		return "subjectAltName";
+	case P11S_MAILBOX_IN_SUBJECT:
+		return "subject-emailAddress";
+	default:
+		return NULL;
+	}
+}
+
 /* -------------------------------------------------------------------- JSON */
 
 static json_t *jstr(const char *s)
@@ -897,6 +901,8 @@ char *p11s_verify_report_json(const p11s_verify_report *r)
 		json_object_set_new(o, "reason", jstr(s->reason));
 		json_object_set_new(o, "subject", jstr(s->subject));
 		json_object_set_new(o, "emails", emails);
+		json_object_set_new(o, "sender_matched_by",
+		                    jstr(p11s_verify_signer_sender_matched_by(r, i)));
 		json_object_set_new(o, "issuer", jstr(s->issuer));
 		json_object_set_new(o, "serial", jstr(s->serial));
 		json_object_set_new(o, "signing_time",

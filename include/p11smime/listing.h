@@ -24,7 +24,7 @@ typedef struct p11s_cert_info {
 	char *serial;      /**< lower-case hex, no separators */
 	time_t not_before; /**< notBefore, seconds since the epoch */
 	time_t not_after;  /**< notAfter */
-	char **emails;     /**< SAN rfc822Names, in certificate order; p11s_cert_san_emails() */
+	char **emails;     /**< SAN rfc822Names that are mailboxes, in certificate order */
 	size_t nemails;
 	p11s_key_type key_type;    /**< of the subject public key */
 	const char *key_algorithm; /**< p11s_key_type_name(key_type); static */

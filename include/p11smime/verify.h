@@ -129,6 +129,12 @@ size_t p11s_verify_signer_chain_count(const p11s_verify_report *r, size_t i);
 const char *p11s_verify_signer_chain_subject(const p11s_verify_report *r, size_t i, size_t j);
 /** The validate rules on the signer's certificate, or NULL; owned by @p r. */
 const p11s_verdict *p11s_verify_signer_rules(const p11s_verify_report *r, size_t i);
+/**
+ * Where signer @p i's certificate holds a From address of the message
+ * (RFC 8550 3): "subjectAltName", else "subject-emailAddress", or NULL when
+ * it holds none (or the message has no From).  Static.
+ */
+const char *p11s_verify_signer_sender_matched_by(const p11s_verify_report *r, size_t i);
 
 /**
  * The report as JSON, documented in docs/man/p11smime-verify.1; caller

@@ -164,10 +164,18 @@ static void print_report(FILE *fp, const p11s_verify_report *r, time_t at)
 		}
 	}
 	switch (p11s_verify_report_sender_ok(r)) {
-	case 1:
-		fprintf(fp, "sender:      From %s is among the signer's addresses\n",
-		        p11s_verify_report_from(r, 0));
+	case 1: {
+		const char *by = NULL;
+
+		for (size_t i = 0; i < p11s_verify_report_signer_count(r) && by == NULL; i++)
+			by = p11s_verify_signer_sender_matched_by(r, i);
+		fprintf(fp, "sender:      From %s is among the signer's addresses (%s)\n",
+		        p11s_verify_report_from(r, 0),
+		        by && strcmp(by, "subject-emailAddress") == 0
+		            ? "in its subject's emailAddress, as RFC 8550 allows"
+		            : "in its subjectAltName");
 		break;
+	}
 	case 0:
 		fprintf(fp, "sender:      NOT SIGNED BY ITS SENDER: From");
 		for (size_t i = 0; i < p11s_verify_report_from_count(r); i++)

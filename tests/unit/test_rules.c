@@ -128,6 +128,27 @@ static const struct rule_case rule_cases[] = {
      .expect = "PPPPSP", 1, 1, 1, 1, P11S_RULE_SAN_EMAIL, "a@example.org, b@example.org"},
     {"SAN and subject address", NULL, GOOD_SAN, "alice@example.org", GOOD_KU, GOOD_EKU,
      .expect = "PPPPSP", 1, 1, 1, 1},
+    /* san-email: an rfc822Name that is not a mailbox is no address */
+    {"SAN 'nobody'", NULL, "email:nobody", NULL, GOOD_KU, GOOD_EKU, .expect = "FPPPSP", 0, 0, 0, 0,
+     P11S_RULE_SAN_EMAIL, "'nobody' is not an e-mail address (no @)",
+     .warning = "'nobody' is not an e-mail address (no @)"},
+    {"SAN '@example.org'", NULL, "email:@example.org", NULL, GOOD_KU, GOOD_EKU, .expect = "FPPPSP",
+     0, 0, 0, 0, P11S_RULE_SAN_EMAIL,
+     "'@example.org' is not an e-mail address (nothing before the @)",
+     .warning = "'@example.org' is not an e-mail address"},
+    {"SAN in angle brackets", NULL, "email:<alice@example.org>", NULL, GOOD_KU, GOOD_EKU,
+     .expect = "FPPPSP", 0, 0, 0, 0, P11S_RULE_SAN_EMAIL,
+     "'<alice@example.org>' is not an e-mail address (angle brackets",
+     .warning = "'<alice@example.org>' is not an e-mail address"},
+    {"SAN trailing dot, address in subject", NULL, "email:alice@example.org.", "alice@example.org",
+     GOOD_KU, GOOD_EKU, .expect = "FPPPSP", 0, 0, 0, 0, P11S_RULE_SAN_EMAIL,
+     "the domain ends with a dot); the address alice@example.org in the subject's emailAddress "
+     "does not count",
+     .warning = "the domain ends with a dot"},
+    {"SAN one good, one not", NULL, "email:nobody,email:alice@example.org", NULL, GOOD_KU, GOOD_EKU,
+     .expect = "PPPPSP", 1, 1, 1, 1, P11S_RULE_SAN_EMAIL,
+     "Name: alice@example.org; 'nobody' is not an e-mail address (no @)",
+     .warning = "'nobody' is not an e-mail address (no @)"},
 
     /* key-usage: absent, each bit alone */
     {"no Key Usage", NULL, GOOD_SAN, NULL, NULL, GOOD_EKU, .expect = "PFPPSP", 0, 0, 0, 0,
@@ -181,7 +202,7 @@ static const struct rule_case rule_cases[] = {
      P11S_RULE_PUBLIC_KEY_ALGORITHM, "does not decode"},
 
     /* CA exemption */
-    {"CA:TRUE with nothing else", NULL, NULL, NULL, NULL, NULL, .ca = 1, .expect = "SSSSSP", 1, 1,
+    {"CA:TRUE with nothing else", NULL, NULL, NULL, NULL, NULL, .ca = 1, .expect = "SSSSSP", 1, 0,
      0, 0, P11S_RULE_SAN_EMAIL, "exempt"},
     {"CA:FALSE is not exempt", NULL, NULL, NULL, GOOD_KU, GOOD_EKU, .ca = -1, .expect = "FPPPSP", 0,
      0, 0, 0},
@@ -591,6 +612,35 @@ static const struct key_case key_cases[] = {
      "did not report"},
 };
 
+/* A CA certificate needs no private key: key checks skip, and it is never for mail. */
+static void ca_key_checks(void **state)
+{
+	p11s_validate_opts opts;
+	p11s_key_facts none = {.present = 0,
+	                       .matches = -1,
+	                       .sensitive = -1,
+	                       .extractable = -1,
+	                       .on_token = 1,
+	                       .absent_note = "no private key has this CKA_ID"};
+	p11s_verdict *v;
+
+	(void)state;
+	p11s_validate_opts_init(&opts);
+	opts.at = tu_time(AT);
+	assert_int_equal(p11s_validate(ca_cert, &none, &opts, &v, NULL), P11S_OK);
+	assert_true(p11s_verdict_accepted(v));
+	assert_true(p11s_verdict_is_ca(v));
+	assert_false(p11s_verdict_usable_for_outgoing(v));
+	assert_false(p11s_verdict_can_sign(v));
+	assert_false(p11s_verdict_can_encrypt(v));
+	assert_int_equal(p11s_verdict_key_check_count(v), 4);
+	for (size_t j = 0; j < 4; j++) {
+		assert_int_equal(p11s_verdict_key_check_result(v, j), P11S_CHECK_SKIP);
+		assert_non_null(strstr(p11s_verdict_key_check_message(v, j), "CA certificate"));
+	}
+	p11s_verdict_free(v);
+}
+
 static void key_table(void **state)
 {
 	p11s_validate_opts opts;
@@ -841,13 +891,10 @@ static void bad_arguments(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(rule_table),
-	    cmocka_unit_test(validity_does_not_decide),
-	    cmocka_unit_test(warn_days),
-	    cmocka_unit_test(key_table),
-	    cmocka_unit_test(key_facts_from_pkey),
-	    cmocka_unit_test(chain_cases),
-	    cmocka_unit_test(corrupted_certificates),
+	    cmocka_unit_test(rule_table),    cmocka_unit_test(validity_does_not_decide),
+	    cmocka_unit_test(warn_days),     cmocka_unit_test(key_table),
+	    cmocka_unit_test(ca_key_checks), cmocka_unit_test(key_facts_from_pkey),
+	    cmocka_unit_test(chain_cases),   cmocka_unit_test(corrupted_certificates),
 	    cmocka_unit_test(bad_arguments),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
