@@ -240,6 +240,23 @@ p11s_rc p11s_validation_add_anchors(p11s_validation *r, const char *path, p11s_e
 	return P11S_OK;
 }
 
+p11s_rc p11s_validation_add_anchors_uri(p11s_validation *r, p11s_ctx *ctx, const char *uri,
+                                        p11s_error *err)
+{
+	STACK_OF(X509) *found = sk_X509_new_null();
+	size_t added = 0;
+	p11s_rc rc;
+
+	if (found == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	rc = p11s_trust_certificates(ctx, uri, found, &added, err);
+	for (int i = 0; rc == P11S_OK && i < sk_X509_num(found); i++)
+		if (!stack_add_unique(r->anchors, sk_X509_value(found, i)))
+			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+	sk_X509_pop_free(found, X509_free);
+	return rc;
+}
+
 static int not_ours(const char *msg)
 {
 	return strstr(msg, ": not a certificate") != NULL || strstr(msg, ": empty") != NULL ||

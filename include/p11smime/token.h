@@ -266,6 +266,18 @@ const char *p11s_key_type_name(p11s_key_type t);
 p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_objects_opts *opts,
                                 p11s_object_list **list, const p11s_object **cert, p11s_error *err);
 
+/**
+ * The certificates on the tokens matching @p uri, for trusting: those
+ * of @p ctx's module (may be NULL) when a token there matches; else those
+ * on every module p11-kit knows and enables for this program, including
+ * the ones it keeps out of its proxy (its trust module, token "System
+ * Trust"), except @p ctx's own module.  Public objects only: no login.
+ * Each is pushed onto @p out with its own reference; *added counts them.
+ * P11S_E_NOT_FOUND when no certificate matches.
+ */
+p11s_rc p11s_trust_certificates(p11s_ctx *ctx, const char *uri, STACK_OF(X509) * out,
+                                size_t *added, p11s_error *err);
+
 /* --------------------------------------------------------- on-token keys */
 
 /** A private key on a token, usable through OpenSSL. */

@@ -60,6 +60,15 @@ void p11s_validation_free(p11s_validation *r);
 p11s_rc p11s_validation_add_anchors(p11s_validation *r, const char *path, p11s_error *err);
 
 /**
+ * Trust the certificates on the tokens matching @p uri as anchors, found as
+ * p11s_trust_certificates() finds them: @p ctx's module (may be NULL), else
+ * every module p11-kit knows, its trust module included.  No match is an
+ * error for the caller to stop on.
+ */
+p11s_rc p11s_validation_add_anchors_uri(p11s_validation *r, p11s_ctx *ctx, const char *uri,
+                                        p11s_error *err);
+
+/**
  * Add every certificate in @p path, or in each file under the directory
  * @p path (recursively, in name order; hidden files and symbolic links to
  * directories skipped; files that are not certificates at all listed as

@@ -35,7 +35,9 @@ static void validate_usage(FILE *fp)
 	        "Options:\n"
 	        "  --at TIME               judge validity at TIME (RFC 3339 or YYYY-MM-DD;\n"
 	        "                          default now)\n"
-	        "  --ca FILE               trust the certificates in FILE for the chain check\n"
+	        "  --ca FILE|URI           trust the certificates in FILE, or on the tokens a\n"
+	        "                          pkcs11: URI names (any module p11-kit knows, e.g.\n"
+	        "                          'pkcs11:token=System%%20Trust'), for the chain check\n"
 	        "                          (repeatable); CA certificates on the tokens searched\n"
 	        "                          are trusted too, the system store never\n"
 	        "  --warn-days N           warn when a certificate expires within N days\n"
@@ -137,7 +139,14 @@ int cmd_validate(struct cli *cli, int argc, char **argv)
 		return cli_fail(cli, rc);
 	}
 	for (size_t i = 0; i < ncas; i++) {
-		rc = p11s_validation_add_anchors(r, cas[i], cli->err);
+		if (is_uri(cas[i])) {
+			p11s_ctx *ctx = cli_ctx(cli);
+
+			/* Without a module of our own, p11-kit's registry is still searched. */
+			rc = p11s_validation_add_anchors_uri(r, ctx, cas[i], cli->err);
+		} else {
+			rc = p11s_validation_add_anchors(r, cas[i], cli->err);
+		}
 		if (rc != P11S_OK) {
 			free(cas);
 			p11s_validation_free(r);

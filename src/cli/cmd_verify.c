@@ -37,39 +37,16 @@ static int load_trust(struct cli *cli, const char *spec, STACK_OF(X509) * trust)
 	p11s_rc rc;
 
 	if (strncmp(spec, "pkcs11:", 7) == 0) {
-		p11s_objects_opts o = {.certificates = 1};
-		p11s_object_list *list = NULL;
 		p11s_ctx *ctx = cli_ctx(cli);
 		size_t added = 0;
 
 		if (ctx == NULL)
 			return cli->ctx_exit;
-		rc = p11s_objects(ctx, spec, &o, &list, cli->err);
-		if (rc != P11S_OK) {
-			p11s_object_list_free(list);
+		/* The module in use first, then every module p11-kit knows (its trust module). */
+		rc = p11s_trust_certificates(ctx, spec, trust, &added, cli->err);
+		if (rc != P11S_OK)
 			return cli_fail(cli, rc);
-		}
-		for (size_t i = 0; i < p11s_object_list_count(list); i++) {
-			const p11s_object *obj = p11s_object_list_get(list, i);
-			X509 *x = p11s_object_x509(obj);
-
-			if (p11s_object_get_class(obj) != P11S_OBJ_CERTIFICATE || x == NULL)
-				continue;
-			X509_up_ref(x);
-			if (!sk_X509_push(trust, x)) {
-				X509_free(x);
-				p11s_object_list_free(list);
-				fprintf(stderr, "p11smime: out of memory\n");
-				return 4;
-			}
-			added++;
-			cli_verbose(cli, "trusting %s", p11s_object_uri(obj));
-		}
-		p11s_object_list_free(list);
-		if (added == 0) {
-			fprintf(stderr, "p11smime: no certificate on a token matches %s\n", spec);
-			return 3;
-		}
+		cli_verbose(cli, "trusting %zu certificate(s) from %s", added, spec);
 		return 0;
 	}
 	p11s_cert_list *list = NULL;
