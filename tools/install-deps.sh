@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
 	build-essential cmake pkg-config
-	libssl-dev libp11-dev libp11-kit-dev p11-kit libjansson-dev libcmocka-dev
+	libssl-dev libp11-dev libp11-kit-dev p11-kit p11-kit-modules libjansson-dev libcmocka-dev
 	softhsm2 opensc libengine-pkcs11-openssl
 	gnutls-bin gpgsm libnss3-tools
 	python3 perl time jq openssl gpg-agent
