@@ -275,8 +275,8 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
  * Each is pushed onto @p out with its own reference; *added counts them.
  * P11S_E_NOT_FOUND when no certificate matches.
  */
-p11s_rc p11s_trust_certificates(p11s_ctx *ctx, const char *uri, STACK_OF(X509) * out,
-                                size_t *added, p11s_error *err);
+p11s_rc p11s_trust_certificates(p11s_ctx *ctx, const char *uri, STACK_OF(X509) * out, size_t *added,
+                                p11s_error *err);
 
 /* --------------------------------------------------------- on-token keys */
 
