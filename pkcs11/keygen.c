@@ -19,12 +19,9 @@ static const struct keytype {
 	int size; /* RSA bits, or the curve's NID */
 	int bits; /* RSA modulus or EC field size, for the mechanism's range */
 } keytypes[] = {
-    {"rsa:2048", 0, 2048, 2048},
-    {"rsa:3072", 0, 3072, 3072},
-    {"rsa:4096", 0, 4096, 4096},
-    {"ec:P-256", 1, NID_X9_62_prime256v1, 256},
-    {"ec:P-384", 1, NID_secp384r1, 384},
-    {"ec:P-521", 1, NID_secp521r1, 521},
+    {"rsa:2048", 0, 2048, 2048},         {"rsa:3072", 0, 3072, 3072},
+    {"rsa:4096", 0, 4096, 4096},         {"ec:P-256", 1, NID_X9_62_prime256v1, 256},
+    {"ec:P-384", 1, NID_secp384r1, 384}, {"ec:P-521", 1, NID_secp521r1, 521},
 };
 
 static const struct keytype *keytype_find(const char *type)
@@ -176,7 +173,8 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 
 		params_len = obj ? i2d_ASN1_OBJECT(obj, &params) : 0;
 		if (params_len <= 0) {
-			rc = p11s_err(err, P11S_E_INTERNAL, "cannot encode the curve of %s", k->name);
+			rc = p11s_err(err, P11S_E_INTERNAL, "cannot encode the curve of %s",
+			              k->name);
 			goto out;
 		}
 	}
@@ -229,14 +227,15 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 		}
 	}
 	r = calloc(1, sizeof(*r));
-	if (r == NULL || (r->private_uri = p11s_new_object_uri(t, P11S_OBJ_PRIVATE_KEY, id, id_len,
-	                                                        opts->label)) == NULL ||
+	if (r == NULL ||
+	    (r->private_uri =
+	         p11s_new_object_uri(t, P11S_OBJ_PRIVATE_KEY, id, id_len, opts->label)) == NULL ||
 	    (r->public_uri =
 	         p11s_new_object_uri(t, P11S_OBJ_PUBLIC_KEY, id, id_len, opts->label)) == NULL ||
 	    (r->id = p11s_hex(id, id_len)) == NULL || (r->label = strdup(opts->label)) == NULL ||
 	    (r->type = strdup(k->name)) == NULL ||
-	    (r->mechanism = strdup(k->is_ec ? "CKM_EC_KEY_PAIR_GEN" : "CKM_RSA_PKCS_KEY_PAIR_GEN")) ==
-	        NULL ||
+	    (r->mechanism =
+	         strdup(k->is_ec ? "CKM_EC_KEY_PAIR_GEN" : "CKM_RSA_PKCS_KEY_PAIR_GEN")) == NULL ||
 	    (r->token_uri = strdup(t->uri)) == NULL) {
 		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
 		goto out;

@@ -142,8 +142,7 @@ EVP_PKEY *p11s_object_public_key(const p11s_object_list *list, const p11s_object
 
 /* ------------------------------------------------------------ sessions */
 
-p11s_rc p11s_rw_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
-                        p11s_error *err)
+p11s_rc p11s_rw_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out, p11s_error *err)
 {
 	CK_TOKEN_INFO ti;
 	CK_RV rv;
@@ -276,8 +275,10 @@ p11s_rc p11s_hex_parse(const char *hex, unsigned char *out, size_t cap, size_t *
 		if (n == cap)
 			return p11s_err(err, P11S_E_USAGE, "id '%s' is longer than %zu bytes", hex,
 			                cap);
-		hi = isdigit((unsigned char)p[0]) ? p[0] - '0' : (tolower((unsigned char)p[0]) - 'a' + 10);
-		lo = isdigit((unsigned char)p[1]) ? p[1] - '0' : (tolower((unsigned char)p[1]) - 'a' + 10);
+		hi = isdigit((unsigned char)p[0]) ? p[0] - '0'
+		                                  : (tolower((unsigned char)p[0]) - 'a' + 10);
+		lo = isdigit((unsigned char)p[1]) ? p[1] - '0'
+		                                  : (tolower((unsigned char)p[1]) - 'a' + 10);
 		out[n++] = (unsigned char)(hi << 4 | lo);
 		p += 2;
 	}
@@ -329,16 +330,16 @@ static CK_OBJECT_HANDLE find_one(struct writer *w, CK_ATTRIBUTE *tmpl, CK_ULONG 
 }
 
 /* DER of an X509 field, malloc'd. */
-#define I2D_DUP(fn, x, out, len)                                                                   \
-	do {                                                                                       \
-		int l_ = fn((x), NULL);                                                            \
-		unsigned char *p_;                                                                 \
-		(out) = NULL;                                                                      \
-		(len) = 0;                                                                         \
-		if (l_ > 0 && ((out) = malloc((size_t)l_)) != NULL) {                              \
-			p_ = (out);                                                                \
-			(len) = (size_t)fn((x), &p_);                                              \
-		}                                                                                  \
+#define I2D_DUP(fn, x, out, len)                                      \
+	do {                                                          \
+		int l_ = fn((x), NULL);                               \
+		unsigned char *p_;                                    \
+		(out) = NULL;                                         \
+		(len) = 0;                                            \
+		if (l_ > 0 && ((out) = malloc((size_t)l_)) != NULL) { \
+			p_ = (out);                                   \
+			(len) = (size_t)fn((x), &p_);                 \
+		}                                                     \
 	} while (0)
 
 p11s_rc p11s_token_write_cert(p11s_ctx *ctx, const p11s_token *t, X509 *cert,
@@ -450,8 +451,8 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 	    OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1,
 	};
 	static const CK_ATTRIBUTE_TYPE rsa_attrs[8] = {
-	    CKA_MODULUS,   CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
-	    CKA_PRIME_2,   CKA_EXPONENT_1,      CKA_EXPONENT_2,       CKA_COEFFICIENT,
+	    CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+	    CKA_PRIME_2, CKA_EXPONENT_1,      CKA_EXPONENT_2,       CKA_COEFFICIENT,
 	};
 	struct writer w;
 	struct bnbuf parts[8];
@@ -474,16 +475,16 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 	w.s = CK_INVALID_HANDLE;
 	is_ec = EVP_PKEY_is_a(pk, "EC");
 	if (!is_ec && !EVP_PKEY_is_a(pk, "RSA"))
-		return p11s_err(err, P11S_E_INPUT,
-		                "the key is %s; only RSA and EC keys can be imported",
-		                EVP_PKEY_get0_type_name(pk) ? EVP_PKEY_get0_type_name(pk) : "unknown");
+		return p11s_err(
+		    err, P11S_E_INPUT, "the key is %s; only RSA and EC keys can be imported",
+		    EVP_PKEY_get0_type_name(pk) ? EVP_PKEY_get0_type_name(pk) : "unknown");
 	kt = is_ec ? CKK_EC : CKK_RSA;
-#define ADD(arr, n, t_, v_, l_)                                                                    \
-	do {                                                                                       \
-		(arr)[(n)].type = (t_);                                                            \
-		(arr)[(n)].pValue = (void *)(v_);                                                  \
-		(arr)[(n)].ulValueLen = (l_);                                                      \
-		(n)++;                                                                             \
+#define ADD(arr, n, t_, v_, l_)                   \
+	do {                                      \
+		(arr)[(n)].type = (t_);           \
+		(arr)[(n)].pValue = (void *)(v_); \
+		(arr)[(n)].ulValueLen = (l_);     \
+		(n)++;                            \
 	} while (0)
 	ADD(priv, np, CKA_CLASS, &priv_cls, sizeof(priv_cls));
 	ADD(priv, np, CKA_KEY_TYPE, &kt, sizeof(kt));
@@ -504,8 +505,9 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 	if (!is_ec) {
 		for (int i = 0; i < 8; i++)
 			if (!bn_param(pk, rsa_names[i], &parts[i], 0)) {
-				rc = p11s_err(err, P11S_E_INPUT,
-				              "the RSA key lacks its CRT components; cannot import it");
+				rc = p11s_err(
+				    err, P11S_E_INPUT,
+				    "the RSA key lacks its CRT components; cannot import it");
 				goto out;
 			}
 		for (int i = 0; i < 8; i++)
@@ -794,8 +796,8 @@ p11s_rc p11s_delete_plan_run(p11s_ctx *ctx, p11s_delete_plan *p, size_t *done, p
 	return rc;
 }
 
-p11s_rc p11s_token_free_id(p11s_ctx *ctx, const p11s_token *t, unsigned char *id,
-                           size_t *id_len, p11s_error *err)
+p11s_rc p11s_token_free_id(p11s_ctx *ctx, const p11s_token *t, unsigned char *id, size_t *id_len,
+                           p11s_error *err)
 {
 	struct writer w;
 	p11s_rc rc = writer_open(&w, ctx, t, err);

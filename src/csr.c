@@ -50,7 +50,8 @@ static STACK_OF(X509_EXTENSION) * smime_extensions(const char *const *emails, si
 		ASN1_IA5STRING_free(s);
 	}
 	/* digitalSignature (0), keyEncipherment (2) or keyAgreement (4). */
-	ok = ok && ASN1_BIT_STRING_set_bit(ku, 0, 1) && ASN1_BIT_STRING_set_bit(ku, is_ec ? 4 : 2, 1);
+	ok = ok && ASN1_BIT_STRING_set_bit(ku, 0, 1) &&
+	     ASN1_BIT_STRING_set_bit(ku, is_ec ? 4 : 2, 1);
 	ok = ok && sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_email_protect)) > 0;
 	if (ok && (e = ext(NID_subject_alt_name, 0, san)) != NULL)
 		ok = sk_X509_EXTENSION_push(exts, e) > 0;
@@ -167,7 +168,8 @@ static p11s_rc select_key(p11s_ctx *ctx, const char *uri, p11s_object_list **lis
 		rc = p11s_err(err, P11S_E_AMBIGUOUS,
 		              "the --key URI matches %zu private keys; name one by its URI:", n);
 		for (size_t i = 0; i < n; i++)
-			p11s_err_add_candidate(err, p11s_object_uri(p11s_object_list_get(*list, i)));
+			p11s_err_add_candidate(err,
+			                       p11s_object_uri(p11s_object_list_get(*list, i)));
 	}
 	p11s_object_list_free(*list);
 	*list = NULL;
@@ -183,7 +185,9 @@ static void facts_of(p11s_key_facts *kf, const p11s_object *key)
 	kf->present = 1;
 	kf->matches = 1;
 	kf->on_token = 1;
-	kf->alg = t == P11S_KEY_RSA ? P11S_ALG_RSA : t == P11S_KEY_EC ? P11S_ALG_EC : P11S_ALG_OTHER;
+	kf->alg = t == P11S_KEY_RSA  ? P11S_ALG_RSA
+	          : t == P11S_KEY_EC ? P11S_ALG_EC
+	                             : P11S_ALG_OTHER;
 	kf->alg_name = p11s_key_type_name(t);
 	kf->sensitive = !!(f & P11S_KF_SENSITIVE);
 	kf->extractable = !!(f & P11S_KF_EXTRACTABLE);
@@ -226,15 +230,16 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 		for (const unsigned char *p = (const unsigned char *)e; *p; p++)
 			if (*p < 0x21 || *p > 0x7e)
 				return p11s_err(err, P11S_E_USAGE,
-				                "'%s' is not an ASCII e-mail address (rfc822Name)", e);
+				                "'%s' is not an ASCII e-mail address (rfc822Name)",
+				                e);
 	}
 	if (opts->subject != NULL) {
 		rc = p11s_dn_parse(opts->subject, &subject, err);
 	} else {
 		subject = X509_NAME_new();
-		rc = subject && X509_NAME_add_entry_by_NID(
-		                    subject, NID_commonName, MBSTRING_UTF8,
-		                    (const unsigned char *)opts->emails[0], -1, -1, 0)
+		rc = subject && X509_NAME_add_entry_by_NID(subject, NID_commonName, MBSTRING_UTF8,
+		                                           (const unsigned char *)opts->emails[0],
+		                                           -1, -1, 0)
 		         ? P11S_OK
 		         : p11s_err_ossl(err, P11S_E_USAGE, "cannot make a subject from %s",
 		                         opts->emails[0]);
@@ -286,7 +291,8 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 		goto out;
 	}
 	if (X509_REQ_sign(req, p11s_key_pkey(k), md) <= 0) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "the token could not sign the request with %s",
+		rc = p11s_err_ossl(err, P11S_E_CRYPTO,
+		                   "the token could not sign the request with %s",
 		                   p11s_object_uri(key));
 		goto out;
 	}
@@ -309,7 +315,8 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 
 		*pem = p11s_strndup(data, (size_t)len);
 	}
-	if (*pem == NULL || (key_uri != NULL && (*key_uri = strdup(p11s_object_uri(key))) == NULL)) {
+	if (*pem == NULL ||
+	    (key_uri != NULL && (*key_uri = strdup(p11s_object_uri(key))) == NULL)) {
 		free(*pem);
 		*pem = NULL;
 		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");

@@ -60,8 +60,8 @@ static char *trim(char *s, size_t *len)
 /*
  * Split @p text into attributes: @p sep ends an RDN; in RFC 4514 '+' ends
  * an attribute within one (OpenSSL's form keeps '+' literal, as
- * `openssl req -subj` does, so "/emailAddress=a+b@example.org" works); a backslash escapes the next character (RFC 4514 also
- * allows two hex digits).  Spaces around types and values are dropped,
+ * `openssl req -subj` does, so "/emailAddress=a+b@example.org" works); a backslash escapes the next
+ * character (RFC 4514 also allows two hex digits).  Spaces around types and values are dropped,
  * escaped ones kept.
  */
 static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, p11s_error *err)
@@ -87,10 +87,11 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 			}
 			if (rfc4514 && isxdigit((unsigned char)p[1])) {
 				if (!isxdigit((unsigned char)p[2])) {
-					rc = p11s_err(err, P11S_E_USAGE,
-					              "subject '%s': a backslash must be followed by "
-					              "a special character or two hex digits",
-					              text);
+					rc = p11s_err(
+					    err, P11S_E_USAGE,
+					    "subject '%s': a backslash must be followed by "
+					    "a special character or two hex digits",
+					    text);
 					break;
 				}
 				buf[n++] = (char)(hexval((unsigned char)p[1]) << 4 |
@@ -110,7 +111,8 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 
 			if (tl == 0) {
 				rc = p11s_err(err, P11S_E_USAGE,
-				              "subject '%s': an attribute has no type before '='", text);
+				              "subject '%s': an attribute has no type before '='",
+				              text);
 				break;
 			}
 			type = p11s_strndup(t, tl);
@@ -123,10 +125,11 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 			while (p[1] == ' ')
 				p++;
 			if (rfc4514 && p[1] == '#') {
-				rc = p11s_err(err, P11S_E_USAGE,
-				              "subject '%s': '#' hex-encoded values are not supported; "
-				              "write the value as text",
-				              text);
+				rc = p11s_err(
+				    err, P11S_E_USAGE,
+				    "subject '%s': '#' hex-encoded values are not supported; "
+				    "write the value as text",
+				    text);
 				break;
 			}
 			continue;
@@ -145,14 +148,15 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 				if (tl == 0 && *p == '\0' && out->n > 0 && !rfc4514)
 					break; /* "/CN=a/": a trailing separator */
 				rc = p11s_err(err, P11S_E_USAGE,
-				              tl == 0 ? "subject '%s' has an empty part"
-				                      : "subject '%s': a part has no '=' (type=value)",
+				              tl == 0
+				                  ? "subject '%s' has an empty part"
+				                  : "subject '%s': a part has no '=' (type=value)",
 				              text);
 				break;
 			}
 			if (vl == 0) {
-				rc = p11s_err(err, P11S_E_USAGE, "subject '%s': %s has an empty value",
-				              text, type);
+				rc = p11s_err(err, P11S_E_USAGE,
+				              "subject '%s': %s has an empty value", text, type);
 				break;
 			}
 			out->v[out->n].type = type;
@@ -184,8 +188,7 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 	return rc;
 }
 
-static p11s_rc add(X509_NAME *name, const struct ava *a, int set, const char *text,
-                   p11s_error *err)
+static p11s_rc add(X509_NAME *name, const struct ava *a, int set, const char *text, p11s_error *err)
 {
 	ASN1_OBJECT *obj = OBJ_txt2obj(a->type, 0);
 	int ok;

@@ -156,8 +156,9 @@ static p11s_rc import_chain_cert(p11s_ctx *ctx, const p11s_token *t, const p11s_
 	int ca = (X509_get_extension_flags(x) & EXFLAG_CA) != 0;
 
 	if (there != NULL)
-		return push_uri(r, p11s_object_uri(there)) ? P11S_OK
-		                                           : p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return push_uri(r, p11s_object_uri(there))
+		           ? P11S_OK
+		           : p11s_err(err, P11S_E_NOMEM, "out of memory");
 	if (!pubkey_id(x, id, &id_len))
 		return p11s_err_ossl(err, P11S_E_INPUT, "cannot hash a chain certificate's key");
 	label = default_label(x);
@@ -191,6 +192,8 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	p11s_rc rc;
 
 	*out = NULL;
+	/* Loading the module can leave stale reasons that the reader would take for its own. */
+	ERR_clear_error();
 	rc = p11s_certs_read_file(path, opts->p12_pass ? opts->p12_pass : NULL, &certs, err);
 	if (rc != P11S_OK)
 		return rc;
@@ -216,13 +219,14 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	} else {
 		if (strcmp(p11s_cert_list_format(certs), "PKCS#12") == 0) {
 			rc = p11s_err(err, P11S_E_USAGE,
-			              "%s is a PKCS#12 file: import it with --p12-pass-source", path);
+			              "%s is a PKCS#12 file: import it with --p12-pass-source",
+			              path);
 			goto out;
 		}
 		if (ncerts != 1) {
 			rc = p11s_err(err, P11S_E_USAGE,
-			              "%s holds %zu certificates; import them one file at a time", path,
-			              ncerts);
+			              "%s holds %zu certificates; import them one file at a time",
+			              path, ncerts);
 			goto out;
 		}
 		xi = 0;
@@ -258,7 +262,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		/* The PKCS#12 key goes on the token, with the certificate beside it. */
 		char *priv = NULL, *pub = NULL;
 
-		label = opts->label ? strdup(opts->label)
+		label = opts->label                ? strdup(opts->label)
 		        : X509_alias_get0(x, NULL) ? strdup((const char *)X509_alias_get0(x, NULL))
 		                                   : default_label(x);
 		if (label == NULL) {
@@ -267,15 +271,15 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		}
 		rc = p11s_token_free_id(ctx, t, id, &id_len, err);
 		if (rc == P11S_OK)
-			rc = p11s_token_write_keypair(ctx, t, soft_key, id, id_len, label, &priv, &pub,
-			                              err);
+			rc = p11s_token_write_keypair(ctx, t, soft_key, id, id_len, label, &priv,
+			                              &pub, err);
 		if (rc != P11S_OK)
 			goto out;
 		r->key_written = 1;
 		r->key_uri = priv;
 		r->public_uri = pub;
-		rc = p11s_token_write_cert(ctx, t, x, id, id_len, label, P11S_CERT_OWN, &r->cert_uri,
-		                           err);
+		rc = p11s_token_write_cert(ctx, t, x, id, id_len, label, P11S_CERT_OWN,
+		                           &r->cert_uri, err);
 		if (rc != P11S_OK) {
 			/* Whole or not at all. */
 			p11s_token_forget(ctx, t, r->public_uri);
@@ -288,9 +292,10 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		const unsigned char *kid = p11s_object_id(key, &id_len);
 
 		if (kid == NULL) {
-			rc = p11s_err(err, P11S_E_TOKEN,
-			              "the matching key %s has no CKA_ID to pair the certificate by",
-			              p11s_object_uri(key));
+			rc =
+			    p11s_err(err, P11S_E_TOKEN,
+			             "the matching key %s has no CKA_ID to pair the certificate by",
+			             p11s_object_uri(key));
 			goto out;
 		}
 		memcpy(id, kid, id_len < sizeof(id) ? id_len : sizeof(id));
@@ -298,7 +303,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 			rc = p11s_err(err, P11S_E_TOKEN, "the matching key's CKA_ID is too long");
 			goto out;
 		}
-		label = opts->label                  ? strdup(opts->label)
+		label = opts->label                      ? strdup(opts->label)
 		        : p11s_object_label(key) != NULL ? strdup(p11s_object_label(key))
 		                                         : default_label(x);
 		category = P11S_CERT_OWN;

@@ -49,9 +49,9 @@ char *p11s_delete_plan_json(const p11s_delete_plan *p, int deleted)
 	json_t *objs = json_array();
 
 	for (size_t i = 0; objs != NULL && i < p11s_delete_plan_count(p); i++)
-		json_array_append_new(objs,
-		                      json_pack("{s:s, s:s}", "uri", p11s_delete_plan_uri(p, i),
-		                                "class",
-		                                p11s_object_class_name(p11s_delete_plan_class(p, i))));
-	return dump(json_pack("{s:b, s:o}", "deleted", deleted, "objects", objs ? objs : json_null()));
+		json_array_append_new(
+		    objs, json_pack("{s:s, s:s}", "uri", p11s_delete_plan_uri(p, i), "class",
+		                    p11s_object_class_name(p11s_delete_plan_class(p, i))));
+	return dump(
+	    json_pack("{s:b, s:o}", "deleted", deleted, "objects", objs ? objs : json_null()));
 }

@@ -85,8 +85,8 @@ void p11s_token_forget(p11s_ctx *ctx, const p11s_token *t, const char *uri);
  * A CKA_ID for a new key pair on @p t (logging in): the smallest one-byte
  * id (01, 02, ...) no object has.  @p id needs room for 2 bytes.
  */
-p11s_rc p11s_token_free_id(p11s_ctx *ctx, const p11s_token *t, unsigned char *id,
-                           size_t *id_len, p11s_error *err);
+p11s_rc p11s_token_free_id(p11s_ctx *ctx, const p11s_token *t, unsigned char *id, size_t *id_len,
+                           p11s_error *err);
 
 /* ------------------------------------------------------------- keygen */
 
@@ -137,8 +137,9 @@ char *p11s_keygen_result_json(const p11s_keygen_result *r);
 /**
  * Parse a distinguished name in OpenSSL's "/CN=Alice/O=Example" form
  * (most general RDN first; a backslash makes the next character literal,
- * "\\/" a slash; "+" is an ordinary character, as in `openssl req -subj`) or RFC 4514's "CN=Alice,O=Example" (most specific first;
- * escapes "\\," "\\+" "\\\\" "\\\"" "\\;" "\\<" "\\>" "\\=" "\\#" "\\ " and
+ * "\\/" a slash; "+" is an ordinary character, as in `openssl req -subj`) or RFC 4514's
+ * "CN=Alice,O=Example" (most specific first; escapes "\\," "\\+" "\\\\" "\\\"" "\\;" "\\<" "\\>"
+ * "\\=" "\\#" "\\ " and
  * "\\HH"; "+" joins attributes).  Attribute types are OpenSSL's short or
  * long names (CN, O, OU, C, L, ST, emailAddress, ...) or dotted OIDs;
  * values are UTF-8.  P11S_E_USAGE with the reason otherwise (empty name,
