@@ -209,9 +209,14 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 		CK_ULONG npub = 7, npriv = 9;
 		CK_OBJECT_HANDLE hpub, hpriv;
 
+		/* Explicit falses: some tokens (SoftHSM) default every usage to true. */
 		if (k->is_ec) {
 			pub[npub++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, params, (CK_ULONG)params_len};
+			pub[npub++] = (CK_ATTRIBUTE){CKA_ENCRYPT, &no, sizeof(no)};
+			pub[npub++] = (CK_ATTRIBUTE){CKA_WRAP, &no, sizeof(no)};
 			priv[npriv++] = (CK_ATTRIBUTE){CKA_DERIVE, &yes, sizeof(yes)};
+			priv[npriv++] = (CK_ATTRIBUTE){CKA_DECRYPT, &no, sizeof(no)};
+			priv[npriv++] = (CK_ATTRIBUTE){CKA_UNWRAP, &no, sizeof(no)};
 		} else {
 			pub[npub++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
 			pub[npub++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, e, sizeof(e)};
@@ -219,6 +224,7 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 			pub[npub++] = (CK_ATTRIBUTE){CKA_WRAP, &yes, sizeof(yes)};
 			priv[npriv++] = (CK_ATTRIBUTE){CKA_DECRYPT, &yes, sizeof(yes)};
 			priv[npriv++] = (CK_ATTRIBUTE){CKA_UNWRAP, &yes, sizeof(yes)};
+			priv[npriv++] = (CK_ATTRIBUTE){CKA_DERIVE, &no, sizeof(no)};
 		}
 		rv = ctx->fl->C_GenerateKeyPair(s, &mech, pub, npub, priv, npriv, &hpub, &hpriv);
 		if (rv != CKR_OK) {

@@ -514,6 +514,7 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 			ADD(priv, np, rsa_attrs[i], parts[i].p, parts[i].len);
 		ADD(priv, np, CKA_DECRYPT, &yes, sizeof(yes));
 		ADD(priv, np, CKA_UNWRAP, &yes, sizeof(yes));
+		ADD(priv, np, CKA_DERIVE, &no, sizeof(no));
 		ADD(pub, nu, CKA_MODULUS, parts[0].p, parts[0].len);
 		ADD(pub, nu, CKA_PUBLIC_EXPONENT, parts[1].p, parts[1].len);
 		ADD(pub, nu, CKA_ENCRYPT, &yes, sizeof(yes));
@@ -555,8 +556,12 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 		ADD(priv, np, CKA_EC_PARAMS, params, (CK_ULONG)params_len);
 		ADD(priv, np, CKA_VALUE, parts[0].p, parts[0].len);
 		ADD(priv, np, CKA_DERIVE, &yes, sizeof(yes));
+		ADD(priv, np, CKA_DECRYPT, &no, sizeof(no));
+		ADD(priv, np, CKA_UNWRAP, &no, sizeof(no));
 		ADD(pub, nu, CKA_EC_PARAMS, params, (CK_ULONG)params_len);
 		ADD(pub, nu, CKA_EC_POINT, point_der, (CK_ULONG)point_der_len);
+		ADD(pub, nu, CKA_ENCRYPT, &no, sizeof(no));
+		ADD(pub, nu, CKA_WRAP, &no, sizeof(no));
 	}
 #undef ADD
 	rc = writer_open(&w, ctx, t, err);
