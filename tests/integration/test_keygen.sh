@@ -23,6 +23,22 @@ object_count() {
 		--list-objects 2>/dev/null | grep -cE '^[A-Z][a-z]+ (Key )?Object;'
 }
 
+# ------------------------------------------------ the command-line shape
+
+run_p11smime --help
+for c in keygen csr import delete; do
+	assert_contains "$OUT" "  $c " "the global help names '$c'"
+done
+for c in keygen csr import delete; do
+	run_p11smime "$c" --help
+	assert_exit 0 "$c --help"
+	assert_matches "$OUT" "^Usage: p11smime .*$c" "$c --help starts with its usage"
+	run_p11smime "$c" --no-such-option
+	assert_exit 2 "$c with an unknown option is a usage error"
+	assert_eq "" "$STDOUT" "$c: a usage error prints nothing on standard output"
+	[ -f "$P11S_SRCDIR/docs/man/p11smime-$c.1" ] && pass "$c has a man page" || fail "no man page for $c"
+done
+
 # ------------------------------------------------------- every key type
 
 id=5
