@@ -159,7 +159,7 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 	/* Before the login: a token that cannot do it needs no PIN to say so. */
 	rc = check_mechanism(ctx, t, k, err);
 	if (rc == P11S_OK)
-		rc = p11s_login(ctx, t, NULL, err);
+		rc = p11s_token_login(ctx, t, opts->token, err);
 	if (rc == P11S_OK)
 		rc = p11s_rw_session(ctx, t, &s, err);
 	if (rc == P11S_OK && id_len == 0)

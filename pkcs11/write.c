@@ -109,9 +109,19 @@ out:
 	return rc;
 }
 
-p11s_rc p11s_token_login(p11s_ctx *ctx, const p11s_token *t, p11s_error *err)
+p11s_rc p11s_token_login(p11s_ctx *ctx, const p11s_token *t, const char *uri, p11s_error *err)
 {
-	return p11s_login(ctx, t, NULL, err);
+	P11KitUri *u = NULL;
+	p11s_rc rc;
+
+	if (uri != NULL && strncmp(uri, "pkcs11:", 7) == 0) {
+		rc = p11s_uri_parse(uri, &u, err);
+		if (rc != P11S_OK)
+			return rc;
+	}
+	rc = p11s_login(ctx, t, u, err);
+	p11_kit_uri_free(u);
+	return rc;
 }
 
 static int same_id(const p11s_object *a, const p11s_object *b)

@@ -240,7 +240,8 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	rc = p11s_token_select(ctx, opts->token, &tl, &t, err);
 	if (rc != P11S_OK)
 		goto out;
-	{
+	rc = p11s_token_login(ctx, t, opts->token, err);
+	if (rc == P11S_OK) {
 		p11s_objects_opts o = {.login = 1};
 
 		rc = p11s_objects(ctx, p11s_token_uri(t), &o, &objs, err);

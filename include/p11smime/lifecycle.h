@@ -37,8 +37,12 @@ extern "C" {
 p11s_rc p11s_token_select(p11s_ctx *ctx, const char *uri_or_label, p11s_token_list **list,
                           const p11s_token **token, p11s_error *err);
 
-/** Log in to @p t following the PIN policy (nothing to do when already logged in). */
-p11s_rc p11s_token_login(p11s_ctx *ctx, const p11s_token *t, p11s_error *err);
+/**
+ * Log in to @p t following the PIN policy (nothing to do when already
+ * logged in).  @p uri (may be NULL; a label is ignored) lends its
+ * pin-value or pin-source query attribute, after --pin-source.
+ */
+p11s_rc p11s_token_login(p11s_ctx *ctx, const p11s_token *t, const char *uri, p11s_error *err);
 
 /**
  * The public half of the key object @p o as the token shows it (its own

@@ -106,6 +106,13 @@ assert_exit 0 "--id 0a:1B"
 assert_contains "$OUT" "id 0a1b"
 assert_contains "$OUT" "id=%0A%1B;object=chosen;type=private"
 
+# The PIN from the token URI's pin-source, as every command takes it; none: exit 3.
+run_p11smime keygen --token "pkcs11:token=$TOKEN_LABEL?pin-source=file:$PIN_FILE" --type ec:P-256 --label uripin
+assert_exit 0 "keygen: the PIN from the URI's pin-source"
+run_p11smime keygen --token "$TOKEN_LABEL" --type ec:P-256 --label nopin
+assert_exit 3 "keygen: no PIN and no terminal"
+assert_contains "$ERR" "--pin-source"
+
 for bad in rsa:1024 ec:P-192 dsa:2048; do
 	run_p11smime "${P[@]}" keygen --token "$TOKEN_LABEL" --type "$bad" --label x
 	assert_exit 2 "type $bad refused"
