@@ -147,6 +147,14 @@ pkcs11-tool --module "$SOFTHSM_MODULE" --token-label "$TOKEN_LABEL" --list-objec
 run import --ca --no-key "$CA_PEM"
 assert_exit 2 "--ca and --no-key together"
 
+# A token that cannot sign with ECDSA: said before anything is signed.
+# (SoftHSM 2.6 skips the first entry of a "-" list, hence the repeat.)
+echo "slots.mechanisms = -CKM_ECDSA,CKM_ECDSA" >>"$SOFTHSM2_CONF"
+run csr --key "pkcs11:token=$TOKEN_LABEL;id=%03" --email p256@example.org -o "$TEST_TMP/noecdsa.csr"
+assert_exit 3 "csr: no CKM_ECDSA"
+assert_contains "$ERR" "has no CKM_ECDSA"
+assert_file_absent "$TEST_TMP/noecdsa.csr"
+
 # --------------------------------------------------------------- PKCS#12
 
 for alg in RSA EC; do
@@ -214,6 +222,12 @@ for flag in final-try locked to-be-changed; do
 	assert_eq 0 "$(mock_log_count '^C_Login ')" "$flag: no C_Login attempted"
 	assert_eq 0 "$(mock_log_count '^C_(CreateObject|DestroyObject|GenerateKeyPair)')" "$flag: nothing changed"
 done
+# The mock has no key pair generation: said before any login.
+mock_token final-try
+run keygen --token mock --type rsa:2048 --label x
+assert_exit 3 "keygen on a token without CKM_RSA_PKCS_KEY_PAIR_GEN"
+assert_contains "$ERR" "has no CKM_RSA_PKCS_KEY_PAIR_GEN: it cannot generate RSA keys"
+assert_eq 0 "$(mock_log_count '^C_Login ')" "keygen: no C_Login for a token that cannot"
 mock_token final-try
 run --allow-final-try csr --key "pkcs11:id=%01" --email mock@example.org
 assert_exit 0 "csr, final try allowed: the mock key signs the request"
