@@ -262,10 +262,13 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	if (key == NULL && soft_key != NULL) {
 		/* The PKCS#12 key goes on the token, with the certificate beside it. */
 		char *priv = NULL, *pub = NULL;
+		int alen = 0;
+		const unsigned char *alias = X509_alias_get0(x, &alen);
 
-		label = opts->label                ? strdup(opts->label)
-		        : X509_alias_get0(x, NULL) ? strdup((const char *)X509_alias_get0(x, NULL))
-		                                   : default_label(x);
+		/* The PKCS#12 friendlyName, as the file's owner named it. */
+		label = opts->label         ? strdup(opts->label)
+		        : alias && alen > 0 ? p11s_strndup((const char *)alias, (size_t)alen)
+		                            : default_label(x);
 		if (label == NULL) {
 			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
 			goto out;
