@@ -17,6 +17,10 @@ static const struct cli_command commands[] = {
     {"verify", "verify a signed message against certificates you trust", cmd_verify},
     {"encrypt", "encrypt an outgoing message to its recipients", cmd_encrypt},
     {"decrypt", "decrypt an incoming message with a key on the token", cmd_decrypt},
+    {"keygen", "generate a key pair on the token", cmd_keygen},
+    {"csr", "request a certificate for a key on the token", cmd_csr},
+    {"import", "put a certificate or a PKCS#12 file on the token", cmd_import},
+    {"delete", "delete objects from the token", cmd_delete},
 };
 
 static void usage(FILE *fp)
