@@ -2,6 +2,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "p11.h"
