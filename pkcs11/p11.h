@@ -117,6 +117,19 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 /* objects.c */
 p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
                                p11s_error *err);
+/*
+ * The same, for a selection that only a certificate's DER can decide (an
+ * e-mail address): the tokens' certificates are read (CKA_ID and
+ * CKA_VALUE only) and @p f->keep judges each; the list holds those kept,
+ * the objects sharing their CKA_ID, and their issuers on the token.
+ */
+struct der_filter {
+	int (*keep)(const unsigned char *der, size_t len, void *arg);
+	void *arg;
+};
+p11s_rc p11s_objects_enumerate_der(p11s_ctx *ctx, P11KitUri *uri, int login,
+                                   const struct der_filter *f, p11s_object_list **out,
+                                   p11s_error *err);
 int p11s_uri_match_object(P11KitUri *uri, const p11s_object *o);
 /* The URI that names exactly @p o (token fields, type, id, label); malloc'd. */
 char *p11s_object_uri_build(const p11s_object *o);
