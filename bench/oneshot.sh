@@ -139,6 +139,7 @@ bench_token() { # NAME DIR
 	for who in "${tools[@]}"; do
 		"run_$who" || { echo "oneshot.sh: $name: $who failed" >&2; exit 1; }
 		: >"$work/t.$who"
+		: >"$work/c.$who"
 	done
 	for who in uri addr ossl ${ref:+ref}; do
 		openssl cms -verify -in "$work/out.$who" -CAfile "$dir/ca/ca.pem" -out /dev/null 2>/dev/null ||
@@ -152,16 +153,22 @@ bench_token() { # NAME DIR
 	for i in $(seq 0 $((runs - 1))); do
 		for k in $(seq 0 $((n - 1))); do
 			who=${tools[$(((i + k) % n))]}
+			# times: this shell's children's user and sys, before and after (a builtin: no child).
+			times >"$work/c0"
 			t0=$EPOCHREALTIME
 			"run_$who"
 			t1=$EPOCHREALTIME
+			times >"$work/c1"
 			awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d\n", (b - a) * 1e6 }' >>"$work/t.$who"
+			cat "$work/c0" "$work/c1" | awk 'function s(x) { split(x, p, "m"); sub(/s$/, "", p[2]); return p[1] * 60 + p[2] }
+				NR == 2 { a = s($1) + s($2) } NR == 4 { b = s($1) + s($2) } END { printf "%d\n", (b - a) * 1e6 }' >>"$work/c.$who"
 		done
 	done
 
-	declare -A med files locks
+	declare -A med cpu files locks
 	for who in "${tools[@]}"; do
 		med[$who]=$(median <"$work/t.$who")
+		cpu[$who]=$(median <"$work/c.$who")
 		files[$who]=-
 		locks[$who]=-
 		if command -v strace >/dev/null; then
@@ -173,14 +180,20 @@ bench_token() { # NAME DIR
 		fi
 	done
 	echo "== $name token: one process per 4 KiB message, RSA-2048 PKCS#1 v1.5, $runs rounds"
-	printf '%-44s %10s %8s %8s\n' "" "median ms" "files" "locks"
-	line() { printf '%-44s %10.1f %8s %8s\n' "$1" "$(awk -v u="${med[$2]}" 'BEGIN { print u / 1000 }')" "${files[$2]}" "${locks[$2]}"; }
+	printf '%-44s %10s %10s %8s %8s\n' "" "wall ms" "cpu ms" "files" "locks"
+	line() {
+		printf '%-44s %10.1f %10.1f %8s %8s\n' "$1" "$(awk -v u="${med[$2]}" 'BEGIN { print u / 1000 }')" \
+			"$(awk -v u="${cpu[$2]}" 'BEGIN { print u / 1000 }')" "${files[$2]}" "${locks[$2]}"
+	}
 	line "p11smime sign --signer URI" uri
 	line "p11smime sign --signer ADDRESS" addr
 	[ -n "$ref" ] && line "p11smime sign --signer URI (-r build)" ref
 	line "openssl cms -sign -engine pkcs11" ossl
 	line "pkcs11-tool --sign (the floor)" tool
-	ratio() { awk -v a="${med[$2]}" -v b="${med[$3]}" -v l="$1" 'BEGIN { printf "%-44s %10.2f\n", l, a / b }'; }
+	ratio() {
+		awk -v a="${med[$2]}" -v b="${med[$3]}" -v ca="${cpu[$2]}" -v cb="${cpu[$3]}" -v l="$1" \
+			'BEGIN { printf "%-44s %10.2f %10.2f\n", l, a / b, (cb > 0 ? ca / cb : 0) }'
+	}
 	ratio "ratio URI / openssl      (goal <= 1.00)" uri ossl
 	ratio "ratio URI / pkcs11-tool  (goal <= 1.15)" uri tool
 	ratio "ratio ADDRESS / openssl" addr ossl

@@ -256,8 +256,8 @@ static int ec_compute_key(unsigned char **psec, size_t *pseclen, const EC_POINT 
 	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_ATTRIBUTE tmpl[] = {
-	    {CKA_TOKEN, &no, sizeof(no)},          {CKA_CLASS, &cls, sizeof(cls)},
-	    {CKA_KEY_TYPE, &kt, sizeof(kt)},       {CKA_SENSITIVE, &no, sizeof(no)},
+	    {CKA_TOKEN, &no, sizeof(no)},         {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},      {CKA_SENSITIVE, &no, sizeof(no)},
 	    {CKA_EXTRACTABLE, &yes, sizeof(yes)},
 	};
 	CK_ECDH1_DERIVE_PARAMS params;
@@ -319,8 +319,8 @@ static void meth_init(void)
 	int (*osign)(int, const unsigned char *, int, unsigned char *, unsigned int *,
 	             const BIGNUM *, const BIGNUM *, EC_KEY *) = NULL;
 	int (*osetup)(EC_KEY *, BN_CTX *, BIGNUM **, BIGNUM **) = NULL;
-	ECDSA_SIG *(*osig)(const unsigned char *, int, const BIGNUM *, const BIGNUM *,
-	                   EC_KEY *) = NULL;
+	ECDSA_SIG *(*osig)(const unsigned char *, int, const BIGNUM *, const BIGNUM *, EC_KEY *) =
+	    NULL;
 
 	rsa_idx = RSA_get_ex_new_index(0, NULL, NULL, NULL, ref_free);
 	ec_idx = EC_KEY_get_ex_new_index(0, NULL, NULL, NULL, ref_free);
@@ -418,8 +418,9 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 		return p11s_err(err, P11S_E_USAGE, "%s is not a private key",
 		                o ? o->uri : "(nothing)");
 	if (o->key_type != P11S_KEY_RSA && o->key_type != P11S_KEY_EC)
-		return p11s_err(err, P11S_E_MECHANISM, "%s is an %s key; only RSA and EC keys are used",
-		                o->uri, p11s_key_type_name(o->key_type));
+		return p11s_err(err, P11S_E_MECHANISM,
+		                "%s is an %s key; only RSA and EC keys are used", o->uri,
+		                p11s_key_type_name(o->key_type));
 	/* Our login, with its PIN policy; it also opens the session the key is used on. */
 	rc = p11s_login(ctx, o->token, NULL, err);
 	if (rc != P11S_OK)

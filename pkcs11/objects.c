@@ -839,7 +839,8 @@ static void add_handle(struct handles *h, CK_OBJECT_HANDLE o, int *ok)
 /*
  * For a selection no template can express (an e-mail address lives in the
  * SAN): one search for X.509 certificates, one C_GetAttributeValue per
- * certificate for its CKA_ID and CKA_VALUE only, @p keep judging the DER.
+ * certificate for its CKA_CLASS, CKA_ID and CKA_VALUE only, @p keep
+ * judging the DER.
  * Then what the kept certificates need, and nothing else: the objects
  * sharing their CKA_ID (a search by id, for pairing) and their issuers
  * among the certificates already read (names compared as encoded, which
@@ -868,37 +869,51 @@ static p11s_rc find_by_der(p11s_ctx *ctx, CK_SESSION_HANDLE s, const struct der_
 		goto out;
 	}
 	for (CK_ULONG i = 0; i < certs.n && ok; i++) {
-		CK_ATTRIBUTE a[2] = {{CKA_ID, sc[i].id, sizeof(sc[i].id)},
+		CK_OBJECT_CLASS got = (CK_OBJECT_CLASS)-1;
+		/*
+		 * The class in the same call, and checked: the search asked for
+		 * certificates only, and a module that ignored the template
+		 * does not get its key's value kept.
+		 */
+		CK_ATTRIBUTE a[3] = {{CKA_CLASS, &got, sizeof(got)},
+		                     {CKA_ID, sc[i].id, sizeof(sc[i].id)},
 		                     {CKA_VALUE, malloc(VALUE_GUESS), VALUE_GUESS}};
 		CK_RV rv;
 
 		sc[i].h = certs.v[i];
-		if (a[1].pValue == NULL) {
+		sc[i].id_len = CK_UNAVAILABLE_INFORMATION;
+		if (a[2].pValue == NULL) {
 			ok = 0;
 			break;
 		}
-		rv = ctx->fl->C_GetAttributeValue(s, certs.v[i], a, 2);
+		rv = ctx->fl->C_GetAttributeValue(s, certs.v[i], a, 3);
 		if (rv != CKR_OK) {
 			/* A value beyond the guess, or an id we cannot read: one at a time. */
-			a[0].ulValueLen = sizeof(sc[i].id);
-			read_one_by_one(ctx->fl, s, certs.v[i], a, 1);
-			free(a[1].pValue);
-			a[1].pValue = NULL;
-		} else if (a[1].ulValueLen > VALUE_GUESS) {
-			free(a[1].pValue);
-			a[1].pValue = NULL;
+			got = (CK_OBJECT_CLASS)-1;
+			a[0].ulValueLen = sizeof(got);
+			a[1].ulValueLen = sizeof(sc[i].id);
+			read_one_by_one(ctx->fl, s, certs.v[i], a, 2);
+			free(a[2].pValue);
+			a[2].pValue = NULL;
+		} else if (a[2].ulValueLen > VALUE_GUESS) {
+			free(a[2].pValue);
+			a[2].pValue = NULL;
 		}
-		if (!read_value(ctx->fl, s, certs.v[i], &a[1])) {
+		if (a[0].ulValueLen != sizeof(got) || got != CKO_CERTIFICATE) {
+			free(a[2].pValue);
+			continue;
+		}
+		if (!read_value(ctx->fl, s, certs.v[i], &a[2])) {
 			ok = 0;
 			break;
 		}
-		sc[i].id_len = a[0].ulValueLen > sizeof(sc[i].id) ? CK_UNAVAILABLE_INFORMATION
-		                                                   : a[0].ulValueLen;
-		if (a[1].pValue != NULL && a[1].ulValueLen != CK_UNAVAILABLE_INFORMATION) {
-			sc[i].der = a[1].pValue;
-			sc[i].der_len = a[1].ulValueLen;
+		if (a[1].ulValueLen <= sizeof(sc[i].id))
+			sc[i].id_len = a[1].ulValueLen;
+		if (a[2].pValue != NULL && a[2].ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+			sc[i].der = a[2].pValue;
+			sc[i].der_len = a[2].ulValueLen;
 		} else {
-			free(a[1].pValue);
+			free(a[2].pValue);
 		}
 	}
 	for (CK_ULONG i = 0; i < certs.n && ok && rc == P11S_OK; i++) {
@@ -922,7 +937,8 @@ static p11s_rc find_by_der(p11s_ctx *ctx, CK_SESSION_HANDLE s, const struct der_
 				break;
 			for (CK_ULONG j = 0; j < certs.n && next == certs.n; j++)
 				if (j != cur && sc[j].der != NULL &&
-				    cert_names(sc[j].der, sc[j].der_len, &ciss, &cil, &csub, &csl) &&
+				    cert_names(sc[j].der, sc[j].der_len, &ciss, &cil, &csub,
+				               &csl) &&
 				    csl == il && memcmp(csub, iss, il) == 0)
 					next = j;
 			if (next == certs.n)
