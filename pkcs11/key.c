@@ -1,6 +1,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
 #include "p11.h"
 
 struct p11s_key {
@@ -44,20 +49,367 @@ int p11s_key_bits(const p11s_key *key)
 	return key->bits;
 }
 
-static int lp_key_is(const PKCS11_KEY *k, const p11s_object *o)
-{
-	const char *label = k->label ? k->label : "";
+/*
+ * The EVP_PKEY of an on-token key: an RSA or EC key holding only the public
+ * half, whose RSA_METHOD / EC_KEY_METHOD sends every private operation to
+ * the token through our own session and the object handle the enumeration
+ * found.  Opening a key thus costs no search: libp11 (which this replaced)
+ * listed every private key of the token again, a second C_FindObjectsInit
+ * over all objects, which on SoftHSM costs as much as the signature.
+ *
+ * Mechanisms are the ones libp11 used (docs/design.md): CKM_RSA_PKCS for
+ * PKCS#1 v1.5, CKM_RSA_X_509 for OpenSSL's own PSS and OAEP padding,
+ * CKM_ECDSA, CKM_ECDH1_DERIVE.  OpenSSL 3 treats keys with a method other
+ * than its own as legacy ("foreign") keys and calls these methods itself.
+ */
+struct p11s_keyref {
+	p11s_ctx *ctx;
+	CK_SLOT_ID slot_id;
+	CK_OBJECT_HANDLE handle;
+	int always_authenticate;
+	int protected_path; /* a PIN pad: the context-specific login takes no PIN */
+};
 
-	return k->isPrivate && k->id_len == o->id_len &&
-	       (o->id_len == 0 || memcmp(k->id, o->id, o->id_len) == 0) &&
-	       strcmp(label, o->label ? o->label : "") == 0;
+static int rsa_idx = -1, ec_idx = -1;
+static RSA_METHOD *rsa_meth;
+static EC_KEY_METHOD *ec_meth;
+static CRYPTO_ONCE meth_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	free(ptr);
+}
+
+static void token_error(const char *what, CK_RV rv)
+{
+	ERR_raise_data(ERR_LIB_USER, ERR_R_OPERATION_FAIL, "token: %s failed: %s (0x%lx)", what,
+	               p11s_ckr_name(rv), (unsigned long)rv);
+}
+
+/* The session of the login: private objects are usable on every session of it. */
+static CK_SESSION_HANDLE ref_session(const struct p11s_keyref *r)
+{
+	struct p11s_slot_state *st = p11s_slot_state(r->ctx, r->slot_id);
+
+	return st != NULL ? st->session : CK_INVALID_HANDLE;
+}
+
+/* After an *Init on a CKA_ALWAYS_AUTHENTICATE key: the PIN of the user login. */
+static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
+{
+	struct p11s_slot_state *st;
+
+	if (!r->always_authenticate)
+		return CKR_OK;
+	if (r->protected_path)
+		return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
+	st = p11s_slot_state(r->ctx, r->slot_id);
+	if (st == NULL || st->pin == NULL)
+		return CKR_USER_NOT_LOGGED_IN;
+	return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)st->pin,
+	                           strlen(st->pin));
+}
+
+/*
+ * One C_SignInit/C_Sign or C_DecryptInit/C_Decrypt with @p mech; the result
+ * in @p out (room @p *outlen, set to what the token wrote).  0 on failure,
+ * an OpenSSL error queued.
+ */
+static int token_op(const struct p11s_keyref *r, int decrypt, CK_MECHANISM_TYPE mech,
+                    const unsigned char *in, size_t inlen, unsigned char *out, CK_ULONG *outlen)
+{
+	CK_FUNCTION_LIST_PTR fl = r->ctx->fl;
+	CK_MECHANISM m = {mech, NULL, 0};
+	CK_SESSION_HANDLE s = ref_session(r);
+	CK_RV rv;
+
+	rv = decrypt ? fl->C_DecryptInit(s, &m, r->handle) : fl->C_SignInit(s, &m, r->handle);
+	if (rv != CKR_OK) {
+		token_error(decrypt ? "C_DecryptInit" : "C_SignInit", rv);
+		return 0;
+	}
+	rv = context_login(r, s);
+	if (rv != CKR_OK) {
+		CK_ULONG none = 0;
+
+		/* End the operation the Init started, so that the session stays usable. */
+		if (decrypt)
+			fl->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, NULL, &none);
+		else
+			fl->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, NULL, &none);
+		token_error("the context-specific C_Login", rv);
+		return 0;
+	}
+	rv = decrypt ? fl->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, outlen)
+	             : fl->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, outlen);
+	if (rv != CKR_OK) {
+		token_error(decrypt ? "C_Decrypt" : "C_Sign", rv);
+		return 0;
+	}
+	return 1;
+}
+
+static int rsa_op(int decrypt, int flen, const unsigned char *from, unsigned char *to, RSA *rsa,
+                  int padding)
+{
+	const struct p11s_keyref *r = RSA_get_ex_data(rsa, rsa_idx);
+	int size = RSA_size(rsa);
+	CK_MECHANISM_TYPE mech;
+	CK_ULONG len = (CK_ULONG)size;
+
+	if (r == NULL || flen < 0 || size <= 0)
+		return -1;
+	switch (padding) {
+	case RSA_PKCS1_PADDING:
+		mech = CKM_RSA_PKCS;
+		break;
+	case RSA_NO_PADDING:
+		/* OpenSSL pads (PSS) or checks the padding (OAEP) itself. */
+		mech = CKM_RSA_X_509;
+		break;
+	default:
+		ERR_raise_data(ERR_LIB_USER, ERR_R_UNSUPPORTED, "token RSA: padding %d", padding);
+		return -1;
+	}
+	if (!token_op(r, decrypt, mech, from, (size_t)flen, to, &len) || len > (CK_ULONG)size)
+		return -1;
+	/* Raw RSA is a number of the modulus' size: some modules drop leading zeros. */
+	if (mech == CKM_RSA_X_509 && len < (CK_ULONG)size) {
+		memmove(to + (size - (int)len), to, len);
+		memset(to, 0, (size_t)size - len);
+		len = (CK_ULONG)size;
+	}
+	return (int)len;
+}
+
+static int rsa_priv_enc(int flen, const unsigned char *from, unsigned char *to, RSA *rsa,
+                        int padding)
+{
+	return rsa_op(0, flen, from, to, rsa, padding);
+}
+
+static int rsa_priv_dec(int flen, const unsigned char *from, unsigned char *to, RSA *rsa,
+                        int padding)
+{
+	return rsa_op(1, flen, from, to, rsa, padding);
+}
+
+static ECDSA_SIG *ec_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv,
+                              const BIGNUM *rp, EC_KEY *ec)
+{
+	const struct p11s_keyref *r = EC_KEY_get_ex_data(ec, ec_idx);
+	const EC_GROUP *g = EC_KEY_get0_group(ec);
+	unsigned char raw[2 * 66 + 2];
+	CK_ULONG len = sizeof(raw);
+	int half = g ? (EC_GROUP_order_bits(g) + 7) / 8 : 0;
+	BIGNUM *br, *bs;
+	ECDSA_SIG *sig;
+
+	(void)kinv, (void)rp;
+	if (r == NULL || dlen < 0 || half <= 0 || 2 * half > (int)sizeof(raw))
+		return NULL;
+	if (!token_op(r, 0, CKM_ECDSA, dgst, (size_t)dlen, raw, &len))
+		return NULL;
+	if (len != (CK_ULONG)(2 * half)) {
+		ERR_raise_data(ERR_LIB_USER, ERR_R_OPERATION_FAIL,
+		               "token: an ECDSA signature of %lu bytes, not %d", (unsigned long)len,
+		               2 * half);
+		return NULL;
+	}
+	sig = ECDSA_SIG_new();
+	br = BN_bin2bn(raw, half, NULL);
+	bs = BN_bin2bn(raw + half, half, NULL);
+	if (sig == NULL || br == NULL || bs == NULL || !ECDSA_SIG_set0(sig, br, bs)) {
+		ECDSA_SIG_free(sig);
+		BN_free(br);
+		BN_free(bs);
+		return NULL;
+	}
+	return sig;
+}
+
+static int ec_sign(int type, const unsigned char *dgst, int dlen, unsigned char *out,
+                   unsigned int *outlen, const BIGNUM *kinv, const BIGNUM *rp, EC_KEY *ec)
+{
+	ECDSA_SIG *sig = ec_sign_sig(dgst, dlen, kinv, rp, ec);
+	int n;
+
+	(void)type;
+	if (sig == NULL)
+		return 0;
+	n = i2d_ECDSA_SIG(sig, &out);
+	ECDSA_SIG_free(sig);
+	if (n <= 0)
+		return 0;
+	*outlen = (unsigned int)n;
+	return 1;
+}
+
+/* ECDH: C_DeriveKey with the peer's point, then the derived secret's value. */
+static int ec_compute_key(unsigned char **psec, size_t *pseclen, const EC_POINT *peer,
+                          const EC_KEY *ec)
+{
+	const struct p11s_keyref *r = EC_KEY_get_ex_data(ec, ec_idx);
+	CK_FUNCTION_LIST_PTR fl;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE tmpl[] = {
+	    {CKA_TOKEN, &no, sizeof(no)},         {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},      {CKA_SENSITIVE, &no, sizeof(no)},
+	    {CKA_EXTRACTABLE, &yes, sizeof(yes)},
+	};
+	CK_ECDH1_DERIVE_PARAMS params;
+	CK_MECHANISM m;
+	CK_OBJECT_HANDLE secret = CK_INVALID_HANDLE;
+	CK_ATTRIBUTE v = {CKA_VALUE, NULL, 0};
+	CK_SESSION_HANDLE s;
+	unsigned char *point = NULL;
+	size_t plen;
+	CK_RV rv;
+	int ok = 0;
+
+	if (r == NULL)
+		return 0;
+	fl = r->ctx->fl;
+	s = ref_session(r);
+	plen = EC_POINT_point2buf(EC_KEY_get0_group(ec), peer, POINT_CONVERSION_UNCOMPRESSED,
+	                          &point, NULL);
+	if (plen == 0)
+		return 0;
+	memset(&params, 0, sizeof(params));
+	params.kdf = CKD_NULL;
+	params.pPublicData = point;
+	params.ulPublicDataLen = plen;
+	m.mechanism = CKM_ECDH1_DERIVE;
+	m.pParameter = &params;
+	m.ulParameterLen = sizeof(params);
+	rv = fl->C_DeriveKey(s, &m, r->handle, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &secret);
+	if (rv != CKR_OK) {
+		token_error("C_DeriveKey", rv);
+		goto out;
+	}
+	rv = fl->C_GetAttributeValue(s, secret, &v, 1);
+	if (rv != CKR_OK || v.ulValueLen == CK_UNAVAILABLE_INFORMATION || v.ulValueLen == 0 ||
+	    v.ulValueLen > 1024) {
+		token_error("reading the derived secret", rv != CKR_OK ? rv : CKR_GENERAL_ERROR);
+		goto out;
+	}
+	if ((v.pValue = OPENSSL_malloc(v.ulValueLen)) == NULL)
+		goto out;
+	rv = fl->C_GetAttributeValue(s, secret, &v, 1);
+	if (rv != CKR_OK) {
+		OPENSSL_clear_free(v.pValue, v.ulValueLen);
+		token_error("reading the derived secret", rv);
+		goto out;
+	}
+	*psec = v.pValue;
+	*pseclen = v.ulValueLen;
+	ok = 1;
+out:
+	if (secret != CK_INVALID_HANDLE)
+		fl->C_DestroyObject(s, secret);
+	OPENSSL_free(point);
+	return ok;
+}
+
+static void meth_init(void)
+{
+	int (*osign)(int, const unsigned char *, int, unsigned char *, unsigned int *,
+	             const BIGNUM *, const BIGNUM *, EC_KEY *) = NULL;
+	int (*osetup)(EC_KEY *, BN_CTX *, BIGNUM **, BIGNUM **) = NULL;
+	ECDSA_SIG *(*osig)(const unsigned char *, int, const BIGNUM *, const BIGNUM *, EC_KEY *) =
+	    NULL;
+
+	rsa_idx = RSA_get_ex_new_index(0, NULL, NULL, NULL, ref_free);
+	ec_idx = EC_KEY_get_ex_new_index(0, NULL, NULL, NULL, ref_free);
+	rsa_meth = RSA_meth_dup(RSA_get_default_method());
+	if (rsa_meth != NULL &&
+	    (!RSA_meth_set1_name(rsa_meth, "p11smime token RSA") ||
+	     !RSA_meth_set_priv_enc(rsa_meth, rsa_priv_enc) ||
+	     !RSA_meth_set_priv_dec(rsa_meth, rsa_priv_dec) ||
+	     !RSA_meth_set_flags(rsa_meth, RSA_meth_get_flags(rsa_meth) | RSA_FLAG_EXT_PKEY))) {
+		RSA_meth_free(rsa_meth);
+		rsa_meth = NULL;
+	}
+	ec_meth = EC_KEY_METHOD_new(EC_KEY_get_default_method());
+	if (ec_meth != NULL) {
+		EC_KEY_METHOD_get_sign(ec_meth, &osign, &osetup, &osig);
+		EC_KEY_METHOD_set_sign(ec_meth, ec_sign, osetup, ec_sign_sig);
+		EC_KEY_METHOD_set_compute_key(ec_meth, ec_compute_key);
+	}
+}
+
+/* The public half: the key's own attributes, else its certificate's key. */
+static EVP_PKEY *public_half(const p11s_object *o)
+{
+	const p11s_object *c = o->paired;
+	X509 *x;
+
+	if (o->pub.pkey != NULL)
+		return o->pub.pkey;
+	x = c != NULL ? p11s_object_x509(c) : NULL;
+	return x != NULL ? X509_get0_pubkey(x) : NULL;
+}
+
+static EVP_PKEY *token_pkey(const p11s_object *o, struct p11s_keyref *ref)
+{
+	EVP_PKEY *pub = public_half(o), *pk = EVP_PKEY_new();
+
+	if (pk == NULL || pub == NULL)
+		goto fail;
+	if (o->key_type == P11S_KEY_RSA && EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA &&
+	    rsa_meth != NULL) {
+		const RSA *src = EVP_PKEY_get0_RSA(pub);
+		const BIGNUM *n = NULL, *e = NULL;
+		RSA *rsa = RSA_new();
+		BIGNUM *dn, *de;
+
+		if (src != NULL)
+			RSA_get0_key(src, &n, &e, NULL);
+		dn = n ? BN_dup(n) : NULL;
+		de = e ? BN_dup(e) : NULL;
+		if (rsa == NULL || dn == NULL || de == NULL || !RSA_set_method(rsa, rsa_meth) ||
+		    !RSA_set0_key(rsa, dn, de, NULL)) {
+			BN_free(dn);
+			BN_free(de);
+			RSA_free(rsa);
+			goto fail;
+		}
+		if (!RSA_set_ex_data(rsa, rsa_idx, ref) || !EVP_PKEY_assign_RSA(pk, rsa)) {
+			RSA_set_ex_data(rsa, rsa_idx, NULL);
+			RSA_free(rsa);
+			goto fail;
+		}
+		return pk;
+	}
+	if (o->key_type == P11S_KEY_EC && EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC &&
+	    ec_meth != NULL) {
+		const EC_KEY *src = EVP_PKEY_get0_EC_KEY(pub);
+		EC_KEY *ec = EC_KEY_new();
+
+		if (ec == NULL || src == NULL || !EC_KEY_set_method(ec, ec_meth) ||
+		    !EC_KEY_set_group(ec, EC_KEY_get0_group(src)) ||
+		    !EC_KEY_set_public_key(ec, EC_KEY_get0_public_key(src))) {
+			EC_KEY_free(ec);
+			goto fail;
+		}
+		if (!EC_KEY_set_ex_data(ec, ec_idx, ref) || !EVP_PKEY_assign_EC_KEY(pk, ec)) {
+			EC_KEY_set_ex_data(ec, ec_idx, NULL);
+			EC_KEY_free(ec);
+			goto fail;
+		}
+		return pk;
+	}
+fail:
+	EVP_PKEY_free(pk);
+	return NULL;
 }
 
 p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_error *err)
 {
-	PKCS11_SLOT *slot;
-	PKCS11_KEY *keys = NULL, *match = NULL;
-	unsigned int n = 0, nmatch = 0;
+	struct p11s_keyref *ref;
 	p11s_key *k;
 	p11s_rc rc;
 
@@ -65,32 +417,28 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 	if (o == NULL || o->cls != P11S_OBJ_PRIVATE_KEY)
 		return p11s_err(err, P11S_E_USAGE, "%s is not a private key",
 		                o ? o->uri : "(nothing)");
-	/* Our login, with its PIN policy, before libp11 touches the slot. */
+	if (o->key_type != P11S_KEY_RSA && o->key_type != P11S_KEY_EC)
+		return p11s_err(err, P11S_E_MECHANISM,
+		                "%s is an %s key; only RSA and EC keys are used", o->uri,
+		                p11s_key_type_name(o->key_type));
+	/* Our login, with its PIN policy; it also opens the session the key is used on. */
 	rc = p11s_login(ctx, o->token, NULL, err);
 	if (rc != P11S_OK)
 		return rc;
-	rc = p11s_lp_slot(ctx, o->token, &slot, err);
-	if (rc != P11S_OK)
-		return rc;
-	if (PKCS11_enumerate_keys(slot->token, &keys, &n) != 0)
-		return p11s_err_ossl(err, P11S_E_TOKEN, "libp11 cannot list the keys of token '%s'",
-		                     o->token->label);
-	for (unsigned int i = 0; i < n; i++) {
-		if (lp_key_is(&keys[i], o)) {
-			match = &keys[i];
-			nmatch++;
-		}
-	}
-	if (nmatch == 0)
-		return p11s_err(err, P11S_E_NOT_FOUND, "the key %s is no longer on the token",
-		                o->uri);
-	if (nmatch > 1)
-		return p11s_err(err, P11S_E_AMBIGUOUS,
-		                "%u private keys on token '%s' share the id and label of %s",
-		                nmatch, o->token->label, o->uri);
-	k = calloc(1, sizeof(*k));
-	if (k == NULL)
+	if (!CRYPTO_THREAD_run_once(&meth_once, meth_init) || rsa_idx < 0 || ec_idx < 0)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	k = calloc(1, sizeof(*k));
+	ref = calloc(1, sizeof(*ref));
+	if (k == NULL || ref == NULL) {
+		free(k);
+		free(ref);
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	ref->ctx = ctx;
+	ref->slot_id = o->token->slot_id;
+	ref->handle = o->handle;
+	ref->always_authenticate = (o->key_flags & P11S_KF_ALWAYS_AUTHENTICATE) != 0;
+	ref->protected_path = (o->token->info.flags & CKF_PROTECTED_AUTHENTICATION_PATH) != 0;
 	k->ctx = ctx;
 	k->slot_id = o->token->slot_id;
 	k->type = o->key_type;
@@ -99,13 +447,19 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 	k->uri = strdup(o->uri);
 	k->token_label = strdup(o->token->label);
 	if (k->uri == NULL || k->token_label == NULL) {
+		ref_free(NULL, ref, NULL, 0, 0, NULL);
 		p11s_key_free(k);
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	}
-	k->pkey = PKCS11_get_private_key(match);
+	/* From here the key owns @p ref (freed with it through its ex_data). */
+	k->pkey = token_pkey(o, ref);
 	if (k->pkey == NULL) {
+		ref_free(NULL, ref, NULL, 0, 0, NULL);
 		p11s_key_free(k);
-		return p11s_err_ossl(err, P11S_E_TOKEN, "libp11 cannot use the key %s", o->uri);
+		return p11s_err_ossl(err, P11S_E_TOKEN,
+		                     "cannot use the key %s: its public half is not known (no "
+		                     "public attributes, public key object or certificate)",
+		                     o->uri);
 	}
 	*out = k;
 	return P11S_OK;

@@ -1,42 +1,25 @@
 /*
- * Loading the module, and the one design decision everything else in
- * pkcs11/ leans on: how libp11 and our raw calls share a module.
+ * Loading the module: one dlopen(), one C_GetFunctionList, one
+ * C_Initialize, and every PKCS#11 call of the process goes through that
+ * function list (object searches, logins, C_GetMechanismInfo, and the
+ * private-key operations of pkcs11/key.c).  One instance matters twice:
+ * p11-kit's proxy builds a fresh proxy instance on every
+ * C_GetFunctionList, and each instance costs its own slot set-up; and a
+ * second user (libp11 did this until the one-shot speed work) would search
+ * the token again for the key we already found.
  *
- * libp11 0.4.12 gives us on-token keys as EVP_PKEYs but hides the module's
- * function list, and we need that list for what libp11 cannot do (one
- * C_FindObjects pass with bulk attribute reads, token flags before a
- * login, C_GetMechanismInfo).  So libp11 loads the module first
- * (PKCS11_CTX_load: dlopen + C_Initialize) and we dlopen() the same path:
- * the dynamic loader hands back the same, already mapped library, and we
- * call its C_GetFunctionList and C_Initialize ourselves.
+ * CKR_CRYPTOKI_ALREADY_INITIALIZED is accepted (an application that
+ * initialised the module itself) and remembered, so that we only
+ * C_Finalize what we initialised.  We keep our session on a slot open for
+ * the life of the context: closing a token's last session logs it out.
  *
- * - An ordinary module (SoftHSM, OpenSC) has one global instance: our
- *   C_Initialize answers CKR_CRYPTOKI_ALREADY_INITIALIZED, which we accept
- *   and remember, so that only libp11 calls C_Finalize.
- * - p11-kit's proxy builds a fresh proxy instance on every
- *   C_GetFunctionList (p11-kit/proxy.c), so our C_Initialize succeeds and
- *   we own (and finalize) that instance.  Both instances sit on the same
- *   underlying modules, which p11-kit loads and initialises once per
- *   process, so the token's login state, kept by the real module, is
- *   shared: a C_Login through our instance lets libp11's sessions use the
- *   private keys.  Slot ids are the proxy's own per instance, so we map
- *   our slots to libp11's by the token's identity (p11s_lp_slot), not by id.
- *
- * Logins are always ours (raw C_Login after reading the token flags), never
- * PKCS11_login, which hangs when C_OpenSession fails.  We keep our session
- * on a slot open for the life of the context: closing a token's last
- * session logs it out.  libp11 is only asked to open sessions on a slot
- * where ours opened fine (a token present and initialised).
- *
- * Teardown: our sessions, our C_Finalize if we own an instance, then
- * libp11's slots and its C_Finalize/dlclose, then our dlclose.
+ * Teardown: our sessions, our C_Finalize if we initialised, dlclose.
  */
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/ui.h>
 
 #include "p11.h"
 
@@ -97,26 +80,6 @@ p11s_rc p11s_ckr(p11s_error *err, CK_RV rv, p11s_rc rc, const char *what)
 	                (unsigned long)rv);
 }
 
-/*
- * libp11 asks for a PIN through an OpenSSL UI only for the context-specific
- * login of CKA_ALWAYS_AUTHENTICATE keys: answer with the PIN of the user
- * login on that token (we cannot tell which slot asks, so every slot
- * logged in with a PIN must have had the same one; the usual case is one).
- */
-static int ui_read(UI *ui, UI_STRING *uis)
-{
-	p11s_ctx *ctx = UI_get0_user_data(ui);
-	const char *pin = NULL;
-
-	if (UI_get_string_type(uis) != UIT_PROMPT && UI_get_string_type(uis) != UIT_VERIFY)
-		return 1;
-	for (size_t i = 0; ctx != NULL && i < ctx->nslots && pin == NULL; i++)
-		pin = ctx->slots[i].pin;
-	if (pin == NULL)
-		return 0;
-	return UI_set_result(ui, uis, pin) == 0 ? 1 : 0;
-}
-
 const char *p11s_ctx_module_path(const p11s_ctx *ctx)
 {
 	return ctx ? ctx->module_path : NULL;
@@ -140,7 +103,6 @@ p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err)
 		free(ctx);
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	}
-	/* Ours first: dlerror() says why a path does not load, libp11 does not. */
 	ctx->dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL);
 	if (ctx->dl == NULL) {
 		p11s_err(err, P11S_E_MODULE, "cannot load PKCS#11 module %s: %s", module_path,
@@ -151,18 +113,6 @@ p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err)
 	if (getfl == NULL) {
 		p11s_err(err, P11S_E_MODULE, "%s is not a PKCS#11 module (no C_GetFunctionList)",
 		         module_path);
-		goto fail;
-	}
-	ctx->lp = PKCS11_CTX_new();
-	if (ctx->lp == NULL) {
-		p11s_err(err, P11S_E_NOMEM, "out of memory");
-		goto fail;
-	}
-	if (PKCS11_CTX_load(ctx->lp, module_path) != 0) {
-		p11s_err_ossl(err, P11S_E_MODULE, "cannot initialise PKCS#11 module %s",
-		              module_path);
-		PKCS11_CTX_free(ctx->lp);
-		ctx->lp = NULL;
 		goto fail;
 	}
 	rv = getfl(&ctx->fl);
@@ -184,12 +134,6 @@ p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err)
 		p11s_ckr(err, rv, P11S_E_MODULE, "C_GetInfo");
 		goto fail;
 	}
-	ctx->ui = UI_create_method("p11smime context-specific login");
-	if (ctx->ui == NULL || UI_method_set_reader(ctx->ui, ui_read) != 0) {
-		p11s_err(err, P11S_E_NOMEM, "out of memory");
-		goto fail;
-	}
-	PKCS11_set_ui_method(ctx->lp, ctx->ui, ctx);
 	*out = ctx;
 	return P11S_OK;
 fail:
@@ -209,14 +153,6 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	free(ctx->slots);
 	if (ctx->fl != NULL && ctx->we_initialized)
 		ctx->fl->C_Finalize(NULL);
-	if (ctx->lp != NULL) {
-		if (ctx->lp_slots != NULL)
-			PKCS11_release_all_slots(ctx->lp, ctx->lp_slots, ctx->lp_nslots);
-		PKCS11_CTX_unload(ctx->lp);
-		PKCS11_CTX_free(ctx->lp);
-	}
-	if (ctx->ui != NULL)
-		UI_destroy_method(ctx->ui);
 	if (ctx->dl != NULL)
 		dlclose(ctx->dl);
 	p11s_wipe_free(ctx->source_pin);
@@ -274,66 +210,30 @@ p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 		st->logged_in = 0;
 	}
 	/*
-	 * Never open a session on a slot without an initialised token: the
-	 * failure would leave libp11 waiting forever on its session pool.
+	 * The flags the token list read moments ago say whether the token is
+	 * initialised; only a failed C_OpenSession needs the slot and token
+	 * read again, to say why.
 	 */
-	rv = ctx->fl->C_GetSlotInfo(t->slot_id, &si);
-	if (rv != CKR_OK)
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_GetSlotInfo");
-	if (!(si.flags & CKF_TOKEN_PRESENT))
-		return p11s_err(err, P11S_E_TOKEN_ABSENT, "no token in slot %lu (%s)",
-		                (unsigned long)t->slot_id, t->slot_description);
-	rv = ctx->fl->C_GetTokenInfo(t->slot_id, &ti);
-	if (rv != CKR_OK)
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_GetTokenInfo");
-	if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+	if (!(t->info.flags & CKF_TOKEN_INITIALIZED))
 		return p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
 		                "the token in slot %lu is not initialised",
 		                (unsigned long)t->slot_id);
 	rv = ctx->fl->C_OpenSession(t->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &st->session);
 	if (rv != CKR_OK) {
+		CK_RV why = rv;
+
 		st->session = CK_INVALID_HANDLE;
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_OpenSession");
+		rv = ctx->fl->C_GetSlotInfo(t->slot_id, &si);
+		if (rv == CKR_OK && !(si.flags & CKF_TOKEN_PRESENT))
+			return p11s_err(err, P11S_E_TOKEN_ABSENT, "no token in slot %lu (%s)",
+			                (unsigned long)t->slot_id, t->slot_description);
+		if (rv == CKR_OK && ctx->fl->C_GetTokenInfo(t->slot_id, &ti) == CKR_OK &&
+		    !(ti.flags & CKF_TOKEN_INITIALIZED))
+			return p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
+			                "the token in slot %lu is not initialised",
+			                (unsigned long)t->slot_id);
+		return p11s_ckr(err, why, P11S_E_TOKEN, "C_OpenSession");
 	}
 	*out = st->session;
 	return P11S_OK;
-}
-
-static int same_field(const char *a, const char *b)
-{
-	return strcmp(a ? a : "", b ? b : "") == 0;
-}
-
-p11s_rc p11s_lp_slot(p11s_ctx *ctx, const p11s_token *t, PKCS11_SLOT **out, p11s_error *err)
-{
-	PKCS11_SLOT *by_token = NULL;
-	size_t n_by_token = 0;
-
-	if (!ctx->lp_enumerated) {
-		if (PKCS11_enumerate_slots(ctx->lp, &ctx->lp_slots, &ctx->lp_nslots) != 0)
-			return p11s_err_ossl(err, P11S_E_TOKEN, "libp11 cannot list the slots");
-		ctx->lp_enumerated = 1;
-	}
-	for (unsigned int i = 0; i < ctx->lp_nslots; i++) {
-		PKCS11_SLOT *s = &ctx->lp_slots[i];
-		PKCS11_TOKEN *lt = s->token;
-
-		if (lt == NULL || !same_field(lt->label, t->label) ||
-		    !same_field(lt->manufacturer, t->manufacturer) ||
-		    !same_field(lt->model, t->model) || !same_field(lt->serialnr, t->serial))
-			continue;
-		/* Same id and same token: certainly the same slot. */
-		if (PKCS11_get_slotid_from_slot(s) == t->slot_id) {
-			*out = s;
-			return P11S_OK;
-		}
-		by_token = s;
-		n_by_token++;
-	}
-	if (n_by_token == 1) {
-		*out = by_token;
-		return P11S_OK;
-	}
-	return p11s_err(err, n_by_token ? P11S_E_AMBIGUOUS : P11S_E_TOKEN,
-	                "libp11 does not see token '%s' unambiguously", t->label);
 }

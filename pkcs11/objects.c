@@ -762,8 +762,204 @@ static p11s_rc find_for_uri(p11s_ctx *ctx, CK_SESSION_HANDLE s, P11KitUri *uri, 
 	return rc;
 }
 
+/* One DER element at *p (before @p end): its whole encoding; *p moves past it. */
+static int der_skip(const unsigned char **p, const unsigned char *end, const unsigned char **start,
+                    size_t *total, int *tag, int *cls)
+{
+	const unsigned char *q = *p;
+	long len;
+	int r;
+
+	if (q >= end)
+		return 0;
+	r = ASN1_get_object(&q, &len, tag, cls, end - q);
+	/* Errors and the indefinite length (never in DER) alike. */
+	if (r & 0x80 || r & 0x01 || len < 0 || len > end - q)
+		return 0;
+	*start = *p;
+	*total = (size_t)(q + len - *p);
+	*p = q + len;
+	return 1;
+}
+
+/* The issuer and subject Names of a DER certificate, as encoded: no parse, no key decoding. */
+static int cert_names(const unsigned char *der, size_t len, const unsigned char **iss,
+                      size_t *iss_len, const unsigned char **sub, size_t *sub_len)
+{
+	const unsigned char *p = der, *end = der + len, *el;
+	size_t n;
+	long l;
+	int tag, cls, r;
+
+	/* Into Certificate, then into tbsCertificate. */
+	for (int i = 0; i < 2; i++) {
+		r = ASN1_get_object(&p, &l, &tag, &cls, end - p);
+		if (r & 0x80 || r & 0x01 || tag != V_ASN1_SEQUENCE || l < 0 || l > end - p)
+			return 0;
+		end = p + l;
+	}
+	if (!der_skip(&p, end, &el, &n, &tag, &cls))
+		return 0;
+	/* [0] version, then the serial number; or the serial number first (v1). */
+	if (cls == V_ASN1_CONTEXT_SPECIFIC && !der_skip(&p, end, &el, &n, &tag, &cls))
+		return 0;
+	return der_skip(&p, end, &el, &n, &tag, &cls) /* signature algorithm */ &&
+	       der_skip(&p, end, iss, iss_len, &tag, &cls) &&
+	       der_skip(&p, end, &el, &n, &tag, &cls) /* validity */ &&
+	       der_skip(&p, end, sub, sub_len, &tag, &cls);
+}
+
+struct scanned {
+	CK_OBJECT_HANDLE h;
+	unsigned char *der;
+	size_t der_len;
+	unsigned char id[256];
+	CK_ULONG id_len; /* CK_UNAVAILABLE_INFORMATION: none readable */
+};
+
+static void add_handle(struct handles *h, CK_OBJECT_HANDLE o, int *ok)
+{
+	CK_OBJECT_HANDLE *n;
+
+	for (CK_ULONG i = 0; i < h->n; i++)
+		if (h->v[i] == o)
+			return;
+	if (h->n == h->cap) {
+		n = realloc(h->v, (h->cap ? h->cap * 2 : 16) * sizeof(*n));
+		if (n == NULL) {
+			*ok = 0;
+			return;
+		}
+		h->v = n;
+		h->cap = h->cap ? h->cap * 2 : 16;
+	}
+	h->v[h->n++] = o;
+}
+
+/*
+ * For a selection no template can express (an e-mail address lives in the
+ * SAN): one search for X.509 certificates, one C_GetAttributeValue per
+ * certificate for its CKA_CLASS, CKA_ID and CKA_VALUE only, @p keep
+ * judging the DER.
+ * Then what the kept certificates need, and nothing else: the objects
+ * sharing their CKA_ID (a search by id, for pairing) and their issuers
+ * among the certificates already read (names compared as encoded, which
+ * is how a CA's subject is copied into what it issues), so that sign can
+ * still add the token's CA certificates.  Keys and unrelated certificates
+ * are never read.
+ */
+static p11s_rc find_by_der(p11s_ctx *ctx, CK_SESSION_HANDLE s, const struct der_filter *f,
+                           struct handles *h, p11s_error *err)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ct = CKC_X_509;
+	CK_ATTRIBUTE tmpl[2] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                        {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)}};
+	struct handles certs = {0};
+	struct scanned *sc = NULL;
+	p11s_rc rc;
+	int ok = 1;
+
+	rc = find_handles(ctx, s, tmpl, 2, &certs, err);
+	if (rc != P11S_OK || certs.n == 0)
+		goto out;
+	sc = calloc(certs.n, sizeof(*sc));
+	if (sc == NULL) {
+		ok = 0;
+		goto out;
+	}
+	for (CK_ULONG i = 0; i < certs.n && ok; i++) {
+		CK_OBJECT_CLASS got = (CK_OBJECT_CLASS)-1;
+		/*
+		 * The class in the same call, and checked: the search asked for
+		 * certificates only, and a module that ignored the template
+		 * does not get its key's value kept.
+		 */
+		CK_ATTRIBUTE a[3] = {{CKA_CLASS, &got, sizeof(got)},
+		                     {CKA_ID, sc[i].id, sizeof(sc[i].id)},
+		                     {CKA_VALUE, malloc(VALUE_GUESS), VALUE_GUESS}};
+		CK_RV rv;
+
+		sc[i].h = certs.v[i];
+		sc[i].id_len = CK_UNAVAILABLE_INFORMATION;
+		if (a[2].pValue == NULL) {
+			ok = 0;
+			break;
+		}
+		rv = ctx->fl->C_GetAttributeValue(s, certs.v[i], a, 3);
+		if (rv != CKR_OK) {
+			/* A value beyond the guess, or an id we cannot read: one at a time. */
+			got = (CK_OBJECT_CLASS)-1;
+			a[0].ulValueLen = sizeof(got);
+			a[1].ulValueLen = sizeof(sc[i].id);
+			read_one_by_one(ctx->fl, s, certs.v[i], a, 2);
+			free(a[2].pValue);
+			a[2].pValue = NULL;
+		} else if (a[2].ulValueLen > VALUE_GUESS) {
+			free(a[2].pValue);
+			a[2].pValue = NULL;
+		}
+		if (a[0].ulValueLen != sizeof(got) || got != CKO_CERTIFICATE) {
+			free(a[2].pValue);
+			continue;
+		}
+		if (!read_value(ctx->fl, s, certs.v[i], &a[2])) {
+			ok = 0;
+			break;
+		}
+		if (a[1].ulValueLen <= sizeof(sc[i].id))
+			sc[i].id_len = a[1].ulValueLen;
+		if (a[2].pValue != NULL && a[2].ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+			sc[i].der = a[2].pValue;
+			sc[i].der_len = a[2].ulValueLen;
+		} else {
+			free(a[2].pValue);
+		}
+	}
+	for (CK_ULONG i = 0; i < certs.n && ok && rc == P11S_OK; i++) {
+		size_t cur = i;
+
+		if (sc[i].der == NULL || !f->keep(sc[i].der, sc[i].der_len, f->arg))
+			continue;
+		if (sc[i].id_len != CK_UNAVAILABLE_INFORMATION && sc[i].id_len > 0) {
+			CK_ATTRIBUTE id = {CKA_ID, sc[i].id, sc[i].id_len};
+
+			rc = find_handles(ctx, s, &id, 1, h, err);
+		}
+		add_handle(h, sc[i].h, &ok);
+		/* Up the issuer path, as far as the token has it. */
+		for (int depth = 0; depth < 16 && ok; depth++) {
+			const unsigned char *iss, *sub, *ciss, *csub;
+			size_t il, sl, cil, csl, next = certs.n;
+
+			if (!cert_names(sc[cur].der, sc[cur].der_len, &iss, &il, &sub, &sl) ||
+			    (il == sl && memcmp(iss, sub, il) == 0))
+				break;
+			for (CK_ULONG j = 0; j < certs.n && next == certs.n; j++)
+				if (j != cur && sc[j].der != NULL &&
+				    cert_names(sc[j].der, sc[j].der_len, &ciss, &cil, &csub,
+				               &csl) &&
+				    csl == il && memcmp(csub, iss, il) == 0)
+					next = j;
+			if (next == certs.n)
+				break;
+			add_handle(h, sc[next].h, &ok);
+			cur = next;
+		}
+	}
+out:
+	for (CK_ULONG i = 0; sc != NULL && i < certs.n; i++)
+		free(sc[i].der);
+	free(sc);
+	free(certs.v);
+	if (!ok && rc == P11S_OK)
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+	return rc;
+}
+
 static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri,
-                               struct growing *all, int *keys_hidden, p11s_error *err)
+                               const struct der_filter *f, struct growing *all, int *keys_hidden,
+                               p11s_error *err)
 {
 	CK_SESSION_HANDLE s;
 	struct handles h = {0};
@@ -773,7 +969,7 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *ur
 	rc = p11s_slot_session(ctx, t, &s, err);
 	if (rc != P11S_OK)
 		return rc;
-	rc = find_for_uri(ctx, s, uri, &h, err);
+	rc = f != NULL ? find_by_der(ctx, s, f, &h, err) : find_for_uri(ctx, s, uri, &h, err);
 	if (rc != P11S_OK) {
 		free(h.v);
 		return rc;
@@ -801,8 +997,8 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *ur
 	return pair_token(all->v + first, all->n - first, *keys_hidden, err);
 }
 
-p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
-                               p11s_error *err)
+static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct der_filter *f,
+                         p11s_object_list **out, p11s_error *err)
 {
 	p11s_object_list *l;
 	struct growing all = {0};
@@ -850,7 +1046,7 @@ p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_ob
 			if (rc != P11S_OK)
 				goto done;
 		}
-		rc = enumerate_token(ctx, t, uri, &all, &hidden, err);
+		rc = enumerate_token(ctx, t, uri, f, &all, &hidden, err);
 		if (rc != P11S_OK)
 			goto done;
 	}
@@ -870,6 +1066,19 @@ done:
 	}
 	*out = l;
 	return P11S_OK;
+}
+
+p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
+                               p11s_error *err)
+{
+	return enumerate(ctx, uri, login, NULL, out, err);
+}
+
+p11s_rc p11s_objects_enumerate_der(p11s_ctx *ctx, P11KitUri *uri, int login,
+                                   const struct der_filter *f, p11s_object_list **out,
+                                   p11s_error *err)
+{
+	return enumerate(ctx, uri, login, f, out, err);
 }
 
 static int wanted(const p11s_objects_opts *opts, const p11s_object *o)

@@ -7,7 +7,6 @@
 
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
-#include <libp11.h>
 
 #include "common.h"
 #include "p11smime/token.h"
@@ -29,17 +28,11 @@ struct p11s_slot_state {
 
 struct p11s_ctx {
 	char *module_path;
-	/* Raw side: our own dlopen() of the same module, see module.c. */
+	/* The one instance of the module, see module.c. */
 	void *dl;
 	CK_FUNCTION_LIST_PTR fl;
 	int we_initialized; /* our C_Initialize returned CKR_OK: we finalize */
 	CK_INFO module_info;
-	/* libp11 side: login-free access to on-token keys as EVP_PKEY. */
-	PKCS11_CTX *lp;
-	PKCS11_SLOT *lp_slots;
-	unsigned int lp_nslots;
-	int lp_enumerated;
-	UI_METHOD *ui;
 	/* Options. */
 	char *pin_source;
 	p11s_pin_prompt_fn prompt;
@@ -106,8 +99,6 @@ struct p11s_slot_state *p11s_slot_state(p11s_ctx *ctx, CK_SLOT_ID id);
 /* Check the token is present and initialised, then open (once) our session. */
 p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
                           p11s_error *err);
-/* libp11's view of the same slot (enumerated on first use). */
-p11s_rc p11s_lp_slot(p11s_ctx *ctx, const p11s_token *t, PKCS11_SLOT **out, p11s_error *err);
 
 /* tokens.c */
 void p11s_token_free(p11s_token *t);
@@ -126,6 +117,19 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 /* objects.c */
 p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
                                p11s_error *err);
+/*
+ * The same, for a selection that only a certificate's DER can decide (an
+ * e-mail address): the tokens' certificates are read (CKA_ID and
+ * CKA_VALUE only) and @p f->keep judges each; the list holds those kept,
+ * the objects sharing their CKA_ID, and their issuers on the token.
+ */
+struct der_filter {
+	int (*keep)(const unsigned char *der, size_t len, void *arg);
+	void *arg;
+};
+p11s_rc p11s_objects_enumerate_der(p11s_ctx *ctx, P11KitUri *uri, int login,
+                                   const struct der_filter *f, p11s_object_list **out,
+                                   p11s_error *err);
 int p11s_uri_match_object(P11KitUri *uri, const p11s_object *o);
 /* The URI that names exactly @p o (token fields, type, id, label); malloc'd. */
 char *p11s_object_uri_build(const p11s_object *o);

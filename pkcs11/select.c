@@ -1,18 +1,42 @@
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "p11.h"
 
-/* Only the SAN is read: the light parse skips the costly public key decoding. */
-static int has_email(const p11s_object *o, const char *addr)
+/* @p addr anywhere in @p der, ignoring ASCII case. */
+static int contains_nocase(const unsigned char *der, size_t len, const char *addr)
 {
-	X509 *x = p11s_x509_parse_light(o->der, o->der_len);
-	GENERAL_NAMES *gens = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
+	size_t n = strlen(addr);
+	int first = tolower((unsigned char)addr[0]);
+
+	for (size_t i = 0; n > 0 && i + n <= len; i++)
+		if (tolower(der[i]) == first && strncasecmp((const char *)der + i, addr, n) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Only the SAN is read: the light parse skips the costly public key
+ * decoding.  An rfc822Name is an IA5String, its bytes as they are in the
+ * DER, so a certificate without the address's bytes anywhere cannot match
+ * and is not parsed at all (on a token of many certificates, most).
+ */
+static int der_has_email(const unsigned char *der, size_t der_len, void *arg)
+{
+	const char *addr = arg;
+	X509 *x;
+	GENERAL_NAMES *gens;
 	int found = 0;
 
+	if (der == NULL || !contains_nocase(der, der_len, addr))
+		return 0;
+	x = p11s_x509_parse_light(der, der_len);
+	gens = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
 	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !found; i++) {
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
 		const unsigned char *d;
@@ -29,6 +53,11 @@ static int has_email(const p11s_object *o, const char *addr)
 	X509_free(x);
 	ERR_clear_error();
 	return found;
+}
+
+static int has_email(const p11s_object *o, const char *addr)
+{
+	return der_has_email(o->der, o->der_len, (void *)addr);
 }
 
 static int add_unique(const p11s_object **v, size_t *n, const p11s_object *o)
@@ -62,7 +91,14 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 	rc = p11s_uri_parse(is_uri ? selector : NULL, &u, err);
 	if (rc != P11S_OK)
 		return rc;
-	rc = p11s_objects_enumerate(ctx, u, opts && opts->login, &l, err);
+	if (is_uri) {
+		rc = p11s_objects_enumerate(ctx, u, opts && opts->login, &l, err);
+	} else {
+		/* No template names a SAN: the certificates' DER decides, keys are not read. */
+		struct der_filter f = {der_has_email, (void *)selector};
+
+		rc = p11s_objects_enumerate_der(ctx, u, opts && opts->login, &f, &l, err);
+	}
 	if (rc == P11S_OK)
 		rc = p11s_object_list_filter(l, NULL, NULL, err);
 	if (rc != P11S_OK)
