@@ -578,6 +578,27 @@ static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_er
 		free(keys);
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	}
+	/*
+	 * A private key that shows no public half of its own (SoftHSM's EC keys
+	 * carry no CKA_EC_POINT) takes it from the public key object of its id,
+	 * so a key with no certificate yet (csr) can still be opened.
+	 */
+	for (size_t j = 0; j < n; j++) {
+		p11s_object *k = objs[j];
+
+		if (k->cls != P11S_OBJ_PRIVATE_KEY || k->pub.pkey != NULL)
+			continue;
+		for (size_t m = 0; m < n; m++) {
+			p11s_object *p = objs[m];
+
+			if (p->cls == P11S_OBJ_PUBLIC_KEY && same_id(p, k) && p->pub.pkey != NULL &&
+			    p->key_type == k->key_type && EVP_PKEY_up_ref(p->pub.pkey)) {
+				k->pub.pkey = p->pub.pkey;
+				k->pub.from = P11S_EVIDENCE_PUBLIC_KEY_OBJECT;
+				break;
+			}
+		}
+	}
 	for (size_t i = 0; i < n; i++) {
 		p11s_object *c = objs[i];
 		size_t nc = 0, chosen;
