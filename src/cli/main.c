@@ -8,6 +8,7 @@
 #include <fcntl.h>
 
 #include "cli.h"
+#include "p11smime/config.h"
 
 static const struct cli_command commands[] = {
     {"tokens", "show the tokens in every slot", cmd_tokens},
@@ -17,26 +18,31 @@ static const struct cli_command commands[] = {
     {"verify", "verify a signed message against certificates you trust", cmd_verify},
     {"encrypt", "encrypt an outgoing message to its recipients", cmd_encrypt},
     {"decrypt", "decrypt an incoming message with a key on the token", cmd_decrypt},
+    {"sendmail", "sign (and encrypt) a message, then hand it to sendmail", cmd_sendmail},
 };
 
 static void usage(FILE *fp)
 {
-	fprintf(fp, "Usage: p11smime [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n"
-	            "\n"
-	            "S/MIME with private keys on smartcards and HSMs, through PKCS#11.\n"
-	            "\n"
-	            "Global options:\n"
-	            "  --module PATH       PKCS#11 module to load (default: $P11SMIME_MODULE,\n"
-	            "                      else p11-kit's proxy: every registered module)\n"
-	            "  --pin-source SPEC   where the PIN comes from: file:PATH, fd:N, env:VAR\n"
-	            "                      (default: ask on the terminal, without echo)\n"
-	            "  --allow-final-try   log in even when the next wrong PIN locks the token\n"
-	            "  --json              print machine-readable JSON\n"
-	            "  -v, --verbose       say more on standard error\n"
-	            "  -h, --help          this help; COMMAND --help for a command's\n"
-	            "  --version           print the version\n"
-	            "\n"
-	            "Commands:\n");
+	fprintf(fp,
+	        "Usage: p11smime [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n"
+	        "\n"
+	        "S/MIME with private keys on smartcards and HSMs, through PKCS#11.\n"
+	        "\n"
+	        "Global options:\n"
+	        "  --module PATH       PKCS#11 module to load (default: $P11SMIME_MODULE,\n"
+	        "                      else p11-kit's proxy: every registered module)\n"
+	        "  --pin-source SPEC   where the PIN comes from: file:PATH, fd:N, env:VAR\n"
+	        "                      (default: ask on the terminal, without echo)\n"
+	        "  --allow-final-try   log in even when the next wrong PIN locks the token\n"
+	        "  --json              print machine-readable JSON\n"
+	        "  -v, --verbose       say more on standard error\n"
+	        "  -h, --help          this help; COMMAND --help for a command's\n"
+	        "  --version           print the version\n"
+	        "\n"
+	        "Defaults for --module, --pin-source and sign/encrypt's --signer, --cipher and\n"
+	        "--digest may be set in $XDG_CONFIG_HOME/p11smime/config (see p11smime(1)).\n"
+	        "\n"
+	        "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(fp, "\n"
@@ -46,6 +52,42 @@ static void usage(FILE *fp)
 	            "  2  usage error\n"
 	            "  3  token, module, PIN or selection error\n"
 	            "  4  bad input or cryptographic failure\n");
+}
+
+/*
+ * The config file's defaults, under the command line: @p cli keeps pointers
+ * into @p *cfg, which lives until the command is done.  Exit code or 0.
+ */
+static int load_config(struct cli *cli, p11s_config **cfg)
+{
+	char *path = p11s_config_default_path();
+	p11s_error *err;
+	p11s_rc rc;
+
+	if (path == NULL)
+		return 0;
+	err = p11s_error_new();
+	if (err == NULL) {
+		free(path);
+		fprintf(stderr, "p11smime: out of memory\n");
+		return 4;
+	}
+	rc = p11s_config_load(path, 1, cfg, err);
+	if (rc != P11S_OK)
+		fprintf(stderr, "p11smime: config file: %s\n", p11s_error_message(err));
+	p11s_error_free(err);
+	free(path);
+	if (rc != P11S_OK)
+		return p11s_rc_exit_code(rc);
+	/* --module, then $P11SMIME_MODULE, then the file. */
+	if (cli->module == NULL && getenv("P11SMIME_MODULE") == NULL)
+		cli->module = p11s_config_get(*cfg, "module");
+	if (cli->pin_source == NULL)
+		cli->pin_source = p11s_config_get(*cfg, "pin-source");
+	cli->cfg_signer = p11s_config_get(*cfg, "signer");
+	cli->cfg_cipher = p11s_config_get(*cfg, "cipher");
+	cli->cfg_digest = p11s_config_get(*cfg, "digest");
+	return 0;
 }
 
 /* Read a PIN from the terminal without echo; stdin may carry the message. */
@@ -203,6 +245,7 @@ int main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct cli cli = {0};
+	p11s_config *cfg = NULL;
 	int c, ret;
 
 	/* "+": stop at the command; its options are its own. */
@@ -238,6 +281,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	ret = load_config(&cli, &cfg);
+	if (ret != 0)
+		return ret;
 	/* A malformed PIN source is a usage error, whatever the command. */
 	if (cli.pin_source != NULL) {
 		p11s_error *err = p11s_error_new();
@@ -246,8 +292,10 @@ int main(int argc, char **argv)
 		if (rc != P11S_OK)
 			fprintf(stderr, "p11smime: %s\n", p11s_error_message(err));
 		p11s_error_free(err);
-		if (rc != P11S_OK)
+		if (rc != P11S_OK) {
+			p11s_config_free(cfg);
 			return p11s_rc_exit_code(rc);
+		}
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[optind], commands[i].name) != 0)
@@ -255,6 +303,7 @@ int main(int argc, char **argv)
 		cli.err = p11s_error_new();
 		if (cli.err == NULL) {
 			fprintf(stderr, "p11smime: out of memory\n");
+			p11s_config_free(cfg);
 			return 4;
 		}
 		/* Commands see argv[0] = their name, as getopt expects. */
@@ -265,12 +314,14 @@ int main(int argc, char **argv)
 		ret = commands[i].run(&cli, sub_argc, sub_argv);
 		p11s_ctx_free(cli.ctx);
 		p11s_error_free(cli.err);
+		p11s_config_free(cfg);
 		if (fflush(stdout) != 0 && ret == 0) {
 			fprintf(stderr, "p11smime: cannot write to standard output\n");
 			ret = 4;
 		}
 		return ret;
 	}
+	p11s_config_free(cfg);
 	fprintf(stderr, "p11smime: unknown command '%s'\nTry 'p11smime --help'.\n", argv[optind]);
 	return 2;
 }
