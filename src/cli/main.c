@@ -23,26 +23,22 @@ static const struct cli_command commands[] = {
 
 static void usage(FILE *fp)
 {
-	fprintf(fp,
-	        "Usage: p11smime [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n"
-	        "\n"
-	        "S/MIME with private keys on smartcards and HSMs, through PKCS#11.\n"
-	        "\n"
-	        "Global options:\n"
-	        "  --module PATH       PKCS#11 module to load (default: $P11SMIME_MODULE,\n"
-	        "                      else p11-kit's proxy: every registered module)\n"
-	        "  --pin-source SPEC   where the PIN comes from: file:PATH, fd:N, env:VAR\n"
-	        "                      (default: ask on the terminal, without echo)\n"
-	        "  --allow-final-try   log in even when the next wrong PIN locks the token\n"
-	        "  --json              print machine-readable JSON\n"
-	        "  -v, --verbose       say more on standard error\n"
-	        "  -h, --help          this help; COMMAND --help for a command's\n"
-	        "  --version           print the version\n"
-	        "\n"
-	        "Defaults for --module, --pin-source and sign/encrypt's --signer, --cipher and\n"
-	        "--digest may be set in $XDG_CONFIG_HOME/p11smime/config (see p11smime(1)).\n"
-	        "\n"
-	        "Commands:\n");
+	fprintf(fp, "Usage: p11smime [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n"
+	            "\n"
+	            "S/MIME with private keys on smartcards and HSMs, through PKCS#11.\n"
+	            "\n"
+	            "Global options:\n"
+	            "  --module PATH       PKCS#11 module to load (default: $P11SMIME_MODULE,\n"
+	            "                      else p11-kit's proxy: every registered module)\n"
+	            "  --pin-source SPEC   where the PIN comes from: file:PATH, fd:N, env:VAR\n"
+	            "                      (default: ask on the terminal, without echo)\n"
+	            "  --allow-final-try   log in even when the next wrong PIN locks the token\n"
+	            "  --json              print machine-readable JSON\n"
+	            "  -v, --verbose       say more on standard error\n"
+	            "  -h, --help          this help; COMMAND --help for a command's\n"
+	            "  --version           print the version\n"
+	            "\n"
+	            "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(fp, "\n"
@@ -52,6 +48,9 @@ static void usage(FILE *fp)
 	            "  2  usage error\n"
 	            "  3  token, module, PIN or selection error\n"
 	            "  4  bad input or cryptographic failure\n");
+	fprintf(fp, "\nDefaults for --module, --pin-source and sign/encrypt's --signer, --cipher "
+	            "and\n--digest may be set in $XDG_CONFIG_HOME/p11smime/config (see "
+	            "p11smime(1)).\n");
 }
 
 /*
