@@ -5,6 +5,7 @@
  * signed is not sent, so mail the user meant to sign never leaves unsigned.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,14 +264,22 @@ done:
 static int run_sendmail(const char *path, int nargs, char **args, const char *data, size_t len)
 {
 	char **av = calloc((size_t)nargs + 2, sizeof(*av));
-	int fds[2], status;
+	int fds[2], errfds[2], status, child_errno = 0;
 	pid_t pid;
 	struct sigaction ign = {0}, old;
 	size_t off = 0;
 
+	/* exec's errno comes back on a close-on-exec pipe: silence means it ran. */
 	if (av == NULL || pipe(fds) != 0) {
 		free(av);
 		fprintf(stderr, "p11smime: sendmail: cannot start %s: %s\n", path, strerror(errno));
+		return 4;
+	}
+	if (pipe2(errfds, O_CLOEXEC) != 0) {
+		fprintf(stderr, "p11smime: sendmail: cannot start %s: %s\n", path, strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		free(av);
 		return 4;
 	}
 	av[0] = (char *)path;
@@ -282,19 +291,38 @@ static int run_sendmail(const char *path, int nargs, char **args, const char *da
 		fprintf(stderr, "p11smime: sendmail: cannot start %s: %s\n", path, strerror(errno));
 		close(fds[0]);
 		close(fds[1]);
+		close(errfds[0]);
+		close(errfds[1]);
 		free(av);
 		return 4;
 	}
 	if (pid == 0) {
+		int e;
+
+		close(errfds[0]);
 		dup2(fds[0], 0);
 		close(fds[0]);
 		close(fds[1]);
 		execv(path, av);
-		fprintf(stderr, "p11smime: sendmail: cannot run %s: %s\n", path, strerror(errno));
+		e = errno;
+		if (write(errfds[1], &e, sizeof(e)) < 0)
+			_exit(127);
 		_exit(127);
 	}
 	free(av);
 	close(fds[0]);
+	close(errfds[1]);
+	while (read(errfds[0], &child_errno, sizeof(child_errno)) < 0 && errno == EINTR)
+		;
+	close(errfds[0]);
+	if (child_errno != 0) {
+		close(fds[1]);
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		fprintf(stderr, "p11smime: sendmail: cannot run %s: %s; nothing was sent\n", path,
+		        strerror(child_errno));
+		return 4;
+	}
 	/* A sendmail that stops reading must not kill us before we have its exit code. */
 	ign.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &ign, &old);
