@@ -286,3 +286,43 @@ out:
 	free(tail);
 	return rc;
 }
+
+p11s_rc p11s_verify_opaque(BIO *signature, p11s_outform inform, BIO *content,
+                           const p11s_verify_opts *opts, p11s_verify_report **out, p11s_error *err)
+{
+	static const char head[] = "MIME-Version: 1.0\r\n"
+	                           "Content-Type: application/pkcs7-mime; smime-type=signed-data; "
+	                           "name=\"smime.p7m\"\r\n"
+	                           "Content-Transfer-Encoding: base64\r\n"
+	                           "\r\n";
+	unsigned char *der = NULL;
+	BIO *msg = NULL, *b64 = NULL;
+	long len = 0;
+	p11s_rc rc;
+
+	*out = NULL;
+	if (signature == NULL || opts == NULL)
+		return p11s_err(err, P11S_E_USAGE, "a signature is needed");
+	rc = signature_der(signature, inform, &der, &len, err);
+	if (rc != P11S_OK)
+		return rc;
+	msg = BIO_new(BIO_s_mem());
+	b64 = BIO_new(BIO_f_base64());
+	if (msg == NULL || b64 == NULL || !put(msg, head)) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	BIO_push(b64, msg);
+	if (BIO_write(b64, der, (int)len) != (int)len || BIO_flush(b64) <= 0) {
+		BIO_pop(b64);
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	BIO_pop(b64);
+	rc = p11s_verify(msg, content, opts, out, err);
+out:
+	BIO_free(b64);
+	BIO_free(msg);
+	OPENSSL_free(der);
+	return rc;
+}

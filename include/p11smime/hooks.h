@@ -43,6 +43,15 @@ p11s_rc p11s_verify_detached(BIO *content, BIO *signature, p11s_outform inform,
                              const p11s_verify_opts *opts, p11s_verify_report **out,
                              p11s_error *err);
 
+/**
+ * Verify the opaque signature (SignedData with its content inside) read
+ * from @p signature, DER or PEM as for p11s_verify_detached(), writing the
+ * signed content to @p content when it is not NULL, as p11s_verify() does
+ * for an application/pkcs7-mime; smime-type=signed-data message.
+ */
+p11s_rc p11s_verify_opaque(BIO *signature, p11s_outform inform, BIO *content,
+                           const p11s_verify_opts *opts, p11s_verify_report **out, p11s_error *err);
+
 #ifdef __cplusplus
 }
 #endif

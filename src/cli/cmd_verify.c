@@ -13,8 +13,8 @@ static void help(FILE *fp)
 	fprintf(fp,
 	        "Usage: p11smime verify --trust FILE|URI [--trust ...] [--at TIME]\n"
 	        "                       [-i FILE] [-o FILE [--force-output]]\n"
-	        "       p11smime verify --trust FILE|URI --content FILE --signature FILE\n"
-	        "                       [--inform der|pem]\n"
+	        "       p11smime verify --trust FILE|URI [--content FILE] --signature FILE\n"
+	        "                       [--inform der|pem] [-o FILE [--force-output]]\n"
 	        "\n"
 	        "Verify a signed message (multipart/signed or application/pkcs7-mime;\n"
 	        "smime-type=signed-data, e.g. the output of p11smime decrypt) against the\n"
@@ -33,7 +33,8 @@ static void help(FILE *fp)
 	        "  --content FILE    with --signature: verify a detached signature over FILE\n"
 	        "                    (its line ends made CRLF), instead of reading a message\n"
 	        "  --signature FILE  the detached CMS signature, DER or PEM (recognised by\n"
-	        "                    content unless --inform der|pem is given)\n"
+	        "                    content unless --inform der|pem is given); without\n"
+	        "                    --content: an opaque signature, its content inside\n"
 	        "\n"
 	        "Exit: 0 good, 1 not good (bad signature, untrusted, no certificate, not signed\n"
 	        "by its sender), 2 usage, 3 token, 4 malformed input.\n");
@@ -255,8 +256,12 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		                                "(p11smime never trusts the system store)");
 		goto done;
 	}
-	if ((content_path == NULL) != (sig_path == NULL)) {
-		ret = cli_usage_error("verify", "--content and --signature go together");
+	if (content_path != NULL && sig_path == NULL) {
+		ret = cli_usage_error("verify", "--content needs --signature");
+		goto done;
+	}
+	if (sig_path != NULL && in_path != NULL) {
+		ret = cli_usage_error("verify", "--signature takes the place of -i");
 		goto done;
 	}
 	if (content_path != NULL && (in_path != NULL || out_path != NULL)) {
@@ -294,10 +299,15 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 			goto done;
 		}
 	}
-	rc = report != NULL ? P11S_OK : p11s_input_open(in_path, &in, cli->err);
+	rc = report != NULL ? P11S_OK
+	                    : p11s_input_open(sig_path ? sig_path : in_path, &in, cli->err);
 	if (rc == P11S_OK && out_path != NULL)
 		rc = p11s_output_open(out_path, &out, cli->err);
-	if (rc == P11S_OK && report == NULL)
+	/* --signature alone: an opaque SignedData, its content inside. */
+	if (rc == P11S_OK && report == NULL && sig_path != NULL)
+		rc = p11s_verify_opaque(in, inform, out ? p11s_output_bio(out) : NULL, &vo, &report,
+		                        cli->err);
+	else if (rc == P11S_OK && report == NULL)
 		rc = p11s_verify(in, out ? p11s_output_bio(out) : NULL, &vo, &report, cli->err);
 	if (rc != P11S_OK) {
 		ret = cli_fail(cli, rc);

@@ -76,6 +76,13 @@ run_p11smime --json verify --trust "$CA_PEM" --content "$T/entity" --signature "
 	--inform der
 assert_exit 0 "verify --inform der --json"
 assert_json "$OUT" '.signers[0].verdict == "good"' "JSON report as for verify"
+run_p11smime verify --trust "$CA_PEM" --signature "$T/opaque.der" -o "$T/opaque-content"
+assert_exit 0 "verify --signature alone: an opaque signature"
+assert_contains "$OUT" "format:      opaque"
+cmp -s "$T/opaque-content" "$T/entity.crlf" && pass "-o gives the entity inside, byte for byte" ||
+	fail "the opaque content differs"
+run_p11smime verify --trust "$CA_PEM" --signature "$T/opaque.der" -i "$T/opaque.der"
+assert_exit 2 "--signature with -i"
 run_p11smime verify --trust "$CA_PEM" --content "$T/altered" --signature "$T/sig.der"
 assert_exit 1 "an altered content is not good"
 assert_contains "$OUT" "BAD SIGNATURE"
