@@ -122,12 +122,52 @@ if smime_signature "$T/sent/mail" "$T/sig.der" && gpgsm_setup "$CA_PEM"; then
 		{ fail "gpgsm --verify of neomutt's mail"; cat "$TEST_TMP/gpgsm.log"; }
 fi
 
+# ---------------------------------------------------------- send encrypted
+# neomutt finds recipients' certificates through the index smime_keys
+# keeps (mailbox, file name, label, issuer, trust, purpose); with
+# smime_self_encrypt (the default) it adds $smime_default_key's file.
+C=$H/.config/p11smime/contacts
+cp "$CERTS_DIR/p256.pem" "$C/p256.0"
+cp "$CERTS_DIR/rsa2048.pem" "$C/p11smime"
+echo "p256@example.org p256.0 carol ? t e" >"$C/.index"
+mv "$T/sent/mail" "$T/signed.eml"
+cat >"$T/draft2.eml" <<'MSG'
+From: Alice <rsa2048@example.org>
+To: Carol <p256@example.org>
+Subject: encrypted from neomutt
+
+For Carol's eyes only.
+MSG
+start -H "$T/draft2.eml"
+step "To: Carol" "neomutt asks for the recipient"
+keys Enter
+step "Subject: encrypted from neomutt" "then the subject"
+keys Enter
+step "Compose" "then the compose menu"
+keys S
+step "(e)ncrypt" "the S/MIME menu"
+keys e
+step "Encrypt (S/MIME)" "S/MIME encryption chosen"
+keys y
+step "NEOMUTT-EXIT 0" "neomutt encrypted the mail through p11smime and sent it" 60
+assert_file_present "$T/sent/mail"
+assert_contains "$T/sent/mail" "smime-type=enveloped-data"
+openssl cms -cmsout -print -in "$T/sent/mail" >"$T/print.txt" 2>/dev/null
+assert_contains "$T/print.txt" "contentType: pkcs7-envelopedData"
+assert_contains "$T/print.txt" "aes-256-cbc"
+for who in p256 rsa2048; do
+	run_p11smime --pin-source "file:$PIN_FILE" decrypt -i "$T/sent/mail" -o "$T/dec-$who" \
+		--key "$who@example.org"
+	assert_exit 0 "$who decrypts what neomutt sent"
+	assert_contains "$T/dec-$who" "For Carol's eyes only."
+done
+
 # --------------------------------------------------------------- read mail
 mbox_add() { # FILE: append a message to the inbox
 	{ echo "From sender@example.org Fri Dec  4 12:00:00 2026"; cat "$1"; echo; } >>"$T/inbox"
 }
 : >"$T/inbox"
-mbox_add "$T/sent/mail"
+mbox_add "$T/signed.eml"
 printf 'From: Carol <p256@example.org>\nTo: rsa2048@example.org\nSubject: secret for alice\nDate: Fri, 4 Dec 2026 12:00:00 +0000\n\nThe launch code is 4711.\n' >"$T/secret.eml"
 # AES-256-CBC: neomutt 20220429 does not recognise authEnveloped-data (GCM).
 run_p11smime encrypt --cipher aes-256-cbc --recipient "$CERTS_DIR/rsa2048.pem" -i "$T/secret.eml" \
@@ -135,7 +175,7 @@ run_p11smime encrypt --cipher aes-256-cbc --recipient "$CERTS_DIR/rsa2048.pem" -
 assert_exit 0 "an encrypted mail for alice"
 mbox_add "$T/enc.eml"
 sed 's/Hello Bob, this is signed/Hello Eve, this is signed/; s/^Subject: .*/Subject: altered on the way/' \
-	"$T/sent/mail" >"$T/altered.eml"
+	"$T/signed.eml" >"$T/altered.eml"
 mbox_add "$T/altered.eml"
 printf 'From: Carol <p256@example.org>\nTo: rsa2048@example.org\nSubject: opaque from carol\nDate: Fri, 4 Dec 2026 12:00:00 +0000\n\nSigned inside the signature.\n' >"$T/opaque-src.eml"
 run_p11smime --pin-source "file:$PIN_FILE" sign --opaque --signer p256@example.org \
