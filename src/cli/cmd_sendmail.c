@@ -305,8 +305,9 @@ static int run_sendmail(const char *path, int nargs, char **args, const char *da
 		close(fds[1]);
 		execv(path, av);
 		e = errno;
-		if (write(errfds[1], &e, sizeof(e)) < 0)
-			_exit(127);
+		/* Should this write fail too, the parent still sees exit status 127. */
+		if (write(errfds[1], &e, sizeof(e)) != (ssize_t)sizeof(e))
+			e = 0;
 		_exit(127);
 	}
 	free(av);

@@ -2,8 +2,9 @@
 # neomutt for real, driven in tmux with the neomuttrc fragment of
 # docs/clients/neomutt.md loaded verbatim: it sends a signed mail (the PIN
 # typed at neomutt's passphrase prompt) through a fake sendmail, checked
-# with OpenSSL, gpgsm and p11smime; it reads a signed, an encrypted, an
-# altered and an opaque-signed mail and shows the content and the verdict.
+# with OpenSSL, gpgsm and p11smime, and an encrypted one both recipients
+# decrypt on the token; it reads a signed, an encrypted, an altered and an
+# opaque-signed mail and shows the content and the verdict.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/interop.sh"
 
