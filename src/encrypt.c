@@ -575,19 +575,27 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	             "name=\"smime.p7m\""
 	           : "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; "
 	             "name=\"smime.p7m\"";
-	rc = p11s_headers_write(h, P11S_HDR_OUTER, out, err);
-	if (rc != P11S_OK)
+	/* DER and PEM: the CMS structure alone, for clients that write their own headers. */
+	if (opts->outform == P11S_FORM_SMIME) {
+		rc = p11s_headers_write(h, P11S_HDR_OUTER, out, err);
+		if (rc != P11S_OK)
+			goto out;
+	}
+	if (opts->outform == P11S_FORM_SMIME &&
+	    (!write_line(out, eol, "MIME-Version: 1.0") || !write_line(out, eol, type) ||
+	     !write_line(out, eol, "Content-Transfer-Encoding: base64") ||
+	     !write_line(out, eol, "Content-Disposition: attachment; filename=\"smime.p7m\"") ||
+	     BIO_puts(out, eol) <= 0)) {
+		rc = p11s_err(err, P11S_E_IO, "cannot write the output");
 		goto out;
-	if (!write_line(out, eol, "MIME-Version: 1.0") || !write_line(out, eol, type) ||
-	    !write_line(out, eol, "Content-Transfer-Encoding: base64") ||
-	    !write_line(out, eol, "Content-Disposition: attachment; filename=\"smime.p7m\"") ||
-	    BIO_puts(out, eol) <= 0) {
+	}
+	if (opts->outform == P11S_FORM_PEM && BIO_puts(out, "-----BEGIN PKCS7-----\n") <= 0) {
 		rc = p11s_err(err, P11S_E_IO, "cannot write the output");
 		goto out;
 	}
 
 	/* out <- [LF to CRLF] <- base64 <- CMS stream <- CRLF canonicaliser <- entity */
-	if (p11s_headers_eol(h) == P11S_EOL_CRLF) {
+	if (opts->outform == P11S_FORM_SMIME && p11s_headers_eol(h) == P11S_EOL_CRLF) {
 		conv = p11s_bio_eol_new(P11S_EOL_CRLF);
 		if (conv == NULL) {
 			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -595,13 +603,14 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 		}
 		BIO_push(conv, out);
 	}
-	b64 = BIO_new(BIO_f_base64());
-	if (b64 == NULL) {
+	b64 = opts->outform == P11S_FORM_DER ? NULL : BIO_new(BIO_f_base64());
+	if (b64 == NULL && opts->outform != P11S_FORM_DER) {
 		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
 		goto out;
 	}
-	BIO_push(b64, conv ? conv : out);
-	cmsbio = BIO_new_CMS(b64, cms);
+	if (b64 != NULL)
+		BIO_push(b64, conv ? conv : out);
+	cmsbio = BIO_new_CMS(b64 ? b64 : out, cms);
 	if (cmsbio == NULL) {
 		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot start the encryption");
 		goto out;
@@ -643,13 +652,17 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot finish the encryption");
 		goto out;
 	}
+	if (opts->outform == P11S_FORM_PEM && BIO_puts(out, "-----END PKCS7-----\n") <= 0) {
+		rc = p11s_err(err, P11S_E_IO, "cannot write the output");
+		goto out;
+	}
 	rc = P11S_OK;
 out:
 	/* Free the filters we stacked, never @p out itself. */
 	if (top != NULL || cmsbio != NULL) {
 		BIO *b = top ? top : cmsbio;
 
-		while (b != NULL && b != b64) {
+		while (b != NULL && b != (b64 ? b64 : out)) {
 			BIO *next = BIO_pop(b);
 
 			BIO_free(b);

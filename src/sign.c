@@ -14,6 +14,7 @@
 #include <openssl/x509.h>
 
 #include "common.h"
+#include "hooks_internal.h"
 #include "mailbox.h"
 #include "p11smime/certs.h"
 #include "p11smime/mime.h"
@@ -741,4 +742,16 @@ p11s_rc p11s_sign_message(p11s_ctx *ctx, const p11s_sign_opts *opts, BIO *in, BI
 		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
 	p11s_signer_free(s);
 	return rc;
+}
+
+CMS_ContentInfo *p11s_signer_cms_new(p11s_signer *s, int detached, p11s_error *err)
+{
+	int opaque = s->opaque;
+	CMS_ContentInfo *cms;
+
+	/* new_cms() reads the format from the signer; the hook shapes choose it per call. */
+	s->opaque = !detached;
+	cms = new_cms(s, err);
+	s->opaque = opaque;
+	return cms;
 }

@@ -16,6 +16,7 @@
 #include <openssl/bio.h>
 #include <openssl/x509.h>
 
+#include "p11smime/io.h"
 #include "p11smime/result.h"
 #include "p11smime/token.h"
 
@@ -41,6 +42,12 @@ typedef struct p11s_encrypt_opts {
 	int oaep;        /**< RSA recipients: RSA-OAEP with SHA-256 (and MGF1-SHA-256), not v1.5 */
 	time_t at;       /**< the time recipient certificates must be valid at; 0: now */
 	int no_check_to; /**< do not require a certificate for every To/Cc address */
+	/**
+	 * P11S_FORM_SMIME (0): the whole message as described at p11s_encrypt();
+	 * P11S_FORM_DER: only the CMS structure (BER, streamed), no headers;
+	 * P11S_FORM_PEM: the same in base64 between PKCS7 PEM lines.
+	 */
+	p11s_outform outform;
 } p11s_encrypt_opts;
 
 /** The recipient certificates of one message, each with where it came from. */

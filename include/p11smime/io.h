@@ -42,6 +42,20 @@ p11s_rc p11s_output_commit(p11s_output *o, p11s_error *err);
 /** Drop everything written and free @p o; NULL is fine. */
 void p11s_output_abort(p11s_output *o);
 
+/** How a CMS structure is written or read. */
+typedef enum p11s_outform {
+	P11S_FORM_SMIME = 0, /**< a whole S/MIME message (headers, base64 body); the default */
+	P11S_FORM_DER,       /**< the CMS ContentInfo alone, DER (or BER when streamed) */
+	P11S_FORM_PEM,       /**< the same, base64 between -----BEGIN/END PKCS7----- lines */
+} p11s_outform;
+
+/**
+ * The form named @p name: "der", "pem", or (when @p allow_smime) "smime";
+ * P11S_E_USAGE otherwise.
+ */
+p11s_rc p11s_outform_from_name(const char *name, int allow_smime, p11s_outform *out,
+                               p11s_error *err);
+
 #ifdef __cplusplus
 }
 #endif

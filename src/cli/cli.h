@@ -24,6 +24,8 @@ struct cli {
 	p11s_ctx *ctx;          /* loaded on first use by cli_ctx() */
 	p11s_error *err;        /* the error of the current command */
 	int ctx_exit;           /* exit code when cli_ctx() failed */
+	/* Defaults from the config file (p11smime(1)); the command line wins. */
+	const char *cfg_signer, *cfg_cipher, *cfg_digest;
 };
 
 /* One command: its name, a one-line summary, and its entry point. */
@@ -79,5 +81,6 @@ int cmd_keygen(struct cli *cli, int argc, char **argv);
 int cmd_csr(struct cli *cli, int argc, char **argv);
 int cmd_import(struct cli *cli, int argc, char **argv);
 int cmd_delete(struct cli *cli, int argc, char **argv);
+int cmd_sendmail(struct cli *cli, int argc, char **argv);
 
 #endif

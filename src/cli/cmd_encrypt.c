@@ -15,6 +15,7 @@ static void help(FILE *fp)
 	        "                        [--recipient-dir DIR] [--self URI|EMAIL]\n"
 	        "                        [--cipher aes-256-gcm|aes-256-cbc|aes-128-cbc] [--oaep]\n"
 	        "                        [--at TIME] [--no-check-recipients] [-i FILE] [-o FILE]\n"
+	        "                        [--outform smime|der|pem]\n"
 	        "\n"
 	        "Encrypt a message to its recipients.  The headers are kept; the content becomes\n"
 	        "application/pkcs7-mime; smime-type=authEnveloped-data (enveloped-data for CBC).\n"
@@ -31,6 +32,8 @@ static void help(FILE *fp)
 	        "                    (EC recipients always use ECDH with the SHA-256 KDF)\n"
 	        "  --at TIME         recipient certificates must be valid at TIME (default now)\n"
 	        "  --no-check-recipients  do not require a certificate for every To/Cc address\n"
+	        "  --outform FORM    smime: the whole message (default); der or pem: only the\n"
+	        "                    CMS structure, no headers (mutt's and neomutt's hooks)\n"
 	        "  -i, --in FILE     the message (default: standard input)\n"
 	        "  -o, --out FILE    the encrypted message (default: standard output); written\n"
 	        "                    whole or not at all\n"
@@ -83,6 +86,7 @@ int cmd_encrypt(struct cli *cli, int argc, char **argv)
 	    {"in", required_argument, NULL, 'i'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"outform", required_argument, NULL, 'f'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *in_path = NULL, *out_path = NULL, *dir = NULL;
@@ -98,6 +102,13 @@ int cmd_encrypt(struct cli *cli, int argc, char **argv)
 	if (specs == NULL || r == NULL) {
 		fprintf(stderr, "p11smime: out of memory\n");
 		ret = 4;
+		goto done;
+	}
+	/* The config file's default; --cipher below wins. */
+	if (cli->cfg_cipher != NULL &&
+	    p11s_cipher_from_name(cli->cfg_cipher, &eo.cipher, cli->err) != P11S_OK) {
+		ret = cli_usage_error("encrypt", "config file: %s", p11s_error_message(cli->err));
+		p11s_error_clear(cli->err);
 		goto done;
 	}
 	while ((c = getopt_long(argc, argv, "i:o:h", opts, NULL)) != -1) {
@@ -129,6 +140,14 @@ int cmd_encrypt(struct cli *cli, int argc, char **argv)
 			break;
 		case 'n':
 			eo.no_check_to = 1;
+			break;
+		case 'f':
+			if (p11s_outform_from_name(optarg, 1, &eo.outform, cli->err) != P11S_OK) {
+				p11s_error_clear(cli->err);
+				ret = cli_usage_error("encrypt",
+				                      "--outform must be smime, der or pem");
+				goto done;
+			}
 			break;
 		case 'i':
 			in_path = optarg;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "p11smime/hooks.h"
 #include "p11smime/sign.h"
 
 static void sign_usage(FILE *fp)
@@ -25,6 +26,12 @@ static void sign_usage(FILE *fp)
 	    "                      multipart/signed\n"
 	    "  --at TIME           judge the certificate's validity at TIME (RFC 3339 or\n"
 	    "                      YYYY-MM-DD; default now)\n"
+	    "  --detached-signature  sign the input entity exactly as given (only LF made\n"
+	    "                      CRLF, nothing re-encoded) and write only the detached CMS\n"
+	    "                      signature: the shape of mutt's and neomutt's sign hooks\n"
+	    "  --outform FORM      der or pem: the CMS structure alone (default der with\n"
+	    "                      --detached-signature); smime: a whole message (default);\n"
+	    "                      --opaque --outform der signs the entity as given\n"
 	    "  -i, --in FILE       read the message from FILE (default: standard input)\n"
 	    "  -o, --out FILE      write the signed message to FILE (default: standard output)\n"
 	    "  -h, --help          this help\n"
@@ -36,11 +43,18 @@ static void sign_usage(FILE *fp)
 int cmd_sign(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"signer", required_argument, NULL, 's'}, {"chain", required_argument, NULL, 'c'},
-	    {"digest", required_argument, NULL, 'd'}, {"pss", no_argument, NULL, 'P'},
-	    {"opaque", no_argument, NULL, 'O'},       {"at", required_argument, NULL, 'a'},
-	    {"in", required_argument, NULL, 'i'},     {"out", required_argument, NULL, 'o'},
-	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+	    {"signer", required_argument, NULL, 's'},
+	    {"chain", required_argument, NULL, 'c'},
+	    {"digest", required_argument, NULL, 'd'},
+	    {"pss", no_argument, NULL, 'P'},
+	    {"opaque", no_argument, NULL, 'O'},
+	    {"at", required_argument, NULL, 'a'},
+	    {"in", required_argument, NULL, 'i'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"detached-signature", no_argument, NULL, 'D'},
+	    {"outform", required_argument, NULL, 'f'},
+	    {NULL, 0, NULL, 0},
 	};
 	p11s_sign_opts so;
 	const char **chain = NULL;
@@ -50,7 +64,8 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 	BIO *in = NULL;
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int c, ret;
+	int c, ret, detached_sig = 0, have_form = 0;
+	p11s_outform form = P11S_FORM_SMIME;
 
 	p11s_sign_opts_init(&so);
 	chain = calloc((size_t)argc, sizeof(*chain));
@@ -87,6 +102,18 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		case 'o':
 			out_path = optarg;
 			break;
+		case 'D':
+			detached_sig = 1;
+			break;
+		case 'f':
+			if (p11s_outform_from_name(optarg, 1, &form, cli->err) != P11S_OK) {
+				p11s_error_clear(cli->err);
+				free(chain);
+				return cli_usage_error("sign",
+				                       "--outform must be der, pem or smime");
+			}
+			have_form = 1;
+			break;
 		case 'h':
 			sign_usage(stdout);
 			free(chain);
@@ -101,9 +128,30 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		free(chain);
 		return cli_usage_error("sign", "unexpected argument '%s'", argv[optind]);
 	}
+	if (so.signer == NULL)
+		so.signer = cli->cfg_signer; /* the config file's default */
+	if (so.digest == NULL)
+		so.digest = cli->cfg_digest;
+	if (detached_sig && so.opaque) {
+		free(chain);
+		return cli_usage_error("sign",
+		                       "--detached-signature and --opaque exclude each other");
+	}
+	if (detached_sig && !have_form)
+		form = P11S_FORM_DER;
+	if (detached_sig && form == P11S_FORM_SMIME) {
+		free(chain);
+		return cli_usage_error("sign", "--detached-signature writes der or pem");
+	}
+	if (!detached_sig && !so.opaque && form != P11S_FORM_SMIME) {
+		free(chain);
+		return cli_usage_error("sign", "--outform der|pem needs --detached-signature or "
+		                               "--opaque");
+	}
 	if (so.signer == NULL) {
 		free(chain);
-		return cli_usage_error("sign", "--signer URI|EMAIL is required");
+		return cli_usage_error("sign", "--signer URI|EMAIL is required (or signer = "
+		                               "in the config file)");
 	}
 	if (so.digest != NULL && strcmp(so.digest, "sha256") != 0 &&
 	    strcmp(so.digest, "sha384") != 0 && strcmp(so.digest, "sha512") != 0) {
@@ -132,7 +180,10 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		            p11s_signer_mechanism(signer));
 		rc = p11s_output_open(out_path, &output, cli->err);
 	}
-	if (rc == P11S_OK)
+	if (rc == P11S_OK && form != P11S_FORM_SMIME)
+		rc = p11s_signer_sign_entity(signer, in, p11s_output_bio(output), detached_sig,
+		                             form, cli->err);
+	else if (rc == P11S_OK)
 		rc = p11s_signer_sign(signer, in, p11s_output_bio(output), cli->err);
 	if (rc == P11S_OK) {
 		rc = p11s_output_commit(output, cli->err);

@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "p11smime/certs.h"
+#include "p11smime/hooks.h"
 #include "p11smime/verify.h"
 
 static void help(FILE *fp)
@@ -12,6 +13,8 @@ static void help(FILE *fp)
 	fprintf(fp,
 	        "Usage: p11smime verify --trust FILE|URI [--trust ...] [--at TIME]\n"
 	        "                       [-i FILE] [-o FILE [--force-output]]\n"
+	        "       p11smime verify --trust FILE|URI [--content FILE] --signature FILE\n"
+	        "                       [--inform der|pem] [-o FILE [--force-output]]\n"
 	        "\n"
 	        "Verify a signed message (multipart/signed or application/pkcs7-mime;\n"
 	        "smime-type=signed-data, e.g. the output of p11smime decrypt) against the\n"
@@ -27,6 +30,11 @@ static void help(FILE *fp)
 	        "                    only when the verdict is good; '-': standard output (the\n"
 	        "                    report then goes to standard error)\n"
 	        "  --force-output    write the content with -o even when the verdict is not good\n"
+	        "  --content FILE    with --signature: verify a detached signature over FILE\n"
+	        "                    (its line ends made CRLF), instead of reading a message\n"
+	        "  --signature FILE  the detached CMS signature, DER or PEM (recognised by\n"
+	        "                    content unless --inform der|pem is given); without\n"
+	        "                    --content: an opaque signature, its content inside\n"
 	        "\n"
 	        "Exit: 0 good, 1 not good (bad signature, untrusted, no certificate, not signed\n"
 	        "by its sender), 2 usage, 3 token, 4 malformed input.\n");
@@ -172,10 +180,15 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 	    {"in", required_argument, NULL, 'i'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"force-output", no_argument, NULL, 'f'},
+	    {"content", required_argument, NULL, 'C'},
+	    {"signature", required_argument, NULL, 'S'},
+	    {"inform", required_argument, NULL, 'I'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *in_path = NULL, *out_path = NULL;
+	const char *in_path = NULL, *out_path = NULL, *content_path = NULL, *sig_path = NULL;
+	p11s_outform inform = P11S_FORM_SMIME;
+	BIO *sig = NULL;
 	p11s_verify_opts vo = {0};
 	p11s_verify_report *report = NULL;
 	p11s_output *out = NULL;
@@ -213,6 +226,19 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		case 'f':
 			force = 1;
 			break;
+		case 'C':
+			content_path = optarg;
+			break;
+		case 'S':
+			sig_path = optarg;
+			break;
+		case 'I':
+			if (p11s_outform_from_name(optarg, 0, &inform, cli->err) != P11S_OK) {
+				p11s_error_clear(cli->err);
+				ret = cli_usage_error("verify", "--inform must be der or pem");
+				goto done;
+			}
+			break;
 		case 'h':
 			help(stdout);
 			goto done;
@@ -230,6 +256,23 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		                                "(p11smime never trusts the system store)");
 		goto done;
 	}
+	if (content_path != NULL && sig_path == NULL) {
+		ret = cli_usage_error("verify", "--content needs --signature");
+		goto done;
+	}
+	if (sig_path != NULL && in_path != NULL) {
+		ret = cli_usage_error("verify", "--signature takes the place of -i");
+		goto done;
+	}
+	if (content_path != NULL && (in_path != NULL || out_path != NULL)) {
+		ret =
+		    cli_usage_error("verify", "--content/--signature take the place of -i and -o");
+		goto done;
+	}
+	if (inform != P11S_FORM_SMIME && sig_path == NULL) {
+		ret = cli_usage_error("verify", "--inform needs --signature");
+		goto done;
+	}
 	if (force && out_path == NULL) {
 		ret = cli_usage_error("verify", "--force-output needs -o FILE");
 		goto done;
@@ -245,10 +288,26 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		rfp = stderr;
 	}
 
-	rc = p11s_input_open(in_path, &in, cli->err);
+	if (content_path != NULL) {
+		rc = p11s_input_open(content_path, &in, cli->err);
+		if (rc == P11S_OK)
+			rc = p11s_input_open(sig_path, &sig, cli->err);
+		if (rc == P11S_OK)
+			rc = p11s_verify_detached(in, sig, inform, &vo, &report, cli->err);
+		if (rc != P11S_OK) {
+			ret = cli_fail(cli, rc);
+			goto done;
+		}
+	}
+	rc = report != NULL ? P11S_OK
+	                    : p11s_input_open(sig_path ? sig_path : in_path, &in, cli->err);
 	if (rc == P11S_OK && out_path != NULL)
 		rc = p11s_output_open(out_path, &out, cli->err);
-	if (rc == P11S_OK)
+	/* --signature alone: an opaque SignedData, its content inside. */
+	if (rc == P11S_OK && report == NULL && sig_path != NULL)
+		rc = p11s_verify_opaque(in, inform, out ? p11s_output_bio(out) : NULL, &vo, &report,
+		                        cli->err);
+	else if (rc == P11S_OK && report == NULL)
 		rc = p11s_verify(in, out ? p11s_output_bio(out) : NULL, &vo, &report, cli->err);
 	if (rc != P11S_OK) {
 		ret = cli_fail(cli, rc);
@@ -279,6 +338,7 @@ done:
 	p11s_output_abort(out);
 	p11s_verify_report_free(report);
 	BIO_free_all(in);
+	BIO_free_all(sig);
 	sk_X509_pop_free(trust, X509_free);
 	return ret;
 }

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 
 #include "cli.h"
+#include "p11smime/config.h"
 
 static const struct cli_command commands[] = {
     {"tokens", "show the tokens in every slot", cmd_tokens},
@@ -21,6 +22,7 @@ static const struct cli_command commands[] = {
     {"csr", "request a certificate for a key on the token", cmd_csr},
     {"import", "put a certificate or a PKCS#12 file on the token", cmd_import},
     {"delete", "delete objects from the token", cmd_delete},
+    {"sendmail", "sign (and encrypt) a message, then hand it to sendmail", cmd_sendmail},
 };
 
 static void usage(FILE *fp)
@@ -50,6 +52,45 @@ static void usage(FILE *fp)
 	            "  2  usage error\n"
 	            "  3  token, module, PIN or selection error\n"
 	            "  4  bad input or cryptographic failure\n");
+	fprintf(fp, "\nDefaults for --module, --pin-source and sign/encrypt's --signer, --cipher "
+	            "and\n--digest may be set in $XDG_CONFIG_HOME/p11smime/config (see "
+	            "p11smime(1)).\n");
+}
+
+/*
+ * The config file's defaults, under the command line: @p cli keeps pointers
+ * into @p *cfg, which lives until the command is done.  Exit code or 0.
+ */
+static int load_config(struct cli *cli, p11s_config **cfg)
+{
+	char *path = p11s_config_default_path();
+	p11s_error *err;
+	p11s_rc rc;
+
+	if (path == NULL)
+		return 0;
+	err = p11s_error_new();
+	if (err == NULL) {
+		free(path);
+		fprintf(stderr, "p11smime: out of memory\n");
+		return 4;
+	}
+	rc = p11s_config_load(path, 1, cfg, err);
+	if (rc != P11S_OK)
+		fprintf(stderr, "p11smime: config file: %s\n", p11s_error_message(err));
+	p11s_error_free(err);
+	free(path);
+	if (rc != P11S_OK)
+		return p11s_rc_exit_code(rc);
+	/* --module, then $P11SMIME_MODULE, then the file. */
+	if (cli->module == NULL && getenv("P11SMIME_MODULE") == NULL)
+		cli->module = p11s_config_get(*cfg, "module");
+	if (cli->pin_source == NULL)
+		cli->pin_source = p11s_config_get(*cfg, "pin-source");
+	cli->cfg_signer = p11s_config_get(*cfg, "signer");
+	cli->cfg_cipher = p11s_config_get(*cfg, "cipher");
+	cli->cfg_digest = p11s_config_get(*cfg, "digest");
+	return 0;
 }
 
 /* Read a PIN from the terminal without echo; stdin may carry the message. */
@@ -207,6 +248,7 @@ int main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct cli cli = {0};
+	p11s_config *cfg = NULL;
 	int c, ret;
 
 	/* "+": stop at the command; its options are its own. */
@@ -242,6 +284,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	ret = load_config(&cli, &cfg);
+	if (ret != 0)
+		return ret;
 	/* A malformed PIN source is a usage error, whatever the command. */
 	if (cli.pin_source != NULL) {
 		p11s_error *err = p11s_error_new();
@@ -250,8 +295,10 @@ int main(int argc, char **argv)
 		if (rc != P11S_OK)
 			fprintf(stderr, "p11smime: %s\n", p11s_error_message(err));
 		p11s_error_free(err);
-		if (rc != P11S_OK)
+		if (rc != P11S_OK) {
+			p11s_config_free(cfg);
 			return p11s_rc_exit_code(rc);
+		}
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[optind], commands[i].name) != 0)
@@ -259,6 +306,7 @@ int main(int argc, char **argv)
 		cli.err = p11s_error_new();
 		if (cli.err == NULL) {
 			fprintf(stderr, "p11smime: out of memory\n");
+			p11s_config_free(cfg);
 			return 4;
 		}
 		/* Commands see argv[0] = their name, as getopt expects. */
@@ -269,12 +317,14 @@ int main(int argc, char **argv)
 		ret = commands[i].run(&cli, sub_argc, sub_argv);
 		p11s_ctx_free(cli.ctx);
 		p11s_error_free(cli.err);
+		p11s_config_free(cfg);
 		if (fflush(stdout) != 0 && ret == 0) {
 			fprintf(stderr, "p11smime: cannot write to standard output\n");
 			ret = 4;
 		}
 		return ret;
 	}
+	p11s_config_free(cfg);
 	fprintf(stderr, "p11smime: unknown command '%s'\nTry 'p11smime --help'.\n", argv[optind]);
 	return 2;
 }
