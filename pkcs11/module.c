@@ -111,7 +111,7 @@ static int ui_read(UI *ui, UI_STRING *uis)
 	if (UI_get_string_type(uis) != UIT_PROMPT && UI_get_string_type(uis) != UIT_VERIFY)
 		return 1;
 	for (size_t i = 0; ctx != NULL && i < ctx->nslots && pin == NULL; i++)
-		pin = ctx->slots[i].pin;
+		pin = ctx->slots[i].pin_from_source ? ctx->source_pin : ctx->slots[i].pin;
 	if (pin == NULL)
 		return 0;
 	return UI_set_result(ui, uis, pin) == 0 ? 1 : 0;
@@ -204,7 +204,7 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	for (size_t i = 0; i < ctx->nslots; i++) {
 		if (ctx->fl != NULL && ctx->slots[i].session != CK_INVALID_HANDLE)
 			ctx->fl->C_CloseSession(ctx->slots[i].session);
-		p11s_wipe_free(ctx->slots[i].pin);
+		p11s_locked_free(ctx->slots[i].pin);
 	}
 	free(ctx->slots);
 	if (ctx->fl != NULL && ctx->we_initialized)
@@ -219,7 +219,7 @@ void p11s_ctx_free(p11s_ctx *ctx)
 		UI_destroy_method(ctx->ui);
 	if (ctx->dl != NULL)
 		dlclose(ctx->dl);
-	p11s_wipe_free(ctx->source_pin);
+	p11s_locked_free(ctx->source_pin);
 	free(ctx->pin_source);
 	free(ctx->module_path);
 	free(ctx);

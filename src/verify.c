@@ -200,7 +200,8 @@ static char *sid_text(CMS_SignerInfo *si)
 }
 
 /* Judge the chain of @p s->cert at s->checked_at; sets verdict/reason when it fails. */
-static p11s_rc check_chain(struct signer *s, X509_STORE *store, STACK_OF(X509) * untrusted)
+static p11s_rc check_chain(struct signer *s, X509_STORE *store, STACK_OF(X509) * trust,
+                           STACK_OF(X509) * untrusted)
 {
 	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
 	X509_VERIFY_PARAM *param;
@@ -212,6 +213,12 @@ static p11s_rc check_chain(struct signer *s, X509_STORE *store, STACK_OF(X509) *
 		X509_STORE_CTX_free(ctx);
 		return P11S_E_NOMEM;
 	}
+	/*
+	 * A trusted stack rather than X509_STORE_add_cert() per anchor: OpenSSL
+	 * 3.0 re-sorts the store on every insert (20 s for 10,000 anchors).
+	 */
+	if (trust != NULL)
+		X509_STORE_CTX_set0_trusted_stack(ctx, trust);
 	/* The S/MIME signing purpose: KU and EKU of the signer, CA flags above. */
 	X509_STORE_CTX_set_default(ctx, "smime_sign");
 	param = X509_STORE_CTX_get0_param(ctx);
@@ -353,7 +360,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 		struct signer tmp = *s;
 
 		tmp.reason = NULL;
-		rc = check_chain(&tmp, store, untrusted);
+		rc = check_chain(&tmp, store, opts->trust, untrusted);
 		free(tmp.reason);
 		s->chain = tmp.chain;
 		s->n_chain = tmp.n_chain;
@@ -361,7 +368,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
 		return P11S_OK;
 	}
-	if (check_chain(s, store, untrusted) != P11S_OK)
+	if (check_chain(s, store, opts->trust, untrusted) != P11S_OK)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	return P11S_OK;
 }
@@ -611,22 +618,12 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	CMS_set1_signers_certs(cms, opts->trust, 0);
 	ERR_clear_error();
 
+	/* Empty: the anchors go in as a trusted stack (check_chain). */
 	store = X509_STORE_new();
 	if (store == NULL) {
 		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
 		goto out;
 	}
-	for (int i = 0; opts->trust && i < sk_X509_num(opts->trust); i++)
-		if (!X509_STORE_add_cert(store, sk_X509_value(opts->trust, i))) {
-			unsigned long e = ERR_peek_last_error();
-
-			/* The same anchor given twice is harmless. */
-			if (ERR_GET_REASON(e) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
-				rc = p11s_err_ossl(err, P11S_E_NOMEM, "cannot add a trust anchor");
-				goto out;
-			}
-			ERR_clear_error();
-		}
 
 	/* One pass over the content feeds every signer's digest and the output. */
 	digests = CMS_dataInit(cms, bcont);
