@@ -520,7 +520,136 @@ static p11s_rc slurp(BIO *in, BUF_MEM **out, p11s_error *err)
 	return P11S_OK;
 }
 
-static p11s_rc from_addresses(BIO *mem, p11s_verify_report *r, p11s_error *err)
+/* ------------------------------------------------------------ the output */
+
+/* The most of the signed entity's header block held to look at it. */
+#define ENTITY_HEAD_MAX (256u * 1024)
+
+/*
+ * Where the signed content goes: with outer headers, the entity's header
+ * block is held until complete (to see MIME-Version and a binary
+ * Content-Transfer-Encoding), then the outer fields, then the entity.
+ */
+struct content_out {
+	BIO *bio;
+	const p11s_headers *outer; /* NULL: the entity only, as signed */
+	int to_lf;                 /* CRLF -> LF for the entity */
+	int head_done, cr;
+	char *head;
+	size_t head_len;
+};
+
+static int entity_head_has(const char *head, size_t len, const char *name, const char *value)
+{
+	size_t nl = strlen(name);
+
+	for (size_t i = 0; i + nl <= len; i++) {
+		if ((i == 0 || head[i - 1] == '\n') && strncasecmp(head + i, name, nl) == 0) {
+			size_t e = i + nl;
+
+			if (value == NULL)
+				return 1;
+			while (e < len && (head[e] == ' ' || head[e] == '\t'))
+				e++;
+			if (len - e >= strlen(value) &&
+			    strncasecmp(head + e, value, strlen(value)) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* The end of the header block in @p h (the index after its blank line), or 0. */
+static size_t entity_head_end(const char *h, size_t n)
+{
+	if (n > 0 && h[0] == '\n')
+		return 1;
+	if (n > 1 && h[0] == '\r' && h[1] == '\n')
+		return 2;
+	for (size_t i = 0; i + 1 < n; i++)
+		if (h[i] == '\n') {
+			if (h[i + 1] == '\n')
+				return i + 2;
+			if (h[i + 1] == '\r' && i + 2 < n && h[i + 2] == '\n')
+				return i + 3;
+		}
+	return 0;
+}
+
+static int put_entity(struct content_out *c, const char *buf, size_t len)
+{
+	size_t start = 0;
+
+	if (!c->to_lf)
+		return BIO_write(c->bio, buf, (int)len) == (int)len;
+	/* A CR is held back until the next byte says whether it ends a line. */
+	for (size_t i = 0; i < len; i++) {
+		if (c->cr) {
+			c->cr = 0;
+			if (buf[i] != '\n' && BIO_write(c->bio, "\r", 1) != 1)
+				return 0;
+		}
+		if (buf[i] == '\r') {
+			if (i > start &&
+			    BIO_write(c->bio, buf + start, (int)(i - start)) != (int)(i - start))
+				return 0;
+			c->cr = 1;
+			start = i + 1;
+		}
+	}
+	return len == start ||
+	       BIO_write(c->bio, buf + start, (int)(len - start)) == (int)(len - start);
+}
+
+static int flush_entity_head(struct content_out *c)
+{
+	unsigned classes = P11S_HDR_OUTER;
+
+	c->head_done = 1;
+	if (entity_head_has(c->head, c->head_len, "content-transfer-encoding:", "binary"))
+		c->to_lf = 0;
+	/* The entity becomes the message's content: MIME-Version once, outside or in. */
+	if (!entity_head_has(c->head, c->head_len, "mime-version:", NULL))
+		classes |= P11S_HDR_MIME_VERSION;
+	if (p11s_headers_write(c->outer, classes, c->bio, NULL) != P11S_OK)
+		return 0;
+	return put_entity(c, c->head, c->head_len);
+}
+
+static int content_write(struct content_out *c, const char *buf, size_t len)
+{
+	if (c->bio == NULL)
+		return 1;
+	if (c->outer == NULL)
+		return BIO_write(c->bio, buf, (int)len) == (int)len;
+	if (!c->head_done) {
+		size_t take =
+		    len < ENTITY_HEAD_MAX - c->head_len ? len : ENTITY_HEAD_MAX - c->head_len;
+
+		if (c->head == NULL && (c->head = malloc(ENTITY_HEAD_MAX)) == NULL)
+			return 0;
+		memcpy(c->head + c->head_len, buf, take);
+		c->head_len += take;
+		buf += take;
+		len -= take;
+		if (entity_head_end(c->head, c->head_len) == 0 && c->head_len < ENTITY_HEAD_MAX)
+			return 1;
+		if (!flush_entity_head(c))
+			return 0;
+	}
+	return len == 0 || put_entity(c, buf, len);
+}
+
+static int content_finish(struct content_out *c)
+{
+	if (c->bio == NULL || c->outer == NULL)
+		return 1;
+	if (!c->head_done && !flush_entity_head(c))
+		return 0;
+	return !c->cr || BIO_write(c->bio, "\r", 1) == 1;
+}
+
+static p11s_rc from_addresses(BIO *mem, p11s_verify_report *r, p11s_headers **kept, p11s_error *err)
 {
 	static const char *const names[] = {"From", NULL};
 	p11s_headers *h = NULL;
@@ -530,7 +659,7 @@ static p11s_rc from_addresses(BIO *mem, p11s_verify_report *r, p11s_error *err)
 	if (rc != P11S_OK)
 		return rc;
 	rc = p11s_headers_addresses(h, names, &r->from, &r->n_from, err);
-	p11s_headers_free(h);
+	*kept = h;
 	if (rc == P11S_E_INPUT) {
 		/*
 		 * Real mail carries broken From headers.  The signature can still
@@ -556,6 +685,8 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	STACK_OF(X509) *msgcerts = NULL;
 	STACK_OF(CMS_SignerInfo) * sis;
 	X509_STORE *store = NULL;
+	p11s_headers *outer = NULL;
+	struct content_out cout = {0};
 	p11s_rc rc;
 	char buf[16384];
 	int n, nid;
@@ -579,16 +710,41 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
 		goto out;
 	}
-	rc = from_addresses(mem, r, err);
+	rc = from_addresses(mem, r, &outer, err);
 	if (rc != P11S_OK)
 		goto out;
+	cout.bio = content;
+	if (!opts->entity_only) {
+		cout.outer = outer;
+		cout.to_lf = p11s_headers_eol(outer) == P11S_EOL_LF;
+	}
 	BIO_reset(mem);
 	/* Not CMS_BINARY: OpenSSL joins the signed part's lines with CRLF (canonical form). */
 	cms = SMIME_read_CMS_ex(mem, 0, &bcont, NULL);
 	if (cms == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_INPUT,
-		                   "not an S/MIME signed message (multipart/signed or "
-		                   "application/pkcs7-mime; smime-type=signed-data)");
+		/* Input of the wrong kind gets a sentence, not OpenSSL's parser codes. */
+		char *ct = p11s_headers_get(outer, "Content-Type");
+		char *type = ct ? p11s_mime_media_type(ct) : NULL;
+
+		ERR_clear_error();
+		if (type != NULL && strcmp(type, "multipart/signed") != 0 &&
+		    strcmp(type, "application/pkcs7-mime") != 0 &&
+		    strcmp(type, "application/x-pkcs7-mime") != 0)
+			rc = p11s_err(err, P11S_E_INPUT,
+			              "the message is not signed: its content is %s, not "
+			              "multipart/signed or application/pkcs7-mime",
+			              type);
+		else if (type == NULL)
+			rc = p11s_err(err, P11S_E_INPUT,
+			              "the message is not signed: it has no Content-Type saying "
+			              "multipart/signed or application/pkcs7-mime");
+		else
+			rc = p11s_err(err, P11S_E_INPUT,
+			              "the message says it is %s but its signature part cannot "
+			              "be read (damaged, or not S/MIME)",
+			              type);
+		free(ct);
+		free(type);
 		goto out;
 	}
 	nid = OBJ_obj2nid(CMS_get0_type(cms));
@@ -632,12 +788,16 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		goto out;
 	}
 	while ((n = BIO_read(digests, buf, sizeof(buf))) > 0)
-		if (content != NULL && BIO_write(content, buf, n) != n) {
+		if (!content_write(&cout, buf, (size_t)n)) {
 			rc = p11s_err(err, P11S_E_IO, "cannot write the signed content");
 			goto out;
 		}
 	if (n < 0) {
 		rc = p11s_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
+		goto out;
+	}
+	if (!content_finish(&cout)) {
+		rc = p11s_err(err, P11S_E_IO, "cannot write the signed content");
 		goto out;
 	}
 
@@ -673,6 +833,8 @@ out:
 	sk_X509_pop_free(msgcerts, X509_free);
 	CMS_ContentInfo_free(cms);
 	BUF_MEM_free(msg);
+	p11s_headers_free(outer);
+	free(cout.head);
 	ERR_clear_error();
 	if (rc != P11S_OK) {
 		p11s_verify_report_free(r);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "p11smime/certs.h"
@@ -11,7 +12,7 @@ static void help(FILE *fp)
 {
 	fprintf(fp,
 	        "Usage: p11smime verify --trust FILE|URI [--trust ...] [--at TIME]\n"
-	        "                       [-i FILE] [-o FILE [--force-output]]\n"
+	        "                       [-i FILE] [-o FILE [--force-output] [--entity-only]]\n"
 	        "\n"
 	        "Verify a signed message (multipart/signed or application/pkcs7-mime;\n"
 	        "smime-type=signed-data, e.g. the output of p11smime decrypt) against the\n"
@@ -23,10 +24,12 @@ static void help(FILE *fp)
 	        "  --at TIME         judge the certificates' validity at TIME (RFC 3339 or date;\n"
 	        "                    default now); chains are checked at the signing time\n"
 	        "  -i, --in FILE     the message (default: standard input)\n"
-	        "  -o, --out FILE    write the signed content (the inner MIME entity) there,\n"
-	        "                    only when the verdict is good; '-': standard output (the\n"
-	        "                    report then goes to standard error)\n"
+	        "  -o, --out FILE    write the message there, only when the verdict is good: its\n"
+	        "                    outer headers (From, To, Subject...; Content-* replaced by\n"
+	        "                    the signed entity's) and the signed entity; '-': standard\n"
+	        "                    output (the report then goes to standard error)\n"
 	        "  --force-output    write the content with -o even when the verdict is not good\n"
+	        "  --entity-only     with -o, write only the signed entity (canonical CRLF)\n"
 	        "\n"
 	        "Exit: 0 good, 1 not good (bad signature, untrusted, no certificate, not signed\n"
 	        "by its sender), 2 usage, 3 token, 4 malformed input.\n");
@@ -36,7 +39,8 @@ static int load_trust(struct cli *cli, const char *spec, STACK_OF(X509) * trust)
 {
 	p11s_rc rc;
 
-	if (strncmp(spec, "pkcs11:", 7) == 0) {
+	/* Schemes are case-insensitive (RFC 3986): never open "PKCS11:..." as a file. */
+	if (strncasecmp(spec, "pkcs11:", 7) == 0) {
 		p11s_objects_opts o = {.certificates = 1};
 		p11s_object_list *list = NULL;
 		p11s_ctx *ctx = cli_ctx(cli);
@@ -182,13 +186,10 @@ static void print_report(FILE *fp, const p11s_verify_report *r, time_t at)
 int cmd_verify(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"trust", required_argument, NULL, 't'},
-	    {"at", required_argument, NULL, 'a'},
-	    {"in", required_argument, NULL, 'i'},
-	    {"out", required_argument, NULL, 'o'},
-	    {"force-output", no_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"trust", required_argument, NULL, 't'},  {"at", required_argument, NULL, 'a'},
+	    {"in", required_argument, NULL, 'i'},     {"out", required_argument, NULL, 'o'},
+	    {"force-output", no_argument, NULL, 'f'}, {"entity-only", no_argument, NULL, 'E'},
+	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
 	const char *in_path = NULL, *out_path = NULL;
 	p11s_verify_opts vo = {0};
@@ -228,6 +229,9 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		case 'f':
 			force = 1;
 			break;
+		case 'E':
+			vo.entity_only = 1;
+			break;
 		case 'h':
 			help(stdout);
 			goto done;
@@ -243,6 +247,10 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 	if (ntrust == 0) {
 		ret = cli_usage_error("verify", "name the certificates you trust with --trust "
 		                                "(p11smime never trusts the system store)");
+		goto done;
+	}
+	if (vo.entity_only && out_path == NULL) {
+		ret = cli_usage_error("verify", "--entity-only needs -o FILE");
 		goto done;
 	}
 	if (force && out_path == NULL) {
