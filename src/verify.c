@@ -1,7 +1,10 @@
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/buffer.h>
@@ -484,40 +487,278 @@ static p11s_rc judge(p11s_verify_report *r)
 	return r->summary ? P11S_OK : P11S_E_NOMEM;
 }
 
-/* The most of a message verify holds in memory (it is read whole). */
+/* The most of a message verify takes (spooled to a temporary file, not held). */
 #define VERIFY_MAX (1024u * 1024 * 1024)
+/* The signature part of multipart/signed is held: signatures and certificates, not content. */
+#define SIG_PART_MAX (16u * 1024 * 1024)
+/* OpenSSL's MIME reader's line length (MAX_SMLEN): lines are cut where it cuts them. */
+#define SMLEN 1024
 
-/* Read all of @p in: the header block is needed before OpenSSL parses the rest. */
-static p11s_rc slurp(BIO *in, BUF_MEM **out, p11s_error *err)
+/*
+ * An unnamed read-write temporary file in $TMPDIR (O_TMPFILE, or a name
+ * unlinked at once where the filesystem lacks it): nothing stays on disk
+ * after any exit.
+ */
+static BIO *spool_new(p11s_error *err)
 {
-	BUF_MEM *m = BUF_MEM_new();
+	const char *dir = getenv("TMPDIR");
+	char *path;
+	FILE *f;
+	BIO *b;
+	int fd;
+
+	if (dir == NULL || *dir == '\0')
+		dir = "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
+		if (path == NULL) {
+			p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return NULL;
+		}
+		fd = mkstemp(path);
+		if (fd >= 0)
+			unlink(path);
+		free(path);
+	}
+	if (fd < 0 || (f = fdopen(fd, "w+b")) == NULL) {
+		p11s_err(err, P11S_E_IO, "cannot make a temporary file in '%s': %s", dir,
+		         strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	b = BIO_new_fp(f, BIO_CLOSE);
+	if (b == NULL) {
+		fclose(f);
+		p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	return b;
+}
+
+/*
+ * Copy all of @p in to a temporary file: the header block is needed before
+ * the rest is parsed, and holding the message would take its size in
+ * memory (three times, with OpenSSL's copies).
+ */
+static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
+{
+	BIO *f = spool_new(err);
 	char buf[65536];
+	size_t total = 0;
 	int n;
 
-	if (m == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	*out = NULL;
+	if (f == NULL)
+		return p11s_error_rc(err);
 	while ((n = BIO_read(in, buf, sizeof(buf))) > 0) {
-		size_t old = m->length;
-
-		/* The whole message is held: refuse a runaway input before memory runs out. */
-		if (old + (size_t)n > VERIFY_MAX) {
-			BUF_MEM_free(m);
+		total += (size_t)n;
+		if (total > VERIFY_MAX) {
+			BIO_free(f);
 			return p11s_err(err, P11S_E_INPUT,
 			                "the message is too large to verify (over %u MiB)",
 			                VERIFY_MAX >> 20);
 		}
-		if (BUF_MEM_grow(m, old + (size_t)n) == 0) {
-			BUF_MEM_free(m);
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		if (BIO_write(f, buf, n) != n) {
+			BIO_free(f);
+			return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s",
+			                strerror(errno));
 		}
-		memcpy(m->data + old, buf, (size_t)n);
 	}
-	if (n < 0 && BIO_should_retry(in) == 0 && !BIO_eof(in) && m->length == 0) {
-		BUF_MEM_free(m);
+	if (n < 0 && BIO_should_retry(in) == 0 && !BIO_eof(in) && total == 0) {
+		BIO_free(f);
 		return p11s_err_ossl(err, P11S_E_IO, "cannot read the message");
 	}
-	*out = m;
+	if (BIO_flush(f) != 1 || BIO_seek(f, 0) != 0) {
+		BIO_free(f);
+		return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s",
+		                strerror(errno));
+	}
+	if (total == 0) {
+		BIO_free(f);
+		return p11s_err(err, P11S_E_INPUT, "the input is empty");
+	}
+	*out = f;
 	return P11S_OK;
+}
+
+/* As OpenSSL's mime_bound_check: 1 a boundary line, 2 the closing one, 0 neither. */
+static int bound_check(const char *line, size_t len, const char *bound, size_t blen)
+{
+	if (blen + 2 > len || strncmp(line, "--", 2) != 0 || strncmp(line + 2, bound, blen) != 0)
+		return 0;
+	return strncmp(line + 2 + blen, "--", 2) == 0 ? 2 : 1;
+}
+
+/* As OpenSSL's strip_eol (not binary): drop trailing CRs and LFs; 1 if there was an LF. */
+static int strip_eol(const char *line, size_t *len)
+{
+	int eol = 0;
+
+	for (; *len > 0; (*len)--) {
+		char c = line[*len - 1];
+
+		if (c == '\n')
+			eol = 1;
+		else if (c != '\r')
+			break;
+	}
+	return eol;
+}
+
+/*
+ * multipart/signed read as OpenSSL's SMIME_read_CMS() reads it, byte for
+ * byte (lines of at most SMLEN, joined with CRLF), but with the signed
+ * part going to a temporary file instead of memory: *bcont is that file,
+ * *cms the signature.  @p body is the message after its header block.
+ */
+static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms, BIO **bcont,
+                            p11s_error *err)
+{
+	BIO *buf = BIO_new(BIO_f_buffer()), *part = NULL, *sig = BIO_new(BIO_s_mem());
+	BIO *target = NULL, *b64 = NULL;
+	p11s_headers *sh = NULL;
+	char line[SMLEN], *ct = NULL, *type = NULL;
+	size_t blen = strlen(bound), sig_len = 0;
+	int first = 0, eol = 0, nparts = 0, done = 0, len;
+	p11s_rc rc = P11S_OK;
+
+	*cms = NULL;
+	*bcont = NULL;
+	if (buf == NULL || sig == NULL) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	/* End of data is the end, not "try again" (d2i_CMS_bio gives up on that). */
+	BIO_set_mem_eof_return(sig, 0);
+	part = spool_new(err);
+	if (part == NULL) {
+		rc = p11s_error_rc(err);
+		goto out;
+	}
+	BIO_push(buf, body);
+	while (!done && (len = BIO_gets(buf, line, sizeof(line))) > 0) {
+		size_t n = (size_t)len;
+		int state = bound_check(line, n, bound, blen), next_eol;
+
+		if (state == 1) {
+			first = 1;
+		} else if (state == 2) {
+			done = 1;
+		} else if (first || target != NULL) {
+			next_eol = strip_eol(line, &n);
+			if (first) {
+				first = 0;
+				nparts++;
+				target = nparts == 1 ? part : nparts == 2 ? sig : NULL;
+				if (target == NULL) {
+					rc = p11s_err(
+					    err, P11S_E_INPUT,
+					    "the multipart/signed message has more than two "
+					    "parts");
+					goto out;
+				}
+			} else if (eol && BIO_write(target, "\r\n", 2) != 2) {
+				goto ioerr;
+			}
+			eol = next_eol;
+			if (target == sig && (sig_len += n + 2) > SIG_PART_MAX) {
+				rc = p11s_err(err, P11S_E_INPUT,
+				              "the signature part is too large (over %u MiB)",
+				              SIG_PART_MAX >> 20);
+				goto out;
+			}
+			if (n > 0 && BIO_write(target, line, (int)n) != (int)n)
+				goto ioerr;
+		}
+	}
+	BIO_pop(buf);
+	if (!done || nparts != 2) {
+		rc = p11s_err(err, P11S_E_INPUT,
+		              !done ? "the multipart/signed message has no closing boundary "
+		                      "(truncated?)"
+		                    : "the multipart/signed message does not have the two parts "
+		                      "it needs (the signed content and the signature)");
+		goto out;
+	}
+	/* The signature part: its own header block, then base64. */
+	rc = p11s_headers_read(sig, 0, &sh, err);
+	if (rc != P11S_OK)
+		goto out;
+	ct = p11s_headers_get(sh, "Content-Type");
+	type = ct ? p11s_mime_media_type(ct) : NULL;
+	if (type == NULL || (strcmp(type, "application/pkcs7-signature") != 0 &&
+	                     strcmp(type, "application/x-pkcs7-signature") != 0)) {
+		rc = p11s_err(err, P11S_E_INPUT,
+		              "the second part of the multipart/signed message is %s, not "
+		              "application/pkcs7-signature",
+		              type ? type : "without a Content-Type");
+		goto out;
+	}
+	b64 = BIO_new(BIO_f_base64());
+	if (b64 == NULL) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	BIO_push(b64, sig);
+	*cms = d2i_CMS_bio(b64, NULL);
+	BIO_pop(b64);
+	if (*cms == NULL) {
+		ERR_clear_error();
+		rc = p11s_err(err, P11S_E_INPUT,
+		              "the signature part of the message cannot be read (damaged, or "
+		              "not S/MIME)");
+		goto out;
+	}
+	if (BIO_flush(part) != 1 || BIO_seek(part, 0) != 0)
+		goto ioerr;
+	*bcont = part;
+	part = NULL;
+	goto out;
+ioerr:
+	rc = p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s", strerror(errno));
+out:
+	if (buf != NULL && BIO_next(buf) != NULL)
+		BIO_pop(buf);
+	BIO_free(buf);
+	BIO_free(b64);
+	BIO_free(sig);
+	BIO_free(part);
+	p11s_headers_free(sh);
+	free(ct);
+	free(type);
+	return rc;
+}
+
+/*
+ * The CMS of the message in @p msg (at its start) and, when detached, the
+ * signed content.  multipart/signed goes through split_signed() (bounded
+ * memory); anything else through OpenSSL's reader, which holds an opaque
+ * message's content in memory.  NULL *cms with P11S_OK: not S/MIME.
+ */
+static p11s_rc read_cms(BIO *msg, const p11s_headers *outer, CMS_ContentInfo **cms, BIO **bcont,
+                        p11s_error *err)
+{
+	char *ct = p11s_headers_get(outer, "Content-Type");
+	char *type = ct ? p11s_mime_media_type(ct) : NULL;
+	char *bound =
+	    type && strcmp(type, "multipart/signed") == 0 ? p11s_mime_param(ct, "boundary") : NULL;
+	p11s_rc rc = P11S_OK;
+
+	if (bound != NULL && *bound != '\0') {
+		/* The body starts where the header block ended. */
+		rc = split_signed(msg, bound, cms, bcont, err);
+	} else if (BIO_seek(msg, 0) != 0) {
+		rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s", strerror(errno));
+	} else {
+		/* Not CMS_BINARY: OpenSSL joins the signed part's lines with CRLF (canonical form).
+		 */
+		*cms = SMIME_read_CMS_ex(msg, 0, bcont, NULL);
+	}
+	free(ct);
+	free(type);
+	free(bound);
+	return rc;
 }
 
 /* ------------------------------------------------------------ the output */
@@ -679,7 +920,6 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
                     p11s_error *err)
 {
 	p11s_verify_report *r = NULL;
-	BUF_MEM *msg = NULL;
 	BIO *mem = NULL, *bcont = NULL, *digests = NULL;
 	CMS_ContentInfo *cms = NULL;
 	STACK_OF(X509) *msgcerts = NULL;
@@ -698,18 +938,9 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	if (r == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	r->at = opts->at ? opts->at : time(NULL);
-	rc = slurp(in, &msg, err);
+	rc = spool(in, &mem, err);
 	if (rc != P11S_OK)
 		goto out;
-	if (msg->length == 0) {
-		rc = p11s_err(err, P11S_E_INPUT, "the input is empty");
-		goto out;
-	}
-	mem = BIO_new_mem_buf(msg->data, (int)msg->length);
-	if (mem == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
-		goto out;
-	}
 	rc = from_addresses(mem, r, &outer, err);
 	if (rc != P11S_OK)
 		goto out;
@@ -718,9 +949,9 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		cout.outer = outer;
 		cout.to_lf = p11s_headers_eol(outer) == P11S_EOL_LF;
 	}
-	BIO_reset(mem);
-	/* Not CMS_BINARY: OpenSSL joins the signed part's lines with CRLF (canonical form). */
-	cms = SMIME_read_CMS_ex(mem, 0, &bcont, NULL);
+	rc = read_cms(mem, outer, &cms, &bcont, err);
+	if (rc != P11S_OK)
+		goto out;
 	if (cms == NULL) {
 		/* Input of the wrong kind gets a sentence, not OpenSSL's parser codes. */
 		char *ct = p11s_headers_get(outer, "Content-Type");
@@ -832,7 +1063,6 @@ out:
 	X509_STORE_free(store);
 	sk_X509_pop_free(msgcerts, X509_free);
 	CMS_ContentInfo_free(cms);
-	BUF_MEM_free(msg);
 	p11s_headers_free(outer);
 	free(cout.head);
 	ERR_clear_error();
