@@ -99,16 +99,18 @@ static CK_SESSION_HANDLE ref_session(const struct p11s_keyref *r)
 static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
 {
 	struct p11s_slot_state *st;
+	const char *pin;
 
 	if (!r->always_authenticate)
 		return CKR_OK;
 	if (r->protected_path)
 		return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
 	st = p11s_slot_state(r->ctx, r->slot_id);
-	if (st == NULL || st->pin == NULL)
+	/* The one locked copy of the PIN: the source's, shared by its slots, or the slot's own. */
+	pin = st == NULL ? NULL : st->pin_from_source ? r->ctx->source_pin : st->pin;
+	if (pin == NULL)
 		return CKR_USER_NOT_LOGGED_IN;
-	return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)st->pin,
-	                           strlen(st->pin));
+	return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)pin, strlen(pin));
 }
 
 /*

@@ -32,7 +32,7 @@ static p11s_rc get_pin(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, char 
 
 			if (rc != P11S_OK)
 				return rc;
-			ctx->source_pin = strdup(buf);
+			ctx->source_pin = p11s_locked_strdup(buf);
 			if (ctx->source_pin == NULL)
 				return p11s_err(err, P11S_E_NOMEM, "out of memory");
 			return P11S_OK;
@@ -139,19 +139,29 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 		/* PIN pad: the token asks the person itself. */
 		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
 	} else {
+		p11s_secret_hold();
 		rc = get_pin(ctx, t, uri, pin, sizeof(pin), err);
 		if (rc != P11S_OK) {
 			OPENSSL_cleanse(pin, sizeof(pin));
+			p11s_secret_release();
 			return rc;
 		}
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
 		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
-			/* Kept for context-specific logins (see p11.h); the old copy is wiped
-			 * first. */
-			p11s_wipe_free(st->pin);
-			st->pin = strdup(pin);
+			/*
+			 * Kept for context-specific logins (see p11.h): one copy, in
+			 * locked memory.  A PIN from --pin-source already is in
+			 * ctx->source_pin and is not copied again.
+			 */
+			p11s_locked_free(st->pin);
+			st->pin = NULL;
+			st->pin_from_source =
+			    ctx->source_pin != NULL && strcmp(ctx->source_pin, pin) == 0;
+			if (!st->pin_from_source)
+				st->pin = p11s_locked_strdup(pin);
 		}
 		OPENSSL_cleanse(pin, sizeof(pin));
+		p11s_secret_release();
 	}
 	switch (rv) {
 	case CKR_OK:

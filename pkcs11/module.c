@@ -148,14 +148,14 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	for (size_t i = 0; i < ctx->nslots; i++) {
 		if (ctx->fl != NULL && ctx->slots[i].session != CK_INVALID_HANDLE)
 			ctx->fl->C_CloseSession(ctx->slots[i].session);
-		p11s_wipe_free(ctx->slots[i].pin);
+		p11s_locked_free(ctx->slots[i].pin);
 	}
 	free(ctx->slots);
 	if (ctx->fl != NULL && ctx->we_initialized)
 		ctx->fl->C_Finalize(NULL);
 	if (ctx->dl != NULL)
 		dlclose(ctx->dl);
-	p11s_wipe_free(ctx->source_pin);
+	p11s_locked_free(ctx->source_pin);
 	free(ctx->pin_source);
 	free(ctx->module_path);
 	free(ctx);

@@ -20,10 +20,12 @@ struct p11s_slot_state {
 	/*
 	 * The PIN of the last C_Login on this slot, kept only so that keys
 	 * with CKA_ALWAYS_AUTHENTICATE can do their context-specific login
-	 * without asking twice (an fd: source cannot be read twice).  Wiped
-	 * with OPENSSL_cleanse in p11s_ctx_free().
+	 * without asking twice (an fd: source cannot be read twice).  In
+	 * locked memory (p11s_locked_strdup), wiped in p11s_ctx_free().  NULL
+	 * with pin_from_source set: the PIN is ctx->source_pin.
 	 */
 	char *pin;
+	int pin_from_source;
 };
 
 struct p11s_ctx {
@@ -38,7 +40,7 @@ struct p11s_ctx {
 	p11s_pin_prompt_fn prompt;
 	void *prompt_user;
 	int allow_final_try;
-	/* A PIN read from a source that cannot be read twice (fd:). */
+	/* A PIN read from a source that cannot be read twice (fd:); locked memory. */
 	char *source_pin;
 	struct p11s_slot_state *slots;
 	size_t nslots;

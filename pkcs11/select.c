@@ -85,9 +85,16 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 		return p11s_err(err, P11S_E_USAGE,
 		                "no certificate given (a pkcs11: URI or an e-mail address)");
 	is_uri = strncmp(selector, "pkcs11:", 7) == 0;
-	if (!is_uri && strchr(selector, '@') == NULL)
-		return p11s_err(err, P11S_E_BAD_URI,
-		                "'%s' is neither a pkcs11: URI nor an e-mail address", selector);
+	if (!is_uri && strchr(selector, '@') == NULL) {
+		/* "PKCS11:...;pin-value=..." lands here too. */
+		char *shown = p11s_uri_redact(selector);
+
+		rc = p11s_err(err, P11S_E_BAD_URI,
+		              "'%s' is neither a pkcs11: URI nor an e-mail address",
+		              shown ? shown : "(the selector)");
+		free(shown);
+		return rc;
+	}
 	rc = p11s_uri_parse(is_uri ? selector : NULL, &u, err);
 	if (rc != P11S_OK)
 		return rc;

@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,39 +101,74 @@ static p11s_rc token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_e
 	return P11S_OK;
 }
 
+/* Is the attribute name at @p p (up to '=') "pin-value", case or percent-encoding aside? */
+static int names_pin_value(const char *p, const char *eq)
+{
+	static const char want[] = "pin-value";
+	size_t i = 0;
+
+	while (p < eq) {
+		int c = (unsigned char)*p++;
+
+		if (c == '%' && eq - p >= 2) {
+			char hex[3] = {p[0], p[1], '\0'};
+
+			c = (int)strtol(hex, NULL, 16);
+			p += 2;
+		}
+		if (i >= sizeof(want) - 1 || tolower(c) != want[i++])
+			return 0;
+	}
+	return i == sizeof(want) - 1;
+}
+
 /*
- * @p uri as it may appear in a message: the value of a pin-value query
- * attribute (RFC 7512) replaced by "(hidden)", since messages end up in
- * logs.  The caller frees it; NULL on ENOMEM.
+ * @p uri as it may appear in a message: the value of any pin-value
+ * attribute replaced by "(hidden)", since messages end up in logs.  Path
+ * and query alike, and whatever else is wrong with the URI: a malformed
+ * one is exactly the one that gets echoed.  The caller frees it; NULL on
+ * ENOMEM.
  */
 char *p11s_uri_redact(const char *uri)
 {
-	const char *q, *p;
+	const char *p;
 	char *out, *o;
+	size_t parts = 1;
 
 	if (uri == NULL)
 		return strdup("(none)");
-	q = strchr(uri, '?');
-	if (q == NULL)
-		return strdup(uri);
-	out = malloc(strlen(uri) + sizeof("(hidden)"));
+	for (p = uri; *p != '\0'; p++)
+		parts += strchr(";?&", *p) != NULL;
+	out = malloc(strlen(uri) + parts * (sizeof("(hidden)") - 1) + 1);
 	if (out == NULL)
 		return NULL;
 	o = out;
-	memcpy(o, uri, (size_t)(q - uri) + 1);
-	o += q - uri + 1;
-	for (p = q + 1; *p != '\0';) {
-		size_t n = strcspn(p, "&");
+	p = uri;
+	/* The scheme; a ':' after it is just a character of a value. */
+	if (p[strcspn(p, ":;?&=")] == ':') {
+		size_t n = strcspn(p, ":") + 1;
 
-		if (strncmp(p, "pin-value=", 10) == 0) {
-			o += sprintf(o, "pin-value=(hidden)");
+		memcpy(o, p, n);
+		o += n;
+		p += n;
+	}
+	/* Each attribute ends before one of ";?&". */
+	for (;;) {
+		size_t n = strcspn(p, ";?&");
+		const char *eq = memchr(p, '=', n);
+
+		if (eq != NULL && names_pin_value(p, eq)) {
+			memcpy(o, p, (size_t)(eq - p) + 1);
+			o += eq - p + 1;
+			o += sprintf(o, "(hidden)");
 		} else {
 			memcpy(o, p, n);
 			o += n;
 		}
 		p += n;
-		if (*p == '&')
-			*o++ = *p++;
+		if (*p == '\0')
+			break;
+		*o++ = *p++;
 	}
 	*o = '\0';
 	return out;

@@ -12,6 +12,7 @@
 #include <openssl/pkcs12.h>
 #include <openssl/pkcs7.h>
 #include <openssl/provider.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "common.h"
@@ -19,12 +20,19 @@
 #include "p11smime/io.h"
 #include "p11smime/mime.h"
 
+/*
+ * The most PKCS#12 MAC iterations we run (docs/design.md): tools write
+ * 2,048 to 600,000; 10 million takes a few seconds.
+ */
+#define P11S_P12_MAX_ITER 10000000
+
 /* Nobody keeps certificates in files this big; a runaway stdin is refused. */
 #define MAX_FILE (64u * 1024 * 1024)
 
 struct p11s_cert_list {
 	STACK_OF(X509) * certs;
 	EVP_PKEY **keys; /* parallel to certs, mostly NULL */
+	int holding;     /* p11s_secret_hold() taken for the keys */
 	size_t keys_len;
 	const char *format;
 	char **problems;
@@ -53,6 +61,8 @@ void p11s_cert_list_free(p11s_cert_list *l)
 	for (size_t i = 0; i < l->keys_len; i++)
 		EVP_PKEY_free(l->keys[i]);
 	free(l->keys);
+	if (l->holding)
+		p11s_secret_release();
 	for (size_t i = 0; i < l->nproblems; i++)
 		free(l->problems[i]);
 	free(l->problems);
@@ -72,6 +82,11 @@ static int set_key(p11s_cert_list *l, size_t n, EVP_PKEY *key)
 		l->keys_len = n + 1;
 	}
 	l->keys[n] = key;
+	/* A software private key is plaintext key material: no core files while it is here. */
+	if (key != NULL && !l->holding) {
+		p11s_secret_hold();
+		l->holding = 1;
+	}
 	return 1;
 }
 
@@ -102,13 +117,12 @@ static void problem(p11s_cert_list *l, const char *fmt, ...)
 	unsigned long e = ERR_peek_last_error();
 	char reason[256] = "";
 
-	if (e != 0)
-		ERR_error_string_n(e, reason, sizeof(reason));
-	ERR_clear_error();
 	va_start(ap, fmt);
 	if (vasprintf(&s, fmt, ap) < 0)
 		s = NULL;
 	va_end(ap);
+	p11s_ossl_reason(e, s, reason, sizeof(reason));
+	ERR_clear_error();
 	if (s != NULL && reason[0]) {
 		char *t = p11s_asprintf("%s (%s)", s, reason);
 
@@ -329,6 +343,29 @@ static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const 
 
 	l->format = "PKCS#12";
 	if (PKCS12_mac_present(p12)) {
+		const ASN1_INTEGER *iter = NULL;
+		long n = 1;
+
+		/*
+		 * OpenSSL runs whatever count the file asks for, 2^31-1 included
+		 * (minutes of CPU): the count is read first and bounded.
+		 */
+		PKCS12_get0_mac(NULL, NULL, NULL, &iter, p12);
+		if (iter != NULL)
+			n = ASN1_INTEGER_get(iter);
+		if (n < 1) {
+			ERR_clear_error();
+			return p11s_err(err, P11S_E_INPUT,
+			                "%s: the MAC iteration count of this PKCS#12 file is not a "
+			                "positive number that fits",
+			                name);
+		}
+		if (n > P11S_P12_MAX_ITER)
+			return p11s_err(
+			    err, P11S_E_INPUT,
+			    "%s: this PKCS#12 file asks for %ld MAC iterations; p11smime "
+			    "runs at most %d (more only keeps the computer busy)",
+			    name, n, P11S_P12_MAX_ITER);
 		if (pass != NULL) {
 			if (PKCS12_verify_mac(p12, pass, -1) != 1)
 				return p11s_err(
@@ -638,4 +675,89 @@ char **p11s_cert_san_emails(X509 *cert, size_t *count)
 	if (count != NULL)
 		*count = n;
 	return v;
+}
+
+/* ---------------------------------------------------------- certificate set */
+
+/*
+ * Certificates by the SHA-256 of their encoding, in an open-addressing
+ * table: "seen this one?" in constant time, so that a --chain or --ca of
+ * 10,000 certificates is read in linear time.
+ */
+struct p11s_certset {
+	unsigned char (*slot)[SHA256_DIGEST_LENGTH];
+	unsigned char *used;
+	size_t cap, n;
+};
+
+p11s_certset *p11s_certset_new(void)
+{
+	return calloc(1, sizeof(p11s_certset));
+}
+
+void p11s_certset_free(p11s_certset *set)
+{
+	if (set == NULL)
+		return;
+	free(set->slot);
+	free(set->used);
+	free(set);
+}
+
+static size_t certset_find(const p11s_certset *set, const unsigned char *md)
+{
+	size_t i;
+
+	memcpy(&i, md, sizeof(i));
+	for (i &= set->cap - 1; set->used[i] && memcmp(set->slot[i], md, SHA256_DIGEST_LENGTH) != 0;
+	     i = (i + 1) & (set->cap - 1))
+		;
+	return i;
+}
+
+static int certset_grow(p11s_certset *set)
+{
+	p11s_certset bigger = {NULL, NULL, set->cap ? set->cap * 2 : 64, 0};
+
+	bigger.slot = calloc(bigger.cap, sizeof(*bigger.slot));
+	bigger.used = calloc(bigger.cap, 1);
+	if (bigger.slot == NULL || bigger.used == NULL) {
+		free(bigger.slot);
+		free(bigger.used);
+		return 0;
+	}
+	for (size_t i = 0; i < set->cap; i++)
+		if (set->used[i]) {
+			size_t j = certset_find(&bigger, set->slot[i]);
+
+			memcpy(bigger.slot[j], set->slot[i], SHA256_DIGEST_LENGTH);
+			bigger.used[j] = 1;
+			bigger.n++;
+		}
+	free(set->slot);
+	free(set->used);
+	*set = bigger;
+	return 1;
+}
+
+int p11s_certset_add(p11s_certset *set, X509 *x)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	size_t i;
+
+	if (X509_digest(x, EVP_sha256(), md, &len) != 1 || len != SHA256_DIGEST_LENGTH) {
+		ERR_clear_error();
+		return -1;
+	}
+	/* At most half full, so that probes stay short. */
+	if ((set->n + 1) * 2 > set->cap && !certset_grow(set))
+		return -1;
+	i = certset_find(set, md);
+	if (set->used[i])
+		return 0;
+	memcpy(set->slot[i], md, SHA256_DIGEST_LENGTH);
+	set->used[i] = 1;
+	set->n++;
+	return 1;
 }

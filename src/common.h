@@ -28,10 +28,17 @@ p11s_rc p11s_err(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(
 
 /*
  * As p11s_err(), and append the reason at the top of OpenSSL's error
- * queue ("...: error:1E08010C:DECODER routines::unsupported"), then clear
- * the queue so the next error does not inherit stale reasons.
+ * queue in words ("... (unsupported)", never "error:1E08010C:..."; see
+ * p11s_ossl_reason), then clear the queue so the next error does not
+ * inherit stale reasons.
  */
 p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(3, 4);
+
+/*
+ * OpenSSL's reason for the error @p e in words into @p buf, or "" when it
+ * adds nothing to @p msg (none, a system error, words already there).
+ */
+void p11s_ossl_reason(unsigned long e, const char *msg, char *buf, size_t len);
 
 /* Add a candidate to an ambiguous or failed selection. */
 void p11s_err_add_candidate(p11s_error *err, const char *candidate);
@@ -65,7 +72,33 @@ const char *p11s_curve_name(int nid);
  */
 p11s_key_type p11s_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve);
 
+/*
+ * A set of certificates by content (src/certs.c), for de-duplicating long
+ * lists in linear time.  p11s_certset_add(): 1 added, 0 already there,
+ * -1 out of memory or a certificate that does not encode.
+ */
+typedef struct p11s_certset p11s_certset;
+p11s_certset *p11s_certset_new(void);
+void p11s_certset_free(p11s_certset *set);
+int p11s_certset_add(p11s_certset *set, X509 *x);
+
 /* Wipe the NUL-terminated secret @p s with OPENSSL_cleanse, then free it; NULL is fine. */
 void p11s_wipe_free(char *s);
+
+/*
+ * Mark the start and end of holding a secret (a PIN, a plaintext private
+ * key): the process is kept non-dumpable (prctl PR_SET_DUMPABLE 0) from
+ * the first hold to the last release.  Not thread-safe: one CLI run.
+ */
+void p11s_secret_hold(void);
+void p11s_secret_release(void);
+
+/*
+ * A copy of the secret @p s in its own mlock'ed, MADV_DONTDUMP pages, held
+ * (p11s_secret_hold) until p11s_locked_free() wipes and unmaps it.  NULL
+ * on failure.  Only for secrets that must outlive the call that read them.
+ */
+char *p11s_locked_strdup(const char *s);
+void p11s_locked_free(char *s);
 
 #endif

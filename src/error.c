@@ -150,6 +150,25 @@ p11s_rc p11s_err(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 	return rc;
 }
 
+/*
+ * OpenSSL's reason for the last error queued, in words ("unsupported"),
+ * or "" when it adds nothing a person can act on: none, a system error
+ * (the caller says it with strerror), or words @p msg already has.  Never
+ * the "error:1E08010C:..." code: that is for a debugger, not a person.
+ */
+void p11s_ossl_reason(unsigned long e, const char *msg, char *buf, size_t len)
+{
+	const char *r;
+
+	buf[0] = '\0';
+	if (e == 0 || ERR_SYSTEM_ERROR(e) || ERR_GET_LIB(e) == ERR_LIB_SYS)
+		return;
+	r = ERR_reason_error_string(e);
+	if (r == NULL || *r == '\0' || (msg != NULL && strcasestr(msg, r) != NULL))
+		return;
+	snprintf(buf, len, "%s", r);
+}
+
 p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 {
 	va_list ap;
@@ -159,15 +178,16 @@ p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 
 	/* The last error queued is the most specific one. */
 	e = ERR_peek_last_error();
-	if (e != 0)
-		ERR_error_string_n(e, reason, sizeof(reason));
-	ERR_clear_error();
-	if (err == NULL)
+	if (err == NULL) {
+		ERR_clear_error();
 		return rc;
+	}
 	va_start(ap, fmt);
 	if (vasprintf(&msg, fmt, ap) < 0)
 		msg = NULL;
 	va_end(ap);
+	p11s_ossl_reason(e, msg, reason, sizeof(reason));
+	ERR_clear_error();
 	if (msg != NULL && reason[0] != '\0') {
 		if (asprintf(&full, "%s (%s)", msg, reason) < 0)
 			full = NULL;

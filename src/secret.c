@@ -10,6 +10,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -169,10 +171,18 @@ static p11s_rc read_secret(const char *spec, p11s_secret_kind kind, char *buf, s
 			                "%s source %s: the variable is not set", noun(kind), spec);
 		n = strcspn(v, "\r\n");
 		if (n + 1 > len)
-			return p11s_err(err, too_long_rc(kind), "the %s from %s is too long",
-			                noun(kind), spec);
-		memcpy(buf, v, n);
-		buf[n] = '\0';
+			rc = p11s_err(err, too_long_rc(kind), "the %s from %s is too long",
+			              noun(kind), spec);
+		else
+			memcpy(buf, v, n);
+		buf[rc == P11S_OK ? n : 0] = '\0';
+		/*
+		 * Read once, then gone: children (a pinentry, a hook) do not inherit
+		 * it, and the bytes in the initial environment block, which
+		 * /proc/PID/environ shows, are wiped too.
+		 */
+		OPENSSL_cleanse((char *)v, strlen(v));
+		unsetenv(spec + 4);
 	}
 	/* An empty password is a real one (PKCS#12 files often have it); an empty PIN is not. */
 	if (rc == P11S_OK && buf[0] == '\0' && kind == P11S_SECRET_PIN)
@@ -194,6 +204,76 @@ p11s_rc p11s_secret_read(const char *spec, p11s_secret_kind kind, char *buf, siz
 	if (rc != P11S_OK)
 		OPENSSL_cleanse(buf, len);
 	return rc;
+}
+
+/*
+ * While a secret is held the process is not dumpable: no core file, and
+ * no ptrace or /proc/PID/mem by other processes of the same user.  Nested
+ * holds count; the last release restores what was there before.
+ */
+static unsigned hold_count;
+static int dumpable_before = -1;
+
+void p11s_secret_hold(void)
+{
+	if (hold_count++ == 0) {
+		dumpable_before = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+		(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	}
+}
+
+void p11s_secret_release(void)
+{
+	if (hold_count == 0 || --hold_count > 0)
+		return;
+	if (dumpable_before > 0)
+		(void)prctl(PR_SET_DUMPABLE, dumpable_before, 0, 0, 0);
+	dumpable_before = -1;
+}
+
+/* The mapping behind a locked string: its size, then the string. */
+struct locked {
+	size_t size;
+	char s[];
+};
+
+char *p11s_locked_strdup(const char *s)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = strlen(s) + 1;
+	size_t size = (sizeof(struct locked) + n + page - 1) / page * page;
+	struct locked *l;
+
+	l = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (l == MAP_FAILED)
+		return NULL;
+	/*
+	 * Best effort: a small RLIMIT_MEMLOCK makes mlock fail, and the PIN is
+	 * still better kept than asked for twice; the hold below still keeps
+	 * it out of core files.
+	 */
+	(void)mlock(l, size);
+#ifdef MADV_DONTDUMP
+	(void)madvise(l, size, MADV_DONTDUMP);
+#endif
+	p11s_secret_hold();
+	l->size = size;
+	memcpy(l->s, s, n);
+	return l->s;
+}
+
+void p11s_locked_free(char *s)
+{
+	struct locked *l;
+	size_t size;
+
+	if (s == NULL)
+		return;
+	l = (struct locked *)(s - offsetof(struct locked, s));
+	size = l->size;
+	OPENSSL_cleanse(l, size);
+	(void)munlock(l, size);
+	(void)munmap(l, size);
+	p11s_secret_release();
 }
 
 void p11s_wipe_free(char *s)

@@ -26,6 +26,7 @@ struct p11s_signer {
 	EVP_PKEY *pkey;         /* software key (p11s_signer_new), referenced */
 	p11s_key *key;          /* token key (p11s_signer_open) */
 	STACK_OF(X509) * certs; /* included after the signer's, in order */
+	p11s_certset *seen;     /* the signer's and those in certs */
 	const EVP_MD *md;
 	const char *digest, *micalg, *algorithm, *mechanism;
 	int pss, opaque;
@@ -45,6 +46,7 @@ void p11s_signer_free(p11s_signer *s)
 	EVP_PKEY_free(s->pkey);
 	p11s_key_free(s->key);
 	sk_X509_pop_free(s->certs, X509_free);
+	p11s_certset_free(s->seen);
 	free(s->uri);
 	free(s->key_uri);
 	free(s->subject);
@@ -194,17 +196,24 @@ static p11s_rc check_rules(X509 *cert, const p11s_key_facts *kf, time_t at, p11s
 	return rc;
 }
 
-static int has_cert(STACK_OF(X509) * sk, X509 *x)
-{
-	for (int i = 0; i < sk_X509_num(sk); i++)
-		if (X509_cmp(sk_X509_value(sk, i), x) == 0)
-			return 1;
-	return 0;
-}
-
+/*
+ * Each certificate once, the signer's not again: a set by content, so that
+ * a --chain of 10,000 certificates is linear (a scan per certificate took
+ * 7.7 s).
+ */
 static p11s_rc add_cert(p11s_signer *s, X509 *x)
 {
-	if (X509_cmp(x, s->cert) == 0 || has_cert(s->certs, x))
+	int r;
+
+	if (s->seen == NULL) {
+		s->seen = p11s_certset_new();
+		if (s->seen == NULL || p11s_certset_add(s->seen, s->cert) < 0)
+			return P11S_E_NOMEM;
+	}
+	r = p11s_certset_add(s->seen, x);
+	if (r < 0)
+		return P11S_E_NOMEM;
+	if (r == 0)
 		return P11S_OK;
 	if (!X509_up_ref(x))
 		return P11S_E_NOMEM;

@@ -1,7 +1,10 @@
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/buffer.h>
@@ -202,7 +205,8 @@ static char *sid_text(CMS_SignerInfo *si)
 }
 
 /* Judge the chain of @p s->cert at s->checked_at; sets verdict/reason when it fails. */
-static p11s_rc check_chain(struct signer *s, X509_STORE *store, STACK_OF(X509) * untrusted)
+static p11s_rc check_chain(struct signer *s, X509_STORE *store, STACK_OF(X509) * trust,
+                           STACK_OF(X509) * untrusted)
 {
 	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
 	X509_VERIFY_PARAM *param;
@@ -214,6 +218,12 @@ static p11s_rc check_chain(struct signer *s, X509_STORE *store, STACK_OF(X509) *
 		X509_STORE_CTX_free(ctx);
 		return P11S_E_NOMEM;
 	}
+	/*
+	 * A trusted stack rather than X509_STORE_add_cert() per anchor: OpenSSL
+	 * 3.0 re-sorts the store on every insert (20 s for 10,000 anchors).
+	 */
+	if (trust != NULL)
+		X509_STORE_CTX_set0_trusted_stack(ctx, trust);
 	/* The S/MIME signing purpose: KU and EKU of the signer, CA flags above. */
 	X509_STORE_CTX_set_default(ctx, "smime_sign");
 	param = X509_STORE_CTX_get0_param(ctx);
@@ -355,7 +365,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 		struct signer tmp = *s;
 
 		tmp.reason = NULL;
-		rc = check_chain(&tmp, store, untrusted);
+		rc = check_chain(&tmp, store, opts->trust, untrusted);
 		free(tmp.reason);
 		s->chain = tmp.chain;
 		s->n_chain = tmp.n_chain;
@@ -363,7 +373,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
 		return P11S_OK;
 	}
-	if (check_chain(s, store, untrusted) != P11S_OK)
+	if (check_chain(s, store, opts->trust, untrusted) != P11S_OK)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	return P11S_OK;
 }
@@ -469,43 +479,410 @@ static p11s_rc judge(p11s_verify_report *r)
 	return r->summary ? P11S_OK : P11S_E_NOMEM;
 }
 
-/* The most of a message verify holds in memory (it is read whole). */
+/* The most of a message verify takes (spooled to a temporary file, not held). */
 #define VERIFY_MAX (1024u * 1024 * 1024)
+/* The signature part of multipart/signed is held: signatures and certificates, not content. */
+#define SIG_PART_MAX (16u * 1024 * 1024)
+/* OpenSSL's MIME reader's line length (MAX_SMLEN): lines are cut where it cuts them. */
+#define SMLEN 1024
 
-/* Read all of @p in: the header block is needed before OpenSSL parses the rest. */
-static p11s_rc slurp(BIO *in, BUF_MEM **out, p11s_error *err)
+/*
+ * An unnamed read-write temporary file in $TMPDIR (O_TMPFILE, or a name
+ * unlinked at once where the filesystem lacks it): nothing stays on disk
+ * after any exit.
+ */
+static BIO *spool_new(p11s_error *err)
 {
-	BUF_MEM *m = BUF_MEM_new();
+	const char *dir = getenv("TMPDIR");
+	char *path;
+	FILE *f;
+	BIO *b;
+	int fd;
+
+	if (dir == NULL || *dir == '\0')
+		dir = "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
+		if (path == NULL) {
+			p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return NULL;
+		}
+		fd = mkstemp(path);
+		if (fd >= 0)
+			unlink(path);
+		free(path);
+	}
+	if (fd < 0 || (f = fdopen(fd, "w+b")) == NULL) {
+		p11s_err(err, P11S_E_IO, "cannot make a temporary file in '%s': %s", dir,
+		         strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	b = BIO_new_fp(f, BIO_CLOSE);
+	if (b == NULL) {
+		fclose(f);
+		p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	return b;
+}
+
+/*
+ * Copy all of @p in to a temporary file: the header block is needed before
+ * the rest is parsed, and holding the message would take its size in
+ * memory (three times, with OpenSSL's copies).
+ */
+static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
+{
+	BIO *f = spool_new(err);
 	char buf[65536];
+	size_t total = 0;
 	int n;
 
-	if (m == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	*out = NULL;
+	if (f == NULL)
+		return p11s_error_rc(err);
 	while ((n = BIO_read(in, buf, sizeof(buf))) > 0) {
-		size_t old = m->length;
-
-		/* The whole message is held: refuse a runaway input before memory runs out. */
-		if (old + (size_t)n > VERIFY_MAX) {
-			BUF_MEM_free(m);
+		total += (size_t)n;
+		if (total > VERIFY_MAX) {
+			BIO_free(f);
 			return p11s_err(err, P11S_E_INPUT,
 			                "the message is too large to verify (over %u MiB)",
 			                VERIFY_MAX >> 20);
 		}
-		if (BUF_MEM_grow(m, old + (size_t)n) == 0) {
-			BUF_MEM_free(m);
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		if (BIO_write(f, buf, n) != n) {
+			BIO_free(f);
+			return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s",
+			                strerror(errno));
 		}
-		memcpy(m->data + old, buf, (size_t)n);
 	}
-	if (n < 0 && BIO_should_retry(in) == 0 && !BIO_eof(in) && m->length == 0) {
-		BUF_MEM_free(m);
+	if (n < 0 && BIO_should_retry(in) == 0 && !BIO_eof(in) && total == 0) {
+		BIO_free(f);
 		return p11s_err_ossl(err, P11S_E_IO, "cannot read the message");
 	}
-	*out = m;
+	if (BIO_flush(f) != 1 || BIO_seek(f, 0) != 0) {
+		BIO_free(f);
+		return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s",
+		                strerror(errno));
+	}
+	if (total == 0) {
+		BIO_free(f);
+		return p11s_err(err, P11S_E_INPUT, "the input is empty");
+	}
+	*out = f;
 	return P11S_OK;
 }
 
-static p11s_rc from_addresses(BIO *mem, p11s_verify_report *r, p11s_error *err)
+/* As OpenSSL's mime_bound_check: 1 a boundary line, 2 the closing one, 0 neither. */
+static int bound_check(const char *line, size_t len, const char *bound, size_t blen)
+{
+	if (blen + 2 > len || strncmp(line, "--", 2) != 0 || strncmp(line + 2, bound, blen) != 0)
+		return 0;
+	return strncmp(line + 2 + blen, "--", 2) == 0 ? 2 : 1;
+}
+
+/* As OpenSSL's strip_eol (not binary): drop trailing CRs and LFs; 1 if there was an LF. */
+static int strip_eol(const char *line, size_t *len)
+{
+	int eol = 0;
+
+	for (; *len > 0; (*len)--) {
+		char c = line[*len - 1];
+
+		if (c == '\n')
+			eol = 1;
+		else if (c != '\r')
+			break;
+	}
+	return eol;
+}
+
+/*
+ * multipart/signed read as OpenSSL's SMIME_read_CMS() reads it, byte for
+ * byte (lines of at most SMLEN, joined with CRLF), but with the signed
+ * part going to a temporary file instead of memory: *bcont is that file,
+ * *cms the signature.  @p body is the message after its header block.
+ */
+static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms, BIO **bcont,
+                            p11s_error *err)
+{
+	BIO *buf = BIO_new(BIO_f_buffer()), *part = NULL, *sig = BIO_new(BIO_s_mem());
+	BIO *target = NULL, *b64 = NULL;
+	p11s_headers *sh = NULL;
+	char line[SMLEN], *ct = NULL, *type = NULL;
+	size_t blen = strlen(bound), sig_len = 0;
+	int first = 0, eol = 0, nparts = 0, done = 0, len;
+	p11s_rc rc = P11S_OK;
+
+	*cms = NULL;
+	*bcont = NULL;
+	if (buf == NULL || sig == NULL) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	/* End of data is the end, not "try again" (d2i_CMS_bio gives up on that). */
+	BIO_set_mem_eof_return(sig, 0);
+	part = spool_new(err);
+	if (part == NULL) {
+		rc = p11s_error_rc(err);
+		goto out;
+	}
+	BIO_push(buf, body);
+	while (!done && (len = BIO_gets(buf, line, sizeof(line))) > 0) {
+		size_t n = (size_t)len;
+		int state = bound_check(line, n, bound, blen), next_eol;
+
+		if (state == 1) {
+			first = 1;
+		} else if (state == 2) {
+			done = 1;
+		} else if (first || target != NULL) {
+			next_eol = strip_eol(line, &n);
+			if (first) {
+				first = 0;
+				nparts++;
+				target = nparts == 1 ? part : nparts == 2 ? sig : NULL;
+				if (target == NULL) {
+					rc = p11s_err(
+					    err, P11S_E_INPUT,
+					    "the multipart/signed message has more than two "
+					    "parts");
+					goto out;
+				}
+			} else if (eol && BIO_write(target, "\r\n", 2) != 2) {
+				goto ioerr;
+			}
+			eol = next_eol;
+			if (target == sig && (sig_len += n + 2) > SIG_PART_MAX) {
+				rc = p11s_err(err, P11S_E_INPUT,
+				              "the signature part is too large (over %u MiB)",
+				              SIG_PART_MAX >> 20);
+				goto out;
+			}
+			if (n > 0 && BIO_write(target, line, (int)n) != (int)n)
+				goto ioerr;
+		}
+	}
+	BIO_pop(buf);
+	if (!done || nparts != 2) {
+		rc = p11s_err(err, P11S_E_INPUT,
+		              !done ? "the multipart/signed message has no closing boundary "
+		                      "(truncated?)"
+		                    : "the multipart/signed message does not have the two parts "
+		                      "it needs (the signed content and the signature)");
+		goto out;
+	}
+	/* The signature part: its own header block, then base64. */
+	rc = p11s_headers_read(sig, 0, &sh, err);
+	if (rc != P11S_OK)
+		goto out;
+	ct = p11s_headers_get(sh, "Content-Type");
+	type = ct ? p11s_mime_media_type(ct) : NULL;
+	if (type == NULL || (strcmp(type, "application/pkcs7-signature") != 0 &&
+	                     strcmp(type, "application/x-pkcs7-signature") != 0)) {
+		rc = p11s_err(err, P11S_E_INPUT,
+		              "the second part of the multipart/signed message is %s, not "
+		              "application/pkcs7-signature",
+		              type ? type : "without a Content-Type");
+		goto out;
+	}
+	b64 = BIO_new(BIO_f_base64());
+	if (b64 == NULL) {
+		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		goto out;
+	}
+	BIO_push(b64, sig);
+	*cms = d2i_CMS_bio(b64, NULL);
+	BIO_pop(b64);
+	if (*cms == NULL) {
+		ERR_clear_error();
+		rc = p11s_err(err, P11S_E_INPUT,
+		              "the signature part of the message cannot be read (damaged, or "
+		              "not S/MIME)");
+		goto out;
+	}
+	if (BIO_flush(part) != 1 || BIO_seek(part, 0) != 0)
+		goto ioerr;
+	*bcont = part;
+	part = NULL;
+	goto out;
+ioerr:
+	rc = p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s", strerror(errno));
+out:
+	if (buf != NULL && BIO_next(buf) != NULL)
+		BIO_pop(buf);
+	BIO_free(buf);
+	BIO_free(b64);
+	BIO_free(sig);
+	BIO_free(part);
+	p11s_headers_free(sh);
+	free(ct);
+	free(type);
+	return rc;
+}
+
+/*
+ * The CMS of the message in @p msg (at its start) and, when detached, the
+ * signed content.  multipart/signed goes through split_signed() (bounded
+ * memory); anything else through OpenSSL's reader, which holds an opaque
+ * message's content in memory.  NULL *cms with P11S_OK: not S/MIME.
+ */
+static p11s_rc read_cms(BIO *msg, const p11s_headers *outer, CMS_ContentInfo **cms, BIO **bcont,
+                        p11s_error *err)
+{
+	char *ct = p11s_headers_get(outer, "Content-Type");
+	char *type = ct ? p11s_mime_media_type(ct) : NULL;
+	char *bound =
+	    type && strcmp(type, "multipart/signed") == 0 ? p11s_mime_param(ct, "boundary") : NULL;
+	p11s_rc rc = P11S_OK;
+
+	if (bound != NULL && *bound != '\0') {
+		/* The body starts where the header block ended. */
+		rc = split_signed(msg, bound, cms, bcont, err);
+	} else if (BIO_seek(msg, 0) != 0) {
+		rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s", strerror(errno));
+	} else {
+		/* Not CMS_BINARY: OpenSSL joins the signed part's lines with CRLF (canonical form).
+		 */
+		*cms = SMIME_read_CMS_ex(msg, 0, bcont, NULL);
+	}
+	free(ct);
+	free(type);
+	free(bound);
+	return rc;
+}
+
+/* ------------------------------------------------------------ the output */
+
+/* The most of the signed entity's header block held to look at it. */
+#define ENTITY_HEAD_MAX (256u * 1024)
+
+/*
+ * Where the signed content goes: with outer headers, the entity's header
+ * block is held until complete (to see MIME-Version and a binary
+ * Content-Transfer-Encoding), then the outer fields, then the entity.
+ */
+struct content_out {
+	BIO *bio;
+	const p11s_headers *outer; /* NULL: the entity only, as signed */
+	int to_lf;                 /* CRLF -> LF for the entity */
+	int head_done, cr;
+	char *head;
+	size_t head_len;
+};
+
+static int entity_head_has(const char *head, size_t len, const char *name, const char *value)
+{
+	size_t nl = strlen(name);
+
+	for (size_t i = 0; i + nl <= len; i++) {
+		if ((i == 0 || head[i - 1] == '\n') && strncasecmp(head + i, name, nl) == 0) {
+			size_t e = i + nl;
+
+			if (value == NULL)
+				return 1;
+			while (e < len && (head[e] == ' ' || head[e] == '\t'))
+				e++;
+			if (len - e >= strlen(value) &&
+			    strncasecmp(head + e, value, strlen(value)) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* The end of the header block in @p h (the index after its blank line), or 0. */
+static size_t entity_head_end(const char *h, size_t n)
+{
+	if (n > 0 && h[0] == '\n')
+		return 1;
+	if (n > 1 && h[0] == '\r' && h[1] == '\n')
+		return 2;
+	for (size_t i = 0; i + 1 < n; i++)
+		if (h[i] == '\n') {
+			if (h[i + 1] == '\n')
+				return i + 2;
+			if (h[i + 1] == '\r' && i + 2 < n && h[i + 2] == '\n')
+				return i + 3;
+		}
+	return 0;
+}
+
+static int put_entity(struct content_out *c, const char *buf, size_t len)
+{
+	size_t start = 0;
+
+	if (!c->to_lf)
+		return BIO_write(c->bio, buf, (int)len) == (int)len;
+	/* A CR is held back until the next byte says whether it ends a line. */
+	for (size_t i = 0; i < len; i++) {
+		if (c->cr) {
+			c->cr = 0;
+			if (buf[i] != '\n' && BIO_write(c->bio, "\r", 1) != 1)
+				return 0;
+		}
+		if (buf[i] == '\r') {
+			if (i > start &&
+			    BIO_write(c->bio, buf + start, (int)(i - start)) != (int)(i - start))
+				return 0;
+			c->cr = 1;
+			start = i + 1;
+		}
+	}
+	return len == start ||
+	       BIO_write(c->bio, buf + start, (int)(len - start)) == (int)(len - start);
+}
+
+static int flush_entity_head(struct content_out *c)
+{
+	unsigned classes = P11S_HDR_OUTER;
+
+	c->head_done = 1;
+	if (entity_head_has(c->head, c->head_len, "content-transfer-encoding:", "binary"))
+		c->to_lf = 0;
+	/* The entity becomes the message's content: MIME-Version once, outside or in. */
+	if (!entity_head_has(c->head, c->head_len, "mime-version:", NULL))
+		classes |= P11S_HDR_MIME_VERSION;
+	if (p11s_headers_write(c->outer, classes, c->bio, NULL) != P11S_OK)
+		return 0;
+	return put_entity(c, c->head, c->head_len);
+}
+
+static int content_write(struct content_out *c, const char *buf, size_t len)
+{
+	if (c->bio == NULL)
+		return 1;
+	if (c->outer == NULL)
+		return BIO_write(c->bio, buf, (int)len) == (int)len;
+	if (!c->head_done) {
+		size_t take =
+		    len < ENTITY_HEAD_MAX - c->head_len ? len : ENTITY_HEAD_MAX - c->head_len;
+
+		if (c->head == NULL && (c->head = malloc(ENTITY_HEAD_MAX)) == NULL)
+			return 0;
+		memcpy(c->head + c->head_len, buf, take);
+		c->head_len += take;
+		buf += take;
+		len -= take;
+		if (entity_head_end(c->head, c->head_len) == 0 && c->head_len < ENTITY_HEAD_MAX)
+			return 1;
+		if (!flush_entity_head(c))
+			return 0;
+	}
+	return len == 0 || put_entity(c, buf, len);
+}
+
+static int content_finish(struct content_out *c)
+{
+	if (c->bio == NULL || c->outer == NULL)
+		return 1;
+	if (!c->head_done && !flush_entity_head(c))
+		return 0;
+	return !c->cr || BIO_write(c->bio, "\r", 1) == 1;
+}
+
+static p11s_rc from_addresses(BIO *mem, p11s_verify_report *r, p11s_headers **kept, p11s_error *err)
 {
 	static const char *const names[] = {"From", NULL};
 	p11s_headers *h = NULL;
@@ -515,7 +892,7 @@ static p11s_rc from_addresses(BIO *mem, p11s_verify_report *r, p11s_error *err)
 	if (rc != P11S_OK)
 		return rc;
 	rc = p11s_headers_addresses(h, names, &r->from, &r->n_from, err);
-	p11s_headers_free(h);
+	*kept = h;
 	if (rc == P11S_E_INPUT) {
 		/*
 		 * Real mail carries broken From headers.  The signature can still
@@ -535,12 +912,13 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
                     p11s_error *err)
 {
 	p11s_verify_report *r = NULL;
-	BUF_MEM *msg = NULL;
 	BIO *mem = NULL, *bcont = NULL, *digests = NULL;
 	CMS_ContentInfo *cms = NULL;
 	STACK_OF(X509) *msgcerts = NULL;
 	STACK_OF(CMS_SignerInfo) * sis;
 	X509_STORE *store = NULL;
+	p11s_headers *outer = NULL;
+	struct content_out cout = {0};
 	p11s_rc rc;
 	char buf[16384];
 	int n, nid;
@@ -552,28 +930,44 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	if (r == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	r->at = opts->at ? opts->at : time(NULL);
-	rc = slurp(in, &msg, err);
+	rc = spool(in, &mem, err);
 	if (rc != P11S_OK)
 		goto out;
-	if (msg->length == 0) {
-		rc = p11s_err(err, P11S_E_INPUT, "the input is empty");
-		goto out;
-	}
-	mem = BIO_new_mem_buf(msg->data, (int)msg->length);
-	if (mem == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
-		goto out;
-	}
-	rc = from_addresses(mem, r, err);
+	rc = from_addresses(mem, r, &outer, err);
 	if (rc != P11S_OK)
 		goto out;
-	BIO_reset(mem);
-	/* Not CMS_BINARY: OpenSSL joins the signed part's lines with CRLF (canonical form). */
-	cms = SMIME_read_CMS_ex(mem, 0, &bcont, NULL);
+	cout.bio = content;
+	if (!opts->entity_only) {
+		cout.outer = outer;
+		cout.to_lf = p11s_headers_eol(outer) == P11S_EOL_LF;
+	}
+	rc = read_cms(mem, outer, &cms, &bcont, err);
+	if (rc != P11S_OK)
+		goto out;
 	if (cms == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_INPUT,
-		                   "not an S/MIME signed message (multipart/signed or "
-		                   "application/pkcs7-mime; smime-type=signed-data)");
+		/* Input of the wrong kind gets a sentence, not OpenSSL's parser codes. */
+		char *ct = p11s_headers_get(outer, "Content-Type");
+		char *type = ct ? p11s_mime_media_type(ct) : NULL;
+
+		ERR_clear_error();
+		if (type != NULL && strcmp(type, "multipart/signed") != 0 &&
+		    strcmp(type, "application/pkcs7-mime") != 0 &&
+		    strcmp(type, "application/x-pkcs7-mime") != 0)
+			rc = p11s_err(err, P11S_E_INPUT,
+			              "the message is not signed: its content is %s, not "
+			              "multipart/signed or application/pkcs7-mime",
+			              type);
+		else if (type == NULL)
+			rc = p11s_err(err, P11S_E_INPUT,
+			              "the message is not signed: it has no Content-Type saying "
+			              "multipart/signed or application/pkcs7-mime");
+		else
+			rc = p11s_err(err, P11S_E_INPUT,
+			              "the message says it is %s but its signature part cannot "
+			              "be read (damaged, or not S/MIME)",
+			              type);
+		free(ct);
+		free(type);
 		goto out;
 	}
 	nid = OBJ_obj2nid(CMS_get0_type(cms));
@@ -603,22 +997,12 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	CMS_set1_signers_certs(cms, opts->trust, 0);
 	ERR_clear_error();
 
+	/* Empty: the anchors go in as a trusted stack (check_chain). */
 	store = X509_STORE_new();
 	if (store == NULL) {
 		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
 		goto out;
 	}
-	for (int i = 0; opts->trust && i < sk_X509_num(opts->trust); i++)
-		if (!X509_STORE_add_cert(store, sk_X509_value(opts->trust, i))) {
-			unsigned long e = ERR_peek_last_error();
-
-			/* The same anchor given twice is harmless. */
-			if (ERR_GET_REASON(e) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
-				rc = p11s_err_ossl(err, P11S_E_NOMEM, "cannot add a trust anchor");
-				goto out;
-			}
-			ERR_clear_error();
-		}
 
 	/* One pass over the content feeds every signer's digest and the output. */
 	digests = CMS_dataInit(cms, bcont);
@@ -627,12 +1011,16 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		goto out;
 	}
 	while ((n = BIO_read(digests, buf, sizeof(buf))) > 0)
-		if (content != NULL && BIO_write(content, buf, n) != n) {
+		if (!content_write(&cout, buf, (size_t)n)) {
 			rc = p11s_err(err, P11S_E_IO, "cannot write the signed content");
 			goto out;
 		}
 	if (n < 0) {
 		rc = p11s_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
+		goto out;
+	}
+	if (!content_finish(&cout)) {
+		rc = p11s_err(err, P11S_E_IO, "cannot write the signed content");
 		goto out;
 	}
 
@@ -667,7 +1055,8 @@ out:
 	X509_STORE_free(store);
 	sk_X509_pop_free(msgcerts, X509_free);
 	CMS_ContentInfo_free(cms);
-	BUF_MEM_free(msg);
+	p11s_headers_free(outer);
+	free(cout.head);
 	ERR_clear_error();
 	if (rc != P11S_OK) {
 		p11s_verify_report_free(r);

@@ -43,6 +43,15 @@ typedef struct p11s_verify_opts {
 	 */
 	STACK_OF(X509) * trust;
 	time_t at; /**< "now" for the validity report and the rules; 0: the current time */
+	/**
+	 * 0 (default): @p content gets the message's outer headers (every field
+	 * but Content-*, MIME-Version when the signed entity has none; order
+	 * and bytes as read), then the signed entity, its CRLFs turned to LF
+	 * when the message's header block uses LF (not for a binary entity),
+	 * so that decrypt | verify -o keeps the mail.  1: the signed entity
+	 * only, canonical CRLF, as signed.
+	 */
+	int entity_only;
 } p11s_verify_opts;
 
 /** The outcome of verifying one message. */
@@ -54,7 +63,7 @@ typedef struct p11s_verify_report p11s_verify_report;
  * application/pkcs7-mime; smime-type=signed-data (opaque), as written by
  * p11smime sign or left by p11smime decrypt.
  *
- * The signed content (the inner MIME entity, canonical CRLF) is written to
+ * The signed content (see p11s_verify_opts.entity_only) is written to
  * @p content when it is not NULL, whatever the verdict: the caller decides
  * whether to keep it (see p11s_verify_report_rc()).
  *

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -48,7 +49,7 @@ static int add_spec(struct cli *cli, p11s_recipients *r, const char *spec, int h
 	p11s_ctx *ctx;
 	p11s_rc rc;
 
-	if (strncmp(spec, "pkcs11:", 7) == 0) {
+	if (strncasecmp(spec, "pkcs11:", 7) == 0) { /* schemes are case-insensitive */
 		ctx = cli_ctx(cli);
 		if (ctx == NULL)
 			return cli->ctx_exit;

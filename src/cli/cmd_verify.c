@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "p11smime/certs.h"
@@ -12,7 +13,7 @@ static void help(FILE *fp)
 {
 	fprintf(fp,
 	        "Usage: p11smime verify --trust FILE|URI [--trust ...] [--at TIME]\n"
-	        "                       [-i FILE] [-o FILE [--force-output]]\n"
+	        "                       [-i FILE] [-o FILE [--force-output] [--entity-only]]\n"
 	        "       p11smime verify --trust FILE|URI [--content FILE] --signature FILE\n"
 	        "                       [--inform der|pem] [-o FILE [--force-output]]\n"
 	        "\n"
@@ -26,15 +27,17 @@ static void help(FILE *fp)
 	        "  --at TIME         judge the certificates' validity at TIME (RFC 3339 or date;\n"
 	        "                    default now); chains are checked at the signing time\n"
 	        "  -i, --in FILE     the message (default: standard input)\n"
-	        "  -o, --out FILE    write the signed content (the inner MIME entity) there,\n"
-	        "                    only when the verdict is good; '-': standard output (the\n"
-	        "                    report then goes to standard error)\n"
+	        "  -o, --out FILE    write the message there, only when the verdict is good: its\n"
+	        "                    outer headers (From, To, Subject...; Content-* replaced by\n"
+	        "                    the signed entity's) and the signed entity; '-': standard\n"
+	        "                    output (the report then goes to standard error)\n"
 	        "  --force-output    write the content with -o even when the verdict is not good\n"
 	        "  --content FILE    with --signature: verify a detached signature over FILE\n"
 	        "                    (its line ends made CRLF), instead of reading a message\n"
 	        "  --signature FILE  the detached CMS signature, DER or PEM (recognised by\n"
 	        "                    content unless --inform der|pem is given); without\n"
 	        "                    --content: an opaque signature, its content inside\n"
+	        "  --entity-only     with -o, write only the signed entity (canonical CRLF)\n"
 	        "\n"
 	        "Exit: 0 good, 1 not good (bad signature, untrusted, no certificate, not signed\n"
 	        "by its sender), 2 usage, 3 token, 4 malformed input.\n");
@@ -44,7 +47,8 @@ static int load_trust(struct cli *cli, const char *spec, STACK_OF(X509) * trust)
 {
 	p11s_rc rc;
 
-	if (strncmp(spec, "pkcs11:", 7) == 0) {
+	/* Schemes are case-insensitive (RFC 3986): never open "PKCS11:..." as a file. */
+	if (strncasecmp(spec, "pkcs11:", 7) == 0) {
 		p11s_ctx *ctx = cli_ctx(cli);
 		size_t added = 0;
 
@@ -180,6 +184,7 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 	    {"in", required_argument, NULL, 'i'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"force-output", no_argument, NULL, 'f'},
+	    {"entity-only", no_argument, NULL, 'E'},
 	    {"content", required_argument, NULL, 'C'},
 	    {"signature", required_argument, NULL, 'S'},
 	    {"inform", required_argument, NULL, 'I'},
@@ -239,6 +244,9 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 				goto done;
 			}
 			break;
+		case 'E':
+			vo.entity_only = 1;
+			break;
 		case 'h':
 			help(stdout);
 			goto done;
@@ -271,6 +279,10 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 	}
 	if (inform != P11S_FORM_SMIME && sig_path == NULL) {
 		ret = cli_usage_error("verify", "--inform needs --signature");
+		goto done;
+	}
+	if (vo.entity_only && out_path == NULL) {
+		ret = cli_usage_error("verify", "--entity-only needs -o FILE");
 		goto done;
 	}
 	if (force && out_path == NULL) {

@@ -8,7 +8,8 @@
 #   - a truncated encrypted or signed message, or a truncated certificate,
 #     is refused (never exit 0);
 #   - when decrypt (AES-GCM) or verify says 0 on a mutated message, what it
-#     wrote is exactly what the unmutated message gives.
+#     wrote is exactly what the unmutated message gives;
+#   - no OpenSSL error-queue code (error:0680007B:...) reaches stderr.
 . "$(dirname "$0")/lib.sh"
 
 new_token
@@ -69,11 +70,11 @@ openssl x509 -in "$CERTS_DIR/rsa2048.pem" -outform DER -out "$W/cert.der" || fai
 cp "$CERTS_DIR/rsa2048.pem" "$W/cert.pem"
 
 # What the unmutated messages give: a mutant that passes must give the same.
-run_p11smime verify --trust "$CA_PEM" -i "$W/signed.eml" -o "$W/signed.ref"
+run_p11smime verify --trust "$CA_PEM" -i "$W/signed.eml" --entity-only -o "$W/signed.ref"
 assert_exit 0 "the detached signature verifies"
-run_p11smime verify --trust "$CA_PEM" -i "$W/opaque.eml" -o "$W/opaque.ref"
+run_p11smime verify --trust "$CA_PEM" -i "$W/opaque.eml" --entity-only -o "$W/opaque.ref"
 assert_exit 1 "the opaque signature verifies (From is not the P-256 signer: exit 1)"
-run_p11smime verify --trust "$CERTS_DIR/p256.pem" -i "$W/opaque.eml" -o "$W/opaque.ref" \
+run_p11smime verify --trust "$CERTS_DIR/p256.pem" -i "$W/opaque.eml" --entity-only -o "$W/opaque.ref" \
 	--force-output
 [ -s "$W/opaque.ref" ] || fail "no content from the opaque message"
 run_p11smime "${PS[@]}" decrypt --entity -i "$W/gcm.eml" -o "$W/gcm.ref"
@@ -193,6 +194,12 @@ check() {
 		grep -m1 -A6 -E 'ERROR: |runtime error:' "$ERR" | sed 's/^/  | /'
 		BAD=$((BAD + 1))
 	fi
+	# Input of the wrong kind gets a sentence, never OpenSSL's error-queue codes.
+	if grep -qE 'error:[0-9A-F]{8}' "$ERR"; then
+		fail "OpenSSL error code on stderr: $what"
+		grep -m1 -E 'error:[0-9A-F]{8}' "$ERR" | sed 's/^/  | /'
+		BAD=$((BAD + 1))
+	fi
 	if compgen -G "$W/.p11smime-*" >/dev/null; then
 		fail "temporary file left behind: $what"
 		rm -f "$W"/.p11smime-*
@@ -229,9 +236,9 @@ sweep dec-mix 0 "$W/gcm.ref" -- "${PS[@]}" decrypt --entity
 sweep der-trunc 1 "" -- "${PS[@]}" decrypt --inform der
 sweep der-mix 0 "" -- "${PS[@]}" decrypt --inform der
 sweep ver-trunc 1 "" -- verify --trust "$CA_PEM"
-sweep ver-mix 0 "$W/signed.ref" -- verify --trust "$CA_PEM"
+sweep ver-mix 0 "$W/signed.ref" -- verify --entity-only --trust "$CA_PEM"
 sweep opq-trunc 1 "" -- verify --trust "$CERTS_DIR/p256.pem"
-sweep opq-mix 0 "$W/opaque.ref" -- verify --trust "$CERTS_DIR/p256.pem"
+sweep opq-mix 0 "$W/opaque.ref" -- verify --entity-only --trust "$CERTS_DIR/p256.pem"
 sweep sign-trunc 1 "" -- "${PS[@]}" sign --signer rsa2048@example.org
 sweep sign-mix 0 "" -- "${PS[@]}" sign --signer rsa2048@example.org
 sweep enc-mix 0 "" -- encrypt --no-check-recipients --recipient "$CERTS_DIR/rsa2048.pem"

@@ -43,7 +43,7 @@ sign_openssl() {
 
 # ---------------------------------------------------------------- good
 sign_openssl "$T/alice.pem" "$T/alice.key" alice@example.org "$T/detached.eml"
-run_p11smime verify --trust "$CA_PEM" -i "$T/detached.eml" -o "$T/content.out"
+run_p11smime verify --trust "$CA_PEM" -i "$T/detached.eml" --entity-only -o "$T/content.out"
 assert_exit 0 "openssl-signed detached message verifies against the test CA"
 assert_contains "$OUT" "good signature by alice@example.org"
 assert_contains "$OUT" "ECDSA with SHA256"
@@ -56,7 +56,7 @@ else
 fi
 
 sign_openssl "$T/bob.pem" "$T/bob.key" bob@example.org "$T/opaque.eml" -nodetach
-run_p11smime verify --trust "$CA_PEM" -i "$T/opaque.eml" -o "$T/opaque.out"
+run_p11smime verify --trust "$CA_PEM" -i "$T/opaque.eml" --entity-only -o "$T/opaque.out"
 assert_exit 0 "opaque (signed-data) message verifies"
 assert_contains "$OUT" "format:      opaque"
 assert_contains "$OUT" "RSA PKCS#1 v1.5 with SHA256"
@@ -75,7 +75,7 @@ run_p11smime verify --trust "$CA_PEM" -i "$T/detached-lf.eml"
 assert_exit 0 "LF line ends: OpenSSL canonicalises the signed part"
 
 # Standard input, the usual pipeline use.
-RUN_STDIN=$T/detached.eml run_p11smime verify --trust "$CA_PEM" -o - 
+RUN_STDIN=$T/detached.eml run_p11smime verify --trust "$CA_PEM" --entity-only -o -
 assert_exit 0 "message on stdin, content on stdout"
 cmp -s "$T/entity.crlf" "$OUT" && pass "content on stdout" || fail "stdout content differs"
 assert_contains "$ERR" "good signature"
@@ -167,7 +167,7 @@ if gpgsm_setup "$CA_PEM" && gpgsm_import_p12 "$T/bob.p12" secret; then
 		base64 <"$T/gpgsm.sig"
 		printf -- '\r\n--gpgsm-b--\r\n'
 	} >"$T/gpgsm.eml"
-	run_p11smime verify --trust "$CA_PEM" -i "$T/gpgsm.eml" -o "$T/gpgsm.out"
+	run_p11smime verify --trust "$CA_PEM" -i "$T/gpgsm.eml" --entity-only -o "$T/gpgsm.out"
 	assert_exit 0 "a message signed by gpgsm verifies"
 	assert_contains "$OUT" "good signature by bob@example.org"
 	cmp -s "$T/entity.crlf" "$T/gpgsm.out" && pass "gpgsm content written" || fail "gpgsm content differs"
@@ -179,7 +179,7 @@ fi
 printf 'From: a@example.org\nSubject: plain\n\nnot signed\n' >"$T/plain.eml"
 run_p11smime verify --trust "$CA_PEM" -i "$T/plain.eml" -o "$T/plain.out"
 assert_exit 4 "an unsigned message is malformed input"
-assert_contains "$ERR" "not an S/MIME signed message"
+assert_contains "$ERR" "the message is not signed"
 assert_file_absent "$T/plain.out"
 head -c 600 "$T/detached.eml" >"$T/truncated.eml"
 run_p11smime verify --trust "$CA_PEM" -i "$T/truncated.eml"

@@ -155,12 +155,15 @@ static char *sign_message(const struct sign_spec *s)
 }
 
 /* Verify @p msg trusting @p anchors (NULL-terminated); the content goes to *content. */
+/* 1: run_verify() asks for the whole message (outer headers), not the entity only. */
+static int whole_message;
+
 static p11s_rc run_verify(const char *msg, X509 **anchors, time_t at, p11s_verify_report **r,
                           char **content)
 {
 	STACK_OF(X509) *trust = sk_X509_new_null();
 	BIO *in = BIO_new_mem_buf(msg, -1), *out = BIO_new(BIO_s_mem());
-	p11s_verify_opts o = {.trust = trust, .at = at};
+	p11s_verify_opts o = {.trust = trust, .at = at, .entity_only = !whole_message};
 	p11s_error *err = p11s_error_new();
 	p11s_rc rc;
 	char *p;
@@ -169,9 +172,11 @@ static p11s_rc run_verify(const char *msg, X509 **anchors, time_t at, p11s_verif
 	for (size_t i = 0; anchors && anchors[i]; i++)
 		sk_X509_push(trust, anchors[i]);
 	rc = p11s_verify(in, out, &o, r, err);
-	if (rc != P11S_OK)
+	if (rc != P11S_OK) {
 		print_message("p11s_verify: %s\n", p11s_error_message(err));
-	else
+		/* Words, never OpenSSL's error-queue codes. */
+		assert_null(strstr(p11s_error_message(err), "error:"));
+	} else
 		assert_non_null(*r);
 	if (content != NULL) {
 		len = BIO_get_mem_data(out, &p);
@@ -532,6 +537,49 @@ static void ed25519_where_openssl_can(void **state)
 	EVP_PKEY_free(key);
 }
 
+/* The outer headers stay, Content-* become the signed entity's; LF as the message had. */
+static void whole_message_keeps_headers(void **state)
+{
+	EVP_PKEY *key = tu_key("ec:P-256");
+	X509 *cert = leaf(key, "alice@example.org", ca, ca_key, now - DAY, now + 365 * DAY);
+	char *msg, *lf, *content = NULL, *d;
+	const char *s;
+	p11s_verify_report *r = NULL;
+	X509 *anchors[] = {ca, NULL};
+
+	(void)state;
+	msg = sign_message(
+	    &(struct sign_spec){.cert = cert, .key = key, .from = "alice@example.org"});
+	/* The same message with LF line ends, as a mail pipeline hands it over. */
+	lf = calloc(1, strlen(msg) + 1);
+	assert_non_null(lf);
+	for (s = msg, d = lf; *s; s++)
+		if (!(s[0] == '\r' && s[1] == '\n'))
+			*d++ = *s;
+	whole_message = 1;
+	for (int pass = 0; pass < 2; pass++) {
+		assert_int_equal(run_verify(pass ? lf : msg, anchors, 0, &r, &content), P11S_OK);
+		assert_int_equal(p11s_verify_report_rc(r), P11S_OK);
+		assert_non_null(strstr(content, "From: "));
+		assert_non_null(strstr(content, "alice@example.org"));
+		assert_non_null(strstr(content, "Content-Type: text/plain; charset=utf-8"));
+		assert_null(strstr(content, "multipart/signed"));
+		assert_null(strstr(content, "pkcs7"));
+		/* CRLF input: the entity as signed; LF input: LF throughout. */
+		if (pass == 0)
+			assert_non_null(strstr(content, "\r\n\r\nHello Bob,\r\nsee you at 5.\r\n"));
+		else
+			assert_null(strchr(content, '\r'));
+		p11s_verify_report_free(r);
+		free(content);
+	}
+	whole_message = 0;
+	free(lf);
+	free(msg);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+}
+
 static void not_signed_input(void **state)
 {
 	static const char *bad[] = {
@@ -593,6 +641,7 @@ int main(void)
 	    cmocka_unit_test(pss_and_two_signers),
 	    cmocka_unit_test(ed25519_where_openssl_can),
 	    cmocka_unit_test(not_signed_input),
+	    cmocka_unit_test(whole_message_keeps_headers),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
