@@ -297,6 +297,7 @@ p11s_rc p11s_verify_opaque(BIO *signature, p11s_outform inform, BIO *content,
 	                           "\r\n";
 	unsigned char *der = NULL;
 	BIO *msg = NULL, *b64 = NULL;
+	p11s_verify_opts vo;
 	long len = 0;
 	p11s_rc rc;
 
@@ -319,7 +320,10 @@ p11s_rc p11s_verify_opaque(BIO *signature, p11s_outform inform, BIO *content,
 		goto out;
 	}
 	BIO_pop(b64);
-	rc = p11s_verify(msg, content, opts, out, err);
+	/* The hook wants the signed content itself: the wrapper's headers are ours, not mail's. */
+	vo = *opts;
+	vo.entity_only = 1;
+	rc = p11s_verify(msg, content, &vo, out, err);
 out:
 	BIO_free(b64);
 	BIO_free(msg);

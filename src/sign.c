@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 #include <openssl/cms.h>
@@ -334,7 +335,8 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 
 	if (ctx == NULL || opts == NULL || opts->signer == NULL || out == NULL)
 		return p11s_err(err, P11S_E_USAGE, "a signer (pkcs11: URI or e-mail) is needed");
-	if (strncmp(opts->signer, "pkcs11:", 7) != 0) {
+	/* "PKCS11:..." is left to the selection, which names it without its pin-value. */
+	if (strncasecmp(opts->signer, "pkcs11:", 7) != 0) {
 		char why[128];
 
 		/* An address must be a mailbox: "nobody" or "<a@b>" never picks a certificate. */
