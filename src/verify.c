@@ -572,10 +572,6 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
 		goto out;
 	}
-	rc = from_addresses(mem, r, err);
-	if (rc != P11S_OK)
-		goto out;
-	BIO_reset(mem);
 	/* Not CMS_BINARY: OpenSSL joins the signed part's lines with CRLF (canonical form). */
 	cms = SMIME_read_CMS_ex(mem, 0, &bcont, NULL);
 	if (cms == NULL) {
@@ -600,6 +596,11 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		rc = p11s_err(err, P11S_E_INPUT, "a detached signature without the signed content");
 		goto out;
 	}
+	/* Only now the From header: a message that is not signed costs no address parsing. */
+	BIO_reset(mem);
+	rc = from_addresses(mem, r, err);
+	if (rc != P11S_OK)
+		goto out;
 	r->format = bcont ? "detached" : "opaque";
 	sis = CMS_get0_SignerInfos(cms);
 	if (sis == NULL || sk_CMS_SignerInfo_num(sis) == 0) {
