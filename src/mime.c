@@ -1728,7 +1728,7 @@ static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
 			/* Hold back the line end: before a delimiter it is the delimiter's. */
 			if (eol) {
 				raw_eol_len = n >= 2 && p[n - 2] == '\r' ? 2 : 1;
-				memcpy(raw_eol, "\r\n" + (2 - raw_eol_len), raw_eol_len);
+				memcpy(raw_eol, &"\r\n"[2 - raw_eol_len], raw_eol_len);
 			}
 			b64_feed(c, &b, p, n - raw_eol_len);
 			break;
