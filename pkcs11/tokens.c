@@ -115,7 +115,8 @@ char *p11s_uri_redact(const char *uri)
 	q = strchr(uri, '?');
 	if (q == NULL)
 		return strdup(uri);
-	out = malloc(strlen(uri) + sizeof("(hidden)"));
+	/* Each "pin-value=V" (10 + |V| bytes) grows by at most 8: "?pin-value=&pin-value=..." */
+	out = malloc(2 * strlen(uri) + sizeof("(hidden)"));
 	if (out == NULL)
 		return NULL;
 	o = out;

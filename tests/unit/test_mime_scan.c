@@ -280,6 +280,40 @@ static void params_many_linear(void **state)
 		fail_msg("100,000 parameters took %.2f s", t);
 }
 
+/* One field folded over 300,000 lines: each continuation used to copy the whole field. */
+static void headers_folded_linear(void **state)
+{
+	size_t n = 300000;
+	char *msg = malloc(32 + 3 * n), *p = msg;
+	static const char *const from[] = {"From", NULL};
+	p11s_headers *h = NULL;
+	char **v = NULL;
+	size_t count = 0;
+	BIO *in;
+	double t;
+
+	(void)state;
+	assert_non_null(msg);
+	p += sprintf(p, "From: a@b.c\n");
+	for (size_t i = 0; i < n; i++)
+		p += sprintf(p, " ,\n");
+	p += sprintf(p, "\nbody\n");
+	in = BIO_new_mem_buf(msg, (int)(p - msg));
+	t = now();
+	assert_int_equal(p11s_headers_read(in, 0, &h, NULL), P11S_OK);
+	assert_int_equal(p11s_headers_addresses(h, from, &v, &count, NULL), P11S_OK);
+	t = now() - t;
+	assert_int_equal(p11s_headers_count(h), 1);
+	assert_int_equal(count, 1);
+	assert_string_equal(v[0], "a@b.c");
+	p11s_strv_free(v);
+	p11s_headers_free(h);
+	BIO_free(in);
+	free(msg);
+	if (t > LINEAR_BOUND_S)
+		fail_msg("a field folded over 300,000 lines took %.2f s", t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -289,6 +323,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(addresses_many_linear, arm, disarm),
 	    cmocka_unit_test_setup_teardown(addresses_dedup_rules, arm, disarm),
 	    cmocka_unit_test_setup_teardown(params_many_linear, arm, disarm),
+	    cmocka_unit_test_setup_teardown(headers_folded_linear, arm, disarm),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
