@@ -28,7 +28,7 @@
  */
 static void on_alarm(int sig)
 {
-	static const char msg[] = "FAIL: a scanner did not return (endless loop)\n";
+	static const char msg[] = "FAIL: a scanner did not return within 30 s (endless loop or quadratic time)\n";
 
 	(void)sig;
 	(void)!write(2, msg, sizeof(msg) - 1);
