@@ -1015,7 +1015,8 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *ur
 
 		*keys_hidden = (t->info.flags & CKF_LOGIN_REQUIRED) && !(st && st->logged_in);
 	}
-	return pair_token(all->v + first, all->n - first, *keys_hidden, err);
+	/* No object yet on any token: v is NULL, and NULL + 0 is undefined. */
+	return pair_token(all->v ? all->v + first : NULL, all->n - first, *keys_hidden, err);
 }
 
 static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct der_filter *f,

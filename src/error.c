@@ -206,10 +206,15 @@ void p11s_err_add_candidate(p11s_error *err, const char *candidate)
 
 	if (err == NULL || candidate == NULL)
 		return;
-	n = realloc(err->candidates, (err->ncandidates + 1) * sizeof(*n));
-	if (n == NULL)
-		return;
-	err->candidates = n;
+	/* Capacity doubles at each power of two: 100,000 To addresses stay linear. */
+	if (err->ncandidates == 0 || (err->ncandidates & (err->ncandidates - 1)) == 0) {
+		n = realloc(err->candidates,
+		            (err->ncandidates ? err->ncandidates * 2 : 1) * sizeof(*n));
+		if (n == NULL)
+			return;
+		err->candidates = n;
+	}
+	n = err->candidates;
 	n[err->ncandidates] = strdup(candidate);
 	if (n[err->ncandidates] != NULL)
 		err->ncandidates++;

@@ -882,17 +882,12 @@ static int content_finish(struct content_out *c)
 	return !c->cr || BIO_write(c->bio, "\r", 1) == 1;
 }
 
-static p11s_rc from_addresses(BIO *mem, p11s_verify_report *r, p11s_headers **kept, p11s_error *err)
+static p11s_rc from_addresses(const p11s_headers *h, p11s_verify_report *r, p11s_error *err)
 {
 	static const char *const names[] = {"From", NULL};
-	p11s_headers *h = NULL;
 	p11s_rc rc;
 
-	rc = p11s_headers_read(mem, 0, &h, err);
-	if (rc != P11S_OK)
-		return rc;
 	rc = p11s_headers_addresses(h, names, &r->from, &r->n_from, err);
-	*kept = h;
 	if (rc == P11S_E_INPUT) {
 		/*
 		 * Real mail carries broken From headers.  The signature can still
@@ -933,7 +928,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	rc = spool(in, &mem, err);
 	if (rc != P11S_OK)
 		goto out;
-	rc = from_addresses(mem, r, &outer, err);
+	rc = p11s_headers_read(mem, 0, &outer, err);
 	if (rc != P11S_OK)
 		goto out;
 	cout.bio = content;
@@ -986,6 +981,10 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		rc = p11s_err(err, P11S_E_INPUT, "a detached signature without the signed content");
 		goto out;
 	}
+	/* Only now the From header: a message that is not signed costs no address parsing. */
+	rc = from_addresses(outer, r, err);
+	if (rc != P11S_OK)
+		goto out;
 	r->format = bcont ? "detached" : "opaque";
 	sis = CMS_get0_SignerInfos(cms);
 	if (sis == NULL || sk_CMS_SignerInfo_num(sis) == 0) {

@@ -28,6 +28,11 @@
  *   P11S_MOCK_LOG    every call is appended there, one line each: the function
  *                    and its key arguments ("C_Login user_type=1 pin_len=6")
  *
+ * Fuzzing (tests/fuzz/fuzz_pkcs11.c): p11s_mock_fuzz_load(data, len), looked
+ * up with dlsym, replaces the token's objects with ones read from fuzz
+ * input (see there for the format): any class, any attribute values, and
+ * lengths that lie in the ways a broken module's do.
+ *
  * Without P11S_MOCK_CERT/KEY the token is empty.  Functions it has no use
  * for return CKR_FUNCTION_NOT_SUPPORTED.  Single-threaded use only, which
  * is all the tests need.
@@ -69,11 +74,15 @@ enum {
 
 enum { H_CERT = 1, H_PUB = 2, H_PRIV = 3, N_OBJECTS = 3 };
 
+/* How a fuzzed attribute's reads misbehave. */
+enum lie { LIE_NONE, LIE_HUGE, LIE_SHORT, LIE_LONG, LIE_UNAVAILABLE, LIE_SENSITIVE, N_LIES };
+
 struct attr {
 	CK_ATTRIBUTE_TYPE type;
 	unsigned char *val;
 	CK_ULONG len;
 	int sensitive;
+	enum lie lie;
 };
 
 struct object {
@@ -737,6 +746,39 @@ static CK_RV m_Logout(CK_SESSION_HANDLE h)
 
 /* ------------------------------------------------------------- objects */
 
+/*
+ * A fuzzed attribute's answer.  Writes never pass the caller's buffer: the
+ * lies are in the lengths reported, which is what a caller must survive.
+ */
+static CK_RV lie(const struct attr *a, CK_ATTRIBUTE *t, CK_RV rv)
+{
+	switch (a->lie) {
+	case LIE_HUGE:
+		t->ulValueLen = t->pValue ? CK_UNAVAILABLE_INFORMATION : (CK_ULONG)1 << 60;
+		return t->pValue ? CKR_BUFFER_TOO_SMALL : rv;
+	case LIE_SHORT: /* the size query says one less; a read claims one more than given */
+	case LIE_LONG:  /* the size query says one more; a read fills what fits */
+		if (!t->pValue) {
+			t->ulValueLen =
+			    a->lie == LIE_SHORT ? (a->len ? a->len - 1 : 0) : a->len + 1;
+			return rv;
+		}
+		memcpy(t->pValue, a->val, t->ulValueLen < a->len ? t->ulValueLen : a->len);
+		if (a->lie == LIE_SHORT)
+			t->ulValueLen++;
+		else if (t->ulValueLen > a->len)
+			t->ulValueLen = a->len;
+		return rv;
+	case LIE_UNAVAILABLE:
+		t->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+		return rv;
+	case LIE_SENSITIVE:
+	default:
+		t->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+		return CKR_ATTRIBUTE_SENSITIVE;
+	}
+}
+
 static CK_RV m_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE *tmpl,
                                  CK_ULONG n)
 {
@@ -757,6 +799,8 @@ static CK_RV m_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_A
 		if (!a) {
 			tmpl[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
 			rv = CKR_ATTRIBUTE_TYPE_INVALID;
+		} else if (a->lie != LIE_NONE) {
+			rv = lie(a, &tmpl[i], rv);
 		} else if ((m.flags & F_HUGE_LENGTH) && a->type == CKA_LABEL && !tmpl[i].pValue) {
 			tmpl[i].ulValueLen = (CK_ULONG)1 << 60;
 		} else if ((m.flags & F_LYING_LENGTH) && a->type == CKA_VALUE && !a->sensitive) {
@@ -1152,3 +1196,102 @@ static CK_FUNCTION_LIST function_list = {
     .C_CancelFunction = m_CancelFunction,
     .C_WaitForSlotEvent = m_WaitForSlotEvent,
 };
+
+/* ---------------------------------------------------------------- fuzzing */
+
+/*
+ * Attribute types worth hitting: what object enumeration, pairing and the
+ * certificate and key readers ask for.  A type byte past the table is taken
+ * as a raw (vendor or unknown) type.
+ */
+static const CK_ATTRIBUTE_TYPE fuzz_types[] = {
+    CKA_CLASS,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_LABEL,
+    CKA_ID,
+    CKA_VALUE,
+    CKA_KEY_TYPE,
+    CKA_CERTIFICATE_TYPE,
+    CKA_SUBJECT,
+    CKA_ISSUER,
+    CKA_SERIAL_NUMBER,
+    CKA_MODULUS,
+    CKA_MODULUS_BITS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_UNWRAP,
+    CKA_DERIVE,
+    CKA_ALWAYS_AUTHENTICATE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_PUBLIC_KEY_INFO,
+    CKA_TRUSTED,
+    CKA_CERTIFICATE_CATEGORY,
+    CKA_START_DATE,
+    CKA_END_DATE,
+    CKA_MODIFIABLE,
+    CKA_ENCRYPT,
+};
+
+/*
+ * Replace the token's objects with ones read from @p data: for each object
+ * (up to N_OBJECTS) a byte "private" (bit 0) and a byte with the number of
+ * attributes; for each attribute a type byte (an index into fuzz_types, or
+ * past it: the next four bytes are the raw type), a lie byte (mod N_LIES),
+ * two bytes of length (big-endian, cut to what is left) and the value.
+ * Objects without a CKA_CLASS are still served: the reader must cope.
+ * Returns 0; the module stays initialised.
+ */
+__attribute__((visibility("default"))) int p11s_mock_fuzz_load(const unsigned char *data,
+                                                               size_t len);
+__attribute__((visibility("default"))) int p11s_mock_fuzz_load(const unsigned char *data,
+                                                               size_t len)
+{
+	const unsigned char *p = data, *end = data + len;
+
+	free_objects();
+	for (CK_OBJECT_HANDLE h = 1; h <= N_OBJECTS && end - p >= 2; h++) {
+		struct object *o = &m.objs[h];
+		size_t nattr = p[1];
+
+		o->present = 1;
+		o->private_obj = p[0] & 1;
+		p += 2;
+		for (size_t i = 0; i < nattr && end - p >= 4; i++) {
+			CK_ATTRIBUTE_TYPE type;
+			enum lie how;
+			size_t vlen;
+
+			if (*p < sizeof(fuzz_types) / sizeof(fuzz_types[0])) {
+				type = fuzz_types[*p++];
+			} else {
+				p++;
+				if (end - p < 4)
+					break;
+				type = (CK_ATTRIBUTE_TYPE)p[0] << 24 |
+				       (CK_ATTRIBUTE_TYPE)p[1] << 16 |
+				       (CK_ATTRIBUTE_TYPE)p[2] << 8 | p[3];
+				p += 4;
+			}
+			if (end - p < 3)
+				break;
+			how = (enum lie)(p[0] % N_LIES);
+			vlen = (size_t)p[1] << 8 | p[2];
+			p += 3;
+			if (vlen > (size_t)(end - p))
+				vlen = (size_t)(end - p);
+			if (find_attr(o, type) != NULL || add_attr(o, type, p, vlen, 0) != 0)
+				break;
+			o->attrs[o->n - 1].lie = how;
+			p += vlen;
+		}
+	}
+	m.logged_in = 0;
+	return 0;
+}

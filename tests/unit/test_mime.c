@@ -500,8 +500,8 @@ static void canon_rejects(void **state)
 	    /* no boundary parameter */
 	    "Content-Type: multipart/mixed\n\n--B\n\nx\n--B--\n",
 	    /* inner multipart cut off by the outer boundary */
-	    "Content-Type: multipart/mixed; boundary=B\n\n--B\nContent-Type: multipart/mixed; "
-	    "boundary=C\n\n--C\n\nx\n--B--\n",
+	    ("Content-Type: multipart/mixed; boundary=B\n\n--B\nContent-Type: multipart/mixed; "
+	     "boundary=C\n\n--C\n\nx\n--B--\n"),
 	    /* 8-bit bytes in a base64 part */
 	    "Content-Transfer-Encoding: base64\n\nQUJD\xff\n",
 	    /* a part header that is not one */

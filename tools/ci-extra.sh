@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# CI beyond tools/test.sh (which .ci/run runs first): the other compilers and
+# flags, and the fuzz targets.
+#   1. clang-14 -Werror (Debug), unit tests
+#   2. hardening builds (-O2 -D_FORTIFY_SOURCE=2 ...; P11S_HARDEN): gcc, unit
+#      tests; clang, build only
+#   3. the fuzz build (clang, libFuzzer, ASan+UBSan): every seed and past
+#      crash once (ctest -L fuzz), then each target fuzzed for
+#      P11S_FUZZ_SECONDS (default 25) on its corpus; a crash fails CI
+# Build trees go under $P11S_CI_BUILD (default build-ci/ in the tree).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+out=${P11S_CI_BUILD:-$top/build-ci}
+secs=${P11S_FUZZ_SECONDS:-25}
+jobs=$(nproc)
+
+bash "$top/tools/install-deps.sh"
+# Only here: the plain test run needs neither.
+extra=(clang-14 libclang-rt-14-dev)
+missing=()
+for p in "${extra[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	sudo=""
+	[ "$(id -u)" -ne 0 ] && sudo=sudo
+	$sudo apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+step() { echo "==== ci-extra: $* ($(date -u +%H:%M:%S))"; }
+build() { # DIR CC CMAKE-ARGS...
+	local dir=$1 cc=$2
+	shift 2
+	CC=$cc cmake -S "$top" -B "$dir" -DP11S_WERROR=ON "$@" >/dev/null
+	cmake --build "$dir" -j"$jobs"
+}
+
+step "clang-14 -Werror, unit tests"
+build "$out/clang" clang-14 -DCMAKE_BUILD_TYPE=Debug
+(cd "$out/clang" && ctest -L unit --output-on-failure -j"$jobs")
+
+step "hardening build, gcc, unit tests"
+build "$out/harden-gcc" gcc -DCMAKE_BUILD_TYPE= -DP11S_HARDEN=ON
+(cd "$out/harden-gcc" && ctest -L unit --output-on-failure -j"$jobs")
+
+step "hardening build, clang-14"
+build "$out/harden-clang" clang-14 -DCMAKE_BUILD_TYPE= -DP11S_HARDEN=ON -DP11S_TESTS=OFF
+
+step "fuzz build, seeds and regressions"
+build "$out/fuzz" clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DP11S_FUZZ=ON -DP11S_TESTS=OFF
+(cd "$out/fuzz" && ctest -L fuzz --output-on-failure -j"$jobs")
+
+step "fuzzing each target for ${secs} s"
+fdir=$top/tests/fuzz
+failed=()
+for exe in "$out"/fuzz/tests/fuzz/fuzz_*; do
+	name=$(basename "$exe")
+	short=${name#fuzz_}
+	work=$out/fuzz/run/$short
+	rm -rf "$work"
+	mkdir -p "$work/new" "$work/artifacts"
+	dirs=("$work/new" "$fdir/corpus/$short")
+	[ -d "$fdir/regress/$short" ] && dirs+=("$fdir/regress/$short")
+	# New inputs go to $work/new, never into the tree; a crash lands in artifacts/.
+	if "$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+		-artifact_prefix="$work/artifacts/" "${dirs[@]}" >"$work/log" 2>&1; then
+		echo "$name: $(grep -E '^#[0-9]+.*DONE' "$work/log" | tail -n1)"
+	else
+		echo "$name: FAILED (log: $work/log)"
+		grep -E 'ERROR|SUMMARY|Test unit written|runtime error' "$work/log" | head -n 10
+		failed+=("$name")
+	fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "ci-extra: fuzz targets that crashed or hung: ${failed[*]}" >&2
+	echo "ci-extra: reproduce with: $out/fuzz/tests/fuzz/NAME ARTIFACT; add it to tests/fuzz/regress/NAME/" >&2
+	exit 1
+fi
+step "done"
