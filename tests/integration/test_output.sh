@@ -36,15 +36,15 @@ leftovers() { # DIR: files p11smime may have left
 env --default-signal=PIPE "$P11SMIME" "${P[@]}" decrypt --inform der -i big.p7m 2>pipe.err |
 	head -c 100 >/dev/null
 st=${PIPESTATUS[0]}
-assert_eq "$st" 4 "decrypt | head -c 100: exit 4, not killed by SIGPIPE"
+assert_eq 4 "$st" "decrypt | head -c 100: exit 4, not killed by SIGPIPE"
 assert_contains pipe.err "cannot write to standard output: Broken pipe" \
 	"a closed pipe is reported in words"
-assert_eq "$(leftovers spool)" 0 "a closed pipe leaves no plaintext in \$TMPDIR"
+assert_eq 0 "$(leftovers spool)" "a closed pipe leaves no plaintext in \$TMPDIR"
 
 env --default-signal=PIPE "$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i big.eml 2>pipe2.err |
 	head -c 10 >/dev/null
 st=${PIPESTATUS[0]}
-assert_eq "$st" 4 "sign | head -c 10: exit 4"
+assert_eq 4 "$st" "sign | head -c 10: exit 4"
 assert_contains pipe2.err "Broken pipe" "sign says the pipe broke"
 
 # ------------------------------------------------------------- kill -9
@@ -78,9 +78,9 @@ kill9() { # DIR [-o FILE]: start decrypt, feed half, kill -9 once it has written
 }
 mkdir out
 kill9 out -o out/plain.eml
-assert_eq "$(find out -mindepth 1 | wc -l)" 0 "kill -9 during decrypt -o FILE leaves nothing beside FILE"
+assert_eq 0 "$(find out -mindepth 1 | wc -l)" "kill -9 during decrypt -o FILE leaves nothing beside FILE"
 kill9 out
-assert_eq "$(leftovers spool)" 0 "kill -9 during decrypt to standard output leaves nothing in \$TMPDIR"
+assert_eq 0 "$(leftovers spool)" "kill -9 during decrypt to standard output leaves nothing in \$TMPDIR"
 
 # ---------------------------------------------------------- permissions
 umask 022
@@ -88,27 +88,27 @@ printf 'old\n' >mine.eml
 chmod 600 mine.eml
 run_p11smime "${P[@]}" sign --signer "$SIGNER" -i small.eml -o mine.eml
 assert_exit 0 "sign -o over an existing file"
-assert_eq "$(stat -c %a mine.eml)" 600 "an existing 0600 file stays 0600"
+assert_eq 600 "$(stat -c %a mine.eml)" "an existing 0600 file stays 0600"
 assert_contains mine.eml "multipart/signed" "and holds the signed message"
 run_p11smime "${P[@]}" sign --signer "$SIGNER" -i small.eml -o new.eml
-assert_eq "$(stat -c %a new.eml)" 644 "a new file gets 0666 less the umask (022)"
+assert_eq 644 "$(stat -c %a new.eml)" "a new file gets 0666 less the umask (022)"
 
 openssl cms -encrypt -binary -aes-256-cbc -in pt.eml -recip "$CERTS_DIR/rsa2048.pem" \
 	-outform DER -out small.p7m
 run_p11smime "${P[@]}" decrypt --inform der -i small.p7m -o plain.eml
 assert_exit 0 "decrypt -o a new file"
-assert_eq "$(stat -c %a plain.eml)" 600 "decrypt's plaintext is 0600 whatever the umask"
+assert_eq 600 "$(stat -c %a plain.eml)" "decrypt's plaintext is 0600 whatever the umask"
 printf 'x\n' >shared.eml
 chmod 640 shared.eml
 run_p11smime "${P[@]}" decrypt --inform der -i small.p7m -o shared.eml
-assert_eq "$(stat -c %a shared.eml)" 640 "decrypt over an existing 0640 file keeps 0640"
+assert_eq 640 "$(stat -c %a shared.eml)" "decrypt over an existing 0640 file keeps 0640"
 cmp -s shared.eml pt.eml && pass "and holds the plaintext" || fail "plaintext differs"
 
 if [ "$(id -u)" = 0 ] && getent passwd nobody >/dev/null; then
 	printf 'x\n' >owned.eml
 	chown nobody:nogroup owned.eml
 	run_p11smime "${P[@]}" sign --signer "$SIGNER" -i small.eml -o owned.eml
-	assert_eq "$(stat -c %U:%G owned.eml)" nobody:nogroup "as root, an existing file keeps its owner and group"
+	assert_eq nobody:nogroup "$(stat -c %U:%G owned.eml)" "as root, an existing file keeps its owner and group"
 fi
 
 # -------------------------------------------------------------- symlinks
@@ -120,8 +120,8 @@ run_p11smime "${P[@]}" sign --signer "$SIGNER" -i small.eml -o link.eml
 assert_exit 0 "sign -o a symbolic link"
 [ -L link.eml ] && pass "the link stays a link" || fail "the link was replaced by a file"
 assert_contains real/target.eml "multipart/signed" "the file it points to holds the output"
-assert_eq "$(stat -c %a real/target.eml)" 640 "and keeps its mode"
-assert_eq "$(leftovers real)$(leftovers .)" 00 "no temporary file left"
+assert_eq 640 "$(stat -c %a real/target.eml)" "and keeps its mode"
+assert_eq 00 "$(leftovers real)$(leftovers .)" "no temporary file left"
 ln -s real/nothing.eml dangling.eml
 run_p11smime "${P[@]}" sign --signer "$SIGNER" -i small.eml -o dangling.eml
 assert_exit 4 "sign -o a link to nothing is refused"
@@ -135,7 +135,7 @@ assert_contains "$ERR" "cannot write '/dev/full': No space left on device" "name
 assert_not_contains "$ERR" "BIO routines" "no OpenSSL jargon"
 "$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i small.eml >/dev/full 2>full.err
 st=$?
-assert_eq "$st" 4 "sign >/dev/full: exit 4"
+assert_eq 4 "$st" "sign >/dev/full: exit 4"
 assert_contains full.err "cannot write to standard output: No space left on device" "standard output full, in words"
 
 if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
