@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +62,8 @@ struct tlv {
 struct spool {
 	unsigned char *mem;
 	size_t len;
-	FILE *fp;
+	int fd; /* the file past SPOOL_MEM_MAX, unnamed; valid when in_file */
+	int in_file;
 	uint64_t total;
 };
 
@@ -132,8 +134,8 @@ void p11s_cms_stream_free(p11s_cms_stream *s)
 	CMS_ContentInfo_free(s->cms);
 	X509_ALGOR_free(s->calg);
 	OPENSSL_free(s->spool.mem);
-	if (s->spool.fp != NULL)
-		fclose(s->spool.fp);
+	if (s->spool.in_file)
+		close(s->spool.fd);
 	free(s);
 }
 
@@ -756,15 +758,56 @@ done:
 
 /* ----------------------------------------------------------- content */
 
-static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p11s_error *err)
+/* All of @p n bytes, or -1 with errno. */
+static int spool_put(int fd, const unsigned char *p, size_t n)
 {
-	const char *dir;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = ENOSPC;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* A file in $TMPDIR that never has a name (or one for an instant). */
+static int spool_open(const char **dirp)
+{
+	const char *dir = getenv("TMPDIR");
 	char *path;
 	int fd;
+
+	dir = dir && *dir ? dir : "/tmp";
+	*dirp = dir;
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd;
+	path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir);
+	if (path == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	free(path);
+	return fd;
+}
+
+static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p11s_error *err)
+{
+	const char *dir = NULL;
 	unsigned char *nm;
 
 	sp->total += n;
-	if (sp->fp == NULL && sp->len + n <= SPOOL_MEM_MAX) {
+	if (!sp->in_file && sp->len + n <= SPOOL_MEM_MAX) {
 		nm = OPENSSL_realloc(sp->mem, sp->len + n);
 		if (nm == NULL)
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -773,32 +816,27 @@ static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p
 		sp->len += n;
 		return P11S_OK;
 	}
-	if (sp->fp == NULL) {
-		dir = getenv("TMPDIR");
-		path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir && *dir ? dir : "/tmp");
-		if (path == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
-		fd = mkstemp(path);
-		if (fd >= 0)
-			unlink(path);
-		free(path);
-		if (fd < 0 || (sp->fp = fdopen(fd, "w+b")) == NULL) {
-			if (fd >= 0)
-				close(fd);
-			return p11s_err(err, P11S_E_IO, "cannot create a temporary file: %s",
+	if (!sp->in_file) {
+		sp->fd = spool_open(&dir);
+		if (sp->fd < 0)
+			return p11s_err(err, P11S_E_IO,
+			                "cannot create a temporary file in '%s': %s", dir,
 			                strerror(errno));
-		}
-		if (sp->len > 0 && fwrite(sp->mem, 1, sp->len, sp->fp) != sp->len)
+		sp->in_file = 1;
+		if (sp->len > 0 && spool_put(sp->fd, sp->mem, sp->len) != 0)
 			goto ioerr;
 		OPENSSL_free(sp->mem);
 		sp->mem = NULL;
 		sp->len = 0;
 	}
-	if (fwrite(p, 1, n, sp->fp) != n)
+	if (spool_put(sp->fd, p, n) != 0)
 		goto ioerr;
 	return P11S_OK;
 ioerr:
-	return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s", strerror(errno));
+	/* A write error, not a bad message: the tag is never checked on a short spool. */
+	dir = getenv("TMPDIR");
+	return p11s_err(err, P11S_E_IO, "cannot write a temporary file in '%s': %s",
+	                dir && *dir ? dir : "/tmp", strerror(errno));
 }
 
 struct feed {
@@ -971,7 +1009,7 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 		rc = p11s_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
 		goto done;
 	}
-	if (s->spool.fp == NULL) {
+	if (!s->spool.in_file) {
 		for (size_t at = 0; at < s->spool.len; at += n) {
 			n = s->spool.len - at > CHUNK ? CHUNK : s->spool.len - at;
 			if (!EVP_DecryptUpdate(fresh, out, &outl, s->spool.mem + at, (int)n)) {
@@ -981,19 +1019,27 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 			}
 		}
 	} else {
-		if (fflush(s->spool.fp) != 0 || fseek(s->spool.fp, 0, SEEK_SET) != 0) {
-			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s",
-			              strerror(errno));
-			goto done;
-		}
-		while ((n = fread(in, 1, sizeof(in), s->spool.fp)) > 0)
-			if (!EVP_DecryptUpdate(fresh, out, &outl, in, (int)n)) {
+		ssize_t got;
+		off_t off = 0;
+
+		while ((got = pread(s->spool.fd, in, sizeof(in), off)) != 0) {
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got < 0) {
+				rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s",
+				              strerror(errno));
+				goto done;
+			}
+			off += got;
+			if (!EVP_DecryptUpdate(fresh, out, &outl, in, (int)got)) {
 				rc =
 				    p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
 				goto done;
 			}
-		if (ferror(s->spool.fp)) {
-			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file");
+		}
+		/* Everything kept must come back, or the tag would blame the message. */
+		if ((uint64_t)off != s->spool.total) {
+			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: it is short");
 			goto done;
 		}
 	}
