@@ -6,11 +6,14 @@
  * the message; only header blocks are held in memory, and they are bounded.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -1531,55 +1534,117 @@ static int seg_is_7bit(const char *p, size_t n, size_t *linelen)
  * or not, keeping what was read for replay.  Returns 1 when it needs an
  * encoding, 0 when it does not, -1 on error (recorded).
  */
+/*
+ * An unnamed file in $TMPDIR (named for an instant where O_TMPFILE is
+ * missing), read and written in large blocks: a text leaf of a large
+ * message passes through it whole.
+ */
+static BIO *spool_file(void)
+{
+	const char *dir = getenv("TMPDIR");
+	char *path;
+	BIO *b;
+	int fd;
+
+	dir = dir && *dir ? dir : "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir);
+		fd = path ? mkostemp(path, O_CLOEXEC) : -1;
+		if (fd >= 0)
+			unlink(path);
+		free(path);
+	}
+	if (fd < 0)
+		return NULL;
+	/* Written in 64 KiB blocks (stage_flush), read back in 64 KiB blocks (lr_seg). */
+	b = BIO_new_fd(fd, BIO_CLOSE);
+	if (b == NULL)
+		close(fd);
+	return b;
+}
+
+/* Lines are gathered into blocks before they go to the spool (one BIO_write per line cost more than
+ * the copy). */
+static int stage_flush(struct canon *c, char *stage, size_t *sn)
+{
+	if (*sn > 0 && write_all(c->spool, stage, *sn) != 0)
+		return -1;
+	*sn = 0;
+	return 0;
+}
+
 static int scan_leaf(struct canon *c)
 {
 	const char *p;
-	size_t n, linelen = 0, spooled = 0;
+	size_t n, linelen = 0, spooled = 0, sn = 0;
 	int dirty = 0, r;
-	FILE *fp = NULL;
+	BIO *fb = NULL;
+	char *stage = malloc(OBUF_SIZE);
 
 	c->spool = BIO_new(BIO_s_mem());
-	if (c->spool == NULL)
+	if (c->spool == NULL || stage == NULL) {
+		free(stage);
 		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
+	}
 	while ((r = body_seg(c, &p, &n)) > 0) {
 		if (!dirty && !seg_is_7bit(p, n, &linelen))
 			dirty = 1;
-		if (spooled + n > SPOOL_MEM && fp == NULL) {
+		if (spooled + n > SPOOL_MEM && fb == NULL) {
 			/* Past the memory budget: move the spool to an unlinked file. */
-			BIO *fb;
 			char *mem;
-			long ml = BIO_get_mem_data(c->spool, &mem);
+			long ml;
 
-			fp = tmpfile();
-			fb = fp ? BIO_new_fp(fp, BIO_CLOSE) : NULL;
+			if (stage_flush(c, stage, &sn) != 0)
+				goto write_fail;
+			ml = BIO_get_mem_data(c->spool, &mem);
+			fb = spool_file();
 			if (fb == NULL || (ml > 0 && write_all(fb, mem, (size_t)ml) != 0)) {
-				if (fb == NULL && fp != NULL)
-					fclose(fp);
 				BIO_free(fb);
+				free(stage);
 				return p11s_err(c->err, P11S_E_IO,
-				                "cannot spool a large part to a temporary file"),
+				                "cannot spool a large part to a temporary file: %s",
+				                strerror(errno)),
 				       -1;
 			}
 			BIO_free(c->spool);
 			c->spool = fb;
 		}
-		if (write_all(c->spool, p, n) != 0)
-			return p11s_err(c->err, P11S_E_IO, "cannot spool a large part"), -1;
+		if (sn + n > OBUF_SIZE && stage_flush(c, stage, &sn) != 0)
+			goto write_fail;
+		if (n > OBUF_SIZE) {
+			if (write_all(c->spool, p, n) != 0)
+				goto write_fail;
+		} else {
+			memcpy(stage + sn, p, n);
+			sn += n;
+		}
 		spooled += n;
 		/* Decided: read on only to the end of the line, so replay ends at a line start. */
 		if (dirty && p[n - 1] == '\n')
 			break;
 	}
+	if (stage_flush(c, stage, &sn) != 0)
+		goto write_fail;
+	free(stage);
+	stage = NULL;
 	if (r < 0)
 		return read_fail(c), -1;
-	if (fp != NULL && (BIO_flush(c->spool) <= 0 || BIO_seek(c->spool, 0) != 0))
-		return p11s_err(c->err, P11S_E_IO, "cannot read back a spooled part"), -1;
+	if (fb != NULL && BIO_seek(c->spool, 0) != 0)
+		return p11s_err(c->err, P11S_E_IO, "cannot read back a spooled part: %s",
+		                strerror(errno)),
+		       -1;
 	if (lr_init(&c->spool_r, c->spool) != 0)
 		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
 	c->spooling = 1;
 	/* Replay starts where the leaf started: at a line start. */
 	c->bol = 1;
 	return dirty;
+write_fail:
+	free(stage);
+	return p11s_err(c->err, P11S_E_IO, "cannot spool a large part to a temporary file: %s",
+	                strerror(errno)),
+	       -1;
 }
 
 /* Eight bytes at a time: every byte of a large attachment passes here. */

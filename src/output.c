@@ -53,6 +53,30 @@ struct p11s_output {
 	BIO *bio;
 };
 
+/*
+ * The stdio buffer of an input file (setvbuf() needs one that outlives
+ * fclose()): the BIO's free callback closes the file itself, then frees it.
+ */
+static long input_free_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
+                          int ret, size_t *processed)
+{
+	FILE *fp = NULL;
+
+	(void)argp;
+	(void)len;
+	(void)argi;
+	(void)argl;
+	(void)processed;
+	if (oper == BIO_CB_FREE) {
+		if (BIO_get_fp(b, &fp) > 0 && fp != NULL && fp != stdin) {
+			BIO_set_close(b, BIO_NOCLOSE);
+			fclose(fp);
+		}
+		free(BIO_get_callback_arg(b));
+	}
+	return ret;
+}
+
 p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 {
 	const char *name = path && strcmp(path, "-") != 0 ? path : "standard input";
@@ -74,13 +98,33 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 			fclose(fp);
 		return p11s_err(err, P11S_E_IO, "cannot read '%s': it is a directory", name);
 	}
-	/* Readers ask for 64 KiB at a time: read the file in blocks at least that large. */
-	setvbuf(fp, NULL, _IOFBF, IN_BUF);
 	b = BIO_new_fp(fp, fp == stdin ? BIO_NOCLOSE : BIO_CLOSE);
 	if (b == NULL) {
 		if (fp != stdin)
 			fclose(fp);
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	}
+	/*
+	 * Readers ask for 64 KiB at a time, and stdio's 4 KiB buffer splits that
+	 * into two reads: read in 256 KiB blocks.  Standard input gets a static
+	 * buffer, once (setvbuf() must come before its first read).
+	 */
+	if (fp == stdin) {
+		static char stdin_buf[IN_BUF];
+		static int stdin_set;
+
+		if (!stdin_set)
+			setvbuf(stdin, stdin_buf, _IOFBF, sizeof(stdin_buf));
+		stdin_set = 1;
+	} else {
+		char *vbuf = malloc(IN_BUF);
+
+		if (vbuf != NULL && setvbuf(fp, vbuf, _IOFBF, IN_BUF) == 0) {
+			BIO_set_callback_arg(b, vbuf);
+			BIO_set_callback_ex(b, input_free_cb);
+		} else {
+			free(vbuf);
+		}
 	}
 	*out = b;
 	return P11S_OK;
