@@ -348,6 +348,12 @@ static p11s_rc resolve_link(p11s_output *o, p11s_error *err)
 			    o->shown);
 		return p11s_err(err, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
 	}
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		/* /dev/stdout and the like: written directly through the link. */
+		close(fd);
+		o->st = st;
+		return P11S_OK;
+	}
 	if (fstat(fd, &st) != 0 || (real = realpath(o->shown, NULL)) == NULL) {
 		p11s_rc rc =
 		    p11s_err(err, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));

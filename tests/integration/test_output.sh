@@ -112,6 +112,9 @@ if [ "$(id -u)" = 0 ] && getent passwd nobody >/dev/null; then
 fi
 
 # -------------------------------------------------------------- symlinks
+# A link to a pipe (/dev/stdout -> /proc/self/fd/1): written directly.
+"$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i small.eml -o /dev/stdout 2>devout.err | cat >devout.eml
+assert_contains devout.eml "multipart/signed" "-o /dev/stdout into a pipe writes through the link"
 mkdir real
 printf 'old\n' >real/target.eml
 chmod 640 real/target.eml
