@@ -408,7 +408,16 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 	dir = dir_of(o->path);
 	if (dir == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
-	o->fd = open_unnamed(dir);
+	/*
+	 * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH or
+	 * /proc/self/fd: without either (a bare container), use a named one.
+	 */
+	if (geteuid() != 0 && access("/proc/self/fd", X_OK) != 0) {
+		o->fd = -1;
+		errno = EOPNOTSUPP;
+	} else {
+		o->fd = open_unnamed(dir);
+	}
 	if (o->fd < 0 && errno == EOPNOTSUPP) {
 		/* No O_TMPFILE here (NFS, old kernels): a named file, renamed at commit. */
 		o->tmp_path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
