@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,14 +62,25 @@ struct tlv {
 struct spool {
 	unsigned char *mem;
 	size_t len;
-	FILE *fp;
+	int fd; /* the file past SPOOL_MEM_MAX, unnamed; valid when in_file */
+	int in_file;
 	uint64_t total;
+};
+
+/* Base64 decoding state (our own: EVP_DecodeUpdate was 40% of a large decrypt). */
+struct b64dec {
+	uint32_t acc; /* sextets of the group being read */
+	int n;        /* how many */
+	int pad;      /* '=' seen in this group */
+	int done;     /* the padded group ended the data: only whitespace may follow */
+	int stopped;  /* a '-' ended the data (as EVP_DecodeUpdate does): the rest is ignored */
 };
 
 struct p11s_cms_stream {
 	BIO *in;
 	p11s_cms_encoding enc;
 	EVP_ENCODE_CTX *b64;
+	struct b64dec dec;
 	int pem_done;  /* PEM: the END line was seen */
 	int input_eof; /* nothing more will come from @in (decoder flushed) */
 	unsigned char *raw;
@@ -87,6 +99,95 @@ struct p11s_cms_stream {
 	struct spool spool;
 };
 
+#define B64_BAD  0x80
+#define B64_WS   0x81
+#define B64_PAD  0x82
+#define B64_STOP 0x83
+
+static unsigned char b64_table[256];
+static CRYPTO_ONCE b64_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void b64_table_init(void)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+	memset(b64_table, B64_BAD, sizeof(b64_table));
+	for (int i = 0; i < 64; i++)
+		b64_table[(unsigned char)a[i]] = (unsigned char)i;
+	b64_table[' '] = b64_table['\t'] = b64_table['\r'] = b64_table['\n'] = B64_WS;
+	b64_table['='] = B64_PAD;
+	b64_table['-'] = B64_STOP;
+}
+
+/* Decode @p n characters into @p out (room for n / 4 * 3 + 3); the length, or -1. */
+static long b64_update(struct b64dec *d, unsigned char *out, const unsigned char *in, size_t n)
+{
+	const unsigned char *t = b64_table;
+	size_t i = 0;
+	long o = 0;
+	unsigned v;
+
+	if (d->stopped)
+		return 0;
+	for (;;) {
+		/* Whole groups between line ends: four lookups, three bytes. */
+		if (d->n == 0 && !d->pad && !d->done) {
+			while (i + 4 <= n) {
+				unsigned a = t[in[i]], b = t[in[i + 1]], c = t[in[i + 2]],
+				         e = t[in[i + 3]];
+
+				if ((a | b | c | e) & 0x80)
+					break;
+				out[o] = (unsigned char)(a << 2 | b >> 4);
+				out[o + 1] = (unsigned char)(b << 4 | c >> 2);
+				out[o + 2] = (unsigned char)(c << 6 | e);
+				o += 3;
+				i += 4;
+			}
+		}
+		if (i >= n)
+			return o;
+		v = t[in[i++]];
+		if (v < 64) {
+			if (d->pad || d->done)
+				return -1;
+			d->acc = d->acc << 6 | v;
+			if (++d->n == 4) {
+				out[o++] = (unsigned char)(d->acc >> 16);
+				out[o++] = (unsigned char)(d->acc >> 8);
+				out[o++] = (unsigned char)d->acc;
+				d->n = 0;
+				d->acc = 0;
+			}
+		} else if (v == B64_WS) {
+			continue;
+		} else if (v == B64_PAD) {
+			if (d->done || d->n < 2)
+				return -1;
+			if (d->n + ++d->pad == 4) {
+				d->acc <<= 6 * d->pad;
+				out[o++] = (unsigned char)(d->acc >> 16);
+				if (d->n == 3)
+					out[o++] = (unsigned char)(d->acc >> 8);
+				d->n = d->pad = 0;
+				d->acc = 0;
+				d->done = 1;
+			}
+		} else if (v == B64_STOP) {
+			d->stopped = 1;
+			return d->pad ? -1 : o;
+		} else {
+			return -1;
+		}
+	}
+}
+
+/* The end: a group left unfinished means the data was cut. */
+static int b64_final(const struct b64dec *d)
+{
+	return d->n == 0 && d->pad == 0 ? 0 : -1;
+}
+
 static p11s_rc malformed(p11s_error *err, const char *what)
 {
 	return p11s_err(err, P11S_E_INPUT, "malformed CMS message: %s", what);
@@ -99,7 +200,11 @@ static p11s_rc truncated(p11s_error *err)
 
 p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **out, p11s_error *err)
 {
-	p11s_cms_stream *s = calloc(1, sizeof(*s));
+	p11s_cms_stream *s;
+
+	if (!CRYPTO_THREAD_run_once(&b64_once, b64_table_init))
+		return p11s_err(err, P11S_E_INTERNAL, "cannot set up base64 decoding");
+	s = calloc(1, sizeof(*s));
 
 	if (s == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -132,8 +237,8 @@ void p11s_cms_stream_free(p11s_cms_stream *s)
 	CMS_ContentInfo_free(s->cms);
 	X509_ALGOR_free(s->calg);
 	OPENSSL_free(s->spool.mem);
-	if (s->spool.fp != NULL)
-		fclose(s->spool.fp);
+	if (s->spool.in_file)
+		close(s->spool.fd);
 	free(s);
 }
 
@@ -180,7 +285,8 @@ static p11s_rc pem_skip_to_begin(p11s_cms_stream *s, p11s_error *err)
 /* Append decoded bytes to buf (which has room for CHUNK more). */
 static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
 {
-	int n, outl = 0;
+	int n;
+	long outl = 0;
 	size_t take;
 	unsigned char *dash;
 
@@ -211,8 +317,7 @@ static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
 				s->pem_done = 1;
 			}
 		}
-		if (take > 0 &&
-		    EVP_DecodeUpdate(s->b64, s->buf + s->end, &outl, s->raw, (int)take) < 0)
+		if (take > 0 && (outl = b64_update(&s->dec, s->buf + s->end, s->raw, take)) < 0)
 			return p11s_err(
 			    err, P11S_E_INPUT,
 			    "the message body is not valid base64 (near byte %llu of the "
@@ -224,9 +329,8 @@ static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
 	} else if (s->enc == P11S_CMS_PEM && !s->pem_done) {
 		return p11s_err(err, P11S_E_INPUT, "the PEM input ends without its END line");
 	}
-	if (EVP_DecodeFinal(s->b64, s->buf + s->end, &outl) < 0)
+	if (b64_final(&s->dec) < 0)
 		return p11s_err(err, P11S_E_INPUT, "the base64 body is truncated");
-	s->end += (size_t)outl;
 	s->input_eof = 1;
 	return P11S_OK;
 }
@@ -756,15 +860,56 @@ done:
 
 /* ----------------------------------------------------------- content */
 
-static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p11s_error *err)
+/* All of @p n bytes, or -1 with errno. */
+static int spool_put(int fd, const unsigned char *p, size_t n)
 {
-	const char *dir;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = ENOSPC;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* A file in $TMPDIR that never has a name (or one for an instant). */
+static int spool_open(const char **dirp)
+{
+	const char *dir = getenv("TMPDIR");
 	char *path;
 	int fd;
+
+	dir = dir && *dir ? dir : "/tmp";
+	*dirp = dir;
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd;
+	path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir);
+	if (path == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	free(path);
+	return fd;
+}
+
+static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p11s_error *err)
+{
+	const char *dir = NULL;
 	unsigned char *nm;
 
 	sp->total += n;
-	if (sp->fp == NULL && sp->len + n <= SPOOL_MEM_MAX) {
+	if (!sp->in_file && sp->len + n <= SPOOL_MEM_MAX) {
 		nm = OPENSSL_realloc(sp->mem, sp->len + n);
 		if (nm == NULL)
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -773,32 +918,27 @@ static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p
 		sp->len += n;
 		return P11S_OK;
 	}
-	if (sp->fp == NULL) {
-		dir = getenv("TMPDIR");
-		path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir && *dir ? dir : "/tmp");
-		if (path == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
-		fd = mkstemp(path);
-		if (fd >= 0)
-			unlink(path);
-		free(path);
-		if (fd < 0 || (sp->fp = fdopen(fd, "w+b")) == NULL) {
-			if (fd >= 0)
-				close(fd);
-			return p11s_err(err, P11S_E_IO, "cannot create a temporary file: %s",
+	if (!sp->in_file) {
+		sp->fd = spool_open(&dir);
+		if (sp->fd < 0)
+			return p11s_err(err, P11S_E_IO,
+			                "cannot create a temporary file in '%s': %s", dir,
 			                strerror(errno));
-		}
-		if (sp->len > 0 && fwrite(sp->mem, 1, sp->len, sp->fp) != sp->len)
+		sp->in_file = 1;
+		if (sp->len > 0 && spool_put(sp->fd, sp->mem, sp->len) != 0)
 			goto ioerr;
 		OPENSSL_free(sp->mem);
 		sp->mem = NULL;
 		sp->len = 0;
 	}
-	if (fwrite(p, 1, n, sp->fp) != n)
+	if (spool_put(sp->fd, p, n) != 0)
 		goto ioerr;
 	return P11S_OK;
 ioerr:
-	return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s", strerror(errno));
+	/* A write error, not a bad message: the tag is never checked on a short spool. */
+	dir = getenv("TMPDIR");
+	return p11s_err(err, P11S_E_IO, "cannot write a temporary file in '%s': %s",
+	                dir && *dir ? dir : "/tmp", strerror(errno));
 }
 
 struct feed {
@@ -971,7 +1111,7 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 		rc = p11s_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
 		goto done;
 	}
-	if (s->spool.fp == NULL) {
+	if (!s->spool.in_file) {
 		for (size_t at = 0; at < s->spool.len; at += n) {
 			n = s->spool.len - at > CHUNK ? CHUNK : s->spool.len - at;
 			if (!EVP_DecryptUpdate(fresh, out, &outl, s->spool.mem + at, (int)n)) {
@@ -981,19 +1121,27 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 			}
 		}
 	} else {
-		if (fflush(s->spool.fp) != 0 || fseek(s->spool.fp, 0, SEEK_SET) != 0) {
-			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s",
-			              strerror(errno));
-			goto done;
-		}
-		while ((n = fread(in, 1, sizeof(in), s->spool.fp)) > 0)
-			if (!EVP_DecryptUpdate(fresh, out, &outl, in, (int)n)) {
+		ssize_t got;
+		off_t off = 0;
+
+		while ((got = pread(s->spool.fd, in, sizeof(in), off)) != 0) {
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got < 0) {
+				rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s",
+				              strerror(errno));
+				goto done;
+			}
+			off += got;
+			if (!EVP_DecryptUpdate(fresh, out, &outl, in, (int)got)) {
 				rc =
 				    p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
 				goto done;
 			}
-		if (ferror(s->spool.fp)) {
-			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file");
+		}
+		/* Everything kept must come back, or the tag would blame the message. */
+		if ((uint64_t)off != s->spool.total) {
+			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: it is short");
 			goto done;
 		}
 	}

@@ -6,11 +6,15 @@
  * the message; only header blocks are held in memory, and they are bounded.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -1255,6 +1259,8 @@ struct lr {
 	char *buf;
 	size_t start, end, last;
 	int eof, error;
+	int limited; /* read no more than @left bytes from @in */
+	uint64_t left;
 };
 
 static int lr_init(struct lr *r, BIO *in)
@@ -1294,11 +1300,22 @@ static int lr_seg(struct lr *r, const char **p, size_t *n)
 		memmove(r->buf, r->buf + r->start, avail);
 		r->start = 0;
 		r->end = avail;
-		int got = BIO_read(r->in, r->buf + r->end, (int)(LR_SIZE - r->end));
+		size_t want = LR_SIZE - r->end;
+
+		if (r->limited && want > r->left)
+			want = (size_t)r->left;
+		int got = want > 0 ? BIO_read(r->in, r->buf + r->end, (int)want) : 0;
 
 		if (got > 0) {
 			r->end += (size_t)got;
+			if (r->limited)
+				r->left -= (size_t)got;
+		} else if (r->limited && want == 0) {
+			r->eof = 1;
 		} else {
+			/* A replay of the input that ends early: the file changed. */
+			if (r->limited)
+				r->error = 1;
 			r->eof = 1;
 			if (got < 0 && !BIO_eof(r->in))
 				r->error = 1;
@@ -1313,6 +1330,8 @@ struct canon {
 	struct lr spool_r; /* replay of a spooled leaf, when active */
 	BIO *spool;        /* what spool_r reads */
 	int spooling;      /* spool_r is active */
+	int replay_in;     /* spool_r reads the input itself, from where the leaf began */
+	long resume;       /* then: where the body reader's next read starts */
 	int bol;           /* the next segment starts a line */
 	/* The end met by the body reader, sticky until the multipart takes it. */
 	enum end_kind end;
@@ -1415,6 +1434,11 @@ static int body_seg(struct canon *c, const char **p, size_t *n)
 		c->spool_r.buf = NULL;
 		BIO_free(c->spool);
 		c->spool = NULL;
+		if (c->replay_in) {
+			c->replay_in = 0;
+			if (BIO_seek(c->r.in, c->resume) != 0)
+				return -1;
+		}
 		if (r < 0)
 			return -1;
 	}
@@ -1622,55 +1646,171 @@ static int seg_is_7bit(const char *p, size_t n, size_t *linelen)
  * or not, keeping what was read for replay.  Returns 1 when it needs an
  * encoding, 0 when it does not, -1 on error (recorded).
  */
-static int scan_leaf(struct canon *c)
+/*
+ * An unnamed file in $TMPDIR (named for an instant where O_TMPFILE is
+ * missing), read and written in large blocks: a text leaf of a large
+ * message passes through it whole.
+ */
+static BIO *spool_file(void)
+{
+	const char *dir = getenv("TMPDIR");
+	char *path;
+	BIO *b;
+	int fd;
+
+	dir = dir && *dir ? dir : "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir);
+		fd = path ? mkostemp(path, O_CLOEXEC) : -1;
+		if (fd >= 0)
+			unlink(path);
+		free(path);
+	}
+	if (fd < 0)
+		return NULL;
+	/* Written in 64 KiB blocks (stage_flush), read back in 64 KiB blocks (lr_seg). */
+	b = BIO_new_fd(fd, BIO_CLOSE);
+	if (b == NULL)
+		close(fd);
+	return b;
+}
+
+/* Lines are gathered into blocks before they go to the spool (one BIO_write per line cost more than
+ * the copy). */
+static int stage_flush(struct canon *c, char *stage, size_t *sn)
+{
+	if (*sn > 0 && write_all(c->spool, stage, *sn) != 0)
+		return -1;
+	*sn = 0;
+	return 0;
+}
+
+/* Where the body reader's next segment starts in a regular file, or -1. */
+static long body_offset(struct canon *c)
+{
+	FILE *fp = NULL;
+	struct stat st;
+	long t;
+
+	if (c->spooling || BIO_method_type(c->r.in) != BIO_TYPE_FILE ||
+	    BIO_get_fp(c->r.in, &fp) <= 0 || fp == NULL || fstat(fileno(fp), &st) != 0 ||
+	    !S_ISREG(st.st_mode))
+		return -1;
+	t = BIO_tell(c->r.in);
+	if (t < 0 || (size_t)t < c->r.end - c->r.start)
+		return -1;
+	return t - (long)(c->r.end - c->r.start);
+}
+
+/*
+ * A leaf of a regular file is read again from the file rather than kept:
+ * for a large text part that halves what passes through the kernel.
+ */
+static int scan_leaf_seekable(struct canon *c, long start)
 {
 	const char *p;
-	size_t n, linelen = 0, spooled = 0;
+	size_t n, linelen = 0;
+	uint64_t scanned = 0;
 	int dirty = 0, r;
-	FILE *fp = NULL;
 
-	c->spool = BIO_new(BIO_s_mem());
-	if (c->spool == NULL)
-		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
 	while ((r = body_seg(c, &p, &n)) > 0) {
 		if (!dirty && !seg_is_7bit(p, n, &linelen))
 			dirty = 1;
-		if (spooled + n > SPOOL_MEM && fp == NULL) {
-			/* Past the memory budget: move the spool to an unlinked file. */
-			BIO *fb;
-			char *mem;
-			long ml = BIO_get_mem_data(c->spool, &mem);
-
-			fp = tmpfile();
-			fb = fp ? BIO_new_fp(fp, BIO_CLOSE) : NULL;
-			if (fb == NULL || (ml > 0 && write_all(fb, mem, (size_t)ml) != 0)) {
-				if (fb == NULL && fp != NULL)
-					fclose(fp);
-				BIO_free(fb);
-				return p11s_err(c->err, P11S_E_IO,
-				                "cannot spool a large part to a temporary file"),
-				       -1;
-			}
-			BIO_free(c->spool);
-			c->spool = fb;
-		}
-		if (write_all(c->spool, p, n) != 0)
-			return p11s_err(c->err, P11S_E_IO, "cannot spool a large part"), -1;
-		spooled += n;
-		/* Decided: read on only to the end of the line, so replay ends at a line start. */
+		scanned += n;
 		if (dirty && p[n - 1] == '\n')
 			break;
 	}
 	if (r < 0)
 		return read_fail(c), -1;
-	if (fp != NULL && (BIO_flush(c->spool) <= 0 || BIO_seek(c->spool, 0) != 0))
-		return p11s_err(c->err, P11S_E_IO, "cannot read back a spooled part"), -1;
+	c->resume = BIO_tell(c->r.in);
+	if (c->resume < 0 || BIO_seek(c->r.in, start) != 0)
+		return p11s_err(c->err, P11S_E_IO, "cannot read the input a second time"), -1;
+	if (lr_init(&c->spool_r, c->r.in) != 0)
+		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
+	c->spool_r.limited = 1;
+	c->spool_r.left = scanned;
+	c->replay_in = 1;
+	c->spooling = 1;
+	c->bol = 1;
+	return dirty;
+}
+
+static int scan_leaf(struct canon *c)
+{
+	const char *p;
+	size_t n, linelen = 0, spooled = 0, sn = 0;
+	int dirty = 0, r;
+	BIO *fb = NULL;
+	char *stage;
+	long start = body_offset(c);
+
+	if (start >= 0)
+		return scan_leaf_seekable(c, start);
+	stage = malloc(OBUF_SIZE);
+	c->spool = BIO_new(BIO_s_mem());
+	if (c->spool == NULL || stage == NULL) {
+		free(stage);
+		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
+	}
+	while ((r = body_seg(c, &p, &n)) > 0) {
+		if (!dirty && !seg_is_7bit(p, n, &linelen))
+			dirty = 1;
+		if (spooled + n > SPOOL_MEM && fb == NULL) {
+			/* Past the memory budget: move the spool to an unlinked file. */
+			char *mem;
+			long ml;
+
+			if (stage_flush(c, stage, &sn) != 0)
+				goto write_fail;
+			ml = BIO_get_mem_data(c->spool, &mem);
+			fb = spool_file();
+			if (fb == NULL || (ml > 0 && write_all(fb, mem, (size_t)ml) != 0)) {
+				BIO_free(fb);
+				free(stage);
+				return p11s_err(c->err, P11S_E_IO,
+				                "cannot spool a large part to a temporary file: %s",
+				                strerror(errno)),
+				       -1;
+			}
+			BIO_free(c->spool);
+			c->spool = fb;
+		}
+		if (sn + n > OBUF_SIZE && stage_flush(c, stage, &sn) != 0)
+			goto write_fail;
+		if (n > OBUF_SIZE) {
+			if (write_all(c->spool, p, n) != 0)
+				goto write_fail;
+		} else {
+			memcpy(stage + sn, p, n);
+			sn += n;
+		}
+		spooled += n;
+		/* Decided: read on only to the end of the line, so replay ends at a line start. */
+		if (dirty && p[n - 1] == '\n')
+			break;
+	}
+	if (stage_flush(c, stage, &sn) != 0)
+		goto write_fail;
+	free(stage);
+	stage = NULL;
+	if (r < 0)
+		return read_fail(c), -1;
+	if (fb != NULL && BIO_seek(c->spool, 0) != 0)
+		return p11s_err(c->err, P11S_E_IO, "cannot read back a spooled part: %s",
+		                strerror(errno)),
+		       -1;
 	if (lr_init(&c->spool_r, c->spool) != 0)
 		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
 	c->spooling = 1;
 	/* Replay starts where the leaf started: at a line start. */
 	c->bol = 1;
 	return dirty;
+write_fail:
+	free(stage);
+	return p11s_err(c->err, P11S_E_IO, "cannot spool a large part to a temporary file: %s",
+	                strerror(errno)),
+	       -1;
 }
 
 /* Eight bytes at a time: every byte of a large attachment passes here. */

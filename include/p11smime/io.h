@@ -23,15 +23,30 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err);
 typedef struct p11s_output p11s_output;
 
 /**
- * Begin an output to @p path (NULL or "-": standard output).  Everything is
- * written to a temporary file, beside @p path (so the final rename is
- * atomic) or in $TMPDIR for standard output; nothing reaches @p path or
- * standard output before p11s_output_commit().  A @p path that exists
- * and is not a regular file (/dev/null, a FIFO, a terminal) is written
- * directly: there is nothing to rename over, and renaming would replace a
- * device with a file.
+ * Begin an output to @p path (NULL or "-": standard output); nothing
+ * reaches @p path or standard output before p11s_output_commit().
+ *
+ * A file is written to a temporary file without a name in @p path's
+ * directory (O_TMPFILE; a named ".p11smime-XXXXXX" where the file system
+ * cannot), linked or renamed over @p path at commit, so a process killed
+ * midway leaves nothing.  A file that exists keeps its permission bits
+ * (and its owner and group when running as root); a new one gets 0666
+ * less the umask, or 0600 with P11S_OUTPUT_PRIVATE.  A symbolic link at
+ * @p path stays and the file it points to is replaced; a link to nothing
+ * is refused.  A @p path that exists and is not a regular file (/dev/null,
+ * a FIFO, a terminal) is written directly: there is nothing to rename
+ * over, and renaming would replace a device with a file.
+ *
+ * Standard output is kept in memory up to 1 MiB, then in an unnamed file
+ * in $TMPDIR, and copied out at commit (in the kernel where it can).
  */
 p11s_rc p11s_output_open(const char *path, p11s_output **out, p11s_error *err);
+
+/** For p11s_output_open_ex(): a new file gets mode 0600 whatever the umask. */
+#define P11S_OUTPUT_PRIVATE 1u
+
+/** p11s_output_open() with flags (P11S_OUTPUT_PRIVATE). */
+p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out, p11s_error *err);
 /** The BIO to write to; owned by @p o. */
 BIO *p11s_output_bio(p11s_output *o);
 /**
@@ -39,6 +54,13 @@ BIO *p11s_output_bio(p11s_output *o);
  * @p o.  On failure nothing is left at @p path; @p o is freed either way.
  */
 p11s_rc p11s_output_commit(p11s_output *o, p11s_error *err);
+/**
+ * When a write to @p o failed, record in @p err a message naming the file
+ * and the system's reason ("cannot write 'out.eml': No space left on
+ * device") and return P11S_E_IO; else return @p rc and leave @p err.  For
+ * callers whose operation failed on a write through p11s_output_bio().
+ */
+p11s_rc p11s_output_explain(const p11s_output *o, p11s_rc rc, p11s_error *err);
 /** Drop everything written and free @p o; NULL is fine. */
 void p11s_output_abort(p11s_output *o);
 

@@ -158,7 +158,8 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 		}
 		target = sinkbio;
 	} else {
-		rc = p11s_output_open(out_path, &out, cli->err);
+		/* Plaintext: a new file is readable by its owner only. */
+		rc = p11s_output_open_ex(out_path, P11S_OUTPUT_PRIVATE, &out, cli->err);
 		if (rc != P11S_OK) {
 			BIO_free_all(in);
 			return cli_fail(cli, rc);
@@ -167,6 +168,8 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	}
 
 	rc = p11s_decrypt(ctx, &o, in, target, &report, cli->err);
+	if (rc != P11S_OK)
+		rc = p11s_output_explain(out, rc, cli->err);
 	BIO_free_all(in);
 	print_summary(cli, report);
 	if (rc != P11S_OK) {

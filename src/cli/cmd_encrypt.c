@@ -196,6 +196,8 @@ int cmd_encrypt(struct cli *cli, int argc, char **argv)
 		rc = p11s_output_open(out_path, &out, cli->err);
 	if (rc == P11S_OK)
 		rc = p11s_encrypt(in, p11s_output_bio(out), r, &eo, cli->err);
+	if (rc != P11S_OK)
+		rc = p11s_output_explain(out, rc, cli->err);
 	if (rc == P11S_OK) {
 		rc = p11s_output_commit(out, cli->err);
 		out = NULL;

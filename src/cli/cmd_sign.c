@@ -185,6 +185,8 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		                             form, cli->err);
 	else if (rc == P11S_OK)
 		rc = p11s_signer_sign(signer, in, p11s_output_bio(output), cli->err);
+	if (rc != P11S_OK)
+		rc = p11s_output_explain(output, rc, cli->err);
 	if (rc == P11S_OK) {
 		rc = p11s_output_commit(output, cli->err);
 		output = NULL;

@@ -321,6 +321,8 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 		                        cli->err);
 	else if (rc == P11S_OK && report == NULL)
 		rc = p11s_verify(in, out ? p11s_output_bio(out) : NULL, &vo, &report, cli->err);
+	if (rc != P11S_OK)
+		rc = p11s_output_explain(out, rc, cli->err);
 	if (rc != P11S_OK) {
 		ret = cli_fail(cli, rc);
 		goto done;

@@ -1,4 +1,6 @@
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,6 +253,12 @@ int main(int argc, char **argv)
 	p11s_config *cfg = NULL;
 	int c, ret;
 
+	/*
+	 * A reader that goes away (`| head`) gives EPIPE, reported like any
+	 * write error (exit 4), rather than a silent death by SIGPIPE.
+	 */
+	signal(SIGPIPE, SIG_IGN);
+
 	/* "+": stop at the command; its options are its own. */
 	while ((c = getopt_long(argc, argv, "+vh", opts, NULL)) != -1) {
 		switch (c) {
@@ -319,7 +327,8 @@ int main(int argc, char **argv)
 		p11s_error_free(cli.err);
 		p11s_config_free(cfg);
 		if (fflush(stdout) != 0 && ret == 0) {
-			fprintf(stderr, "p11smime: cannot write to standard output\n");
+			fprintf(stderr, "p11smime: cannot write to standard output: %s\n",
+			        strerror(errno));
 			ret = 4;
 		}
 		return ret;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -111,6 +112,83 @@ static void unwritable_dir_is_an_io_error(void **state)
 }
 
 /* fopen() opens a directory; its reads fail, which readers took for an empty input. */
+/*
+ * Standard output past the 1 MiB kept in memory: spilled to an unnamed file
+ * in $TMPDIR (nothing named there), nothing on standard output before the
+ * commit, then all of it.
+ */
+static void stdout_spills_unnamed_and_appears_whole(void **state)
+{
+	char path[256], spool[256];
+	const size_t total = 3u * 1024 * 1024 + 7;
+	unsigned char *block = malloc(65536);
+	p11s_output *o = NULL;
+	struct stat st;
+	int saved, fd;
+
+	(void)state;
+	assert_non_null(block);
+	memset(block, 'x', 65536);
+	snprintf(path, sizeof(path), "%s/stdout.txt", dir);
+	snprintf(spool, sizeof(spool), "%s/spool", dir);
+	assert_int_equal(mkdir(spool, 0700), 0);
+	setenv("TMPDIR", spool, 1);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	dup2(fd, STDOUT_FILENO);
+	close(fd);
+
+	assert_int_equal(p11s_output_open(NULL, &o, NULL), P11S_OK);
+	for (size_t done = 0; done < total;) {
+		size_t n = total - done < 65536 ? total - done : 65536;
+
+		assert_int_equal(BIO_write(p11s_output_bio(o), block, (int)n), (int)n);
+		done += n;
+	}
+	assert_int_equal(BIO_flush(p11s_output_bio(o)), 1);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	/* The spill has no name. */
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A '%s')\"", spool);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(p11s_output_commit(o, NULL), P11S_OK);
+
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	unsetenv("TMPDIR");
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal((size_t)st.st_size, total);
+	rmdir(spool);
+	unlink(path);
+	free(block);
+}
+
+/* A failed write names the file and the system's reason. */
+static void write_error_is_explained(void **state)
+{
+	p11s_output *o = NULL;
+	p11s_error *err = p11s_error_new();
+	char big[300000];
+	p11s_rc rc;
+
+	(void)state;
+	memset(big, 'y', sizeof(big));
+	assert_int_equal(p11s_output_open("/dev/full", &o, err), P11S_OK);
+	/* More than one block: the write fails now, not at commit. */
+	assert_true(BIO_write(p11s_output_bio(o), big, (int)sizeof(big)) <= 0);
+	rc = p11s_output_explain(o, P11S_E_INPUT, err);
+	assert_int_equal(rc, P11S_E_IO);
+	assert_string_equal(p11s_error_message(err),
+	                    "cannot write '/dev/full': No space left on device");
+	/* Nothing failed: the caller's error stands. */
+	p11s_output_abort(o);
+	assert_int_equal(p11s_output_explain(NULL, P11S_E_INPUT, err), P11S_E_INPUT);
+	p11s_error_free(err);
+}
+
 static void directory_is_not_an_input(void **state)
 {
 	p11s_error *err = p11s_error_new();
@@ -131,6 +209,8 @@ int main(void)
 	    cmocka_unit_test(device_is_written_not_replaced),
 	    cmocka_unit_test(unwritable_dir_is_an_io_error),
 	    cmocka_unit_test(directory_is_not_an_input),
+	    cmocka_unit_test(stdout_spills_unnamed_and_appears_whole),
+	    cmocka_unit_test(write_error_is_explained),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Benchmark: large messages at disk speed (issue 11).
+#
+#   bench/large.sh [-m MIB] [-b P11SMIME_BINARY] [-r OLD_BINARY] [-k]
+#
+# On a fresh SoftHSM token (softhsm-conf/provision.sh, in a temp dir), RSA-2048
+# key (id 01), prints in one run:
+#   - the SHA-256 rate of `openssl speed -evp sha256` (16 KiB blocks, 3 s);
+#   - sign of a MIB-MiB plain-text mail (76-character lines, LF), and
+#     decrypt of a MIB-MiB plaintext encrypted by openssl cms -encrypt
+#     -aes-256-gcm -stream (S/MIME, base64), each to -o FILE and to standard
+#     output redirected to a file: wall time, MB/s of the MIB-MiB payload, the
+#     ratio to the SHA-256 rate, peak RSS (/usr/bin/time -f %M); and the
+#     same rate on the process's CPU time (user + system), which a machine
+#     shared with other work does not distort as much as wall time.
+# Goals: each ratio >= 0.50 and peak RSS <= 32 MiB.  -r times another
+# p11smime build alongside (before/after).  -k keeps the work directory.
+# Needs about 5 x MIB of free space in $TMPDIR.  Use a Release build
+# (-DCMAKE_BUILD_TYPE=Release).  Figures go to docs/performance.md by hand.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+src=$(cd "$here/.." && pwd)
+mib=1024
+bin=${P11SMIME:-$src/build/p11smime}
+old=
+keep=0
+while getopts "m:b:r:k" o; do
+	case $o in
+	m) mib=$OPTARG ;;
+	b) bin=$OPTARG ;;
+	r) old=$OPTARG ;;
+	k) keep=1 ;;
+	*) echo "usage: $0 [-m MIB] [-b P11SMIME] [-r OLD_P11SMIME] [-k]" >&2; exit 2 ;;
+	esac
+done
+for b in "$bin" ${old:+"$old"}; do
+	[ -x "$b" ] || { echo "large.sh: no p11smime binary at $b (build first, or -b PATH)" >&2; exit 2; }
+done
+for t in openssl awk base64; do
+	command -v "$t" >/dev/null || { echo "large.sh: $t is required" >&2; exit 2; }
+done
+[ -x /usr/bin/time ] || { echo "large.sh: /usr/bin/time is required (apt-get install time)" >&2; exit 2; }
+module=/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/p11s-bench-large.XXXXXX")
+[ $keep = 1 ] && echo "work directory: $work" || trap 'rm -rf "$work"' EXIT
+bash "$src/softhsm-conf/provision.sh" "$work/token" >/dev/null
+. "$work/token/env"
+uri="pkcs11:token=$P11S_TOKEN_LABEL;id=%01;type=cert"
+bytes=$((mib * 1024 * 1024))
+
+# The mail to sign: headers, then MIB MiB of 76-character lines.
+{
+	printf 'From: rsa2048@example.org\nTo: bob@example.net\nSubject: large\n'
+	printf 'MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n'
+	head -c $((bytes / 77 * 57)) /dev/urandom | base64 -w 76
+} >"$work/big.eml"
+# The message to decrypt: MIB MiB of binary content, AES-256-GCM, S/MIME.
+{
+	printf 'Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n'
+	head -c "$bytes" /dev/urandom
+} >"$work/pt"
+openssl cms -encrypt -binary -stream -aes-256-gcm -in "$work/pt" \
+	-recip "$work/token/certs/rsa2048.pem" -out "$work/big.p7m"
+rm -f "$work/pt"
+
+openssl speed -evp sha256 -bytes 16384 -seconds 3 2>/dev/null >"$work/speed"
+sha=$(awk '/^sha256/ { v = $NF; sub(/k$/, "", v); printf "%.1f", v * 1000 / 1e6 }' "$work/speed")
+echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -m), $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "openssl speed -evp sha256 (16 KiB): $sha MB/s; payload $mib MiB; goals: ratio >= 0.50, RSS <= 32 MiB"
+printf '%-6s %-24s %7s %8s %6s %7s %8s %6s %8s\n' build run wall-s MB/s ratio cpu-s MB/s ratio "RSS MiB"
+
+# run NAME BUILD-LABEL BINARY STDOUT-FILE ARGS...: time one command, print a row
+run() {
+	local name=$1 label=$2 b=$3 out=$4
+	shift 4
+	sync
+	/usr/bin/time -f "%e %M %U %S" -o "$work/time" "$b" --module "$module" \
+		--pin-source "file:$P11S_PIN_FILE" "$@" >"$out" 2>"$work/err" ||
+		{ cat "$work/err" >&2; echo "large.sh: $name failed" >&2; exit 1; }
+	read -r s kb us ss <"$work/time"
+	awk -v n="$name" -v l="$label" -v s="$s" -v kb="$kb" -v us="$us" -v ss="$ss" -v bytes="$bytes" -v sha="$sha" 'BEGIN {
+		r = bytes / s / 1e6
+		c = us + ss
+		rc = bytes / (c > 0 ? c : 0.01) / 1e6
+		printf "%-6s %-24s %7.2f %8.1f %6.2f %7.2f %8.1f %6.2f %8.1f\n", l, n, s, r, r / sha, c, rc, rc / sha, kb / 1024 }'
+	rm -f "$work/out" "$work/stdout"
+}
+
+for b in "$bin" ${old:+"$old"}; do
+	label=new
+	[ "$b" = "$old" ] && label=old
+	run "sign -o FILE" $label "$b" /dev/null sign --signer "$uri" -i "$work/big.eml" -o "$work/out"
+	run "sign > FILE" $label "$b" "$work/stdout" sign --signer "$uri" -i "$work/big.eml"
+	run "decrypt -o FILE (GCM)" $label "$b" /dev/null decrypt -i "$work/big.p7m" -o "$work/out"
+	run "decrypt > FILE (GCM)" $label "$b" "$work/stdout" decrypt -i "$work/big.p7m"
+done
