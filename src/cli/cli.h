@@ -73,6 +73,9 @@ void cli_verbose(const struct cli *cli, const char *fmt, ...) __attribute__((for
 int cmd_tokens(struct cli *cli, int argc, char **argv);
 int cmd_list(struct cli *cli, int argc, char **argv);
 int cmd_validate(struct cli *cli, int argc, char **argv);
+/* Ask for a secret on /dev/tty without echo (a PIN, a PKCS#12 password); 0 or -1. */
+int cli_tty_prompt(const char *prompt, char *buf, size_t len, void *user);
+
 int cmd_sign(struct cli *cli, int argc, char **argv);
 int cmd_verify(struct cli *cli, int argc, char **argv);
 int cmd_encrypt(struct cli *cli, int argc, char **argv);

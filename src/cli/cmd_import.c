@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
+#include <limits.h>
 
 #include <openssl/crypto.h>
 
@@ -45,31 +45,10 @@ static void import_usage(FILE *fp)
 /* A PKCS#12 password from the terminal without echo, as PINs are asked for. */
 static int ask_password(const char *path, char *buf, size_t len)
 {
-	struct termios old, quiet;
-	FILE *tty = fopen("/dev/tty", "r+");
-	int ok = -1;
+	char prompt[PATH_MAX + 32];
 
-	if (tty == NULL)
-		return -1;
-	if (tcgetattr(fileno(tty), &old) != 0) {
-		fclose(tty);
-		return -1;
-	}
-	quiet = old;
-	quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
-	quiet.c_lflag |= ICANON;
-	fprintf(tty, "Password for %s: ", cli_safe(path));
-	fflush(tty);
-	if (tcsetattr(fileno(tty), TCSAFLUSH, &quiet) == 0) {
-		if (fgets(buf, (int)len, tty) != NULL) {
-			buf[strcspn(buf, "\r\n")] = '\0';
-			ok = 0;
-		}
-		tcsetattr(fileno(tty), TCSAFLUSH, &old);
-	}
-	fprintf(tty, "\n");
-	fclose(tty);
-	return ok;
+	snprintf(prompt, sizeof(prompt), "Password for %s: ", cli_safe(path));
+	return cli_tty_prompt(prompt, buf, len, NULL);
 }
 
 static void print_result(const p11s_import_result *r)

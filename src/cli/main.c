@@ -95,8 +95,8 @@ static int load_config(struct cli *cli, p11s_config **cfg)
 	return 0;
 }
 
-/* Read a PIN from the terminal without echo; stdin may carry the message. */
-static int tty_prompt(const char *prompt, char *buf, size_t len, void *user)
+/* Read a secret from the terminal without echo; stdin may carry the message. */
+int cli_tty_prompt(const char *prompt, char *buf, size_t len, void *user)
 {
 	struct termios old, quiet;
 	FILE *tty;
@@ -141,7 +141,7 @@ p11s_ctx *cli_ctx(struct cli *cli)
 		return NULL;
 	}
 	cli_verbose(cli, "module: %s", p11s_ctx_module_path(cli->ctx));
-	p11s_ctx_set_pin_prompt(cli->ctx, tty_prompt, NULL);
+	p11s_ctx_set_pin_prompt(cli->ctx, cli_tty_prompt, NULL);
 	p11s_ctx_set_allow_final_try(cli->ctx, cli->allow_final_try);
 	if (cli->pin_source != NULL) {
 		rc = p11s_ctx_set_pin_source(cli->ctx, cli->pin_source, cli->err);

@@ -50,8 +50,13 @@ SOCK=$T/tmux.sock
 tmux_cleanup() { tmux -S "$SOCK" kill-server 2>/dev/null || true; }
 # Chain onto interop.sh's exit trap (gpg-agent, then lib.sh's report).
 trap '_n_rc=$?; tmux_cleanup; _interop_cleanup; (exit $_n_rc); _t_on_exit' EXIT
+NSTART=0
 start() { # ARGS...: neomutt in a fresh tmux session
 	tmux -S "$SOCK" kill-server 2>/dev/null || true
+	# A new server on a new socket: the old one may still be shutting down on
+	# its socket, and a client that reaches it gets "server exited unexpectedly".
+	NSTART=$((NSTART + 1))
+	SOCK=$T/tmux.$NSTART.sock
 	tmux -S "$SOCK" new-session -d -s nm -x 160 -y 50 \
 		"env HOME=$H PATH=$T/bin:$PATH TERM=xterm SOFTHSM2_CONF=$SOFTHSM2_CONF \
 		P11SMIME_MODULE=$P11SMIME_MODULE LSAN_OPTIONS=${LSAN_OPTIONS:-} \
