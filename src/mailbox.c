@@ -170,7 +170,7 @@ static int address_literal(const char *s, size_t len, char *why, size_t whylen)
 
 int p11s_mailbox_parse(const char *s, size_t len, char *why, size_t whylen)
 {
-	size_t at;
+	size_t at = 0;
 
 	if (why != NULL && whylen > 0)
 		why[0] = '\0';

@@ -675,10 +675,15 @@ static p11s_rc commit_file(p11s_output *o, p11s_error *err)
 
 	if (o->exists) {
 		/* Replacing a file: it keeps its owner (root can give it) and its mode. */
-		if (geteuid() == 0)
-			(void)fchown(o->fd, o->st.st_uid, o->st.st_gid);
-		else if (o->st.st_gid != getegid())
-			(void)fchown(o->fd, (uid_t)-1, o->st.st_gid);
+		if (geteuid() == 0) {
+			if (fchown(o->fd, o->st.st_uid, o->st.st_gid) != 0)
+				goto fail;
+		} else if (o->st.st_gid != getegid() &&
+		           fchown(o->fd, (uid_t)-1, o->st.st_gid) != 0) {
+			/* Not a member of that group: the file takes ours, as any new file would.
+			 */
+			errno = 0;
+		}
 		mode = o->st.st_mode & 07777;
 	} else if (o->flags & P11S_OUTPUT_PRIVATE) {
 		mode = 0600;
