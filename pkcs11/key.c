@@ -2,7 +2,9 @@
 #include <string.h>
 
 #include <openssl/ec.h>
+#include <openssl/engine.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
@@ -17,6 +19,7 @@ struct p11s_key {
 	p11s_key_type type;
 	int bits;
 	unsigned flags;
+	struct p11s_keyref *ref; /* owned by pkey (ex_data) */
 };
 
 void p11s_key_free(p11s_key *key)
@@ -57,9 +60,10 @@ int p11s_key_bits(const p11s_key *key)
  * listed every private key of the token again, a second C_FindObjectsInit
  * over all objects, which on SoftHSM costs as much as the signature.
  *
- * Mechanisms are the ones libp11 used (docs/design.md): CKM_RSA_PKCS for
- * PKCS#1 v1.5, CKM_RSA_X_509 for OpenSSL's own PSS and OAEP padding,
- * CKM_ECDSA, CKM_ECDH1_DERIVE.  OpenSSL 3 treats keys with a method other
+ * Mechanisms (docs/design.md): CKM_RSA_PKCS for PKCS#1 v1.5, the token's
+ * CKM_RSA_PKCS_PSS / CKM_RSA_PKCS_OAEP when offered (see pk_sign below),
+ * else CKM_RSA_X_509 for OpenSSL's own PSS and OAEP padding, CKM_ECDSA,
+ * CKM_ECDH1_DERIVE.  OpenSSL 3 treats keys with a method other
  * than its own as legacy ("foreign") keys and calls these methods itself.
  */
 struct p11s_keyref {
@@ -68,6 +72,10 @@ struct p11s_keyref {
 	CK_OBJECT_HANDLE handle;
 	int always_authenticate;
 	int protected_path; /* a PIN pad: the context-specific login takes no PIN */
+	/* p11s_key_check_op found CKM_RSA_PKCS_PSS / CKM_RSA_PKCS_OAEP usable. */
+	int pss_native, oaep_native;
+	int can_native;        /* the key carries pk_engine */
+	const char *last_mech; /* the mechanism of the last C_Sign/C_Decrypt that worked */
 };
 
 static int rsa_idx = -1, ec_idx = -1;
@@ -114,19 +122,21 @@ static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
 }
 
 /*
- * One C_SignInit/C_Sign or C_DecryptInit/C_Decrypt with @p mech; the result
+ * One C_SignInit/C_Sign or C_DecryptInit/C_Decrypt with @p m; the result
  * in @p out (room @p *outlen, set to what the token wrote).  0 on failure,
- * an OpenSSL error queued.
+ * an OpenSSL error queued; *init_rv (may be NULL) is the Init's answer, so
+ * that a caller can tell a refused mechanism from a failed operation.
  */
-static int token_op(const struct p11s_keyref *r, int decrypt, CK_MECHANISM_TYPE mech,
-                    const unsigned char *in, size_t inlen, unsigned char *out, CK_ULONG *outlen)
+static int token_op_m(struct p11s_keyref *r, int decrypt, CK_MECHANISM *m, const unsigned char *in,
+                      size_t inlen, unsigned char *out, CK_ULONG *outlen, CK_RV *init_rv)
 {
 	CK_FUNCTION_LIST_PTR fl = r->ctx->fl;
-	CK_MECHANISM m = {mech, NULL, 0};
 	CK_SESSION_HANDLE s = ref_session(r);
 	CK_RV rv;
 
-	rv = decrypt ? fl->C_DecryptInit(s, &m, r->handle) : fl->C_SignInit(s, &m, r->handle);
+	rv = decrypt ? fl->C_DecryptInit(s, m, r->handle) : fl->C_SignInit(s, m, r->handle);
+	if (init_rv != NULL)
+		*init_rv = rv;
 	if (rv != CKR_OK) {
 		token_error(decrypt ? "C_DecryptInit" : "C_SignInit", rv);
 		return 0;
@@ -152,10 +162,18 @@ static int token_op(const struct p11s_keyref *r, int decrypt, CK_MECHANISM_TYPE 
 	return 1;
 }
 
+static int token_op(struct p11s_keyref *r, int decrypt, CK_MECHANISM_TYPE mech,
+                    const unsigned char *in, size_t inlen, unsigned char *out, CK_ULONG *outlen)
+{
+	CK_MECHANISM m = {mech, NULL, 0};
+
+	return token_op_m(r, decrypt, &m, in, inlen, out, outlen, NULL);
+}
+
 static int rsa_op(int decrypt, int flen, const unsigned char *from, unsigned char *to, RSA *rsa,
                   int padding)
 {
-	const struct p11s_keyref *r = RSA_get_ex_data(rsa, rsa_idx);
+	struct p11s_keyref *r = RSA_get_ex_data(rsa, rsa_idx);
 	int size = RSA_size(rsa);
 	CK_MECHANISM_TYPE mech;
 	CK_ULONG len = (CK_ULONG)size;
@@ -176,6 +194,7 @@ static int rsa_op(int decrypt, int flen, const unsigned char *from, unsigned cha
 	}
 	if (!token_op(r, decrypt, mech, from, (size_t)flen, to, &len) || len > (CK_ULONG)size)
 		return -1;
+	r->last_mech = mech == CKM_RSA_PKCS ? "CKM_RSA_PKCS" : "CKM_RSA_X_509";
 	/* Raw RSA is a number of the modulus' size: some modules drop leading zeros. */
 	if (mech == CKM_RSA_X_509 && len < (CK_ULONG)size) {
 		memmove(to + (size - (int)len), to, len);
@@ -200,7 +219,7 @@ static int rsa_priv_dec(int flen, const unsigned char *from, unsigned char *to, 
 static ECDSA_SIG *ec_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv,
                               const BIGNUM *rp, EC_KEY *ec)
 {
-	const struct p11s_keyref *r = EC_KEY_get_ex_data(ec, ec_idx);
+	struct p11s_keyref *r = EC_KEY_get_ex_data(ec, ec_idx);
 	const EC_GROUP *g = EC_KEY_get0_group(ec);
 	unsigned char raw[2 * 66 + 2];
 	CK_ULONG len = sizeof(raw);
@@ -316,6 +335,188 @@ out:
 	return ok;
 }
 
+/*
+ * RSA-PSS and RSA-OAEP with the token's own mechanisms.  An RSA_METHOD only
+ * sees blocks OpenSSL has already padded, so the padding parameters are
+ * taken one level up: our keys carry an ENGINE whose only use is an
+ * EVP_PKEY_METHOD for RSA, a copy of OpenSSL's own whose sign and decrypt
+ * hand the digest (PSS) or the ciphertext (OAEP) to the token with
+ * CK_RSA_PKCS_PSS_PARAMS / CK_RSA_PKCS_OAEP_PARAMS.  OpenSSL 3 builds the
+ * EVP_PKEY_CTX of a key with an engine from the legacy method, so CMS's
+ * EVP_DigestSignFinal and EVP_PKEY_decrypt land here with the padding,
+ * digests and label it set through the usual ctrls.  Everything else, and
+ * these two when the token refuses the parameters, goes to OpenSSL's code
+ * and so to the RSA_METHOD above (CKM_RSA_PKCS, CKM_RSA_X_509).
+ */
+static ENGINE *pk_engine;
+static EVP_PKEY_METHOD *rsa_pmeth;
+static int (*orig_sign)(EVP_PKEY_CTX *, unsigned char *, size_t *, const unsigned char *, size_t);
+static int (*orig_decrypt)(EVP_PKEY_CTX *, unsigned char *, size_t *, const unsigned char *,
+                           size_t);
+static const int pk_nids[] = {EVP_PKEY_RSA};
+
+static struct p11s_keyref *ctx_ref(EVP_PKEY_CTX *ctx)
+{
+	EVP_PKEY *pk = EVP_PKEY_CTX_get0_pkey(ctx);
+	const RSA *rsa = pk != NULL ? EVP_PKEY_get0_RSA(pk) : NULL;
+
+	return rsa != NULL ? RSA_get_ex_data(rsa, rsa_idx) : NULL;
+}
+
+/* The PKCS#11 hash and MGF1 of @p md; 0 when PKCS#11 has none. */
+static int md_mechs(const EVP_MD *md, CK_MECHANISM_TYPE *hash, CK_RSA_PKCS_MGF_TYPE *mgf)
+{
+	static const struct {
+		int nid;
+		CK_MECHANISM_TYPE hash;
+		CK_RSA_PKCS_MGF_TYPE mgf;
+	} map[] = {
+	    {NID_sha1, CKM_SHA_1, CKG_MGF1_SHA1},      {NID_sha224, CKM_SHA224, CKG_MGF1_SHA224},
+	    {NID_sha256, CKM_SHA256, CKG_MGF1_SHA256}, {NID_sha384, CKM_SHA384, CKG_MGF1_SHA384},
+	    {NID_sha512, CKM_SHA512, CKG_MGF1_SHA512},
+	};
+
+	for (size_t i = 0; md != NULL && i < sizeof(map) / sizeof(map[0]); i++)
+		if (EVP_MD_get_type(md) == map[i].nid) {
+			if (hash != NULL)
+				*hash = map[i].hash;
+			if (mgf != NULL)
+				*mgf = map[i].mgf;
+			return 1;
+		}
+	return 0;
+}
+
+/* An Init refusing the mechanism or its parameters: raw RSA may still do it. */
+static int refused(CK_RV rv)
+{
+	return rv == CKR_MECHANISM_INVALID || rv == CKR_MECHANISM_PARAM_INVALID ||
+	       rv == CKR_ARGUMENTS_BAD || rv == CKR_FUNCTION_NOT_SUPPORTED ||
+	       rv == CKR_KEY_FUNCTION_NOT_PERMITTED;
+}
+
+static int pk_sign(EVP_PKEY_CTX *ctx, unsigned char *sig, size_t *siglen, const unsigned char *tbs,
+                   size_t tbslen)
+{
+	struct p11s_keyref *r = ctx_ref(ctx);
+	const EVP_MD *md = NULL, *mgf1 = NULL;
+	CK_RSA_PKCS_PSS_PARAMS pp;
+	CK_MECHANISM m = {CKM_RSA_PKCS_PSS, &pp, sizeof(pp)};
+	CK_RV init_rv = CKR_OK;
+	CK_ULONG len;
+	int pad = 0, saltlen = 0, size;
+
+	if (r == NULL || !r->pss_native || sig == NULL ||
+	    EVP_PKEY_CTX_get_rsa_padding(ctx, &pad) <= 0 || pad != RSA_PKCS1_PSS_PADDING ||
+	    EVP_PKEY_CTX_get_signature_md(ctx, &md) <= 0 ||
+	    EVP_PKEY_CTX_get_rsa_mgf1_md(ctx, &mgf1) <= 0 ||
+	    EVP_PKEY_CTX_get_rsa_pss_saltlen(ctx, &saltlen) <= 0 ||
+	    !md_mechs(md, &pp.hashAlg, NULL) || !md_mechs(mgf1 ? mgf1 : md, NULL, &pp.mgf) ||
+	    tbslen != (size_t)EVP_MD_get_size(md))
+		return orig_sign(ctx, sig, siglen, tbs, tbslen);
+	/* The salt CMS asks for (RSA_PSS_SALTLEN_DIGEST) or a length; "max"/"auto" stay OpenSSL's.
+	 */
+	if (saltlen == RSA_PSS_SALTLEN_DIGEST)
+		saltlen = EVP_MD_get_size(md);
+	if (saltlen < 0)
+		return orig_sign(ctx, sig, siglen, tbs, tbslen);
+	pp.sLen = (CK_ULONG)saltlen;
+	size = EVP_PKEY_get_size(EVP_PKEY_CTX_get0_pkey(ctx));
+	if (size <= 0 || *siglen < (size_t)size)
+		return orig_sign(ctx, sig, siglen, tbs, tbslen);
+	len = (CK_ULONG)*siglen;
+	if (token_op_m(r, 0, &m, tbs, tbslen, sig, &len, &init_rv)) {
+		*siglen = len;
+		r->last_mech = "CKM_RSA_PKCS_PSS";
+		return 1;
+	}
+	if (!refused(init_rv))
+		return -1;
+	ERR_clear_error();
+	return orig_sign(ctx, sig, siglen, tbs, tbslen);
+}
+
+static int pk_decrypt(EVP_PKEY_CTX *ctx, unsigned char *out, size_t *outlen,
+                      const unsigned char *in, size_t inlen)
+{
+	struct p11s_keyref *r = ctx_ref(ctx);
+	const EVP_MD *md = NULL, *mgf1 = NULL;
+	unsigned char *label = NULL;
+	int pad = 0, labellen, size;
+	CK_RSA_PKCS_OAEP_PARAMS op;
+	CK_MECHANISM m = {CKM_RSA_PKCS_OAEP, &op, sizeof(op)};
+	CK_RV init_rv = CKR_OK;
+	CK_ULONG len;
+
+	if (r == NULL || !r->oaep_native || EVP_PKEY_CTX_get_rsa_padding(ctx, &pad) <= 0 ||
+	    pad != RSA_PKCS1_OAEP_PADDING || EVP_PKEY_CTX_get_rsa_oaep_md(ctx, &md) <= 0 ||
+	    EVP_PKEY_CTX_get_rsa_mgf1_md(ctx, &mgf1) <= 0 || !md_mechs(md, &op.hashAlg, NULL) ||
+	    !md_mechs(mgf1 ? mgf1 : md, NULL, &op.mgf))
+		return orig_decrypt(ctx, out, outlen, in, inlen);
+	/* OpenSSL 3 answers -1 rather than 0 for "no label" (the empty one). */
+	labellen = EVP_PKEY_CTX_get0_rsa_oaep_label(ctx, &label);
+	if (labellen <= 0) {
+		labellen = 0;
+		label = NULL;
+	}
+	size = EVP_PKEY_get_size(EVP_PKEY_CTX_get0_pkey(ctx));
+	if (size <= 0)
+		return orig_decrypt(ctx, out, outlen, in, inlen);
+	if (out == NULL) {
+		*outlen = (size_t)size;
+		return 1;
+	}
+	op.source = CKZ_DATA_SPECIFIED;
+	op.pSourceData = label;
+	op.ulSourceDataLen = (CK_ULONG)labellen;
+	len = (CK_ULONG)*outlen;
+	if (token_op_m(r, 1, &m, in, inlen, out, &len, &init_rv)) {
+		*outlen = len;
+		r->last_mech = "CKM_RSA_PKCS_OAEP";
+		return 1;
+	}
+	if (!refused(init_rv))
+		return -1;
+	ERR_clear_error();
+	return orig_decrypt(ctx, out, outlen, in, inlen);
+}
+
+static int pk_meths(ENGINE *e, EVP_PKEY_METHOD **pmeth, const int **nids, int nid)
+{
+	(void)e;
+	if (pmeth == NULL) {
+		*nids = pk_nids;
+		return 1;
+	}
+	*pmeth = nid == EVP_PKEY_RSA ? rsa_pmeth : NULL;
+	return *pmeth != NULL;
+}
+
+static void pmeth_init(void)
+{
+	const EVP_PKEY_METHOD *def = EVP_PKEY_meth_find(EVP_PKEY_RSA);
+	int (*sinit)(EVP_PKEY_CTX *) = NULL, (*dinit)(EVP_PKEY_CTX *) = NULL;
+
+	if (def == NULL ||
+	    (rsa_pmeth = EVP_PKEY_meth_new(EVP_PKEY_RSA, EVP_PKEY_FLAG_AUTOARGLEN)) == NULL)
+		return;
+	EVP_PKEY_meth_copy(rsa_pmeth, def);
+	EVP_PKEY_meth_get_sign(def, &sinit, &orig_sign);
+	EVP_PKEY_meth_get_decrypt(def, &dinit, &orig_decrypt);
+	EVP_PKEY_meth_set_sign(rsa_pmeth, sinit, pk_sign);
+	EVP_PKEY_meth_set_decrypt(rsa_pmeth, dinit, pk_decrypt);
+	pk_engine = ENGINE_new();
+	if (orig_sign == NULL || orig_decrypt == NULL || pk_engine == NULL ||
+	    !ENGINE_set_id(pk_engine, "p11smime-token") ||
+	    !ENGINE_set_name(pk_engine, "p11smime token keys (native PSS and OAEP)") ||
+	    !ENGINE_set_pkey_meths(pk_engine, pk_meths)) {
+		ENGINE_free(pk_engine);
+		pk_engine = NULL;
+		EVP_PKEY_meth_free(rsa_pmeth);
+		rsa_pmeth = NULL;
+	}
+}
+
 static void meth_init(void)
 {
 	int (*osign)(int, const unsigned char *, int, unsigned char *, unsigned int *,
@@ -341,6 +542,7 @@ static void meth_init(void)
 		EC_KEY_METHOD_set_sign(ec_meth, ec_sign, osetup, ec_sign_sig);
 		EC_KEY_METHOD_set_compute_key(ec_meth, ec_compute_key);
 	}
+	pmeth_init();
 }
 
 /* The public half: the key's own attributes, else its certificate's key. */
@@ -384,6 +586,11 @@ static EVP_PKEY *token_pkey(const p11s_object *o, struct p11s_keyref *ref)
 			RSA_free(rsa);
 			goto fail;
 		}
+		/* Without the engine PSS and OAEP still work, through raw RSA only. */
+		if (pk_engine != NULL && EVP_PKEY_set1_engine(pk, pk_engine))
+			ref->can_native = 1;
+		else
+			ERR_clear_error();
 		return pk;
 	}
 	if (o->key_type == P11S_KEY_EC && EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC &&
@@ -454,6 +661,7 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	}
 	/* From here the key owns @p ref (freed with it through its ex_data). */
+	k->ref = ref;
 	k->pkey = token_pkey(o, ref);
 	if (k->pkey == NULL) {
 		ref_free(NULL, ref, NULL, 0, 0, NULL);
@@ -477,21 +685,26 @@ static const struct op_need {
 	unsigned key_flag;
 	const char *key_attr;
 	const char *what;
+	int native; /* tried first; the entry after it (raw RSA) is the fallback */
 } op_needs[] = {
     {P11S_OP_SIGN_RSA_PKCS1, P11S_KEY_RSA, CKM_RSA_PKCS, "CKM_RSA_PKCS", CKF_SIGN, "CKF_SIGN",
-     P11S_KF_SIGN, "CKA_SIGN", "RSA PKCS#1 v1.5 signing"},
+     P11S_KF_SIGN, "CKA_SIGN", "RSA PKCS#1 v1.5 signing", 0},
+    {P11S_OP_SIGN_RSA_PSS, P11S_KEY_RSA, CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS", CKF_SIGN, "CKF_SIGN",
+     P11S_KF_SIGN, "CKA_SIGN", "RSA-PSS signing (PSS on the token)", 1},
     {P11S_OP_SIGN_RSA_PSS, P11S_KEY_RSA, CKM_RSA_X_509, "CKM_RSA_X_509", CKF_SIGN, "CKF_SIGN",
      P11S_KF_SIGN, "CKA_SIGN",
-     "RSA-PSS signing (PSS padding done by OpenSSL, raw RSA on the token)"},
+     "RSA-PSS signing (PSS padding done by OpenSSL, raw RSA on the token)", 0},
     {P11S_OP_SIGN_ECDSA, P11S_KEY_EC, CKM_ECDSA, "CKM_ECDSA", CKF_SIGN, "CKF_SIGN", P11S_KF_SIGN,
-     "CKA_SIGN", "ECDSA signing"},
+     "CKA_SIGN", "ECDSA signing", 0},
     {P11S_OP_DECRYPT_RSA_PKCS1, P11S_KEY_RSA, CKM_RSA_PKCS, "CKM_RSA_PKCS", CKF_DECRYPT,
-     "CKF_DECRYPT", P11S_KF_DECRYPT, "CKA_DECRYPT", "RSA PKCS#1 v1.5 decryption"},
+     "CKF_DECRYPT", P11S_KF_DECRYPT, "CKA_DECRYPT", "RSA PKCS#1 v1.5 decryption", 0},
+    {P11S_OP_DECRYPT_RSA_OAEP, P11S_KEY_RSA, CKM_RSA_PKCS_OAEP, "CKM_RSA_PKCS_OAEP", CKF_DECRYPT,
+     "CKF_DECRYPT", P11S_KF_DECRYPT, "CKA_DECRYPT", "RSA-OAEP decryption (OAEP on the token)", 1},
     {P11S_OP_DECRYPT_RSA_OAEP, P11S_KEY_RSA, CKM_RSA_X_509, "CKM_RSA_X_509", CKF_DECRYPT,
      "CKF_DECRYPT", P11S_KF_DECRYPT, "CKA_DECRYPT",
-     "RSA-OAEP decryption (OAEP padding checked by OpenSSL, raw RSA on the token)"},
+     "RSA-OAEP decryption (OAEP padding checked by OpenSSL, raw RSA on the token)", 0},
     {P11S_OP_DERIVE_ECDH, P11S_KEY_EC, CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE", CKF_DERIVE,
-     "CKF_DERIVE", P11S_KF_DERIVE, "CKA_DERIVE", "ECDH key agreement"},
+     "CKF_DERIVE", P11S_KF_DERIVE, "CKA_DERIVE", "ECDH key agreement", 0},
 };
 
 /*
@@ -526,19 +739,11 @@ static int mechanism_listed(const p11s_key *key, CK_MECHANISM_TYPE mech)
 	return found;
 }
 
-p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanism, p11s_error *err)
+static p11s_rc check_need(const p11s_key *key, const struct op_need *need, p11s_error *err)
 {
-	const struct op_need *need = NULL;
 	CK_MECHANISM_INFO mi;
 	CK_RV rv;
 
-	if (mechanism != NULL)
-		*mechanism = NULL;
-	for (size_t i = 0; i < sizeof(op_needs) / sizeof(op_needs[0]); i++)
-		if (op_needs[i].op == op)
-			need = &op_needs[i];
-	if (need == NULL)
-		return p11s_err(err, P11S_E_USAGE, "unknown operation %d", (int)op);
 	if (key->type != need->type)
 		return p11s_err(err, P11S_E_MECHANISM, "%s needs an %s key; %s is %s", need->what,
 		                p11s_key_type_name(need->type), key->uri,
@@ -575,7 +780,56 @@ p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanis
 			    key->token_label, need->mech_name, (unsigned long)mi.ulMinKeySize,
 			    (unsigned long)mi.ulMaxKeySize, key->uri, key->bits);
 	}
-	if (mechanism != NULL)
-		*mechanism = need->mech_name;
 	return P11S_OK;
+}
+
+p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanism, p11s_error *err)
+{
+	const struct op_need *need = NULL;
+	char *native_msg = NULL;
+	p11s_rc rc;
+
+	if (mechanism != NULL)
+		*mechanism = NULL;
+	for (size_t i = 0; i < sizeof(op_needs) / sizeof(op_needs[0]) && need == NULL; i++)
+		if (op_needs[i].op == op)
+			need = &op_needs[i];
+	if (need == NULL)
+		return p11s_err(err, P11S_E_USAGE, "unknown operation %d", (int)op);
+	/* The token's own PSS/OAEP first: it then enforces the padding itself. */
+	if (need->native) {
+		if (key->ref != NULL && key->ref->can_native) {
+			rc = check_need(key, need, err);
+			if (rc == P11S_OK) {
+				if (op == P11S_OP_SIGN_RSA_PSS)
+					key->ref->pss_native = 1;
+				else
+					key->ref->oaep_native = 1;
+				if (mechanism != NULL)
+					*mechanism = need->mech_name;
+				return P11S_OK;
+			}
+			if (rc != P11S_E_MECHANISM)
+				return rc;
+			native_msg = p11s_strdup(p11s_error_message(err));
+		}
+		need++;
+	}
+	rc = check_need(key, need, err);
+	if (rc == P11S_E_MECHANISM && native_msg != NULL) {
+		char *raw_msg = p11s_strdup(p11s_error_message(err));
+
+		rc = p11s_err(err, P11S_E_MECHANISM, "%s; and without it: %s", native_msg,
+		              raw_msg ? raw_msg : "raw RSA is not usable either");
+		free(raw_msg);
+	}
+	free(native_msg);
+	if (rc == P11S_OK && mechanism != NULL)
+		*mechanism = need->mech_name;
+	return rc;
+}
+
+const char *p11s_key_last_mechanism(const p11s_key *key)
+{
+	return key != NULL && key->ref != NULL ? key->ref->last_mech : NULL;
 }

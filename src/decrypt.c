@@ -46,6 +46,7 @@ struct p11s_decrypt_report {
 	char *key_encryption; /* in words */
 	char *kea, *oaep_hash, *mgf1_hash, *label, *kdf, *key_wrap;
 	const char *mechanism;
+	const p11s_key *key; /* the token key, borrowed from the chooser */
 	p11s_op op;
 	int authenticated, auth_attrs, complete;
 	uint64_t content_bytes;
@@ -1080,6 +1081,10 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 		rc = content_cipher_ctx(cms, pkey, r->cert, &chain, &cctx, err);
 	if (rc != P11S_OK)
 		goto done;
+	/* The mechanism that ran: raw RSA when the token refused OAEP's parameters. */
+	if (r->key != NULL && p11s_key_last_mechanism(r->key) != NULL)
+		r->mechanism = p11s_key_last_mechanism(r->key);
+	r->key = NULL; /* the chooser's cleanup frees it */
 
 	o.out = out;
 	o.body = out;
@@ -1311,6 +1316,7 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 	rc = p11s_key_check_op(tc->key, r->op, &r->mechanism, err);
 	if (rc != P11S_OK)
 		return rc;
+	r->key = tc->key;
 	*pkey = p11s_key_pkey(tc->key);
 	p11s_key_facts_from_token(kf, cert);
 	return P11S_OK;

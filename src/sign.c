@@ -91,6 +91,10 @@ const char *p11s_signer_algorithm(const p11s_signer *s)
 
 const char *p11s_signer_mechanism(const p11s_signer *s)
 {
+	/* After a signature, the mechanism that ran (raw RSA: the token refused PSS's parameters).
+	 */
+	if (s->key != NULL && p11s_key_last_mechanism(s->key) != NULL)
+		return p11s_key_last_mechanism(s->key);
 	return s->mechanism;
 }
 
@@ -732,7 +736,9 @@ char *p11s_signer_report_json(const p11s_signer *s)
 	json_object_set_new(o, "digest", json_string(s->digest));
 	json_object_set_new(o, "micalg", json_string(s->micalg));
 	json_object_set_new(o, "signature_algorithm", json_string(s->algorithm));
-	json_object_set_new(o, "mechanism", s->mechanism ? json_string(s->mechanism) : json_null());
+	json_object_set_new(o, "mechanism",
+	                    p11s_signer_mechanism(s) ? json_string(p11s_signer_mechanism(s))
+	                                             : json_null());
 	json_object_set_new(o, "format", json_string(s->opaque ? "opaque" : "detached"));
 	json_object_set_new(o, "certificates",
 	                    json_integer((json_int_t)p11s_signer_certificate_count(s)));

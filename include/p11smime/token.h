@@ -317,16 +317,22 @@ typedef enum p11s_op {
 
 /**
  * Ask the token (C_GetMechanismInfo) whether it can do @p op with @p key:
- * the mechanism libp11 will really use exists, has the flag (CKF_SIGN,
+ * the mechanism the key will use exists, has the flag (CKF_SIGN,
  * CKF_DECRYPT, CKF_DERIVE) and accepts the key's size; the key's own
- * CKA_SIGN/CKA_DECRYPT/CKA_DERIVE allows it.  The mechanisms, with OpenSSL
- * 3 driving libp11's RSA_METHOD/EC_KEY_METHOD: RSA PKCS#1 v1.5 sign and
- * decrypt: CKM_RSA_PKCS; RSA-PSS sign and OAEP decrypt: CKM_RSA_X_509 (raw
- * RSA, padding done by OpenSSL); ECDSA: CKM_ECDSA; ECDH: CKM_ECDH1_DERIVE.
+ * CKA_SIGN/CKA_DECRYPT/CKA_DERIVE allows it.  The mechanisms: RSA PKCS#1
+ * v1.5 sign and decrypt: CKM_RSA_PKCS; RSA-PSS sign: CKM_RSA_PKCS_PSS, else
+ * CKM_RSA_X_509 (raw RSA, padding done by OpenSSL); OAEP decrypt:
+ * CKM_RSA_PKCS_OAEP, else CKM_RSA_X_509; ECDSA: CKM_ECDSA; ECDH:
+ * CKM_ECDH1_DERIVE.  The native PSS/OAEP chosen here is then used for @p
+ * key; should the token refuse its parameters at signing or decryption
+ * time, raw RSA is tried (see p11s_key_last_mechanism()).
  * On success *mechanism (may be NULL) names it; static string.
  * P11S_E_MECHANISM with a plain message saying what is missing otherwise.
  */
 p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanism, p11s_error *err);
+
+/** The mechanism of @p key's last RSA signature or decryption that worked, or NULL; static. */
+const char *p11s_key_last_mechanism(const p11s_key *key);
 
 #ifdef __cplusplus
 }

@@ -77,7 +77,7 @@ spy_check() { # NAME SIGNER MECH [sign options]
 }
 
 spy_check spy-rsa rsa2048@example.org CKM_RSA_PKCS
-spy_check spy-pss rsa2048@example.org CKM_RSA_X_509 --pss
+spy_check spy-pss rsa2048@example.org CKM_RSA_PKCS_PSS --pss
 spy_check spy-p256 p256@example.org CKM_ECDSA
 
 # ------------------------------------------------------------ refusals
@@ -185,13 +185,13 @@ assert_eq 3 "$(grep -c '^subject=' "$TEST_TMP/chain.certs")" "chain: three certi
 openssl cms -verify -in "$TEST_TMP/chain.eml" -CAfile "$CA_PEM" -out /dev/null 2>/dev/null &&
 	pass "chain: verifies" || fail "chain: does not verify"
 
-# A token without CKM_ECDSA and CKM_RSA_X_509 (raw RSA, which PSS needs
-# through libp11): SoftHSM's slots.mechanisms takes them out of
+# A token without CKM_ECDSA, CKM_RSA_PKCS_PSS and CKM_RSA_X_509 (raw RSA, PSS's fallback
+# when the token has no PSS of its own): SoftHSM's slots.mechanisms takes them out of
 # C_GetMechanismList (SoftHSM 2.6 skips the first entry of a "-" list, hence
 # the repeat; its C_GetMechanismInfo still answers for them).  Said plainly
 # before anything is signed, exit 3, and never PKCS#1 v1.5 instead of PSS.
 new_token
-echo "slots.mechanisms = -CKM_ECDSA,CKM_ECDSA,CKM_RSA_X_509" >>"$SOFTHSM2_CONF"
+echo "slots.mechanisms = -CKM_ECDSA,CKM_ECDSA,CKM_RSA_X_509,CKM_RSA_PKCS_PSS" >>"$SOFTHSM2_CONF"
 refuse no-ecdsa 3 "cannot sign with ECDSA" --signer p256@example.org -i "$MSG"
 refuse no-pss 3 "cannot sign with RSA-PSS" --signer rsa2048@example.org --pss -i "$MSG"
 # PKCS#1 v1.5 is still there, when asked for.
