@@ -860,49 +860,6 @@ done:
 
 /* ----------------------------------------------------------- content */
 
-/* All of @p n bytes, or -1 with errno. */
-static int spool_put(int fd, const unsigned char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			if (w == 0)
-				errno = ENOSPC;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/* A file in $TMPDIR that never has a name (or one for an instant). */
-static int spool_open(const char **dirp)
-{
-	const char *dir = getenv("TMPDIR");
-	char *path;
-	int fd;
-
-	dir = dir && *dir ? dir : "/tmp";
-	*dirp = dir;
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-		return fd;
-	path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir);
-	if (path == NULL) {
-		errno = ENOMEM;
-		return -1;
-	}
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd >= 0)
-		unlink(path);
-	free(path);
-	return fd;
-}
-
 static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p11s_error *err)
 {
 	const char *dir = NULL;
@@ -919,19 +876,19 @@ static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p
 		return P11S_OK;
 	}
 	if (!sp->in_file) {
-		sp->fd = spool_open(&dir);
+		sp->fd = p11s_tmpfile(&dir);
 		if (sp->fd < 0)
 			return p11s_err(err, P11S_E_IO,
 			                "cannot create a temporary file in '%s': %s", dir,
 			                strerror(errno));
 		sp->in_file = 1;
-		if (sp->len > 0 && spool_put(sp->fd, sp->mem, sp->len) != 0)
+		if (sp->len > 0 && p11s_write_full(sp->fd, sp->mem, sp->len) != 0)
 			goto ioerr;
 		OPENSSL_free(sp->mem);
 		sp->mem = NULL;
 		sp->len = 0;
 	}
-	if (spool_put(sp->fd, p, n) != 0)
+	if (p11s_write_full(sp->fd, p, n) != 0)
 		goto ioerr;
 	return P11S_OK;
 ioerr:

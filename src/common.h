@@ -52,6 +52,17 @@ char *p11s_strndup(const char *s, size_t n);
 char *p11s_asprintf(const char *fmt, ...) P11S_PRINTF(1, 2);
 
 /*
+ * A read-write temporary file in $TMPDIR (/tmp if unset) that never has a
+ * name (O_TMPFILE), or has one for an instant where the file system lacks
+ * it: nothing stays on disk after any exit, kill -9 included.  The fd, or
+ * -1 with errno; *dirp (if given) is the directory, for messages.
+ */
+int p11s_tmpfile(const char **dirp);
+
+/* All @p n bytes to @p fd (EINTR retried); 0, or -1 with errno. */
+int p11s_write_full(int fd, const void *buf, size_t n);
+
+/*
  * The DER certificate @p der parsed without decoding its public key, for
  * reading names, serial, validity and extensions: OpenSSL 3.0 decodes the
  * key of every certificate through the provider decoders, which costs

@@ -1653,20 +1653,9 @@ static int seg_is_7bit(const char *p, size_t n, size_t *linelen)
  */
 static BIO *spool_file(void)
 {
-	const char *dir = getenv("TMPDIR");
-	char *path;
 	BIO *b;
-	int fd;
+	int fd = p11s_tmpfile(NULL);
 
-	dir = dir && *dir ? dir : "/tmp";
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-		path = p11s_asprintf("%s/.p11smime-spool-XXXXXX", dir);
-		fd = path ? mkostemp(path, O_CLOEXEC) : -1;
-		if (fd >= 0)
-			unlink(path);
-		free(path);
-	}
 	if (fd < 0)
 		return NULL;
 	/* Written in 64 KiB blocks (stage_flush), read back in 64 KiB blocks (lr_seg). */

@@ -132,24 +132,6 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 
 /* ------------------------------------------------------------ writing */
 
-static int write_fd(int fd, const unsigned char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n > SSIZE_MAX ? SSIZE_MAX : n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			if (w == 0)
-				errno = EIO;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static char *dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
@@ -174,30 +156,6 @@ static int open_unnamed(const char *dir)
 	return fd;
 }
 
-/* Standard output's spill file: unnamed, or named for an instant. */
-static int spill_open(p11s_output *o)
-{
-	const char *t = getenv("TMPDIR");
-	const char *dir = t && *t ? t : "/tmp";
-	char *path;
-	int fd;
-
-	fd = open_unnamed(dir);
-	if (fd >= 0 || errno != EOPNOTSUPP)
-		return fd;
-	path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
-	if (path == NULL) {
-		errno = ENOMEM;
-		return -1;
-	}
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd >= 0)
-		unlink(path);
-	free(path);
-	(void)o;
-	return fd;
-}
-
 /* Write out the buffer (spilling standard output to a file first if needed). */
 static int out_drain(p11s_output *o)
 {
@@ -206,13 +164,13 @@ static int out_drain(p11s_output *o)
 	if (o->len == 0)
 		return 0;
 	if (o->fd < 0) {
-		o->fd = spill_open(o);
+		o->fd = p11s_tmpfile(NULL);
 		if (o->fd < 0) {
 			o->werr = errno;
 			return -1;
 		}
 	}
-	if (write_fd(o->fd, o->buf, o->len) != 0) {
+	if (p11s_write_full(o->fd, o->buf, o->len) != 0) {
 		o->werr = errno;
 		return -1;
 	}
@@ -252,7 +210,7 @@ static int out_write(BIO *b, const char *in, int inl)
 		}
 		if (o->len == 0 && n >= o->cap && o->fd >= 0) {
 			/* A large write goes straight through. */
-			if (write_fd(o->fd, p, n) != 0) {
+			if (p11s_write_full(o->fd, p, n) != 0) {
 				o->werr = errno;
 				return -1;
 			}
@@ -567,7 +525,7 @@ static int copy_spill(int from, int to, off_t size)
 		n = pread(from, buf, OUT_BUF, off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0 || write_fd(to, buf, (size_t)n) != 0) {
+		if (n <= 0 || p11s_write_full(to, buf, (size_t)n) != 0) {
 			if (n == 0)
 				errno = EIO;
 			free(buf);
@@ -591,7 +549,7 @@ static p11s_rc commit_stdout(p11s_output *o, p11s_error *err)
 	if (regular)
 		start = lseek(STDOUT_FILENO, 0, SEEK_CUR);
 	if (o->fd < 0) {
-		fail = write_fd(STDOUT_FILENO, o->buf, o->len);
+		fail = p11s_write_full(STDOUT_FILENO, o->buf, o->len);
 	} else {
 		off_t size = lseek(o->fd, 0, SEEK_END);
 

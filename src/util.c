@@ -1,9 +1,12 @@
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/asn1.h>
 #include <openssl/core_names.h>
@@ -224,4 +227,48 @@ p11s_key_type p11s_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve)
 	default:
 		return P11S_KEY_OTHER;
 	}
+}
+
+int p11s_tmpfile(const char **dirp)
+{
+	const char *dir = getenv("TMPDIR");
+	char *path;
+	int fd;
+
+	dir = dir && *dir ? dir : "/tmp";
+	if (dirp != NULL)
+		*dirp = dir;
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd;
+	path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
+	if (path == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	free(path);
+	return fd;
+}
+
+int p11s_write_full(int fd, const void *buf, size_t n)
+{
+	const unsigned char *p = buf;
+
+	while (n > 0) {
+		ssize_t w = write(fd, p, n > SSIZE_MAX ? SSIZE_MAX : n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = EIO;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
 }

@@ -493,26 +493,11 @@ static p11s_rc judge(p11s_verify_report *r)
  */
 static BIO *spool_new(p11s_error *err)
 {
-	const char *dir = getenv("TMPDIR");
-	char *path;
+	const char *dir;
 	FILE *f;
 	BIO *b;
-	int fd;
+	int fd = p11s_tmpfile(&dir);
 
-	if (dir == NULL || *dir == '\0')
-		dir = "/tmp";
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
-		if (path == NULL) {
-			p11s_err(err, P11S_E_NOMEM, "out of memory");
-			return NULL;
-		}
-		fd = mkstemp(path);
-		if (fd >= 0)
-			unlink(path);
-		free(path);
-	}
 	if (fd < 0 || (f = fdopen(fd, "w+b")) == NULL) {
 		p11s_err(err, P11S_E_IO, "cannot make a temporary file in '%s': %s", dir,
 		         strerror(errno));

@@ -9,7 +9,7 @@ packages=(
 	softhsm2 opensc libengine-pkcs11-openssl
 	gnutls-bin gpgsm libnss3-tools
 	python3 perl time jq openssl gpg-agent
-	neomutt tmux
+	neomutt tmux mailcap locales
 )
 
 missing=()
