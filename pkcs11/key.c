@@ -707,26 +707,21 @@ static const struct op_need {
      "CKF_DERIVE", P11S_KF_DERIVE, "CKA_DERIVE", "ECDH key agreement", 0},
 };
 
-/*
- * 1 when the token lists @p mech, 0 when it does not, -1 when it cannot say.
- * Some modules (SoftHSM's slots.mechanisms) leave a mechanism out of the
- * list and still answer C_GetMechanismInfo for it: the list is what the
- * token offers.
- */
-static int mechanism_listed(const p11s_key *key, CK_MECHANISM_TYPE mech)
+/* The list, not C_GetMechanismInfo, is what the token offers (p11.h). */
+int p11s_mech_listed(p11s_ctx *ctx, CK_SLOT_ID slot, CK_MECHANISM_TYPE mech)
 {
-	CK_FUNCTION_LIST_PTR fl = key->ctx->fl;
+	CK_FUNCTION_LIST_PTR fl = ctx->fl;
 	CK_MECHANISM_TYPE *list;
 	CK_ULONG n = 0, cap;
 	int found = 0;
 
-	if (fl->C_GetMechanismList(key->slot_id, NULL, &n) != CKR_OK || n == 0)
+	if (fl->C_GetMechanismList(slot, NULL, &n) != CKR_OK || n == 0)
 		return -1;
 	cap = n;
 	list = calloc(n, sizeof(*list));
 	if (list == NULL)
 		return -1;
-	if (fl->C_GetMechanismList(key->slot_id, list, &n) != CKR_OK) {
+	if (fl->C_GetMechanismList(slot, list, &n) != CKR_OK) {
 		free(list);
 		return -1;
 	}
@@ -753,7 +748,8 @@ static p11s_rc check_need(const p11s_key *key, const struct op_need *need, p11s_
 		                "the key %s does not allow %s (its %s is false)", key->uri,
 		                need->what, need->key_attr);
 	rv = key->ctx->fl->C_GetMechanismInfo(key->slot_id, need->mech, &mi);
-	if (rv == CKR_MECHANISM_INVALID || (rv == CKR_OK && mechanism_listed(key, need->mech) == 0))
+	if (rv == CKR_MECHANISM_INVALID ||
+	    (rv == CKR_OK && p11s_mech_listed(key->ctx, key->slot_id, need->mech) == 0))
 		return p11s_err(err, P11S_E_MECHANISM, "token '%s' has no %s, needed for %s",
 		                key->token_label, need->mech_name, need->what);
 	if (rv != CKR_OK)

@@ -62,30 +62,6 @@ void p11s_keygen_result_free(p11s_keygen_result *r)
 	free(r);
 }
 
-/* 1 listed, 0 not, -1 the token cannot say. */
-static int mech_listed(p11s_ctx *ctx, CK_SLOT_ID slot, CK_MECHANISM_TYPE mech)
-{
-	CK_MECHANISM_TYPE *list;
-	CK_ULONG n = 0, cap;
-	int found = 0;
-
-	if (ctx->fl->C_GetMechanismList(slot, NULL, &n) != CKR_OK || n == 0)
-		return -1;
-	cap = n;
-	if ((list = calloc(n, sizeof(*list))) == NULL)
-		return -1;
-	if (ctx->fl->C_GetMechanismList(slot, list, &n) != CKR_OK) {
-		free(list);
-		return -1;
-	}
-	if (n > cap)
-		n = cap;
-	for (CK_ULONG i = 0; i < n && !found; i++)
-		found = list[i] == mech;
-	free(list);
-	return found;
-}
-
 /* The token can generate this key: mechanism listed, CKF_GENERATE_KEY_PAIR, size in range. */
 static p11s_rc check_mechanism(p11s_ctx *ctx, const p11s_token *t, const struct keytype *k,
                                p11s_error *err)
@@ -95,7 +71,7 @@ static p11s_rc check_mechanism(p11s_ctx *ctx, const p11s_token *t, const struct 
 	const char *what = k->is_ec ? "EC" : "RSA";
 	CK_MECHANISM_INFO mi;
 	CK_RV rv;
-	int listed = mech_listed(ctx, t->slot_id, mech);
+	int listed = p11s_mech_listed(ctx, t->slot_id, mech);
 
 	rv = ctx->fl->C_GetMechanismInfo(t->slot_id, mech, &mi);
 	if (listed == 0 || rv == CKR_MECHANISM_INVALID)

@@ -102,6 +102,15 @@ struct p11s_slot_state *p11s_slot_state(p11s_ctx *ctx, CK_SLOT_ID id);
 p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
                           p11s_error *err);
 
+/* key.c */
+/*
+ * 1 when the token in @p slot lists @p mech, 0 when it does not, -1 when it
+ * cannot say.  Some modules (SoftHSM's slots.mechanisms) leave a mechanism
+ * out of the list and still answer C_GetMechanismInfo for it: the list is
+ * what the token offers.
+ */
+int p11s_mech_listed(p11s_ctx *ctx, CK_SLOT_ID slot, CK_MECHANISM_TYPE mech);
+
 /* tokens.c */
 void p11s_token_free(p11s_token *t);
 /* @p uri for messages, with any pin-value hidden; caller frees. */
