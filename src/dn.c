@@ -94,8 +94,21 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 					    text);
 					break;
 				}
-				buf[n++] = (char)(hexval((unsigned char)p[1]) << 4 |
-				                  hexval((unsigned char)p[2]));
+				buf[n] = (char)(hexval((unsigned char)p[1]) << 4 |
+				                hexval((unsigned char)p[2]));
+				/*
+				 * A NUL inside a name value is the null-prefix trick
+				 * ("CN=bank.example\00.evil.example"): readers that stop at
+				 * the NUL see another name than the certificate holds.
+				 */
+				if (buf[n] == '\0') {
+					rc = p11s_err(err, P11S_E_USAGE,
+					              "subject '%s': a NUL character (\\00) is not "
+					              "allowed in a value",
+					              text);
+					break;
+				}
+				n++;
 				p += 2;
 			} else {
 				buf[n++] = p[1];
@@ -161,7 +174,9 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 			}
 			out->v[out->n].type = type;
 			out->v[out->n].value = p11s_strndup(v, vl);
-			out->v[out->n].value_len = vl;
+			/* The copy's own length: what is handed to OpenSSL is what was copied. */
+			out->v[out->n].value_len =
+			    out->v[out->n].value ? strlen(out->v[out->n].value) : 0;
 			out->v[out->n].new_rdn = new_rdn;
 			out->n++;
 			type = NULL;
