@@ -648,37 +648,16 @@ static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_er
 	return P11S_OK;
 }
 
-struct growing {
-	p11s_object **v;
-	size_t n, cap;
-};
-
-static int grow_add(struct growing *g, p11s_object *o)
-{
-	if (g->n == g->cap) {
-		size_t cap = g->cap ? g->cap * 2 : 64;
-		p11s_object **nv = realloc(g->v, cap * sizeof(*nv));
-
-		if (nv == NULL)
-			return 0;
-		g->v = nv;
-		g->cap = cap;
-	}
-	g->v[g->n++] = o;
-	return 1;
-}
-
-struct handles {
-	CK_OBJECT_HANDLE *v;
-	CK_ULONG n, cap;
-};
+/* What a listing gathers, in the order found. */
+typedef P11S_VEC(p11s_object *) object_vec;
+typedef P11S_VEC(CK_OBJECT_HANDLE) handle_vec;
 
 /*
  * Append to @p h what one search with @p tmpl finds, leaving out handles
  * already in @p h (a module may ignore a template, or two searches overlap).
  */
 static p11s_rc find_handles(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl,
-                            struct handles *h, p11s_error *err)
+                            handle_vec *h, p11s_error *err)
 {
 	CK_OBJECT_HANDLE batch[256];
 	CK_ULONG got, known = h->n, returned = 0;
@@ -708,17 +687,9 @@ static p11s_rc find_handles(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 			                "objects)",
 			                OBJECTS_MAX);
 		}
-		if (h->n + got > h->cap) {
-			/* Doubling: a batch at a time would copy quadratically. */
-			CK_ULONG cap = h->cap * 2 > h->n + got ? h->cap * 2 : h->n + got;
-			CK_OBJECT_HANDLE *n = realloc(h->v, cap * sizeof(*n));
-
-			if (n == NULL) {
-				rv = CKR_HOST_MEMORY;
-				break;
-			}
-			h->v = n;
-			h->cap = cap;
+		if (p11s_vec_reserve(h, got) != 0) {
+			rv = CKR_HOST_MEMORY;
+			break;
 		}
 		for (CK_ULONG i = 0; i < got; i++) {
 			CK_ULONG j = 0;
@@ -746,7 +717,7 @@ static p11s_rc find_handles(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
  * a search by id finds them itself; after a search by label, one search
  * per id among the matches.
  */
-static p11s_rc find_for_uri(p11s_ctx *ctx, CK_SESSION_HANDLE s, P11KitUri *uri, struct handles *h,
+static p11s_rc find_for_uri(p11s_ctx *ctx, CK_SESSION_HANDLE s, P11KitUri *uri, handle_vec *h,
                             p11s_error *err)
 {
 	CK_ATTRIBUTE *id = uri ? p11_kit_uri_get_attribute(uri, CKA_ID) : NULL;
@@ -838,23 +809,13 @@ struct scanned {
 	CK_ULONG id_len; /* CK_UNAVAILABLE_INFORMATION: none readable */
 };
 
-static void add_handle(struct handles *h, CK_OBJECT_HANDLE o, int *ok)
+static void add_handle(handle_vec *h, CK_OBJECT_HANDLE o, int *ok)
 {
-	CK_OBJECT_HANDLE *n;
-
-	for (CK_ULONG i = 0; i < h->n; i++)
+	for (size_t i = 0; i < h->n; i++)
 		if (h->v[i] == o)
 			return;
-	if (h->n == h->cap) {
-		n = realloc(h->v, (h->cap ? h->cap * 2 : 16) * sizeof(*n));
-		if (n == NULL) {
-			*ok = 0;
-			return;
-		}
-		h->v = n;
-		h->cap = h->cap ? h->cap * 2 : 16;
-	}
-	h->v[h->n++] = o;
+	if (p11s_vec_push(h, o) != 0)
+		*ok = 0;
 }
 
 /*
@@ -870,13 +831,13 @@ static void add_handle(struct handles *h, CK_OBJECT_HANDLE o, int *ok)
  * are never read.
  */
 static p11s_rc find_by_der(p11s_ctx *ctx, CK_SESSION_HANDLE s, const struct der_filter *f,
-                           struct handles *h, p11s_error *err)
+                           handle_vec *h, p11s_error *err)
 {
 	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
 	CK_CERTIFICATE_TYPE ct = CKC_X_509;
 	CK_ATTRIBUTE tmpl[2] = {{CKA_CLASS, &cls, sizeof(cls)},
 	                        {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)}};
-	struct handles certs = {0};
+	handle_vec certs = {0};
 	struct scanned *sc = NULL;
 	p11s_rc rc;
 	int ok = 1;
@@ -979,11 +940,11 @@ out:
 }
 
 static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri,
-                               const struct der_filter *f, struct growing *all, int *keys_hidden,
+                               const struct der_filter *f, object_vec *all, int *keys_hidden,
                                p11s_error *err)
 {
 	CK_SESSION_HANDLE s;
-	struct handles h = {0};
+	handle_vec h = {0};
 	p11s_rc rc;
 	size_t first = all->n;
 
@@ -1003,7 +964,7 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *ur
 		if (ok > 0)
 			ok = build_object(t, h.v[i], &r, &o);
 		raw_clear(&r);
-		if (ok < 0 || (o != NULL && !grow_add(all, o))) {
+		if (ok < 0 || (o != NULL && p11s_vec_push(all, o) != 0)) {
 			object_free(o);
 			free(h.v);
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -1023,7 +984,7 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
                          p11s_object_list **out, p11s_error *err)
 {
 	p11s_object_list *l;
-	struct growing all = {0};
+	object_vec all = {0};
 	p11s_rc rc = P11S_OK;
 	size_t usable = 0;
 

@@ -34,6 +34,9 @@ p11s_rc p11s_err(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(
  */
 p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(3, 4);
 
+/* p11s_err(@p err, P11S_E_NOMEM, "out of memory"), the one wording of it. */
+p11s_rc p11s_err_nomem(p11s_error *err);
+
 /*
  * OpenSSL's reason for the error @p e in words into @p buf, or "" when it
  * adds nothing to @p msg (none, a system error, words already there).
@@ -61,6 +64,52 @@ int p11s_tmpfile(const char **dirp);
 
 /* All @p n bytes to @p fd (EINTR retried); 0, or -1 with errno. */
 int p11s_write_full(int fd, const void *buf, size_t n);
+
+/*
+ * A read-write BIO on a p11s_tmpfile() (buffered, seekable, BIO_TYPE_FILE):
+ * where a message too large to hold is spooled.  NULL with the reason in
+ * @p err (which may be NULL; errno is kept).
+ */
+BIO *p11s_spool_new(p11s_error *err);
+
+/*
+ * Free the BIOs of a chain from @p top down to, not including, @p keep
+ * (the filters a function stacked on a BIO it was given).  NULL @p top is
+ * fine; a NULL @p keep frees the whole chain.
+ */
+void p11s_bio_free_upto(BIO *top, BIO *keep);
+
+/*
+ * The one growable array: v[0..n) in use, room for cap elements of T.
+ * {0} is empty; free(x.v), after what the elements own, releases it.
+ */
+#define P11S_VEC(T)            \
+	struct {               \
+		T *v;          \
+		size_t n, cap; \
+	}
+
+/*
+ * Room for @p more elements after the @p n in use of the array @p arr
+ * (an lvalue T *, @p cap allocated; both size_t lvalues): 0, or -1 (out of
+ * memory or overflow; nothing changed).  The capacity at least doubles, so
+ * that n pushes cost linear time.  For arrays kept in fields of their own;
+ * p11s_vec_reserve() is the same on a P11S_VEC.
+ */
+#define P11S_GROW(arr, n, cap, more)   \
+	((cap) - (n) >= (size_t)(more) \
+	     ? 0                       \
+	     : p11s_vec_grow(&(arr), &(cap), (n), (more), sizeof(*(arr))))
+
+/* Room in the P11S_VEC @p vec for @p more elements after its n: as P11S_GROW. */
+#define p11s_vec_reserve(vec, more) P11S_GROW((vec)->v, (vec)->n, (vec)->cap, (more))
+
+/* Append @p x to the P11S_VEC @p vec: 0, or -1 (out of memory; @p vec unchanged). */
+#define p11s_vec_push(vec, x) \
+	(p11s_vec_reserve((vec), 1) != 0 ? -1 : ((vec)->v[(vec)->n++] = (x), 0))
+
+/* Behind P11S_GROW: @p arrayp points at the array's T *. */
+int p11s_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size);
 
 /*
  * The DER certificate @p der parsed without decoding its public key, for

@@ -25,8 +25,7 @@ struct recipient {
 };
 
 struct p11s_recipients {
-	struct recipient *v;
-	size_t n, cap;
+	P11S_VEC(struct recipient) rcpt;
 	/* --recipient-dir: candidates for e-mail lookups */
 	STACK_OF(X509) * dir_certs;
 	char **dir_sources;
@@ -85,11 +84,11 @@ void p11s_recipients_free(p11s_recipients *r)
 {
 	if (r == NULL)
 		return;
-	for (size_t i = 0; i < r->n; i++) {
-		X509_free(r->v[i].cert);
-		free(r->v[i].source);
+	for (size_t i = 0; i < r->rcpt.n; i++) {
+		X509_free(r->rcpt.v[i].cert);
+		free(r->rcpt.v[i].source);
 	}
-	free(r->v);
+	free(r->rcpt.v);
 	if (r->dir_certs != NULL) {
 		for (int i = 0; i < sk_X509_num(r->dir_certs); i++)
 			free(r->dir_sources[i]);
@@ -102,26 +101,17 @@ void p11s_recipients_free(p11s_recipients *r)
 p11s_rc p11s_recipients_add_cert(p11s_recipients *r, X509 *cert, const char *source,
                                  p11s_error *err)
 {
-	struct recipient *v;
-
-	for (size_t i = 0; i < r->n; i++)
-		if (X509_cmp(r->v[i].cert, cert) == 0)
+	for (size_t i = 0; i < r->rcpt.n; i++)
+		if (X509_cmp(r->rcpt.v[i].cert, cert) == 0)
 			return P11S_OK;
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 4;
-
-		v = realloc(r->v, cap * sizeof(*v));
-		if (v == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
-		r->v = v;
-		r->cap = cap;
-	}
-	r->v[r->n].source = p11s_strdup(source ? source : "");
-	if (r->v[r->n].source == NULL)
+	if (p11s_vec_reserve(&r->rcpt, 1) != 0)
+		return p11s_err_nomem(err);
+	r->rcpt.v[r->rcpt.n].source = p11s_strdup(source ? source : "");
+	if (r->rcpt.v[r->rcpt.n].source == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	X509_up_ref(cert);
-	r->v[r->n].cert = cert;
-	r->n++;
+	r->rcpt.v[r->rcpt.n].cert = cert;
+	r->rcpt.n++;
 	return P11S_OK;
 }
 
@@ -307,17 +297,17 @@ p11s_rc p11s_recipients_add_email(p11s_recipients *r, p11s_ctx *ctx, const char 
 
 size_t p11s_recipients_count(const p11s_recipients *r)
 {
-	return r ? r->n : 0;
+	return r ? r->rcpt.n : 0;
 }
 
 X509 *p11s_recipients_cert(const p11s_recipients *r, size_t i)
 {
-	return i < r->n ? r->v[i].cert : NULL;
+	return i < r->rcpt.n ? r->rcpt.v[i].cert : NULL;
 }
 
 const char *p11s_recipients_source(const p11s_recipients *r, size_t i)
 {
-	return i < r->n ? r->v[i].source : NULL;
+	return i < r->rcpt.n ? r->rcpt.v[i].source : NULL;
 }
 
 /* ----------------------------------------------------------------- checks */
@@ -407,8 +397,8 @@ static p11s_rc check_coverage(const p11s_headers *h, const p11s_recipients *r, p
 	for (size_t i = 0; i < n; i++) {
 		int found = 0;
 
-		for (size_t j = 0; j < r->n && !found; j++)
-			found = cert_has_email(r->v[j].cert, addrs[i]);
+		for (size_t j = 0; j < r->rcpt.n && !found; j++)
+			found = cert_has_email(r->rcpt.v[j].cert, addrs[i]);
 		if (!found)
 			missing++;
 	}
@@ -420,8 +410,8 @@ static p11s_rc check_coverage(const p11s_headers *h, const p11s_recipients *r, p
 		for (size_t i = 0; i < n; i++) {
 			int found = 0;
 
-			for (size_t j = 0; j < r->n && !found; j++)
-				found = cert_has_email(r->v[j].cert, addrs[i]);
+			for (size_t j = 0; j < r->rcpt.n && !found; j++)
+				found = cert_has_email(r->rcpt.v[j].cert, addrs[i]);
 			if (!found)
 				p11s_err_add_candidate(err, addrs[i]);
 		}
@@ -436,11 +426,11 @@ static p11s_rc check_recipients(const p11s_recipients *r, time_t at, p11s_error 
 	size_t refused = 0;
 	char **why;
 
-	why = calloc(r->n ? r->n : 1, sizeof(*why));
+	why = calloc(r->rcpt.n ? r->rcpt.n : 1, sizeof(*why));
 	if (why == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
-	for (size_t i = 0; i < r->n; i++) {
-		why[i] = p11s_recipient_refusal(r->v[i].cert, at, &rc);
+	for (size_t i = 0; i < r->rcpt.n; i++) {
+		why[i] = p11s_recipient_refusal(r->rcpt.v[i].cert, at, &rc);
 		if (why[i] == NULL && rc != P11S_OK)
 			goto out;
 		if (why[i] != NULL) {
@@ -455,14 +445,14 @@ static p11s_rc check_recipients(const p11s_recipients *r, time_t at, p11s_error 
 		    p11s_err(err, first,
 		             "%zu recipient certificate%s refused; nothing was encrypted:", refused,
 		             refused > 1 ? "s" : "");
-		for (size_t i = 0; i < r->n; i++) {
+		for (size_t i = 0; i < r->rcpt.n; i++) {
 			char *subject, *line;
 
 			if (why[i] == NULL)
 				continue;
-			subject = p11s_cert_name_string(X509_get_subject_name(r->v[i].cert));
-			line = p11s_asprintf("%s (%s): %s", subject ? subject : "?", r->v[i].source,
-			                     why[i]);
+			subject = p11s_cert_name_string(X509_get_subject_name(r->rcpt.v[i].cert));
+			line = p11s_asprintf("%s (%s): %s", subject ? subject : "?",
+			                     r->rcpt.v[i].source, why[i]);
 			if (line != NULL)
 				p11s_err_add_candidate(err, line);
 			free(line);
@@ -470,7 +460,7 @@ static p11s_rc check_recipients(const p11s_recipients *r, time_t at, p11s_error 
 		}
 	}
 out:
-	for (size_t i = 0; i < r->n; i++)
+	for (size_t i = 0; i < r->rcpt.n; i++)
 		free(why[i]);
 	free(why);
 	if (rc != P11S_OK && p11s_error_rc(err) != rc)
@@ -483,8 +473,8 @@ out:
 static p11s_rc add_recipients(CMS_ContentInfo *cms, const p11s_recipients *r,
                               const p11s_encrypt_opts *opts, p11s_error *err)
 {
-	for (size_t i = 0; i < r->n; i++) {
-		X509 *x = r->v[i].cert;
+	for (size_t i = 0; i < r->rcpt.n; i++) {
+		X509 *x = r->rcpt.v[i].cert;
 		EVP_PKEY *pk = X509_get0_pubkey(x);
 		CMS_RecipientInfo *ri;
 		EVP_PKEY_CTX *pctx;
@@ -495,7 +485,7 @@ static p11s_rc add_recipients(CMS_ContentInfo *cms, const p11s_recipients *r,
 		pctx = ri ? CMS_RecipientInfo_get0_pkey_ctx(ri) : NULL;
 		if (pctx == NULL)
 			return p11s_err_ossl(err, P11S_E_CRYPTO, "cannot add recipient %s",
-			                     r->v[i].source);
+			                     r->rcpt.v[i].source);
 		if (EVP_PKEY_is_a(pk, "RSA")) {
 			if (opts->oaep)
 				ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING) >
@@ -511,7 +501,7 @@ static p11s_rc add_recipients(CMS_ContentInfo *cms, const p11s_recipients *r,
 		if (!ok)
 			return p11s_err_ossl(err, P11S_E_CRYPTO,
 			                     "cannot set the key management for recipient %s",
-			                     r->v[i].source);
+			                     r->rcpt.v[i].source);
 	}
 	return P11S_OK;
 }
@@ -543,7 +533,7 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	char buf[16384];
 	int n;
 
-	if (r == NULL || r->n == 0)
+	if (r == NULL || r->rcpt.n == 0)
 		return p11s_err(err, P11S_E_USAGE,
 		                "no recipient: name at least one with --recipient");
 	at = opts->at ? opts->at : time(NULL);
@@ -659,16 +649,7 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	rc = P11S_OK;
 out:
 	/* Free the filters we stacked, never @p out itself. */
-	if (top != NULL || cmsbio != NULL) {
-		BIO *b = top ? top : cmsbio;
-
-		while (b != NULL && b != (b64 ? b64 : out)) {
-			BIO *next = BIO_pop(b);
-
-			BIO_free(b);
-			b = next;
-		}
-	}
+	p11s_bio_free_upto(top ? top : cmsbio, b64 ? b64 : out);
 	if (b64 != NULL) {
 		BIO_pop(b64);
 		BIO_free(b64);
@@ -696,8 +677,8 @@ char *p11s_encrypt_report_json(const p11s_recipients *r, const p11s_encrypt_opts
 		json_decref(list);
 		return NULL;
 	}
-	for (size_t i = 0; r && i < r->n; i++) {
-		X509 *x = r->v[i].cert;
+	for (size_t i = 0; r && i < r->rcpt.n; i++) {
+		X509 *x = r->rcpt.v[i].cert;
 		json_t *o = json_object(), *emails = json_array();
 		size_t n = 0;
 		char **v = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &n);
@@ -707,7 +688,7 @@ char *p11s_encrypt_report_json(const p11s_recipients *r, const p11s_encrypt_opts
 
 		for (size_t j = 0; v && j < n; j++)
 			json_array_append_new(emails, json_string(v[j]));
-		json_object_set_new(o, "source", json_string(r->v[i].source));
+		json_object_set_new(o, "source", json_string(r->rcpt.v[i].source));
 		json_object_set_new(o, "subject", subject ? json_string(subject) : json_null());
 		json_object_set_new(o, "emails", emails);
 		json_object_set_new(o, "serial", serial ? json_string(serial) : json_null());

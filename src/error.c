@@ -10,8 +10,7 @@
 struct p11s_error {
 	p11s_rc rc;
 	char *message;
-	char **candidates;
-	size_t ncandidates;
+	P11S_VEC(char *) candidates;
 };
 
 static const struct {
@@ -96,9 +95,9 @@ void p11s_error_clear(p11s_error *err)
 	if (err == NULL)
 		return;
 	free(err->message);
-	for (size_t i = 0; i < err->ncandidates; i++)
-		free(err->candidates[i]);
-	free(err->candidates);
+	for (size_t i = 0; i < err->candidates.n; i++)
+		free(err->candidates.v[i]);
+	free(err->candidates.v);
 	memset(err, 0, sizeof(*err));
 }
 
@@ -120,12 +119,12 @@ const char *p11s_error_message(const p11s_error *err)
 
 size_t p11s_error_candidate_count(const p11s_error *err)
 {
-	return err ? err->ncandidates : 0;
+	return err ? err->candidates.n : 0;
 }
 
 const char *p11s_error_candidate(const p11s_error *err, size_t i)
 {
-	return err && i < err->ncandidates ? err->candidates[i] : NULL;
+	return err && i < err->candidates.n ? err->candidates.v[i] : NULL;
 }
 
 static void set_message(p11s_error *err, p11s_rc rc, char *msg)
@@ -148,6 +147,11 @@ p11s_rc p11s_err(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 	va_end(ap);
 	set_message(err, rc, msg);
 	return rc;
+}
+
+p11s_rc p11s_err_nomem(p11s_error *err)
+{
+	return p11s_err(err, P11S_E_NOMEM, "out of memory");
 }
 
 /*
@@ -202,20 +206,11 @@ p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 
 void p11s_err_add_candidate(p11s_error *err, const char *candidate)
 {
-	char **n;
+	char *copy;
 
 	if (err == NULL || candidate == NULL)
 		return;
-	/* Capacity doubles at each power of two: 100,000 To addresses stay linear. */
-	if (err->ncandidates == 0 || (err->ncandidates & (err->ncandidates - 1)) == 0) {
-		n = realloc(err->candidates,
-		            (err->ncandidates ? err->ncandidates * 2 : 1) * sizeof(*n));
-		if (n == NULL)
-			return;
-		err->candidates = n;
-	}
-	n = err->candidates;
-	n[err->ncandidates] = strdup(candidate);
-	if (n[err->ncandidates] != NULL)
-		err->ncandidates++;
+	copy = strdup(candidate);
+	if (copy != NULL && p11s_vec_push(&err->candidates, copy) != 0)
+		free(copy);
 }

@@ -243,45 +243,34 @@ static char *printable(const unsigned char *s, int len)
 	return out;
 }
 
+/* A NULL-terminated vector of strings; oom: a push failed (p11s_strv_free() it). */
 struct strv {
-	char **v;
-	size_t n, cap;
+	P11S_VEC(char *) a;
 	int oom;
 };
 
 static void strv_push(struct strv *sv, char *s)
 {
-	if (s == NULL) {
+	if (s == NULL || p11s_vec_reserve(&sv->a, 2) != 0) {
+		free(s);
 		sv->oom = 1;
 		return;
 	}
-	if (sv->n + 1 >= sv->cap) {
-		size_t cap = sv->cap ? sv->cap * 2 : 4;
-		char **grown = realloc(sv->v, cap * sizeof(char *));
-
-		if (grown == NULL) {
-			free(s);
-			sv->oom = 1;
-			return;
-		}
-		sv->v = grown;
-		sv->cap = cap;
-	}
-	sv->v[sv->n++] = s;
-	sv->v[sv->n] = NULL;
+	sv->a.v[sv->a.n++] = s;
+	sv->a.v[sv->a.n] = NULL;
 }
 
 static char **strv_done(struct strv *sv, size_t *n)
 {
-	if (!sv->oom && sv->v == NULL)
-		sv->v = calloc(1, sizeof(char *));
-	if (sv->oom || sv->v == NULL) {
-		p11s_strv_free(sv->v);
+	if (!sv->oom && sv->a.v == NULL)
+		sv->a.v = calloc(1, sizeof(char *));
+	if (sv->oom || sv->a.v == NULL) {
+		p11s_strv_free(sv->a.v);
 		return NULL;
 	}
 	if (n != NULL)
-		*n = sv->n;
-	return sv->v;
+		*n = sv->a.n;
+	return sv->a.v;
 }
 
 /* Call @p fn on each address-bearing string of @p cert in @p where, in order. */

@@ -31,8 +31,7 @@ struct field {
 };
 
 struct p11s_headers {
-	struct field *f;
-	size_t n, cap;
+	P11S_VEC(struct field) f;
 	p11s_eol eol;
 	int body_follows;
 };
@@ -50,11 +49,11 @@ void p11s_headers_free(p11s_headers *h)
 {
 	if (h == NULL)
 		return;
-	for (size_t i = 0; i < h->n; i++) {
-		free(h->f[i].name);
-		free(h->f[i].raw);
+	for (size_t i = 0; i < h->f.n; i++) {
+		free(h->f.v[i].name);
+		free(h->f.v[i].raw);
 	}
-	free(h->f);
+	free(h->f.v);
 	free(h);
 }
 
@@ -70,21 +69,21 @@ int p11s_headers_body_follows(const p11s_headers *h)
 
 size_t p11s_headers_count(const p11s_headers *h)
 {
-	return h ? h->n : 0;
+	return h ? h->f.n : 0;
 }
 
 const char *p11s_headers_name(const p11s_headers *h, size_t i)
 {
-	return i < h->n ? h->f[i].name : NULL;
+	return i < h->f.n ? h->f.v[i].name : NULL;
 }
 
 const char *p11s_headers_raw(const p11s_headers *h, size_t i, size_t *len)
 {
-	if (i >= h->n)
+	if (i >= h->f.n)
 		return NULL;
 	if (len != NULL)
-		*len = h->f[i].len;
-	return h->f[i].raw;
+		*len = h->f.v[i].len;
+	return h->f.v[i].raw;
 }
 
 static int is_wsp(int c)
@@ -98,10 +97,10 @@ char *p11s_headers_value(const p11s_headers *h, size_t i)
 	size_t len, o = 0;
 	char *v;
 
-	if (i >= h->n)
+	if (i >= h->f.n)
 		return NULL;
-	raw = h->f[i].raw;
-	len = h->f[i].len;
+	raw = h->f.v[i].raw;
+	len = h->f.v[i].len;
 	colon = memchr(raw, ':', len);
 	if (colon == NULL)
 		return p11s_strdup("");
@@ -122,8 +121,8 @@ char *p11s_headers_value(const p11s_headers *h, size_t i)
 
 long p11s_headers_find(const p11s_headers *h, const char *name, size_t from)
 {
-	for (size_t i = from; h != NULL && i < h->n; i++)
-		if (strcasecmp(h->f[i].name, name) == 0)
+	for (size_t i = from; h != NULL && i < h->f.n; i++)
+		if (strcasecmp(h->f.v[i].name, name) == 0)
 			return (long)i;
 	return -1;
 }
@@ -146,21 +145,9 @@ unsigned p11s_header_class_of(const char *name)
 
 static int push_field(p11s_headers *h, char *name, char *raw, size_t len)
 {
-	if (h->n == h->cap) {
-		size_t cap = h->cap ? h->cap * 2 : 16;
-		struct field *f = realloc(h->f, cap * sizeof(*f));
+	struct field f = {name, raw, len, 0};
 
-		if (f == NULL)
-			return -1;
-		h->f = f;
-		h->cap = cap;
-	}
-	h->f[h->n].name = name;
-	h->f[h->n].raw = raw;
-	h->f[h->n].len = len;
-	h->f[h->n].cap = 0;
-	h->n++;
-	return 0;
+	return p11s_vec_push(&h->f, f);
 }
 
 p11s_rc p11s_headers_add(p11s_headers *h, const char *name, const char *value, p11s_error *err)
@@ -183,25 +170,25 @@ size_t p11s_headers_remove(p11s_headers *h, const char *name)
 {
 	size_t o = 0, removed = 0;
 
-	for (size_t i = 0; i < h->n; i++) {
-		if (strcasecmp(h->f[i].name, name) == 0) {
-			free(h->f[i].name);
-			free(h->f[i].raw);
+	for (size_t i = 0; i < h->f.n; i++) {
+		if (strcasecmp(h->f.v[i].name, name) == 0) {
+			free(h->f.v[i].name);
+			free(h->f.v[i].raw);
 			removed++;
 		} else {
-			h->f[o++] = h->f[i];
+			h->f.v[o++] = h->f.v[i];
 		}
 	}
-	h->n = o;
+	h->f.n = o;
 	return removed;
 }
 
 p11s_rc p11s_headers_write(const p11s_headers *h, unsigned classes, BIO *out, p11s_error *err)
 {
-	for (size_t i = 0; i < h->n; i++) {
-		if (!(p11s_header_class_of(h->f[i].name) & classes))
+	for (size_t i = 0; i < h->f.n; i++) {
+		if (!(p11s_header_class_of(h->f.v[i].name) & classes))
 			continue;
-		if (BIO_write(out, h->f[i].raw, (int)h->f[i].len) != (int)h->f[i].len)
+		if (BIO_write(out, h->f.v[i].raw, (int)h->f.v[i].len) != (int)h->f.v[i].len)
 			return p11s_err(err, P11S_E_IO, "cannot write the message headers");
 	}
 	return P11S_OK;
@@ -347,14 +334,14 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 			struct field *f;
 			char *nr;
 
-			if (h->n == 0) {
+			if (h->f.n == 0) {
 				rc = p11s_err(
 				    err, P11S_E_INPUT,
 				    "header line %zu continues a field that does not exist",
 				    lineno);
 				goto out;
 			}
-			f = &h->f[h->n - 1];
+			f = &h->f.v[h->f.n - 1];
 			/* Doubling: a field folded over 300,000 lines is read in linear time. */
 			if (f->len + len + 1 > (f->cap ? f->cap : f->len + 1)) {
 				size_t ncap = (f->len + len + 1) * 2;
@@ -707,23 +694,14 @@ char *p11s_mime_transfer_encoding(const p11s_headers *h)
 
 /* ------------------------------------------------------------ addresses */
 
-struct strv {
-	char **v;
-	size_t n, cap;
-};
+/* A NULL-terminated vector of strings (v[n] == NULL once anything was pushed). */
+typedef P11S_VEC(char *) strv;
 
-static int strv_push(struct strv *sv, char *s)
+static int strv_push(strv *sv, char *s)
 {
-	if (sv->n + 2 > sv->cap) {
-		size_t cap = sv->cap ? sv->cap * 2 : 8;
-		char **v = realloc(sv->v, cap * sizeof(*v));
-
-		if (v == NULL) {
-			free(s);
-			return -1;
-		}
-		sv->v = v;
-		sv->cap = cap;
+	if (p11s_vec_reserve(sv, 2) != 0) {
+		free(s);
+		return -1;
 	}
 	sv->v[sv->n++] = s;
 	sv->v[sv->n] = NULL;
@@ -737,36 +715,26 @@ void p11s_strv_free(char **v)
 	free(v);
 }
 
-/* A growing string. */
-struct sbuf {
-	char *s;
-	size_t n, cap;
-};
+/* A growing string, NUL-terminated. */
+typedef P11S_VEC(char) sbuf;
 
-static int sb_add(struct sbuf *b, const char *p, size_t n)
+static int sb_add(sbuf *b, const char *p, size_t n)
 {
-	if (b->n + n + 1 > b->cap) {
-		size_t cap = (b->n + n + 1) * 2;
-		char *s = realloc(b->s, cap);
-
-		if (s == NULL)
-			return -1;
-		b->s = s;
-		b->cap = cap;
-	}
-	memcpy(b->s + b->n, p, n);
+	if (p11s_vec_reserve(b, n + 1) != 0)
+		return -1;
+	memcpy(b->v + b->n, p, n);
 	b->n += n;
-	b->s[b->n] = '\0';
+	b->v[b->n] = '\0';
 	return 0;
 }
 
-static int finish_mailbox(struct strv *sv, struct sbuf *plain, struct sbuf *angle, int saw_angle)
+static int finish_mailbox(strv *sv, sbuf *plain, sbuf *angle, int saw_angle)
 {
-	struct sbuf *b = saw_angle ? angle : plain;
+	sbuf *b = saw_angle ? angle : plain;
 	int r = 0;
 
 	if (b->n > 0) {
-		char *s = p11s_strndup(b->s, b->n);
+		char *s = p11s_strndup(b->v, b->n);
 
 		r = s == NULL ? -1 : strv_push(sv, s);
 	}
@@ -783,13 +751,13 @@ static int is_addr_delim(char c)
 
 p11s_rc p11s_mime_addresses(const char *value, char ***out, size_t *n, p11s_error *err)
 {
-	struct strv sv = {0};
-	struct sbuf plain = {0}, angle = {0};
+	strv sv = {0};
+	sbuf plain = {0}, angle = {0};
 	int in_angle = 0, saw_angle = 0, nomem = 0;
 	const char *p = value ? value : "", *bad = NULL;
 
 	while (bad == NULL && !nomem && *p != '\0') {
-		struct sbuf *cur = in_angle ? &angle : &plain;
+		sbuf *cur = in_angle ? &angle : &plain;
 		const char *s = p;
 
 		switch (*p) {
@@ -872,8 +840,8 @@ p11s_rc p11s_mime_addresses(const char *value, char ***out, size_t *n, p11s_erro
 		bad = "an angle-bracketed address is not closed";
 	if (bad == NULL && !nomem)
 		nomem = finish_mailbox(&sv, &plain, &angle, saw_angle);
-	free(plain.s);
-	free(angle.s);
+	free(plain.v);
+	free(angle.v);
 	if (bad != NULL || nomem) {
 		p11s_strv_free(sv.v);
 		if (nomem)
@@ -925,7 +893,7 @@ struct addr_set {
 };
 
 /* 1 if @p a is new (and now recorded as sv->v[idx]), 0 if seen, -1 on ENOMEM. */
-static int addr_set_add(struct addr_set *set, const struct strv *sv, const char *a, size_t idx)
+static int addr_set_add(struct addr_set *set, const strv *sv, const char *a, size_t idx)
 {
 	size_t i;
 
@@ -958,15 +926,15 @@ static int addr_set_add(struct addr_set *set, const struct strv *sv, const char 
 p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, char ***out,
                                size_t *n, p11s_error *err)
 {
-	struct strv sv = {0};
+	strv sv = {0};
 	struct addr_set seen = {0};
 	p11s_rc rc = P11S_OK;
 
-	for (size_t i = 0; i < h->n && rc == P11S_OK; i++) {
+	for (size_t i = 0; i < h->f.n && rc == P11S_OK; i++) {
 		int wanted = 0;
 
 		for (size_t k = 0; names[k] != NULL; k++)
-			wanted |= strcasecmp(h->f[i].name, names[k]) == 0;
+			wanted |= strcasecmp(h->f.v[i].name, names[k]) == 0;
 		if (!wanted)
 			continue;
 		char *v = p11s_headers_value(h, i);
@@ -978,7 +946,7 @@ p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, 
 		}
 		rc = p11s_mime_addresses(v, &addrs, NULL, err);
 		if (rc != P11S_OK)
-			rc = p11s_err(err, rc, "%s: %s", h->f[i].name, p11s_error_message(err));
+			rc = p11s_err(err, rc, "%s: %s", h->f.v[i].name, p11s_error_message(err));
 		free(v);
 		for (size_t k = 0; rc == P11S_OK && addrs[k] != NULL; k++) {
 			char *copy;
@@ -1480,12 +1448,12 @@ static p11s_rc read_fail(struct canon *c)
 /* Header fields in canonical form (CRLF), optionally without one field. */
 static void put_fields(struct canon *c, const p11s_headers *h, unsigned classes, const char *skip)
 {
-	for (size_t i = 0; i < h->n; i++) {
-		const char *raw = h->f[i].raw, *end = raw + h->f[i].len;
+	for (size_t i = 0; i < h->f.n; i++) {
+		const char *raw = h->f.v[i].raw, *end = raw + h->f.v[i].len;
 
-		if (!(p11s_header_class_of(h->f[i].name) & classes))
+		if (!(p11s_header_class_of(h->f.v[i].name) & classes))
 			continue;
-		if (skip != NULL && strcasecmp(h->f[i].name, skip) == 0)
+		if (skip != NULL && strcasecmp(h->f.v[i].name, skip) == 0)
 			continue;
 		while (raw < end) {
 			const char *nl = memchr(raw, '\n', (size_t)(end - raw));
@@ -1646,25 +1614,6 @@ static int seg_is_7bit(const char *p, size_t n, size_t *linelen)
  * or not, keeping what was read for replay.  Returns 1 when it needs an
  * encoding, 0 when it does not, -1 on error (recorded).
  */
-/*
- * An unnamed file in $TMPDIR (named for an instant where O_TMPFILE is
- * missing), read and written in large blocks: a text leaf of a large
- * message passes through it whole.
- */
-static BIO *spool_file(void)
-{
-	BIO *b;
-	int fd = p11s_tmpfile(NULL);
-
-	if (fd < 0)
-		return NULL;
-	/* Written in 64 KiB blocks (stage_flush), read back in 64 KiB blocks (lr_seg). */
-	b = BIO_new_fd(fd, BIO_CLOSE);
-	if (b == NULL)
-		close(fd);
-	return b;
-}
-
 /* Lines are gathered into blocks before they go to the spool (one BIO_write per line cost more than
  * the copy). */
 static int stage_flush(struct canon *c, char *stage, size_t *sn)
@@ -1753,7 +1702,7 @@ static int scan_leaf(struct canon *c)
 			if (stage_flush(c, stage, &sn) != 0)
 				goto write_fail;
 			ml = BIO_get_mem_data(c->spool, &mem);
-			fb = spool_file();
+			fb = p11s_spool_new(NULL);
 			if (fb == NULL || (ml > 0 && write_all(fb, mem, (size_t)ml) != 0)) {
 				BIO_free(fb);
 				free(stage);

@@ -440,17 +440,6 @@ out:
 
 /* -------------------------------------------------------------- signing */
 
-/* Free the BIOs of a chain from @p top down to, not including, @p keep. */
-static void free_upto(BIO *top, BIO *keep)
-{
-	while (top != NULL && top != keep) {
-		BIO *next = BIO_pop(top);
-
-		BIO_free(top);
-		top = next;
-	}
-}
-
 /*
  * RSA-PSS parameters as OpenSSL will write them at signing time (salt =
  * digest length, MGF1 with the same digest).  An opaque signature is
@@ -631,7 +620,7 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_he
 	if (rc == P11S_OK)
 		rc = put(sink, head, err);
 out:
-	free_upto(chain, sink);
+	p11s_bio_free_upto(chain, sink);
 	free(head);
 	free(hex);
 	return rc;
@@ -670,14 +659,14 @@ static p11s_rc sign_opaque(p11s_signer *s, CMS_ContentInfo *cms, const p11s_head
 		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "the %s signature failed", s->algorithm);
 		goto out;
 	}
-	free_upto(chain, b64);
+	p11s_bio_free_upto(chain, b64);
 	chain = NULL;
 	if (BIO_flush(b64) <= 0)
 		rc = p11s_err(err, P11S_E_IO, "cannot write the signed message");
 	if (rc == P11S_OK)
 		rc = put(sink, "\r\n", err);
 out:
-	free_upto(chain, b64);
+	p11s_bio_free_upto(chain, b64);
 	BIO_pop(b64);
 	BIO_free(b64);
 	return rc;

@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <openssl/asn1.h>
+#include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
@@ -251,6 +253,61 @@ int p11s_tmpfile(const char **dirp)
 		unlink(path);
 	free(path);
 	return fd;
+}
+
+BIO *p11s_spool_new(p11s_error *err)
+{
+	const char *dir;
+	FILE *f;
+	BIO *b;
+	int fd = p11s_tmpfile(&dir), e;
+
+	if (fd < 0 || (f = fdopen(fd, "w+b")) == NULL) {
+		e = errno;
+		p11s_err(err, P11S_E_IO, "cannot make a temporary file in '%s': %s", dir,
+		         strerror(e));
+		if (fd >= 0)
+			close(fd);
+		errno = e;
+		return NULL;
+	}
+	b = BIO_new_fp(f, BIO_CLOSE);
+	if (b == NULL) {
+		fclose(f);
+		p11s_err_nomem(err);
+		errno = ENOMEM;
+	}
+	return b;
+}
+
+void p11s_bio_free_upto(BIO *top, BIO *keep)
+{
+	while (top != NULL && top != keep) {
+		BIO *next = BIO_pop(top);
+
+		BIO_free(top);
+		top = next;
+	}
+}
+
+int p11s_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size)
+{
+	size_t want;
+	void *v, *nv;
+
+	if (more > (SIZE_MAX / size) - n)
+		return -1;
+	want = *cap == 0 ? 8 : *cap <= SIZE_MAX / size / 2 ? *cap * 2 : n + more;
+	if (want < n + more)
+		want = n + more;
+	/* The vector's T *v: read and written as bytes, whatever T is. */
+	memcpy(&v, arrayp, sizeof(v));
+	nv = realloc(v, want * size);
+	if (nv == NULL)
+		return -1;
+	memcpy(arrayp, &nv, sizeof(nv));
+	*cap = want;
+	return 0;
 }
 
 int p11s_write_full(int fd, const void *buf, size_t n)

@@ -172,15 +172,8 @@ static struct entry *entry_add(p11s_validation *r, const char *source, size_t in
 {
 	struct entry *e;
 
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 16;
-		struct entry *grown = realloc(r->e, cap * sizeof(*grown));
-
-		if (grown == NULL)
-			return NULL;
-		r->e = grown;
-		r->cap = cap;
-	}
+	if (P11S_GROW(r->e, r->n, r->cap, 1) != 0)
+		return NULL;
 	e = &r->e[r->n];
 	memset(e, 0, sizeof(*e));
 	e->source = p11s_strdup(source);

@@ -487,40 +487,13 @@ static p11s_rc judge(p11s_verify_report *r)
 #define SMLEN 1024
 
 /*
- * An unnamed read-write temporary file in $TMPDIR (O_TMPFILE, or a name
- * unlinked at once where the filesystem lacks it): nothing stays on disk
- * after any exit.
- */
-static BIO *spool_new(p11s_error *err)
-{
-	const char *dir;
-	FILE *f;
-	BIO *b;
-	int fd = p11s_tmpfile(&dir);
-
-	if (fd < 0 || (f = fdopen(fd, "w+b")) == NULL) {
-		p11s_err(err, P11S_E_IO, "cannot make a temporary file in '%s': %s", dir,
-		         strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	b = BIO_new_fp(f, BIO_CLOSE);
-	if (b == NULL) {
-		fclose(f);
-		p11s_err(err, P11S_E_NOMEM, "out of memory");
-	}
-	return b;
-}
-
-/*
  * Copy all of @p in to a temporary file: the header block is needed before
  * the rest is parsed, and holding the message would take its size in
  * memory (three times, with OpenSSL's copies).
  */
 static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
 {
-	BIO *f = spool_new(err);
+	BIO *f = p11s_spool_new(err);
 	char buf[65536];
 	size_t total = 0;
 	int n;
@@ -608,7 +581,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 	}
 	/* End of data is the end, not "try again" (d2i_CMS_bio gives up on that). */
 	BIO_set_mem_eof_return(sig, 0);
-	part = spool_new(err);
+	part = p11s_spool_new(err);
 	if (part == NULL) {
 		rc = p11s_error_rc(err);
 		goto out;
@@ -1025,15 +998,8 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	if (rc != P11S_OK)
 		p11s_err(err, rc, "out of memory");
 out:
-	if (digests != NULL) {
-		/* CMS_dataInit pushed its digest BIOs onto bcont; free only those. */
-		while (digests != NULL && digests != bcont) {
-			BIO *next = BIO_pop(digests);
-
-			BIO_free(digests);
-			digests = next;
-		}
-	}
+	/* CMS_dataInit pushed its digest BIOs onto bcont; free only those. */
+	p11s_bio_free_upto(digests, bcont);
 	BIO_free(bcont);
 	BIO_free(mem);
 	X509_STORE_free(store);

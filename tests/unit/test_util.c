@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,12 +89,47 @@ static void error_candidates(void **state)
 	p11s_error_free(NULL);
 }
 
+/* The one growable array: order kept, linear growth, a size that cannot be held refused. */
+static void vec_grows(void **state)
+{
+	P11S_VEC(int) v = {0};
+	struct {
+		char *v;
+		size_t n, cap;
+	} huge = {0};
+	p11s_error *err = p11s_error_new();
+
+	(void)state;
+	for (int i = 0; i < 100000; i++)
+		assert_int_equal(p11s_vec_push(&v, i), 0);
+	assert_int_equal(v.n, 100000);
+	assert_true(v.cap >= v.n && v.cap < 2 * v.n + 8);
+	for (int i = 0; i < 100000; i++)
+		assert_int_equal(v.v[i], i);
+	free(v.v);
+	assert_int_equal(p11s_vec_reserve(&huge, SIZE_MAX), -1);
+	assert_null(huge.v);
+	assert_int_equal(huge.cap, 0);
+	/* Two thousand candidates: every one kept, in order. */
+	for (int i = 0; i < 2000; i++) {
+		char c[32];
+
+		snprintf(c, sizeof(c), "pkcs11:id=%%%04x", i);
+		p11s_err_add_candidate(err, c);
+	}
+	assert_int_equal(p11s_error_candidate_count(err), 2000);
+	assert_string_equal(p11s_error_candidate(err, 1999), "pkcs11:id=%07cf");
+	assert_int_equal(p11s_err_nomem(err), P11S_E_NOMEM);
+	assert_string_equal(p11s_error_message(err), "out of memory");
+	p11s_error_free(err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(time_rfc3339),     cmocka_unit_test(time_rejects),
 	    cmocka_unit_test(time_format),      cmocka_unit_test(exit_codes),
-	    cmocka_unit_test(error_candidates),
+	    cmocka_unit_test(error_candidates), cmocka_unit_test(vec_grows),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
