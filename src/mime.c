@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "common.h"
 #include "p11smime/mime.h"
@@ -1468,64 +1469,71 @@ static void put_fields(struct canon *c, const p11s_headers *h, unsigned classes,
 
 enum leaf_enc { ENC_PASS, ENC_QP, ENC_B64_LINES, ENC_B64_RAW };
 
+/*
+ * Base64 as S/MIME has it (RFC 2045): lines of 76 characters, CRLF between
+ * them, none after the last.  The alphabet is OpenSSL's EVP_EncodeBlock(),
+ * a line (57 bytes) at a time; its own streaming encoder
+ * (EVP_EncodeUpdate, BIO_f_base64) only writes 64-character LF lines.
+ */
+#define B64_LINE_IN  57
+#define B64_LINE_OUT 76
+
 struct b64 {
-	unsigned char in[3];
-	int nin;
-	int col;
-	int started;
+	unsigned char in[B64_LINE_IN]; /* the start of a line not yet encoded */
+	size_t nin;
+	int started; /* a line is out: the next one follows a CRLF */
 };
 
-static void b64_emit(struct canon *c, struct b64 *b, const char *four)
+/* Encode @p n bytes as lines (all full but the last), straight into the output buffer. */
+static void b64_lines(struct canon *c, struct b64 *b, const unsigned char *u, size_t n)
 {
-	if (!b->started) {
+	if (n == 0)
+		return;
+	if (!b->started)
 		put_pending(c);
+	while (n > 0) {
+		size_t k = n < B64_LINE_IN ? n : B64_LINE_IN;
+
+		/* Room for CRLF, the line and the NUL that EVP_EncodeBlock() adds. */
+		if (OBUF_SIZE - c->on < 2 + B64_LINE_OUT + 1)
+			flush_out(c);
+		if (b->started) {
+			c->ob[c->on++] = '\r';
+			c->ob[c->on++] = '\n';
+		}
 		b->started = 1;
-	} else if (b->col >= 76) {
-		put(c, "\r\n", 2);
-		b->col = 0;
+		c->on += (size_t)EVP_EncodeBlock((unsigned char *)c->ob + c->on, u, (int)k);
+		u += k;
+		n -= k;
 	}
-	put(c, four, 4);
-	b->col += 4;
-}
-
-static void b64_group(struct canon *c, struct b64 *b, const unsigned char *g, int n)
-{
-	static const char tab[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char o[4];
-	unsigned v = (unsigned)g[0] << 16 | (n > 1 ? (unsigned)g[1] << 8 : 0) | (n > 2 ? g[2] : 0);
-
-	o[0] = tab[(v >> 18) & 63];
-	o[1] = tab[(v >> 12) & 63];
-	o[2] = n > 1 ? tab[(v >> 6) & 63] : '=';
-	o[3] = n > 2 ? tab[v & 63] : '=';
-	b64_emit(c, b, o);
 }
 
 static void b64_feed(struct canon *c, struct b64 *b, const char *p, size_t n)
 {
 	const unsigned char *u = (const unsigned char *)p;
+	size_t whole;
 
-	while (n > 0) {
-		if (b->nin == 0 && n >= 3) {
-			b64_group(c, b, u, 3);
-			u += 3;
-			n -= 3;
-			continue;
-		}
-		b->in[b->nin++] = *u++;
-		n--;
-		if (b->nin == 3) {
-			b64_group(c, b, b->in, 3);
-			b->nin = 0;
-		}
+	if (b->nin > 0) {
+		size_t k = n < B64_LINE_IN - b->nin ? n : B64_LINE_IN - b->nin;
+
+		memcpy(b->in + b->nin, u, k);
+		b->nin += k;
+		u += k;
+		n -= k;
+		if (b->nin < B64_LINE_IN)
+			return;
+		b64_lines(c, b, b->in, B64_LINE_IN);
+		b->nin = 0;
 	}
+	whole = n - n % B64_LINE_IN;
+	b64_lines(c, b, u, whole);
+	memcpy(b->in, u + whole, n - whole);
+	b->nin = n - whole;
 }
 
 static void b64_final(struct canon *c, struct b64 *b)
 {
-	if (b->nin > 0)
-		b64_group(c, b, b->in, b->nin);
+	b64_lines(c, b, b->in, b->nin);
 	b->nin = 0;
 }
 
