@@ -773,33 +773,6 @@ struct outstage {
 	uint64_t total;
 };
 
-/*
- * Does the entity's header block (in @p h, @p n bytes) have a field named
- * @p name (with the colon, lower case) whose value starts with @p value
- * (NULL: any)?
- */
-static int head_has(const unsigned char *h, size_t n, const char *name, const char *value)
-{
-	size_t line = 0, nl = strlen(name), vl = value ? strlen(value) : 0, v;
-
-	while (line < n) {
-		if (h[line] == '\n' || (h[line] == '\r' && line + 1 < n && h[line + 1] == '\n'))
-			return 0; /* the blank line: end of the header block */
-		if (n - line >= nl && strncasecmp((const char *)h + line, name, nl) == 0) {
-			if (value == NULL)
-				return 1;
-			for (v = line + nl; v < n && (h[v] == ' ' || h[v] == '\t'); v++)
-				;
-			if (n - v >= vl && strncasecmp((const char *)h + v, value, vl) == 0)
-				return 1;
-		}
-		while (line < n && h[line] != '\n')
-			line++;
-		line++;
-	}
-	return 0;
-}
-
 static int head_complete(const unsigned char *h, size_t n)
 {
 	for (size_t i = 0; i + 1 < n; i++)
@@ -809,27 +782,51 @@ static int head_complete(const unsigned char *h, size_t n)
 	return n > 0 && (h[0] == '\n' || h[0] == '\r');
 }
 
+/*
+ * The entity's header block, read by mime.c's parser from the buffered
+ * start of the plaintext (a block longer than the buffer up to its last
+ * whole line); NULL when the plaintext does not start with one.
+ */
+static p11s_headers *head_parse(const struct outstage *o)
+{
+	size_t n = o->head_len;
+	p11s_headers *h = NULL;
+	BIO *b;
+
+	if (!head_complete(o->head, n))
+		while (n > 0 && o->head[n - 1] != '\n')
+			n--;
+	b = BIO_new_mem_buf(o->head, (int)n);
+	if (b != NULL && p11s_headers_read(b, HEAD_MAX, &h, NULL) != P11S_OK)
+		h = NULL;
+	BIO_free(b);
+	return h;
+}
+
 static int flush_head(struct outstage *o)
 {
 	unsigned classes = P11S_HDR_OUTER;
+	p11s_headers *eh = head_parse(o);
+	char *cte = eh != NULL ? p11s_mime_transfer_encoding(eh) : NULL;
+	int ok = 1;
 
 	o->head_done = 1;
 	/* A binary entity is bytes, not lines: never convert its line ends. */
-	if (o->eol != NULL &&
-	    head_has(o->head, o->head_len, "content-transfer-encoding:", "binary"))
+	if (o->eol != NULL && cte != NULL && strcmp(cte, "binary") == 0)
 		o->body = o->out;
-	if (o->outer != NULL) {
-		/* The entity becomes the message's content: MIME-Version once, outside or in. */
-		if (!head_has(o->head, o->head_len, "mime-version:", NULL))
-			classes |= P11S_HDR_MIME_VERSION;
-		if (p11s_headers_write(o->outer, classes, o->out, NULL) != P11S_OK)
-			return -1;
-	}
-	if (o->head_len > 0 && BIO_write(o->body, o->head, (int)o->head_len) != (int)o->head_len)
-		return -1;
+	/* The entity becomes the message's content: MIME-Version once, outside or in. */
+	if (p11s_headers_find(eh, "MIME-Version", 0) < 0)
+		classes |= P11S_HDR_MIME_VERSION;
+	free(cte);
+	p11s_headers_free(eh);
+	if (o->outer != NULL && p11s_headers_write(o->outer, classes, o->out, NULL) != P11S_OK)
+		ok = 0;
+	if (ok && o->head_len > 0 &&
+	    BIO_write(o->body, o->head, (int)o->head_len) != (int)o->head_len)
+		ok = 0;
 	OPENSSL_clear_free(o->head, HEAD_MAX);
 	o->head = NULL;
-	return 0;
+	return ok ? 0 : -1;
 }
 
 static int sink(void *user, const unsigned char *buf, size_t len)

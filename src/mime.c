@@ -50,9 +50,10 @@ void p11s_headers_free(p11s_headers *h)
 {
 	if (h == NULL)
 		return;
+	/* Wiped: decrypt parses the header block of a plaintext. */
 	for (size_t i = 0; i < h->f.n; i++) {
-		free(h->f.v[i].name);
-		free(h->f.v[i].raw);
+		p11s_wipe_free(h->f.v[i].name);
+		p11s_wipe_free(h->f.v[i].raw);
 	}
 	free(h->f.v);
 	free(h);
@@ -383,6 +384,8 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 		}
 	}
 out:
+	if (line != NULL)
+		OPENSSL_cleanse(line, cap);
 	free(line);
 	if (rc != P11S_OK) {
 		p11s_headers_free(h);
@@ -401,6 +404,7 @@ p11s_rc p11s_headers_read(BIO *in, size_t max, p11s_headers **out, p11s_error *e
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	s->in = in;
 	rc = parse_headers(gets_seg, s, max, 1, out, err);
+	OPENSSL_cleanse(s, sizeof(*s));
 	free(s);
 	return rc;
 }
