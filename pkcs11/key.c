@@ -42,16 +42,6 @@ const char *p11s_key_uri(const p11s_key *key)
 	return key->uri;
 }
 
-p11s_key_type p11s_key_get_type(const p11s_key *key)
-{
-	return key->type;
-}
-
-int p11s_key_bits(const p11s_key *key)
-{
-	return key->bits;
-}
-
 /*
  * The EVP_PKEY of an on-token key: an RSA or EC key holding only the public
  * half, whose RSA_METHOD / EC_KEY_METHOD sends every private operation to

@@ -736,20 +736,6 @@ char *p11s_signer_report_json(const p11s_signer *s)
 	return doc;
 }
 
-p11s_rc p11s_sign_message(p11s_ctx *ctx, const p11s_sign_opts *opts, BIO *in, BIO *out,
-                          char **report, p11s_error *err)
-{
-	p11s_signer *s = NULL;
-	p11s_rc rc = p11s_signer_open(ctx, opts, &s, err);
-
-	if (rc == P11S_OK)
-		rc = p11s_signer_sign(s, in, out, err);
-	if (rc == P11S_OK && report != NULL && (*report = p11s_signer_report_json(s)) == NULL)
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
-	p11s_signer_free(s);
-	return rc;
-}
-
 CMS_ContentInfo *p11s_signer_cms_new(p11s_signer *s, int detached, p11s_error *err)
 {
 	int opaque = s->opaque;

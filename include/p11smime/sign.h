@@ -100,14 +100,6 @@ void p11s_signer_free(p11s_signer *s);
  */
 p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err);
 
-/**
- * p11s_signer_open(), p11s_signer_sign() and p11s_signer_free() in one.
- * *report (may be NULL) receives p11s_signer_report_json() of the signer
- * on success; caller frees it with free().
- */
-p11s_rc p11s_sign_message(p11s_ctx *ctx, const p11s_sign_opts *opts, BIO *in, BIO *out,
-                          char **report, p11s_error *err);
-
 /** The signer certificate; owned by @p s. */
 X509 *p11s_signer_certificate(const p11s_signer *s);
 /** The certificate's pkcs11: URI (NULL for p11s_signer_new()); owned by @p s. */

@@ -300,10 +300,6 @@ void p11s_key_free(p11s_key *key);
 EVP_PKEY *p11s_key_pkey(const p11s_key *key);
 /** The key object's URI; owned by @p key. */
 const char *p11s_key_uri(const p11s_key *key);
-/** The key's type and size as enumerated. */
-p11s_key_type p11s_key_get_type(const p11s_key *key);
-/** See p11s_key_get_type(). */
-int p11s_key_bits(const p11s_key *key);
 
 /** Operations a caller may need a token mechanism for. */
 typedef enum p11s_op {
