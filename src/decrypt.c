@@ -332,7 +332,7 @@ static p11s_rc add_rcpt(p11s_decrypt_report *r, CMS_RecipientInfo *ri,
 	struct rcpt *nr = realloc(r->rcpts, (r->nrcpts + 1) * sizeof(*nr)), *rc;
 
 	if (nr == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	r->rcpts = nr;
 	rc = &r->rcpts[r->nrcpts++];
 	memset(rc, 0, sizeof(*rc));
@@ -911,7 +911,7 @@ static p11s_rc frame_smime(BIO *in, p11s_headers **h, p11s_cms_encoding *enc, p1
 	}
 	cte = p11s_mime_transfer_encoding(*h);
 	if (cte == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 	} else if (strcmp(cte, "base64") == 0 || strcmp(cte, "7bit") == 0) {
 		/* A DER body cannot be 7-bit: a missing label means base64 too. */
 		*enc = P11S_CMS_BASE64;
@@ -947,7 +947,7 @@ static p11s_rc content_cipher_ctx(CMS_ContentInfo *cms, EVP_PKEY *pkey, X509 *ce
 		    "private key");
 	dummy = BIO_new(BIO_s_null());
 	if (dummy == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	/* OpenSSL keys a cipher BIO; its context is all we need, the data we stream ourselves. */
 	*chain = CMS_dataInit(cms, dummy);
 	if (*chain == NULL) {
@@ -972,7 +972,7 @@ static p11s_rc open_stream(BIO *in_arg, const p11s_decrypt_opts *opts, BIO **in,
 	/* Header reading needs BIO_gets() that stops at the line end. */
 	*in = BIO_new(BIO_f_buffer());
 	if (*in == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	BIO_push(*in, in_arg);
 	switch (opts->inform) {
 	case P11S_INFORM_SMIME:
@@ -1053,7 +1053,7 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 		opts = &defaults;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	r->chosen = -1;
 	r->at = opts->at ? opts->at : time(NULL);
 	/* A file can be read twice; a pipe cannot (see p11s_cms_stream_decrypt()). */
@@ -1090,7 +1090,7 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 	if (h != NULL && !opts->keep_line_ends && p11s_headers_eol(h) == P11S_EOL_LF) {
 		o.eol = p11s_bio_eol_new(P11S_EOL_LF);
 		if (o.eol == NULL) {
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			goto done;
 		}
 		o.body = BIO_push(o.eol, out);
@@ -1271,7 +1271,7 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 			                    "message",
 			                    err);
 		if (cert_uri == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		rc = p11s_select_certificate(tc->ctx, cert_uri, &with_keys, &tc->list, &cert, err);
 		free(cert_uri);
 		if (rc != P11S_OK)

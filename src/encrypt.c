@@ -108,7 +108,7 @@ p11s_rc p11s_recipients_add_cert(p11s_recipients *r, X509 *cert, const char *sou
 		return p11s_err_nomem(err);
 	r->rcpt.v[r->rcpt.n].source = p11s_strdup(source ? source : "");
 	if (r->rcpt.v[r->rcpt.n].source == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	X509_up_ref(cert);
 	r->rcpt.v[r->rcpt.n].cert = cert;
 	r->rcpt.n++;
@@ -127,7 +127,7 @@ p11s_rc p11s_recipients_add_file(p11s_recipients *r, const char *path, p11s_erro
 	src = p11s_asprintf("file:%s", path);
 	if (src == NULL) {
 		p11s_cert_list_free(list);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	for (size_t i = 0; rc == P11S_OK && i < p11s_cert_list_count(list); i++)
 		rc = p11s_recipients_add_cert(r, p11s_cert_list_get(list, i), src, err);
@@ -169,7 +169,7 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 		return p11s_err(err, P11S_E_IO, "cannot read the directory '%s'", dir);
 	if (r->dir_certs == NULL && (r->dir_certs = sk_X509_new_null()) == NULL) {
 		closedir(d);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	while (rc == P11S_OK && (e = readdir(d)) != NULL) {
 		p11s_cert_list *list = NULL;
@@ -180,7 +180,7 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 			continue;
 		path = p11s_asprintf("%s/%s", dir, e->d_name);
 		if (path == NULL) {
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			break;
 		}
 		/* Files that hold no certificate (notes, keys) are not contacts. */
@@ -195,14 +195,14 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 			char **s = realloc(r->dir_sources, (size_t)(n + 1) * sizeof(*s));
 
 			if (s == NULL) {
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 				break;
 			}
 			r->dir_sources = s;
 			s[n] = p11s_asprintf("file:%s", path);
 			if (s[n] == NULL || !sk_X509_push(r->dir_certs, x)) {
 				free(s[n]);
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 				break;
 			}
 			X509_up_ref(x);
@@ -278,7 +278,7 @@ p11s_rc p11s_recipients_add_email(p11s_recipients *r, p11s_ctx *ctx, const char 
 
 			why[i] = p11s_recipient_refusal(c.cert[i], at, &crc);
 			if (crc == P11S_E_NOMEM)
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 			if (why[i] == NULL)
 				fit++;
 		}
@@ -428,7 +428,7 @@ static p11s_rc check_recipients(const p11s_recipients *r, time_t at, p11s_error 
 
 	why = calloc(r->rcpt.n ? r->rcpt.n : 1, sizeof(*why));
 	if (why == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	for (size_t i = 0; i < r->rcpt.n; i++) {
 		why[i] = p11s_recipient_refusal(r->rcpt.v[i].cert, at, &rc);
 		if (why[i] == NULL && rc != P11S_OK)
@@ -588,14 +588,14 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	if (opts->outform == P11S_FORM_SMIME && p11s_headers_eol(h) == P11S_EOL_CRLF) {
 		conv = p11s_bio_eol_new(P11S_EOL_CRLF);
 		if (conv == NULL) {
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			goto out;
 		}
 		BIO_push(conv, out);
 	}
 	b64 = opts->outform == P11S_FORM_DER ? NULL : BIO_new(BIO_f_base64());
 	if (b64 == NULL && opts->outform != P11S_FORM_DER) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	if (b64 != NULL)
@@ -607,7 +607,7 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	}
 	plain = p11s_bio_eol_new(P11S_EOL_CRLF);
 	if (plain == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	top = BIO_push(plain, cmsbio);

@@ -163,7 +163,7 @@ p11s_rc p11s_headers_add(p11s_headers *h, const char *name, const char *value, p
 	if (n == NULL || raw == NULL || push_field(h, n, raw, strlen(raw)) != 0) {
 		free(n);
 		free(raw);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	return P11S_OK;
 }
@@ -265,7 +265,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 	if (max == 0)
 		max = P11S_HEADERS_MAX_DEFAULT;
 	if (h == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	for (;;) {
 		size_t len = 0;
 		const char *p;
@@ -284,7 +284,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 				char *nl = realloc(line, ncap);
 
 				if (nl == NULL) {
-					rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+					rc = p11s_err_nomem(err);
 					goto out;
 				}
 				line = nl;
@@ -350,7 +350,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 
 				nr = realloc(f->raw, ncap);
 				if (nr == NULL) {
-					rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+					rc = p11s_err_nomem(err);
 					goto out;
 				}
 				f->raw = nr;
@@ -379,7 +379,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 		if (name == NULL || raw == NULL || push_field(h, name, raw, len) != 0) {
 			free(name);
 			free(raw);
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			goto out;
 		}
 	}
@@ -401,7 +401,7 @@ p11s_rc p11s_headers_read(BIO *in, size_t max, p11s_headers **out, p11s_error *e
 	p11s_rc rc;
 
 	if (s == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	s->in = in;
 	rc = parse_headers(gets_seg, s, max, 1, out, err);
 	OPENSSL_cleanse(s, sizeof(*s));
@@ -850,13 +850,13 @@ p11s_rc p11s_mime_addresses(const char *value, char ***out, size_t *n, p11s_erro
 	if (bad != NULL || nomem) {
 		p11s_strv_free(sv.v);
 		if (nomem)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		return p11s_err(err, P11S_E_INPUT, "malformed address list: %s", bad);
 	}
 	if (sv.v == NULL) {
 		sv.v = calloc(1, sizeof(char *));
 		if (sv.v == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 	}
 	*out = sv.v;
 	if (n != NULL)
@@ -946,7 +946,7 @@ p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, 
 		char **addrs = NULL;
 
 		if (v == NULL) {
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			break;
 		}
 		rc = p11s_mime_addresses(v, &addrs, NULL, err);
@@ -963,7 +963,7 @@ p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, 
 				continue;
 			if (added < 0 || (copy = strdup(addrs[k])) == NULL ||
 			    strv_push(&sv, copy) != 0)
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 		}
 		p11s_strv_free(addrs);
 	}
@@ -973,7 +973,7 @@ p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, 
 		return rc;
 	}
 	if (sv.v == NULL && (sv.v = calloc(1, sizeof(char *))) == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	*out = sv.v;
 	if (n != NULL)
 		*n = sv.n;
@@ -1677,7 +1677,7 @@ static int scan_leaf_seekable(struct canon *c, long start)
 	if (c->resume < 0 || BIO_seek(c->r.in, start) != 0)
 		return p11s_err(c->err, P11S_E_IO, "cannot read the input a second time"), -1;
 	if (lr_init(&c->spool_r, c->r.in) != 0)
-		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
+		return p11s_err_nomem(c->err), -1;
 	c->spool_r.limited = 1;
 	c->spool_r.left = scanned;
 	c->replay_in = 1;
@@ -1701,7 +1701,7 @@ static int scan_leaf(struct canon *c)
 	c->spool = BIO_new(BIO_s_mem());
 	if (c->spool == NULL || stage == NULL) {
 		free(stage);
-		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
+		return p11s_err_nomem(c->err), -1;
 	}
 	while ((r = body_seg(c, &p, &n)) > 0) {
 		if (!dirty && !seg_is_7bit(p, n, &linelen))
@@ -1751,7 +1751,7 @@ static int scan_leaf(struct canon *c)
 		                strerror(errno)),
 		       -1;
 	if (lr_init(&c->spool_r, c->spool) != 0)
-		return p11s_err(c->err, P11S_E_NOMEM, "out of memory"), -1;
+		return p11s_err_nomem(c->err), -1;
 	c->spooling = 1;
 	/* Replay starts where the leaf started: at a line start. */
 	c->bol = 1;
@@ -1973,7 +1973,7 @@ static p11s_rc entity(struct canon *c, const p11s_headers *h, unsigned classes, 
 	if (media == NULL)
 		media = p11s_strdup(in_digest ? "message/rfc822" : "text/plain");
 	if (media == NULL || cte == NULL) {
-		rc = p11s_err(c->err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(c->err);
 		goto out;
 	}
 	relabel = strcmp(cte, "8bit") == 0 || strcmp(cte, "binary") == 0;
@@ -2052,13 +2052,13 @@ p11s_rc p11s_mime_canonicalize(const p11s_headers *h, unsigned classes, BIO *bod
 	p11s_rc rc;
 
 	if (c == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	c->out = out;
 	c->err = err;
 	c->bol = 1;
 	c->ob = malloc(OBUF_SIZE);
 	if (c->ob == NULL || lr_init(&c->r, body) != 0) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	rc = entity(c, h, classes, 0, 0);

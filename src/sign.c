@@ -153,7 +153,7 @@ static p11s_rc choose_algorithms(p11s_signer *s, const p11s_sign_opts *opts, p11
 	s->algorithm = is_ec ? "ecdsa" : opts->pss ? "rsassa-pss" : "rsassa-pkcs1-v1_5";
 	s->subject = p11s_cert_name_string(X509_get_subject_name(s->cert));
 	if (s->subject == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	return P11S_OK;
 }
 
@@ -277,7 +277,7 @@ p11s_rc p11s_signer_new(X509 *cert, EVP_PKEY *pkey, STACK_OF(X509) * chain,
 		return p11s_err(err, P11S_E_USAGE, "a certificate and a key are needed to sign");
 	s = signer_alloc();
 	if (s == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	X509_up_ref(cert);
 	s->cert = cert;
 	EVP_PKEY_up_ref(pkey);
@@ -289,7 +289,7 @@ p11s_rc p11s_signer_new(X509 *cert, EVP_PKEY *pkey, STACK_OF(X509) * chain,
 	}
 	for (int i = 0; rc == P11S_OK && i < sk_X509_num(chain); i++)
 		if (add_cert(s, sk_X509_value(chain, i)) != P11S_OK)
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 	if (rc != P11S_OK) {
 		p11s_signer_free(s);
 		return rc;
@@ -351,7 +351,7 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	}
 	s = signer_alloc();
 	if (s == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	oo.login = 1;
 	oo.certificates = 1;
 	oo.private_keys = 1;
@@ -400,13 +400,13 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 		rc = p11s_certs_read_file(opts->chain_files[i], NULL, &files, err);
 		for (size_t k = 0; rc == P11S_OK && k < p11s_cert_list_count(files); k++)
 			if (add_cert(s, p11s_cert_list_get(files, k)) != P11S_OK)
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 		p11s_cert_list_free(files);
 		if (rc != P11S_OK)
 			goto out;
 	}
 	if (add_token_cas(s, list, cert) != P11S_OK) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 
@@ -427,7 +427,7 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 		goto out;
 	}
 	if (s->uri == NULL || s->key_uri == NULL)
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 out:
 	p11s_object_list_free(list);
 	if (rc != P11S_OK) {
@@ -552,7 +552,7 @@ static p11s_rc write_der_base64(BIO *sink, CMS_ContentInfo *cms, p11s_error *err
 	int ok;
 
 	if (b64 == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	BIO_push(b64, sink);
 	ok = i2d_CMS_bio(b64, cms) > 0 && BIO_flush(b64) > 0;
 	BIO_pop(b64);
@@ -580,7 +580,7 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_he
 	                     "------=_p11s_%s\r\n",
 	                     s->micalg, hex, hex);
 	if (head == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	rc = put(sink, head, err);
@@ -607,7 +607,7 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_he
 	                     "\r\n",
 	                     hex);
 	if (head == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	rc = put(sink, head, err);
@@ -616,7 +616,7 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_he
 	free(head);
 	head = p11s_asprintf("\r\n------=_p11s_%s--\r\n", hex);
 	if (rc == P11S_OK && head == NULL)
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 	if (rc == P11S_OK)
 		rc = put(sink, head, err);
 out:
@@ -643,7 +643,7 @@ static p11s_rc sign_opaque(p11s_signer *s, CMS_ContentInfo *cms, const p11s_head
 		return rc;
 	b64 = BIO_new(BIO_f_base64());
 	if (b64 == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	BIO_push(b64, sink);
 	/* BER with indefinite lengths: the content streams into the structure. */
 	chain = BIO_new_CMS(b64, cms);
@@ -688,8 +688,7 @@ p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
 	sink = p11s_bio_eol_new(p11s_headers_eol(h));
 	cms = new_cms(s, err);
 	if (sink == NULL || cms == NULL) {
-		rc =
-		    cms == NULL ? p11s_error_rc(err) : p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = cms == NULL ? p11s_error_rc(err) : p11s_err_nomem(err);
 		goto out;
 	}
 	BIO_push(sink, out);

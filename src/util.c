@@ -122,7 +122,7 @@ p11s_rc p11s_time_parse(const char *text, time_t *out, p11s_error *err)
 	snprintf(gt, sizeof(gt), "%04d%02d%02d%02d%02d%02dZ", y, mo, d, h, mi, s > 59 ? 59 : s);
 	at = ASN1_TIME_new();
 	if (at == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	if (!ASN1_TIME_set_string_X509(at, gt) || !ASN1_TIME_to_tm(at, &tm)) {
 		ASN1_TIME_free(at);
 		goto bad;

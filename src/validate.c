@@ -83,7 +83,7 @@ p11s_rc p11s_validation_new(const p11s_validation_opts *opts, p11s_validation **
 
 	*out = NULL;
 	if (r == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	if (opts != NULL)
 		r->opts = *opts;
 	else
@@ -97,7 +97,7 @@ p11s_rc p11s_validation_new(const p11s_validation_opts *opts, p11s_validation **
 	if (r->anchors == NULL || r->untrusted == NULL ||
 	    (opts != NULL && opts->p12_pass != NULL && r->p12_pass == NULL)) {
 		p11s_validation_free(r);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	*out = r;
 	return P11S_OK;
@@ -227,7 +227,7 @@ p11s_rc p11s_validation_add_anchors(p11s_validation *r, const char *path, p11s_e
 	for (size_t i = 0; i < p11s_cert_list_count(l); i++)
 		if (!stack_add_unique(r->anchors, p11s_cert_list_get(l, i))) {
 			p11s_cert_list_free(l);
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		}
 	p11s_cert_list_free(l);
 	return P11S_OK;
@@ -241,11 +241,11 @@ p11s_rc p11s_validation_add_anchors_uri(p11s_validation *r, p11s_ctx *ctx, const
 	p11s_rc rc;
 
 	if (found == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = p11s_trust_certificates(ctx, uri, found, &added, err);
 	for (int i = 0; rc == P11S_OK && i < sk_X509_num(found); i++)
 		if (!stack_add_unique(r->anchors, sk_X509_value(found, i)))
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 	sk_X509_pop_free(found, X509_free);
 	return rc;
 }
@@ -264,7 +264,7 @@ static p11s_rc add_one_file(p11s_validation *r, const char *path, int in_dir, p1
 	p11s_rc rc;
 
 	if (local == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = p11s_certs_read_file(path, r->p12_pass, &l, local);
 	if (rc != P11S_OK) {
 		/* In a folder, files we do not recognise at all are someone else's. */
@@ -283,7 +283,7 @@ static p11s_rc add_one_file(p11s_validation *r, const char *path, int in_dir, p1
 
 		if (e == NULL || !maybe_intermediate(r, x)) {
 			p11s_cert_list_free(l);
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		}
 		e->origin = "file";
 		e->format = p11s_cert_list_format(l);
@@ -331,7 +331,7 @@ static p11s_rc add_dir(p11s_validation *r, const char *dir, int depth, p11s_erro
 		p11s_rc one = P11S_OK;
 
 		if (child == NULL)
-			one = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			one = p11s_err_nomem(err);
 		else if (lstat(child, &st) == 0 && S_ISDIR(st.st_mode) && depth < 32)
 			one = add_dir(r, child, depth + 1, err);
 		else if (stat(child, &st) == 0 && S_ISREG(st.st_mode))
@@ -405,7 +405,7 @@ static p11s_rc token_anchors(p11s_validation *r, const p11s_object_list *list, p
 		ERR_clear_error();
 		if (bc != NULL && bc->ca && !stack_add_unique(r->anchors, x)) {
 			BASIC_CONSTRAINTS_free(bc);
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		}
 		BASIC_CONSTRAINTS_free(bc);
 	}
@@ -422,7 +422,7 @@ static p11s_rc whole_token_anchors(p11s_validation *r, p11s_ctx *ctx, const char
 	p11s_rc rc = P11S_OK;
 
 	if (seen == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	for (size_t i = 0; rc == P11S_OK && i < p11s_object_list_count(list); i++) {
 		const char *turi = p11s_token_uri(p11s_object_token(p11s_object_list_get(list, i)));
 		p11s_object_list *all = NULL;
@@ -453,7 +453,7 @@ p11s_rc p11s_validation_add_token(p11s_validation *r, p11s_ctx *ctx, const char 
 	p11s_rc rc;
 
 	if (local == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = p11s_objects(ctx, whole ? NULL : uri, &opts, &list, local);
 	if (rc != P11S_OK) {
 		/* Without a PIN the rules can still be judged; say how. */
@@ -491,7 +491,7 @@ p11s_rc p11s_validation_add_token(p11s_validation *r, p11s_ctx *ctx, const char 
 		}
 		e = entry_add(r, p11s_object_uri(o), i, x);
 		if (e == NULL || !maybe_intermediate(r, x) || !token_key_facts(r, e, o))
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 		else
 			e->origin = "token";
 	}

@@ -305,7 +305,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 		                          "nor among the --trust certificates",
 		                          who ? who : "?");
 		free(who);
-		return s->reason ? P11S_OK : p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return s->reason ? P11S_OK : p11s_err_nomem(err);
 	}
 	X509_up_ref(x);
 	s->cert = x;
@@ -314,7 +314,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 	s->serial = x509_serial(x);
 	if (s->subject == NULL || s->issuer == NULL || s->serial == NULL ||
 	    (s->emails = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &s->n_emails)) == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	s->valid_at_signing = valid_at(x, s->checked_at);
 	s->valid_at = valid_at(x, at);
 
@@ -370,11 +370,11 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 		s->chain = tmp.chain;
 		s->n_chain = tmp.n_chain;
 		if (s->reason == NULL || rc != P11S_OK)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		return P11S_OK;
 	}
 	if (check_chain(s, store, opts->trust, untrusted) != P11S_OK)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	return P11S_OK;
 }
 
@@ -576,7 +576,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 	*cms = NULL;
 	*bcont = NULL;
 	if (buf == NULL || sig == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	/* End of data is the end, not "try again" (d2i_CMS_bio gives up on that). */
@@ -647,7 +647,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 	}
 	b64 = BIO_new(BIO_f_base64());
 	if (b64 == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	BIO_push(b64, sig);
@@ -856,7 +856,7 @@ static p11s_rc from_addresses(const p11s_headers *h, p11s_verify_report *r, p11s
 		p11s_error_clear(err);
 		r->from = NULL;
 		r->n_from = 0;
-		return r->from_error ? P11S_OK : p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return r->from_error ? P11S_OK : p11s_err_nomem(err);
 	}
 	return rc;
 }
@@ -881,7 +881,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		return p11s_err(err, P11S_E_INTERNAL, "p11s_verify: no input");
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	r->at = opts->at ? opts->at : time(NULL);
 	rc = spool(in, &mem, err);
 	if (rc != P11S_OK)
@@ -957,7 +957,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	/* Empty: the anchors go in as a trusted stack (check_chain). */
 	store = X509_STORE_new();
 	if (store == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 
@@ -985,7 +985,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	r->signers = calloc(r->n_signers, sizeof(*r->signers));
 	if (r->signers == NULL) {
 		r->n_signers = 0;
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	for (size_t i = 0; i < r->n_signers; i++) {
