@@ -87,6 +87,19 @@ unavailable:
 	                t->label);
 }
 
+/*
+ * After a failed C_Login: the --pin-source PIN (read before it) is kept
+ * only for slots logged in with it, so one that no login accepted is wiped.
+ */
+static void forget_source_pin(p11s_ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->nslots; i++)
+		if (ctx->slots[i].pin_from_source)
+			return;
+	p11s_locked_free(ctx->source_pin);
+	ctx->source_pin = NULL;
+}
+
 p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
 {
 	struct p11s_slot_state *st;
@@ -159,6 +172,8 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 			    ctx->source_pin != NULL && strcmp(ctx->source_pin, pin) == 0;
 			if (!st->pin_from_source)
 				st->pin = p11s_locked_strdup(pin);
+		} else {
+			forget_source_pin(ctx);
 		}
 		OPENSSL_cleanse(pin, sizeof(pin));
 		p11s_secret_release();

@@ -107,6 +107,8 @@ int cli_tty_prompt(const char *prompt, char *buf, size_t len, void *user)
 	tty = fopen("/dev/tty", "r+");
 	if (tty == NULL)
 		return -1;
+	/* Unbuffered: the secret goes straight into @p buf, no stdio buffer keeps a copy. */
+	setvbuf(tty, NULL, _IONBF, 0);
 	if (tcgetattr(fileno(tty), &old) != 0) {
 		fclose(tty);
 		return -1;
