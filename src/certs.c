@@ -36,7 +36,7 @@ struct p11s_cert_list {
 	size_t keys_len;
 	const char *format;
 	char **problems;
-	size_t nproblems;
+	size_t nproblems, problems_cap;
 };
 
 static p11s_cert_list *list_new(void)
@@ -113,7 +113,7 @@ static void problem(p11s_cert_list *l, const char *fmt, ...) P11S_PRINTF(2, 3);
 static void problem(p11s_cert_list *l, const char *fmt, ...)
 {
 	va_list ap;
-	char *s = NULL, **grown;
+	char *s = NULL;
 	unsigned long e = ERR_peek_last_error();
 	char reason[256] = "";
 
@@ -131,12 +131,10 @@ static void problem(p11s_cert_list *l, const char *fmt, ...)
 	}
 	if (s == NULL)
 		return;
-	grown = realloc(l->problems, (l->nproblems + 1) * sizeof(*grown));
-	if (grown == NULL) {
+	if (P11S_GROW(l->problems, l->nproblems, l->problems_cap, 1) != 0) {
 		free(s);
 		return;
 	}
-	l->problems = grown;
 	l->problems[l->nproblems++] = s;
 }
 
@@ -164,31 +162,22 @@ static int add_pkcs7(p11s_cert_list *l, PKCS7 *p7)
 /* ------------------------------------------------------------------- PEM */
 
 /* Give each key to the certificate whose public key it matches. */
-struct keyvec {
-	EVP_PKEY **v;
-	size_t n;
-};
+typedef P11S_VEC(EVP_PKEY *) keyvec;
 
-static void keyvec_push(struct keyvec *kv, EVP_PKEY *k)
+static void keyvec_push(keyvec *kv, EVP_PKEY *k)
 {
-	EVP_PKEY **grown = realloc(kv->v, (kv->n + 1) * sizeof(*grown));
-
-	if (grown == NULL) {
+	if (p11s_vec_push(kv, k) != 0)
 		EVP_PKEY_free(k);
-		return;
-	}
-	kv->v = grown;
-	kv->v[kv->n++] = k;
 }
 
-static void keyvec_free(struct keyvec *kv)
+static void keyvec_free(keyvec *kv)
 {
 	for (size_t i = 0; i < kv->n; i++)
 		EVP_PKEY_free(kv->v[i]);
 	free(kv->v);
 }
 
-static void pair_keys(p11s_cert_list *l, const struct keyvec *keys)
+static void pair_keys(p11s_cert_list *l, const keyvec *keys)
 {
 	for (size_t k = 0; k < keys->n; k++) {
 		EVP_PKEY *key = keys->v[k];
@@ -226,7 +215,7 @@ static p11s_rc read_pem(p11s_cert_list *l, const unsigned char *buf, size_t len,
 	BIO *bio = BIO_new_mem_buf(buf, (int)len);
 	char *others = NULL;
 	int block = 0;
-	struct keyvec keys = {0};
+	keyvec keys = {0};
 
 	if (bio == NULL)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -520,9 +509,10 @@ p11s_rc p11s_certs_read_file(const char *path, const char *p12_pass, p11s_cert_l
 				              "%s: too large for a certificate file", name);
 				goto done;
 			}
+			/* By steps, not doubling: a file over MAX_FILE costs no more than it. */
 			grown = realloc(buf, cap + 65536 * 4);
 			if (grown == NULL) {
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 				goto done;
 			}
 			buf = grown;

@@ -38,7 +38,7 @@ struct p11s_decrypt_report {
 	int auth;
 	char *content_cipher;
 	struct rcpt *rcpts;
-	size_t nrcpts;
+	size_t nrcpts, rcpts_cap;
 	long chosen; /* index into rcpts, or -1 */
 	X509 *cert;
 	p11s_cert_info *info;
@@ -54,7 +54,7 @@ struct p11s_decrypt_report {
 	p11s_verdict *verdict; /* the rules on the recipient certificate at r->at */
 	int expired, not_yet_valid;
 	char **notes;
-	size_t nnotes;
+	size_t nnotes, notes_cap;
 };
 
 /*
@@ -104,7 +104,7 @@ static void add_note(p11s_decrypt_report *r, const char *fmt, ...) P11S_PRINTF(2
 static void add_note(p11s_decrypt_report *r, const char *fmt, ...)
 {
 	va_list ap;
-	char *s = NULL, **nn;
+	char *s = NULL;
 
 	va_start(ap, fmt);
 	if (vasprintf(&s, fmt, ap) < 0)
@@ -112,12 +112,10 @@ static void add_note(p11s_decrypt_report *r, const char *fmt, ...)
 	va_end(ap);
 	if (s == NULL)
 		return;
-	nn = realloc(r->notes, (r->nnotes + 1) * sizeof(*nn));
-	if (nn == NULL) {
+	if (P11S_GROW(r->notes, r->nnotes, r->notes_cap, 1) != 0) {
 		free(s);
 		return;
 	}
-	r->notes = nn;
 	r->notes[r->nnotes++] = s;
 }
 
@@ -329,11 +327,10 @@ static p11s_rc add_rcpt(p11s_decrypt_report *r, CMS_RecipientInfo *ri,
                         CMS_RecipientEncryptedKey *rek, int type, ASN1_OCTET_STRING *keyid,
                         X509_NAME *issuer, ASN1_INTEGER *sno, p11s_error *err)
 {
-	struct rcpt *nr = realloc(r->rcpts, (r->nrcpts + 1) * sizeof(*nr)), *rc;
+	struct rcpt *rc;
 
-	if (nr == NULL)
+	if (P11S_GROW(r->rcpts, r->nrcpts, r->rcpts_cap, 1) != 0)
 		return p11s_err_nomem(err);
-	r->rcpts = nr;
 	rc = &r->rcpts[r->nrcpts++];
 	memset(rc, 0, sizeof(*rc));
 	rc->ri = ri;

@@ -43,7 +43,7 @@ struct p11s_verdict {
 	size_t nkeychecks;
 	int key_checked;
 	char **warnings;
-	size_t nwarnings;
+	size_t nwarnings, warnings_cap;
 	p11s_check_result chain;
 	char *chain_message;
 	char **chain_subjects;
@@ -136,20 +136,18 @@ static void warn(p11s_verdict *v, const char *f, ...) P11S_PRINTF(2, 3);
 static void warn(p11s_verdict *v, const char *f, ...)
 {
 	va_list ap;
-	char *s, **grown;
+	char *s;
 
 	va_start(ap, f);
 	s = vfmt(v, f, ap);
 	va_end(ap);
 	if (s == NULL)
 		return;
-	grown = realloc(v->warnings, (v->nwarnings + 1) * sizeof(*grown));
-	if (grown == NULL) {
+	if (P11S_GROW(v->warnings, v->nwarnings, v->warnings_cap, 1) != 0) {
 		free(s);
 		v->oom = 1;
 		return;
 	}
-	v->warnings = grown;
 	v->warnings[v->nwarnings++] = s;
 }
 

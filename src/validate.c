@@ -60,9 +60,9 @@ struct p11s_validation {
 	struct entry *e;
 	size_t n, cap;
 	struct problem *errors;
-	size_t nerrors;
+	size_t nerrors, errors_cap;
 	char **skipped;
-	size_t nskipped;
+	size_t nskipped, skipped_cap;
 	STACK_OF(X509) * anchors;
 	STACK_OF(X509) * untrusted;
 	int ran;
@@ -138,10 +138,7 @@ void p11s_validation_free(p11s_validation *r)
 static p11s_rc record(p11s_validation *r, const char *source, p11s_rc rc, const char *message,
                       p11s_error *err)
 {
-	struct problem *grown = realloc(r->errors, (r->nerrors + 1) * sizeof(*grown));
-
-	if (grown != NULL) {
-		r->errors = grown;
+	if (P11S_GROW(r->errors, r->nerrors, r->errors_cap, 1) == 0) {
 		r->errors[r->nerrors].source = p11s_strdup(source ? source : "");
 		r->errors[r->nerrors].message = p11s_strdup(message);
 		r->errors[r->nerrors].rc = rc;
@@ -154,16 +151,12 @@ static p11s_rc record(p11s_validation *r, const char *source, p11s_rc rc, const 
 
 static int skip_note(p11s_validation *r, const char *path, const char *why)
 {
-	char **grown = realloc(r->skipped, (r->nskipped + 1) * sizeof(*grown));
 	char *s = p11s_asprintf("%s: %s", path, why);
 
-	if (grown == NULL || s == NULL) {
+	if (s == NULL || P11S_GROW(r->skipped, r->nskipped, r->skipped_cap, 1) != 0) {
 		free(s);
-		if (grown != NULL)
-			r->skipped = grown;
 		return 0;
 	}
-	r->skipped = grown;
 	r->skipped[r->nskipped++] = s;
 	return 1;
 }
