@@ -255,11 +255,37 @@ int p11s_tmpfile(const char **dirp)
 	return fd;
 }
 
+/*
+ * The spool's stdio buffer, 64 KiB: its users write and read in 64 KiB
+ * blocks, and with the default 4 KiB buffer each block written became two
+ * write()s.  Owned by the BIO (ex_data, freed after its fclose).
+ */
+#define SPOOL_BUF (64 * 1024)
+static int spool_buf_index = -1;
+static CRYPTO_ONCE spool_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void spool_buf_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	free(ptr);
+}
+
+static void spool_index_init(void)
+{
+	spool_buf_index = BIO_get_ex_new_index(0, NULL, NULL, NULL, spool_buf_free);
+}
+
 BIO *p11s_spool_new(p11s_error *err)
 {
 	const char *dir;
 	FILE *f;
 	BIO *b;
+	char *buf;
 	int fd = p11s_tmpfile(&dir), e;
 
 	if (fd < 0 || (f = fdopen(fd, "w+b")) == NULL) {
@@ -276,7 +302,15 @@ BIO *p11s_spool_new(p11s_error *err)
 		fclose(f);
 		p11s_err_nomem(err);
 		errno = ENOMEM;
+		return NULL;
 	}
+	/* Without the larger buffer the spool works, only with more system calls. */
+	buf = malloc(SPOOL_BUF);
+	if (buf != NULL && CRYPTO_THREAD_run_once(&spool_once, spool_index_init) &&
+	    spool_buf_index >= 0 && BIO_set_ex_data(b, spool_buf_index, buf) == 1)
+		setvbuf(f, buf, _IOFBF, SPOOL_BUF);
+	else
+		free(buf);
 	return b;
 }
 
