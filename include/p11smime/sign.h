@@ -100,14 +100,6 @@ void p11s_signer_free(p11s_signer *s);
  */
 p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err);
 
-/**
- * p11s_signer_open(), p11s_signer_sign() and p11s_signer_free() in one.
- * *report (may be NULL) receives p11s_signer_report_json() of the signer
- * on success; caller frees it with free().
- */
-p11s_rc p11s_sign_message(p11s_ctx *ctx, const p11s_sign_opts *opts, BIO *in, BIO *out,
-                          char **report, p11s_error *err);
-
 /** The signer certificate; owned by @p s. */
 X509 *p11s_signer_certificate(const p11s_signer *s);
 /** The certificate's pkcs11: URI (NULL for p11s_signer_new()); owned by @p s. */
@@ -127,12 +119,8 @@ const char *p11s_signer_mechanism(const p11s_signer *s);
 /** Certificates included in each signature (the signer's first). */
 size_t p11s_signer_certificate_count(const p11s_signer *s);
 
-/**
- * A JSON object describing the signer: {"signer", "key", "subject",
- * "digest", "micalg", "signature_algorithm", "mechanism", "format",
- * "certificates"}; caller frees with free().  NULL on ENOMEM.
- */
-char *p11s_signer_report_json(const p11s_signer *s);
+/** "detached" (multipart/signed) or "opaque" (signed-data), as opened; static. */
+const char *p11s_signer_format(const p11s_signer *s);
 
 #ifdef __cplusplus
 }
