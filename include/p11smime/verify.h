@@ -112,7 +112,7 @@ const char *p11s_verify_signer_reason(const p11s_verify_report *r, size_t i);
 X509 *p11s_verify_signer_cert(const p11s_verify_report *r, size_t i);
 /**
  * Printable facts of signer @p i, owned by @p r (NULL when unknown):
- * subject, issuer (RFC 2253), serial (hex), digest ("SHA256"), signature
+ * subject, issuer (RFC 2253), serial (lower-case hex), digest ("SHA256"), signature
  * algorithm ("RSA PKCS#1 v1.5", "RSA-PSS", "ECDSA", "Ed25519", else the
  * OID's name).
  */
