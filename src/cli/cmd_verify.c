@@ -328,20 +328,17 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 	else
 		print_report(rfp, report, vo.at);
 	ret = p11s_rc_exit_code(rc);
-	if (out != NULL) {
-		if (rc == P11S_OK || force) {
-			p11s_rc wrc = p11s_output_commit(out, cli->err);
+	if (out != NULL && (rc == P11S_OK || force)) {
+		int wret = cli_finish(cli, &out, P11S_OK);
 
-			out = NULL;
-			if (wrc != P11S_OK)
-				ret = cli_fail(cli, wrc);
-			else if (rc != P11S_OK)
-				fprintf(stderr, "p11smime: the content was written although the "
-				                "signature is not good (--force-output)\n");
-		} else {
-			fprintf(stderr, "p11smime: the content was not written: the verdict is "
-			                "not good (--force-output writes it anyway)\n");
-		}
+		if (wret != 0)
+			ret = wret;
+		else if (rc != P11S_OK)
+			fprintf(stderr, "p11smime: the content was written although the "
+			                "signature is not good (--force-output)\n");
+	} else if (out != NULL) {
+		fprintf(stderr, "p11smime: the content was not written: the verdict is "
+		                "not good (--force-output writes it anyway)\n");
 	}
 done:
 	p11s_output_abort(out);

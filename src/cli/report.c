@@ -275,20 +275,20 @@ static void cert_members(json_t *j, const p11s_object *o)
 	p11s_cert_info_free(ci);
 }
 
+/* @p len bytes as lower-case hex into @p out (2 * len + 1 bytes). */
+static char *hex_into(char *out, const unsigned char *buf, size_t len)
+{
+	out[0] = '\0';
+	for (size_t i = 0; i < len; i++)
+		snprintf(out + 2 * i, 3, "%02x", buf[i]);
+	return out;
+}
+
 static json_t *hex(const unsigned char *buf, size_t len)
 {
-	static const char digits[] = "0123456789abcdef";
 	char *s = malloc(len * 2 + 1);
-	json_t *j;
+	json_t *j = s ? json_string(hex_into(s, buf, len)) : NULL;
 
-	if (s == NULL)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		s[2 * i] = digits[buf[i] >> 4];
-		s[2 * i + 1] = digits[buf[i] & 0x0f];
-	}
-	s[len * 2] = '\0';
-	j = json_string(s);
 	free(s);
 	return j;
 }
@@ -376,10 +376,9 @@ static void view_init(struct view *w, X509 *x)
 		p11s_time_format(w->ci->not_before, w->nb, sizeof(w->nb));
 		p11s_time_format(w->ci->not_after, w->na, sizeof(w->na));
 	}
-	w->fp[0] = '\0';
-	if (X509_digest(x, EVP_sha256(), md, &len) == 1)
-		for (unsigned int i = 0; i < len; i++)
-			snprintf(w->fp + 2 * i, 3, "%02x", md[i]);
+	if (X509_digest(x, EVP_sha256(), md, &len) != 1)
+		len = 0;
+	hex_into(w->fp, md, len);
 	ERR_clear_error();
 }
 
