@@ -180,8 +180,7 @@ const char *p11s_decrypt_report_recipient(const p11s_decrypt_report *r, size_t i
 /** The index of the recipient used, or -1 when none was chosen. */
 long p11s_decrypt_report_chosen(const p11s_decrypt_report *r);
 /** The recipient certificate described (owned by @p r; p11smime/listing.h), or NULL. */
-const struct p11s_cert_info *
-p11s_decrypt_report_certificate_info(const p11s_decrypt_report *r);
+const struct p11s_cert_info *p11s_decrypt_report_certificate_info(const p11s_decrypt_report *r);
 /** The recipient certificate's pkcs11: URI (owned by @p r), or NULL. */
 const char *p11s_decrypt_report_certificate_uri(const p11s_decrypt_report *r);
 /** 1 when the recipient certificate was not yet valid at opts->at. */

@@ -317,7 +317,8 @@ static void pkcs12_ec_key_curve(void **state)
 	assert_string_equal(jstr(pk, "algorithm"), "EC");
 	assert_string_equal(jstr(pk, "curve"), "P-384");
 	assert_int_equal(json_integer_value(json_object_get(pk, "bits")), 384);
-	assert_string_equal(jstr(c, "serial"), "0abc"); /* whole bytes, lower case as every report */
+	/* Whole bytes, lower case as in every report. */
+	assert_string_equal(jstr(c, "serial"), "0abc");
 	assert_string_equal(jstr(c, "subject"), "CN=EC file");
 	assert_string_equal(jstr(c, "issuer"), "CN=Report CA");
 	assert_string_equal(jstr(c, "not_after"), "2027-01-01T00:00:00Z");
