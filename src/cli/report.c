@@ -22,15 +22,16 @@
  */
 static int oom;
 
+/* jansson's *_new calls take @p v even when they fail (a NULL @p o or @p v included). */
 static void put(json_t *o, const char *key, json_t *v)
 {
-	if (o == NULL || v == NULL || json_object_set_new(o, key, v) != 0)
+	if (json_object_set_new(o, key, v) != 0)
 		oom = 1;
 }
 
 static void push(json_t *a, json_t *v)
 {
-	if (a == NULL || v == NULL || json_array_append_new(a, v) != 0)
+	if (json_array_append_new(a, v) != 0)
 		oom = 1;
 }
 
