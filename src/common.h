@@ -49,6 +49,13 @@ void p11s_err_add_candidate(p11s_error *err, const char *candidate);
 /* Hex of @p len bytes, lower case, malloc'd; NULL on ENOMEM. */
 char *p11s_hex(const unsigned char *buf, size_t len);
 
+/*
+ * A serial number as every report and message spells it: lower-case hex
+ * of whole bytes ("0abc"), "0" for zero, "-" first when negative.
+ * malloc'd; NULL on ENOMEM.
+ */
+char *p11s_serial_hex(const ASN1_INTEGER *serial);
+
 /* Fatal on allocation failure is not our style: these return NULL. */
 char *p11s_strdup(const char *s);
 char *p11s_strndup(const char *s, size_t n);

@@ -5,7 +5,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/cms.h>
 #include <openssl/err.h>
@@ -174,11 +173,6 @@ const char *p11s_decrypt_report_note(const p11s_decrypt_report *r, size_t i)
 	return i < r->nnotes ? r->notes[i] : NULL;
 }
 
-static json_t *jstr(const char *s)
-{
-	return s ? json_string(s) : json_null();
-}
-
 static const char *rcpt_type_name(int type)
 {
 	switch (type) {
@@ -195,133 +189,86 @@ static const char *rcpt_type_name(int type)
 	}
 }
 
-static json_t *rcpt_json(const struct rcpt *rc)
+int p11s_decrypt_report_complete(const p11s_decrypt_report *r)
 {
-	json_t *j = json_object();
-
-	json_object_set_new(j, "type", json_string(rcpt_type_name(rc->type)));
-	if (rc->ski != NULL) {
-		json_object_set_new(j, "subject_key_identifier", json_string(rc->ski));
-	} else {
-		json_object_set_new(j, "issuer", jstr(rc->issuer));
-		json_object_set_new(j, "serial", jstr(rc->serial));
-	}
-	json_object_set_new(j, "matched", json_boolean(rc->matched));
-	return j;
+	return r->complete;
 }
 
-static json_t *time_json(time_t t)
+size_t p11s_decrypt_report_recipient_count(const p11s_decrypt_report *r)
 {
-	char buf[32];
-
-	return json_string(p11s_time_format(t, buf, sizeof(buf)));
+	return r->nrcpts;
 }
 
-/* The rules' verdict on the recipient certificate, as `validate --json` gives it. */
-static void verdict_json(json_t *c, const p11s_verdict *v)
+const char *p11s_decrypt_report_recipient(const p11s_decrypt_report *r, size_t i,
+                                          const char **issuer, const char **serial,
+                                          const char **ski, int *matched)
 {
-	json_t *warnings = json_array();
+	const struct rcpt *rc = i < r->nrcpts ? &r->rcpts[i] : NULL;
 
-	for (size_t i = 0; warnings != NULL && i < p11s_verdict_warning_count(v); i++)
-		json_array_append_new(warnings, jstr(p11s_verdict_warning(v, i)));
-	json_object_set_new(c, "verdict",
-	                    v == NULL
-	                        ? json_null()
-	                        : json_string(p11s_verdict_accepted(v) ? "accepted" : "rejected"));
-	json_object_set_new(c, "usable_for_outgoing",
-	                    json_boolean(p11s_verdict_usable_for_outgoing(v)));
-	json_object_set_new(c, "in_validity", json_boolean(p11s_verdict_in_validity(v)));
-	json_object_set_new(c, "checks", v ? p11s_verdict_checks_json(v, 0) : json_array());
-	json_object_set_new(c, "warnings", warnings);
+	if (issuer != NULL)
+		*issuer = rc ? rc->issuer : NULL;
+	if (serial != NULL)
+		*serial = rc ? rc->serial : NULL;
+	if (ski != NULL)
+		*ski = rc ? rc->ski : NULL;
+	if (matched != NULL)
+		*matched = rc ? rc->matched : 0;
+	return rc ? rcpt_type_name(rc->type) : NULL;
 }
 
-char *p11s_decrypt_report_json(const p11s_decrypt_report *r)
+long p11s_decrypt_report_chosen(const p11s_decrypt_report *r)
 {
-	json_t *root = json_object(), *arr = json_array(), *j, *c, *ke, *notes = json_array();
-	char *doc;
+	return r->chosen;
+}
 
-	json_object_set_new(root, "content_type", json_string(p11s_decrypt_report_content_type(r)));
-	json_object_set_new(root, "decrypted", json_boolean(r->complete));
-	for (size_t i = 0; i < r->nrcpts; i++)
-		json_array_append_new(arr, rcpt_json(&r->rcpts[i]));
-	json_object_set_new(root, "recipients", arr);
-	if (r->chosen >= 0) {
-		j = rcpt_json(&r->rcpts[r->chosen]);
-		json_object_del(j, "matched");
-		if (r->info != NULL) {
-			c = json_object();
-			json_object_set_new(c, "subject", jstr(r->info->subject));
-			json_object_set_new(c, "issuer", jstr(r->info->issuer));
-			json_object_set_new(c, "serial", jstr(r->info->serial));
-			arr = json_array();
-			for (size_t i = 0; i < r->info->nemails; i++)
-				json_array_append_new(arr, json_string(r->info->emails[i]));
-			json_object_set_new(c, "emails", arr);
-			json_object_set_new(c, "not_before", time_json(r->info->not_before));
-			json_object_set_new(c, "not_after", time_json(r->info->not_after));
-			json_object_set_new(c, "expired", json_boolean(r->expired));
-			json_object_set_new(c, "not_yet_valid", json_boolean(r->not_yet_valid));
-			json_object_set_new(c, "certificate_uri", jstr(r->cert_uri));
-			verdict_json(c, r->verdict);
-			json_object_set_new(j, "certificate", c);
-		}
-		json_object_set_new(root, "recipient", j);
-	} else {
-		json_object_set_new(root, "recipient", json_null());
-	}
-	json_object_set_new(root, "key_uri", jstr(r->key_uri));
-	if (r->key_encryption != NULL) {
-		ke = json_object();
-		json_object_set_new(ke, "algorithm", jstr(r->kea));
-		json_object_set_new(ke, "description", jstr(r->key_encryption));
-		if (r->oaep_hash != NULL) {
-			json_object_set_new(ke, "oaep_hash", json_string(r->oaep_hash));
-			json_object_set_new(ke, "mgf1_hash", jstr(r->mgf1_hash));
-			json_object_set_new(ke, "oaep_label", jstr(r->label));
-		}
-		if (r->kdf != NULL) {
-			json_object_set_new(ke, "kdf", json_string(r->kdf));
-			json_object_set_new(ke, "key_wrap", jstr(r->key_wrap));
-			json_object_set_new(ke, "curve",
-			                    jstr(r->info != NULL ? r->info->curve : NULL));
-		}
-		json_object_set_new(root, "key_encryption", ke);
-	} else {
-		json_object_set_new(root, "key_encryption", json_null());
-	}
-	json_object_set_new(root, "content_cipher", jstr(r->content_cipher));
-	json_object_set_new(root, "mechanism", jstr(r->mechanism));
-	json_object_set_new(
-	    root, "padding_in_software",
-	    json_boolean(r->mechanism != NULL && strcmp(r->mechanism, "CKM_RSA_X_509") == 0));
-	json_object_set_new(root, "authenticated", json_boolean(r->auth && r->complete));
-	json_object_set_new(root, "auth_attributes", json_boolean(r->auth_attrs));
-	json_object_set_new(root, "content_bytes", json_integer((json_int_t)r->content_bytes));
-	json_object_set_new(root, "at", time_json(r->at));
-	for (size_t i = 0; i < r->nnotes; i++)
-		json_array_append_new(notes, json_string(r->notes[i]));
-	json_object_set_new(root, "notes", notes);
-	doc = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	return doc;
+const p11s_cert_info *p11s_decrypt_report_certificate_info(const p11s_decrypt_report *r)
+{
+	return r->info;
+}
+
+const char *p11s_decrypt_report_certificate_uri(const p11s_decrypt_report *r)
+{
+	return r->cert_uri;
+}
+
+int p11s_decrypt_report_not_yet_valid(const p11s_decrypt_report *r)
+{
+	return r->not_yet_valid;
+}
+
+int p11s_decrypt_report_key_encryption_params(const p11s_decrypt_report *r,
+                                              p11s_decrypt_key_encryption *ke)
+{
+	memset(ke, 0, sizeof(*ke));
+	if (r->key_encryption == NULL)
+		return 0;
+	ke->algorithm = r->kea;
+	ke->description = r->key_encryption;
+	ke->oaep_hash = r->oaep_hash;
+	ke->mgf1_hash = r->mgf1_hash;
+	ke->oaep_label = r->label;
+	ke->kdf = r->kdf;
+	ke->key_wrap = r->key_wrap;
+	ke->curve = r->info != NULL ? r->info->curve : NULL;
+	return 1;
+}
+
+int p11s_decrypt_report_authenticated(const p11s_decrypt_report *r)
+{
+	return r->auth && r->complete;
+}
+
+int p11s_decrypt_report_auth_attributes(const p11s_decrypt_report *r)
+{
+	return r->auth_attrs;
+}
+
+time_t p11s_decrypt_report_time(const p11s_decrypt_report *r)
+{
+	return r->at;
 }
 
 /* ------------------------------------------------------- recipients */
-
-static char *serial_string(const ASN1_INTEGER *a)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(a, NULL);
-	char *hex = bn ? BN_bn2hex(bn) : NULL, *s;
-
-	BN_free(bn);
-	if (hex == NULL)
-		return NULL;
-	for (char *p = hex; *p; p++)
-		*p = (char)tolower((unsigned char)*p);
-	s = p11s_strdup(hex);
-	OPENSSL_free(hex);
-	return s;
-}
 
 static p11s_rc add_rcpt(p11s_decrypt_report *r, CMS_RecipientInfo *ri,
                         CMS_RecipientEncryptedKey *rek, int type, ASN1_OCTET_STRING *keyid,
@@ -341,7 +288,7 @@ static p11s_rc add_rcpt(p11s_decrypt_report *r, CMS_RecipientInfo *ri,
 	if (issuer != NULL)
 		rc->issuer = p11s_cert_name_string(issuer);
 	if (sno != NULL)
-		rc->serial = serial_string(sno);
+		rc->serial = p11s_serial_hex(sno);
 	return P11S_OK;
 }
 

@@ -5,7 +5,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include <jansson.h>
 #include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
@@ -663,51 +662,4 @@ out:
 	OPENSSL_cleanse(buf, sizeof(buf));
 	ERR_clear_error();
 	return rc;
-}
-
-/* -------------------------------------------------------------------- JSON */
-
-char *p11s_encrypt_report_json(const p11s_recipients *r, const p11s_encrypt_opts *opts)
-{
-	json_t *root = json_object(), *list = json_array();
-	char *doc;
-
-	if (root == NULL || list == NULL) {
-		json_decref(root);
-		json_decref(list);
-		return NULL;
-	}
-	for (size_t i = 0; r && i < r->rcpt.n; i++) {
-		X509 *x = r->rcpt.v[i].cert;
-		json_t *o = json_object(), *emails = json_array();
-		size_t n = 0;
-		char **v = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &n);
-		char *subject = p11s_cert_name_string(X509_get_subject_name(x));
-		BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-		char *serial = bn ? BN_bn2hex(bn) : NULL;
-
-		for (size_t j = 0; v && j < n; j++)
-			json_array_append_new(emails, json_string(v[j]));
-		json_object_set_new(o, "source", json_string(r->rcpt.v[i].source));
-		json_object_set_new(o, "subject", subject ? json_string(subject) : json_null());
-		json_object_set_new(o, "emails", emails);
-		json_object_set_new(o, "serial", serial ? json_string(serial) : json_null());
-		json_object_set_new(o, "key_management",
-		                    json_string(p11s_encrypt_key_management(x, opts)));
-		json_array_append_new(list, o);
-		p11s_strv_free(v);
-		free(subject);
-		OPENSSL_free(serial);
-		BN_free(bn);
-	}
-	json_object_set_new(root, "cipher", json_string(p11s_cipher_name(opts->cipher)));
-	json_object_set_new(
-	    root, "content_type",
-	    json_string(opts->cipher == P11S_CIPHER_AES256_GCM
-	                    ? "application/pkcs7-mime; smime-type=authEnveloped-data"
-	                    : "application/pkcs7-mime; smime-type=enveloped-data"));
-	json_object_set_new(root, "recipients", list);
-	doc = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	return doc;
 }

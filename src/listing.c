@@ -1,7 +1,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/core_names.h>
@@ -100,20 +99,6 @@ static int key_facts(X509 *x, p11s_cert_info *ci)
 	return curve == NULL || (ci->curve = strdup(curve)) != NULL;
 }
 
-static char *serial_hex(X509 *x)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-	char *hex = bn == NULL ? NULL : BN_is_zero(bn) ? OPENSSL_strdup("0") : BN_bn2hex(bn);
-	char *out = p11s_strdup(hex);
-
-	for (char *p = out; p && *p; p++)
-		if (*p >= 'A' && *p <= 'F')
-			*p = (char)(*p - 'A' + 'a');
-	OPENSSL_free(hex);
-	BN_free(bn);
-	return out;
-}
-
 p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 {
 	p11s_cert_info *ci;
@@ -126,7 +111,7 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	ci->subject = p11s_cert_name_string(X509_get_subject_name(x));
 	ci->issuer = p11s_cert_name_string(X509_get_issuer_name(x));
-	ci->serial = serial_hex(x);
+	ci->serial = p11s_serial_hex(X509_get0_serialNumber(x));
 	if (ci->subject == NULL || ci->issuer == NULL || ci->serial == NULL) {
 		p11s_cert_info_free(ci);
 		return p11s_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's names");
@@ -160,223 +145,4 @@ p11s_rc p11s_cert_describe_der(const unsigned char *der, size_t len, p11s_cert_i
 	rc = p11s_cert_describe(x, out, err);
 	X509_free(x);
 	return rc;
-}
-
-static const struct {
-	unsigned flag;
-	const char *key;
-} token_flag_keys[] = {
-    {P11S_TOKEN_LOGIN_REQUIRED, "login_required"},
-    {P11S_TOKEN_PROTECTED_AUTH_PATH, "protected_auth_path"},
-    {P11S_TOKEN_INITIALIZED, "initialized"},
-    {P11S_TOKEN_USER_PIN_INITIALIZED, "user_pin_initialized"},
-    {P11S_TOKEN_USER_PIN_COUNT_LOW, "user_pin_count_low"},
-    {P11S_TOKEN_USER_PIN_FINAL_TRY, "user_pin_final_try"},
-    {P11S_TOKEN_USER_PIN_LOCKED, "user_pin_locked"},
-    {P11S_TOKEN_USER_PIN_TO_BE_CHANGED, "user_pin_to_be_changed"},
-    {P11S_TOKEN_WRITE_PROTECTED, "write_protected"},
-    {P11S_TOKEN_HW_SLOT, "hardware_slot"},
-    {P11S_TOKEN_REMOVABLE, "removable"},
-};
-
-const char *p11s_token_flag_key(unsigned flag)
-{
-	for (size_t i = 0; i < sizeof(token_flag_keys) / sizeof(token_flag_keys[0]); i++)
-		if (token_flag_keys[i].flag == flag)
-			return token_flag_keys[i].key;
-	return NULL;
-}
-
-/* jansson steals the reference of *_new values: a NULL from OOM is caught at dump time. */
-static json_t *str_or_null(const char *s)
-{
-	return s ? json_string(s) : json_null();
-}
-
-static json_t *token_json(const p11s_token *t)
-{
-	json_t *o = json_object(), *f = json_object();
-	unsigned flags = p11s_token_flags(t);
-
-	if (o == NULL || f == NULL) {
-		json_decref(o);
-		json_decref(f);
-		return NULL;
-	}
-	for (size_t i = 0; i < sizeof(token_flag_keys) / sizeof(token_flag_keys[0]); i++)
-		json_object_set_new(f, token_flag_keys[i].key,
-		                    json_boolean(flags & token_flag_keys[i].flag));
-	json_object_set_new(o, "uri", str_or_null(p11s_token_uri(t)));
-	json_object_set_new(o, "label", str_or_null(p11s_token_label(t)));
-	json_object_set_new(o, "manufacturer", str_or_null(p11s_token_manufacturer(t)));
-	json_object_set_new(o, "model", str_or_null(p11s_token_model(t)));
-	json_object_set_new(o, "serial", str_or_null(p11s_token_serial(t)));
-	json_object_set_new(o, "slot_id", json_integer((json_int_t)p11s_token_slot_id(t)));
-	json_object_set_new(o, "slot_description", str_or_null(p11s_token_slot_description(t)));
-	json_object_set_new(o, "flags", f);
-	return o;
-}
-
-static char *dump(json_t *doc)
-{
-	char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-
-	json_decref(doc);
-	return s;
-}
-
-char *p11s_tokens_json(const p11s_token_list *list)
-{
-	json_t *doc = json_object(), *arr = json_array();
-
-	if (doc == NULL || arr == NULL) {
-		json_decref(doc);
-		json_decref(arr);
-		return NULL;
-	}
-	for (size_t i = 0; i < p11s_token_list_count(list); i++) {
-		json_t *t = token_json(p11s_token_list_get(list, i));
-
-		if (t == NULL || json_array_append_new(arr, t) != 0) {
-			json_decref(doc);
-			json_decref(arr);
-			return NULL;
-		}
-	}
-	json_object_set_new(doc, "tokens", arr);
-	return dump(doc);
-}
-
-static json_t *uri_of(const p11s_object *o)
-{
-	return o ? str_or_null(p11s_object_uri(o)) : json_null();
-}
-
-static void key_members(json_t *j, const p11s_object *o)
-{
-	unsigned kf = p11s_object_key_flags(o);
-	int bits = p11s_object_key_bits(o);
-	const char *curve = p11s_object_key_curve(o);
-
-	json_object_set_new(j, "key_type",
-	                    json_string(p11s_key_type_name(p11s_object_key_type(o))));
-	json_object_set_new(j, "key_bits", bits > 0 ? json_integer(bits) : json_null());
-	json_object_set_new(j, "curve", str_or_null(curve));
-	if (p11s_object_get_class(o) == P11S_OBJ_PRIVATE_KEY) {
-		json_object_set_new(j, "sensitive", json_boolean(kf & P11S_KF_SENSITIVE));
-		json_object_set_new(j, "extractable", json_boolean(kf & P11S_KF_EXTRACTABLE));
-		json_object_set_new(j, "sign", json_boolean(kf & P11S_KF_SIGN));
-		json_object_set_new(j, "decrypt", json_boolean(kf & P11S_KF_DECRYPT));
-		json_object_set_new(j, "derive", json_boolean(kf & P11S_KF_DERIVE));
-		json_object_set_new(j, "unwrap", json_boolean(kf & P11S_KF_UNWRAP));
-		json_object_set_new(j, "always_authenticate",
-		                    json_boolean(kf & P11S_KF_ALWAYS_AUTHENTICATE));
-		json_object_set_new(j, "private", json_boolean(kf & P11S_KF_PRIVATE));
-		json_object_set_new(j, "local", json_boolean(kf & P11S_KF_LOCAL));
-		json_object_set_new(j, "never_extractable",
-		                    json_boolean(kf & P11S_KF_NEVER_EXTRACTABLE));
-		json_object_set_new(j, "always_sensitive",
-		                    json_boolean(kf & P11S_KF_ALWAYS_SENSITIVE));
-		json_object_set_new(j, "certificate", uri_of(p11s_object_certificate(o)));
-	} else {
-		json_object_set_new(j, "verify", json_boolean(kf & P11S_KF_VERIFY));
-		json_object_set_new(j, "encrypt", json_boolean(kf & P11S_KF_ENCRYPT));
-		json_object_set_new(j, "derive", json_boolean(kf & P11S_KF_DERIVE));
-		json_object_set_new(j, "wrap", json_boolean(kf & P11S_KF_WRAP));
-	}
-}
-
-static int cert_members(json_t *j, const p11s_object *o)
-{
-	p11s_cert_info *ci = NULL;
-	char tb[32];
-	json_t *emails;
-	const unsigned char *der;
-	size_t derlen;
-
-	json_object_set_new(j, "private_key", uri_of(p11s_object_private_key(o)));
-	json_object_set_new(j, "pairing", json_string(p11s_pairing_name(p11s_object_pairing(o))));
-	json_object_set_new(j, "pairing_evidence",
-	                    json_string(p11s_pair_evidence_name(p11s_object_pairing_evidence(o))));
-	json_object_set_new(j, "same_id_key", uri_of(p11s_object_id_key(o)));
-	der = p11s_object_value(o, &derlen);
-	/* Parsed here without the public key, which nothing listed needs decoded. */
-	if (der == NULL || p11s_cert_describe_der(der, derlen, &ci, NULL) != P11S_OK) {
-		/* Still listed, so that a person sees the broken object. */
-		json_object_set_new(j, "parse_error", json_true());
-		json_object_set_new(j, "emails", json_array());
-		return 1;
-	}
-	emails = json_array();
-	for (size_t i = 0; emails && i < ci->nemails; i++)
-		json_array_append_new(emails, json_string(ci->emails[i]));
-	json_object_set_new(j, "emails", emails);
-	json_object_set_new(j, "subject", json_string(ci->subject));
-	json_object_set_new(j, "issuer", json_string(ci->issuer));
-	json_object_set_new(j, "serial", json_string(ci->serial));
-	json_object_set_new(j, "not_before",
-	                    json_string(p11s_time_format(ci->not_before, tb, sizeof(tb))));
-	json_object_set_new(j, "not_after",
-	                    json_string(p11s_time_format(ci->not_after, tb, sizeof(tb))));
-	json_object_set_new(j, "key_algorithm", json_string(ci->key_algorithm));
-	json_object_set_new(j, "key_bits",
-	                    ci->key_bits > 0 ? json_integer(ci->key_bits) : json_null());
-	json_object_set_new(j, "curve", str_or_null(ci->curve));
-	p11s_cert_info_free(ci);
-	return 1;
-}
-
-char *p11s_objects_json(const p11s_object_list *list)
-{
-	size_t n = p11s_object_list_count(list);
-	const p11s_object **v = calloc(n ? n : 1, sizeof(*v));
-	char *doc;
-
-	if (v == NULL)
-		return NULL;
-	for (size_t i = 0; i < n; i++)
-		v[i] = p11s_object_list_get(list, i);
-	doc = p11s_objects_json_array(v, n);
-	free(v);
-	return doc;
-}
-
-char *p11s_objects_json_array(const p11s_object *const *objs, size_t n)
-{
-	json_t *doc = json_object(), *arr = json_array();
-
-	if (doc == NULL || arr == NULL) {
-		json_decref(doc);
-		json_decref(arr);
-		return NULL;
-	}
-	for (size_t i = 0; i < n; i++) {
-		const p11s_object *o = objs[i];
-		json_t *j = json_object();
-		size_t idlen;
-		const unsigned char *id = p11s_object_id(o, &idlen);
-		char *hex = p11s_hex(id ? id : (const unsigned char *)"", idlen);
-
-		if (j == NULL || hex == NULL) {
-			free(hex);
-			json_decref(j);
-			json_decref(doc);
-			json_decref(arr);
-			return NULL;
-		}
-		json_object_set_new(j, "uri", json_string(p11s_object_uri(o)));
-		json_object_set_new(j, "class",
-		                    json_string(p11s_object_class_name(p11s_object_get_class(o))));
-		json_object_set_new(j, "label", str_or_null(p11s_object_label(o)));
-		json_object_set_new(j, "id", json_string(hex));
-		free(hex);
-		json_object_set_new(j, "token", str_or_null(p11s_token_uri(p11s_object_token(o))));
-		if (p11s_object_get_class(o) == P11S_OBJ_CERTIFICATE)
-			cert_members(j, o);
-		else
-			key_members(j, o);
-		json_array_append_new(arr, j);
-	}
-	json_object_set_new(doc, "objects", arr);
-	return dump(doc);
 }

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
 #include <openssl/asn1.h>
 #include <openssl/err.h>
 #include <openssl/objects.h>
@@ -1264,50 +1263,4 @@ const char *p11s_check_result_name(p11s_check_result r)
 	default:
 		return "skip";
 	}
-}
-
-/* Messages quote certificate text; should one still be bad UTF-8, it is shown, not dropped. */
-static json_t *json_text(const char *s)
-{
-	json_t *j;
-	char *copy;
-
-	if (s == NULL)
-		return json_null();
-	j = json_string(s);
-	if (j != NULL || (copy = p11s_strdup(s)) == NULL)
-		return j;
-	for (char *p = copy; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	j = json_string(copy);
-	free(copy);
-	return j;
-}
-
-json_t *p11s_verdict_checks_json(const p11s_verdict *v, int key_checks)
-{
-	json_t *a = json_array();
-	size_t n = key_checks ? p11s_verdict_key_check_count(v) : p11s_verdict_check_count(v);
-
-	for (size_t i = 0; a != NULL && i < n; i++) {
-		const char *id =
-		    key_checks ? p11s_verdict_key_check_id(v, i) : p11s_verdict_check_rule(v, i);
-		p11s_check_result res = key_checks ? p11s_verdict_key_check_result(v, i)
-		                                   : p11s_verdict_check_result(v, i);
-		const char *msg = key_checks ? p11s_verdict_key_check_message(v, i)
-		                             : p11s_verdict_check_message(v, i);
-		json_t *c =
-		    json_pack("{s:s, s:s, s:o}", key_checks ? "check" : "rule", id, "result",
-		              p11s_check_result_name(res), "message", json_text(msg));
-
-		if (c != NULL && !key_checks)
-			json_object_set_new(c, "affects_verdict",
-			                    json_boolean(p11s_verdict_check_decides(v, i)));
-		if (c == NULL || json_array_append_new(a, c) != 0) {
-			json_decref(a);
-			a = NULL;
-		}
-	}
-	return a;
 }

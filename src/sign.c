@@ -7,7 +7,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <jansson.h>
 #include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
@@ -711,28 +710,9 @@ out:
 	return rc;
 }
 
-char *p11s_signer_report_json(const p11s_signer *s)
+const char *p11s_signer_format(const p11s_signer *s)
 {
-	json_t *o = json_object();
-	char *doc;
-
-	if (o == NULL)
-		return NULL;
-	json_object_set_new(o, "signer", s->uri ? json_string(s->uri) : json_null());
-	json_object_set_new(o, "key", s->key_uri ? json_string(s->key_uri) : json_null());
-	json_object_set_new(o, "subject", json_string(s->subject));
-	json_object_set_new(o, "digest", json_string(s->digest));
-	json_object_set_new(o, "micalg", json_string(s->micalg));
-	json_object_set_new(o, "signature_algorithm", json_string(s->algorithm));
-	json_object_set_new(o, "mechanism",
-	                    p11s_signer_mechanism(s) ? json_string(p11s_signer_mechanism(s))
-	                                             : json_null());
-	json_object_set_new(o, "format", json_string(s->opaque ? "opaque" : "detached"));
-	json_object_set_new(o, "certificates",
-	                    json_integer((json_int_t)p11s_signer_certificate_count(s)));
-	doc = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(o);
-	return doc;
+	return s->opaque ? "opaque" : "detached";
 }
 
 CMS_ContentInfo *p11s_signer_cms_new(p11s_signer *s, int detached, p11s_error *err)

@@ -11,6 +11,7 @@
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
@@ -35,6 +36,19 @@ char *p11s_hex(const unsigned char *buf, size_t len)
 		out[2 * i + 1] = digits[buf[i] & 0x0f];
 	}
 	out[len * 2] = '\0';
+	return out;
+}
+
+char *p11s_serial_hex(const ASN1_INTEGER *serial)
+{
+	BIGNUM *bn = serial ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
+	char *hex = bn == NULL ? NULL : BN_is_zero(bn) ? OPENSSL_strdup("0") : BN_bn2hex(bn);
+	char *out = p11s_strdup(hex);
+
+	for (char *p = out; p && *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	OPENSSL_free(hex);
+	BN_free(bn);
 	return out;
 }
 

@@ -1,6 +1,7 @@
 /*
  * A validation run: gathers certificates from files and tokens, feeds the
- * pure rules engine, and renders the report as JSON (jansson) and text.
+ * pure rules engine, and keeps the results for the getters (the CLI renders
+ * them: src/cli/report.c).
  * Token facts come through the p11s_ token API only.
  */
 #include <dirent.h>
@@ -11,7 +12,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -587,367 +587,39 @@ const char *p11s_validation_skipped(const p11s_validation *r, size_t i)
 	return r && i < r->nskipped ? r->skipped[i] : NULL;
 }
 
-/* -------------------------------------------------------- certificate facts */
+/* ------------------------------------------------------------- the key */
 
-static char *fingerprint(X509 *x)
+const char *p11s_validation_origin(const p11s_validation *r, size_t i)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
-
-	if (X509_digest(x, EVP_sha256(), md, &len) != 1)
-		return NULL;
-	return p11s_hex(md, len);
+	return r && i < r->n ? (r->e[i].origin ? r->e[i].origin : "file") : NULL;
 }
 
-/*
- * The certificate as the report shows it: the same description `list`
- * gives (p11s_cert_describe), plus the key algorithm by its own name
- * ("RSA", "EC", "ED25519", an OID) as docs/json-validate.md has it.
- */
-struct view {
-	p11s_cert_info *ci; /* NULL when the certificate cannot be described */
-	char alg[96];
-	char nb[32], na[32];
-};
-
-static void view_init(struct view *w, X509 *x)
+const char *p11s_validation_format(const p11s_validation *r, size_t i)
 {
-	X509_PUBKEY *xpk = X509_get_X509_PUBKEY(x);
-	ASN1_OBJECT *obj = NULL;
-
-	if (p11s_cert_describe(x, &w->ci, NULL) != P11S_OK)
-		w->ci = NULL;
-	snprintf(w->alg, sizeof(w->alg), "?");
-	if (xpk != NULL && X509_PUBKEY_get0_param(&obj, NULL, NULL, NULL, xpk) == 1 &&
-	    obj != NULL) {
-		int nid = OBJ_obj2nid(obj);
-
-		if (nid == NID_rsaEncryption)
-			snprintf(w->alg, sizeof(w->alg), "RSA");
-		else if (nid == NID_X9_62_id_ecPublicKey)
-			snprintf(w->alg, sizeof(w->alg), "EC");
-		else if (nid != NID_undef)
-			snprintf(w->alg, sizeof(w->alg), "%s", OBJ_nid2sn(nid));
-		else
-			OBJ_obj2txt(w->alg, (int)sizeof(w->alg), obj, 1);
-	}
-	snprintf(w->nb, sizeof(w->nb), "?");
-	snprintf(w->na, sizeof(w->na), "?");
-	if (w->ci != NULL) {
-		p11s_time_format(w->ci->not_before, w->nb, sizeof(w->nb));
-		p11s_time_format(w->ci->not_after, w->na, sizeof(w->na));
-		/* The report has always given the serial in upper case. */
-		for (char *p = w->ci->serial; *p; p++)
-			if (*p >= 'a' && *p <= 'f')
-				*p = (char)(*p - 'a' + 'A');
-	}
-	ERR_clear_error();
+	return r && i < r->n ? r->e[i].format : NULL;
 }
 
-static const struct {
-	unsigned bit;
-	const char *name;
-} flag_names[] = {
-    {P11S_KF_SIGN, "sign"},
-    {P11S_KF_DECRYPT, "decrypt"},
-    {P11S_KF_UNWRAP, "unwrap"},
-    {P11S_KF_DERIVE, "derive"},
-    {P11S_KF_SENSITIVE, "sensitive"},
-    {P11S_KF_EXTRACTABLE, "extractable"},
-    {P11S_KF_ALWAYS_AUTHENTICATE, "always-authenticate"},
-    {P11S_KF_LOCAL, "local"},
-    {P11S_KF_NEVER_EXTRACTABLE, "never-extractable"},
-    {P11S_KF_ALWAYS_SENSITIVE, "always-sensitive"},
-};
-
-/* ------------------------------------------------------------------- JSON */
-
-/* json_string() refuses bad UTF-8; our strings are cleaned, but never trust that blindly. */
-static json_t *jstr(const char *s)
+void p11s_validation_key_info(const p11s_validation *r, size_t i, p11s_validation_key *out)
 {
-	json_t *j;
+	const struct entry *e = r && i < r->n ? &r->e[i] : NULL;
 
-	if (s == NULL)
-		return json_null();
-	j = json_string(s);
-	if (j == NULL) {
-		char *copy = strdup(s);
-
-		if (copy == NULL)
-			return NULL;
-		for (char *p = copy; *p; p++)
-			if ((unsigned char)*p >= 0x80)
-				*p = '?';
-		j = json_string(copy);
-		free(copy);
-	}
-	return j;
-}
-
-static json_t *jbool3(int v)
-{
-	return v < 0 ? json_null() : json_boolean(v);
-}
-
-static json_t *key_json(const struct entry *e)
-{
-	json_t *k, *flags;
-
-	if (e->key_unchecked != NULL)
-		return json_pack("{s:b, s:s}", "checked", 0, "reason", e->key_unchecked);
+	memset(out, 0, sizeof(*out));
+	out->matches = -1;
+	if (e == NULL)
+		return;
+	out->unchecked = e->key_unchecked;
+	out->known = e->has_facts;
 	if (!e->has_facts)
-		return json_null();
-	k = json_pack("{s:b, s:b, s:o, s:b}", "checked", 1, "present", e->facts.present == 1,
-	              "matches", e->facts.present == 1 ? jbool3(e->facts.matches) : json_null(),
-	              "on_token", e->key.on_token);
-	if (k == NULL)
-		return NULL;
-	if (e->facts.present == 1) {
-		json_object_set_new(k, "uri", jstr(e->key.uri));
-		json_object_set_new(k, "type", jstr(e->key.type));
-		json_object_set_new(k, "bits",
-		                    e->key.bits > 0 ? json_integer(e->key.bits) : json_null());
-		json_object_set_new(k, "curve", jstr(e->key.curve));
-		if (e->key.flags_known) {
-			json_object_set_new(k, "sensitive", json_boolean(e->facts.sensitive == 1));
-			json_object_set_new(k, "extractable",
-			                    json_boolean(e->facts.extractable == 1));
-			flags = json_array();
-			for (size_t i = 0; flags && i < sizeof(flag_names) / sizeof(flag_names[0]);
-			     i++)
-				if (e->key.flags & flag_names[i].bit)
-					json_array_append_new(flags,
-					                      json_string(flag_names[i].name));
-			json_object_set_new(k, "flags", flags);
-		}
-	}
-	json_object_set_new(k, "checks", p11s_verdict_checks_json(e->v, 1));
-	return k;
-}
-
-static json_t *chain_json(const p11s_verdict *v)
-{
-	const char *msg;
-	p11s_check_result res = p11s_verdict_chain(v, &msg);
-	json_t *path = json_array();
-
-	for (size_t i = 0; path && i < p11s_verdict_chain_length(v); i++)
-		json_array_append_new(path, jstr(p11s_verdict_chain_subject(v, i)));
-	return json_pack("{s:s, s:b, s:o, s:o}", "result", p11s_check_result_name(res), "trusted",
-	                 res == P11S_CHECK_PASS, "message", jstr(msg), "path", path);
-}
-
-static json_t *entry_json(const struct entry *e)
-{
-	const p11s_verdict *v = e->v;
-	struct view w;
-	char *fp = fingerprint(e->cert);
-	json_t *jemails = json_array(), *warnings = json_array(), *o = NULL;
-
-	view_init(&w, e->cert);
-	for (size_t i = 0; w.ci && jemails && i < w.ci->nemails; i++)
-		json_array_append_new(jemails, jstr(w.ci->emails[i]));
-	for (size_t i = 0; warnings && i < p11s_verdict_warning_count(v); i++)
-		json_array_append_new(warnings, jstr(p11s_verdict_warning(v, i)));
-	if (jemails == NULL || warnings == NULL)
-		goto out;
-	o = json_pack("{s:s, s:I, s:s, s:o, s:o, s:b, s:s, s:b, s:b, s:b}", "source", e->source,
-	              "index", (json_int_t)e->index, "origin", e->origin ? e->origin : "file",
-	              "subject", jstr(w.ci ? w.ci->subject : NULL), "emails", jemails, "ca",
-	              p11s_verdict_is_ca(v), "verdict",
-	              p11s_verdict_accepted(v) ? "accepted" : "rejected", "usable_for_outgoing",
-	              p11s_verdict_usable_for_outgoing(v), "can_sign", p11s_verdict_can_sign(v),
-	              "can_encrypt", p11s_verdict_can_encrypt(v));
-	jemails = NULL;
-	if (o == NULL)
-		goto out;
-	json_object_set_new(o, "cannot_sign_reason", jstr(p11s_verdict_cannot_sign_reason(v)));
-	json_object_set_new(o, "cannot_encrypt_reason",
-	                    jstr(p11s_verdict_cannot_encrypt_reason(v)));
-	json_object_set_new(o, "in_validity", json_boolean(p11s_verdict_in_validity(v)));
-	json_object_set_new(o, "checks", p11s_verdict_checks_json(v, 0));
-	json_object_set_new(o, "warnings", warnings);
-	warnings = NULL;
-	json_object_set_new(o, "key", key_json(e));
-	json_object_set_new(o, "chain", chain_json(v));
-	json_object_set_new(o, "format", jstr(e->format));
-	json_object_set_new(o, "issuer", jstr(w.ci ? w.ci->issuer : NULL));
-	json_object_set_new(o, "serial", jstr(w.ci ? w.ci->serial : NULL));
-	json_object_set_new(o, "not_before", jstr(w.nb));
-	json_object_set_new(o, "not_after", jstr(w.na));
-	json_object_set_new(o, "sha256_fingerprint", jstr(fp));
-	json_object_set_new(
-	    o, "public_key",
-	    json_pack("{s:s, s:o, s:o}", "algorithm", w.alg, "bits",
-	              w.ci && w.ci->key_bits > 0 ? json_integer(w.ci->key_bits) : json_null(),
-	              "curve", jstr(w.ci ? w.ci->curve : NULL)));
-out:
-	json_decref(jemails);
-	json_decref(warnings);
-	p11s_cert_info_free(w.ci);
-	free(fp);
-	return o;
-}
-
-char *p11s_validation_json(const p11s_validation *r)
-{
-	json_t *root, *certs = json_array(), *errors = json_array(), *skipped = json_array();
-	size_t accepted = 0;
-	char at[32];
-	char *out;
-
-	if (certs == NULL || errors == NULL || skipped == NULL) {
-		json_decref(certs);
-		json_decref(errors);
-		json_decref(skipped);
-		return NULL;
-	}
-	for (size_t i = 0; i < r->n; i++) {
-		json_array_append_new(certs, entry_json(&r->e[i]));
-		accepted += p11s_verdict_accepted(r->e[i].v) != 0;
-	}
-	for (size_t i = 0; i < r->nerrors; i++)
-		json_array_append_new(errors, json_pack("{s:o, s:o, s:s}", "source",
-		                                        jstr(r->errors[i].source), "message",
-		                                        jstr(r->errors[i].message), "code",
-		                                        p11s_rc_name(r->errors[i].rc)));
-	for (size_t i = 0; i < r->nskipped; i++)
-		json_array_append_new(skipped, jstr(r->skipped[i]));
-	p11s_time_format(r->at, at, sizeof(at));
-	root = json_pack("{s:o, s:o, s:o, s:s, s:{s:I, s:I, s:I, s:I}}", "certificates", certs,
-	                 "errors", errors, "skipped", skipped, "at", at, "summary", "certificates",
-	                 (json_int_t)r->n, "accepted", (json_int_t)accepted, "rejected",
-	                 (json_int_t)(r->n - accepted), "errors", (json_int_t)r->nerrors);
-	if (root == NULL)
-		return NULL;
-	out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	return out;
-}
-
-/* ------------------------------------------------------------------- text */
-
-static const char *mark(p11s_check_result r)
-{
-	return r == P11S_CHECK_PASS ? "pass" : r == P11S_CHECK_FAIL ? "FAIL" : "skip";
-}
-
-static void entry_text(FILE *fp, const struct entry *e, size_t number, size_t total)
-{
-	const p11s_verdict *v = e->v;
-	struct view w;
-	const p11s_cert_info *ci;
-	const char *msg;
-	p11s_check_result chain;
-
-	view_init(&w, e->cert);
-	ci = w.ci;
-	fprintf(fp, "certificate %zu/%zu: %s", number, total, e->source);
-	if (e->origin && strcmp(e->origin, "file") == 0)
-		fprintf(fp, " [%zu]", e->index);
-	fprintf(fp, "\n  subject   %s\n", ci ? ci->subject : "?");
-	fprintf(fp, "  e-mail    ");
-	for (size_t i = 0; ci && i < ci->nemails; i++)
-		fprintf(fp, "%s%s", i ? ", " : "", ci->emails[i]);
-	fprintf(fp, "%s\n", ci && ci->nemails ? "" : "(none in the SAN)");
-	fprintf(fp, "  key       %s", w.alg);
-	if (ci && ci->curve)
-		fprintf(fp, " %s", ci->curve);
-	else if (ci && ci->key_bits > 0)
-		fprintf(fp, " %d", ci->key_bits);
-	fprintf(fp, "%s\n", p11s_verdict_is_ca(v) ? ", CA certificate" : "");
-	fprintf(fp, "  validity  %s .. %s\n", w.nb, w.na);
-
-	fprintf(fp, "  rules\n");
-	for (size_t i = 0; i < p11s_verdict_check_count(v); i++)
-		fprintf(fp, "    %s  %-22s %s\n", mark(p11s_verdict_check_result(v, i)),
-		        p11s_verdict_check_rule(v, i), p11s_verdict_check_message(v, i));
-	for (size_t i = 0; i < p11s_verdict_warning_count(v); i++)
-		fprintf(fp, "  warning   %s\n", p11s_verdict_warning(v, i));
-	if (e->key_unchecked != NULL) {
-		fprintf(fp, "  private key: not checked: %s\n", e->key_unchecked);
-	} else if (e->has_facts) {
-		fprintf(fp, "  private key");
-		if (e->facts.present == 1) {
-			fprintf(fp, " %s", e->key.type ? e->key.type : "?");
-			if (e->key.curve)
-				fprintf(fp, " %s", e->key.curve);
-			else if (e->key.bits > 0)
-				fprintf(fp, " %d", e->key.bits);
-			if (e->key.flags_known) {
-				fprintf(fp, " [");
-				for (size_t i = 0, n = 0;
-				     i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
-					if (e->key.flags & flag_names[i].bit)
-						fprintf(fp, "%s%s", n++ ? " " : "",
-						        flag_names[i].name);
-				fprintf(fp, "]");
-			}
-		}
-		fprintf(fp, "\n");
-		for (size_t i = 0; i < p11s_verdict_key_check_count(v); i++)
-			fprintf(fp, "    %s  %-22s %s\n", mark(p11s_verdict_key_check_result(v, i)),
-			        p11s_verdict_key_check_id(v, i),
-			        p11s_verdict_key_check_message(v, i));
-	}
-	chain = p11s_verdict_chain(v, &msg);
-	fprintf(fp, "  chain     %s  %s\n", mark(chain), msg ? msg : "");
-
-	if (!p11s_verdict_accepted(v)) {
-		fprintf(fp, "  verdict   REJECTED by");
-		for (size_t i = 0, n = 0; i < p11s_verdict_check_count(v); i++)
-			if (p11s_verdict_check_result(v, i) == P11S_CHECK_FAIL &&
-			    p11s_verdict_check_decides(v, i))
-				fprintf(fp, "%s %s", n++ ? "," : "", p11s_verdict_check_rule(v, i));
-		fprintf(fp, "; not usable for outgoing mail\n");
-	} else if (p11s_verdict_is_ca(v)) {
-		fprintf(fp, "  verdict   ACCEPTED (a CA certificate, exempt from the mail rules); "
-		            "not used for outgoing mail\n");
-	} else if (!p11s_verdict_usable_for_outgoing(v)) {
-		fprintf(fp, "  verdict   ACCEPTED, but NOT USABLE for outgoing mail: outside its "
-		            "validity\n");
-	} else {
-		fprintf(fp, "  verdict   ACCEPTED, usable for outgoing mail\n");
-		fprintf(fp, "            sign: %s%s%s\n", p11s_verdict_can_sign(v) ? "yes" : "no",
-		        p11s_verdict_can_sign(v) ? "" : " - ",
-		        p11s_verdict_can_sign(v) ? "" : p11s_verdict_cannot_sign_reason(v));
-		fprintf(fp, "            encrypt: %s%s%s\n",
-		        p11s_verdict_can_encrypt(v) ? "yes" : "no",
-		        p11s_verdict_can_encrypt(v) ? "" : " - ",
-		        p11s_verdict_can_encrypt(v) ? "" : p11s_verdict_cannot_encrypt_reason(v));
-	}
-	p11s_cert_info_free(w.ci);
-}
-
-char *p11s_validation_text(const p11s_validation *r)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *fp = open_memstream(&buf, &len);
-	size_t accepted = 0, usable = 0;
-	char at[32];
-
-	if (fp == NULL)
-		return NULL;
-	for (size_t i = 0; i < r->n; i++) {
-		entry_text(fp, &r->e[i], i + 1, r->n);
-		fputc('\n', fp);
-		accepted += p11s_verdict_accepted(r->e[i].v) != 0;
-		usable += p11s_verdict_usable_for_outgoing(r->e[i].v) != 0;
-	}
-	for (size_t i = 0; i < r->nskipped; i++)
-		fprintf(fp, "skipped %s\n", r->skipped[i]);
-	p11s_time_format(r->at, at, sizeof(at));
-	fprintf(fp,
-	        "%zu certificate%s judged at %s: %zu accepted, %zu rejected, %zu usable for "
-	        "outgoing mail",
-	        r->n, r->n == 1 ? "" : "s", at, accepted, r->n - accepted, usable);
-	if (r->nerrors > 0)
-		fprintf(fp, "; %zu error%s", r->nerrors, r->nerrors == 1 ? "" : "s");
-	fputc('\n', fp);
-	if (fclose(fp) != 0) {
-		free(buf);
-		return NULL;
-	}
-	return buf;
+		return;
+	out->present = e->facts.present == 1;
+	out->matches = e->facts.matches;
+	out->on_token = e->key.on_token;
+	out->uri = e->key.uri;
+	out->type = e->key.type;
+	out->bits = e->key.bits;
+	out->curve = e->key.curve;
+	out->flags_known = e->key.flags_known;
+	out->sensitive = e->facts.sensitive == 1;
+	out->extractable = e->facts.extractable == 1;
+	out->flags = e->key.flags;
 }

@@ -6,7 +6,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <openssl/buffer.h>
 #include <openssl/cms.h>
 #include <openssl/err.h>
@@ -51,22 +50,6 @@ struct p11s_verify_report {
 };
 
 /* ------------------------------------------------------------ certificates */
-
-static char *x509_serial(X509 *x)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-	char *hex, *s;
-
-	if (bn == NULL)
-		return NULL;
-	hex = BN_bn2hex(bn);
-	BN_free(bn);
-	if (hex == NULL)
-		return NULL;
-	s = p11s_strdup(hex);
-	OPENSSL_free(hex);
-	return s;
-}
 
 static int valid_at(X509 *x, time_t t)
 {
@@ -184,7 +167,6 @@ static char *sid_text(CMS_SignerInfo *si)
 	X509_NAME *issuer = NULL;
 	ASN1_INTEGER *sno = NULL;
 	char *s = NULL, *a, *b;
-	BIGNUM *bn;
 
 	if (!CMS_SignerInfo_get0_signer_id(si, &keyid, &issuer, &sno))
 		return p11s_strdup("an unknown signer");
@@ -195,12 +177,10 @@ static char *sid_text(CMS_SignerInfo *si)
 		return s;
 	}
 	a = p11s_cert_name_string(issuer);
-	bn = ASN1_INTEGER_to_BN(sno, NULL);
-	b = bn ? BN_bn2hex(bn) : NULL;
+	b = p11s_serial_hex(sno);
 	s = p11s_asprintf("issuer %s, serial %s", a ? a : "?", b ? b : "?");
 	free(a);
-	OPENSSL_free(b);
-	BN_free(bn);
+	free(b);
 	return s;
 }
 
@@ -311,7 +291,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 	s->cert = x;
 	s->subject = p11s_cert_name_string(X509_get_subject_name(x));
 	s->issuer = p11s_cert_name_string(X509_get_issuer_name(x));
-	s->serial = x509_serial(x);
+	s->serial = p11s_serial_hex(X509_get0_serialNumber(x));
 	if (s->subject == NULL || s->issuer == NULL || s->serial == NULL ||
 	    (s->emails = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &s->n_emails)) == NULL)
 		return p11s_err_nomem(err);
@@ -1151,129 +1131,31 @@ const char *p11s_verify_signer_sender_matched_by(const p11s_verify_report *r, si
 	}
 }
 
-/* -------------------------------------------------------------------- JSON */
-
-static json_t *jstr(const char *s)
+int p11s_verify_signer_validity(const p11s_verify_report *r, size_t i, time_t *not_before,
+                                time_t *not_after)
 {
-	return s ? json_string(s) : json_null();
+	X509 *x = SIGNER(r, i)->cert;
+
+	if (x == NULL)
+		return 0;
+	if (not_before != NULL)
+		*not_before = asn1_time(X509_get0_notBefore(x));
+	if (not_after != NULL)
+		*not_after = asn1_time(X509_get0_notAfter(x));
+	return 1;
 }
 
-static json_t *jtime(time_t t)
+time_t p11s_verify_signer_checked_at(const p11s_verify_report *r, size_t i)
 {
-	char buf[32];
-
-	return json_string(p11s_time_format(t, buf, sizeof(buf)));
+	return SIGNER(r, i)->checked_at;
 }
 
-static json_t *jtri(int v)
+time_t p11s_verify_report_time(const p11s_verify_report *r)
 {
-	return v < 0 ? json_null() : json_boolean(v);
+	return r->at;
 }
 
-static json_t *verdict_json(const p11s_verdict *v)
+const char *p11s_verify_report_from_error(const p11s_verify_report *r)
 {
-	json_t *o, *checks, *warnings;
-
-	if (v == NULL)
-		return json_null();
-	o = json_object();
-	checks = json_array();
-	warnings = json_array();
-	for (size_t i = 0; i < p11s_verdict_check_count(v); i++)
-		json_array_append_new(
-		    checks,
-		    json_pack("{s:s, s:s, s:o}", "rule", p11s_verdict_check_rule(v, i), "result",
-		              p11s_check_result_name(p11s_verdict_check_result(v, i)), "message",
-		              jstr(p11s_verdict_check_message(v, i))));
-	for (size_t i = 0; i < p11s_verdict_warning_count(v); i++)
-		json_array_append_new(warnings, json_string(p11s_verdict_warning(v, i)));
-	json_object_set_new(o, "verdict",
-	                    json_string(p11s_verdict_accepted(v) ? "accepted" : "rejected"));
-	json_object_set_new(o, "ca", json_boolean(p11s_verdict_is_ca(v)));
-	json_object_set_new(o, "usable_for_outgoing",
-	                    json_boolean(p11s_verdict_usable_for_outgoing(v)));
-	json_object_set_new(o, "checks", checks);
-	json_object_set_new(o, "warnings", warnings);
-	return o;
-}
-
-static const char *overall_name(p11s_rc rc)
-{
-	switch (rc) {
-	case P11S_OK:
-		return "good";
-	case P11S_E_BAD_SIGNATURE:
-		return "bad-signature";
-	case P11S_E_UNTRUSTED:
-		return "untrusted";
-	case P11S_E_SENDER_MISMATCH:
-		return "sender-mismatch";
-	case P11S_E_CRYPTO:
-		return "unsupported";
-	default:
-		return p11s_rc_name(rc);
-	}
-}
-
-char *p11s_verify_report_json(const p11s_verify_report *r)
-{
-	json_t *root = json_object(), *signers = json_array(), *from = json_array();
-	char *doc;
-
-	if (root == NULL || signers == NULL || from == NULL) {
-		json_decref(root);
-		json_decref(signers);
-		json_decref(from);
-		return NULL;
-	}
-	for (size_t i = 0; i < r->n_from; i++)
-		json_array_append_new(from, json_string(r->from[i]));
-	for (size_t i = 0; i < r->n_signers; i++) {
-		const struct signer *s = SIGNER(r, i);
-		json_t *o = json_object(), *emails = json_array(), *chain = json_array();
-
-		for (size_t j = 0; j < s->n_emails; j++)
-			json_array_append_new(emails, json_string(s->emails[j]));
-		for (size_t j = 0; j < s->n_chain; j++)
-			json_array_append_new(chain, json_string(s->chain[j]));
-		json_object_set_new(o, "verdict", json_string(p11s_sig_verdict_name(s->verdict)));
-		json_object_set_new(o, "reason", jstr(s->reason));
-		json_object_set_new(o, "subject", jstr(s->subject));
-		json_object_set_new(o, "emails", emails);
-		json_object_set_new(o, "sender_matched_by",
-		                    jstr(p11s_verify_signer_sender_matched_by(r, i)));
-		json_object_set_new(o, "issuer", jstr(s->issuer));
-		json_object_set_new(o, "serial", jstr(s->serial));
-		json_object_set_new(o, "signing_time",
-		                    s->has_time ? jtime(s->signing_time) : json_null());
-		json_object_set_new(o, "digest", jstr(s->digest));
-		json_object_set_new(o, "signature_algorithm", jstr(s->sigalg));
-		if (s->cert != NULL) {
-			json_object_set_new(o, "not_before",
-			                    jtime(asn1_time(X509_get0_notBefore(s->cert))));
-			json_object_set_new(o, "not_after",
-			                    jtime(asn1_time(X509_get0_notAfter(s->cert))));
-		} else {
-			json_object_set_new(o, "not_before", json_null());
-			json_object_set_new(o, "not_after", json_null());
-		}
-		json_object_set_new(o, "chain_checked_at", jtime(s->checked_at));
-		json_object_set_new(o, "valid_at_signing_time", jtri(s->valid_at_signing));
-		json_object_set_new(o, "valid_at", jtri(s->valid_at));
-		json_object_set_new(o, "chain", chain);
-		json_object_set_new(o, "rules", verdict_json(s->rules));
-		json_array_append_new(signers, o);
-	}
-	json_object_set_new(root, "verdict", json_string(overall_name(r->rc)));
-	json_object_set_new(root, "summary", jstr(r->summary));
-	json_object_set_new(root, "format", jstr(r->format));
-	json_object_set_new(root, "at", jtime(r->at));
-	json_object_set_new(root, "from", from);
-	json_object_set_new(root, "sender_matches", jtri(r->sender_ok));
-	if (r->from_error != NULL)
-		json_object_set_new(root, "from_error", json_string(r->from_error));
-	json_object_set_new(root, "signers", signers);
-	doc = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	return doc;
+	return r->from_error;
 }

@@ -78,7 +78,10 @@ typedef struct p11s_decrypt_opts {
 	int entity_only;
 } p11s_decrypt_opts;
 
-/** What a decryption found and did; see p11s_decrypt_report_json(). */
+/**
+ * What a decryption found and did: the getters below (`p11smime decrypt
+ * --json` renders them, docs/man/p11smime-decrypt.1).
+ */
 typedef struct p11s_decrypt_report p11s_decrypt_report;
 
 /**
@@ -117,24 +120,6 @@ p11s_rc p11s_decrypt_with_pkey(EVP_PKEY *pkey, X509 *cert, const p11s_decrypt_op
 /** NULL is fine. */
 void p11s_decrypt_report_free(p11s_decrypt_report *r);
 
-/**
- * The report as a JSON document (caller frees with free()); NULL on
- * ENOMEM.  Keys: "content_type" ("enveloped-data" or
- * "authEnveloped-data"), "recipients" (every RecipientInfo: "type",
- * "issuer", "serial" or "subject_key_identifier", "matched"), "recipient"
- * (the one used: its identifier, "certificate" with "subject", "issuer",
- * "serial", "emails", "not_before", "not_after", "expired",
- * "not_yet_valid", "certificate_uri", and the rules' verdict at "at" as
- * `p11smime validate --json` gives it: "verdict" ("accepted" or
- * "rejected"), "usable_for_outgoing", "in_validity", "checks" (each
- * "rule", "result", "message", "affects_verdict") and "warnings"),
- * "key_uri", "key_encryption" (name
- * and parameters: "algorithm", "oaep_hash", "mgf1_hash", "kdf",
- * "key_wrap", "curve"), "content_cipher", "mechanism", "authenticated",
- * "auth_attributes", "content_bytes", "at", "notes".
- */
-char *p11s_decrypt_report_json(const p11s_decrypt_report *r);
-
 /** "enveloped-data" or "authEnveloped-data"; static. */
 const char *p11s_decrypt_report_content_type(const p11s_decrypt_report *r);
 /** Content cipher ("aes-256-gcm", "aes-128-cbc", "des-ede3-cbc"); owned by @p r. */
@@ -170,6 +155,52 @@ uint64_t p11s_decrypt_report_content_bytes(const p11s_decrypt_report *r);
 size_t p11s_decrypt_report_note_count(const p11s_decrypt_report *r);
 /** Note @p i; owned by @p r. */
 const char *p11s_decrypt_report_note(const p11s_decrypt_report *r, size_t i);
+
+/** 1 when the content was decrypted and checked to its end (tag, padding). */
+int p11s_decrypt_report_complete(const p11s_decrypt_report *r);
+/** 1 when an AES-GCM tag was verified. */
+int p11s_decrypt_report_authenticated(const p11s_decrypt_report *r);
+/** 1 when authenticated attributes were part of the tag. */
+int p11s_decrypt_report_auth_attributes(const p11s_decrypt_report *r);
+/** The time the recipient certificate was judged at (opts->at, or when the run began). */
+time_t p11s_decrypt_report_time(const p11s_decrypt_report *r);
+
+/** The recipients the message names (every RecipientInfo, each key of a key agreement). */
+size_t p11s_decrypt_report_recipient_count(const p11s_decrypt_report *r);
+/**
+ * Recipient @p i: its type ("key-transport", "key-agreement", "kek",
+ * "password", "other"; static) is returned; *issuer (RFC 2253) and *serial
+ * (lower-case hex), or *ski (hex), the others NULL, owned by @p r; *matched
+ * 1 when it names a certificate that was tried.  Out pointers may be NULL.
+ * NULL when @p i is out of range.
+ */
+const char *p11s_decrypt_report_recipient(const p11s_decrypt_report *r, size_t i,
+                                          const char **issuer, const char **serial,
+                                          const char **ski, int *matched);
+/** The index of the recipient used, or -1 when none was chosen. */
+long p11s_decrypt_report_chosen(const p11s_decrypt_report *r);
+/** The recipient certificate described (owned by @p r; p11smime/listing.h), or NULL. */
+const struct p11s_cert_info *p11s_decrypt_report_certificate_info(const p11s_decrypt_report *r);
+/** The recipient certificate's pkcs11: URI (owned by @p r), or NULL. */
+const char *p11s_decrypt_report_certificate_uri(const p11s_decrypt_report *r);
+/** 1 when the recipient certificate was not yet valid at opts->at. */
+int p11s_decrypt_report_not_yet_valid(const p11s_decrypt_report *r);
+
+/** How the content key was encrypted to the recipient; strings owned by the report. */
+typedef struct p11s_decrypt_key_encryption {
+	const char *algorithm;   /**< the OID's name: "rsaEncryption", "RSAES-OAEP", ... */
+	const char *description; /**< p11s_decrypt_report_key_encryption() */
+	const char *oaep_hash;   /**< OAEP only, else NULL */
+	const char *mgf1_hash;   /**< OAEP only */
+	const char *oaep_label;  /**< OAEP only; NULL when none */
+	const char *kdf;         /**< ECDH only, else NULL */
+	const char *key_wrap;    /**< ECDH only */
+	const char *curve;       /**< ECDH only: the recipient key's curve */
+} p11s_decrypt_key_encryption;
+
+/** Fill *ke and return 1; 0 (and *ke all NULL) before a recipient was chosen. */
+int p11s_decrypt_report_key_encryption_params(const p11s_decrypt_report *r,
+                                              p11s_decrypt_key_encryption *ke);
 
 #ifdef __cplusplus
 }

@@ -127,13 +127,6 @@ const char *p11s_encrypt_key_management(X509 *cert, const p11s_encrypt_opts *opt
 p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_encrypt_opts *opts,
                      p11s_error *err);
 
-/**
- * A JSON report of what p11s_encrypt() does with @p r and @p opts:
- * {"cipher":..,"content_type":..,"recipients":[{"source","subject",
- * "emails","serial","key_management"}]}; caller frees; NULL on ENOMEM.
- */
-char *p11s_encrypt_report_json(const p11s_recipients *r, const p11s_encrypt_opts *opts);
-
 #ifdef __cplusplus
 }
 #endif

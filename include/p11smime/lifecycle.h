@@ -133,8 +133,6 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
                     p11s_error *err);
 /** NULL is fine. */
 void p11s_keygen_result_free(p11s_keygen_result *r);
-/** {"token", "private_key", "public_key", "id", "label", "type", "mechanism"}; caller frees. */
-char *p11s_keygen_result_json(const p11s_keygen_result *r);
 
 /* ---------------------------------------------------------------- DNs */
 
@@ -224,11 +222,6 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 p11s_rc p11s_file_is_pkcs12(const char *path, int *yes, p11s_error *err);
 /** NULL is fine. */
 void p11s_import_result_free(p11s_import_result *r);
-/**
- * {"certificate", "already_present", "private_key", "public_key", "chain",
- * "key_written", "key_local", "subject"}; caller frees.
- */
-char *p11s_import_result_json(const p11s_import_result *r);
 
 /* -------------------------------------------------------------- delete */
 
@@ -256,8 +249,6 @@ p11s_object_class p11s_delete_plan_class(const p11s_delete_plan *p, size_t i);
  * be NULL) and the error names the one that failed.
  */
 p11s_rc p11s_delete_plan_run(p11s_ctx *ctx, p11s_delete_plan *p, size_t *done, p11s_error *err);
-/** {"deleted": bool, "objects": [{"uri","class"}]}; caller frees. */
-char *p11s_delete_plan_json(const p11s_delete_plan *p, int deleted);
 
 #ifdef __cplusplus
 }

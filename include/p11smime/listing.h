@@ -1,6 +1,6 @@
 /*
- * p11smime: what `p11smime tokens` and `p11smime list` report, as JSON
- * documents (schema: docs/json-list.md) and as facts for a person.
+ * p11smime: certificates described for `p11smime list` and the other
+ * reports (the CLI renders them; schema: docs/json-list.md).
  */
 #ifndef P11SMIME_LISTING_H
 #define P11SMIME_LISTING_H
@@ -47,26 +47,6 @@ p11s_rc p11s_cert_describe_der(const unsigned char *der, size_t len, p11s_cert_i
                                p11s_error *err);
 /** NULL is fine. */
 void p11s_cert_info_free(p11s_cert_info *info);
-
-/** Token flag bit (enum p11s_token_flag) -> JSON key ("login_required"); NULL if unknown. */
-const char *p11s_token_flag_key(unsigned flag);
-
-/**
- * {"tokens":[{"uri","label","manufacturer","model","serial","slot_id",
- * "slot_description","flags":{...}}]} as a NUL-terminated string; caller
- * frees with free().  NULL when out of memory.
- */
-char *p11s_tokens_json(const p11s_token_list *list);
-
-/**
- * {"objects":[...]}: every object of @p list with uri, class, label, id,
- * token and the class's own members (docs/json-list.md).  Caller frees
- * with free(); NULL when out of memory.
- */
-char *p11s_objects_json(const p11s_object_list *list);
-
-/** As p11s_objects_json() for the @p n objects of @p objs (a selection). */
-char *p11s_objects_json_array(const p11s_object *const *objs, size_t n);
 
 #ifdef __cplusplus
 }

@@ -119,12 +119,8 @@ const char *p11s_signer_mechanism(const p11s_signer *s);
 /** Certificates included in each signature (the signer's first). */
 size_t p11s_signer_certificate_count(const p11s_signer *s);
 
-/**
- * A JSON object describing the signer: {"signer", "key", "subject",
- * "digest", "micalg", "signature_algorithm", "mechanism", "format",
- * "certificates"}; caller frees with free().  NULL on ENOMEM.
- */
-char *p11s_signer_report_json(const p11s_signer *s);
+/** "detached" (multipart/signed) or "opaque" (signed-data), as opened; static. */
+const char *p11s_signer_format(const p11s_signer *s);
 
 #ifdef __cplusplus
 }

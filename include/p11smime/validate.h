@@ -5,7 +5,7 @@
  * then run the rules engine (p11smime/rules.h) on each with the same time,
  * the same anchors (--ca files plus the CA certificates on the tokens
  * searched) and, for token certificates, the facts about the paired
- * private key.  The report renders as text for people and as JSON
+ * private key.  The CLI renders the report as text for people and as JSON
  * (docs/json-validate.md); the library never prints.
  *
  *	p11s_validation *r;
@@ -14,7 +14,7 @@
  *	p11s_validation_add_file(r, "alice.pem", err);   // errors are also kept in r
  *	p11s_validation_add_token(r, ctx, NULL, err);
  *	p11s_validation_run(r, err);
- *	char *text = p11s_validation_text(r);  // or p11s_validation_json(r)
+ *	// the getters below; `p11smime validate` renders them as text or JSON
  *	exit(p11s_rc_exit_code(p11s_validation_status(r)));
  */
 #ifndef P11SMIME_VALIDATE_H
@@ -119,10 +119,30 @@ p11s_rc p11s_validation_error_rc(const p11s_validation *r, size_t i);
 size_t p11s_validation_skipped_count(const p11s_validation *r);
 const char *p11s_validation_skipped(const p11s_validation *r, size_t i);
 
-/** The report as JSON (docs/json-validate.md); malloc'd, NULL on ENOMEM. */
-char *p11s_validation_json(const p11s_validation *r);
-/** The report for people, one block per certificate and a summary; malloc'd, NULL on ENOMEM. */
-char *p11s_validation_text(const p11s_validation *r);
+/** "token" or "file": where certificate @p i came from; static. */
+const char *p11s_validation_origin(const p11s_validation *r, size_t i);
+/** "PEM", "DER", "PKCS#7", "PKCS#12" for a file; NULL for a token certificate.  Static. */
+const char *p11s_validation_format(const p11s_validation *r, size_t i);
+
+/** What is known of the private key of a certificate; strings owned by the report. */
+typedef struct p11s_validation_key {
+	int known;             /**< key facts were gathered (0: a certificate file without key) */
+	const char *unchecked; /**< why a token certificate's keys were not looked at, or NULL */
+	int present;           /**< a private key was found */
+	int matches;           /**< its public half equals the certificate's: 1, 0, -1 unknown */
+	int on_token;          /**< 1 a token key, 0 a software key (PKCS#12) */
+	const char *uri;       /**< the key's pkcs11: URI, or NULL */
+	const char *type;      /**< "RSA", "EC", "EC_EDWARDS", ...; static */
+	int bits;              /**< 0 when unknown */
+	const char *curve;     /**< or NULL */
+	int flags_known;       /**< a token key whose attributes were read: the three below hold */
+	int sensitive;         /**< CKA_SENSITIVE */
+	int extractable;       /**< CKA_EXTRACTABLE */
+	unsigned flags;        /**< P11S_KF_* bits */
+} p11s_validation_key;
+
+/** Fill *out for certificate @p i (all 0, matches -1, when @p i is out of range). */
+void p11s_validation_key_info(const p11s_validation *r, size_t i, p11s_validation_key *out);
 
 #ifdef __cplusplus
 }

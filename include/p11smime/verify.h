@@ -112,7 +112,7 @@ const char *p11s_verify_signer_reason(const p11s_verify_report *r, size_t i);
 X509 *p11s_verify_signer_cert(const p11s_verify_report *r, size_t i);
 /**
  * Printable facts of signer @p i, owned by @p r (NULL when unknown):
- * subject, issuer (RFC 2253), serial (hex), digest ("SHA256"), signature
+ * subject, issuer (RFC 2253), serial (lower-case hex), digest ("SHA256"), signature
  * algorithm ("RSA PKCS#1 v1.5", "RSA-PSS", "ECDSA", "Ed25519", else the
  * OID's name).
  */
@@ -146,10 +146,17 @@ const p11s_verdict *p11s_verify_signer_rules(const p11s_verify_report *r, size_t
 const char *p11s_verify_signer_sender_matched_by(const p11s_verify_report *r, size_t i);
 
 /**
- * The report as JSON, documented in docs/man/p11smime-verify.1; caller
- * frees with free().  NULL when out of memory.
+ * The validity of signer @p i's certificate: 1 with *not_before and
+ * *not_after set (either may be NULL), 0 when there is no certificate.
  */
-char *p11s_verify_report_json(const p11s_verify_report *r);
+int p11s_verify_signer_validity(const p11s_verify_report *r, size_t i, time_t *not_before,
+                                time_t *not_after);
+/** The time signer @p i's chain was judged at (its signing time, else opts->at). */
+time_t p11s_verify_signer_checked_at(const p11s_verify_report *r, size_t i);
+/** opts->at (or the time the check ran). */
+time_t p11s_verify_report_time(const p11s_verify_report *r);
+/** Why the From header could not be read (owned by @p r), or NULL. */
+const char *p11s_verify_report_from_error(const p11s_verify_report *r);
 
 #ifdef __cplusplus
 }

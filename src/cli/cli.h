@@ -13,6 +13,7 @@
 #include "p11smime/rules.h"
 #include "p11smime/token.h"
 #include "p11smime/util.h"
+#include "report.h"
 
 /* Global options, parsed before the command. */
 struct cli {
@@ -55,8 +56,28 @@ int cli_usage_error(const char *command, const char *fmt, ...)
 /* Parse --at; prints and returns 2 on a bad time. */
 int cli_parse_time(const char *text, time_t *out);
 
-/* Print a JSON document the library built (adds a newline), then free it. */
+/* Print a --json document (src/cli/report.c) on standard output with a newline, then free it. */
 void cli_print_json(char *doc);
+
+/*
+ * The tail of the commands that write a message (src/cli/tail.c).  One
+ * policy for --json: the report goes to standard output unless standard
+ * output carries the message (no -o, or -o -), then to standard error.
+ */
+/* 1 when -o @p out_path leaves the message on standard output. */
+int cli_stdout_is_message(const char *out_path);
+/*
+ * @p rc, the operation's result, explained by *out (a full disk is named),
+ * then *out committed when all went well, else discarded; *out is NULL
+ * afterwards (NULL before is fine).  The exit code: 0, or cli_fail()'s.
+ */
+int cli_finish(struct cli *cli, p11s_output **out, p11s_rc rc);
+/*
+ * Print the report @p doc (taken; NULL means out of memory, said on
+ * standard error) on standard error when @p message_on_stdout, else on
+ * standard output.
+ */
+void cli_report(char *doc, int message_on_stdout);
 
 /*
  * @p s made safe for a terminal: control characters (C0, DEL and C1 in

@@ -168,39 +168,18 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	}
 
 	rc = p11s_decrypt(ctx, &o, in, target, &report, cli->err);
-	if (rc != P11S_OK)
-		rc = p11s_output_explain(out, rc, cli->err);
 	BIO_free_all(in);
-	print_summary(cli, report);
-	if (rc != P11S_OK) {
-		p11s_output_abort(out);
-		BIO_free(sinkbio);
-		if (cli->json && report != NULL)
-			cli_print_json(p11s_decrypt_report_json(report));
-		p11s_decrypt_report_free(report);
-		return cli_fail(cli, rc);
-	}
 	BIO_free(sinkbio);
-	if (out != NULL) {
-		rc = p11s_output_commit(out, cli->err);
-		if (rc != P11S_OK) {
-			p11s_decrypt_report_free(report);
-			return cli_fail(cli, rc);
-		}
-	}
-	for (size_t i = 0; i < p11s_decrypt_report_note_count(report); i++)
-		fprintf(stderr, "p11smime: note: %s\n", p11s_decrypt_report_note(report, i));
-	ret = 0;
-	if (cli->json && out_path != NULL && strcmp(out_path, "-") == 0) {
-		/* The content has standard output: the report goes beside it, on stderr. */
-		char *doc = p11s_decrypt_report_json(report);
-
-		if (doc != NULL)
-			fprintf(stderr, "%s\n", doc);
-		free(doc);
-	} else if (cli->json) {
-		cli_print_json(p11s_decrypt_report_json(report));
-	}
+	print_summary(cli, report);
+	ret = cli_finish(cli, &out, rc);
+	if (ret == 0)
+		for (size_t i = 0; i < p11s_decrypt_report_note_count(report); i++)
+			fprintf(stderr, "p11smime: note: %s\n",
+			        p11s_decrypt_report_note(report, i));
+	/* Also on a failure once the recipients were read: who the message was for. */
+	if (cli->json && report != NULL && (ret == 0 || rc != P11S_OK))
+		cli_report(report_decrypt_json(report),
+		           out_path != NULL && cli_stdout_is_message(out_path));
 	p11s_decrypt_report_free(report);
 	return ret;
 }

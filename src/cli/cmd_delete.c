@@ -84,7 +84,7 @@ int cmd_delete(struct cli *cli, int argc, char **argv)
 		ret = 1;
 	}
 	if (cli->json) {
-		cli_print_json(p11s_delete_plan_json(plan, yes));
+		cli_print_json(report_delete_json(plan, yes));
 	} else {
 		printf("%s:\n", yes ? "Deleted" : "Would delete (give --yes to delete)");
 		for (size_t i = 0; i < p11s_delete_plan_count(plan); i++)

@@ -196,27 +196,9 @@ int cmd_encrypt(struct cli *cli, int argc, char **argv)
 		rc = p11s_output_open(out_path, &out, cli->err);
 	if (rc == P11S_OK)
 		rc = p11s_encrypt(in, p11s_output_bio(out), r, &eo, cli->err);
-	if (rc != P11S_OK)
-		rc = p11s_output_explain(out, rc, cli->err);
-	if (rc == P11S_OK) {
-		rc = p11s_output_commit(out, cli->err);
-		out = NULL;
-	}
-	if (rc != P11S_OK) {
-		ret = cli_fail(cli, rc);
-		goto done;
-	}
-	if (cli->json) {
-		char *doc = p11s_encrypt_report_json(r, &eo);
-
-		/* The message owns standard output unless -o sent it elsewhere. */
-		if (out_path != NULL && strcmp(out_path, "-") != 0) {
-			cli_print_json(doc);
-		} else if (doc != NULL) {
-			fprintf(stderr, "%s\n", doc);
-			free(doc);
-		}
-	}
+	ret = cli_finish(cli, &out, rc);
+	if (ret == 0 && cli->json)
+		cli_report(report_encrypt_json(r, &eo), cli_stdout_is_message(out_path));
 done:
 	p11s_output_abort(out);
 	BIO_free_all(in);

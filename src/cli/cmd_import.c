@@ -179,7 +179,7 @@ int cmd_import(struct cli *cli, int argc, char **argv)
 	}
 	ret = p11s_rc_exit_code(p11s_validation_status(v));
 	if (cli->json) {
-		char *a = p11s_import_result_json(r), *b = p11s_validation_json(v);
+		char *a = report_import_json(r), *b = report_validation_json(v);
 
 		if (a == NULL || b == NULL) {
 			fprintf(stderr, "p11smime: out of memory\n");
@@ -190,7 +190,7 @@ int cmd_import(struct cli *cli, int argc, char **argv)
 		free(a);
 		free(b);
 	} else {
-		char *text = p11s_validation_text(v);
+		char *text = report_validation_text(v);
 
 		print_result(r);
 		if (text != NULL)

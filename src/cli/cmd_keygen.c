@@ -79,7 +79,7 @@ int cmd_keygen(struct cli *cli, int argc, char **argv)
 	if (rc != P11S_OK)
 		return cli_fail(cli, rc);
 	if (cli->json) {
-		char *doc = p11s_keygen_result_json(r);
+		char *doc = report_keygen_json(r);
 
 		if (doc == NULL) {
 			p11s_keygen_result_free(r);

@@ -216,7 +216,8 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		nsel = sel[1] ? 2 : 1;
 	}
 	if (cli->json) {
-		char *doc = chosen ? p11s_objects_json_array(sel, nsel) : p11s_objects_json(list);
+		char *doc =
+		    chosen ? report_objects_json_array(sel, nsel) : report_objects_json(list);
 
 		p11s_object_list_free(list);
 		if (doc == NULL) {

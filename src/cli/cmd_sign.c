@@ -185,28 +185,9 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		                             form, cli->err);
 	else if (rc == P11S_OK)
 		rc = p11s_signer_sign(signer, in, p11s_output_bio(output), cli->err);
-	if (rc != P11S_OK)
-		rc = p11s_output_explain(output, rc, cli->err);
-	if (rc == P11S_OK) {
-		rc = p11s_output_commit(output, cli->err);
-		output = NULL;
-	}
-	if (rc == P11S_OK) {
-		ret = 0;
-		if (cli->json) {
-			char *doc = p11s_signer_report_json(signer);
-
-			if (out_path != NULL && strcmp(out_path, "-") != 0) {
-				cli_print_json(doc);
-			} else if (doc != NULL) {
-				fprintf(stderr, "%s\n", doc);
-				free(doc);
-			}
-		}
-	} else {
-		p11s_output_abort(output);
-		ret = cli_fail(cli, rc);
-	}
+	ret = cli_finish(cli, &output, rc);
+	if (ret == 0 && cli->json)
+		cli_report(report_signer_json(signer), cli_stdout_is_message(out_path));
 	p11s_signer_free(signer);
 	BIO_free_all(in);
 	free(chain);

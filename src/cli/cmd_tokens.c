@@ -87,7 +87,7 @@ int cmd_tokens(struct cli *cli, int argc, char **argv)
 	if (rc != P11S_OK)
 		return cli_fail(cli, rc);
 	if (cli->json) {
-		char *doc = p11s_tokens_json(list);
+		char *doc = report_tokens_json(list);
 
 		p11s_token_list_free(list);
 		if (doc == NULL) {

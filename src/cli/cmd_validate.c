@@ -182,7 +182,7 @@ int cmd_validate(struct cli *cli, int argc, char **argv)
 		p11s_validation_free(r);
 		return cli_fail(cli, rc);
 	}
-	out = cli->json ? p11s_validation_json(r) : p11s_validation_text(r);
+	out = cli->json ? report_validation_json(r) : report_validation_text(r);
 	if (out == NULL) {
 		p11s_validation_free(r);
 		return cli_fail(cli, P11S_E_NOMEM);

@@ -291,14 +291,9 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 	}
 	if (vo.at == 0)
 		vo.at = time(NULL);
-	if (out_path != NULL && strcmp(out_path, "-") == 0) {
-		if (cli->json) {
-			ret = cli_usage_error("verify", "--json and -o - would mix the report "
-			                                "and the content on standard output");
-			goto done;
-		}
+	/* The content has standard output: the report, text or JSON, goes to standard error. */
+	if (out_path != NULL && cli_stdout_is_message(out_path))
 		rfp = stderr;
-	}
 
 	if (content_path != NULL) {
 		rc = p11s_input_open(content_path, &in, cli->err);
@@ -329,24 +324,21 @@ int cmd_verify(struct cli *cli, int argc, char **argv)
 	}
 	rc = p11s_verify_report_rc(report);
 	if (cli->json)
-		cli_print_json(p11s_verify_report_json(report));
+		cli_report(report_verify_json(report), rfp == stderr);
 	else
 		print_report(rfp, report, vo.at);
 	ret = p11s_rc_exit_code(rc);
-	if (out != NULL) {
-		if (rc == P11S_OK || force) {
-			p11s_rc wrc = p11s_output_commit(out, cli->err);
+	if (out != NULL && (rc == P11S_OK || force)) {
+		int wret = cli_finish(cli, &out, P11S_OK);
 
-			out = NULL;
-			if (wrc != P11S_OK)
-				ret = cli_fail(cli, wrc);
-			else if (rc != P11S_OK)
-				fprintf(stderr, "p11smime: the content was written although the "
-				                "signature is not good (--force-output)\n");
-		} else {
-			fprintf(stderr, "p11smime: the content was not written: the verdict is "
-			                "not good (--force-output writes it anyway)\n");
-		}
+		if (wret != 0)
+			ret = wret;
+		else if (rc != P11S_OK)
+			fprintf(stderr, "p11smime: the content was written although the "
+			                "signature is not good (--force-output)\n");
+	} else if (out != NULL) {
+		fprintf(stderr, "p11smime: the content was not written: the verdict is "
+		                "not good (--force-output writes it anyway)\n");
 	}
 done:
 	p11s_output_abort(out);

@@ -7,6 +7,7 @@
  */
 #include "fuzz.h"
 
+#include "report.h"
 #include "p11smime/decrypt.h"
 
 static EVP_PKEY *rsa_key, *ec_key;
@@ -46,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else
 		p11s_decrypt_with_pkey(rsa_key, rsa_cert, &opts, in, out, &r, err);
 	if (r != NULL)
-		free(p11s_decrypt_report_json(r));
+		free(report_decrypt_json(r));
 	p11s_decrypt_report_free(r);
 	p11s_error_free(err);
 	BIO_free(out);

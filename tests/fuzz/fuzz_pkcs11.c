@@ -9,6 +9,7 @@
 
 #include <dlfcn.h>
 
+#include "report.h"
 #include "p11smime/listing.h"
 #include "p11smime/rules.h"
 #include "p11smime/token.h"
@@ -72,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					p11s_cert_info_free(info);
 			}
 		}
-		free(p11s_objects_json(list));
+		free(report_objects_json(list));
 	}
 	p11s_object_list_free(list);
 	p11s_error_free(err);

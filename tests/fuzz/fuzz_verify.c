@@ -5,6 +5,7 @@
  */
 #include "fuzz.h"
 
+#include "report.h"
 #include "p11smime/verify.h"
 
 static STACK_OF(X509) * trust;
@@ -28,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (p11s_verify(in, content, &opts, &r, err) == P11S_OK && r != NULL) {
 		(void)p11s_verify_report_summary(r);
-		free(p11s_verify_report_json(r));
+		free(report_verify_json(r));
 	}
 	p11s_verify_report_free(r);
 	p11s_error_free(err);

@@ -79,6 +79,15 @@ RUN_STDIN=$T/detached.eml run_p11smime verify --trust "$CA_PEM" --entity-only -o
 assert_exit 0 "message on stdin, content on stdout"
 cmp -s "$T/entity.crlf" "$OUT" && pass "content on stdout" || fail "stdout content differs"
 assert_contains "$ERR" "good signature"
+# --json likewise: the report goes where the content is not (one rule for every command).
+RUN_STDIN=$T/detached.eml run_p11smime --json verify --trust "$CA_PEM" --entity-only -o -
+assert_exit 0 "--json -o -: content on stdout, the report beside it"
+cmp -s "$T/entity.crlf" "$OUT" && pass "--json -o -: stdout is the content alone" ||
+	fail "--json -o -: stdout differs from the content"
+assert_json "$ERR" '.verdict == "good" and (.signers[0].rules | has("in_validity"))
+	and (.signers[0].rules.checks[0] | has("affects_verdict"))
+	and (.signers[0].serial | test("^[0-9a-f]+$"))' \
+	"--json -o -: the report on stderr; rules in validate's shape; serial in lower case"
 
 # ---------------------------------------------------- trust from the token
 token_import_cert "$T/alice.pem" a1 alice-contact

@@ -19,6 +19,7 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 
+#include "report.h"
 #include "p11smime/decrypt.h"
 #include "testutil.h"
 
@@ -212,7 +213,7 @@ static void expect_fail(EVP_PKEY *k, X509 *c, p11s_decrypt_inform inform, const 
 /* The report's recipient.certificate object; *root (json_decref) holds it. */
 static json_t *report_certificate(const p11s_decrypt_report *rep, json_t **root)
 {
-	char *doc = p11s_decrypt_report_json(rep);
+	char *doc = report_decrypt_json(rep);
 	json_t *c;
 
 	assert_non_null(doc);
@@ -411,7 +412,7 @@ static void subject_key_identifier(void **state)
 	msg = encrypt_for(&rsa_ski, 1, &sp, small_pt, strlen(small_pt), &len);
 	expect_fail(rsa_key, rsa_cert, P11S_INFORM_DER, msg, len, P11S_E_NO_RECIPIENT, "not among");
 	assert_int_equal(decrypt(rsa_key, rsa_ski, &o, msg, len, NULL, NULL, &rep, NULL), P11S_OK);
-	doc = p11s_decrypt_report_json(rep);
+	doc = report_decrypt_json(rep);
 	j = json_loads(doc, 0, NULL);
 	assert_non_null(j);
 	assert_true(json_is_string(
@@ -447,7 +448,7 @@ static void several_recipients(void **state)
 	msg = encrypt_for(rc, 4, &sp, small_pt, strlen(small_pt), &len);
 	assert_int_equal(decrypt(ec256_key, ec256_cert, &o, msg, len, &out, NULL, &rep, NULL),
 	                 P11S_OK);
-	doc = p11s_decrypt_report_json(rep);
+	doc = report_decrypt_json(rep);
 	j = json_loads(doc, 0, NULL);
 	arr = json_object_get(j, "recipients");
 	assert_int_equal(json_array_size(arr), 4);
@@ -1195,7 +1196,7 @@ static void auth_attributes(void **state)
 			fail_msg("hand-made AuthEnvelopedData: %s", p11s_error_message(err));
 		assert_int_equal(outlen, sizes[s % 2]);
 		assert_memory_equal(out, pt, sizes[s % 2]);
-		doc = p11s_decrypt_report_json(rep);
+		doc = report_decrypt_json(rep);
 		j = json_loads(doc, 0, NULL);
 		assert_true(json_is_true(json_object_get(j, "auth_attributes")));
 		assert_true(json_is_true(json_object_get(j, "authenticated")));
@@ -1238,7 +1239,7 @@ static void json_report(void **state)
 	(void)state;
 	msg = encrypt_for(&rsa_cert, 1, &sp, small_pt, strlen(small_pt), &len);
 	assert_int_equal(decrypt(rsa_key, rsa_cert, &o, msg, len, NULL, NULL, &rep, NULL), P11S_OK);
-	doc = p11s_decrypt_report_json(rep);
+	doc = report_decrypt_json(rep);
 	j = json_loads(doc, 0, NULL);
 	assert_non_null(j);
 	assert_string_equal(json_string_value(json_object_get(j, "content_type")),

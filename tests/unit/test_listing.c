@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 
 #include "p11.h"
+#include "report.h"
 #include "p11smime/listing.h"
 #include "testutil.h"
 
@@ -258,7 +259,7 @@ static void test_objects_json(void **state)
 	EVP_PKEY *key;
 	X509 *x = alice_cert(&key);
 	p11s_object_list *l = make_list(x);
-	char *doc = p11s_objects_json(l);
+	char *doc = report_objects_json(l);
 	json_error_t jerr;
 	json_t *root, *arr, *c, *k, *p, *o;
 
@@ -340,7 +341,7 @@ static void test_object_x509_lazy(void **state)
 	l->all[3]->der[0] ^= 0xff;
 	assert_null(p11s_object_x509(l->all[3]));
 	{
-		char *doc = p11s_objects_json(l);
+		char *doc = report_objects_json(l);
 		json_t *root = json_loads(doc, 0, NULL);
 
 		assert_non_null(root);
@@ -367,7 +368,7 @@ static void test_tokens_json(void **state)
 	(void)state;
 	l.tokens = &t;
 	l.count = 1;
-	doc = p11s_tokens_json(&l);
+	doc = report_tokens_json(&l);
 	assert_non_null(doc);
 	root = json_loads(doc, 0, NULL);
 	assert_non_null(root);
@@ -388,7 +389,7 @@ static void test_tokens_json(void **state)
 	free(doc);
 	/* An empty list is still a document. */
 	l.count = 0;
-	doc = p11s_tokens_json(&l);
+	doc = report_tokens_json(&l);
 	assert_string_equal(doc, "{\n  \"tokens\": []\n}");
 	free(doc);
 	p11s_token_free(t);

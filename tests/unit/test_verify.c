@@ -17,6 +17,7 @@
 #include <openssl/rsa.h>
 
 #include "common.h"
+#include "report.h"
 #include "p11smime/verify.h"
 #include "testutil.h"
 
@@ -220,7 +221,7 @@ static void good_detached_rsa(void **state)
 	assert_int_equal(p11s_verify_signer_signing_time(r, 0, NULL), 1);
 	/* The signed content is the entity, canonical, byte for byte. */
 	assert_string_equal(content, ENTITY);
-	json = p11s_verify_report_json(r);
+	json = report_verify_json(r);
 	assert_non_null(strstr(json, "\"verdict\": \"good\""));
 	assert_non_null(strstr(json, "\"sender_matches\": true"));
 	free(json);
@@ -384,7 +385,7 @@ static void expired_signer(void **state)
 	assert_int_equal(p11s_verify_signer_valid_at(r, 0, &na), 0);
 	assert_true(na < now);
 	assert_non_null(strstr(p11s_verify_report_summary(r), "not valid at"));
-	json = p11s_verify_report_json(r);
+	json = report_verify_json(r);
 	assert_non_null(strstr(json, "\"valid_at\": false"));
 	assert_non_null(strstr(json, "\"valid_at_signing_time\": true"));
 	free(json);
