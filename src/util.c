@@ -343,9 +343,10 @@ int p11s_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size)
 	size_t want;
 	void *v, *nv;
 
-	if (more > (SIZE_MAX / size) - n)
+	/* No allocation may exceed PTRDIFF_MAX bytes (pointer differences must hold). */
+	if (more > (size_t)PTRDIFF_MAX / size - n)
 		return -1;
-	want = *cap == 0 ? 8 : *cap <= SIZE_MAX / size / 2 ? *cap * 2 : n + more;
+	want = *cap == 0 ? 8 : *cap <= (size_t)PTRDIFF_MAX / size / 2 ? *cap * 2 : n + more;
 	if (want < n + more)
 		want = n + more;
 	/* The vector's T *v: read and written as bytes, whatever T is. */
