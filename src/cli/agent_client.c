@@ -140,30 +140,24 @@ static void print_error(struct client *c, const struct agent_strings *sl,
  * output and the result.  *rs and *res receive the result on success.
  * 0, or the exit code after printing.
  */
-static int exchange(struct client *c, const struct agent_buf *req, const char *in_path,
+static int exchange(struct client *c, const struct agent_buf *req, BIO *in, const char *in_path,
                     const char *out_path, unsigned out_flags, int discard, p11s_output **outp,
                     struct agent_strings *rs, struct agent_result *res)
 {
 	p11s_output *out = NULL;
-	BIO *in = NULL;
 	uint8_t type;
 	uint32_t len;
 	p11s_rc rc;
 	int r, read_failed = 0, write_failed = 0;
 	const char *why;
 
-	rc = p11s_input_open(in_path, &in, c->cli->err);
-	if (rc != P11S_OK)
-		return c->label ? cli_fail_file(c->cli, c->label, rc) : cli_fail(c->cli, rc);
 	if (req->oom || req->len > AGENT_MSG_MAX) {
-		BIO_free_all(in);
 		fprintf(stderr, "p11smime: the request is too large for the agent\n");
 		return 4;
 	}
 	/* A failed send is not final: the agent may have answered why it stopped reading. */
 	if (agent_send(c->fd, AGENT_REQUEST, req->p, (uint32_t)req->len) == 0)
 		send_input(c, in, &read_failed);
-	BIO_free_all(in);
 	if (read_failed) {
 		fprintf(stderr, "p11smime: cannot read '%s': %s\n",
 		        in_path ? cli_safe(in_path) : "standard input", strerror(errno));
@@ -234,7 +228,8 @@ static int commit(struct client *c, p11s_output *out)
 	return 0;
 }
 
-static int start(struct client *c)
+/* Open the input (first, as the command does), connect, read the greeting. */
+static int start(struct client *c, const char *in_path, BIO **in)
 {
 	struct agent_strings sl = {0};
 	struct agent_result res;
@@ -242,7 +237,10 @@ static int start(struct client *c)
 	uint32_t len;
 	const char *why;
 	int r;
+	p11s_rc rc = p11s_input_open(in_path, in, c->cli->err);
 
+	if (rc != P11S_OK)
+		return c->label ? cli_fail_file(c->cli, c->label, rc) : cli_fail(c->cli, rc);
 	r = connect_agent(c);
 	if (r != 0)
 		return r;
@@ -283,6 +281,7 @@ int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *s
 	struct agent_strings rs = {0};
 	struct agent_result res;
 	p11s_output *out = NULL;
+	BIO *in = NULL;
 	int ret;
 
 	agent_buf_str(&req, AGENT_PROTO_VERSION);
@@ -310,9 +309,10 @@ int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *s
 	put_num(&req, "json", cli->json);
 	put_num(&req, "verbose", cli->verbose);
 
-	ret = start(&c);
+	ret = start(&c, in_path, &in);
 	if (ret == 0)
-		ret = exchange(&c, &req, in_path, out_path, 0, 0, &out, &rs, &res);
+		ret = exchange(&c, &req, in, in_path, out_path, 0, 0, &out, &rs, &res);
+	BIO_free_all(in);
 	agent_buf_free(&req);
 	if (ret != 0) {
 		finish(&c);
@@ -348,6 +348,7 @@ int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_o
 	/* With --json and no -o the report takes standard output: the content is checked, then
 	 * dropped. */
 	int discard = cli->json && out_path == NULL;
+	BIO *in = NULL;
 	int ret;
 
 	agent_buf_str(&req, AGENT_PROTO_VERSION);
@@ -361,10 +362,11 @@ int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_o
 	put_num(&req, "json", cli->json);
 	put_num(&req, "verbose", cli->verbose);
 
-	ret = start(&c);
+	ret = start(&c, in_path, &in);
 	if (ret == 0)
-		ret = exchange(&c, &req, in_path, out_path, P11S_OUTPUT_PRIVATE, discard, &out, &rs,
-		               &res);
+		ret = exchange(&c, &req, in, in_path, out_path, P11S_OUTPUT_PRIVATE, discard, &out,
+		               &rs, &res);
+	BIO_free_all(in);
 	agent_buf_free(&req);
 	if (ret != 0) {
 		finish(&c);

@@ -167,7 +167,7 @@ static int flag(const char *v, int *out)
 static int number(const char *v, long long lo, long long hi, long long *out)
 {
 	char *end;
-	long long x;
+	long long x = 0;
 
 	if (*v == '\0' || strlen(v) > 20)
 		return -1;
@@ -181,7 +181,7 @@ static int number(const char *v, long long lo, long long hi, long long *out)
 
 int agent_request_parse(const struct agent_strings *sl, struct agent_request *rq, const char **why)
 {
-	long long x;
+	long long x = 0;
 
 	memset(rq, 0, sizeof(*rq));
 	if (sl->n < 2 || strcmp(sl->s[0], AGENT_PROTO_VERSION) != 0) {
@@ -265,7 +265,7 @@ void agent_result_free(struct agent_result *res)
 
 int agent_result_parse(const struct agent_strings *sl, struct agent_result *res, const char **why)
 {
-	long long x;
+	long long x = 0;
 	int have_rc = 0;
 
 	memset(res, 0, sizeof(*res));
