@@ -58,3 +58,47 @@ int cli_fail_file(struct cli *cli, const char *file, p11s_rc rc)
 	p11s_error_clear(cli->err);
 	return p11s_rc_exit_code(rc);
 }
+
+int cli_batch_flush(struct cli *cli, struct cli_batch_group *g)
+{
+	int worst = 0;
+
+	for (int i = 0; i < g->n; i++) {
+		p11s_rc rc = p11s_output_commit(g->out[i], cli->err);
+
+		if (rc != P11S_OK) {
+			int r = cli_fail_file(cli, g->file[i], rc);
+
+			worst = r > worst ? r : worst;
+		} else {
+			if (g->notes[i] != NULL)
+				fputs(g->notes[i], stderr);
+			if (g->json[i] != NULL)
+				printf("%s\n", g->json[i]);
+		}
+		free(g->notes[i]);
+		free(g->json[i]);
+	}
+	g->n = 0;
+	return worst;
+}
+
+int cli_batch_add(struct cli *cli, struct cli_batch_group *g, p11s_output *out, const char *file,
+                  char *json, char *notes)
+{
+	p11s_rc rc = p11s_output_prepare(out, cli->err);
+
+	if (rc != P11S_OK) {
+		p11s_output_abort(out);
+		free(json);
+		free(notes);
+		return cli_fail_file(cli, file, rc);
+	}
+	g->out[g->n] = out;
+	g->file[g->n] = file;
+	g->json[g->n] = json;
+	g->notes[g->n] = notes;
+	if (++g->n < CLI_BATCH_GROUP)
+		return 0;
+	return cli_batch_flush(cli, g);
+}

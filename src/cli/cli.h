@@ -129,4 +129,23 @@ int cli_batch_check(const char *command, const char *dir, char **files, int nfil
 /* As cli_fail(), the message prefixed with "FILE: ". */
 int cli_fail_file(struct cli *cli, const char *file, p11s_rc rc);
 
+/*
+ * Outputs of a batch committed together: each is prepared
+ * (p11s_output_prepare()) when it is complete, and a group's first fsync
+ * then carries them all to the disk.  Its JSON report (stdout) and notes
+ * (stderr, whole lines) are printed once it is in place.
+ */
+#define CLI_BATCH_GROUP 16
+struct cli_batch_group {
+	p11s_output *out[CLI_BATCH_GROUP];
+	const char *file[CLI_BATCH_GROUP];
+	char *json[CLI_BATCH_GROUP], *notes[CLI_BATCH_GROUP];
+	int n;
+};
+/* Add a complete output (taking it, @p json and @p notes); the exit code of what failed. */
+int cli_batch_add(struct cli *cli, struct cli_batch_group *g, p11s_output *out, const char *file,
+                  char *json, char *notes);
+/* Commit what the group holds; the highest exit code of its files. */
+int cli_batch_flush(struct cli *cli, struct cli_batch_group *g);
+
 #endif

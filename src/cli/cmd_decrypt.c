@@ -84,9 +84,26 @@ void cmd_decrypt_summary(const struct cli *cli, const p11s_decrypt_report *repor
 	print_summary(cli, report);
 }
 
+/* The notes of @p report as stderr lines naming @p file; NULL when none. */
+static char *batch_notes(const char *file, const p11s_decrypt_report *report)
+{
+	char *all = NULL;
+
+	for (size_t i = 0; i < p11s_decrypt_report_note_count(report); i++) {
+		char *more = NULL;
+
+		if (asprintf(&more, "%sp11smime: %s: note: %s\n", all ? all : "", cli_safe(file),
+		             p11s_decrypt_report_note(report, i)) < 0)
+			more = NULL;
+		free(all);
+		all = more;
+	}
+	return all;
+}
+
 /* One file of a batch into @p dir; its failure printed with its name.  Exit code. */
 static int decrypt_one_file(struct cli *cli, const char *agent, const p11s_decrypt_opts *o,
-                            const char *file, const char *dir)
+                            const char *file, const char *dir, struct cli_batch_group *group)
 {
 	char *out_path = cli_batch_path(dir, file);
 	p11s_decrypt_report *report = NULL;
@@ -121,24 +138,18 @@ static int decrypt_one_file(struct cli *cli, const char *agent, const p11s_decry
 	}
 	BIO_free_all(in);
 	free(out_path);
-	if (rc == P11S_OK) {
-		rc = p11s_output_commit(out, cli->err);
-		out = NULL;
-	}
-	p11s_output_abort(out);
 	if (rc != P11S_OK) {
+		p11s_output_abort(out);
 		if (cli->json && report != NULL)
 			cli_print_json(p11s_decrypt_report_json(report));
 		p11s_decrypt_report_free(report);
 		return cli_fail_file(cli, file, rc);
 	}
-	for (size_t i = 0; i < p11s_decrypt_report_note_count(report); i++)
-		fprintf(stderr, "p11smime: %s: note: %s\n", cli_safe(file),
-		        p11s_decrypt_report_note(report, i));
-	if (cli->json)
-		cli_print_json(p11s_decrypt_report_json(report));
+	ret = cli_batch_add(cli, group, out, file,
+	                    cli->json ? p11s_decrypt_report_json(report) : NULL,
+	                    batch_notes(file, report));
 	p11s_decrypt_report_free(report);
-	return 0;
+	return ret;
 }
 
 /* decrypt --out-dir: one context (one login) or one agent request per FILE; the worst exit. */
@@ -146,19 +157,20 @@ static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char
                          int nfiles, int no_agent)
 {
 	const char *agent = no_agent ? NULL : agent_socket();
-	int worst = 0;
+	struct cli_batch_group group = {.n = 0};
+	int worst = 0, r;
 
 	if (cli_batch_check("decrypt", dir, files, nfiles) != 0)
 		return 2;
 	for (int i = 0; i < nfiles; i++) {
-		int r = decrypt_one_file(cli, agent, o, files[i], dir);
-
+		r = decrypt_one_file(cli, agent, o, files[i], dir, &group);
 		/* A module or PIN that fails once fails for every file. */
 		if (agent == NULL && cli->ctx == NULL)
 			return r;
 		worst = r > worst ? r : worst;
 	}
-	return worst;
+	r = cli_batch_flush(cli, &group);
+	return r > worst ? r : worst;
 }
 
 int cmd_decrypt(struct cli *cli, int argc, char **argv)

@@ -53,10 +53,9 @@ void cmd_sign_verbose(const struct cli *cli, const p11s_signer *signer)
 /* One file of a batch into @p dir; its failure printed with its name.  Exit code. */
 static int sign_one_file(struct cli *cli, p11s_signer *signer, const char *agent,
                          const p11s_sign_opts *so, int detached, p11s_outform form,
-                         const char *file, const char *dir)
+                         const char *file, const char *dir, struct cli_batch_group *group)
 {
-	const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
-	char *out_path = cli_batch_path(dir, base);
+	char *out_path = cli_batch_path(dir, file);
 	p11s_output *output = NULL;
 	BIO *in = NULL;
 	p11s_rc rc;
@@ -81,18 +80,14 @@ static int sign_one_file(struct cli *cli, p11s_signer *signer, const char *agent
 		rc = p11s_signer_sign(signer, in, p11s_output_bio(output), cli->err);
 	if (rc != P11S_OK)
 		rc = p11s_output_explain(output, rc, cli->err);
-	if (rc == P11S_OK) {
-		rc = p11s_output_commit(output, cli->err);
-		output = NULL;
-	}
-	p11s_output_abort(output);
 	BIO_free_all(in);
 	free(out_path);
-	if (rc != P11S_OK)
+	if (rc != P11S_OK) {
+		p11s_output_abort(output);
 		return cli_fail_file(cli, file, rc);
-	if (cli->json)
-		cli_print_json(p11s_signer_report_json(signer));
-	return 0;
+	}
+	return cli_batch_add(cli, group, output, file,
+	                     cli->json ? p11s_signer_report_json(signer) : NULL, NULL);
 }
 
 /*
@@ -103,10 +98,11 @@ static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p
                       const char *dir, char **files, int nfiles, int no_agent)
 {
 	const char *agent = no_agent ? NULL : agent_socket();
+	struct cli_batch_group group = {.n = 0};
 	p11s_signer *signer = NULL;
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int worst = 0;
+	int worst = 0, r;
 
 	if (cli_batch_check("sign", dir, files, nfiles) != 0)
 		return 2;
@@ -120,10 +116,11 @@ static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p
 		cmd_sign_verbose(cli, signer);
 	}
 	for (int i = 0; i < nfiles; i++) {
-		int r = sign_one_file(cli, signer, agent, so, detached, form, files[i], dir);
-
+		r = sign_one_file(cli, signer, agent, so, detached, form, files[i], dir, &group);
 		worst = r > worst ? r : worst;
 	}
+	r = cli_batch_flush(cli, &group);
+	worst = r > worst ? r : worst;
 	p11s_signer_free(signer);
 	return worst;
 }
