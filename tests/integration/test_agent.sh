@@ -13,9 +13,10 @@ cd "$TEST_TMP" || exit 1
 export TMPDIR=$TEST_TMP
 AGENTS=()
 cleanup_agents() {
-	for p in "${AGENTS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${AGENTS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 }
-trap 'cleanup_agents; _t_on_exit' EXIT
+# The script's own status must reach lib.sh's handler, not the last kill's.
+trap '_rc=$?; cleanup_agents; (exit $_rc); _t_on_exit' EXIT
 
 # start_agent ARGS...: run p11smime ARGS (with "agent"), eval its output; its pid is remembered.
 start_agent() {
