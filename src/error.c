@@ -173,6 +173,25 @@ void p11s_ossl_reason(unsigned long e, const char *msg, char *buf, size_t len)
 	snprintf(buf, len, "%s", r);
 }
 
+/*
+ * A token's refusal (pkcs11/key.c queues "token: C_Sign failed:
+ * CKR_DEVICE_REMOVED (0x32)" under OpenSSL's generic errors) says more
+ * than OpenSSL's reason ("operation fail"): a pulled token, a closed
+ * session.  It replaces the reason when the queue holds one.
+ */
+static void token_reason(char *reason, size_t len)
+{
+	const char *data;
+	unsigned long e;
+	int flags;
+
+	while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+		if (ERR_GET_LIB(e) == ERR_LIB_USER && (flags & ERR_TXT_STRING) && data != NULL &&
+		    strncmp(data, "token: ", 7) == 0)
+			snprintf(reason, len, "%s", data);
+	}
+}
+
 p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 {
 	va_list ap;
@@ -191,6 +210,7 @@ p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 		msg = NULL;
 	va_end(ap);
 	p11s_ossl_reason(e, msg, reason, sizeof(reason));
+	token_reason(reason, sizeof(reason));
 	ERR_clear_error();
 	if (msg != NULL && reason[0] != '\0') {
 		if (asprintf(&full, "%s (%s)", msg, reason) < 0)

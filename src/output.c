@@ -49,7 +49,8 @@ struct p11s_output {
 	struct stat st;
 	unsigned char *buf;
 	size_t len, cap;
-	int werr; /* errno of the first failed write, 0 if none */
+	int werr;     /* errno of the first failed write, 0 if none */
+	int prepared; /* p11s_output_prepare(): mode set, writeback started */
 	BIO *bio;
 };
 
@@ -627,7 +628,8 @@ static int place_unnamed(p11s_output *o)
 	return r;
 }
 
-static p11s_rc commit_file(p11s_output *o, p11s_error *err)
+/* The owner and mode the file will have in place (see p11s_output_open()). */
+static int set_mode(p11s_output *o)
 {
 	mode_t mask, mode;
 
@@ -635,7 +637,7 @@ static p11s_rc commit_file(p11s_output *o, p11s_error *err)
 		/* Replacing a file: it keeps its owner (root can give it) and its mode. */
 		if (geteuid() == 0) {
 			if (fchown(o->fd, o->st.st_uid, o->st.st_gid) != 0)
-				goto fail;
+				return -1;
 		} else if (o->st.st_gid != getegid() &&
 		           fchown(o->fd, (uid_t)-1, o->st.st_gid) != 0) {
 			/* Not a member of that group: the file takes ours, as any new file would.
@@ -650,7 +652,12 @@ static p11s_rc commit_file(p11s_output *o, p11s_error *err)
 		umask(mask);
 		mode = 0666 & ~mask;
 	}
-	if (fchmod(o->fd, mode) != 0 || fsync(o->fd) != 0)
+	return fchmod(o->fd, mode);
+}
+
+static p11s_rc commit_file(p11s_output *o, p11s_error *err)
+{
+	if ((!o->prepared && set_mode(o) != 0) || fsync(o->fd) != 0)
 		goto fail;
 	if (o->tmp_path != NULL) {
 		if (rename(o->tmp_path, o->path) != 0)
@@ -664,6 +671,23 @@ static p11s_rc commit_file(p11s_output *o, p11s_error *err)
 fail:
 	o->werr = errno;
 	return p11s_output_explain(o, P11S_E_IO, err);
+}
+
+p11s_rc p11s_output_prepare(p11s_output *o, p11s_error *err)
+{
+	if (o == NULL)
+		return p11s_err(err, P11S_E_INTERNAL, "no output");
+	if (o->kind != OUT_FILE || o->prepared)
+		return P11S_OK;
+	if (out_drain(o) != 0 || o->werr || set_mode(o) != 0) {
+		if (!o->werr)
+			o->werr = errno;
+		return p11s_output_explain(o, P11S_E_IO, err);
+	}
+	/* Start the writeback now, so that the group's first fsync waits for all of it. */
+	sync_file_range(o->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	o->prepared = 1;
+	return P11S_OK;
 }
 
 p11s_rc p11s_output_commit(p11s_output *o, p11s_error *err)

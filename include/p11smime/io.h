@@ -55,6 +55,16 @@ BIO *p11s_output_bio(p11s_output *o);
  */
 p11s_rc p11s_output_commit(p11s_output *o, p11s_error *err);
 /**
+ * For a batch of outputs: write out what is buffered, give the file its
+ * final mode and start its writeback, without waiting; p11s_output_commit()
+ * then only waits (fsync) and puts it in place.  Preparing a group of files
+ * before committing them lets one journal commit of the file system carry
+ * them all, instead of one per file.  Nothing is visible at the path
+ * before the commit; abort still drops everything.  A no-op for standard
+ * output and devices.  P11S_E_IO, naming the file, when a write failed.
+ */
+p11s_rc p11s_output_prepare(p11s_output *o, p11s_error *err);
+/**
  * When a write to @p o failed, record in @p err a message naming the file
  * and the system's reason ("cannot write 'out.eml': No space left on
  * device") and return P11S_E_IO; else return @p rc and leave @p err.  For

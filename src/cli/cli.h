@@ -8,9 +8,11 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "p11smime/decrypt.h"
 #include "p11smime/io.h"
 #include "p11smime/result.h"
 #include "p11smime/rules.h"
+#include "p11smime/sign.h"
 #include "p11smime/token.h"
 #include "p11smime/util.h"
 #include "report.h"
@@ -27,6 +29,12 @@ struct cli {
 	int ctx_exit;           /* exit code when cli_ctx() failed */
 	/* Defaults from the config file (p11smime(1)); the command line wins. */
 	const char *cfg_signer, *cfg_cipher, *cfg_digest;
+	/*
+	 * When set, cli_verbose() hands each line to this instead of standard
+	 * error: the agent collects a request's lines to send to its client.
+	 */
+	void (*verbose_sink)(void *arg, const char *line);
+	void *verbose_arg;
 };
 
 /* One command: its name, a one-line summary, and its entry point. */
@@ -106,5 +114,59 @@ int cmd_csr(struct cli *cli, int argc, char **argv);
 int cmd_import(struct cli *cli, int argc, char **argv);
 int cmd_delete(struct cli *cli, int argc, char **argv);
 int cmd_sendmail(struct cli *cli, int argc, char **argv);
+int cmd_agent(struct cli *cli, int argc, char **argv);
+
+/*
+ * Shared by the agent (src/cli/cmd_agent.c) with sign and decrypt, so that
+ * its clients print exactly what the commands print.
+ */
+/* The -v lines about a prepared signer. */
+void cmd_sign_verbose(const struct cli *cli, const p11s_signer *signer);
+/* The -v lines about a decryption (report may be NULL). */
+void cmd_decrypt_summary(const struct cli *cli, const p11s_decrypt_report *report);
+
+/*
+ * The client side of the agent (src/cli/agent_client.c).  agent_socket():
+ * the agent's socket from $P11SMIME_AGENT_SOCK, or NULL to work alone.
+ * The two requests take the options sign and decrypt parsed and return
+ * the exit code, having printed what the command would have; @p label
+ * (a batch's input file, or NULL) prefixes the error message.
+ */
+const char *agent_socket(void);
+int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *so, int detached,
+                      p11s_outform form, const char *in_path, const char *out_path,
+                      const char *label);
+int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_opts *o,
+                         const char *in_path, const char *out_path, const char *label);
+
+/* --out-dir (src/cli/batch.c). */
+/* DIR/<last component of FILE>; caller frees.  NULL when out of memory. */
+char *cli_batch_path(const char *dir, const char *file);
+/*
+ * DIR is a directory and no two FILEs have the same name (one would
+ * replace the other); else print why and return 2.
+ */
+int cli_batch_check(const char *command, const char *dir, char **files, int nfiles);
+/* As cli_fail(), the message prefixed with "FILE: ". */
+int cli_fail_file(struct cli *cli, const char *file, p11s_rc rc);
+
+/*
+ * Outputs of a batch committed together: each is prepared
+ * (p11s_output_prepare()) when it is complete, and a group's first fsync
+ * then carries them all to the disk.  Its JSON report (stdout) and notes
+ * (stderr, whole lines) are printed once it is in place.
+ */
+#define CLI_BATCH_GROUP 16
+struct cli_batch_group {
+	p11s_output *out[CLI_BATCH_GROUP];
+	const char *file[CLI_BATCH_GROUP];
+	char *json[CLI_BATCH_GROUP], *notes[CLI_BATCH_GROUP];
+	int n;
+};
+/* Add a complete output (taking it, @p json and @p notes); the exit code of what failed. */
+int cli_batch_add(struct cli *cli, struct cli_batch_group *g, p11s_output *out, const char *file,
+                  char *json, char *notes);
+/* Commit what the group holds; the highest exit code of its files. */
+int cli_batch_flush(struct cli *cli, struct cli_batch_group *g);
 
 #endif

@@ -32,6 +32,10 @@ static void help(FILE *fp)
 	        "  --entity          write only the decrypted entity, not the outer headers\n"
 	        "  -i, --in FILE     the encrypted message (default: standard input)\n"
 	        "  -o, --out FILE    the decrypted message (default: standard output)\n"
+	        "  --out-dir DIR FILE...  decrypt each FILE into DIR/<its name>, with one\n"
+	        "                    login; a FILE that fails is named and does not stop the\n"
+	        "                    others\n"
+	        "  --no-agent        do not use the agent named by $P11SMIME_AGENT_SOCK\n"
 	        "\n"
 	        "With --json, a report (recipient, key URI, key-encryption algorithm, content\n"
 	        "cipher, token mechanism, the recipient certificate's verdict under the S/MIME\n"
@@ -75,6 +79,100 @@ static void print_summary(const struct cli *cli, const p11s_decrypt_report *r)
 		            p11s_decrypt_report_content_cipher(r));
 }
 
+void cmd_decrypt_summary(const struct cli *cli, const p11s_decrypt_report *report)
+{
+	print_summary(cli, report);
+}
+
+/* The notes of @p report as stderr lines naming @p file; NULL when none. */
+static char *batch_notes(const char *file, const p11s_decrypt_report *report)
+{
+	char *all = NULL;
+
+	for (size_t i = 0; i < p11s_decrypt_report_note_count(report); i++) {
+		char *more = NULL;
+
+		if (asprintf(&more, "%sp11smime: %s: note: %s\n", all ? all : "", cli_safe(file),
+		             p11s_decrypt_report_note(report, i)) < 0)
+			more = NULL;
+		free(all);
+		all = more;
+	}
+	return all;
+}
+
+/* One file of a batch into @p dir; its failure printed with its name.  Exit code. */
+static int decrypt_one_file(struct cli *cli, const char *agent, const p11s_decrypt_opts *o,
+                            const char *file, const char *dir, struct cli_batch_group *group)
+{
+	char *out_path = cli_batch_path(dir, file);
+	p11s_decrypt_report *report = NULL;
+	p11s_output *out = NULL;
+	BIO *in = NULL;
+	p11s_ctx *ctx;
+	p11s_rc rc;
+	int ret;
+
+	if (out_path == NULL) {
+		fprintf(stderr, "p11smime: out of memory\n");
+		return 4;
+	}
+	if (agent != NULL) {
+		ret = agent_client_decrypt(cli, agent, o, file, out_path, file);
+		free(out_path);
+		return ret;
+	}
+	ctx = cli_ctx(cli);
+	if (ctx == NULL) {
+		free(out_path);
+		return cli->ctx_exit;
+	}
+	rc = p11s_input_open(file, &in, cli->err);
+	if (rc == P11S_OK)
+		rc = p11s_output_open_ex(out_path, P11S_OUTPUT_PRIVATE, &out, cli->err);
+	if (rc == P11S_OK) {
+		rc = p11s_decrypt(ctx, o, in, p11s_output_bio(out), &report, cli->err);
+		if (rc != P11S_OK)
+			rc = p11s_output_explain(out, rc, cli->err);
+		print_summary(cli, report);
+	}
+	BIO_free_all(in);
+	free(out_path);
+	if (rc != P11S_OK) {
+		p11s_output_abort(out);
+		if (cli->json && report != NULL)
+			cli_print_json(p11s_decrypt_report_json(report));
+		p11s_decrypt_report_free(report);
+		return cli_fail_file(cli, file, rc);
+	}
+	ret = cli_batch_add(cli, group, out, file,
+	                    cli->json ? p11s_decrypt_report_json(report) : NULL,
+	                    batch_notes(file, report));
+	p11s_decrypt_report_free(report);
+	return ret;
+}
+
+/* decrypt --out-dir: one context (one login) or one agent request per FILE; the worst exit. */
+static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char *dir, char **files,
+                         int nfiles, int no_agent)
+{
+	const char *agent = no_agent ? NULL : agent_socket();
+	struct cli_batch_group group = {.n = 0};
+	int worst = 0, r;
+
+	if (cli_batch_check("decrypt", dir, files, nfiles) != 0)
+		return 2;
+	for (int i = 0; i < nfiles; i++) {
+		r = decrypt_one_file(cli, agent, o, files[i], dir, &group);
+		/* A module or PIN that fails once fails for every file. */
+		if (agent == NULL && cli->ctx == NULL)
+			return r;
+		worst = r > worst ? r : worst;
+	}
+	r = cli_batch_flush(cli, &group);
+	return r > worst ? r : worst;
+}
+
 int cmd_decrypt(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -86,21 +184,29 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	    {"in", required_argument, NULL, 'i'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"out-dir", required_argument, NULL, 'R'},
+	    {"no-agent", no_argument, NULL, 'N'},
 	    {NULL, 0, NULL, 0},
 	};
 	p11s_decrypt_opts o = {0};
-	const char *in_path = NULL, *out_path = NULL;
+	const char *in_path = NULL, *out_path = NULL, *out_dir = NULL;
 	p11s_decrypt_report *report = NULL;
 	p11s_output *out = NULL;
 	BIO *in = NULL, *sinkbio = NULL, *target;
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int c, ret;
+	int c, ret, no_agent = 0;
 
 	while ((c = getopt_long(argc, argv, "i:o:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
 			o.key = optarg;
+			break;
+		case 'R':
+			out_dir = optarg;
+			break;
+		case 'N':
+			no_agent = 1;
 			break;
 		case 'a':
 			if (cli_parse_time(optarg, &o.at) != 0)
@@ -137,8 +243,14 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 			return 2;
 		}
 	}
+	if (out_dir != NULL && (in_path != NULL || out_path != NULL || optind == argc))
+		return cli_usage_error("decrypt", "--out-dir takes FILE arguments, not -i or -o");
+	if (out_dir != NULL)
+		return decrypt_batch(cli, &o, out_dir, argv + optind, argc - optind, no_agent);
 	if (optind < argc)
 		return cli_usage_error("decrypt", "unexpected argument '%s'", argv[optind]);
+	if (!no_agent && agent_socket() != NULL)
+		return agent_client_decrypt(cli, agent_socket(), &o, in_path, out_path, NULL);
 
 	rc = p11s_input_open(in_path, &in, cli->err);
 	if (rc != P11S_OK)

@@ -34,10 +34,95 @@ static void sign_usage(FILE *fp)
 	    "                      --opaque --outform der signs the entity as given\n"
 	    "  -i, --in FILE       read the message from FILE (default: standard input)\n"
 	    "  -o, --out FILE      write the signed message to FILE (default: standard output)\n"
+	    "  --out-dir DIR FILE...  sign each FILE into DIR/<its name>, with one login;\n"
+	    "                      a FILE that fails is named and does not stop the others\n"
+	    "  --no-agent          do not use the agent named by $P11SMIME_AGENT_SOCK\n"
 	    "  -h, --help          this help\n"
 	    "\n"
 	    "With --json, a report is printed: on standard output when -o is given, else on\n"
 	    "standard error.\n");
+}
+
+void cmd_sign_verbose(const struct cli *cli, const p11s_signer *signer)
+{
+	cli_verbose(cli, "signer: %s (%s)", p11s_signer_uri(signer), p11s_signer_subject(signer));
+	cli_verbose(cli, "signature: %s with %s on the token (%s)", p11s_signer_algorithm(signer),
+	            p11s_signer_digest(signer), p11s_signer_mechanism(signer));
+}
+
+/* One file of a batch into @p dir; its failure printed with its name.  Exit code. */
+static int sign_one_file(struct cli *cli, p11s_signer *signer, const char *agent,
+                         const p11s_sign_opts *so, int detached, p11s_outform form,
+                         const char *file, const char *dir, struct cli_batch_group *group)
+{
+	char *out_path = cli_batch_path(dir, file);
+	p11s_output *output = NULL;
+	BIO *in = NULL;
+	p11s_rc rc;
+	int ret;
+
+	if (out_path == NULL) {
+		fprintf(stderr, "p11smime: out of memory\n");
+		return 4;
+	}
+	if (agent != NULL) {
+		ret = agent_client_sign(cli, agent, so, detached, form, file, out_path, file);
+		free(out_path);
+		return ret;
+	}
+	rc = p11s_input_open(file, &in, cli->err);
+	if (rc == P11S_OK)
+		rc = p11s_output_open(out_path, &output, cli->err);
+	if (rc == P11S_OK && form != P11S_FORM_SMIME)
+		rc = p11s_signer_sign_entity(signer, in, p11s_output_bio(output), detached, form,
+		                             cli->err);
+	else if (rc == P11S_OK)
+		rc = p11s_signer_sign(signer, in, p11s_output_bio(output), cli->err);
+	if (rc != P11S_OK)
+		rc = p11s_output_explain(output, rc, cli->err);
+	BIO_free_all(in);
+	free(out_path);
+	if (rc != P11S_OK) {
+		p11s_output_abort(output);
+		return cli_fail_file(cli, file, rc);
+	}
+	return cli_batch_add(cli, group, output, file,
+	                     cli->json ? p11s_signer_report_json(signer) : NULL, NULL);
+}
+
+/*
+ * sign --out-dir: one signer (one login) for every FILE, or one agent
+ * request each.  The exit code is the highest of the files'.
+ */
+static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p11s_outform form,
+                      const char *dir, char **files, int nfiles, int no_agent)
+{
+	const char *agent = no_agent ? NULL : agent_socket();
+	struct cli_batch_group group = {.n = 0};
+	p11s_signer *signer = NULL;
+	p11s_ctx *ctx;
+	p11s_rc rc;
+	int worst = 0, r;
+
+	if (cli_batch_check("sign", dir, files, nfiles) != 0)
+		return 2;
+	if (agent == NULL) {
+		ctx = cli_ctx(cli);
+		if (ctx == NULL)
+			return cli->ctx_exit;
+		rc = p11s_signer_open(ctx, so, &signer, cli->err);
+		if (rc != P11S_OK)
+			return cli_fail(cli, rc);
+		cmd_sign_verbose(cli, signer);
+	}
+	for (int i = 0; i < nfiles; i++) {
+		r = sign_one_file(cli, signer, agent, so, detached, form, files[i], dir, &group);
+		worst = r > worst ? r : worst;
+	}
+	r = cli_batch_flush(cli, &group);
+	worst = r > worst ? r : worst;
+	p11s_signer_free(signer);
+	return worst;
 }
 
 int cmd_sign(struct cli *cli, int argc, char **argv)
@@ -54,17 +139,19 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {"detached-signature", no_argument, NULL, 'D'},
 	    {"outform", required_argument, NULL, 'f'},
+	    {"out-dir", required_argument, NULL, 'R'},
+	    {"no-agent", no_argument, NULL, 'N'},
 	    {NULL, 0, NULL, 0},
 	};
 	p11s_sign_opts so;
 	const char **chain = NULL;
-	const char *in_path = NULL, *out_path = NULL;
+	const char *in_path = NULL, *out_path = NULL, *out_dir = NULL;
 	p11s_signer *signer = NULL;
 	p11s_output *output = NULL;
 	BIO *in = NULL;
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int c, ret, detached_sig = 0, have_form = 0;
+	int c, ret, detached_sig = 0, have_form = 0, no_agent = 0;
 	p11s_outform form = P11S_FORM_SMIME;
 
 	p11s_sign_opts_init(&so);
@@ -105,6 +192,12 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		case 'D':
 			detached_sig = 1;
 			break;
+		case 'R':
+			out_dir = optarg;
+			break;
+		case 'N':
+			no_agent = 1;
+			break;
 		case 'f':
 			if (p11s_outform_from_name(optarg, 1, &form, cli->err) != P11S_OK) {
 				p11s_error_clear(cli->err);
@@ -124,7 +217,11 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		}
 	}
 	so.chain_files = chain;
-	if (optind < argc) {
+	if (out_dir != NULL && (in_path != NULL || out_path != NULL || optind == argc)) {
+		free(chain);
+		return cli_usage_error("sign", "--out-dir takes FILE arguments, not -i or -o");
+	}
+	if (out_dir == NULL && optind < argc) {
 		free(chain);
 		return cli_usage_error("sign", "unexpected argument '%s'", argv[optind]);
 	}
@@ -159,6 +256,18 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		return cli_usage_error("sign", "--digest must be sha256, sha384 or sha512");
 	}
 
+	if (out_dir != NULL) {
+		ret = sign_batch(cli, &so, detached_sig, form, out_dir, argv + optind,
+		                 argc - optind, no_agent);
+		free(chain);
+		return ret;
+	}
+	if (!no_agent && agent_socket() != NULL) {
+		ret = agent_client_sign(cli, agent_socket(), &so, detached_sig, form, in_path,
+		                        out_path, NULL);
+		free(chain);
+		return ret;
+	}
 	rc = p11s_input_open(in_path, &in, cli->err);
 	if (rc != P11S_OK) {
 		free(chain);
@@ -173,11 +282,7 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 	/* The signer is settled (login, rules, mechanism) before any input is read. */
 	rc = p11s_signer_open(ctx, &so, &signer, cli->err);
 	if (rc == P11S_OK) {
-		cli_verbose(cli, "signer: %s (%s)", p11s_signer_uri(signer),
-		            p11s_signer_subject(signer));
-		cli_verbose(cli, "signature: %s with %s on the token (%s)",
-		            p11s_signer_algorithm(signer), p11s_signer_digest(signer),
-		            p11s_signer_mechanism(signer));
+		cmd_sign_verbose(cli, signer);
 		rc = p11s_output_open(out_path, &output, cli->err);
 	}
 	if (rc == P11S_OK && form != P11S_FORM_SMIME)

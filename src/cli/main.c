@@ -25,6 +25,7 @@ static const struct cli_command commands[] = {
     {"import", "put a certificate or a PKCS#12 file on the token", cmd_import},
     {"delete", "delete objects from the token", cmd_delete},
     {"sendmail", "sign (and encrypt) a message, then hand it to sendmail", cmd_sendmail},
+    {"agent", "log in once and sign or decrypt for later commands", cmd_agent},
 };
 
 static void usage(FILE *fp)
@@ -232,6 +233,16 @@ void cli_verbose(const struct cli *cli, const char *fmt, ...)
 
 	if (!cli->verbose)
 		return;
+	if (cli->verbose_sink != NULL) {
+		char *line = NULL;
+
+		va_start(ap, fmt);
+		if (vasprintf(&line, fmt, ap) >= 0)
+			cli->verbose_sink(cli->verbose_arg, line);
+		va_end(ap);
+		free(line);
+		return;
+	}
 	fprintf(stderr, "p11smime: ");
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# sign and decrypt --out-dir: many files with one login; a file that fails
+# is named and stops nothing; the exit code is the worst file's; every
+# output appears whole or not at all.  Also through the agent.
+. "$(dirname "$0")/lib.sh"
+
+new_token
+P=(--pin-source "file:$PIN_FILE")
+cd "$TEST_TMP" || exit 1
+mkdir in out out2 dec dec2
+
+for i in $(seq 1 12); do
+	printf 'From: rsa2048@example.org\nTo: bob@example.net\nSubject: batch %s\n\nMessage %s.\n%s\n' \
+		"$i" "$i" "$(head -c 4000 /dev/zero | tr '\0' 'x')" >"in/m$i.eml"
+done
+# Malformed: a NUL at the start of a header line.
+printf 'From: rsa2048@example.org\nTo: a@example.org\n\0X-Bad: 1\nSubject: lost\n\nbody\n' >in/bad.eml
+files=(in/m1.eml in/m2.eml in/m3.eml in/m4.eml in/m5.eml in/m6.eml in/bad.eml in/m7.eml in/m8.eml
+	in/m9.eml in/m10.eml in/m11.eml in/m12.eml)
+
+verify_all() { # DIR LABEL
+	local bad=0
+	for i in $(seq 1 12); do
+		if ! openssl cms -verify -CAfile "$CA_PEM" -in "$1/m$i.eml" -out "$1/m$i.txt" >/dev/null 2>&1 ||
+			! grep -q "^Message $i\." "$1/m$i.txt"; then
+			bad=$((bad + 1))
+		fi
+	done
+	assert_eq 0 "$bad" "$2: every good file signed and verified by OpenSSL"
+}
+
+# ------------------------------------------------------------- sign
+run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out "${files[@]}"
+assert_exit 4 "sign --out-dir: the malformed file makes the exit 4"
+assert_contains "$ERR" "in/bad.eml: "
+assert_contains "$ERR" "NUL byte"
+assert_file_absent out/bad.eml
+verify_all out "sign --out-dir"
+assert_eq 1 "$(grep -c . "$ERR")" "one message, for the one bad file"
+
+run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out in/m1.eml in/missing.eml
+assert_exit 4 "a missing file: exit 4"
+assert_contains "$ERR" "in/missing.eml"
+
+run_p11smime "${P[@]}" --json sign --signer p256@example.org --out-dir out2 in/m1.eml in/m2.eml
+assert_exit 0 "sign --out-dir --json"
+assert_eq 2 "$(jq -s 'length' "$OUT")" "one report per file on standard output"
+assert_eq '"ecdsa"' "$(jq -s '.[1].signature_algorithm' "$OUT")" "the reports name ECDSA"
+
+# Usage errors
+run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out -o x.eml in/m1.eml
+assert_exit 2 "--out-dir with -o"
+run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out
+assert_exit 2 "--out-dir without files"
+run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir in/m1.eml in/m2.eml
+assert_exit 2 "--out-dir not a directory"
+mkdir -p other && cp in/m1.eml other/
+run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out in/m1.eml other/m1.eml
+assert_exit 2 "two files of the same name"
+assert_contains "$ERR" "would both be written"
+run_p11smime "${P[@]}" sign --signer nobody@example.org --out-dir out in/m1.eml
+assert_exit 3 "an unknown signer stops the batch before any file"
+
+# ------------------------------------------------------------- decrypt
+for i in 1 2 3; do
+	openssl cms -encrypt -in "in/m$i.eml" -aes-256-cbc -recip "$CERTS_DIR/rsa2048.pem" -out "in/e$i.p7m" 2>/dev/null
+	openssl cms -encrypt -in "in/m$i.eml" -aes-128-gcm -recip "$CERTS_DIR/p256.pem" -out "in/g$i.p7m" 2>/dev/null
+done
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out outsider.key 2>/dev/null
+SAN_EMAIL=outsider@example.org ca_issue key:outsider.key outsider.pem smime-rsa >/dev/null
+openssl cms -encrypt -in in/m4.eml -aes-256-cbc -recip outsider.pem -out in/nobody.p7m 2>/dev/null
+dfiles=(in/e1.p7m in/g1.p7m in/nobody.p7m in/e2.p7m in/g2.p7m in/e3.p7m in/g3.p7m)
+
+run_p11smime "${P[@]}" decrypt --out-dir dec "${dfiles[@]}"
+assert_exit 3 "decrypt --out-dir: the message for nobody on the token makes the exit 3"
+assert_contains "$ERR" "in/nobody.p7m: "
+assert_file_absent dec/nobody.p7m
+bad=0
+for f in e1 g1 e2 g2 e3 g3; do
+	n=${f#?}
+	grep -q "^Message $n\." "dec/$f.p7m" || bad=$((bad + 1))
+	[ "$(stat -c %a "dec/$f.p7m")" = 600 ] || bad=$((bad + 1))
+done
+assert_eq 0 "$bad" "the other six decrypted (mode 0600)"
+
+# ----------------------------------------------- one login for the batch
+mock_token
+run_p11smime "${P[@]}" sign --signer mock@example.org --out-dir out2 in/m1.eml in/m2.eml in/m3.eml in/m4.eml
+assert_exit 0 "mock: a batch of four"
+assert_eq 1 "$(mock_log_count '^C_Login user_type=1')" "one C_Login for four messages"
+assert_eq 4 "$(mock_log_count '^C_Sign .*data_len=[0-9]+$')" "four signatures"
+new_token
+
+# ------------------------------------------------------- through the agent
+eval "$("$P11SMIME" "${P[@]}" agent --signer rsa2048@example.org)" >/dev/null
+[ -S "${P11SMIME_AGENT_SOCK:-}" ] && pass "agent started" || fail "agent did not start"
+run_p11smime sign --signer rsa2048@example.org --out-dir out2 "${files[@]}"
+assert_exit 4 "agent: sign --out-dir, the malformed file makes the exit 4"
+assert_contains "$ERR" "in/bad.eml: "
+assert_contains "$ERR" "NUL byte"
+assert_file_absent out2/bad.eml
+verify_all out2 "agent: sign --out-dir"
+run_p11smime decrypt --out-dir dec2 "${dfiles[@]}"
+assert_exit 3 "agent: decrypt --out-dir, exit 3 for the message for nobody"
+assert_contains "$ERR" "in/nobody.p7m: "
+same=0
+for f in e1 g1 e2 g2 e3 g3; do cmp -s "dec/$f.p7m" "dec2/$f.p7m" && same=$((same + 1)); done
+assert_eq 6 "$same" "agent: the same decrypted bytes as without it"
+"$P11SMIME" agent -k >/dev/null
+finish
