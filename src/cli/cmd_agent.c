@@ -450,7 +450,7 @@ static p11s_rc run_sign(struct agent *a, struct cli *rcli, const struct agent_re
 	else
 		rc = p11s_signer_sign(e->signer, in, out, rcli->err);
 	if (rc == P11S_OK && rq->json) {
-		char *doc = p11s_signer_report_json(e->signer);
+		char *doc = report_signer_json(e->signer);
 
 		agent_buf_kv(res, "json", doc);
 		free(doc);
@@ -476,7 +476,7 @@ static p11s_rc run_decrypt(struct agent *a, struct cli *rcli, const struct agent
 	for (size_t i = 0; rc == P11S_OK && i < p11s_decrypt_report_note_count(report); i++)
 		agent_buf_kv(res, "note", p11s_decrypt_report_note(report, i));
 	if (rq->json && report != NULL) {
-		char *doc = p11s_decrypt_report_json(report);
+		char *doc = report_decrypt_json(report);
 
 		agent_buf_kv(res, "json", doc);
 		free(doc);

@@ -141,12 +141,12 @@ static int decrypt_one_file(struct cli *cli, const char *agent, const p11s_decry
 	if (rc != P11S_OK) {
 		p11s_output_abort(out);
 		if (cli->json && report != NULL)
-			cli_print_json(p11s_decrypt_report_json(report));
+			cli_print_json(report_decrypt_json(report));
 		p11s_decrypt_report_free(report);
 		return cli_fail_file(cli, file, rc);
 	}
 	ret = cli_batch_add(cli, group, out, file,
-	                    cli->json ? p11s_decrypt_report_json(report) : NULL,
+	                    cli->json ? report_decrypt_json(report) : NULL,
 	                    batch_notes(file, report));
 	p11s_decrypt_report_free(report);
 	return ret;

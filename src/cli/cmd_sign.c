@@ -87,7 +87,7 @@ static int sign_one_file(struct cli *cli, p11s_signer *signer, const char *agent
 		return cli_fail_file(cli, file, rc);
 	}
 	return cli_batch_add(cli, group, output, file,
-	                     cli->json ? p11s_signer_report_json(signer) : NULL, NULL);
+	                     cli->json ? report_signer_json(signer) : NULL, NULL);
 }
 
 /*
