@@ -25,6 +25,7 @@ static const struct cli_command commands[] = {
     {"import", "put a certificate or a PKCS#12 file on the token", cmd_import},
     {"delete", "delete objects from the token", cmd_delete},
     {"sendmail", "sign (and encrypt) a message, then hand it to sendmail", cmd_sendmail},
+    {"milter", "sign outgoing mail inside the MTA (Postfix, Sendmail)", cmd_milter},
 };
 
 static void usage(FILE *fp)

@@ -20,6 +20,10 @@
  *                     byte short, and a read of it claims a byte more than the
  *                     buffer it was given
  *     find-forever    C_FindObjects never runs dry: every call fills the batch
+ *   P11S_MOCK_REMOVED_FILE  while this file exists the token is out, as with
+ *                    "removed"; taking it out closes every session and logs
+ *                    out (C_* on an old session -> CKR_DEVICE_REMOVED, then
+ *                    CKR_SESSION_HANDLE_INVALID), as a card pulled and put back
  *   P11S_MOCK_PIN    the user PIN (default 123456); a wrong one -> CKR_PIN_INCORRECT
  *   P11S_MOCK_CERT   PEM certificate, served with CKA_ID 01
  *   P11S_MOCK_KEY    PEM RSA private key (private, sensitive, not extractable,
@@ -41,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* OpenSSL first: p11-kit's compatibility names (#define value pValue, ...)
  * must not rename fields inside OpenSSL's headers. */
@@ -110,6 +115,7 @@ static struct {
 	unsigned flags;
 	char pin[64];
 	const char *log_path;
+	const char *removed_file;
 	int logged_in;
 	EVP_PKEY *key;
 	struct object objs[N_OBJECTS + 1];
@@ -132,6 +138,21 @@ static void mlog(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', f);
 	fclose(f);
+}
+
+/*
+ * Out of its slot: by the flag, or while P11S_MOCK_REMOVED_FILE exists.  A
+ * removal seen here ends every session and the login, as on a real reader.
+ */
+static int removed(void)
+{
+	if (m.flags & F_REMOVED)
+		return 1;
+	if (m.removed_file == NULL || access(m.removed_file, F_OK) != 0)
+		return 0;
+	memset(m.sessions, 0, sizeof(m.sessions));
+	m.logged_in = 0;
+	return 1;
 }
 
 /* ------------------------------------------------------------- objects */
@@ -391,6 +412,7 @@ static CK_RV m_Initialize(void *args)
 	const char *pin, *cert, *key;
 
 	m.log_path = getenv("P11S_MOCK_LOG");
+	m.removed_file = getenv("P11S_MOCK_REMOVED_FILE");
 	mlog("C_Initialize");
 	if (m.initialized)
 		return CKR_CRYPTOKI_ALREADY_INITIALIZED;
@@ -472,7 +494,7 @@ static CK_RV m_GetSlotList(CK_BBOOL present, CK_SLOT_ID *list, CK_ULONG *n)
 	CHECK_INIT();
 	if (!n)
 		return CKR_ARGUMENTS_BAD;
-	have = (present && (m.flags & F_REMOVED)) ? 0 : 1;
+	have = (present && removed()) ? 0 : 1;
 	if (!list) {
 		*n = have;
 		return CKR_OK;
@@ -499,7 +521,7 @@ static CK_RV m_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO *info)
 	pad(info->slotDescription, sizeof(info->slotDescription), "p11smime mock slot");
 	pad(info->manufacturerID, sizeof(info->manufacturerID), "p11smime tests");
 	info->flags = CKF_REMOVABLE_DEVICE | CKF_HW_SLOT;
-	if (!(m.flags & F_REMOVED))
+	if (!removed())
 		info->flags |= CKF_TOKEN_PRESENT;
 	return CKR_OK;
 }
@@ -510,7 +532,7 @@ static CK_RV m_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO *info)
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
 		return CKR_SLOT_ID_INVALID;
-	if (m.flags & F_REMOVED)
+	if (removed())
 		return CKR_TOKEN_NOT_PRESENT;
 	if (!info)
 		return CKR_ARGUMENTS_BAD;
@@ -565,7 +587,7 @@ static CK_RV m_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE *list, CK_ULO
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
 		return CKR_SLOT_ID_INVALID;
-	if (m.flags & F_REMOVED)
+	if (removed())
 		return CKR_TOKEN_NOT_PRESENT;
 	if (!n)
 		return CKR_ARGUMENTS_BAD;
@@ -588,7 +610,7 @@ static CK_RV m_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECH
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
 		return CKR_SLOT_ID_INVALID;
-	if (m.flags & F_REMOVED)
+	if (removed())
 		return CKR_TOKEN_NOT_PRESENT;
 	if (!info)
 		return CKR_ARGUMENTS_BAD;
@@ -612,6 +634,8 @@ static struct session *get_session(CK_SESSION_HANDLE h)
 #define GET_SESSION(s, h)                                  \
 	do {                                               \
 		CHECK_INIT();                              \
+		if (get_session(h) && removed())           \
+			return CKR_DEVICE_REMOVED;         \
 		if (!((s) = get_session(h)))               \
 			return CKR_SESSION_HANDLE_INVALID; \
 	} while (0)
@@ -623,7 +647,7 @@ static CK_RV m_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void *app, CK_NOTIFY
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
 		return CKR_SLOT_ID_INVALID;
-	if (m.flags & F_REMOVED)
+	if (removed())
 		return CKR_TOKEN_NOT_PRESENT;
 	if (m.flags & F_OPEN_FAILS)
 		return CKR_DEVICE_ERROR;
