@@ -84,10 +84,42 @@ static int reserve(p11s_milter_msg *m, size_t more)
 	return 0;
 }
 
+/*
+ * Copy @p value (its @p vlen bytes) to @p o, or only count when @p o is NULL:
+ * every line break becomes CRLF and a line that does not begin with a
+ * blank gets one.  Returns the bytes (to be) written.
+ */
+static size_t copy_value(char *o, const char *value, size_t vlen)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < vlen; i++) {
+		char c = value[i];
+		int blank_next = i + 1 < vlen && (value[i + 1] == ' ' || value[i + 1] == '\t');
+
+		if (c == '\r' && i + 1 < vlen && value[i + 1] == '\n')
+			continue; /* the "\n" makes the line end */
+		if (c != '\n') {
+			if (o != NULL)
+				o[n] = c;
+			n++;
+			continue;
+		}
+		if (o != NULL) {
+			o[n] = '\r';
+			o[n + 1] = '\n';
+			if (!blank_next)
+				o[n + 2] = ' ';
+		}
+		n += blank_next ? 2 : 3;
+	}
+	return n;
+}
+
 p11s_rc p11s_milter_msg_header(p11s_milter_msg *m, const char *name, const char *value,
                                p11s_error *err)
 {
-	size_t nlen, vlen, worst;
+	size_t nlen, vlen, need;
 	char *o;
 	int r;
 
@@ -104,12 +136,12 @@ p11s_rc p11s_milter_msg_header(p11s_milter_msg *m, const char *name, const char 
 			                "a header field name holds a byte 0x%02x not allowed there",
 			                (unsigned char)name[i]);
 	vlen = strlen(value);
-	/* Each byte of the value may become three ("\n" -> "\r\n "). */
-	if (vlen > (P11S_HEADERS_MAX_DEFAULT - nlen - 4) / 3)
+	/* At most three bytes out for one in: the count below cannot overflow. */
+	if (nlen > P11S_HEADERS_MAX_DEFAULT || vlen > P11S_HEADERS_MAX_DEFAULT)
 		return p11s_err(err, P11S_E_INPUT, "the header block is larger than %d bytes",
 		                P11S_HEADERS_MAX_DEFAULT);
-	worst = nlen + 2 + 3 * vlen + 2;
-	r = reserve(m, worst);
+	need = nlen + 2 + copy_value(NULL, value, vlen) + 2;
+	r = reserve(m, need);
 	if (r == -1)
 		return p11s_err(err, P11S_E_INPUT, "the header block is larger than %d bytes",
 		                P11S_HEADERS_MAX_DEFAULT);
@@ -120,20 +152,7 @@ p11s_rc p11s_milter_msg_header(p11s_milter_msg *m, const char *name, const char 
 	o += nlen;
 	*o++ = ':';
 	*o++ = ' ';
-	for (size_t i = 0; i < vlen; i++) {
-		char c = value[i];
-
-		if (c == '\r' && i + 1 < vlen && value[i + 1] == '\n')
-			continue; /* the "\n" makes the line end */
-		if (c != '\n') {
-			*o++ = c;
-			continue;
-		}
-		*o++ = '\r';
-		*o++ = '\n';
-		if (i + 1 >= vlen || (value[i + 1] != ' ' && value[i + 1] != '\t'))
-			*o++ = ' ';
-	}
+	o += copy_value(o, value, vlen);
 	*o++ = '\r';
 	*o++ = '\n';
 	m->len = (size_t)(o - m->block);
