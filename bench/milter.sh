@@ -92,17 +92,17 @@ grep -q "listening on" "$work/milter.log" || { cat "$work/milter.log"; exit 1; }
 python3 "$send" --bench "$plain_port" "$clients" 20 bench@example.org >/dev/null
 python3 "$send" --bench "$signed_port" "$clients" 20 rsa2048@example.org >/dev/null
 
-: >"$work/plain" && : >"$work/rsa" && : >"$work/ec"
+: >"$work/rate-plain" && : >"$work/rate-rsa" && : >"$work/rate-ec"
 for r in $(seq 1 "$rounds"); do
-	python3 "$send" --bench "$plain_port" "$clients" "$count" bench@example.org >>"$work/plain"
-	python3 "$send" --bench "$signed_port" "$clients" "$count" rsa2048@example.org >>"$work/rsa"
-	python3 "$send" --bench "$signed_port" "$clients" "$count" p256@example.org >>"$work/ec"
-	echo "round $r: unsigned $(tail -n1 "$work/plain")  RSA-2048 $(tail -n1 "$work/rsa")  P-256 $(tail -n1 "$work/ec") msg/s" >&2
+	python3 "$send" --bench "$plain_port" "$clients" "$count" bench@example.org >>"$work/rate-plain"
+	python3 "$send" --bench "$signed_port" "$clients" "$count" rsa2048@example.org >>"$work/rate-rsa"
+	python3 "$send" --bench "$signed_port" "$clients" "$count" p256@example.org >>"$work/rate-ec"
+	echo "round $r: unsigned $(tail -n1 "$work/rate-plain")  RSA-2048 $(tail -n1 "$work/rate-rsa")  P-256 $(tail -n1 "$work/rate-ec") msg/s" >&2
 done
 signed=$(grep -c ': from=<.*> signed by' "$work/milter.log")
-plain=$(median <"$work/plain")
-rsa=$(median <"$work/rsa")
-ec=$(median <"$work/ec")
+plain=$(median <"$work/rate-plain")
+rsa=$(median <"$work/rate-rsa")
+ec=$(median <"$work/rate-ec")
 echo "messages: $count a run, $clients clients, median of $rounds runs ($signed signed by the milter)"
 printf 'Postfix, no milter:           %8.1f msg/s\n' "$plain"
 printf 'Postfix + milter, RSA-2048:   %8.1f msg/s  (%.2f of unsigned)\n' "$rsa" "$(awk -v a="$rsa" -v b="$plain" 'BEGIN { print a / b }')"

@@ -102,21 +102,21 @@ EOF
 	return 1
 }
 
-pf_stop() {
+pf_stop() { # safe under set -e: every step may find nothing to stop
+	local i pid=
 	if [ -n "${PF_DIR:-}" ] && [ -f "$PF_DIR/conf/main.cf" ]; then
+		pid=$(head -n1 "$PF_DIR/queue/pid/master.pid" 2>/dev/null | tr -d ' ') || true
 		postfix -c "$PF_DIR/conf" stop >/dev/null 2>&1 || true
 		# master may take a moment; never leave it running.
-		local i pid
-		pid=$(head -n1 "$PF_DIR/queue/pid/master.pid" 2>/dev/null | tr -d ' ')
 		for i in $(seq 50); do
-			[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break
+			if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then break; fi
 			sleep 0.1
 		done
-		[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+		if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
 	fi
 	if [ -n "${PF_SINK_PID:-}" ]; then
-		kill "$PF_SINK_PID" 2>/dev/null
-		wait "$PF_SINK_PID" 2>/dev/null
+		kill "$PF_SINK_PID" 2>/dev/null || true
+		wait "$PF_SINK_PID" 2>/dev/null || true
 		PF_SINK_PID=
 	fi
 	return 0
