@@ -26,7 +26,7 @@ milter_stop() { # sets MRC
 	MRC=
 	[ -n "$MPID" ] || return 0
 	kill -TERM "$MPID" 2>/dev/null
-	for _ in $(seq 100); do kill -0 "$MPID" 2>/dev/null || break; sleep 0.1; done
+	for _ in $(seq 600); do kill -0 "$MPID" 2>/dev/null || break; sleep 0.1; done
 	kill -0 "$MPID" 2>/dev/null && kill -9 "$MPID"
 	wait "$MPID"
 	MRC=$?
@@ -42,7 +42,7 @@ milter_start() { # ARGS...: start the milter on MPORT; 1 when it does not listen
 	"$P11SMIME" --pin-source "file:$PIN_FILE" milter --listen "inet:$MPORT@127.0.0.1" "$@" \
 		</dev/null >"$MLOG" 2>&1 &
 	MPID=$!
-	for _ in $(seq 300); do
+	for _ in $(seq 1200); do
 		grep -q "listening on" "$MLOG" && return 0
 		kill -0 "$MPID" 2>/dev/null || break
 		sleep 0.1
