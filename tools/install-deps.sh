@@ -10,7 +10,7 @@ packages=(
 	gnutls-bin gpgsm libnss3-tools
 	python3 perl time jq openssl gpg-agent
 	neomutt tmux mailcap locales
-	libmilter-dev postfix swaks
+	libmilter-dev postfix
 )
 
 missing=()
