@@ -10,6 +10,7 @@ packages=(
 	gnutls-bin gpgsm libnss3-tools
 	python3 perl time jq openssl gpg-agent
 	neomutt tmux mailcap locales
+	libmilter-dev postfix
 )
 
 missing=()
@@ -27,4 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 $sudo apt-get update -q
+# postfix (the milter test's MTA) must not configure or start a system MTA:
+# its tests run private instances on loopback ports (postfix -c DIR).
+echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

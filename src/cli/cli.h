@@ -168,5 +168,6 @@ int cli_batch_add(struct cli *cli, struct cli_batch_group *g, p11s_output *out, 
                   char *json, char *notes);
 /* Commit what the group holds; the highest exit code of its files. */
 int cli_batch_flush(struct cli *cli, struct cli_batch_group *g);
+int cmd_milter(struct cli *cli, int argc, char **argv);
 
 #endif

@@ -26,6 +26,7 @@ static const struct cli_command commands[] = {
     {"delete", "delete objects from the token", cmd_delete},
     {"sendmail", "sign (and encrypt) a message, then hand it to sendmail", cmd_sendmail},
     {"agent", "log in once and sign or decrypt for later commands", cmd_agent},
+    {"milter", "sign outgoing mail inside the MTA (Postfix, Sendmail)", cmd_milter},
 };
 
 static void usage(FILE *fp)

@@ -203,4 +203,12 @@ for name, data in seeds.items():
     with open(f"{out}/{name}", "wb") as f:
         f.write(data)
 EOF_PY
+# fuzz_milter: NUL-separated field names and values, an empty name, the body.
+mkdir -p "$corpus/milter"
+printf 'From\0A <a@example.org>\0To\0b@example.net\0Subject\0hi\nthere\0Content-Type\0text/plain;\n\tcharset=us-ascii\0\0Hello\r\n.\r\nend\r\n' >"$corpus/milter/plain"
+printf 'From\0a@example.org, b@example.org\0Content-Type\0multipart/signed; protocol="application/pkcs7-signature"\0\0x' >"$corpus/milter/signed"
+printf 'From\0a@example.org\0MIME-Version\0001.0\0Content-Type\0multipart/mixed; boundary=b\0\0--b\r\nContent-Type: text/plain\r\n\r\n\xe9t\xe9\r\n--b--\r\n' >"$corpus/milter/multi"
+printf '# map\na@example.org pkcs11:id=%%01\n@example.net pkcs11:token=x;object=y\r\n\n' >"$corpus/milter/map"
+printf 'Bad Name\0v\0From\0x\nBcc: injected\0\0' >"$corpus/milter/bad"
+
 echo "make-corpus: $(find "$corpus" -type f | wc -l) seeds in $corpus"

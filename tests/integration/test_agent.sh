@@ -251,7 +251,7 @@ assert_file_absent killed.eml
 
 # ------------------------------------------- a pulled token (mock module)
 mock_token
-export P11S_MOCK_REMOVED_IF=$TEST_TMP/pulled
+export P11S_MOCK_REMOVED_FILE=$TEST_TMP/pulled
 start_agent --pin-source "$PF" agent --signer mock@example.org
 run_p11smime sign --signer mock@example.org -i m.eml -o mk1.eml
 assert_exit 0 "mock: signs through the agent"
@@ -279,5 +279,5 @@ run_p11smime sign --signer mock@example.org -i m.eml -o mk4.eml
 assert_exit 3 "mock, env: PIN: back, but no PIN to log in again: exit 3"
 assert_contains "$ERR" "restart it"
 "$P11SMIME" agent -k >/dev/null
-unset P11S_MOCK_REMOVED_IF
+unset P11S_MOCK_REMOVED_FILE
 finish

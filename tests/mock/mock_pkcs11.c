@@ -20,16 +20,16 @@
  *                     byte short, and a read of it claims a byte more than the
  *                     buffer it was given
  *     find-forever    C_FindObjects never runs dry: every call fills the batch
+ *   P11S_MOCK_REMOVED_FILE  while this file exists the token is out, as with
+ *                    "removed"; taking it out closes every session and logs
+ *                    out (C_* on an old session -> CKR_DEVICE_REMOVED while it is out,
+ *                    CKR_SESSION_HANDLE_INVALID once it is back), as a card
+ *                    pulled and put back; for the long-running agent and milter
  *   P11S_MOCK_PIN    the user PIN (default 123456); a wrong one -> CKR_PIN_INCORRECT
  *   P11S_MOCK_CERT   PEM certificate, served with CKA_ID 01
  *   P11S_MOCK_KEY    PEM RSA private key (private, sensitive, not extractable,
  *                    CKA_ID 01) and its public key; C_Sign (CKM_RSA_PKCS,
  *                    CKM_RSA_X_509) and C_Decrypt are real, done with OpenSSL
- *   P11S_MOCK_REMOVED_IF  a path: while it exists the token is out of its slot, as
- *                    with the flag "removed", and its removal closed every
- *                    session and the login (C_* on an old session ->
- *                    CKR_DEVICE_REMOVED); a token put back needs a new session
- *                    and login.  For a long-running process (the agent).
  *   P11S_MOCK_LOG    every call is appended there, one line each: the function
  *                    and its key arguments ("C_Login user_type=1 pin_len=6")
  *
@@ -116,7 +116,7 @@ static struct {
 	unsigned flags;
 	char pin[64];
 	const char *log_path;
-	const char *removed_if;
+	const char *removed_file;
 	int logged_in;
 	EVP_PKEY *key;
 	struct object objs[N_OBJECTS + 1];
@@ -124,16 +124,6 @@ static struct {
 } m;
 
 static void mlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* P11S_MOCK_REMOVED_IF exists: the token was pulled; sessions and login are gone. */
-static int pulled(void)
-{
-	if (m.removed_if == NULL || access(m.removed_if, F_OK) != 0)
-		return 0;
-	memset(m.sessions, 0, sizeof(m.sessions));
-	m.logged_in = 0;
-	return 1;
-}
-
 static void mlog(const char *fmt, ...)
 {
 	FILE *f;
@@ -149,6 +139,21 @@ static void mlog(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', f);
 	fclose(f);
+}
+
+/*
+ * Out of its slot: by the flag, or while P11S_MOCK_REMOVED_FILE exists.  A
+ * removal seen here ends every session and the login, as on a real reader.
+ */
+static int removed(void)
+{
+	if (m.flags & F_REMOVED)
+		return 1;
+	if (m.removed_file == NULL || access(m.removed_file, F_OK) != 0)
+		return 0;
+	memset(m.sessions, 0, sizeof(m.sessions));
+	m.logged_in = 0;
+	return 1;
 }
 
 /* ------------------------------------------------------------- objects */
@@ -408,6 +413,7 @@ static CK_RV m_Initialize(void *args)
 	const char *pin, *cert, *key;
 
 	m.log_path = getenv("P11S_MOCK_LOG");
+	m.removed_file = getenv("P11S_MOCK_REMOVED_FILE");
 	mlog("C_Initialize");
 	if (m.initialized)
 		return CKR_CRYPTOKI_ALREADY_INITIALIZED;
@@ -418,7 +424,6 @@ static CK_RV m_Initialize(void *args)
 			return CKR_ARGUMENTS_BAD;
 	}
 	m.flags = parse_flags(getenv("P11S_MOCK_FLAGS"));
-	m.removed_if = getenv("P11S_MOCK_REMOVED_IF");
 	pin = getenv("P11S_MOCK_PIN");
 	snprintf(m.pin, sizeof(m.pin), "%s", pin && *pin ? pin : "123456");
 	cert = getenv("P11S_MOCK_CERT");
@@ -490,7 +495,7 @@ static CK_RV m_GetSlotList(CK_BBOOL present, CK_SLOT_ID *list, CK_ULONG *n)
 	CHECK_INIT();
 	if (!n)
 		return CKR_ARGUMENTS_BAD;
-	have = (present && ((m.flags & F_REMOVED) || pulled())) ? 0 : 1;
+	have = (present && removed()) ? 0 : 1;
 	if (!list) {
 		*n = have;
 		return CKR_OK;
@@ -517,7 +522,7 @@ static CK_RV m_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO *info)
 	pad(info->slotDescription, sizeof(info->slotDescription), "p11smime mock slot");
 	pad(info->manufacturerID, sizeof(info->manufacturerID), "p11smime tests");
 	info->flags = CKF_REMOVABLE_DEVICE | CKF_HW_SLOT;
-	if (!((m.flags & F_REMOVED) || pulled()))
+	if (!removed())
 		info->flags |= CKF_TOKEN_PRESENT;
 	return CKR_OK;
 }
@@ -528,7 +533,7 @@ static CK_RV m_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO *info)
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
 		return CKR_SLOT_ID_INVALID;
-	if ((m.flags & F_REMOVED) || pulled())
+	if (removed())
 		return CKR_TOKEN_NOT_PRESENT;
 	if (!info)
 		return CKR_ARGUMENTS_BAD;
@@ -583,7 +588,7 @@ static CK_RV m_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE *list, CK_ULO
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
 		return CKR_SLOT_ID_INVALID;
-	if ((m.flags & F_REMOVED) || pulled())
+	if (removed())
 		return CKR_TOKEN_NOT_PRESENT;
 	if (!n)
 		return CKR_ARGUMENTS_BAD;
@@ -606,7 +611,7 @@ static CK_RV m_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECH
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
 		return CKR_SLOT_ID_INVALID;
-	if ((m.flags & F_REMOVED) || pulled())
+	if (removed())
 		return CKR_TOKEN_NOT_PRESENT;
 	if (!info)
 		return CKR_ARGUMENTS_BAD;
@@ -630,7 +635,7 @@ static struct session *get_session(CK_SESSION_HANDLE h)
 #define GET_SESSION(s, h)                                  \
 	do {                                               \
 		CHECK_INIT();                              \
-		if (pulled())                              \
+		if (removed())                             \
 			return CKR_DEVICE_REMOVED;         \
 		if (!((s) = get_session(h)))               \
 			return CKR_SESSION_HANDLE_INVALID; \
@@ -643,7 +648,7 @@ static CK_RV m_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void *app, CK_NOTIFY
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
 		return CKR_SLOT_ID_INVALID;
-	if ((m.flags & F_REMOVED) || pulled())
+	if (removed())
 		return CKR_TOKEN_NOT_PRESENT;
 	if (m.flags & F_OPEN_FAILS)
 		return CKR_DEVICE_ERROR;
