@@ -10,7 +10,7 @@
 
 #include "p11.h"
 #include "pin.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 /*
  * Where this login's PIN comes from, in order: --pin-source (the

@@ -3,7 +3,7 @@
 
 #include "common.h"
 #include "p11.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 p11s_rc p11s_pin_source_check(const char *spec, p11s_error *err)
 {

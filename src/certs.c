@@ -18,7 +18,7 @@
 #include "common.h"
 #include "p11smime/certs.h"
 #include "p11smime/io.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 /*
  * The most PKCS#12 MAC iterations we run (docs/design.md): tools write

@@ -17,7 +17,7 @@
 #include "common.h"
 #include "hooks_internal.h"
 #include "p11smime/hooks.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 p11s_rc p11s_outform_from_name(const char *name, int allow_smime, p11s_outform *out,
                                p11s_error *err)

@@ -15,9 +15,9 @@
 #include "mailbox.h"
 #include "p11smime/certs.h"
 #include "p11smime/encrypt.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 #include "p11smime/rules.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 struct recipient {
 	X509 *cert;

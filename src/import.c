@@ -16,7 +16,7 @@
 #include "common.h"
 #include "p11smime/certs.h"
 #include "p11smime/lifecycle.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 void p11s_import_result_free(p11s_import_result *r)
 {

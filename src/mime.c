@@ -19,7 +19,7 @@
 #include <openssl/crypto.h>
 
 #include "common.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 /* ------------------------------------------------------------ headers */
 

@@ -17,7 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "common.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 static const char *noun(p11s_secret_kind kind)
 {

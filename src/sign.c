@@ -18,7 +18,7 @@
 #include "hooks_internal.h"
 #include "mailbox.h"
 #include "p11smime/certs.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 #include "p11smime/rules.h"
 #include "p11smime/sign.h"
 

@@ -16,8 +16,8 @@
 #include "common.h"
 #include "mailbox.h"
 #include "p11smime/certs.h"
-#include "p11smime/mime.h"
-#include "p11smime/util.h"
+#include "mime.h"
+#include "p11smime/io.h"
 #include "p11smime/verify.h"
 
 struct signer {

@@ -134,6 +134,17 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
  */
 char *p11s_encrypt_report_json(const p11s_recipients *r, const p11s_encrypt_opts *opts);
 
+/**
+ * The mail addresses of the header fields named in @p names (a
+ * NULL-terminated list, e.g. {"To", "Cc", NULL}) of the message read from
+ * @p in (its header block only), in header order, duplicates dropped: the
+ * recipients a sendmail wrapper encrypts to.  A NULL-terminated array; free
+ * with p11s_strv_free().  *n (may be NULL) gets the count.  P11S_E_INPUT
+ * for a malformed header block or address.
+ */
+p11s_rc p11s_message_addresses(BIO *in, const char *const *names, char ***out, size_t *n,
+                               p11s_error *err);
+
 #ifdef __cplusplus
 }
 #endif

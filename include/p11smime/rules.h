@@ -199,16 +199,6 @@ const char *p11s_verdict_chain_subject(const p11s_verdict *v, size_t i);
 /** "pass"/"fail"/"skip"; static. */
 const char *p11s_check_result_name(p11s_check_result r);
 
-struct json_t; /* jansson's; include <jansson.h> to use the result */
-
-/**
- * The verdict's checks as a new jansson array, in the shape `p11smime
- * validate --json` gives them (docs/json-validate.md): the rule checks as
- * {"rule", "result", "message", "affects_verdict"}, or with @p key_checks
- * the key checks as {"check", "result", "message"}.  NULL on ENOMEM.
- */
-struct json_t *p11s_verdict_checks_json(const p11s_verdict *v, int key_checks);
-
 #ifdef __cplusplus
 }
 #endif

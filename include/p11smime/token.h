@@ -334,6 +334,23 @@ p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanis
 /** The mechanism of @p key's last RSA signature or decryption that worked, or NULL; static. */
 const char *p11s_key_last_mechanism(const p11s_key *key);
 
+/**
+ * {"tokens":[{"uri","label","manufacturer","model","serial","slot_id",
+ * "slot_description","flags":{...}}]} as a NUL-terminated string; caller
+ * frees with free().  NULL when out of memory.
+ */
+char *p11s_tokens_json(const p11s_token_list *list);
+
+/**
+ * {"objects":[...]}: every object of @p list with uri, class, label, id,
+ * token and the class's own members (docs/json-list.md).  Caller frees
+ * with free(); NULL when out of memory.
+ */
+char *p11s_objects_json(const p11s_object_list *list);
+
+/** As p11s_objects_json() for the @p n objects of @p objs (a selection). */
+char *p11s_objects_json_array(const p11s_object *const *objs, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,7 +12,7 @@
 #include "p11smime/result.h"
 #include "p11smime/rules.h"
 #include "p11smime/token.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 /* Global options, parsed before the command. */
 struct cli {

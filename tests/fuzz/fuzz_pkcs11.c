@@ -9,7 +9,7 @@
 
 #include <dlfcn.h>
 
-#include "p11smime/listing.h"
+#include "listing.h"
 #include "p11smime/rules.h"
 #include "p11smime/token.h"
 

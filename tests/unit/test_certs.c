@@ -14,8 +14,8 @@
 #include <openssl/pkcs7.h>
 
 #include "p11smime/certs.h"
-#include "p11smime/mime.h"
-#include "p11smime/util.h"
+#include "mime.h"
+#include "p11smime/io.h"
 #include "testutil.h"
 
 static X509 *alice, *bob, *ca;

@@ -14,7 +14,7 @@
 #include <openssl/err.h>
 
 #include "p11.h"
-#include "p11smime/listing.h"
+#include "listing.h"
 #include "testutil.h"
 
 static void fill(unsigned char *field, size_t len, const char *s)
