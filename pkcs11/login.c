@@ -87,7 +87,7 @@ unavailable:
 	                t->label);
 }
 
-p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
+static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
 {
 	struct p11s_slot_state *st;
 	CK_SESSION_HANDLE s;
@@ -197,4 +197,15 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 	default:
 		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_Login");
 	}
+}
+
+/* One login at a time per context: threads sharing it log in once, and one prompt at a time. */
+p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
+{
+	p11s_rc rc;
+
+	p11s_ctx_lock(ctx);
+	rc = login_locked(ctx, t, uri, err);
+	p11s_ctx_unlock(ctx);
+	return rc;
 }

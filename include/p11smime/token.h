@@ -331,7 +331,10 @@ typedef enum p11s_op {
  */
 p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanism, p11s_error *err);
 
-/** The mechanism of @p key's last RSA signature or decryption that worked, or NULL; static. */
+/**
+ * The mechanism of the last signature or decryption with @p key that
+ * worked in the calling thread, or NULL (none yet in this thread); static.
+ */
 const char *p11s_key_last_mechanism(const p11s_key *key);
 
 /**
