@@ -31,7 +31,7 @@ target_link_libraries(p11smime_shared
   PUBLIC PkgConfig::OPENSSL)
 # Sanitizer runtimes live in the executable: only a plain build can insist
 # that the library names every library it needs.
-if(NOT P11S_SANITIZE AND NOT P11S_FUZZ)
+if(NOT P11S_SANITIZE AND NOT P11S_FUZZ AND NOT P11S_TSAN)
   target_link_options(p11smime_shared PRIVATE -Wl,--no-undefined)
 endif()
 
