@@ -8,6 +8,10 @@
  * that belongs to one of them).  Unencrypted private keys in a PEM file
  * (PRIVATE KEY, RSA/EC PRIVATE KEY) are paired with the certificate whose
  * public key they match; other keys are ignored.
+ *
+ * Threads: no shared state (PKCS#12's legacy provider loads once, safely,
+ * into a library context of p11smime's own); a p11s_cert_list or
+ * p11s_cert_info belongs to one thread at a time.
  */
 #ifndef P11SMIME_CERTS_H
 #define P11SMIME_CERTS_H

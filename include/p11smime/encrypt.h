@@ -6,6 +6,9 @@
  * of contacts.  Every recipient certificate must pass the S/MIME rules,
  * be within its validity and allow key transport (RSA keyEncipherment) or
  * key agreement (EC keyAgreement); otherwise nothing is encrypted.
+ *
+ * Threads: no shared state; a p11s_recipients is filled by one thread,
+ * then may be read by several (p11s_encrypt() does not change it).
  */
 #ifndef P11SMIME_ENCRYPT_H
 #define P11SMIME_ENCRYPT_H

@@ -1,5 +1,9 @@
 /*
  * p11smime: input and all-or-nothing output.
+ *
+ * Threads: a p11s_output belongs to one thread; standard input and output
+ * are the process's, so at most one thread reads or writes them through
+ * these functions.
  */
 #ifndef P11SMIME_IO_H
 #define P11SMIME_IO_H
