@@ -260,7 +260,8 @@ void p11s_op_session_done(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_
 {
 	int keep = rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED &&
 	           rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT &&
-	           rv != CKR_DEVICE_ERROR && rv != CKR_OPERATION_ACTIVE;
+	           rv != CKR_DEVICE_ERROR && rv != CKR_OPERATION_ACTIVE &&
+	           rv != CKR_BUFFER_TOO_SMALL; /* the operation is still active then */
 
 	if (s == CK_INVALID_HANDLE)
 		return;

@@ -198,6 +198,7 @@ static void pkcs12(void **state)
 static void pkcs12_legacy(void **state)
 {
 	OSSL_LIB_CTX *lc = OSSL_LIB_CTX_new();
+	OSSL_PROVIDER *def, *legacy;
 	PKCS12 *p12;
 	unsigned char *der = NULL;
 	char *path;
@@ -206,8 +207,8 @@ static void pkcs12_legacy(void **state)
 
 	(void)state;
 	assert_non_null(lc);
-	assert_non_null(OSSL_PROVIDER_load(lc, "default"));
-	assert_non_null(OSSL_PROVIDER_load(lc, "legacy"));
+	assert_non_null(def = OSSL_PROVIDER_load(lc, "default"));
+	assert_non_null(legacy = OSSL_PROVIDER_load(lc, "legacy"));
 	p12 =
 	    PKCS12_create_ex("old", "test", alice_key, alice, NULL, NID_pbe_WithSHA1And40BitRC2_CBC,
 	                     NID_pbe_WithSHA1And3_Key_TripleDES_CBC, 0, 0, 0, lc, NULL);
@@ -222,6 +223,8 @@ static void pkcs12_legacy(void **state)
 	PKCS12_free(p12);
 	OPENSSL_free(der);
 	free(path);
+	OSSL_PROVIDER_unload(legacy);
+	OSSL_PROVIDER_unload(def);
 	OSSL_LIB_CTX_free(lc);
 }
 
