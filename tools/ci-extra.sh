@@ -59,7 +59,7 @@ cmake --build "$out/tsan" -j"$jobs" --target p11smime_cli p11s_test_threads
 	ctest -R '^integration/(provision-template|test_threads)$' --output-on-failure)
 
 step "fuzz build, seeds and regressions"
-build "$out/fuzz" clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DP11S_FUZZ=ON -DP11S_TESTS=OFF
+build "$out/fuzz" clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DP11S_FUZZ=ON -DP11S_TESTS=OFF -DP11S_SHARED=OFF
 (cd "$out/fuzz" && ctest -L fuzz --output-on-failure -j"$jobs")
 
 step "fuzzing each target for ${secs} s"
