@@ -1,3 +1,4 @@
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,18 +56,42 @@ const char *p11s_key_uri(const p11s_key *key)
  * else CKM_RSA_X_509 for OpenSSL's own PSS and OAEP padding, CKM_ECDSA,
  * CKM_ECDH1_DERIVE.  OpenSSL 3 treats keys with a method other
  * than its own as legacy ("foreign") keys and calls these methods itself.
+ *
+ * Threads: a key (and so a signer) may be used by several threads at once.
+ * Each operation borrows its own session from the slot's pool
+ * (p11s_op_session), never the login session, and nothing in the keyref
+ * changes after p11s_key_check_op(); the mechanism that ran is the calling
+ * thread's (p11s_key_last_mechanism).
  */
 struct p11s_keyref {
 	p11s_ctx *ctx;
-	CK_SLOT_ID slot_id;
+	struct p11s_slot_state *slot; /* its session pool and login PIN */
+	unsigned long serial;         /* tells keys apart in last_op (an address may be reused) */
 	CK_OBJECT_HANDLE handle;
 	int always_authenticate;
 	int protected_path; /* a PIN pad: the context-specific login takes no PIN */
 	/* p11s_key_check_op found CKM_RSA_PKCS_PSS / CKM_RSA_PKCS_OAEP usable. */
 	int pss_native, oaep_native;
-	int can_native;        /* the key carries pk_engine */
-	const char *last_mech; /* the mechanism of the last C_Sign/C_Decrypt that worked */
+	int can_native; /* the key carries pk_engine */
 };
+
+static atomic_ulong keyref_serial;
+
+/*
+ * The mechanism of the last C_Sign/C_Decrypt that worked, per thread: with
+ * threads sharing a key there is no one "last" operation of the key, but
+ * the thread that just signed wants to report its own.
+ */
+static _Thread_local struct {
+	unsigned long serial;
+	const char *mech;
+} last_op;
+
+static void set_last(const struct p11s_keyref *r, const char *mech)
+{
+	last_op.serial = r->serial;
+	last_op.mech = mech;
+}
 
 static int rsa_idx = -1, ec_idx = -1;
 static RSA_METHOD *rsa_meth;
@@ -85,30 +110,31 @@ static void token_error(const char *what, CK_RV rv)
 	               p11s_ckr_name(rv), (unsigned long)rv);
 }
 
-/* The session of the login: private objects are usable on every session of it. */
-static CK_SESSION_HANDLE ref_session(const struct p11s_keyref *r)
-{
-	struct p11s_slot_state *st = p11s_slot_state(r->ctx, r->slot_id);
-
-	return st != NULL ? st->session : CK_INVALID_HANDLE;
-}
-
 /* After an *Init on a CKA_ALWAYS_AUTHENTICATE key: the PIN of the user login. */
 static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
 {
-	struct p11s_slot_state *st;
 	const char *pin;
+	CK_RV rv;
 
 	if (!r->always_authenticate)
 		return CKR_OK;
 	if (r->protected_path)
 		return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
-	st = p11s_slot_state(r->ctx, r->slot_id);
+	/* The PINs change only under the context lock (a login, a new PIN source). */
+	p11s_ctx_lock(r->ctx);
 	/* The one locked copy of the PIN: the source's, shared by its slots, or the slot's own. */
-	pin = st == NULL ? NULL : st->pin_from_source ? r->ctx->source_pin : st->pin;
-	if (pin == NULL)
-		return CKR_USER_NOT_LOGGED_IN;
-	return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+	pin = r->slot->pin_from_source ? r->ctx->source_pin : r->slot->pin;
+	rv = pin == NULL
+	         ? CKR_USER_NOT_LOGGED_IN
+	         : r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+	p11s_ctx_unlock(r->ctx);
+	return rv;
+}
+
+/* A pooled session that died (its token went away and came back) is replaced once. */
+static int session_gone(CK_RV rv)
+{
+	return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED;
 }
 
 /*
@@ -121,35 +147,55 @@ static int token_op_m(struct p11s_keyref *r, int decrypt, CK_MECHANISM *m, const
                       size_t inlen, unsigned char *out, CK_ULONG *outlen, CK_RV *init_rv)
 {
 	CK_FUNCTION_LIST_PTR fl = r->ctx->fl;
-	CK_SESSION_HANDLE s = ref_session(r);
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
 	CK_RV rv;
+	int ok = 0;
 
-	rv = decrypt ? fl->C_DecryptInit(s, m, r->handle) : fl->C_SignInit(s, m, r->handle);
+	for (int attempt = 0;; attempt++) {
+		rv = p11s_op_session(r->ctx, r->slot, &s);
+		if (rv != CKR_OK) {
+			if (init_rv != NULL)
+				*init_rv = rv;
+			token_error("C_OpenSession", rv);
+			return 0;
+		}
+		rv = decrypt ? fl->C_DecryptInit(s, m, r->handle) : fl->C_SignInit(s, m, r->handle);
+		if (!session_gone(rv) || attempt > 0)
+			break;
+		p11s_op_session_done(r->ctx, r->slot, s, rv);
+	}
 	if (init_rv != NULL)
 		*init_rv = rv;
 	if (rv != CKR_OK) {
 		token_error(decrypt ? "C_DecryptInit" : "C_SignInit", rv);
-		return 0;
+		goto out;
 	}
 	rv = context_login(r, s);
 	if (rv != CKR_OK) {
 		CK_ULONG none = 0;
+		CK_RV login_rv = rv;
 
 		/* End the operation the Init started, so that the session stays usable. */
 		if (decrypt)
-			fl->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, NULL, &none);
+			rv = fl->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, NULL, &none);
 		else
-			fl->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, NULL, &none);
-		token_error("the context-specific C_Login", rv);
-		return 0;
+			rv = fl->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, NULL, &none);
+		/* A length query leaves the operation active: then the session is not reused. */
+		if (rv == CKR_OK)
+			rv = CKR_OPERATION_ACTIVE;
+		token_error("the context-specific C_Login", login_rv);
+		goto out;
 	}
 	rv = decrypt ? fl->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, outlen)
 	             : fl->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, outlen);
 	if (rv != CKR_OK) {
 		token_error(decrypt ? "C_Decrypt" : "C_Sign", rv);
-		return 0;
+		goto out;
 	}
-	return 1;
+	ok = 1;
+out:
+	p11s_op_session_done(r->ctx, r->slot, s, rv);
+	return ok;
 }
 
 static int token_op(struct p11s_keyref *r, int decrypt, CK_MECHANISM_TYPE mech,
@@ -184,7 +230,7 @@ static int rsa_op(int decrypt, int flen, const unsigned char *from, unsigned cha
 	}
 	if (!token_op(r, decrypt, mech, from, (size_t)flen, to, &len) || len > (CK_ULONG)size)
 		return -1;
-	r->last_mech = mech == CKM_RSA_PKCS ? "CKM_RSA_PKCS" : "CKM_RSA_X_509";
+	set_last(r, mech == CKM_RSA_PKCS ? "CKM_RSA_PKCS" : "CKM_RSA_X_509");
 	/* Raw RSA is a number of the modulus' size: some modules drop leading zeros. */
 	if (mech == CKM_RSA_X_509 && len < (CK_ULONG)size) {
 		memmove(to + (size - (int)len), to, len);
@@ -275,7 +321,7 @@ static int ec_compute_key(unsigned char **psec, size_t *pseclen, const EC_POINT 
 	CK_MECHANISM m;
 	CK_OBJECT_HANDLE secret = CK_INVALID_HANDLE;
 	CK_ATTRIBUTE v = {CKA_VALUE, NULL, 0};
-	CK_SESSION_HANDLE s;
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
 	unsigned char *point = NULL;
 	size_t plen;
 	CK_RV rv;
@@ -284,11 +330,16 @@ static int ec_compute_key(unsigned char **psec, size_t *pseclen, const EC_POINT 
 	if (r == NULL)
 		return 0;
 	fl = r->ctx->fl;
-	s = ref_session(r);
 	plen = EC_POINT_point2buf(EC_KEY_get0_group(ec), peer, POINT_CONVERSION_UNCOMPRESSED,
 	                          &point, NULL);
 	if (plen == 0)
 		return 0;
+	rv = p11s_op_session(r->ctx, r->slot, &s);
+	if (rv != CKR_OK) {
+		s = CK_INVALID_HANDLE;
+		token_error("C_OpenSession", rv);
+		goto out;
+	}
 	memset(&params, 0, sizeof(params));
 	params.kdf = CKD_NULL;
 	params.pPublicData = point;
@@ -321,6 +372,7 @@ static int ec_compute_key(unsigned char **psec, size_t *pseclen, const EC_POINT 
 out:
 	if (secret != CK_INVALID_HANDLE)
 		fl->C_DestroyObject(s, secret);
+	p11s_op_session_done(r->ctx, r->slot, s, rv);
 	OPENSSL_free(point);
 	return ok;
 }
@@ -417,7 +469,7 @@ static int pk_sign(EVP_PKEY_CTX *ctx, unsigned char *sig, size_t *siglen, const 
 	len = (CK_ULONG)*siglen;
 	if (token_op_m(r, 0, &m, tbs, tbslen, sig, &len, &init_rv)) {
 		*siglen = len;
-		r->last_mech = "CKM_RSA_PKCS_PSS";
+		set_last(r, "CKM_RSA_PKCS_PSS");
 		return 1;
 	}
 	if (!refused(init_rv))
@@ -462,7 +514,7 @@ static int pk_decrypt(EVP_PKEY_CTX *ctx, unsigned char *out, size_t *outlen,
 	len = (CK_ULONG)*outlen;
 	if (token_op_m(r, 1, &m, in, inlen, out, &len, &init_rv)) {
 		*outlen = len;
-		r->last_mech = "CKM_RSA_PKCS_OAEP";
+		set_last(r, "CKM_RSA_PKCS_OAEP");
 		return 1;
 	}
 	if (!refused(init_rv))
@@ -634,7 +686,8 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	}
 	ref->ctx = ctx;
-	ref->slot_id = o->token->slot_id;
+	ref->slot = p11s_slot_state(ctx, o->token->slot_id);
+	ref->serial = atomic_fetch_add(&keyref_serial, 1) + 1;
 	ref->handle = o->handle;
 	ref->always_authenticate = (o->key_flags & P11S_KF_ALWAYS_AUTHENTICATE) != 0;
 	ref->protected_path = (o->token->info.flags & CKF_PROTECTED_AUTHENTICATION_PATH) != 0;
@@ -645,7 +698,7 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 	k->flags = o->key_flags;
 	k->uri = strdup(o->uri);
 	k->token_label = strdup(o->token->label);
-	if (k->uri == NULL || k->token_label == NULL) {
+	if (k->uri == NULL || k->token_label == NULL || ref->slot == NULL) {
 		ref_free(NULL, ref, NULL, 0, 0, NULL);
 		p11s_key_free(k);
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
@@ -817,5 +870,6 @@ p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanis
 
 const char *p11s_key_last_mechanism(const p11s_key *key)
 {
-	return key != NULL && key->ref != NULL ? key->ref->last_mech : NULL;
+	return key != NULL && key->ref != NULL && last_op.serial == key->ref->serial ? last_op.mech
+	                                                                             : NULL;
 }

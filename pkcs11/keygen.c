@@ -116,8 +116,11 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 	int params_len = 0;
 	p11s_rc rc;
 	CK_RV rv;
+	p11s_keygen_opts defaults = {0};
 
 	*out = NULL;
+	if (opts == NULL)
+		opts = &defaults;
 	rc = p11s_keygen_type_parse(opts->type, NULL, NULL, err);
 	if (rc != P11S_OK)
 		return rc;

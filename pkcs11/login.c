@@ -10,7 +10,7 @@
 
 #include "p11.h"
 #include "pin.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 /*
  * Where this login's PIN comes from, in order: --pin-source (the
@@ -94,13 +94,13 @@ unavailable:
 static void forget_source_pin(p11s_ctx *ctx)
 {
 	for (size_t i = 0; i < ctx->nslots; i++)
-		if (ctx->slots[i].pin_from_source)
+		if (ctx->slots[i]->pin_from_source)
 			return;
 	p11s_locked_free(ctx->source_pin);
 	ctx->source_pin = NULL;
 }
 
-p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
+static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
 {
 	struct p11s_slot_state *st;
 	CK_SESSION_HANDLE s;
@@ -212,4 +212,15 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 	default:
 		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_Login");
 	}
+}
+
+/* One login at a time per context: threads sharing it log in once, and one prompt at a time. */
+p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
+{
+	p11s_rc rc;
+
+	p11s_ctx_lock(ctx);
+	rc = login_locked(ctx, t, uri, err);
+	p11s_ctx_unlock(ctx);
+	return rc;
 }

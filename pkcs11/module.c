@@ -10,8 +10,11 @@
  *
  * CKR_CRYPTOKI_ALREADY_INITIALIZED is accepted (an application that
  * initialised the module itself) and remembered, so that we only
- * C_Finalize what we initialised.  We keep our session on a slot open for
- * the life of the context: closing a token's last session logs it out.
+ * C_Finalize what we initialised.  We keep our login session on a slot
+ * open for the life of the context: closing a token's last session logs it
+ * out.  Private-key operations each borrow a session of the slot's pool
+ * (p11s_op_session), so threads may share the context and its keys;
+ * C_Initialize says CKF_OS_LOCKING_OK, so the module locks for itself.
  *
  * Teardown: our sessions, our C_Finalize if we initialised, dlclose.
  */
@@ -85,6 +88,34 @@ const char *p11s_ctx_module_path(const p11s_ctx *ctx)
 	return ctx ? ctx->module_path : NULL;
 }
 
+/* A recursive lock: a login runs inside a search, both hold it. */
+static int locks_init(p11s_ctx *ctx)
+{
+	pthread_mutexattr_t a;
+	int ok;
+
+	if (pthread_mutexattr_init(&a) != 0)
+		return 0;
+	ok = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE) == 0 &&
+	     pthread_mutex_init(&ctx->lock, &a) == 0;
+	pthread_mutexattr_destroy(&a);
+	if (ok && pthread_mutex_init(&ctx->pool_lock, NULL) != 0) {
+		pthread_mutex_destroy(&ctx->lock);
+		ok = 0;
+	}
+	return ok;
+}
+
+void p11s_ctx_lock(p11s_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->lock);
+}
+
+void p11s_ctx_unlock(p11s_ctx *ctx)
+{
+	pthread_mutex_unlock(&ctx->lock);
+}
+
 p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err)
 {
 	CK_C_GetFunctionList getfl;
@@ -99,8 +130,14 @@ p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err)
 		module_path = env && *env ? env : P11S_DEFAULT_MODULE;
 	}
 	ctx = calloc(1, sizeof(*ctx));
-	if (ctx == NULL || (ctx->module_path = strdup(module_path)) == NULL) {
+	if (ctx == NULL)
+		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	if (!locks_init(ctx)) {
 		free(ctx);
+		return p11s_err(err, P11S_E_INTERNAL, "cannot create the context's locks");
+	}
+	if ((ctx->module_path = strdup(module_path)) == NULL) {
+		p11s_ctx_free(ctx);
 		return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	}
 	ctx->dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL);
@@ -146,9 +183,15 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	if (ctx == NULL)
 		return;
 	for (size_t i = 0; i < ctx->nslots; i++) {
-		if (ctx->fl != NULL && ctx->slots[i].session != CK_INVALID_HANDLE)
-			ctx->fl->C_CloseSession(ctx->slots[i].session);
-		p11s_locked_free(ctx->slots[i].pin);
+		struct p11s_slot_state *st = ctx->slots[i];
+
+		for (size_t j = 0; ctx->fl != NULL && j < st->nidle; j++)
+			ctx->fl->C_CloseSession(st->idle[j]);
+		free(st->idle);
+		if (ctx->fl != NULL && st->session != CK_INVALID_HANDLE)
+			ctx->fl->C_CloseSession(st->session);
+		p11s_locked_free(st->pin);
+		free(st);
 	}
 	free(ctx->slots);
 	if (ctx->fl != NULL && ctx->we_initialized)
@@ -158,6 +201,8 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	p11s_locked_free(ctx->source_pin);
 	free(ctx->pin_source);
 	free(ctx->module_path);
+	pthread_mutex_destroy(&ctx->pool_lock);
+	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
 }
 
@@ -174,19 +219,69 @@ void p11s_ctx_set_allow_final_try(p11s_ctx *ctx, int allow)
 
 struct p11s_slot_state *p11s_slot_state(p11s_ctx *ctx, CK_SLOT_ID id)
 {
-	struct p11s_slot_state *n;
+	struct p11s_slot_state **n, *st = NULL;
 
-	for (size_t i = 0; i < ctx->nslots; i++)
-		if (ctx->slots[i].id == id)
-			return &ctx->slots[i];
-	n = realloc(ctx->slots, (ctx->nslots + 1) * sizeof(*n));
-	if (n == NULL)
-		return NULL;
-	ctx->slots = n;
-	memset(&n[ctx->nslots], 0, sizeof(*n));
-	n[ctx->nslots].id = id;
-	n[ctx->nslots].session = CK_INVALID_HANDLE;
-	return &n[ctx->nslots++];
+	p11s_ctx_lock(ctx);
+	for (size_t i = 0; i < ctx->nslots && st == NULL; i++)
+		if (ctx->slots[i]->id == id)
+			st = ctx->slots[i];
+	if (st == NULL && (st = calloc(1, sizeof(*st))) != NULL) {
+		n = realloc(ctx->slots, (ctx->nslots + 1) * sizeof(*n));
+		if (n == NULL) {
+			free(st);
+			st = NULL;
+		} else {
+			ctx->slots = n;
+			st->id = id;
+			st->session = CK_INVALID_HANDLE;
+			n[ctx->nslots++] = st;
+		}
+	}
+	p11s_ctx_unlock(ctx);
+	return st;
+}
+
+CK_RV p11s_op_session(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HANDLE *out)
+{
+	pthread_mutex_lock(&ctx->pool_lock);
+	if (st->nidle > 0) {
+		*out = st->idle[--st->nidle];
+		pthread_mutex_unlock(&ctx->pool_lock);
+		return CKR_OK;
+	}
+	pthread_mutex_unlock(&ctx->pool_lock);
+	return ctx->fl->C_OpenSession(st->id, CKF_SERIAL_SESSION, NULL, NULL, out);
+}
+
+/* More idle sessions than this are closed: a burst of threads should not pin them all. */
+#define IDLE_MAX 16
+
+void p11s_op_session_done(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HANDLE s, CK_RV rv)
+{
+	int keep = rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED &&
+	           rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT &&
+	           rv != CKR_DEVICE_ERROR && rv != CKR_OPERATION_ACTIVE &&
+	           rv != CKR_BUFFER_TOO_SMALL; /* the operation is still active then */
+
+	if (s == CK_INVALID_HANDLE)
+		return;
+	pthread_mutex_lock(&ctx->pool_lock);
+	if (keep && st->nidle == st->idle_cap && st->idle_cap < IDLE_MAX) {
+		size_t cap = st->idle_cap ? 2 * st->idle_cap : 4;
+		CK_SESSION_HANDLE *n = realloc(st->idle, cap * sizeof(*n));
+
+		if (n != NULL) {
+			st->idle = n;
+			st->idle_cap = cap;
+		}
+	}
+	if (keep && st->nidle < st->idle_cap) {
+		st->idle[st->nidle++] = s;
+		s = CK_INVALID_HANDLE;
+	}
+	pthread_mutex_unlock(&ctx->pool_lock);
+	if (s != CK_INVALID_HANDLE)
+		ctx->fl->C_CloseSession(s);
 }
 
 p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,

@@ -939,9 +939,9 @@ out:
 	return rc;
 }
 
-static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri,
-                               const struct der_filter *f, object_vec *all, int *keys_hidden,
-                               p11s_error *err)
+static p11s_rc enumerate_token_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri,
+                                      const struct der_filter *f, object_vec *all, int *keys_hidden,
+                                      p11s_error *err)
 {
 	CK_SESSION_HANDLE s;
 	handle_vec h = {0};
@@ -978,6 +978,19 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *ur
 	}
 	/* No object yet on any token: v is NULL, and NULL + 0 is undefined. */
 	return pair_token(all->v ? all->v + first : NULL, all->n - first, *keys_hidden, err);
+}
+
+/* The search runs on the login session, one search at a time (p11.h). */
+static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri,
+                               const struct der_filter *f, object_vec *all, int *keys_hidden,
+                               p11s_error *err)
+{
+	p11s_rc rc;
+
+	p11s_ctx_lock(ctx);
+	rc = enumerate_token_locked(ctx, t, uri, f, all, keys_hidden, err);
+	p11s_ctx_unlock(ctx);
+	return rc;
 }
 
 static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct der_filter *f,

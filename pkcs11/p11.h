@@ -5,6 +5,8 @@
 #ifndef P11S_PKCS11_INTERNAL_H
 #define P11S_PKCS11_INTERNAL_H
 
+#include <pthread.h>
+
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
 
@@ -12,9 +14,17 @@
 #include "p11smime/token.h"
 #include "pairing.h"
 
-/* What we keep per slot between calls: one raw session, login state. */
+/*
+ * What we keep per slot between calls.  Allocated one by one so that a
+ * pointer to it stays valid while other slots are added (other threads).
+ */
 struct p11s_slot_state {
 	CK_SLOT_ID id;
+	/*
+	 * The login session: logins and object searches, under ctx->lock.  It
+	 * stays open for the life of the context, since closing a token's last
+	 * session logs it out.
+	 */
 	CK_SESSION_HANDLE session; /* CK_INVALID_HANDLE: none opened yet */
 	int logged_in;
 	/*
@@ -26,6 +36,14 @@ struct p11s_slot_state {
 	 */
 	char *pin;
 	int pin_from_source;
+	/*
+	 * Idle sessions for private-key operations (key.c), under
+	 * ctx->pool_lock: each operation borrows one, so threads sharing a key
+	 * never meet on a session.  Login state is per application and token
+	 * in PKCS#11, so they are logged in with the login session.
+	 */
+	CK_SESSION_HANDLE *idle;
+	size_t nidle, idle_cap;
 };
 
 struct p11s_ctx {
@@ -42,7 +60,13 @@ struct p11s_ctx {
 	int allow_final_try;
 	/* A PIN read from a source that cannot be read twice (fd:); locked memory. */
 	char *source_pin;
-	struct p11s_slot_state *slots;
+	/*
+	 * Threads (docs/design.md): @p lock (recursive) guards the slot table,
+	 * logins, PINs and the login sessions' searches; @p pool_lock only the
+	 * idle lists, so that signatures do not wait for a search.
+	 */
+	pthread_mutex_t lock, pool_lock;
+	struct p11s_slot_state **slots;
 	size_t nslots;
 };
 
@@ -97,10 +121,25 @@ struct p11s_object_list {
 /* module.c */
 p11s_rc p11s_ckr(p11s_error *err, CK_RV rv, p11s_rc rc, const char *what);
 const char *p11s_ckr_name(CK_RV rv);
+/* The recursive context lock (p11s_ctx); every path that logs in or searches holds it. */
+void p11s_ctx_lock(p11s_ctx *ctx);
+void p11s_ctx_unlock(p11s_ctx *ctx);
+/* Found or added; NULL on ENOMEM.  Valid for the life of @p ctx. */
 struct p11s_slot_state *p11s_slot_state(p11s_ctx *ctx, CK_SLOT_ID id);
-/* Check the token is present and initialised, then open (once) our session. */
+/*
+ * Check the token is present and initialised, then open (once) the login
+ * session.  Use it with ctx->lock held (searches); private-key operations
+ * take a session of their own with p11s_op_session().
+ */
 p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
                           p11s_error *err);
+/* A session of @p st for one private-key operation: an idle one, else a new one. */
+CK_RV p11s_op_session(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HANDLE *out);
+/*
+ * Give @p s back after the operation; @p rv, the operation's last answer,
+ * says whether the session is still worth keeping (else it is closed).
+ */
+void p11s_op_session_done(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HANDLE s, CK_RV rv);
 
 /* key.c */
 /*

@@ -3,7 +3,7 @@
 
 #include "common.h"
 #include "p11.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 p11s_rc p11s_pin_source_check(const char *spec, p11s_error *err)
 {
@@ -23,12 +23,14 @@ p11s_rc p11s_ctx_set_pin_source(p11s_ctx *ctx, const char *spec, p11s_error *err
 		if (copy == NULL)
 			return p11s_err(err, P11S_E_NOMEM, "out of memory");
 	}
+	p11s_ctx_lock(ctx);
 	free(ctx->pin_source);
 	ctx->pin_source = copy;
 	/* A PIN read from the old source belongs to it. */
 	p11s_locked_free(ctx->source_pin);
 	ctx->source_pin = NULL;
 	for (size_t i = 0; i < ctx->nslots; i++)
-		ctx->slots[i].pin_from_source = 0;
+		ctx->slots[i]->pin_from_source = 0;
+	p11s_ctx_unlock(ctx);
 	return P11S_OK;
 }

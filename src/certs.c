@@ -18,7 +18,7 @@
 #include "common.h"
 #include "p11smime/certs.h"
 #include "p11smime/io.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 /*
  * The most PKCS#12 MAC iterations we run (docs/design.md): tools write
@@ -306,20 +306,47 @@ static p11s_rc read_pem(p11s_cert_list *l, const unsigned char *buf, size_t len,
 
 /* --------------------------------------------------------------- PKCS#12 */
 
-/* Old PKCS#12 files use RC2/3DES from OpenSSL's legacy provider. */
-static int load_legacy(void)
-{
-	static int tried;
+/*
+ * Old PKCS#12 files use RC2/3DES from OpenSSL's legacy provider.  It is
+ * loaded once, thread-safely, into a library context of our own beside the
+ * default provider: never into the application's default context, whose
+ * providers are the application's choice.
+ */
+static CRYPTO_ONCE legacy_once = CRYPTO_ONCE_STATIC_INIT;
+static OSSL_LIB_CTX *legacy_libctx;
 
-	if (!tried) {
-		tried = 1;
-		if (OSSL_PROVIDER_try_load(NULL, "legacy", 1) == NULL) {
-			ERR_clear_error();
-			return 0;
-		}
-		return 1;
+static void legacy_init(void)
+{
+	OSSL_LIB_CTX *lc = OSSL_LIB_CTX_new();
+
+	if (lc != NULL && (OSSL_PROVIDER_load(lc, "default") == NULL ||
+	                   OSSL_PROVIDER_load(lc, "legacy") == NULL)) {
+		OSSL_LIB_CTX_free(lc);
+		lc = NULL;
 	}
-	return 0;
+	ERR_clear_error();
+	legacy_libctx = lc;
+}
+
+/*
+ * PKCS12_parse() takes no library context: it uses the thread's default,
+ * which is ours for the length of the call only (OSSL_LIB_CTX_set0_default
+ * is per thread).
+ */
+static int parse_legacy(PKCS12 *p12, const char *pass, EVP_PKEY **pkey, X509 **cert,
+                        STACK_OF(X509) * *ca)
+{
+	OSSL_LIB_CTX *prev;
+	int ok;
+
+	if (!CRYPTO_THREAD_run_once(&legacy_once, legacy_init) || legacy_libctx == NULL)
+		return 0;
+	prev = OSSL_LIB_CTX_set0_default(legacy_libctx);
+	if (prev == NULL)
+		return 0;
+	ok = PKCS12_parse(p12, pass, pkey, cert, ca) == 1;
+	OSSL_LIB_CTX_set0_default(prev);
+	return ok;
 }
 
 static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const char *pass,
@@ -374,7 +401,7 @@ static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const 
 	}
 	ERR_clear_error();
 	if (PKCS12_parse(p12, use, &pkey, &cert, &ca) != 1) {
-		if (!load_legacy() || PKCS12_parse(p12, use, &pkey, &cert, &ca) != 1)
+		if (!parse_legacy(p12, use, &pkey, &cert, &ca))
 			return p11s_err_ossl(err, P11S_E_INPUT, "%s: cannot open this PKCS#12 file",
 			                     name);
 	}

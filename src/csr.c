@@ -215,10 +215,13 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 	BIO *mem = NULL;
 	p11s_rc rc;
 	int is_ec;
+	p11s_csr_opts defaults = {0};
 
 	*pem = NULL;
 	if (key_uri != NULL)
 		*key_uri = NULL;
+	if (opts == NULL)
+		opts = &defaults;
 	if (opts->email_count == 0)
 		return p11s_err(err, P11S_E_USAGE, "a request needs at least one --email");
 	for (size_t i = 0; i < opts->email_count; i++) {

@@ -17,9 +17,9 @@
 #include "common.h"
 #include "p11smime/certs.h"
 #include "p11smime/decrypt.h"
-#include "p11smime/listing.h"
-#include "p11smime/mime.h"
-#include "p11smime/util.h"
+#include "p11smime/certs.h"
+#include "mime.h"
+#include "p11smime/io.h"
 
 /* Bytes of the decrypted entity looked at for its header block. */
 #define HEAD_MAX (64 * 1024)

@@ -17,7 +17,7 @@
 #include "common.h"
 #include "hooks_internal.h"
 #include "p11smime/hooks.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 p11s_rc p11s_outform_from_name(const char *name, int allow_smime, p11s_outform *out,
                                p11s_error *err)
@@ -229,7 +229,7 @@ p11s_rc p11s_verify_detached(BIO *content, BIO *signature, p11s_outform inform,
 	p11s_rc rc;
 
 	*out = NULL;
-	if (content == NULL || signature == NULL || opts == NULL)
+	if (content == NULL || signature == NULL)
 		return p11s_err(err, P11S_E_USAGE, "a content and a signature are needed");
 	rc = signature_der(signature, inform, &der, &len, err);
 	if (rc != P11S_OK)
@@ -302,7 +302,7 @@ p11s_rc p11s_verify_opaque(BIO *signature, p11s_outform inform, BIO *content,
 	p11s_rc rc;
 
 	*out = NULL;
-	if (signature == NULL || opts == NULL)
+	if (signature == NULL)
 		return p11s_err(err, P11S_E_USAGE, "a signature is needed");
 	rc = signature_der(signature, inform, &der, &len, err);
 	if (rc != P11S_OK)
@@ -321,7 +321,11 @@ p11s_rc p11s_verify_opaque(BIO *signature, p11s_outform inform, BIO *content,
 	}
 	BIO_pop(b64);
 	/* The hook wants the signed content itself: the wrapper's headers are ours, not mail's. */
-	vo = *opts;
+	/* NULL: the defaults, as in p11s_verify(). */
+	if (opts != NULL)
+		vo = *opts;
+	else
+		memset(&vo, 0, sizeof(vo));
 	vo.entity_only = 1;
 	rc = p11s_verify(msg, content, &vo, out, err);
 out:

@@ -14,9 +14,9 @@
 #include "mailbox.h"
 #include "p11smime/certs.h"
 #include "p11smime/encrypt.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 #include "p11smime/rules.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 struct recipient {
 	X509 *cert;
@@ -374,6 +374,10 @@ char *p11s_recipient_refusal(X509 *cert, time_t at, p11s_rc *rc)
 const char *p11s_encrypt_key_management(X509 *cert, const p11s_encrypt_opts *opts)
 {
 	EVP_PKEY *pk = X509_get0_pubkey(cert);
+	p11s_encrypt_opts defaults = {0};
+
+	if (opts == NULL)
+		opts = &defaults;
 
 	if (pk != NULL && EVP_PKEY_is_a(pk, "EC"))
 		return "ECDH dhSinglePass-stdDH-sha256kdf, AES key wrap";
@@ -531,7 +535,10 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	time_t at;
 	char buf[16384];
 	int n;
+	p11s_encrypt_opts defaults = {0};
 
+	if (opts == NULL)
+		opts = &defaults;
 	if (r == NULL || r->rcpt.n == 0)
 		return p11s_err(err, P11S_E_USAGE,
 		                "no recipient: name at least one with --recipient");

@@ -16,7 +16,7 @@
 #include "common.h"
 #include "p11smime/certs.h"
 #include "p11smime/lifecycle.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 void p11s_import_result_free(p11s_import_result *r)
 {
@@ -190,8 +190,11 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	char *label = NULL;
 	int category;
 	p11s_rc rc;
+	p11s_import_opts defaults = {0};
 
 	*out = NULL;
+	if (opts == NULL)
+		opts = &defaults;
 	/* Loading the module can leave stale reasons that the reader would take for its own. */
 	ERR_clear_error();
 	rc = p11s_certs_read_file(path, opts->p12_pass ? opts->p12_pass : NULL, &certs, err);

@@ -11,8 +11,8 @@
 #include "common.h"
 #include "mailbox.h"
 #include "p11smime/certs.h"
-#include "p11smime/listing.h"
-#include "p11smime/util.h"
+#include "p11smime/certs.h"
+#include "p11smime/io.h"
 
 static int asn1_time(const ASN1_TIME *t, time_t *out)
 {

@@ -21,7 +21,8 @@
 
 #include "common.h"
 #include "mailbox.h"
-#include "p11smime/mime.h"
+#include "mime.h"
+#include "p11smime/encrypt.h"
 
 #define LOCAL_MAX  64  /* RFC 5321 4.5.3.1.1 */
 #define DOMAIN_MAX 255 /* RFC 5321 4.5.3.1.2 */
@@ -375,4 +376,17 @@ int p11s_cert_has_mailbox(X509 *cert, const char *address, unsigned where)
 		return 0;
 	visit(cert, where, find_one, &f);
 	return f.found;
+}
+
+p11s_rc p11s_message_addresses(BIO *in, const char *const *names, char ***out, size_t *n,
+                               p11s_error *err)
+{
+	p11s_headers *h = NULL;
+	p11s_rc rc = p11s_headers_read(in, 0, &h, err);
+
+	*out = NULL;
+	if (rc == P11S_OK)
+		rc = p11s_headers_addresses(h, names, out, n, err);
+	p11s_headers_free(h);
+	return rc;
 }

@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "mailbox.h"
+#include "mime.h"
 #include "p11smime/milter.h"
 
 struct map_entry {

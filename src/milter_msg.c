@@ -17,6 +17,7 @@
 #include <openssl/bio.h>
 
 #include "common.h"
+#include "mime.h"
 #include "p11smime/milter.h"
 
 struct p11s_milter_msg {

@@ -20,7 +20,7 @@
 #include <openssl/evp.h>
 
 #include "common.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 /* ------------------------------------------------------------ headers */
 

@@ -16,9 +16,10 @@
 #include "common.h"
 #include "mailbox.h"
 #include "p11smime/certs.h"
-#include "p11smime/mime.h"
+#include "p11smime/certs.h"
+#include "mime.h"
 #include "p11smime/rules.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 #define MAX_CHECKS    8
 #define MAX_KEYCHECKS 4

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,7 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "common.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 static const char *noun(p11s_secret_kind kind)
 {
@@ -211,24 +212,29 @@ p11s_rc p11s_secret_read(const char *spec, p11s_secret_kind kind, char *buf, siz
  * no ptrace or /proc/PID/mem by other processes of the same user.  Nested
  * holds count; the last release restores what was there before.
  */
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER; /* threads log in at once */
 static unsigned hold_count;
 static int dumpable_before = -1;
 
 void p11s_secret_hold(void)
 {
+	pthread_mutex_lock(&hold_lock);
 	if (hold_count++ == 0) {
 		dumpable_before = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
 		(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	}
+	pthread_mutex_unlock(&hold_lock);
 }
 
 void p11s_secret_release(void)
 {
-	if (hold_count == 0 || --hold_count > 0)
-		return;
-	if (dumpable_before > 0)
-		(void)prctl(PR_SET_DUMPABLE, dumpable_before, 0, 0, 0);
-	dumpable_before = -1;
+	pthread_mutex_lock(&hold_lock);
+	if (hold_count > 0 && --hold_count == 0) {
+		if (dumpable_before > 0)
+			(void)prctl(PR_SET_DUMPABLE, dumpable_before, 0, 0, 0);
+		dumpable_before = -1;
+	}
+	pthread_mutex_unlock(&hold_lock);
 }
 
 /* The mapping behind a locked string: its size, then the string. */

@@ -17,7 +17,7 @@
 #include "hooks_internal.h"
 #include "mailbox.h"
 #include "p11smime/certs.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 #include "p11smime/rules.h"
 #include "p11smime/sign.h"
 
@@ -271,8 +271,13 @@ p11s_rc p11s_signer_new(X509 *cert, EVP_PKEY *pkey, STACK_OF(X509) * chain,
 	p11s_signer *s;
 	p11s_key_facts kf;
 	p11s_rc rc;
+	p11s_sign_opts defaults;
 
-	if (cert == NULL || pkey == NULL || opts == NULL || out == NULL)
+	if (opts == NULL) {
+		p11s_sign_opts_init(&defaults);
+		opts = &defaults;
+	}
+	if (cert == NULL || pkey == NULL || out == NULL)
 		return p11s_err(err, P11S_E_USAGE, "a certificate and a key are needed to sign");
 	s = signer_alloc();
 	if (s == NULL)
@@ -335,8 +340,13 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	p11s_key_facts kf;
 	p11s_rc rc;
 	p11s_op op;
+	p11s_sign_opts defaults;
 
-	if (ctx == NULL || opts == NULL || opts->signer == NULL || out == NULL)
+	if (opts == NULL) {
+		p11s_sign_opts_init(&defaults);
+		opts = &defaults;
+	}
+	if (ctx == NULL || opts->signer == NULL || out == NULL)
 		return p11s_err(err, P11S_E_USAGE, "a signer (pkcs11: URI or e-mail) is needed");
 	/* "PKCS11:..." is left to the selection, which names it without its pin-value. */
 	if (strncasecmp(opts->signer, "pkcs11:", 7) != 0) {

@@ -22,7 +22,7 @@
 #include <openssl/x509.h>
 
 #include "common.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 char *p11s_hex(const unsigned char *buf, size_t len)
 {

@@ -19,8 +19,8 @@
 
 #include "common.h"
 #include "p11smime/certs.h"
-#include "p11smime/listing.h"
-#include "p11smime/util.h"
+#include "p11smime/certs.h"
+#include "p11smime/io.h"
 #include "p11smime/validate.h"
 
 /* What the report shows of the private key beside the engine's key checks. */

@@ -15,8 +15,8 @@
 #include "common.h"
 #include "mailbox.h"
 #include "p11smime/certs.h"
-#include "p11smime/mime.h"
-#include "p11smime/util.h"
+#include "mime.h"
+#include "p11smime/io.h"
 #include "p11smime/verify.h"
 
 struct signer {
@@ -855,10 +855,13 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	p11s_rc rc;
 	char buf[16384];
 	int n, nid;
+	p11s_verify_opts defaults = {0};
 
 	*out = NULL;
-	if (in == NULL || opts == NULL)
-		return p11s_err(err, P11S_E_INTERNAL, "p11s_verify: no input");
+	if (opts == NULL)
+		opts = &defaults;
+	if (in == NULL)
+		return p11s_err(err, P11S_E_USAGE, "p11s_verify: no input");
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return p11s_err_nomem(err);

@@ -8,16 +8,22 @@
  * that belongs to one of them).  Unencrypted private keys in a PEM file
  * (PRIVATE KEY, RSA/EC PRIVATE KEY) are paired with the certificate whose
  * public key they match; other keys are ignored.
+ *
+ * Threads: no shared state (PKCS#12's legacy provider loads once, safely,
+ * into a library context of p11smime's own); a p11s_cert_list or
+ * p11s_cert_info belongs to one thread at a time.
  */
 #ifndef P11SMIME_CERTS_H
 #define P11SMIME_CERTS_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include "p11smime/result.h"
+#include "p11smime/token.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -61,10 +67,44 @@ char *p11s_cert_name_string(const X509_NAME *name);
 /**
  * The rfc822Names in @p cert's Subject Alternative Name, printable ASCII
  * (other bytes as \\xNN), as a NULL-terminated malloc'd vector (free with
- * p11s_strv_free() from p11smime/mime.h); *n (may be NULL) gets the count.
+ * p11s_strv_free()); *n (may be NULL) gets the count.
  * NULL on ENOMEM.
  */
 char **p11s_cert_san_emails(X509 *cert, size_t *n);
+
+/** Free a NULL-terminated array of strings; NULL is fine. */
+void p11s_strv_free(char **v);
+
+/** A certificate described for listing. */
+typedef struct p11s_cert_info {
+	char *subject;     /**< RFC 2253, UTF-8 ("CN=Alice,O=Example"); p11s_cert_name_string() */
+	char *issuer;      /**< RFC 2253, UTF-8 */
+	char *serial;      /**< lower-case hex, no separators */
+	time_t not_before; /**< notBefore, seconds since the epoch */
+	time_t not_after;  /**< notAfter */
+	char **emails;     /**< SAN rfc822Names that are mailboxes, in certificate order */
+	size_t nemails;
+	p11s_key_type key_type;    /**< of the subject public key */
+	const char *key_algorithm; /**< p11s_key_type_name(key_type); static */
+	int key_bits;              /**< RSA modulus, EC order size; 0 when unknown */
+	char *curve;               /**< "P-256", else OpenSSL's name; NULL when not a named curve */
+} p11s_cert_info;
+
+/**
+ * Describe @p x for a listing.  P11S_E_INPUT when a field cannot be read.
+ * Free *out with p11s_cert_info_free().
+ */
+p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err);
+/**
+ * As p11s_cert_describe() for the DER certificate @p der, parsed only for
+ * what the description needs (several times faster than d2i_X509() in
+ * OpenSSL 3.0, which decodes the public key through its providers).
+ * P11S_E_INPUT when it is not a certificate.
+ */
+p11s_rc p11s_cert_describe_der(const unsigned char *der, size_t len, p11s_cert_info **out,
+                               p11s_error *err);
+/** NULL is fine. */
+void p11s_cert_info_free(p11s_cert_info *info);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,9 @@
  * $XDG_CONFIG_HOME/p11smime/config (default ~/.config/p11smime/config):
  * one "option = value" a line; blank lines and lines starting with '#'
  * are ignored.  Options: module, pin-source, signer, cipher, digest.
+ *
+ * Threads: a p11s_config belongs to one thread at a time; reading the file
+ * touches no shared state.
  */
 #ifndef P11SMIME_CONFIG_H
 #define P11SMIME_CONFIG_H

@@ -16,6 +16,11 @@
  * authentication tag (AES-GCM) or the padding (CBC) has been checked: the
  * caller must write to an output it can discard (include/p11smime/io.h) and
  * commit it only when the call succeeded.
+ *
+ * Threads: p11s_decrypt() may run in several threads at once on one shared
+ * p11s_ctx (each call selects its key and decrypts on a PKCS#11 session of
+ * its own); a report belongs to the thread that got it.
+ * p11s_decrypt_with_pkey() shares its key as OpenSSL allows.
  */
 #ifndef P11SMIME_DECRYPT_H
 #define P11SMIME_DECRYPT_H

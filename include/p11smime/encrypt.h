@@ -6,6 +6,9 @@
  * of contacts.  Every recipient certificate must pass the S/MIME rules,
  * be within its validity and allow key transport (RSA keyEncipherment) or
  * key agreement (EC keyAgreement); otherwise nothing is encrypted.
+ *
+ * Threads: no shared state; a p11s_recipients is filled by one thread,
+ * then may be read by several (p11s_encrypt() does not change it).
  */
 #ifndef P11SMIME_ENCRYPT_H
 #define P11SMIME_ENCRYPT_H
@@ -126,6 +129,17 @@ const char *p11s_encrypt_key_management(X509 *cert, const p11s_encrypt_opts *opt
  */
 p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_encrypt_opts *opts,
                      p11s_error *err);
+
+/**
+ * The mail addresses of the header fields named in @p names (a
+ * NULL-terminated list, e.g. {"To", "Cc", NULL}) of the message read from
+ * @p in (its header block only), in header order, duplicates dropped: the
+ * recipients a sendmail wrapper encrypts to.  A NULL-terminated array; free
+ * with p11s_strv_free().  *n (may be NULL) gets the count.  P11S_E_INPUT
+ * for a malformed header block or address.
+ */
+p11s_rc p11s_message_addresses(BIO *in, const char *const *names, char ***out, size_t *n,
+                               p11s_error *err);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,9 @@
  * others that run an external tool): a MIME entity signed exactly as the
  * client wrote it, with only the signature given back, and a detached
  * signature checked over content and signature held in two files.
+ *
+ * Threads: as sign.h and verify.h: a prepared signer may sign entities from
+ * several threads at once.
  */
 #ifndef P11SMIME_HOOKS_H
 #define P11SMIME_HOOKS_H

@@ -9,6 +9,9 @@
  * several give P11S_E_AMBIGUOUS with every token's URI as a candidate.
  * Token work is in pkcs11/ (keygen.c, write.c); requests and imports in
  * src/ (csr.c, dn.c, import.c).
+ *
+ * Threads: these write to the token; while one runs, no other thread may
+ * use the same p11s_ctx (a new context for each writer is fine).
  */
 #ifndef P11SMIME_LIFECYCLE_H
 #define P11SMIME_LIFECYCLE_H

@@ -10,7 +10,6 @@
 
 #include <stddef.h>
 
-#include "p11smime/mime.h"
 #include "p11smime/result.h"
 #include "p11smime/sign.h"
 
@@ -49,9 +48,6 @@ p11s_rc p11s_milter_msg_header(p11s_milter_msg *m, const char *name, const char 
  * P11S_E_INPUT when it does not parse (no field at all, for one).
  */
 p11s_rc p11s_milter_msg_end_headers(p11s_milter_msg *m, p11s_error *err);
-
-/** The parsed header block (after p11s_milter_msg_end_headers()), or NULL. */
-const p11s_headers *p11s_milter_msg_headers(const p11s_milter_msg *m);
 
 /**
  * The one address of the message's one From field; caller frees.

@@ -4,6 +4,9 @@
  * Every fallible library call returns a p11s_rc and, when given a
  * p11s_error, fills it with a message fit to show a person.  The library
  * never prints; the CLI maps the class of a result to its exit code.
+ *
+ * Threads: a p11s_error belongs to one thread at a time (give each its
+ * own); the name and exit-code functions are pure.
  */
 #ifndef P11SMIME_RESULT_H
 #define P11SMIME_RESULT_H

@@ -12,6 +12,9 @@
  *  - key checks ("key-present", ...): what the token says about the paired
  *    private key.  They never reject; they decide can_sign/can_encrypt.
  *  - the chain: built to the caller's anchors only; informative.
+ *
+ * Threads: pure, so any number of threads may validate at once; a verdict
+ * is read-only once made and may be read by several threads.
  */
 #ifndef P11SMIME_RULES_H
 #define P11SMIME_RULES_H

@@ -6,6 +6,13 @@
  * opened, mechanism checked) and then signs any number of messages, so a
  * batch or an agent logs in once.  Each message streams: memory does not
  * grow with its size.
+ *
+ * Threads: p11s_signer_open() may run in several threads on one shared
+ * p11s_ctx, and one prepared p11s_signer may sign from several threads at
+ * once (each signature runs on a PKCS#11 session of its own);
+ * p11s_signer_mechanism() then answers for the calling thread's last
+ * signature.  Free the signer once no thread uses it, and before its
+ * context.
  */
 #ifndef P11SMIME_SIGN_H
 #define P11SMIME_SIGN_H

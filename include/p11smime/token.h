@@ -9,6 +9,17 @@
  * freed; objects belong to their list; strings and X509/EVP_PKEY pointers
  * returned by getters belong to the object they came from unless a
  * function says "caller frees".
+ *
+ * Threads: a p11s_ctx may be shared by threads for signing and decrypting
+ * (sign.h, decrypt.h) and for listing and selecting: logins and object
+ * searches take the context's lock, and each private-key operation borrows
+ * a PKCS#11 session of its own (login state is per application and token in
+ * PKCS#11, so it is logged in).  Set it up (p11s_ctx_set_pin_source, _prompt,
+ * _allow_final_try) before sharing it, and free it after every thread is
+ * done with it.  The PIN prompt may be called from any thread, one call at
+ * a time.  A p11s_key may be used by several threads at once
+ * (p11s_key_last_mechanism() answers per thread); token and object lists
+ * belong to one thread at a time.
  */
 #ifndef P11SMIME_TOKEN_H
 #define P11SMIME_TOKEN_H
@@ -327,7 +338,10 @@ typedef enum p11s_op {
  */
 p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanism, p11s_error *err);
 
-/** The mechanism of @p key's last RSA signature or decryption that worked, or NULL; static. */
+/**
+ * The mechanism of the last signature or decryption with @p key that
+ * worked in the calling thread, or NULL (none yet in this thread); static.
+ */
 const char *p11s_key_last_mechanism(const p11s_key *key);
 
 #ifdef __cplusplus

@@ -16,6 +16,9 @@
  *	p11s_validation_run(r, err);
  *	// the getters below; `p11smime validate` renders them as text or JSON
  *	exit(p11s_rc_exit_code(p11s_validation_status(r)));
+ *
+ * Threads: a p11s_validation belongs to one thread; several runs may go at
+ * once, sharing a p11s_ctx as token.h allows.
  */
 #ifndef P11SMIME_VALIDATE_H
 #define P11SMIME_VALIDATE_H

@@ -4,6 +4,9 @@
  * Senders are distrusted by default: the only trust anchors are the
  * certificates the caller passes (never the system store).  A message
  * certificate helps build a chain but is never trusted on its own.
+ *
+ * Threads: no shared state: verifications may run at once in several
+ * threads; the trust anchors passed in opts are only read.
  */
 #ifndef P11SMIME_VERIFY_H
 #define P11SMIME_VERIFY_H

@@ -14,7 +14,6 @@
 #include "p11smime/rules.h"
 #include "p11smime/sign.h"
 #include "p11smime/token.h"
-#include "p11smime/util.h"
 #include "report.h"
 
 /* Global options, parsed before the command. */

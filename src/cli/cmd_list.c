@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "cli.h"
-#include "p11smime/listing.h"
+#include "p11smime/certs.h"
 
 static void list_usage(FILE *fp)
 {

@@ -34,7 +34,7 @@
 #include <openssl/x509.h>
 
 #include "cli.h"
-#include "p11smime/listing.h"
+#include "p11smime/certs.h"
 #include "p11smime/milter.h"
 #include "p11smime/sign.h"
 

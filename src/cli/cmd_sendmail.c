@@ -16,8 +16,8 @@
 #include <openssl/buffer.h>
 
 #include "cli.h"
+#include "p11smime/certs.h"
 #include "p11smime/encrypt.h"
-#include "p11smime/mime.h"
 #include "p11smime/sign.h"
 
 #define DEFAULT_SENDMAIL "/usr/sbin/sendmail"
@@ -124,15 +124,11 @@ static char **addresses(struct cli *cli, const BUF_MEM *msg, const char *const *
                         int *ret)
 {
 	BIO *mem = BIO_new_mem_buf(msg->data, (int)msg->length);
-	p11s_headers *h = NULL;
 	char **v = NULL;
-	p11s_rc rc = mem ? p11s_headers_read(mem, 0, &h, cli->err) : P11S_E_NOMEM;
+	p11s_rc rc = mem ? p11s_message_addresses(mem, names, &v, n, cli->err) : P11S_E_NOMEM;
 
-	if (rc == P11S_OK)
-		rc = p11s_headers_addresses(h, names, &v, n, cli->err);
 	if (rc != P11S_OK)
 		*ret = cli_fail(cli, rc);
-	p11s_headers_free(h);
 	BIO_free(mem);
 	return v;
 }

@@ -2,7 +2,7 @@
 #include <stdio.h>
 
 #include "cli.h"
-#include "p11smime/listing.h"
+#include "p11smime/certs.h"
 
 static void tokens_usage(FILE *fp)
 {

@@ -9,7 +9,7 @@
 
 #include "cli.h"
 #include "p11smime/certs.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 #include "p11smime/validate.h"
 
 static void validate_usage(FILE *fp)

@@ -11,8 +11,8 @@
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 
-#include "p11smime/listing.h"
-#include "p11smime/util.h"
+#include "p11smime/certs.h"
+#include "p11smime/io.h"
 #include "report.h"
 
 /*

@@ -6,7 +6,7 @@
  */
 #include "fuzz.h"
 
-#include "p11smime/mime.h"
+#include "mime.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

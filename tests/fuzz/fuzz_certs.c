@@ -7,7 +7,7 @@
 #include "fuzz.h"
 
 #include "p11smime/certs.h"
-#include "p11smime/listing.h"
+#include "p11smime/certs.h"
 #include "p11smime/rules.h"
 #include "p11smime/validate.h"
 

@@ -10,6 +10,7 @@
  */
 #include "fuzz.h"
 
+#include "mime.h"
 #include "p11smime/milter.h"
 #include "p11smime/sign.h"
 

@@ -9,8 +9,8 @@
 
 #include <dlfcn.h>
 
+#include "p11smime/certs.h"
 #include "report.h"
-#include "p11smime/listing.h"
 #include "p11smime/rules.h"
 #include "p11smime/token.h"
 

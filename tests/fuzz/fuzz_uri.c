@@ -7,7 +7,7 @@
 
 #include "p11.h"
 #include "p11smime/token.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

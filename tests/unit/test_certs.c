@@ -9,13 +9,15 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/pkcs12.h>
+#include <openssl/provider.h>
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs7.h>
 
 #include "p11smime/certs.h"
-#include "p11smime/mime.h"
-#include "p11smime/util.h"
+#include "mime.h"
+#include "p11smime/io.h"
 #include "testutil.h"
 
 static X509 *alice, *bob, *ca;
@@ -185,6 +187,45 @@ static void pkcs12(void **state)
 	OPENSSL_free(der2);
 	free(path);
 	free(nopass);
+}
+
+/*
+ * A PKCS#12 file of the old kind (RC2-40 and 3DES, as Windows and OpenSSL
+ * 1.x wrote them) opens, and opens again: the legacy provider loads once,
+ * into the library's own context, and the application's default context
+ * does not get it.
+ */
+static void pkcs12_legacy(void **state)
+{
+	OSSL_LIB_CTX *lc = OSSL_LIB_CTX_new();
+	OSSL_PROVIDER *def, *legacy;
+	PKCS12 *p12;
+	unsigned char *der = NULL;
+	char *path;
+	int n;
+	X509 *want[] = {alice};
+
+	(void)state;
+	assert_non_null(lc);
+	assert_non_null(def = OSSL_PROVIDER_load(lc, "default"));
+	assert_non_null(legacy = OSSL_PROVIDER_load(lc, "legacy"));
+	p12 =
+	    PKCS12_create_ex("old", "test", alice_key, alice, NULL, NID_pbe_WithSHA1And40BitRC2_CBC,
+	                     NID_pbe_WithSHA1And3_Key_TripleDES_CBC, 0, 0, 0, lc, NULL);
+	assert_non_null(p12);
+	n = i2d_PKCS12(p12, &der);
+	assert_true(n > 0);
+	path = tu_write("legacy.p12", der, (size_t)n);
+	assert_int_equal(OSSL_PROVIDER_available(NULL, "legacy"), 0);
+	p11s_cert_list_free(expect_certs(path, "old", "PKCS#12", want, 1));
+	p11s_cert_list_free(expect_certs(path, "old", "PKCS#12", want, 1));
+	assert_int_equal(OSSL_PROVIDER_available(NULL, "legacy"), 0);
+	PKCS12_free(p12);
+	OPENSSL_free(der);
+	free(path);
+	OSSL_PROVIDER_unload(legacy);
+	OSSL_PROVIDER_unload(def);
+	OSSL_LIB_CTX_free(lc);
 }
 
 /* An unencrypted key in the PEM file goes with the certificate it matches. */
@@ -445,6 +486,7 @@ int main(void)
 	    cmocka_unit_test(pem_trusted_certificate),
 	    cmocka_unit_test(der_single_and_concatenated),
 	    cmocka_unit_test(pkcs12),
+	    cmocka_unit_test(pkcs12_legacy),
 	    cmocka_unit_test(pkcs7_certs_only),
 	    cmocka_unit_test(pem_with_key),
 	    cmocka_unit_test(not_certificates),

@@ -14,8 +14,8 @@
 #include <openssl/err.h>
 
 #include "p11.h"
+#include "p11smime/certs.h"
 #include "report.h"
-#include "p11smime/listing.h"
 #include "testutil.h"
 
 static void fill(unsigned char *field, size_t len, const char *s)

@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "mailbox.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 #include "testutil.h"
 
 static const char *const accepted[] = {

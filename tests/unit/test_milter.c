@@ -17,6 +17,7 @@
 #include <openssl/cms.h>
 #include <openssl/err.h>
 
+#include "mime.h"
 #include "p11smime/milter.h"
 #include "p11smime/sign.h"
 #include "testutil.h"

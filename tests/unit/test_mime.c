@@ -12,7 +12,7 @@
 #include <openssl/evp.h>
 
 #include "common.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 /* Read the header block of @p msg; *body gets the rest of the BIO. */
 static p11s_rc read_msg(const char *msg, size_t len, p11s_headers **h, char **body, p11s_error *err)

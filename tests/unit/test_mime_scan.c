@@ -20,7 +20,7 @@
 #include <openssl/bio.h>
 
 #include "common.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 
 /*
  * A scanner that stops advancing never returns: the alarm turns that into

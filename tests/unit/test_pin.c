@@ -14,7 +14,7 @@
 
 #include "pin.h"
 #include "p11smime/result.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 static char tmpdir[] = "/tmp/p11s-test-pin.XXXXXX";
 

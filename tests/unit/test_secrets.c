@@ -21,7 +21,7 @@
 #include "common.h"
 #include "p11.h"
 #include "pin.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 static void test_env_pin_is_removed(void **state)
 {

@@ -20,7 +20,7 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
-#include "p11smime/mime.h"
+#include "mime.h"
 #include "p11smime/sign.h"
 
 static EVP_PKEY *ca_key, *rsa_key, *p256_key, *p384_key;

@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "common.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 static void time_rfc3339(void **state)
 {

@@ -13,7 +13,7 @@
 #include <openssl/x509v3.h>
 
 #include "testutil.h"
-#include "p11smime/util.h"
+#include "p11smime/io.h"
 
 static void tu_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void tu_die(const char *fmt, ...)

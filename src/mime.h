@@ -191,6 +191,14 @@ BIO *p11s_bio_eol_new(p11s_eol to);
 p11s_rc p11s_mime_canonicalize(const p11s_headers *h, unsigned classes, BIO *body, BIO *out,
                                p11s_error *err);
 
+struct p11s_milter_msg;
+/**
+ * The milter message's parsed header block (after
+ * p11s_milter_msg_end_headers()), or NULL; owned by @p m.  Private: for the
+ * tests (src/milter_msg.c).
+ */
+const p11s_headers *p11s_milter_msg_headers(const struct p11s_milter_msg *m);
+
 #ifdef __cplusplus
 }
 #endif
