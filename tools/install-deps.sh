@@ -10,6 +10,8 @@ packages=(
 	gnutls-bin gpgsm libnss3-tools
 	python3 perl time jq openssl gpg-agent
 	neomutt tmux mailcap locales
+	swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus
+	libnss3
 )
 
 missing=()
