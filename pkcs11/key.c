@@ -103,22 +103,31 @@ static CK_SESSION_HANDLE ref_session(const struct p11s_keyref *r)
 	return st != NULL ? st->session : CK_INVALID_HANDLE;
 }
 
-/* After an *Init on a CKA_ALWAYS_AUTHENTICATE key: the PIN of the user login. */
+/*
+ * After an *Init on a CKA_ALWAYS_AUTHENTICATE key: the PIN asked for again
+ * (login.c), its failure in words on OpenSSL's queue.
+ */
 static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
 {
-	struct p11s_slot_state *st;
-	const char *pin;
+	p11s_error *e;
+	CK_RV rv = CKR_OK;
 
 	if (!r->always_authenticate)
 		return CKR_OK;
-	if (r->protected_path)
-		return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
-	st = p11s_slot_state(r->ctx, r->slot_id);
-	/* The one locked copy of the PIN: the source's, shared by its slots, or the slot's own. */
-	pin = st == NULL ? NULL : st->pin_from_source ? r->ctx->source_pin : st->pin;
-	if (pin == NULL)
-		return CKR_USER_NOT_LOGGED_IN;
-	return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+	if (r->protected_path) {
+		rv = r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
+		if (rv != CKR_OK)
+			token_error("the context-specific C_Login", rv);
+		return rv;
+	}
+	e = p11s_error_new();
+	if (e == NULL || p11s_context_login(r->ctx, r->slot_id, s, e) != P11S_OK) {
+		ERR_raise_data(ERR_LIB_USER, P11S_ERR_R_RC + (e ? p11s_error_rc(e) : P11S_E_NOMEM),
+		               "%s", e ? p11s_error_message(e) : "out of memory");
+		rv = CKR_USER_NOT_LOGGED_IN;
+	}
+	p11s_error_free(e);
+	return rv;
 }
 
 /*
@@ -150,7 +159,6 @@ static int token_op_m(struct p11s_keyref *r, int decrypt, CK_MECHANISM *m, const
 			fl->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, NULL, &none);
 		else
 			fl->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, NULL, &none);
-		token_error("the context-specific C_Login", rv);
 		return 0;
 	}
 	rv = decrypt ? fl->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, outlen)

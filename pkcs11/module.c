@@ -148,7 +148,7 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	for (size_t i = 0; i < ctx->nslots; i++) {
 		if (ctx->fl != NULL && ctx->slots[i].session != CK_INVALID_HANDLE)
 			ctx->fl->C_CloseSession(ctx->slots[i].session);
-		p11s_locked_free(ctx->slots[i].pin);
+		free(ctx->slots[i].uri_pin_source);
 	}
 	free(ctx->slots);
 	if (ctx->fl != NULL && ctx->we_initialized)

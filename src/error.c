@@ -187,6 +187,19 @@ p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 		msg = NULL;
 	va_end(ap);
 	p11s_ossl_reason(e, msg, reason, sizeof(reason));
+	{
+		/* A p11s_rc raised under OpenSSL (see P11S_ERR_R_RC) wins, however deep. */
+		unsigned long q;
+		const char *data;
+		int flags;
+
+		while ((q = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0)
+			if (ERR_GET_LIB(q) == ERR_LIB_USER && ERR_GET_REASON(q) > P11S_ERR_R_RC &&
+			    (flags & ERR_TXT_STRING) && data != NULL) {
+				rc = (p11s_rc)(ERR_GET_REASON(q) - P11S_ERR_R_RC);
+				snprintf(reason, sizeof(reason), "%s", data);
+			}
+	}
 	ERR_clear_error();
 	if (msg != NULL && reason[0] != '\0') {
 		if (asprintf(&full, "%s (%s)", msg, reason) < 0)
