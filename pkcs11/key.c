@@ -76,6 +76,9 @@ struct p11s_keyref {
 	int pss_native, oaep_native;
 	int can_native;        /* the key carries pk_engine */
 	const char *last_mech; /* the mechanism of the last C_Sign/C_Decrypt that worked */
+	/* The last context-specific login's failure (P11S_OK: none) and its words. */
+	p11s_rc login_rc;
+	char *login_msg;
 };
 
 static int rsa_idx = -1, ec_idx = -1;
@@ -85,8 +88,12 @@ static CRYPTO_ONCE meth_once = CRYPTO_ONCE_STATIC_INIT;
 
 static void ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
+	struct p11s_keyref *r = ptr;
+
 	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
-	free(ptr);
+	if (r != NULL)
+		free(r->login_msg);
+	free(r);
 }
 
 static void token_error(const char *what, CK_RV rv)
@@ -107,7 +114,7 @@ static CK_SESSION_HANDLE ref_session(const struct p11s_keyref *r)
  * After an *Init on a CKA_ALWAYS_AUTHENTICATE key: the PIN asked for again
  * (login.c), its failure in words on OpenSSL's queue.
  */
-static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
+static CK_RV context_login(struct p11s_keyref *r, CK_SESSION_HANDLE s)
 {
 	p11s_error *e;
 	CK_RV rv = CKR_OK;
@@ -121,7 +128,12 @@ static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
 		return rv;
 	}
 	e = p11s_error_new();
+	free(r->login_msg);
+	r->login_msg = NULL;
+	r->login_rc = P11S_OK;
 	if (e == NULL || p11s_context_login(r->ctx, r->slot_id, s, e) != P11S_OK) {
+		r->login_rc = e ? p11s_error_rc(e) : P11S_E_NOMEM;
+		r->login_msg = e ? p11s_strdup(p11s_error_message(e)) : NULL;
 		ERR_raise_data(ERR_LIB_USER, P11S_ERR_R_RC + (e ? p11s_error_rc(e) : P11S_E_NOMEM),
 		               "%s", e ? p11s_error_message(e) : "out of memory");
 		rv = CKR_USER_NOT_LOGGED_IN;
@@ -836,4 +848,13 @@ p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanis
 const char *p11s_key_last_mechanism(const p11s_key *key)
 {
 	return key != NULL && key->ref != NULL ? key->ref->last_mech : NULL;
+}
+
+p11s_rc p11s_key_login_failure(const p11s_key *key, p11s_error *err)
+{
+	const struct p11s_keyref *r = key != NULL ? key->ref : NULL;
+
+	if (r == NULL || r->login_rc == P11S_OK)
+		return P11S_OK;
+	return p11s_err(err, r->login_rc, "%s", r->login_msg ? r->login_msg : "out of memory");
 }
