@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/err.h>
 
 #include "p11.h"
 #include "pin.h"
