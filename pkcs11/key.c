@@ -65,7 +65,7 @@ const char *p11s_key_uri(const p11s_key *key)
  */
 struct p11s_keyref {
 	p11s_ctx *ctx;
-	struct p11s_slot_state *slot; /* its session pool and login PIN */
+	struct p11s_slot_state *slot; /* its session pool */
 	unsigned long serial;         /* tells keys apart in last_op (an address may be reused) */
 	CK_OBJECT_HANDLE handle;
 	int always_authenticate;
@@ -87,6 +87,17 @@ static _Thread_local struct {
 	const char *mech;
 } last_op;
 
+/*
+ * The last context-specific login that failed in this thread, in words:
+ * OpenSSL's CMS code clears the key's error and goes on with a random key,
+ * so decrypt asks here (p11s_key_login_failure()).  Per thread, as last_op.
+ */
+static _Thread_local struct {
+	unsigned long serial;
+	p11s_rc rc;
+	char msg[512];
+} login_fail;
+
 static void set_last(const struct p11s_keyref *r, const char *mech)
 {
 	last_op.serial = r->serial;
@@ -100,8 +111,10 @@ static CRYPTO_ONCE meth_once = CRYPTO_ONCE_STATIC_INIT;
 
 static void ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
+	struct p11s_keyref *r = ptr;
+
 	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
-	free(ptr);
+	free(r);
 }
 
 static void token_error(const char *what, CK_RV rv)
@@ -110,24 +123,35 @@ static void token_error(const char *what, CK_RV rv)
 	               p11s_ckr_name(rv), (unsigned long)rv);
 }
 
-/* After an *Init on a CKA_ALWAYS_AUTHENTICATE key: the PIN of the user login. */
+/*
+ * After an *Init on a CKA_ALWAYS_AUTHENTICATE key: the PIN asked for again
+ * (login.c), its failure in words on OpenSSL's queue.
+ */
 static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
 {
-	const char *pin;
-	CK_RV rv;
+	p11s_error *e;
+	CK_RV rv = CKR_OK;
 
 	if (!r->always_authenticate)
 		return CKR_OK;
-	if (r->protected_path)
-		return r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
-	/* The PINs change only under the context lock (a login, a new PIN source). */
-	p11s_ctx_lock(r->ctx);
-	/* The one locked copy of the PIN: the source's, shared by its slots, or the slot's own. */
-	pin = r->slot->pin_from_source ? r->ctx->source_pin : r->slot->pin;
-	rv = pin == NULL
-	         ? CKR_USER_NOT_LOGGED_IN
-	         : r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)pin, strlen(pin));
-	p11s_ctx_unlock(r->ctx);
+	if (r->protected_path) {
+		rv = r->ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
+		if (rv != CKR_OK)
+			token_error("the context-specific C_Login", rv);
+		return rv;
+	}
+	e = p11s_error_new();
+	login_fail.serial = 0;
+	if (e == NULL || p11s_context_login(r->ctx, r->slot->id, s, e) != P11S_OK) {
+		login_fail.serial = r->serial;
+		login_fail.rc = e ? p11s_error_rc(e) : P11S_E_NOMEM;
+		snprintf(login_fail.msg, sizeof(login_fail.msg), "%s",
+		         e ? p11s_error_message(e) : "out of memory");
+		ERR_raise_data(ERR_LIB_USER, P11S_ERR_R_RC + (e ? p11s_error_rc(e) : P11S_E_NOMEM),
+		               "%s", e ? p11s_error_message(e) : "out of memory");
+		rv = CKR_USER_NOT_LOGGED_IN;
+	}
+	p11s_error_free(e);
 	return rv;
 }
 
@@ -183,7 +207,7 @@ static int token_op_m(struct p11s_keyref *r, int decrypt, CK_MECHANISM *m, const
 		/* A length query leaves the operation active: then the session is not reused. */
 		if (rv == CKR_OK)
 			rv = CKR_OPERATION_ACTIVE;
-		token_error("the context-specific C_Login", login_rv);
+		(void)login_rv; /* context_login() queued its own error */
 		goto out;
 	}
 	rv = decrypt ? fl->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, outlen)
@@ -872,4 +896,13 @@ const char *p11s_key_last_mechanism(const p11s_key *key)
 {
 	return key != NULL && key->ref != NULL && last_op.serial == key->ref->serial ? last_op.mech
 	                                                                             : NULL;
+}
+
+p11s_rc p11s_key_login_failure(const p11s_key *key, p11s_error *err)
+{
+	const struct p11s_keyref *r = key != NULL ? key->ref : NULL;
+
+	if (r == NULL || login_fail.serial != r->serial || login_fail.rc == P11S_OK)
+		return P11S_OK;
+	return p11s_err(err, login_fail.rc, "%s", login_fail.msg);
 }

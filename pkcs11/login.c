@@ -12,6 +12,27 @@
 #include "pin.h"
 #include "p11smime/io.h"
 
+/* The URI's pin-source: file:/fd:/env:, or a bare path (RFC 7512). */
+static p11s_rc read_uri_source(const char *src, char *buf, size_t len, p11s_error *err)
+{
+	p11s_rc rc;
+
+	if (src[0] == '/') {
+		char *spec = p11s_asprintf("file:%s", src);
+
+		if (spec == NULL)
+			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_secret_read(spec, P11S_SECRET_PIN, buf, len, err);
+		free(spec);
+	} else {
+		rc = p11s_secret_read(src, P11S_SECRET_PIN, buf, len, err);
+	}
+	if (rc == P11S_E_BAD_PIN_SOURCE)
+		rc = p11s_err(err, P11S_E_BAD_PIN_SOURCE, "the URI's pin-source: %s",
+		              p11s_error_message(err));
+	return rc;
+}
+
 /*
  * Where this login's PIN comes from, in order: --pin-source (the
  * person's explicit choice for this run), the URI's pin-value, the URI's
@@ -52,22 +73,15 @@ static p11s_rc get_pin(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, char 
 	}
 	src = uri ? p11_kit_uri_get_pin_source(uri) : NULL;
 	if (src != NULL) {
+		struct p11s_slot_state *st = p11s_slot_state(ctx, t->slot_id);
 		p11s_rc rc;
 
-		/* RFC 7512 also allows a bare path. */
-		if (src[0] == '/') {
-			char *spec = p11s_asprintf("file:%s", src);
-
-			if (spec == NULL)
-				return p11s_err(err, P11S_E_NOMEM, "out of memory");
-			rc = p11s_secret_read(spec, P11S_SECRET_PIN, buf, len, err);
-			free(spec);
-		} else {
-			rc = p11s_secret_read(src, P11S_SECRET_PIN, buf, len, err);
+		rc = read_uri_source(src, buf, len, err);
+		if (rc == P11S_OK && st != NULL) {
+			/* Where it came from, for the keys that need it again. */
+			free(st->uri_pin_source);
+			st->uri_pin_source = p11s_strdup(src);
 		}
-		if (rc == P11S_E_BAD_PIN_SOURCE)
-			rc = p11s_err(err, P11S_E_BAD_PIN_SOURCE, "the URI's pin-source: %s",
-			              p11s_error_message(err));
 		return rc;
 	}
 	if (ctx->prompt == NULL)
@@ -85,19 +99,6 @@ unavailable:
 	                "token '%s' needs a PIN and there is no terminal to ask for it; "
 	                "give one with --pin-source file:PATH, fd:N or env:VAR",
 	                t->label);
-}
-
-/*
- * After a failed C_Login: the --pin-source PIN (read before it) is kept
- * only for slots logged in with it, so one that no login accepted is wiped.
- */
-static void forget_source_pin(p11s_ctx *ctx)
-{
-	for (size_t i = 0; i < ctx->nslots; i++)
-		if (ctx->slots[i]->pin_from_source)
-			return;
-	p11s_locked_free(ctx->source_pin);
-	ctx->source_pin = NULL;
 }
 
 static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
@@ -160,21 +161,6 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 			return rc;
 		}
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
-		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
-			/*
-			 * Kept for context-specific logins (see p11.h): one copy, in
-			 * locked memory.  A PIN from --pin-source already is in
-			 * ctx->source_pin and is not copied again.
-			 */
-			p11s_locked_free(st->pin);
-			st->pin = NULL;
-			st->pin_from_source =
-			    ctx->source_pin != NULL && strcmp(ctx->source_pin, pin) == 0;
-			if (!st->pin_from_source)
-				st->pin = p11s_locked_strdup(pin);
-		} else {
-			forget_source_pin(ctx);
-		}
 		OPENSSL_cleanse(pin, sizeof(pin));
 		p11s_secret_release();
 	}
@@ -221,6 +207,90 @@ p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_erro
 
 	p11s_ctx_lock(ctx);
 	rc = login_locked(ctx, t, uri, err);
+	p11s_ctx_unlock(ctx);
+	return rc;
+}
+
+/*
+ * Why a one-shot source cannot give the PIN again: fd: gives one PIN a
+ * line, and env: is removed from the environment once read (so that no
+ * child inherits it).
+ */
+static p11s_rc explain_again(const char *spec, p11s_error *err)
+{
+	const char *why = NULL;
+
+	if (strncmp(spec, "fd:", 3) == 0)
+		why = "a descriptor gives one PIN per line: one line for the token login and one "
+		      "for each use of such a key; file: is read again each time";
+	else if (strncmp(spec, "env:", 4) == 0)
+		why = "env: serves one login only (the variable is removed once read); use "
+		      "file:, or fd: with one line per login";
+	return p11s_err(
+	    err, p11s_error_rc(err),
+	    "the key asks for its PIN on every use (CKA_ALWAYS_AUTHENTICATE), and %s%s%s",
+	    p11s_error_message(err), why ? ": " : "", why ? why : "");
+}
+
+/*
+ * No PIN is kept between logins: each context-specific login reads
+ * --pin-source again (a changed PIN file is seen), else the URI pin-source
+ * of the user login, else asks the prompt again.  A pin-value in a URI is
+ * not kept, so such keys need one of those.
+ */
+static p11s_rc context_login_locked(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_HANDLE s,
+                                    p11s_error *err)
+{
+	struct p11s_slot_state *st = p11s_slot_state(ctx, slot);
+	const char *spec = ctx->pin_source;
+	char pin[P11S_PIN_MAX + 1];
+	p11s_rc rc;
+	CK_RV rv;
+
+	if (spec == NULL && st != NULL)
+		spec = st->uri_pin_source;
+	p11s_secret_hold();
+	if (spec != NULL) {
+		rc = spec == ctx->pin_source
+		         ? p11s_secret_read(spec, P11S_SECRET_PIN, pin, sizeof(pin), err)
+		         : read_uri_source(spec, pin, sizeof(pin), err);
+		if (rc != P11S_OK)
+			rc = explain_again(spec, err);
+	} else if (ctx->prompt != NULL) {
+		rc = ctx->prompt("PIN again (this key asks for it on every use): ", pin,
+		                 sizeof(pin), ctx->prompt_user) == 0 &&
+		             pin[0] != '\0'
+		         ? P11S_OK
+		         : p11s_err(
+		               err, P11S_E_PIN_UNAVAILABLE,
+		               "the key asks for its PIN on every use (CKA_ALWAYS_AUTHENTICATE) "
+		               "and none came from the terminal; give --pin-source file:PATH (a "
+		               "URI's pin-value serves the token login only)");
+	} else {
+		rc = p11s_err(err, P11S_E_PIN_UNAVAILABLE,
+		              "the key asks for its PIN on every use (CKA_ALWAYS_AUTHENTICATE) and "
+		              "there is nowhere to ask: give --pin-source file:PATH (a URI's "
+		              "pin-value serves the token login only)");
+	}
+	if (rc == P11S_OK) {
+		rv = ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+		if (rv != CKR_OK)
+			rc = p11s_err(
+			    err, rv == CKR_PIN_INCORRECT ? P11S_E_PIN_INCORRECT : P11S_E_TOKEN,
+			    "the context-specific login for the key failed: %s", p11s_ckr_name(rv));
+	}
+	OPENSSL_cleanse(pin, sizeof(pin));
+	p11s_secret_release();
+	return rc;
+}
+
+/* Under the context lock: the PIN source and the prompt serve one thread at a time. */
+p11s_rc p11s_context_login(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_HANDLE s, p11s_error *err)
+{
+	p11s_rc rc;
+
+	p11s_ctx_lock(ctx);
+	rc = context_login_locked(ctx, slot, s, err);
 	p11s_ctx_unlock(ctx);
 	return rc;
 }

@@ -190,7 +190,7 @@ void p11s_ctx_free(p11s_ctx *ctx)
 		free(st->idle);
 		if (ctx->fl != NULL && st->session != CK_INVALID_HANDLE)
 			ctx->fl->C_CloseSession(st->session);
-		p11s_locked_free(st->pin);
+		free(st->uri_pin_source);
 		free(st);
 	}
 	free(ctx->slots);

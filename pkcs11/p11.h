@@ -28,14 +28,11 @@ struct p11s_slot_state {
 	CK_SESSION_HANDLE session; /* CK_INVALID_HANDLE: none opened yet */
 	int logged_in;
 	/*
-	 * The PIN of the last C_Login on this slot, kept only so that keys
-	 * with CKA_ALWAYS_AUTHENTICATE can do their context-specific login
-	 * without asking twice (an fd: source cannot be read twice).  In
-	 * locked memory (p11s_locked_strdup), wiped in p11s_ctx_free().  NULL
-	 * with pin_from_source set: the PIN is ctx->source_pin.
+	 * The URI's pin-source that gave the PIN of the user login (a path or
+	 * fd:/env: name, never the PIN): keys with CKA_ALWAYS_AUTHENTICATE
+	 * read it again for each context-specific login.  No PIN is kept.
 	 */
-	char *pin;
-	int pin_from_source;
+	char *uri_pin_source;
 	/*
 	 * Idle sessions for private-key operations (key.c), under
 	 * ctx->pool_lock: each operation borrows one, so threads sharing a key
@@ -163,6 +160,12 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 /* login.c */
 /* Log in to @p t following the PIN policy; @p uri may carry pin-value/pin-source. */
 p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err);
+/*
+ * The context-specific login a CKA_ALWAYS_AUTHENTICATE key needs after
+ * each C_SignInit/C_DecryptInit on @p s: the PIN is asked for again (the
+ * source read anew, the prompt shown again) and wiped when the call returns.
+ */
+p11s_rc p11s_context_login(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_HANDLE s, p11s_error *err);
 
 /* objects.c */
 p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,

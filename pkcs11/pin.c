@@ -29,8 +29,6 @@ p11s_rc p11s_ctx_set_pin_source(p11s_ctx *ctx, const char *spec, p11s_error *err
 	/* A PIN read from the old source belongs to it. */
 	p11s_locked_free(ctx->source_pin);
 	ctx->source_pin = NULL;
-	for (size_t i = 0; i < ctx->nslots; i++)
-		ctx->slots[i]->pin_from_source = 0;
 	p11s_ctx_unlock(ctx);
 	return P11S_OK;
 }

@@ -38,6 +38,14 @@ p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PR
 p11s_rc p11s_err_nomem(p11s_error *err);
 
 /*
+ * A p11s_rc with its message, passed through OpenSSL's error queue from
+ * code OpenSSL calls (pkcs11/key.c's methods): raised as ERR_LIB_USER
+ * with reason P11S_ERR_R_RC + rc and the message as data, it becomes the
+ * rc and the reason of p11s_err_ossl() (a PIN problem stays one, exit 3).
+ */
+#define P11S_ERR_R_RC 0x10000
+
+/*
  * OpenSSL's reason for the error @p e in words into @p buf, or "" when it
  * adds nothing to @p msg (none, a system error, words already there).
  */

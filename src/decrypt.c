@@ -1020,6 +1020,13 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 	rc = judge_certificate(r, &kf, err);
 	if (rc == P11S_OK)
 		rc = content_cipher_ctx(cms, pkey, r->cert, &chain, &cctx, err);
+	/* CMS hides a key that failed (a random key instead): say why it did. */
+	if (rc == P11S_OK || p11s_rc_class(rc) == P11S_CLASS_CRYPTO || rc == P11S_E_DECRYPT) {
+		p11s_rc lrc = p11s_key_login_failure(r->key, err);
+
+		if (lrc != P11S_OK)
+			rc = lrc;
+	}
 	if (rc != P11S_OK)
 		goto done;
 	/* The mechanism that ran: raw RSA when the token refused OAEP's parameters. */
@@ -1155,9 +1162,30 @@ static p11s_rc no_recipient(p11s_decrypt_report *r, const char *what, p11s_error
 }
 
 /*
+ * Whether a login could show more certificates: some token wants one (its
+ * private objects are hidden until then; some smartcards keep their
+ * certificates private too).
+ */
+static int login_may_show_more(p11s_ctx *ctx)
+{
+	p11s_token_list *tl = NULL;
+	p11s_error *e = p11s_error_new();
+	int any = 0;
+
+	if (e != NULL && p11s_tokens(ctx, NULL, &tl, e) == P11S_OK)
+		for (size_t i = 0; i < p11s_token_list_count(tl) && !any; i++)
+			any = (p11s_token_flags(p11s_token_list_get(tl, i)) &
+			       P11S_TOKEN_LOGIN_REQUIRED) != 0;
+	p11s_token_list_free(tl);
+	p11s_error_free(e);
+	return any;
+}
+
+/*
  * Certificates are matched without a login (no PIN for mail that is not
- * ours); the key of the matching one is then found in an enumeration with
- * login.
+ * ours); when none is a recipient and a token wants a login, they are
+ * looked for again after it (certificates kept private).  The key of the
+ * matching one is then found in an enumeration with login.
  */
 static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PKEY **pkey,
                                p11s_key_facts *kf, p11s_error *err)
@@ -1188,10 +1216,24 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 		 */
 		for (int pass = 0; pass < 2 && best < 0; pass++) {
 			/* Tokens that keep certificates private show them only after a login. */
-			if (pass == 1 && ncerts > 0)
+			if (pass == 1 && ncerts > 0 && !login_may_show_more(tc->ctx))
 				break;
 			rc = p11s_objects(tc->ctx, NULL, pass == 0 ? &certs_only : &with_keys, &pub,
 			                  err);
+			if (rc != P11S_OK && pass == 1 && ncerts > 0) {
+				/* What the public certificates say comes first. */
+				char *why = p11s_strdup(p11s_error_message(err));
+
+				list_candidates(r, err);
+				rc = p11s_err(
+				    err, P11S_E_NO_RECIPIENT,
+				    "no certificate on the token is a recipient of this "
+				    "message (none of the public ones; the login to look for "
+				    "private ones failed: %s); the message is for:",
+				    why ? why : "out of memory");
+				free(why);
+				return rc;
+			}
 			if (rc != P11S_OK)
 				return rc;
 			for (size_t i = 0; i < p11s_object_list_count(pub); i++) {

@@ -179,16 +179,22 @@ void p11s_ossl_reason(unsigned long e, const char *msg, char *buf, size_t len)
  * than OpenSSL's reason ("operation fail"): a pulled token, a closed
  * session.  It replaces the reason when the queue holds one.
  */
-static void token_reason(char *reason, size_t len)
+static void token_reason(char *reason, size_t len, p11s_rc *rc)
 {
 	const char *data;
 	unsigned long e;
 	int flags;
 
 	while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
-		if (ERR_GET_LIB(e) == ERR_LIB_USER && (flags & ERR_TXT_STRING) && data != NULL &&
-		    strncmp(data, "token: ", 7) == 0)
+		if (ERR_GET_LIB(e) != ERR_LIB_USER || !(flags & ERR_TXT_STRING) || data == NULL)
+			continue;
+		if (ERR_GET_REASON(e) > P11S_ERR_R_RC) {
+			/* A p11s_rc raised under OpenSSL (see P11S_ERR_R_RC) wins, however deep. */
+			*rc = (p11s_rc)(ERR_GET_REASON(e) - P11S_ERR_R_RC);
 			snprintf(reason, len, "%s", data);
+		} else if (strncmp(data, "token: ", 7) == 0) {
+			snprintf(reason, len, "%s", data);
+		}
 	}
 }
 
@@ -210,7 +216,7 @@ p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 		msg = NULL;
 	va_end(ap);
 	p11s_ossl_reason(e, msg, reason, sizeof(reason));
-	token_reason(reason, sizeof(reason));
+	token_reason(reason, sizeof(reason), &rc);
 	ERR_clear_error();
 	if (msg != NULL && reason[0] != '\0') {
 		if (asprintf(&full, "%s (%s)", msg, reason) < 0)

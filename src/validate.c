@@ -356,7 +356,8 @@ static int token_key_facts(p11s_validation *r, struct entry *e, const p11s_objec
 	const p11s_object *key;
 
 	if (r->opts.no_login) {
-		e->key_unchecked = p11s_strdup("not logged in (--no-login): private keys were not "
+		e->key_unchecked = p11s_strdup("not logged in (--no-login): private keys, and any "
+		                               "certificates the token keeps private, were not "
 		                               "looked at");
 		return e->key_unchecked != NULL;
 	}

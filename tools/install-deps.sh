@@ -11,6 +11,8 @@ packages=(
 	python3 perl time jq openssl gpg-agent
 	neomutt tmux mailcap locales
 	libmilter-dev postfix
+	swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus
+	libnss3
 )
 
 missing=()

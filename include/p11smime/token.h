@@ -344,6 +344,15 @@ p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanis
  */
 const char *p11s_key_last_mechanism(const p11s_key *key);
 
+/**
+ * Why the last operation on @p key failed before the token used the key:
+ * the context-specific login of a CKA_ALWAYS_AUTHENTICATE key (no PIN to
+ * be had, a wrong one).  Recorded in @p err and returned; P11S_OK when the
+ * last operation got past it.  For callers whose OpenSSL layer hides the
+ * key's failure (CMS decryption goes on with a random key).
+ */
+p11s_rc p11s_key_login_failure(const p11s_key *key, p11s_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -137,7 +137,7 @@ static void print_key(const p11s_object *o)
 	}
 }
 
-static void print_object(const p11s_object *obj, const p11s_token **last)
+static void print_object(const p11s_object *obj, const p11s_token **last, int login)
 {
 	const p11s_token *t = p11s_object_token(obj);
 	const char *label = p11s_object_label(obj);
@@ -145,6 +145,10 @@ static void print_object(const p11s_object *obj, const p11s_token **last)
 	if (t != *last) {
 		printf("%sToken '%s'  %s\n", *last ? "\n" : "", cli_safe(p11s_token_label(t)),
 		       p11s_token_uri(t));
+		/* Some cards keep certificates private too: say what may be missing. */
+		if (!login && (p11s_token_flags(t) & P11S_TOKEN_LOGIN_REQUIRED))
+			printf("  (not logged in: private objects are hidden, the keys and any "
+			       "certificates the token keeps private; list --login shows them)\n");
 		*last = t;
 	}
 	printf("\n%s '%s'\n",
@@ -231,7 +235,7 @@ int cmd_list(struct cli *cli, int argc, char **argv)
 		printf("No objects%s.\n",
 		       o.login ? "" : " visible without logging in (try list --login)");
 	for (size_t i = 0; i < (chosen ? nsel : p11s_object_list_count(list)); i++)
-		print_object(chosen ? sel[i] : p11s_object_list_get(list, i), &last);
+		print_object(chosen ? sel[i] : p11s_object_list_get(list, i), &last, o.login);
 	p11s_object_list_free(list);
 	return 0;
 }

@@ -66,6 +66,10 @@
 #   assert_file_absent PATH / assert_file_present PATH
 #   assert_json FILE JQ_FILTER [MSG] jq -e FILTER holds on FILE
 #   pass MSG / fail MSG
+#   at_exit CMD...                   run CMD when the script ends (e.g. stop
+#                                    the daemons a bed started)
+#   unwind_modules                   full stacks for LeakSanitizer, for tests
+#                                    that load every module p11-kit knows
 #   finish                           print "N passed, N failed" and exit (also
 #                                    done automatically on exit; a script that
 #                                    asserted nothing fails)
@@ -85,8 +89,20 @@ _T_NAME=$(basename "$0" .sh)
 TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/p11s-${_T_NAME}.XXXXXX")
 export TEST_TMP
 
+# Modules that p11-kit loads for a --trust/--ca pkcs11: search are unloaded
+# before LeakSanitizer reports, and their frames (no frame pointers) stop
+# the fast unwinder: only full unwinding reaches p11-kit's frames, which
+# tests/lsan.supp names.  tpm2-pkcs11, registered system-wide, leaks when
+# no TPM answers.  Slower: only for the tests that need it.
+unwind_modules() { export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}:fast_unwind_on_malloc=0"; }
+
+_T_AT_EXIT=()
+# at_exit CMD...: run CMD when the script ends (daemons a test started).
+at_exit() { _T_AT_EXIT+=("$*"); }
+
 _t_on_exit() {
-	local rc=$?
+	local rc=$? c
+	for c in "${_T_AT_EXIT[@]}"; do eval "$c" || true; done
 	if [ "$_T_FINISHED" = 0 ]; then
 		if [ $rc -ne 0 ] && [ $_T_FAILED = 0 ]; then
 			echo "FAIL: script stopped early with status $rc (line ${_T_LAST_LINE:-?})"

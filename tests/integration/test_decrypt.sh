@@ -373,7 +373,9 @@ assert_exit 3 "wrong PIN: exit 3"
 assert_matches -i "$ERR" "pin"
 assert_file_absent pin.out
 run_p11smime --pin-source "file:$TEST_TMP/wrong.pin" decrypt -i nobody.p7m -o pin.out
-assert_exit 3 "a message for nobody: no login needed to say so"
+assert_exit 3 "a message for nobody, a wrong PIN: exit 3"
 assert_contains "$ERR" "no certificate on the token is a recipient"
+# The token wants a login and may keep certificates private: it was tried.
+assert_contains "$ERR" "the login to look for private ones failed: token 'p11smime-test' did not accept the PIN"
 
 finish

@@ -10,6 +10,7 @@
 
 new_token
 T=$TEST_TMP
+unwind_modules # --trust/--ca pkcs11: load every module p11-kit knows
 PINOPT=(--pin-source "file:$PIN_FILE")
 TRUST_SO=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-trust.so
 [ -f "$TRUST_SO" ] || { fail "$TRUST_SO is missing (package p11-kit-modules)"; finish; }

@@ -7,6 +7,7 @@
 
 new_token
 T=$TEST_TMP
+unwind_modules # --trust pkcs11: loads every module p11-kit knows
 
 # A software signer issued by the test CA, and one by a CA nobody trusts.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/alice.key" 2>/dev/null
