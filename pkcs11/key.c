@@ -701,13 +701,13 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 	if (rc != P11S_OK)
 		return rc;
 	if (!CRYPTO_THREAD_run_once(&meth_once, meth_init) || rsa_idx < 0 || ec_idx < 0)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	k = calloc(1, sizeof(*k));
 	ref = calloc(1, sizeof(*ref));
 	if (k == NULL || ref == NULL) {
 		free(k);
 		free(ref);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	ref->ctx = ctx;
 	ref->slot = p11s_slot_state(ctx, o->token->slot_id);
@@ -725,7 +725,7 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 	if (k->uri == NULL || k->token_label == NULL || ref->slot == NULL) {
 		ref_free(NULL, ref, NULL, 0, 0, NULL);
 		p11s_key_free(k);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	/* From here the key owns @p ref (freed with it through its ex_data). */
 	k->ref = ref;

@@ -222,7 +222,7 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 	    (r->mechanism =
 	         strdup(k->is_ec ? "CKM_EC_KEY_PAIR_GEN" : "CKM_RSA_PKCS_KEY_PAIR_GEN")) == NULL ||
 	    (r->token_uri = strdup(t->uri)) == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	*out = r;

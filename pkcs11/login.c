@@ -21,7 +21,7 @@ static p11s_rc read_uri_source(const char *src, char *buf, size_t len, p11s_erro
 		char *spec = p11s_asprintf("file:%s", src);
 
 		if (spec == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		rc = p11s_secret_read(spec, P11S_SECRET_PIN, buf, len, err);
 		free(spec);
 	} else {
@@ -55,7 +55,7 @@ static p11s_rc get_pin(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, char 
 				return rc;
 			ctx->source_pin = p11s_locked_strdup(buf);
 			if (ctx->source_pin == NULL)
-				return p11s_err(err, P11S_E_NOMEM, "out of memory");
+				return p11s_err_nomem(err);
 			return P11S_OK;
 		}
 		if (strlen(ctx->source_pin) + 1 > len)
@@ -88,7 +88,7 @@ static p11s_rc get_pin(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, char 
 		goto unavailable;
 	prompt = p11s_asprintf("PIN for token '%s': ", t->label);
 	if (prompt == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	r = ctx->prompt(prompt, buf, len, ctx->prompt_user);
 	free(prompt);
 	if (r == 0 && buf[0] != '\0')

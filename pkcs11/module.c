@@ -131,14 +131,14 @@ p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err)
 	}
 	ctx = calloc(1, sizeof(*ctx));
 	if (ctx == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	if (!locks_init(ctx)) {
 		free(ctx);
 		return p11s_err(err, P11S_E_INTERNAL, "cannot create the context's locks");
 	}
 	if ((ctx->module_path = strdup(module_path)) == NULL) {
 		p11s_ctx_free(ctx);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	ctx->dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL);
 	if (ctx->dl == NULL) {
@@ -294,7 +294,7 @@ p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 	CK_RV rv;
 
 	if (st == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	if (st->session != CK_INVALID_HANDLE) {
 		if (ctx->fl->C_GetSessionInfo(st->session, &sess) == CKR_OK) {
 			*out = st->session;

@@ -576,7 +576,7 @@ static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_er
 	if (cands == NULL || keys == NULL) {
 		free(cands);
 		free(keys);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	/*
 	 * A private key that shows no public half of its own (SoftHSM's EC keys
@@ -935,7 +935,7 @@ out:
 	free(sc);
 	free(certs.v);
 	if (!ok && rc == P11S_OK)
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 	return rc;
 }
 
@@ -967,7 +967,7 @@ static p11s_rc enumerate_token_locked(p11s_ctx *ctx, const p11s_token *t, P11Kit
 		if (ok < 0 || (o != NULL && p11s_vec_push(all, o) != 0)) {
 			object_free(o);
 			free(h.v);
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		}
 	}
 	free(h.v);
@@ -1004,7 +1004,7 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
 	*out = NULL;
 	l = calloc(1, sizeof(*l));
 	if (l == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = p11s_tokens_matching(ctx, uri, &l->tokens, err);
 	if (rc != P11S_OK)
 		goto done;
@@ -1121,7 +1121,7 @@ p11s_rc p11s_object_list_filter(p11s_object_list *l, P11KitUri *uri, const p11s_
 	l->count = 0;
 	l->objects = calloc(l->all_count ? l->all_count : 1, sizeof(*l->objects));
 	if (l->objects == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	for (size_t i = 0; i < l->all_count; i++)
 		if ((uri == NULL || p11s_uri_match_object(uri, l->all[i])) &&
 		    wanted(opts, l->all[i]))

@@ -21,7 +21,7 @@ p11s_rc p11s_ctx_set_pin_source(p11s_ctx *ctx, const char *spec, p11s_error *err
 			return rc;
 		copy = strdup(spec);
 		if (copy == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 	}
 	p11s_ctx_lock(ctx);
 	free(ctx->pin_source);

@@ -187,7 +187,7 @@ static p11s_rc registry_certificates(const char *skip_path, P11KitUri *uri, STAC
 		p11_kit_module_finalize(mods[i]);
 	}
 	p11_kit_modules_release(mods);
-	return ok ? P11S_OK : p11s_err(err, P11S_E_NOMEM, "out of memory");
+	return ok ? P11S_OK : p11s_err_nomem(err);
 }
 
 p11s_rc p11s_trust_certificates(p11s_ctx *ctx, const char *uri, STACK_OF(X509) * out, size_t *added,
@@ -212,7 +212,7 @@ p11s_rc p11s_trust_certificates(p11s_ctx *ctx, const char *uri, STACK_OF(X509) *
 				continue;
 			if (X509_up_ref(x) != 1 || sk_X509_push(out, x) <= 0) {
 				X509_free(x);
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 			} else {
 				(*added)++;
 			}

@@ -112,7 +112,7 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 		goto out;
 	found = calloc(l->all_count ? l->all_count : 1, sizeof(*found));
 	if (found == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	/* The sorted view, so that candidates come in a stable order. */

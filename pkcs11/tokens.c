@@ -75,7 +75,7 @@ static p11s_rc token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_e
 
 	*out = NULL;
 	if (t == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	t->slot_id = id;
 	rv = ctx->fl->C_GetSlotInfo(id, &t->slot_info);
 	if (rv == CKR_OK)
@@ -95,7 +95,7 @@ static p11s_rc token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_e
 	if (!t->label || !t->manufacturer || !t->model || !t->serial || !t->slot_description ||
 	    !t->uri) {
 		p11s_token_free(t);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	*out = t;
 	return P11S_OK;
@@ -181,7 +181,7 @@ p11s_rc p11s_uri_parse(const char *uri, P11KitUri **out, p11s_error *err)
 
 	*out = NULL;
 	if (u == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	if (uri != NULL) {
 		char *shown;
 		p11s_rc rc = P11S_OK;
@@ -246,7 +246,7 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 	if (rv == CKR_OK && n > 0) {
 		ids = calloc(n, sizeof(*ids));
 		if (ids == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		cap = n;
 		rv = ctx->fl->C_GetSlotList(CK_TRUE, ids, &n);
 		/* More than the room given: a broken module; what it wrote is all we have. */
@@ -260,7 +260,7 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 	l = calloc(1, sizeof(*l));
 	if (l == NULL) {
 		free(ids);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	for (CK_ULONG i = 0; i < n && ok; i++) {
 		p11s_token *t;
@@ -276,7 +276,7 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 	}
 	free(ids);
 	if (!ok)
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 	if (rc != P11S_OK) {
 		p11s_token_list_free(l);
 		return rc;

@@ -64,7 +64,7 @@ p11s_rc p11s_token_select(p11s_ctx *ctx, const char *uri_or_label, p11s_token_li
 			                uri_or_label);
 		uri = label_uri(uri_or_label);
 		if (uri == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 	}
 	rc = p11s_uri_parse(uri ? uri : uri_or_label, &u, err);
 	if (rc == P11S_OK)
@@ -407,7 +407,7 @@ p11s_rc p11s_token_write_cert(p11s_ctx *ctx, const p11s_token *t, X509 *cert,
 	}
 	*uri = p11s_new_object_uri(t, P11S_OBJ_CERTIFICATE, id, id_len, label);
 	if (*uri == NULL)
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 out:
 	writer_close(&w);
 	free(der);
@@ -559,7 +559,7 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 		if (os == NULL || !ASN1_OCTET_STRING_set(os, pt, (int)pt_len) ||
 		    (point_der_len = i2d_ASN1_OCTET_STRING(os, &point_der)) <= 0) {
 			ASN1_OCTET_STRING_free(os);
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			goto out;
 		}
 		ASN1_OCTET_STRING_free(os);
@@ -592,7 +592,7 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 	*priv_uri = p11s_new_object_uri(t, P11S_OBJ_PRIVATE_KEY, id, id_len, label);
 	*pub_uri = p11s_new_object_uri(t, P11S_OBJ_PUBLIC_KEY, id, id_len, label);
 	if (*priv_uri == NULL || *pub_uri == NULL)
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 out:
 	writer_close(&w);
 	for (int i = 0; i < 8; i++)
@@ -682,7 +682,7 @@ p11s_rc p11s_delete_plan_new(p11s_ctx *ctx, const char *uri, int all, p11s_delet
 		goto out;
 	p = calloc(1, sizeof(*p));
 	if (p == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	rc = p11s_login(ctx, t, u, err);
@@ -698,7 +698,7 @@ p11s_rc p11s_delete_plan_new(p11s_ctx *ctx, const char *uri, int all, p11s_delet
 		goto out;
 	p->objs = calloc(p->list->all_count ? p->list->all_count : 1, sizeof(*p->objs));
 	if (p->objs == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	cls = p11_kit_uri_get_attribute(u, CKA_CLASS);

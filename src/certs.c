@@ -218,7 +218,7 @@ static p11s_rc read_pem(p11s_cert_list *l, const unsigned char *buf, size_t len,
 	keyvec keys = {0};
 
 	if (bio == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	l->format = "PEM";
 	for (;;) {
 		char *type = NULL, *header = NULL;
@@ -276,7 +276,7 @@ static p11s_rc read_pem(p11s_cert_list *l, const unsigned char *buf, size_t len,
 				free(others);
 				BIO_free(bio);
 				keyvec_free(&keys);
-				return p11s_err(err, P11S_E_NOMEM, "out of memory");
+				return p11s_err_nomem(err);
 			}
 		} else if (strcmp(type, PEM_STRING_X509) == 0 ||
 		           strcmp(type, PEM_STRING_X509_OLD) == 0 ||
@@ -418,7 +418,7 @@ static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const 
 	return P11S_OK;
 nomem:
 	sk_X509_pop_free(ca, X509_free);
-	return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	return p11s_err_nomem(err);
 }
 
 /* ------------------------------------------------------------------- DER */
@@ -435,7 +435,7 @@ static p11s_rc read_der(p11s_cert_list *l, const unsigned char *buf, size_t len,
 	if (x != NULL) {
 		l->format = "DER";
 		if (!list_add(l, x, NULL))
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		/* Several DER certificates back to back, as some tools write them. */
 		while (p < end) {
 			x = d2i_X509(NULL, &p, (long)(end - p));
@@ -446,7 +446,7 @@ static p11s_rc read_der(p11s_cert_list *l, const unsigned char *buf, size_t len,
 				break;
 			}
 			if (!list_add(l, x, NULL))
-				return p11s_err(err, P11S_E_NOMEM, "out of memory");
+				return p11s_err_nomem(err);
 		}
 		return P11S_OK;
 	}
@@ -467,7 +467,7 @@ static p11s_rc read_der(p11s_cert_list *l, const unsigned char *buf, size_t len,
 		PKCS7_free(p7);
 		l->format = "PKCS#7";
 		if (n < 0)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		if (n == 0)
 			return p11s_err(err, P11S_E_INPUT, "%s: no certificate in this PKCS#7 file",
 			                name);
@@ -500,7 +500,7 @@ p11s_rc p11s_certs_read_mem(const unsigned char *buf, size_t len, const char *na
 		return p11s_err(err, P11S_E_INPUT, "%s: too large for a certificate file", name);
 	l = list_new();
 	if (l == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = is_pem(buf, len) ? read_pem(l, buf, len, name, err)
 	                      : read_der(l, buf, len, name, p12_pass, err);
 	ERR_clear_error();

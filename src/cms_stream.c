@@ -207,7 +207,7 @@ p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **ou
 	s = calloc(1, sizeof(*s));
 
 	if (s == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	s->in = in;
 	s->enc = enc;
 	s->limit = UINT64_MAX;
@@ -221,7 +221,7 @@ p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **ou
 	}
 	if (s->buf == NULL || (enc != P11S_CMS_DER && (s->raw == NULL || s->b64 == NULL))) {
 		p11s_cms_stream_free(s);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	*out = s;
 	return P11S_OK;
@@ -360,7 +360,7 @@ static p11s_rc fill(p11s_cms_stream *s, size_t want, int *got, p11s_error *err)
 		if (s->cap < need) {
 			nb = realloc(s->buf, need);
 			if (nb == NULL)
-				return p11s_err(err, P11S_E_NOMEM, "out of memory");
+				return p11s_err_nomem(err);
 			s->buf = nb;
 			s->cap = need;
 		}
@@ -598,7 +598,7 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 	}
 	*der = OPENSSL_memdup(s->buf + s->pos, total);
 	if (*der == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	*len = total;
 	advance(s, total);
 	return P11S_OK;
@@ -715,7 +715,7 @@ static p11s_rc build_small(p11s_cms_stream *s, const struct part *oid, const str
 		db_put(&d, mac, 2 + mac[1]);
 	if (d.failed) {
 		OPENSSL_free(d.p);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	p = d.p;
 	s->cms = d2i_CMS_ContentInfo(NULL, &p, (long)d.len);
@@ -869,7 +869,7 @@ static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p
 	if (!sp->in_file && sp->len + n <= SPOOL_MEM_MAX) {
 		nm = OPENSSL_realloc(sp->mem, sp->len + n);
 		if (nm == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		sp->mem = nm;
 		memcpy(sp->mem + sp->len, p, n);
 		sp->len += n;
@@ -1063,7 +1063,7 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 
 	out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
 	if (out == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	if (!EVP_DecryptUpdate(fresh, NULL, &outl, aad, (int)aadlen)) {
 		rc = p11s_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
 		goto done;
@@ -1251,7 +1251,7 @@ p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cm
 		*replay = NULL;
 	f.out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
 	if (f.out == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	if (s->auth) {
 		/* In case authenticated attributes follow the content: see the header. */
 		fresh = EVP_CIPHER_CTX_new();
@@ -1282,7 +1282,7 @@ p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cm
 		if (rp == NULL || !gmac_final(f.gmac, rp->fp) ||
 		    (rp->mac = OPENSSL_memdup(mac->data, (size_t)mac->length)) == NULL) {
 			p11s_cms_replay_free(rp);
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			goto done;
 		}
 		memcpy(rp->gkey, gkey, sizeof(gkey));

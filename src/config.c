@@ -121,7 +121,7 @@ static p11s_rc parse_line(p11s_config *c, const char *path, unsigned line, char 
 		return P11S_E_USAGE;
 	c->value[i] = p11s_strdup(value);
 	if (c->value[i] == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	return P11S_OK;
 }
 
@@ -136,7 +136,7 @@ p11s_rc p11s_config_load(const char *path, int missing_ok, p11s_config **out, p1
 	*out = NULL;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	fp = fopen(path, "r");
 	if (fp == NULL) {
 		if (errno == ENOENT && missing_ok) {

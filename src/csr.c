@@ -322,7 +322,7 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 	    (key_uri != NULL && (*key_uri = strdup(p11s_object_uri(key))) == NULL)) {
 		free(*pem);
 		*pem = NULL;
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 	}
 out:
 	BIO_free(mem);

@@ -43,7 +43,7 @@ static p11s_rc copy_crlf(BIO *in, BIO *out, const char *what, p11s_error *err)
 	int n;
 
 	if (crlf == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	BIO_push(crlf, out);
 	while ((n = BIO_read(in, buf, sizeof(buf))) > 0)
 		if (BIO_write(crlf, buf, n) != n) {
@@ -128,7 +128,7 @@ static p11s_rc slurp(BIO *in, BUF_MEM *buf, const char *what, p11s_error *err)
 		size_t len = buf->length;
 
 		if (BUF_MEM_grow(buf, len + (size_t)n) == 0)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		memcpy(buf->data + len, tmp, (size_t)n);
 	}
 	if (n < 0 && !BIO_eof(in))
@@ -156,7 +156,7 @@ static p11s_rc signature_der(BIO *sig, p11s_outform inform, unsigned char **der,
 	p11s_rc rc;
 
 	if (b == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = slurp(sig, b, "signature", err);
 	if (rc != P11S_OK)
 		goto out;
@@ -189,7 +189,7 @@ static p11s_rc signature_der(BIO *sig, p11s_outform inform, unsigned char **der,
 	} else {
 		*der = OPENSSL_malloc(b->length);
 		if (*der == NULL) {
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			goto out;
 		}
 		memcpy(*der, b->data, b->length);
@@ -257,11 +257,11 @@ p11s_rc p11s_verify_detached(BIO *content, BIO *signature, p11s_outform inform,
 	msg = BIO_new(BIO_s_mem());
 	b64 = BIO_new(BIO_f_base64());
 	if (head == NULL || mid == NULL || tail == NULL || msg == NULL || b64 == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	if (!put(msg, head)) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	rc = copy_crlf(content, msg, "signed content", err);
@@ -271,7 +271,7 @@ p11s_rc p11s_verify_detached(BIO *content, BIO *signature, p11s_outform inform,
 	if (!put(msg, mid) || BIO_write(b64, der, (int)len) != (int)len || BIO_flush(b64) <= 0 ||
 	    !put(msg, tail)) {
 		BIO_pop(b64);
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	BIO_pop(b64);
@@ -310,13 +310,13 @@ p11s_rc p11s_verify_opaque(BIO *signature, p11s_outform inform, BIO *content,
 	msg = BIO_new(BIO_s_mem());
 	b64 = BIO_new(BIO_f_base64());
 	if (msg == NULL || b64 == NULL || !put(msg, head)) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	BIO_push(b64, msg);
 	if (BIO_write(b64, der, (int)len) != (int)len || BIO_flush(b64) <= 0) {
 		BIO_pop(b64);
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	BIO_pop(b64);

@@ -76,7 +76,7 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 	out->n = 0;
 	if (buf == NULL || out->v == NULL) {
 		free(buf);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	for (const char *p = text;; p++) {
 		if (*p == '\\') {
@@ -130,7 +130,7 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 			}
 			type = p11s_strndup(t, tl);
 			if (type == NULL) {
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 				break;
 			}
 			n = 0;
@@ -181,7 +181,7 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 			out->n++;
 			type = NULL;
 			if (out->v[out->n - 1].value == NULL) {
-				rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+				rc = p11s_err_nomem(err);
 				break;
 			}
 			new_rdn = *p != '+';
@@ -243,7 +243,7 @@ p11s_rc p11s_dn_parse(const char *text, X509_NAME **out, p11s_error *err)
 	name = X509_NAME_new();
 	if (name == NULL) {
 		avas_free(&a);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	if (!rfc4514) {
 		for (size_t i = 0; i < a.n && rc == P11S_OK; i++)

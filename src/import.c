@@ -156,19 +156,17 @@ static p11s_rc import_chain_cert(p11s_ctx *ctx, const p11s_token *t, const p11s_
 	int ca = (X509_get_extension_flags(x) & EXFLAG_CA) != 0;
 
 	if (there != NULL)
-		return push_uri(r, p11s_object_uri(there))
-		           ? P11S_OK
-		           : p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return push_uri(r, p11s_object_uri(there)) ? P11S_OK : p11s_err_nomem(err);
 	if (!pubkey_id(x, id, &id_len))
 		return p11s_err_ossl(err, P11S_E_INPUT, "cannot hash a chain certificate's key");
 	label = default_label(x);
 	if (label == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = p11s_token_write_cert(ctx, t, x, id, id_len, label,
 	                           ca ? P11S_CERT_AUTHORITY : P11S_CERT_OTHER, &uri, err);
 	free(label);
 	if (rc == P11S_OK && !push_uri(r, uri))
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 	free(uri);
 	return rc;
 }
@@ -237,7 +235,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	x = p11s_cert_list_get(certs, xi);
 	r = calloc(1, sizeof(*r));
 	if (r == NULL || (r->subject = p11s_cert_name_string(X509_get_subject_name(x))) == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	rc = p11s_token_select(ctx, opts->token, &tl, &t, err);
@@ -259,7 +257,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		r->already = 1;
 		if ((r->cert_uri = strdup(p11s_object_uri(there))) == NULL ||
 		    (k != NULL && (r->key_uri = strdup(p11s_object_uri(k))) == NULL))
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 		goto chain;
 	}
 	if (key == NULL && soft_key != NULL) {
@@ -273,7 +271,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		        : alias && alen > 0 ? p11s_strndup((const char *)alias, (size_t)alen)
 		                            : default_label(x);
 		if (label == NULL) {
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			goto out;
 		}
 		rc = p11s_token_free_id(ctx, t, id, &id_len, err);
@@ -315,7 +313,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		                                         : default_label(x);
 		category = P11S_CERT_OWN;
 		if ((r->key_uri = strdup(p11s_object_uri(key))) == NULL) {
-			rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+			rc = p11s_err_nomem(err);
 			goto out;
 		}
 	} else if (opts->ca) {
@@ -344,7 +342,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		label = opts->label ? strdup(opts->label) : default_label(x);
 	}
 	if (label == NULL) {
-		rc = p11s_err(err, P11S_E_NOMEM, "out of memory");
+		rc = p11s_err_nomem(err);
 		goto out;
 	}
 	rc = p11s_token_write_cert(ctx, t, x, id, id_len, label, category, &r->cert_uri, err);

@@ -108,7 +108,7 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 		return p11s_err(err, P11S_E_INPUT, "no certificate");
 	ci = calloc(1, sizeof(*ci));
 	if (ci == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	ci->subject = p11s_cert_name_string(X509_get_subject_name(x));
 	ci->issuer = p11s_cert_name_string(X509_get_issuer_name(x));
 	ci->serial = p11s_serial_hex(X509_get0_serialNumber(x));
@@ -125,7 +125,7 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 	ci->emails = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &ci->nemails);
 	if (ci->emails == NULL || !key_facts(x, ci)) {
 		p11s_cert_info_free(ci);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	ci->key_algorithm = p11s_key_type_name(ci->key_type);
 	ERR_clear_error();

@@ -104,7 +104,7 @@ static p11s_rc add_line(p11s_signer_map *map, const char *origin, unsigned line,
 
 		e = realloc(map->e, cap * sizeof(*e));
 		if (e == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		map->e = e;
 		map->cap = cap;
 	}
@@ -115,7 +115,7 @@ static p11s_rc add_line(p11s_signer_map *map, const char *origin, unsigned line,
 	if (e->key == NULL || e->uri == NULL) {
 		free(e->key);
 		free(e->uri);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	map->n++;
 	return P11S_OK;
@@ -135,7 +135,7 @@ p11s_rc p11s_signer_map_parse(const char *origin, const char *text, size_t len,
 		                P11S_SIGNER_MAP_MAX);
 	map = calloc(1, sizeof(*map));
 	if (map == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	while (rc == P11S_OK && p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		const char *stop = nl != NULL ? nl : end;
@@ -179,7 +179,7 @@ p11s_rc p11s_signer_map_load(const char *path, p11s_signer_map **out, p11s_error
 	buf = malloc(P11S_SIGNER_MAP_MAX + 1);
 	if (buf == NULL) {
 		fclose(fp);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	len = fread(buf, 1, P11S_SIGNER_MAP_MAX + 1, fp);
 	if (ferror(fp))

@@ -46,7 +46,7 @@ p11s_rc p11s_milter_msg_new(p11s_milter_msg **out, p11s_error *err)
 	p11s_milter_msg *m = calloc(1, sizeof(*m));
 
 	if (m == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	m->fd = -1;
 	*out = m;
 	return P11S_OK;
@@ -147,7 +147,7 @@ p11s_rc p11s_milter_msg_header(p11s_milter_msg *m, const char *name, const char 
 		return p11s_err(err, P11S_E_INPUT, "the header block is larger than %d bytes",
 		                P11S_HEADERS_MAX_DEFAULT);
 	if (r != 0)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	o = m->block + m->len;
 	memcpy(o, name, nlen);
 	o += nlen;
@@ -173,7 +173,7 @@ p11s_rc p11s_milter_msg_end_headers(p11s_milter_msg *m, p11s_error *err)
 		return p11s_err(err, P11S_E_INPUT, "the message has no header fields");
 	b = BIO_new_mem_buf(m->block, (int)m->len);
 	if (b == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = p11s_headers_read(b, P11S_HEADERS_MAX_DEFAULT, &m->h, err);
 	BIO_free(b);
 	return rc;
@@ -201,7 +201,7 @@ p11s_rc p11s_milter_msg_from(const p11s_milter_msg *m, char **out, p11s_error *e
 		return p11s_err(err, P11S_E_INPUT, "more than one From field");
 	value = p11s_headers_value(m->h, (size_t)i);
 	if (value == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	rc = p11s_mime_addresses(value, &addrs, &n, err);
 	free(value);
 	if (rc != P11S_OK)
@@ -320,7 +320,7 @@ static p11s_rc list_deletions(const p11s_headers *h, p11s_milter_signed *r, p11s
 
 	r->del = calloc(n ? n : 1, sizeof(*r->del));
 	if (r->del == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	for (size_t k = n; k-- > 0;) {
 		const char *name = p11s_headers_name(h, k);
 		int index = 1;
@@ -333,7 +333,7 @@ static p11s_rc list_deletions(const p11s_headers *h, p11s_milter_signed *r, p11s
 		r->del[r->ndel].name = p11s_strdup(name);
 		r->del[r->ndel].index = index;
 		if (r->del[r->ndel++].name == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 	}
 	return P11S_OK;
 }
@@ -344,7 +344,7 @@ static p11s_rc list_additions(const p11s_headers *h, p11s_milter_signed *r, p11s
 
 	r->add = calloc(n ? n : 1, sizeof(*r->add));
 	if (r->add == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	for (size_t k = 0; k < n; k++) {
 		const char *name = p11s_headers_name(h, k);
 
@@ -353,7 +353,7 @@ static p11s_rc list_additions(const p11s_headers *h, p11s_milter_signed *r, p11s
 		r->add[r->nadd].name = p11s_strdup(name);
 		r->add[r->nadd].value = p11s_headers_value(h, k);
 		if (r->add[r->nadd++].name == NULL || r->add[r->nadd - 1].value == NULL)
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 	}
 	return P11S_OK;
 }
@@ -375,7 +375,7 @@ p11s_rc p11s_milter_msg_sign(p11s_milter_msg *m, p11s_signer *s, p11s_milter_sig
 		return rc;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	r->fd = p11s_tmpfile(&dir);
 	if (r->fd < 0) {
 		rc = p11s_err(err, P11S_E_IO, "cannot make a temporary file in %s: %s", dir,

@@ -103,7 +103,7 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 	if (b == NULL) {
 		if (fp != stdin)
 			fclose(fp);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	/*
 	 * Readers ask for 64 KiB at a time, and stdio's 4 KiB buffer splits that
@@ -337,7 +337,7 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 
 	o->path = strdup(o->shown);
 	if (o->path == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	if (lstat(o->path, &o->st) == 0) {
 		o->exists = 1;
 		if (S_ISLNK(o->st.st_mode)) {
@@ -366,7 +366,7 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 	}
 	dir = dir_of(o->path);
 	if (dir == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	/*
 	 * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH or
 	 * /proc/self/fd: without either (a bare container), use a named one.
@@ -382,7 +382,7 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 		o->tmp_path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
 		if (o->tmp_path == NULL) {
 			free(dir);
-			return p11s_err(err, P11S_E_NOMEM, "out of memory");
+			return p11s_err_nomem(err);
 		}
 		o->fd = mkostemp(o->tmp_path, O_CLOEXEC);
 		if (o->fd < 0) {
@@ -404,17 +404,17 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 	p11s_rc rc;
 
 	if (!CRYPTO_THREAD_run_once(&out_once, out_method_init) || out_method == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	o = calloc(1, sizeof(*o));
 	if (o == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	o->fd = -1;
 	o->flags = flags;
 	if (path != NULL && strcmp(path, "-") != 0) {
 		o->kind = OUT_FILE;
 		o->shown = strdup(path);
 		if (o->shown == NULL)
-			return open_fail(o, p11s_err(err, P11S_E_NOMEM, "out of memory"));
+			return open_fail(o, p11s_err_nomem(err));
 		rc = open_file(o, err);
 		if (rc != P11S_OK)
 			return open_fail(o, rc);
@@ -422,7 +422,7 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 		o->kind = OUT_STDOUT;
 		o->shown = strdup("standard output");
 		if (o->shown == NULL)
-			return open_fail(o, p11s_err(err, P11S_E_NOMEM, "out of memory"));
+			return open_fail(o, p11s_err_nomem(err));
 		/* Nothing to keep whole on /dev/null. */
 		if (fstat(STDOUT_FILENO, &st) == 0 && S_ISCHR(st.st_mode) &&
 		    stat("/dev/null", &null_st) == 0 && st.st_rdev == null_st.st_rdev) {
@@ -438,7 +438,7 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 	o->buf = malloc(o->cap);
 	o->bio = BIO_new(out_method);
 	if (o->buf == NULL || o->bio == NULL)
-		return open_fail(o, p11s_err(err, P11S_E_NOMEM, "out of memory"));
+		return open_fail(o, p11s_err_nomem(err));
 	BIO_set_data(o->bio, o);
 	*out = o;
 	return P11S_OK;

@@ -1028,7 +1028,7 @@ p11s_rc p11s_validate(X509 *cert, const p11s_key_facts *key, const p11s_validate
 	}
 	v = calloc(1, sizeof(*v));
 	if (v == NULL)
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	memset(&f, 0, sizeof(f));
 	f.cert = cert;
 	f.key = key;
@@ -1070,7 +1070,7 @@ p11s_rc p11s_validate(X509 *cert, const p11s_key_facts *key, const p11s_validate
 
 	if (v->oom) {
 		p11s_verdict_free(v);
-		return p11s_err(err, P11S_E_NOMEM, "out of memory");
+		return p11s_err_nomem(err);
 	}
 	*out = v;
 	return P11S_OK;
