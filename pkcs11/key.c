@@ -20,7 +20,7 @@ struct p11s_key {
 	p11s_key_type type;
 	int bits;
 	unsigned flags;
-	struct p11s_keyref *ref; /* owned by pkey (ex_data) */
+	struct p11i_keyref *ref; /* owned by pkey (ex_data) */
 };
 
 void p11s_key_free(p11s_key *key)
@@ -59,13 +59,13 @@ const char *p11s_key_uri(const p11s_key *key)
  *
  * Threads: a key (and so a signer) may be used by several threads at once.
  * Each operation borrows its own session from the slot's pool
- * (p11s_op_session), never the login session, and nothing in the keyref
+ * (p11i_op_session), never the login session, and nothing in the keyref
  * changes after p11s_key_check_op(); the mechanism that ran is the calling
  * thread's (p11s_key_last_mechanism).
  */
-struct p11s_keyref {
+struct p11i_keyref {
 	p11s_ctx *ctx;
-	struct p11s_slot_state *slot; /* its session pool */
+	struct p11i_slot_state *slot; /* its session pool */
 	unsigned long serial;         /* tells keys apart in last_op (an address may be reused) */
 	CK_OBJECT_HANDLE handle;
 	int always_authenticate;
@@ -98,7 +98,7 @@ static _Thread_local struct {
 	char msg[512];
 } login_fail;
 
-static void set_last(const struct p11s_keyref *r, const char *mech)
+static void set_last(const struct p11i_keyref *r, const char *mech)
 {
 	last_op.serial = r->serial;
 	last_op.mech = mech;
@@ -111,7 +111,7 @@ static CRYPTO_ONCE meth_once = CRYPTO_ONCE_STATIC_INIT;
 
 static void ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-	struct p11s_keyref *r = ptr;
+	struct p11i_keyref *r = ptr;
 
 	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
 	free(r);
@@ -120,14 +120,14 @@ static void ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
 static void token_error(const char *what, CK_RV rv)
 {
 	ERR_raise_data(ERR_LIB_USER, ERR_R_OPERATION_FAIL, "token: %s failed: %s (0x%lx)", what,
-	               p11s_ckr_name(rv), (unsigned long)rv);
+	               p11i_ckr_name(rv), (unsigned long)rv);
 }
 
 /*
  * After an *Init on a CKA_ALWAYS_AUTHENTICATE key: the PIN asked for again
  * (login.c), its failure in words on OpenSSL's queue.
  */
-static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
+static CK_RV context_login(const struct p11i_keyref *r, CK_SESSION_HANDLE s)
 {
 	p11s_error *e;
 	CK_RV rv = CKR_OK;
@@ -142,7 +142,7 @@ static CK_RV context_login(const struct p11s_keyref *r, CK_SESSION_HANDLE s)
 	}
 	e = p11s_error_new();
 	login_fail.serial = 0;
-	if (e == NULL || p11s_context_login(r->ctx, r->slot->id, s, e) != P11S_OK) {
+	if (e == NULL || p11i_context_login(r->ctx, r->slot->id, s, e) != P11S_OK) {
 		login_fail.serial = r->serial;
 		login_fail.rc = e ? p11s_error_rc(e) : P11S_E_NOMEM;
 		snprintf(login_fail.msg, sizeof(login_fail.msg), "%s",
@@ -167,7 +167,7 @@ static int session_gone(CK_RV rv)
  * an OpenSSL error queued; *init_rv (may be NULL) is the Init's answer, so
  * that a caller can tell a refused mechanism from a failed operation.
  */
-static int token_op_m(struct p11s_keyref *r, int decrypt, CK_MECHANISM *m, const unsigned char *in,
+static int token_op_m(struct p11i_keyref *r, int decrypt, CK_MECHANISM *m, const unsigned char *in,
                       size_t inlen, unsigned char *out, CK_ULONG *outlen, CK_RV *init_rv)
 {
 	CK_FUNCTION_LIST_PTR fl = r->ctx->fl;
@@ -176,7 +176,7 @@ static int token_op_m(struct p11s_keyref *r, int decrypt, CK_MECHANISM *m, const
 	int ok = 0;
 
 	for (int attempt = 0;; attempt++) {
-		rv = p11s_op_session(r->ctx, r->slot, &s);
+		rv = p11i_op_session(r->ctx, r->slot, &s);
 		if (rv != CKR_OK) {
 			if (init_rv != NULL)
 				*init_rv = rv;
@@ -186,7 +186,7 @@ static int token_op_m(struct p11s_keyref *r, int decrypt, CK_MECHANISM *m, const
 		rv = decrypt ? fl->C_DecryptInit(s, m, r->handle) : fl->C_SignInit(s, m, r->handle);
 		if (!session_gone(rv) || attempt > 0)
 			break;
-		p11s_op_session_done(r->ctx, r->slot, s, rv);
+		p11i_op_session_done(r->ctx, r->slot, s, rv);
 	}
 	if (init_rv != NULL)
 		*init_rv = rv;
@@ -218,11 +218,11 @@ static int token_op_m(struct p11s_keyref *r, int decrypt, CK_MECHANISM *m, const
 	}
 	ok = 1;
 out:
-	p11s_op_session_done(r->ctx, r->slot, s, rv);
+	p11i_op_session_done(r->ctx, r->slot, s, rv);
 	return ok;
 }
 
-static int token_op(struct p11s_keyref *r, int decrypt, CK_MECHANISM_TYPE mech,
+static int token_op(struct p11i_keyref *r, int decrypt, CK_MECHANISM_TYPE mech,
                     const unsigned char *in, size_t inlen, unsigned char *out, CK_ULONG *outlen)
 {
 	CK_MECHANISM m = {mech, NULL, 0};
@@ -233,7 +233,7 @@ static int token_op(struct p11s_keyref *r, int decrypt, CK_MECHANISM_TYPE mech,
 static int rsa_op(int decrypt, int flen, const unsigned char *from, unsigned char *to, RSA *rsa,
                   int padding)
 {
-	struct p11s_keyref *r = RSA_get_ex_data(rsa, rsa_idx);
+	struct p11i_keyref *r = RSA_get_ex_data(rsa, rsa_idx);
 	int size = RSA_size(rsa);
 	CK_MECHANISM_TYPE mech;
 	CK_ULONG len = (CK_ULONG)size;
@@ -279,7 +279,7 @@ static int rsa_priv_dec(int flen, const unsigned char *from, unsigned char *to, 
 static ECDSA_SIG *ec_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv,
                               const BIGNUM *rp, EC_KEY *ec)
 {
-	struct p11s_keyref *r = EC_KEY_get_ex_data(ec, ec_idx);
+	struct p11i_keyref *r = EC_KEY_get_ex_data(ec, ec_idx);
 	const EC_GROUP *g = EC_KEY_get0_group(ec);
 	unsigned char raw[2 * 66 + 2];
 	CK_ULONG len = sizeof(raw);
@@ -331,7 +331,7 @@ static int ec_sign(int type, const unsigned char *dgst, int dlen, unsigned char 
 static int ec_compute_key(unsigned char **psec, size_t *pseclen, const EC_POINT *peer,
                           const EC_KEY *ec)
 {
-	const struct p11s_keyref *r = EC_KEY_get_ex_data(ec, ec_idx);
+	const struct p11i_keyref *r = EC_KEY_get_ex_data(ec, ec_idx);
 	CK_FUNCTION_LIST_PTR fl;
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
@@ -358,7 +358,7 @@ static int ec_compute_key(unsigned char **psec, size_t *pseclen, const EC_POINT 
 	                          &point, NULL);
 	if (plen == 0)
 		return 0;
-	rv = p11s_op_session(r->ctx, r->slot, &s);
+	rv = p11i_op_session(r->ctx, r->slot, &s);
 	if (rv != CKR_OK) {
 		s = CK_INVALID_HANDLE;
 		token_error("C_OpenSession", rv);
@@ -396,7 +396,7 @@ static int ec_compute_key(unsigned char **psec, size_t *pseclen, const EC_POINT 
 out:
 	if (secret != CK_INVALID_HANDLE)
 		fl->C_DestroyObject(s, secret);
-	p11s_op_session_done(r->ctx, r->slot, s, rv);
+	p11i_op_session_done(r->ctx, r->slot, s, rv);
 	OPENSSL_free(point);
 	return ok;
 }
@@ -421,7 +421,7 @@ static int (*orig_decrypt)(EVP_PKEY_CTX *, unsigned char *, size_t *, const unsi
                            size_t);
 static const int pk_nids[] = {EVP_PKEY_RSA};
 
-static struct p11s_keyref *ctx_ref(EVP_PKEY_CTX *ctx)
+static struct p11i_keyref *ctx_ref(EVP_PKEY_CTX *ctx)
 {
 	EVP_PKEY *pk = EVP_PKEY_CTX_get0_pkey(ctx);
 	const RSA *rsa = pk != NULL ? EVP_PKEY_get0_RSA(pk) : NULL;
@@ -464,7 +464,7 @@ static int refused(CK_RV rv)
 static int pk_sign(EVP_PKEY_CTX *ctx, unsigned char *sig, size_t *siglen, const unsigned char *tbs,
                    size_t tbslen)
 {
-	struct p11s_keyref *r = ctx_ref(ctx);
+	struct p11i_keyref *r = ctx_ref(ctx);
 	const EVP_MD *md = NULL, *mgf1 = NULL;
 	CK_RSA_PKCS_PSS_PARAMS pp;
 	CK_MECHANISM m = {CKM_RSA_PKCS_PSS, &pp, sizeof(pp)};
@@ -505,7 +505,7 @@ static int pk_sign(EVP_PKEY_CTX *ctx, unsigned char *sig, size_t *siglen, const 
 static int pk_decrypt(EVP_PKEY_CTX *ctx, unsigned char *out, size_t *outlen,
                       const unsigned char *in, size_t inlen)
 {
-	struct p11s_keyref *r = ctx_ref(ctx);
+	struct p11i_keyref *r = ctx_ref(ctx);
 	const EVP_MD *md = NULL, *mgf1 = NULL;
 	unsigned char *label = NULL;
 	int pad = 0, labellen, size;
@@ -623,7 +623,7 @@ static EVP_PKEY *public_half(const p11s_object *o)
 	return x != NULL ? X509_get0_pubkey(x) : NULL;
 }
 
-static EVP_PKEY *token_pkey(const p11s_object *o, struct p11s_keyref *ref)
+static EVP_PKEY *token_pkey(const p11s_object *o, struct p11i_keyref *ref)
 {
 	EVP_PKEY *pub = public_half(o), *pk = EVP_PKEY_new();
 
@@ -684,33 +684,33 @@ fail:
 
 p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_error *err)
 {
-	struct p11s_keyref *ref;
+	struct p11i_keyref *ref;
 	p11s_key *k;
 	p11s_rc rc;
 
 	*out = NULL;
 	if (o == NULL || o->cls != P11S_OBJ_PRIVATE_KEY)
-		return p11s_err(err, P11S_E_USAGE, "%s is not a private key",
+		return p11i_err(err, P11S_E_USAGE, "%s is not a private key",
 		                o ? o->uri : "(nothing)");
 	if (o->key_type != P11S_KEY_RSA && o->key_type != P11S_KEY_EC)
-		return p11s_err(err, P11S_E_MECHANISM,
+		return p11i_err(err, P11S_E_MECHANISM,
 		                "%s is an %s key; only RSA and EC keys are used", o->uri,
 		                p11s_key_type_name(o->key_type));
 	/* Our login, with its PIN policy; it also opens the session the key is used on. */
-	rc = p11s_login(ctx, o->token, NULL, err);
+	rc = p11i_login(ctx, o->token, NULL, err);
 	if (rc != P11S_OK)
 		return rc;
 	if (!CRYPTO_THREAD_run_once(&meth_once, meth_init) || rsa_idx < 0 || ec_idx < 0)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	k = calloc(1, sizeof(*k));
 	ref = calloc(1, sizeof(*ref));
 	if (k == NULL || ref == NULL) {
 		free(k);
 		free(ref);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	ref->ctx = ctx;
-	ref->slot = p11s_slot_state(ctx, o->token->slot_id);
+	ref->slot = p11i_slot_state(ctx, o->token->slot_id);
 	ref->serial = atomic_fetch_add(&keyref_serial, 1) + 1;
 	ref->handle = o->handle;
 	ref->always_authenticate = (o->key_flags & P11S_KF_ALWAYS_AUTHENTICATE) != 0;
@@ -725,7 +725,7 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 	if (k->uri == NULL || k->token_label == NULL || ref->slot == NULL) {
 		ref_free(NULL, ref, NULL, 0, 0, NULL);
 		p11s_key_free(k);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	/* From here the key owns @p ref (freed with it through its ex_data). */
 	k->ref = ref;
@@ -733,7 +733,7 @@ p11s_rc p11s_key_open(p11s_ctx *ctx, const p11s_object *o, p11s_key **out, p11s_
 	if (k->pkey == NULL) {
 		ref_free(NULL, ref, NULL, 0, 0, NULL);
 		p11s_key_free(k);
-		return p11s_err_ossl(err, P11S_E_TOKEN,
+		return p11i_err_ossl(err, P11S_E_TOKEN,
 		                     "cannot use the key %s: its public half is not known (no "
 		                     "public attributes, public key object or certificate)",
 		                     o->uri);
@@ -775,7 +775,7 @@ static const struct op_need {
 };
 
 /* The list, not C_GetMechanismInfo, is what the token offers (p11.h). */
-int p11s_mech_listed(p11s_ctx *ctx, CK_SLOT_ID slot, CK_MECHANISM_TYPE mech)
+int p11i_mech_listed(p11s_ctx *ctx, CK_SLOT_ID slot, CK_MECHANISM_TYPE mech)
 {
 	CK_FUNCTION_LIST_PTR fl = ctx->fl;
 	CK_MECHANISM_TYPE *list;
@@ -807,22 +807,22 @@ static p11s_rc check_need(const p11s_key *key, const struct op_need *need, p11s_
 	CK_RV rv;
 
 	if (key->type != need->type)
-		return p11s_err(err, P11S_E_MECHANISM, "%s needs an %s key; %s is %s", need->what,
+		return p11i_err(err, P11S_E_MECHANISM, "%s needs an %s key; %s is %s", need->what,
 		                p11s_key_type_name(need->type), key->uri,
 		                p11s_key_type_name(key->type));
 	if (!(key->flags & need->key_flag))
-		return p11s_err(err, P11S_E_MECHANISM,
+		return p11i_err(err, P11S_E_MECHANISM,
 		                "the key %s does not allow %s (its %s is false)", key->uri,
 		                need->what, need->key_attr);
 	rv = key->ctx->fl->C_GetMechanismInfo(key->slot_id, need->mech, &mi);
 	if (rv == CKR_MECHANISM_INVALID ||
-	    (rv == CKR_OK && p11s_mech_listed(key->ctx, key->slot_id, need->mech) == 0))
-		return p11s_err(err, P11S_E_MECHANISM, "token '%s' has no %s, needed for %s",
+	    (rv == CKR_OK && p11i_mech_listed(key->ctx, key->slot_id, need->mech) == 0))
+		return p11i_err(err, P11S_E_MECHANISM, "token '%s' has no %s, needed for %s",
 		                key->token_label, need->mech_name, need->what);
 	if (rv != CKR_OK)
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_GetMechanismInfo");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_GetMechanismInfo");
 	if (!(mi.flags & need->flag))
-		return p11s_err(err, P11S_E_MECHANISM,
+		return p11i_err(err, P11S_E_MECHANISM,
 		                "token '%s' has %s but not for %s (no %s), needed for %s",
 		                key->token_label, need->mech_name,
 		                need->flag == CKF_SIGN      ? "signing"
@@ -837,7 +837,7 @@ static p11s_rc check_need(const p11s_key *key, const struct op_need *need, p11s_
 		if (!fits && need->type == P11S_KEY_EC)
 			fits = bytes >= mi.ulMinKeySize && bytes <= mi.ulMaxKeySize;
 		if (!fits)
-			return p11s_err(
+			return p11i_err(
 			    err, P11S_E_MECHANISM,
 			    "token '%s' does %s with keys of %lu to %lu bits; %s has %d",
 			    key->token_label, need->mech_name, (unsigned long)mi.ulMinKeySize,
@@ -858,7 +858,7 @@ p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanis
 		if (op_needs[i].op == op)
 			need = &op_needs[i];
 	if (need == NULL)
-		return p11s_err(err, P11S_E_USAGE, "unknown operation %d", (int)op);
+		return p11i_err(err, P11S_E_USAGE, "unknown operation %d", (int)op);
 	/* The token's own PSS/OAEP first: it then enforces the padding itself. */
 	if (need->native) {
 		if (key->ref != NULL && key->ref->can_native) {
@@ -874,15 +874,15 @@ p11s_rc p11s_key_check_op(const p11s_key *key, p11s_op op, const char **mechanis
 			}
 			if (rc != P11S_E_MECHANISM)
 				return rc;
-			native_msg = p11s_strdup(p11s_error_message(err));
+			native_msg = p11i_strdup(p11s_error_message(err));
 		}
 		need++;
 	}
 	rc = check_need(key, need, err);
 	if (rc == P11S_E_MECHANISM && native_msg != NULL) {
-		char *raw_msg = p11s_strdup(p11s_error_message(err));
+		char *raw_msg = p11i_strdup(p11s_error_message(err));
 
-		rc = p11s_err(err, P11S_E_MECHANISM, "%s; and without it: %s", native_msg,
+		rc = p11i_err(err, P11S_E_MECHANISM, "%s; and without it: %s", native_msg,
 		              raw_msg ? raw_msg : "raw RSA is not usable either");
 		free(raw_msg);
 	}
@@ -900,9 +900,9 @@ const char *p11s_key_last_mechanism(const p11s_key *key)
 
 p11s_rc p11s_key_login_failure(const p11s_key *key, p11s_error *err)
 {
-	const struct p11s_keyref *r = key != NULL ? key->ref : NULL;
+	const struct p11i_keyref *r = key != NULL ? key->ref : NULL;
 
 	if (r == NULL || login_fail.serial != r->serial || login_fail.rc == P11S_OK)
 		return P11S_OK;
-	return p11s_err(err, login_fail.rc, "%s", login_fail.msg);
+	return p11i_err(err, login_fail.rc, "%s", login_fail.msg);
 }

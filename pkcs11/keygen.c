@@ -37,7 +37,7 @@ p11s_rc p11s_keygen_type_parse(const char *type, int *is_ec, int *size, p11s_err
 	const struct keytype *k = keytype_find(type);
 
 	if (k == NULL)
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "key type '%s' is not one of rsa:2048, rsa:3072, rsa:4096, "
 		                "ec:P-256, ec:P-384, ec:P-521",
 		                type ? type : "");
@@ -71,17 +71,17 @@ static p11s_rc check_mechanism(p11s_ctx *ctx, const p11s_token *t, const struct 
 	const char *what = k->is_ec ? "EC" : "RSA";
 	CK_MECHANISM_INFO mi;
 	CK_RV rv;
-	int listed = p11s_mech_listed(ctx, t->slot_id, mech);
+	int listed = p11i_mech_listed(ctx, t->slot_id, mech);
 
 	rv = ctx->fl->C_GetMechanismInfo(t->slot_id, mech, &mi);
 	if (listed == 0 || rv == CKR_MECHANISM_INVALID)
-		return p11s_err(err, P11S_E_MECHANISM,
+		return p11i_err(err, P11S_E_MECHANISM,
 		                "token '%s' has no %s: it cannot generate %s keys", t->label, name,
 		                what);
 	if (rv != CKR_OK)
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_GetMechanismInfo");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_GetMechanismInfo");
 	if (!(mi.flags & CKF_GENERATE_KEY_PAIR))
-		return p11s_err(err, P11S_E_MECHANISM,
+		return p11i_err(err, P11S_E_MECHANISM,
 		                "token '%s' has %s but not for key pair generation (no "
 		                "CKF_GENERATE_KEY_PAIR)",
 		                t->label, name);
@@ -93,7 +93,7 @@ static p11s_rc check_mechanism(p11s_ctx *ctx, const p11s_token *t, const struct 
 		if (!fits && k->is_ec)
 			fits = bytes >= mi.ulMinKeySize && bytes <= mi.ulMaxKeySize;
 		if (!fits)
-			return p11s_err(err, P11S_E_MECHANISM,
+			return p11i_err(err, P11S_E_MECHANISM,
 			                "token '%s' generates %s keys of %lu to %lu bits with %s; "
 			                "%s needs %d",
 			                t->label, what, (unsigned long)mi.ulMinKeySize,
@@ -126,9 +126,9 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 		return rc;
 	k = keytype_find(opts->type);
 	if (opts->label == NULL || *opts->label == '\0')
-		return p11s_err(err, P11S_E_USAGE, "a key pair needs a --label");
+		return p11i_err(err, P11S_E_USAGE, "a key pair needs a --label");
 	if (opts->id != NULL) {
-		rc = p11s_hex_parse(opts->id, id, sizeof(id), &id_len, err);
+		rc = p11i_hex_parse(opts->id, id, sizeof(id), &id_len, err);
 		if (rc != P11S_OK)
 			return rc;
 	}
@@ -140,11 +140,11 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 	if (rc == P11S_OK)
 		rc = p11s_token_login(ctx, t, opts->token, err);
 	if (rc == P11S_OK)
-		rc = p11s_rw_session(ctx, t, &s, err);
+		rc = p11i_rw_session(ctx, t, &s, err);
 	if (rc == P11S_OK && id_len == 0)
-		rc = p11s_pick_id(ctx, s, id, &id_len, err);
+		rc = p11i_pick_id(ctx, s, id, &id_len, err);
 	if (rc == P11S_OK)
-		rc = p11s_check_unused(ctx, t, s, id, id_len, opts->label, err);
+		rc = p11i_check_unused(ctx, t, s, id, id_len, opts->label, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (k->is_ec) {
@@ -152,7 +152,7 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 
 		params_len = obj ? i2d_ASN1_OBJECT(obj, &params) : 0;
 		if (params_len <= 0) {
-			rc = p11s_err(err, P11S_E_INTERNAL, "cannot encode the curve of %s",
+			rc = p11i_err(err, P11S_E_INTERNAL, "cannot encode the curve of %s",
 			              k->name);
 			goto out;
 		}
@@ -207,22 +207,22 @@ p11s_rc p11s_keygen(p11s_ctx *ctx, const p11s_keygen_opts *opts, p11s_keygen_res
 		}
 		rv = ctx->fl->C_GenerateKeyPair(s, &mech, pub, npub, priv, npriv, &hpub, &hpriv);
 		if (rv != CKR_OK) {
-			rc = p11s_ckr(err, rv, P11S_E_TOKEN, "C_GenerateKeyPair");
+			rc = p11i_ckr(err, rv, P11S_E_TOKEN, "C_GenerateKeyPair");
 			goto out;
 		}
 	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL ||
 	    (r->private_uri =
-	         p11s_new_object_uri(t, P11S_OBJ_PRIVATE_KEY, id, id_len, opts->label)) == NULL ||
+	         p11i_new_object_uri(t, P11S_OBJ_PRIVATE_KEY, id, id_len, opts->label)) == NULL ||
 	    (r->public_uri =
-	         p11s_new_object_uri(t, P11S_OBJ_PUBLIC_KEY, id, id_len, opts->label)) == NULL ||
-	    (r->id = p11s_hex(id, id_len)) == NULL || (r->label = strdup(opts->label)) == NULL ||
+	         p11i_new_object_uri(t, P11S_OBJ_PUBLIC_KEY, id, id_len, opts->label)) == NULL ||
+	    (r->id = p11i_hex(id, id_len)) == NULL || (r->label = strdup(opts->label)) == NULL ||
 	    (r->type = strdup(k->name)) == NULL ||
 	    (r->mechanism =
 	         strdup(k->is_ec ? "CKM_EC_KEY_PAIR_GEN" : "CKM_RSA_PKCS_KEY_PAIR_GEN")) == NULL ||
 	    (r->token_uri = strdup(t->uri)) == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	*out = r;

@@ -18,17 +18,17 @@ static p11s_rc read_uri_source(const char *src, char *buf, size_t len, p11s_erro
 	p11s_rc rc;
 
 	if (src[0] == '/') {
-		char *spec = p11s_asprintf("file:%s", src);
+		char *spec = p11i_asprintf("file:%s", src);
 
 		if (spec == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		rc = p11s_secret_read(spec, P11S_SECRET_PIN, buf, len, err);
 		free(spec);
 	} else {
 		rc = p11s_secret_read(src, P11S_SECRET_PIN, buf, len, err);
 	}
 	if (rc == P11S_E_BAD_PIN_SOURCE)
-		rc = p11s_err(err, P11S_E_BAD_PIN_SOURCE, "the URI's pin-source: %s",
+		rc = p11i_err(err, P11S_E_BAD_PIN_SOURCE, "the URI's pin-source: %s",
 		              p11s_error_message(err));
 	return rc;
 }
@@ -53,49 +53,49 @@ static p11s_rc get_pin(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, char 
 
 			if (rc != P11S_OK)
 				return rc;
-			ctx->source_pin = p11s_locked_strdup(buf);
+			ctx->source_pin = p11i_locked_strdup(buf);
 			if (ctx->source_pin == NULL)
-				return p11s_err_nomem(err);
+				return p11i_err_nomem(err);
 			return P11S_OK;
 		}
 		if (strlen(ctx->source_pin) + 1 > len)
-			return p11s_err(err, P11S_E_PIN_UNAVAILABLE, "PIN too long");
+			return p11i_err(err, P11S_E_PIN_UNAVAILABLE, "PIN too long");
 		strcpy(buf, ctx->source_pin);
 		return P11S_OK;
 	}
 	v = uri ? p11_kit_uri_get_pin_value(uri) : NULL;
 	if (v != NULL) {
 		if (strlen(v) + 1 > len || *v == '\0')
-			return p11s_err(err, P11S_E_PIN_UNAVAILABLE,
+			return p11i_err(err, P11S_E_PIN_UNAVAILABLE,
 			                "the URI's pin-value is empty or too long");
 		strcpy(buf, v);
 		return P11S_OK;
 	}
 	src = uri ? p11_kit_uri_get_pin_source(uri) : NULL;
 	if (src != NULL) {
-		struct p11s_slot_state *st = p11s_slot_state(ctx, t->slot_id);
+		struct p11i_slot_state *st = p11i_slot_state(ctx, t->slot_id);
 		p11s_rc rc;
 
 		rc = read_uri_source(src, buf, len, err);
 		if (rc == P11S_OK && st != NULL) {
 			/* Where it came from, for the keys that need it again. */
 			free(st->uri_pin_source);
-			st->uri_pin_source = p11s_strdup(src);
+			st->uri_pin_source = p11i_strdup(src);
 		}
 		return rc;
 	}
 	if (ctx->prompt == NULL)
 		goto unavailable;
-	prompt = p11s_asprintf("PIN for token '%s': ", t->label);
+	prompt = p11i_asprintf("PIN for token '%s': ", t->label);
 	if (prompt == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	r = ctx->prompt(prompt, buf, len, ctx->prompt_user);
 	free(prompt);
 	if (r == 0 && buf[0] != '\0')
 		return P11S_OK;
 	OPENSSL_cleanse(buf, len);
 unavailable:
-	return p11s_err(err, P11S_E_PIN_UNAVAILABLE,
+	return p11i_err(err, P11S_E_PIN_UNAVAILABLE,
 	                "token '%s' needs a PIN and there is no terminal to ask for it; "
 	                "give one with --pin-source file:PATH, fd:N or env:VAR",
 	                t->label);
@@ -103,7 +103,7 @@ unavailable:
 
 static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
 {
-	struct p11s_slot_state *st;
+	struct p11i_slot_state *st;
 	CK_SESSION_HANDLE s;
 	CK_SESSION_INFO si;
 	CK_TOKEN_INFO ti;
@@ -111,16 +111,16 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 	p11s_rc rc;
 	char pin[P11S_PIN_MAX + 1];
 
-	rc = p11s_slot_session(ctx, t, &s, err);
+	rc = p11i_slot_session(ctx, t, &s, err);
 	if (rc != P11S_OK)
 		return rc;
-	st = p11s_slot_state(ctx, t->slot_id);
+	st = p11i_slot_state(ctx, t->slot_id);
 	if (st->logged_in)
 		return P11S_OK;
 	/* Fresh flags: the ones read at enumeration may be stale. */
 	rv = ctx->fl->C_GetTokenInfo(t->slot_id, &ti);
 	if (rv != CKR_OK)
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_GetTokenInfo");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_GetTokenInfo");
 	if (!(ti.flags & CKF_LOGIN_REQUIRED)) {
 		st->logged_in = 1;
 		return P11S_OK;
@@ -132,20 +132,20 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 		return P11S_OK;
 	}
 	if (ti.flags & CKF_USER_PIN_LOCKED)
-		return p11s_err(err, P11S_E_PIN_LOCKED,
+		return p11i_err(err, P11S_E_PIN_LOCKED,
 		                "the user PIN of token '%s' is locked; not trying to log in "
 		                "(unblock it with the SO PIN)",
 		                t->label);
 	if (ti.flags & CKF_USER_PIN_TO_BE_CHANGED)
-		return p11s_err(err, P11S_E_PIN_TO_BE_CHANGED,
+		return p11i_err(err, P11S_E_PIN_TO_BE_CHANGED,
 		                "the user PIN of token '%s' must be changed before use; not "
 		                "logging in",
 		                t->label);
 	if (!(ti.flags & CKF_USER_PIN_INITIALIZED))
-		return p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
+		return p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
 		                "token '%s' has no user PIN set; not logging in", t->label);
 	if ((ti.flags & CKF_USER_PIN_FINAL_TRY) && !ctx->allow_final_try)
-		return p11s_err(err, P11S_E_PIN_FINAL_TRY,
+		return p11i_err(err, P11S_E_PIN_FINAL_TRY,
 		                "token '%s' says one more wrong PIN locks it; not logging in "
 		                "(--allow-final-try if you are sure of the PIN)",
 		                t->label);
@@ -153,16 +153,16 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 		/* PIN pad: the token asks the person itself. */
 		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
 	} else {
-		p11s_secret_hold();
+		p11i_secret_hold();
 		rc = get_pin(ctx, t, uri, pin, sizeof(pin), err);
 		if (rc != P11S_OK) {
 			OPENSSL_cleanse(pin, sizeof(pin));
-			p11s_secret_release();
+			p11i_secret_release();
 			return rc;
 		}
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
 		OPENSSL_cleanse(pin, sizeof(pin));
-		p11s_secret_release();
+		p11i_secret_release();
 	}
 	switch (rv) {
 	case CKR_OK:
@@ -172,16 +172,16 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 	case CKR_PIN_INCORRECT:
 	case CKR_PIN_INVALID:
 	case CKR_PIN_LEN_RANGE:
-		rc = p11s_err(err, P11S_E_PIN_INCORRECT,
+		rc = p11i_err(err, P11S_E_PIN_INCORRECT,
 		              "token '%s' did not accept the PIN (%s); not trying again", t->label,
-		              p11s_ckr_name(rv));
+		              p11i_ckr_name(rv));
 		if (ctx->fl->C_GetTokenInfo(t->slot_id, &ti) == CKR_OK) {
 			if (ti.flags & CKF_USER_PIN_LOCKED)
-				rc = p11s_err(err, P11S_E_PIN_INCORRECT,
+				rc = p11i_err(err, P11S_E_PIN_INCORRECT,
 				              "token '%s' did not accept the PIN and is now locked",
 				              t->label);
 			else if (ti.flags & CKF_USER_PIN_FINAL_TRY)
-				rc = p11s_err(
+				rc = p11i_err(
 				    err, P11S_E_PIN_INCORRECT,
 				    "token '%s' did not accept the PIN; one more wrong PIN "
 				    "locks it",
@@ -189,25 +189,25 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 		}
 		return rc;
 	case CKR_PIN_LOCKED:
-		return p11s_err(err, P11S_E_PIN_LOCKED, "the user PIN of token '%s' is locked",
+		return p11i_err(err, P11S_E_PIN_LOCKED, "the user PIN of token '%s' is locked",
 		                t->label);
 	case CKR_PIN_EXPIRED:
-		return p11s_err(err, P11S_E_PIN_TO_BE_CHANGED,
+		return p11i_err(err, P11S_E_PIN_TO_BE_CHANGED,
 		                "the user PIN of token '%s' has expired and must be changed",
 		                t->label);
 	default:
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_Login");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_Login");
 	}
 }
 
 /* One login at a time per context: threads sharing it log in once, and one prompt at a time. */
-p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
+p11s_rc p11i_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err)
 {
 	p11s_rc rc;
 
-	p11s_ctx_lock(ctx);
+	p11i_ctx_lock(ctx);
 	rc = login_locked(ctx, t, uri, err);
-	p11s_ctx_unlock(ctx);
+	p11i_ctx_unlock(ctx);
 	return rc;
 }
 
@@ -226,7 +226,7 @@ static p11s_rc explain_again(const char *spec, p11s_error *err)
 	else if (strncmp(spec, "env:", 4) == 0)
 		why = "env: serves one login only (the variable is removed once read); use "
 		      "file:, or fd: with one line per login";
-	return p11s_err(
+	return p11i_err(
 	    err, p11s_error_rc(err),
 	    "the key asks for its PIN on every use (CKA_ALWAYS_AUTHENTICATE), and %s%s%s",
 	    p11s_error_message(err), why ? ": " : "", why ? why : "");
@@ -241,7 +241,7 @@ static p11s_rc explain_again(const char *spec, p11s_error *err)
 static p11s_rc context_login_locked(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_HANDLE s,
                                     p11s_error *err)
 {
-	struct p11s_slot_state *st = p11s_slot_state(ctx, slot);
+	struct p11i_slot_state *st = p11i_slot_state(ctx, slot);
 	const char *spec = ctx->pin_source;
 	char pin[P11S_PIN_MAX + 1];
 	p11s_rc rc;
@@ -249,7 +249,7 @@ static p11s_rc context_login_locked(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_H
 
 	if (spec == NULL && st != NULL)
 		spec = st->uri_pin_source;
-	p11s_secret_hold();
+	p11i_secret_hold();
 	if (spec != NULL) {
 		rc = spec == ctx->pin_source
 		         ? p11s_secret_read(spec, P11S_SECRET_PIN, pin, sizeof(pin), err)
@@ -261,13 +261,13 @@ static p11s_rc context_login_locked(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_H
 		                 sizeof(pin), ctx->prompt_user) == 0 &&
 		             pin[0] != '\0'
 		         ? P11S_OK
-		         : p11s_err(
+		         : p11i_err(
 		               err, P11S_E_PIN_UNAVAILABLE,
 		               "the key asks for its PIN on every use (CKA_ALWAYS_AUTHENTICATE) "
 		               "and none came from the terminal; give --pin-source file:PATH (a "
 		               "URI's pin-value serves the token login only)");
 	} else {
-		rc = p11s_err(err, P11S_E_PIN_UNAVAILABLE,
+		rc = p11i_err(err, P11S_E_PIN_UNAVAILABLE,
 		              "the key asks for its PIN on every use (CKA_ALWAYS_AUTHENTICATE) and "
 		              "there is nowhere to ask: give --pin-source file:PATH (a URI's "
 		              "pin-value serves the token login only)");
@@ -275,22 +275,22 @@ static p11s_rc context_login_locked(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_H
 	if (rc == P11S_OK) {
 		rv = ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)pin, strlen(pin));
 		if (rv != CKR_OK)
-			rc = p11s_err(
+			rc = p11i_err(
 			    err, rv == CKR_PIN_INCORRECT ? P11S_E_PIN_INCORRECT : P11S_E_TOKEN,
-			    "the context-specific login for the key failed: %s", p11s_ckr_name(rv));
+			    "the context-specific login for the key failed: %s", p11i_ckr_name(rv));
 	}
 	OPENSSL_cleanse(pin, sizeof(pin));
-	p11s_secret_release();
+	p11i_secret_release();
 	return rc;
 }
 
 /* Under the context lock: the PIN source and the prompt serve one thread at a time. */
-p11s_rc p11s_context_login(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_HANDLE s, p11s_error *err)
+p11s_rc p11i_context_login(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_HANDLE s, p11s_error *err)
 {
 	p11s_rc rc;
 
-	p11s_ctx_lock(ctx);
+	p11i_ctx_lock(ctx);
 	rc = context_login_locked(ctx, slot, s, err);
-	p11s_ctx_unlock(ctx);
+	p11i_ctx_unlock(ctx);
 	return rc;
 }

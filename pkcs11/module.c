@@ -13,7 +13,7 @@
  * C_Finalize what we initialised.  We keep our login session on a slot
  * open for the life of the context: closing a token's last session logs it
  * out.  Private-key operations each borrow a session of the slot's pool
- * (p11s_op_session), so threads may share the context and its keys;
+ * (p11i_op_session), so threads may share the context and its keys;
  * C_Initialize says CKF_OS_LOCKING_OK, so the module locks for itself.
  *
  * Teardown: our sessions, our C_Finalize if we initialised, dlclose.
@@ -67,7 +67,7 @@ static const struct {
     {CKR_CRYPTOKI_ALREADY_INITIALIZED, "CKR_CRYPTOKI_ALREADY_INITIALIZED"},
 };
 
-const char *p11s_ckr_name(CK_RV rv)
+const char *p11i_ckr_name(CK_RV rv)
 {
 	for (size_t i = 0; i < sizeof(ckr_names) / sizeof(ckr_names[0]); i++)
 		if (ckr_names[i].rv == rv)
@@ -75,11 +75,11 @@ const char *p11s_ckr_name(CK_RV rv)
 	return "CKR_(unknown)";
 }
 
-p11s_rc p11s_ckr(p11s_error *err, CK_RV rv, p11s_rc rc, const char *what)
+p11s_rc p11i_ckr(p11s_error *err, CK_RV rv, p11s_rc rc, const char *what)
 {
 	if (rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED)
 		rc = P11S_E_TOKEN_ABSENT;
-	return p11s_err(err, rc, "%s failed: %s (0x%lx)", what, p11s_ckr_name(rv),
+	return p11i_err(err, rc, "%s failed: %s (0x%lx)", what, p11i_ckr_name(rv),
 	                (unsigned long)rv);
 }
 
@@ -106,12 +106,12 @@ static int locks_init(p11s_ctx *ctx)
 	return ok;
 }
 
-void p11s_ctx_lock(p11s_ctx *ctx)
+void p11i_ctx_lock(p11s_ctx *ctx)
 {
 	pthread_mutex_lock(&ctx->lock);
 }
 
-void p11s_ctx_unlock(p11s_ctx *ctx)
+void p11i_ctx_unlock(p11s_ctx *ctx)
 {
 	pthread_mutex_unlock(&ctx->lock);
 }
@@ -131,30 +131,30 @@ p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err)
 	}
 	ctx = calloc(1, sizeof(*ctx));
 	if (ctx == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	if (!locks_init(ctx)) {
 		free(ctx);
-		return p11s_err(err, P11S_E_INTERNAL, "cannot create the context's locks");
+		return p11i_err(err, P11S_E_INTERNAL, "cannot create the context's locks");
 	}
 	if ((ctx->module_path = strdup(module_path)) == NULL) {
 		p11s_ctx_free(ctx);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	ctx->dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL);
 	if (ctx->dl == NULL) {
-		p11s_err(err, P11S_E_MODULE, "cannot load PKCS#11 module %s: %s", module_path,
+		p11i_err(err, P11S_E_MODULE, "cannot load PKCS#11 module %s: %s", module_path,
 		         dlerror());
 		goto fail;
 	}
 	getfl = (CK_C_GetFunctionList)dlsym(ctx->dl, "C_GetFunctionList");
 	if (getfl == NULL) {
-		p11s_err(err, P11S_E_MODULE, "%s is not a PKCS#11 module (no C_GetFunctionList)",
+		p11i_err(err, P11S_E_MODULE, "%s is not a PKCS#11 module (no C_GetFunctionList)",
 		         module_path);
 		goto fail;
 	}
 	rv = getfl(&ctx->fl);
 	if (rv != CKR_OK || ctx->fl == NULL) {
-		p11s_ckr(err, rv, P11S_E_MODULE, "C_GetFunctionList");
+		p11i_ckr(err, rv, P11S_E_MODULE, "C_GetFunctionList");
 		goto fail;
 	}
 	memset(&args, 0, sizeof(args));
@@ -163,12 +163,12 @@ p11s_rc p11s_ctx_new(const char *module_path, p11s_ctx **out, p11s_error *err)
 	if (rv == CKR_OK) {
 		ctx->we_initialized = 1;
 	} else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		p11s_ckr(err, rv, P11S_E_MODULE, "C_Initialize");
+		p11i_ckr(err, rv, P11S_E_MODULE, "C_Initialize");
 		goto fail;
 	}
 	rv = ctx->fl->C_GetInfo(&ctx->module_info);
 	if (rv != CKR_OK) {
-		p11s_ckr(err, rv, P11S_E_MODULE, "C_GetInfo");
+		p11i_ckr(err, rv, P11S_E_MODULE, "C_GetInfo");
 		goto fail;
 	}
 	*out = ctx;
@@ -183,7 +183,7 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	if (ctx == NULL)
 		return;
 	for (size_t i = 0; i < ctx->nslots; i++) {
-		struct p11s_slot_state *st = ctx->slots[i];
+		struct p11i_slot_state *st = ctx->slots[i];
 
 		for (size_t j = 0; ctx->fl != NULL && j < st->nidle; j++)
 			ctx->fl->C_CloseSession(st->idle[j]);
@@ -198,7 +198,7 @@ void p11s_ctx_free(p11s_ctx *ctx)
 		ctx->fl->C_Finalize(NULL);
 	if (ctx->dl != NULL)
 		dlclose(ctx->dl);
-	p11s_locked_free(ctx->source_pin);
+	p11i_locked_free(ctx->source_pin);
 	free(ctx->pin_source);
 	free(ctx->module_path);
 	pthread_mutex_destroy(&ctx->pool_lock);
@@ -217,11 +217,11 @@ void p11s_ctx_set_allow_final_try(p11s_ctx *ctx, int allow)
 	ctx->allow_final_try = allow;
 }
 
-struct p11s_slot_state *p11s_slot_state(p11s_ctx *ctx, CK_SLOT_ID id)
+struct p11i_slot_state *p11i_slot_state(p11s_ctx *ctx, CK_SLOT_ID id)
 {
-	struct p11s_slot_state **n, *st = NULL;
+	struct p11i_slot_state **n, *st = NULL;
 
-	p11s_ctx_lock(ctx);
+	p11i_ctx_lock(ctx);
 	for (size_t i = 0; i < ctx->nslots && st == NULL; i++)
 		if (ctx->slots[i]->id == id)
 			st = ctx->slots[i];
@@ -237,11 +237,11 @@ struct p11s_slot_state *p11s_slot_state(p11s_ctx *ctx, CK_SLOT_ID id)
 			n[ctx->nslots++] = st;
 		}
 	}
-	p11s_ctx_unlock(ctx);
+	p11i_ctx_unlock(ctx);
 	return st;
 }
 
-CK_RV p11s_op_session(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HANDLE *out)
+CK_RV p11i_op_session(p11s_ctx *ctx, struct p11i_slot_state *st, CK_SESSION_HANDLE *out)
 {
 	pthread_mutex_lock(&ctx->pool_lock);
 	if (st->nidle > 0) {
@@ -256,7 +256,7 @@ CK_RV p11s_op_session(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HAND
 /* More idle sessions than this are closed: a burst of threads should not pin them all. */
 #define IDLE_MAX 16
 
-void p11s_op_session_done(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HANDLE s, CK_RV rv)
+void p11i_op_session_done(p11s_ctx *ctx, struct p11i_slot_state *st, CK_SESSION_HANDLE s, CK_RV rv)
 {
 	int keep = rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED &&
 	           rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT &&
@@ -284,17 +284,17 @@ void p11s_op_session_done(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_
 		ctx->fl->C_CloseSession(s);
 }
 
-p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
+p11s_rc p11i_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
                           p11s_error *err)
 {
-	struct p11s_slot_state *st = p11s_slot_state(ctx, t->slot_id);
+	struct p11i_slot_state *st = p11i_slot_state(ctx, t->slot_id);
 	CK_SLOT_INFO si;
 	CK_TOKEN_INFO ti;
 	CK_SESSION_INFO sess;
 	CK_RV rv;
 
 	if (st == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	if (st->session != CK_INVALID_HANDLE) {
 		if (ctx->fl->C_GetSessionInfo(st->session, &sess) == CKR_OK) {
 			*out = st->session;
@@ -310,7 +310,7 @@ p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 	 * read again, to say why.
 	 */
 	if (!(t->info.flags & CKF_TOKEN_INITIALIZED))
-		return p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
+		return p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
 		                "the token in slot %lu is not initialised",
 		                (unsigned long)t->slot_id);
 	rv = ctx->fl->C_OpenSession(t->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &st->session);
@@ -320,14 +320,14 @@ p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 		st->session = CK_INVALID_HANDLE;
 		rv = ctx->fl->C_GetSlotInfo(t->slot_id, &si);
 		if (rv == CKR_OK && !(si.flags & CKF_TOKEN_PRESENT))
-			return p11s_err(err, P11S_E_TOKEN_ABSENT, "no token in slot %lu (%s)",
+			return p11i_err(err, P11S_E_TOKEN_ABSENT, "no token in slot %lu (%s)",
 			                (unsigned long)t->slot_id, t->slot_description);
 		if (rv == CKR_OK && ctx->fl->C_GetTokenInfo(t->slot_id, &ti) == CKR_OK &&
 		    !(ti.flags & CKF_TOKEN_INITIALIZED))
-			return p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
+			return p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
 			                "the token in slot %lu is not initialised",
 			                (unsigned long)t->slot_id);
-		return p11s_ckr(err, why, P11S_E_TOKEN, "C_OpenSession");
+		return p11i_ckr(err, why, P11S_E_TOKEN, "C_OpenSession");
 	}
 	*out = st->session;
 	return P11S_OK;

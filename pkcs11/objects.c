@@ -351,7 +351,7 @@ static EVP_PKEY *ec_pub(int nid, const CK_ATTRIBUTE *point)
 
 static int set_curve(p11s_object *o, int nid)
 {
-	const char *name = p11s_curve_name(nid);
+	const char *name = p11i_curve_name(nid);
 	EC_GROUP *g;
 
 	if (name == NULL)
@@ -394,7 +394,7 @@ static CK_OBJECT_CLASS ck_class(p11s_object_class c)
 }
 
 /* The URI naming exactly this object: token fields, type, id and label. */
-char *p11s_object_uri_build(const p11s_object *o)
+char *p11i_object_uri_build(const p11s_object *o)
 {
 	CK_OBJECT_CLASS cls = ck_class(o->cls);
 	P11KitUri *u = p11_kit_uri_new();
@@ -440,7 +440,7 @@ static void object_free(p11s_object *o)
 	free(o);
 }
 
-int p11s_uri_match_object(P11KitUri *uri, const p11s_object *o)
+int p11i_uri_match_object(P11KitUri *uri, const p11s_object *o)
 {
 	CK_OBJECT_CLASS cls = ck_class(o->cls);
 	/* All three always: p11-kit only checks the attributes we pass. */
@@ -480,7 +480,7 @@ static int build_object(const p11s_token *t, CK_OBJECT_HANDLE h, struct raw *r, 
 		o->id_len = r->a[A_ID].ulValueLen;
 	}
 	if (have(r, A_LABEL)) {
-		o->label = p11s_strndup(r->a[A_LABEL].pValue ? r->a[A_LABEL].pValue : "",
+		o->label = p11i_strndup(r->a[A_LABEL].pValue ? r->a[A_LABEL].pValue : "",
 		                        r->a[A_LABEL].ulValueLen);
 		if (o->label == NULL)
 			goto nomem;
@@ -542,7 +542,7 @@ static int build_object(const p11s_token *t, CK_OBJECT_HANDLE h, struct raw *r, 
 		else if (o->key_bits == 0)
 			o->key_bits = EVP_PKEY_get_bits(o->pub.pkey);
 	}
-	o->uri = p11s_object_uri_build(o);
+	o->uri = p11i_object_uri_build(o);
 	if (o->uri == NULL)
 		goto nomem;
 	*out = o;
@@ -570,13 +570,13 @@ static EVP_PKEY *cert_pubkey(const p11s_object *o)
 /* Pair the certificates among objs[0..n) (one token's) with their private keys. */
 static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_error *err)
 {
-	struct p11s_pair_candidate *cands = calloc(n ? n : 1, sizeof(*cands));
+	struct p11i_pair_candidate *cands = calloc(n ? n : 1, sizeof(*cands));
 	const p11s_object **keys = calloc(n ? n : 1, sizeof(*keys));
 
 	if (cands == NULL || keys == NULL) {
 		free(cands);
 		free(keys);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	/*
 	 * A private key that shows no public half of its own (SoftHSM's EC keys
@@ -628,7 +628,7 @@ static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_er
 			nc++;
 		}
 		/* Parsing the certificate only when a key may pair with it. */
-		c->pairing = p11s_pair_decide(nc ? cert_pubkey(c) : NULL, cands, nc, keys_hidden,
+		c->pairing = p11i_pair_decide(nc ? cert_pubkey(c) : NULL, cands, nc, keys_hidden,
 		                              &chosen, &c->evidence);
 		ERR_clear_error();
 		if (chosen < nc) {
@@ -665,7 +665,7 @@ static p11s_rc find_handles(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 
 	rv = ctx->fl->C_FindObjectsInit(s, tmpl, ntmpl);
 	if (rv != CKR_OK)
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_FindObjectsInit");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_FindObjectsInit");
 	for (;;) {
 		rv = ctx->fl->C_FindObjects(s, batch, sizeof(batch) / sizeof(batch[0]), &got);
 		if (rv != CKR_OK || got == 0)
@@ -673,7 +673,7 @@ static p11s_rc find_handles(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 		/* A module that claims more than the batch holds, or never stops. */
 		if (got > sizeof(batch) / sizeof(batch[0])) {
 			ctx->fl->C_FindObjectsFinal(s);
-			return p11s_err(err, P11S_E_TOKEN,
+			return p11i_err(err, P11S_E_TOKEN,
 			                "module fault: C_FindObjects returned %lu handles for a "
 			                "batch of %zu",
 			                (unsigned long)got, sizeof(batch) / sizeof(batch[0]));
@@ -682,12 +682,12 @@ static p11s_rc find_handles(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 		returned += got;
 		if (returned > OBJECTS_MAX || h->n + got > OBJECTS_MAX) {
 			ctx->fl->C_FindObjectsFinal(s);
-			return p11s_err(err, P11S_E_TOKEN,
+			return p11i_err(err, P11S_E_TOKEN,
 			                "module fault: the object search does not end (over %u "
 			                "objects)",
 			                OBJECTS_MAX);
 		}
-		if (p11s_vec_reserve(h, got) != 0) {
+		if (p11i_vec_reserve(h, got) != 0) {
 			rv = CKR_HOST_MEMORY;
 			break;
 		}
@@ -702,7 +702,7 @@ static p11s_rc find_handles(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 	}
 	ctx->fl->C_FindObjectsFinal(s);
 	if (rv != CKR_OK)
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_FindObjects");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_FindObjects");
 	return P11S_OK;
 }
 
@@ -814,7 +814,7 @@ static void add_handle(handle_vec *h, CK_OBJECT_HANDLE o, int *ok)
 	for (size_t i = 0; i < h->n; i++)
 		if (h->v[i] == o)
 			return;
-	if (p11s_vec_push(h, o) != 0)
+	if (p11i_vec_push(h, o) != 0)
 		*ok = 0;
 }
 
@@ -935,7 +935,7 @@ out:
 	free(sc);
 	free(certs.v);
 	if (!ok && rc == P11S_OK)
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 	return rc;
 }
 
@@ -948,7 +948,7 @@ static p11s_rc enumerate_token_locked(p11s_ctx *ctx, const p11s_token *t, P11Kit
 	p11s_rc rc;
 	size_t first = all->n;
 
-	rc = p11s_slot_session(ctx, t, &s, err);
+	rc = p11i_slot_session(ctx, t, &s, err);
 	if (rc != P11S_OK)
 		return rc;
 	rc = f != NULL ? find_by_der(ctx, s, f, &h, err) : find_for_uri(ctx, s, uri, &h, err);
@@ -964,15 +964,15 @@ static p11s_rc enumerate_token_locked(p11s_ctx *ctx, const p11s_token *t, P11Kit
 		if (ok > 0)
 			ok = build_object(t, h.v[i], &r, &o);
 		raw_clear(&r);
-		if (ok < 0 || (o != NULL && p11s_vec_push(all, o) != 0)) {
+		if (ok < 0 || (o != NULL && p11i_vec_push(all, o) != 0)) {
 			object_free(o);
 			free(h.v);
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		}
 	}
 	free(h.v);
 	{
-		struct p11s_slot_state *st = p11s_slot_state(ctx, t->slot_id);
+		struct p11i_slot_state *st = p11i_slot_state(ctx, t->slot_id);
 
 		*keys_hidden = (t->info.flags & CKF_LOGIN_REQUIRED) && !(st && st->logged_in);
 	}
@@ -987,9 +987,9 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *ur
 {
 	p11s_rc rc;
 
-	p11s_ctx_lock(ctx);
+	p11i_ctx_lock(ctx);
 	rc = enumerate_token_locked(ctx, t, uri, f, all, keys_hidden, err);
-	p11s_ctx_unlock(ctx);
+	p11i_ctx_unlock(ctx);
 	return rc;
 }
 
@@ -1004,8 +1004,8 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
 	*out = NULL;
 	l = calloc(1, sizeof(*l));
 	if (l == NULL)
-		return p11s_err_nomem(err);
-	rc = p11s_tokens_matching(ctx, uri, &l->tokens, err);
+		return p11i_err_nomem(err);
+	rc = p11i_tokens_matching(ctx, uri, &l->tokens, err);
 	if (rc != P11S_OK)
 		goto done;
 	if (l->tokens->count == 0) {
@@ -1017,12 +1017,12 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
 		        &tu) != P11_KIT_URI_OK)
 			tu = NULL;
 		if (tu == NULL || strcmp(tu, "pkcs11:") == 0)
-			rc = p11s_err(err, P11S_E_TOKEN_ABSENT, "no token present (module %s)",
+			rc = p11i_err(err, P11S_E_TOKEN_ABSENT, "no token present (module %s)",
 			              ctx->module_path);
 		else {
-			char *shown = p11s_uri_redact(tu);
+			char *shown = p11i_uri_redact(tu);
 
-			rc = p11s_err(err, P11S_E_NOT_FOUND, "no token matches %s",
+			rc = p11i_err(err, P11S_E_NOT_FOUND, "no token matches %s",
 			              shown ? shown : "");
 			free(shown);
 		}
@@ -1038,7 +1038,7 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
 			continue;
 		usable++;
 		if (login) {
-			rc = p11s_login(ctx, t, uri, err);
+			rc = p11i_login(ctx, t, uri, err);
 			if (rc != P11S_OK)
 				goto done;
 		}
@@ -1047,7 +1047,7 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
 			goto done;
 	}
 	if (usable == 0) {
-		rc = p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
+		rc = p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
 		              l->tokens->count == 1 ? "the token in slot %lu is not initialised"
 		                                    : "none of the matching tokens is initialised",
 		              (unsigned long)l->tokens->tokens[0]->slot_id);
@@ -1064,13 +1064,13 @@ done:
 	return P11S_OK;
 }
 
-p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
+p11s_rc p11i_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
                                p11s_error *err)
 {
 	return enumerate(ctx, uri, login, NULL, out, err);
 }
 
-p11s_rc p11s_objects_enumerate_der(p11s_ctx *ctx, P11KitUri *uri, int login,
+p11s_rc p11i_objects_enumerate_der(p11s_ctx *ctx, P11KitUri *uri, int login,
                                    const struct der_filter *f, p11s_object_list **out,
                                    p11s_error *err)
 {
@@ -1114,16 +1114,16 @@ static int view_cmp(const void *pa, const void *pb, void *arg)
 	return a->handle < b->handle ? -1 : a->handle > b->handle;
 }
 
-p11s_rc p11s_object_list_filter(p11s_object_list *l, P11KitUri *uri, const p11s_objects_opts *opts,
+p11s_rc p11i_object_list_filter(p11s_object_list *l, P11KitUri *uri, const p11s_objects_opts *opts,
                                 p11s_error *err)
 {
 	free(l->objects);
 	l->count = 0;
 	l->objects = calloc(l->all_count ? l->all_count : 1, sizeof(*l->objects));
 	if (l->objects == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	for (size_t i = 0; i < l->all_count; i++)
-		if ((uri == NULL || p11s_uri_match_object(uri, l->all[i])) &&
+		if ((uri == NULL || p11i_uri_match_object(uri, l->all[i])) &&
 		    wanted(opts, l->all[i]))
 			l->objects[l->count++] = l->all[i];
 	qsort_r(l->objects, l->count, sizeof(*l->objects), view_cmp, l->tokens);
@@ -1147,17 +1147,17 @@ p11s_rc p11s_objects(p11s_ctx *ctx, const char *uri, const p11s_objects_opts *op
 	p11s_rc rc;
 
 	*out = NULL;
-	rc = p11s_uri_parse(uri, &u, err);
+	rc = p11i_uri_parse(uri, &u, err);
 	if (rc != P11S_OK)
 		return rc;
-	rc = p11s_objects_enumerate(ctx, u, opts && opts->login, out, err);
+	rc = p11i_objects_enumerate(ctx, u, opts && opts->login, out, err);
 	if (rc == P11S_OK)
-		rc = p11s_object_list_filter(*out, u, opts, err);
+		rc = p11i_object_list_filter(*out, u, opts, err);
 	/* A URI naming objects that are not there is an error, not an empty list. */
 	if (rc == P11S_OK && (*out)->count == 0 && uri_names_objects(u)) {
-		char *shown = p11s_uri_redact(uri);
+		char *shown = p11i_uri_redact(uri);
 
-		rc = p11s_err(err, P11S_E_NOT_FOUND, "no object matches %s%s", shown ? shown : "",
+		rc = p11i_err(err, P11S_E_NOT_FOUND, "no object matches %s%s", shown ? shown : "",
 		              opts && opts->login
 		                  ? ""
 		                  : " (private objects, such as private keys, are only "

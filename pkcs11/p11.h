@@ -18,7 +18,7 @@
  * What we keep per slot between calls.  Allocated one by one so that a
  * pointer to it stays valid while other slots are added (other threads).
  */
-struct p11s_slot_state {
+struct p11i_slot_state {
 	CK_SLOT_ID id;
 	/*
 	 * The login session: logins and object searches, under ctx->lock.  It
@@ -63,7 +63,7 @@ struct p11s_ctx {
 	 * idle lists, so that signatures do not wait for a search.
 	 */
 	pthread_mutex_t lock, pool_lock;
-	struct p11s_slot_state **slots;
+	struct p11i_slot_state **slots;
 	size_t nslots;
 };
 
@@ -99,7 +99,7 @@ struct p11s_object {
 	int key_bits;
 	char *curve;
 	unsigned key_flags;
-	struct p11s_pair_candidate pub; /* keys: the public half as the token shows it */
+	struct p11i_pair_candidate pub; /* keys: the public half as the token shows it */
 	/* Certificates: pairing; keys: the certificate that chose them. */
 	p11s_pairing pairing;
 	p11s_pair_evidence evidence;
@@ -116,27 +116,27 @@ struct p11s_object_list {
 };
 
 /* module.c */
-p11s_rc p11s_ckr(p11s_error *err, CK_RV rv, p11s_rc rc, const char *what);
-const char *p11s_ckr_name(CK_RV rv);
+p11s_rc p11i_ckr(p11s_error *err, CK_RV rv, p11s_rc rc, const char *what);
+const char *p11i_ckr_name(CK_RV rv);
 /* The recursive context lock (p11s_ctx); every path that logs in or searches holds it. */
-void p11s_ctx_lock(p11s_ctx *ctx);
-void p11s_ctx_unlock(p11s_ctx *ctx);
+void p11i_ctx_lock(p11s_ctx *ctx);
+void p11i_ctx_unlock(p11s_ctx *ctx);
 /* Found or added; NULL on ENOMEM.  Valid for the life of @p ctx. */
-struct p11s_slot_state *p11s_slot_state(p11s_ctx *ctx, CK_SLOT_ID id);
+struct p11i_slot_state *p11i_slot_state(p11s_ctx *ctx, CK_SLOT_ID id);
 /*
  * Check the token is present and initialised, then open (once) the login
  * session.  Use it with ctx->lock held (searches); private-key operations
- * take a session of their own with p11s_op_session().
+ * take a session of their own with p11i_op_session().
  */
-p11s_rc p11s_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
+p11s_rc p11i_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
                           p11s_error *err);
 /* A session of @p st for one private-key operation: an idle one, else a new one. */
-CK_RV p11s_op_session(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HANDLE *out);
+CK_RV p11i_op_session(p11s_ctx *ctx, struct p11i_slot_state *st, CK_SESSION_HANDLE *out);
 /*
  * Give @p s back after the operation; @p rv, the operation's last answer,
  * says whether the session is still worth keeping (else it is closed).
  */
-void p11s_op_session_done(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_HANDLE s, CK_RV rv);
+void p11i_op_session_done(p11s_ctx *ctx, struct p11i_slot_state *st, CK_SESSION_HANDLE s, CK_RV rv);
 
 /* key.c */
 /*
@@ -145,30 +145,30 @@ void p11s_op_session_done(p11s_ctx *ctx, struct p11s_slot_state *st, CK_SESSION_
  * out of the list and still answer C_GetMechanismInfo for it: the list is
  * what the token offers.
  */
-int p11s_mech_listed(p11s_ctx *ctx, CK_SLOT_ID slot, CK_MECHANISM_TYPE mech);
+int p11i_mech_listed(p11s_ctx *ctx, CK_SLOT_ID slot, CK_MECHANISM_TYPE mech);
 
 /* tokens.c */
-void p11s_token_free(p11s_token *t);
+void p11i_token_free(p11s_token *t);
 /* @p uri for messages, with any pin-value hidden; caller frees. */
-char *p11s_uri_redact(const char *uri);
+char *p11i_uri_redact(const char *uri);
 /* Parse @p uri (NULL: match all) for P11_KIT_URI_FOR_ANY; BAD_URI if malformed. */
-p11s_rc p11s_uri_parse(const char *uri, P11KitUri **out, p11s_error *err);
-int p11s_uri_match_token(p11s_ctx *ctx, P11KitUri *uri, const p11s_token *t);
+p11s_rc p11i_uri_parse(const char *uri, P11KitUri **out, p11s_error *err);
+int p11i_uri_match_token(p11s_ctx *ctx, P11KitUri *uri, const p11s_token *t);
 /* The tokens matching @p uri; NOT_FOUND when none. */
-p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **out, p11s_error *err);
+p11s_rc p11i_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **out, p11s_error *err);
 
 /* login.c */
 /* Log in to @p t following the PIN policy; @p uri may carry pin-value/pin-source. */
-p11s_rc p11s_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err);
+p11s_rc p11i_login(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, p11s_error *err);
 /*
  * The context-specific login a CKA_ALWAYS_AUTHENTICATE key needs after
  * each C_SignInit/C_DecryptInit on @p s: the PIN is asked for again (the
  * source read anew, the prompt shown again) and wiped when the call returns.
  */
-p11s_rc p11s_context_login(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_HANDLE s, p11s_error *err);
+p11s_rc p11i_context_login(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_HANDLE s, p11s_error *err);
 
 /* objects.c */
-p11s_rc p11s_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
+p11s_rc p11i_objects_enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, p11s_object_list **out,
                                p11s_error *err);
 /*
  * The same, for a selection that only a certificate's DER can decide (an
@@ -180,14 +180,14 @@ struct der_filter {
 	int (*keep)(const unsigned char *der, size_t len, void *arg);
 	void *arg;
 };
-p11s_rc p11s_objects_enumerate_der(p11s_ctx *ctx, P11KitUri *uri, int login,
+p11s_rc p11i_objects_enumerate_der(p11s_ctx *ctx, P11KitUri *uri, int login,
                                    const struct der_filter *f, p11s_object_list **out,
                                    p11s_error *err);
-int p11s_uri_match_object(P11KitUri *uri, const p11s_object *o);
+int p11i_uri_match_object(P11KitUri *uri, const p11s_object *o);
 /* The URI that names exactly @p o (token fields, type, id, label); malloc'd. */
-char *p11s_object_uri_build(const p11s_object *o);
+char *p11i_object_uri_build(const p11s_object *o);
 /* Show only the objects matching @p uri (NULL: all) and the classes of @p opts. */
-p11s_rc p11s_object_list_filter(p11s_object_list *l, P11KitUri *uri, const p11s_objects_opts *opts,
+p11s_rc p11i_object_list_filter(p11s_object_list *l, P11KitUri *uri, const p11s_objects_opts *opts,
                                 p11s_error *err);
 
 #endif

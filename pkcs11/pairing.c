@@ -1,6 +1,6 @@
 #include "pairing.h"
 
-p11s_pairing p11s_pair_decide(EVP_PKEY *cert_pub, const struct p11s_pair_candidate *cands, size_t n,
+p11s_pairing p11i_pair_decide(EVP_PKEY *cert_pub, const struct p11i_pair_candidate *cands, size_t n,
                               int keys_hidden, size_t *chosen, p11s_pair_evidence *how)
 {
 	size_t unknown = n, differs = n;

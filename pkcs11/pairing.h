@@ -12,7 +12,7 @@
 #include "p11smime/token.h"
 
 /* One private key whose CKA_ID equals the certificate's. */
-struct p11s_pair_candidate {
+struct p11i_pair_candidate {
 	EVP_PKEY *pkey;          /* its public half as the token shows it, or NULL */
 	p11s_pair_evidence from; /* where pub came from */
 };
@@ -28,7 +28,7 @@ struct p11s_pair_candidate {
  * *chosen receives the candidate's index (n when none), *how the evidence.
  * A NULL @p cert_pub (an unparsable certificate) confirms nothing.
  */
-p11s_pairing p11s_pair_decide(EVP_PKEY *cert_pub, const struct p11s_pair_candidate *cands, size_t n,
+p11s_pairing p11i_pair_decide(EVP_PKEY *cert_pub, const struct p11i_pair_candidate *cands, size_t n,
                               int keys_hidden, size_t *chosen, p11s_pair_evidence *how);
 
 #endif

@@ -21,14 +21,14 @@ p11s_rc p11s_ctx_set_pin_source(p11s_ctx *ctx, const char *spec, p11s_error *err
 			return rc;
 		copy = strdup(spec);
 		if (copy == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 	}
-	p11s_ctx_lock(ctx);
+	p11i_ctx_lock(ctx);
 	free(ctx->pin_source);
 	ctx->pin_source = copy;
 	/* A PIN read from the old source belongs to it. */
-	p11s_locked_free(ctx->source_pin);
+	p11i_locked_free(ctx->source_pin);
 	ctx->source_pin = NULL;
-	p11s_ctx_unlock(ctx);
+	p11i_ctx_unlock(ctx);
 	return P11S_OK;
 }

@@ -172,7 +172,7 @@ static p11s_rc registry_certificates(const char *skip_path, P11KitUri *uri, STAC
 	int ok = 1;
 
 	if (mods == NULL)
-		return p11s_err(err, P11S_E_MODULE,
+		return p11i_err(err, P11S_E_MODULE,
 		                "p11-kit cannot load its configured modules: %s",
 		                p11_kit_message() ? p11_kit_message() : "no reason given");
 	for (size_t i = 0; ok && mods[i] != NULL; i++) {
@@ -187,7 +187,7 @@ static p11s_rc registry_certificates(const char *skip_path, P11KitUri *uri, STAC
 		p11_kit_module_finalize(mods[i]);
 	}
 	p11_kit_modules_release(mods);
-	return ok ? P11S_OK : p11s_err_nomem(err);
+	return ok ? P11S_OK : p11i_err_nomem(err);
 }
 
 p11s_rc p11s_trust_certificates(p11s_ctx *ctx, const char *uri, STACK_OF(X509) * out, size_t *added,
@@ -212,7 +212,7 @@ p11s_rc p11s_trust_certificates(p11s_ctx *ctx, const char *uri, STACK_OF(X509) *
 				continue;
 			if (X509_up_ref(x) != 1 || sk_X509_push(out, x) <= 0) {
 				X509_free(x);
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 			} else {
 				(*added)++;
 			}
@@ -221,15 +221,15 @@ p11s_rc p11s_trust_certificates(p11s_ctx *ctx, const char *uri, STACK_OF(X509) *
 		if (*added > 0 || (rc != P11S_OK && rc != P11S_E_NOT_FOUND))
 			return rc;
 	}
-	rc = p11s_uri_parse(uri, &u, err);
+	rc = p11i_uri_parse(uri, &u, err);
 	if (rc != P11S_OK)
 		return rc;
 	rc = registry_certificates(ctx ? ctx->module_path : NULL, u, out, added, &tokens, err);
 	p11_kit_uri_free(u);
 	if (rc != P11S_OK || *added > 0)
 		return rc;
-	shown = p11s_uri_redact(uri);
-	rc = p11s_err(err, P11S_E_NOT_FOUND,
+	shown = p11i_uri_redact(uri);
+	rc = p11i_err(err, P11S_E_NOT_FOUND,
 	              tokens ? "no certificate on a token matches %s"
 	                     : "no token matches %s (among the module in use and every module "
 	                       "p11-kit knows)",

@@ -35,7 +35,7 @@ static int der_has_email(const unsigned char *der, size_t der_len, void *arg)
 
 	if (der == NULL || !contains_nocase(der, der_len, addr))
 		return 0;
-	x = p11s_x509_parse_light(der, der_len);
+	x = p11i_x509_parse_light(der, der_len);
 	gens = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
 	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !found; i++) {
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
@@ -82,37 +82,37 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 	*list = NULL;
 	*cert = NULL;
 	if (selector == NULL || *selector == '\0')
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "no certificate given (a pkcs11: URI or an e-mail address)");
 	is_uri = strncmp(selector, "pkcs11:", 7) == 0;
 	if (!is_uri && strchr(selector, '@') == NULL) {
 		/* "PKCS11:...;pin-value=..." lands here too. */
-		char *shown = p11s_uri_redact(selector);
+		char *shown = p11i_uri_redact(selector);
 
-		rc = p11s_err(err, P11S_E_BAD_URI,
+		rc = p11i_err(err, P11S_E_BAD_URI,
 		              "'%s' is neither a pkcs11: URI nor an e-mail address",
 		              shown ? shown : "(the selector)");
 		free(shown);
 		return rc;
 	}
-	rc = p11s_uri_parse(is_uri ? selector : NULL, &u, err);
+	rc = p11i_uri_parse(is_uri ? selector : NULL, &u, err);
 	if (rc != P11S_OK)
 		return rc;
 	if (is_uri) {
-		rc = p11s_objects_enumerate(ctx, u, opts && opts->login, &l, err);
+		rc = p11i_objects_enumerate(ctx, u, opts && opts->login, &l, err);
 	} else {
 		/* No template names a SAN: the certificates' DER decides, keys are not read. */
 		struct der_filter f = {der_has_email, (void *)selector};
 
-		rc = p11s_objects_enumerate_der(ctx, u, opts && opts->login, &f, &l, err);
+		rc = p11i_objects_enumerate_der(ctx, u, opts && opts->login, &f, &l, err);
 	}
 	if (rc == P11S_OK)
-		rc = p11s_object_list_filter(l, NULL, NULL, err);
+		rc = p11i_object_list_filter(l, NULL, NULL, err);
 	if (rc != P11S_OK)
 		goto out;
 	found = calloc(l->all_count ? l->all_count : 1, sizeof(*found));
 	if (found == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	/* The sorted view, so that candidates come in a stable order. */
@@ -121,7 +121,7 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 
 		if (o->cls != P11S_OBJ_CERTIFICATE)
 			continue;
-		if (is_uri ? p11s_uri_match_object(u, o) : has_email(o, selector))
+		if (is_uri ? p11i_uri_match_object(u, o) : has_email(o, selector))
 			add_unique(found, &nfound, o);
 	}
 	/* A key's URI selects the certificate paired with it. */
@@ -131,16 +131,16 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 		for (size_t i = 0; i < l->count; i++) {
 			const p11s_object *o = l->objects[i];
 
-			if (o->cls != P11S_OBJ_PRIVATE_KEY || !p11s_uri_match_object(u, o))
+			if (o->cls != P11S_OBJ_PRIVATE_KEY || !p11i_uri_match_object(u, o))
 				continue;
 			keys++;
 			if (o->paired != NULL)
 				add_unique(found, &nfound, o->paired);
 		}
 		if (keys > 0 && nfound == 0) {
-			char *shown = p11s_uri_redact(selector);
+			char *shown = p11i_uri_redact(selector);
 
-			rc = p11s_err(
+			rc = p11i_err(
 			    err, P11S_E_NOT_FOUND,
 			    "%s names a private key, but no certificate on the token pairs "
 			    "with it",
@@ -151,28 +151,28 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 	}
 	if (nfound == 0) {
 		if (!is_uri)
-			rc = p11s_err(err, P11S_E_NOT_FOUND,
+			rc = p11i_err(err, P11S_E_NOT_FOUND,
 			              "no certificate on the token%s has the e-mail address %s%s",
 			              l->tokens->count > 1 ? "s" : "", selector,
 			              opts && opts->login ? "" : " (without logging in)");
 		else {
-			char *shown = p11s_uri_redact(selector);
+			char *shown = p11i_uri_redact(selector);
 
-			rc = p11s_err(err, P11S_E_NOT_FOUND, "no certificate matches %s",
+			rc = p11i_err(err, P11S_E_NOT_FOUND, "no certificate matches %s",
 			              shown ? shown : "");
 			free(shown);
 		}
 		goto out;
 	}
 	if (nfound > 1) {
-		char *shown = p11s_uri_redact(selector);
+		char *shown = p11i_uri_redact(selector);
 
-		rc = p11s_err(err, P11S_E_AMBIGUOUS,
+		rc = p11i_err(err, P11S_E_AMBIGUOUS,
 		              "%s matches %zu certificates; name one by its URI:",
 		              shown ? shown : "", nfound);
 		free(shown);
 		for (size_t i = 0; i < nfound; i++)
-			p11s_err_add_candidate(err, found[i]->uri);
+			p11i_err_add_candidate(err, found[i]->uri);
 		goto out;
 	}
 	*cert = found[0];

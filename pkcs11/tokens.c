@@ -9,10 +9,10 @@ static char *trim_field(const unsigned char *field, size_t len)
 	/* PKCS#11 pads fixed-size fields with blanks; some modules with NULs. */
 	while (len > 0 && (field[len - 1] == ' ' || field[len - 1] == '\0'))
 		len--;
-	return p11s_strndup((const char *)field, len);
+	return p11i_strndup((const char *)field, len);
 }
 
-void p11s_token_free(p11s_token *t)
+void p11i_token_free(p11s_token *t)
 {
 	if (t == NULL)
 		return;
@@ -75,14 +75,14 @@ static p11s_rc token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_e
 
 	*out = NULL;
 	if (t == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	t->slot_id = id;
 	rv = ctx->fl->C_GetSlotInfo(id, &t->slot_info);
 	if (rv == CKR_OK)
 		rv = ctx->fl->C_GetTokenInfo(id, &t->info);
 	if (rv != CKR_OK) {
-		p11s_token_free(t);
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "reading the token information");
+		p11i_token_free(t);
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "reading the token information");
 	}
 	t->label = trim_field(t->info.label, sizeof(t->info.label));
 	t->manufacturer = trim_field(t->info.manufacturerID, sizeof(t->info.manufacturerID));
@@ -94,8 +94,8 @@ static p11s_rc token_read(p11s_ctx *ctx, CK_SLOT_ID id, p11s_token **out, p11s_e
 	t->flags = map_flags(&t->slot_info, &t->info);
 	if (!t->label || !t->manufacturer || !t->model || !t->serial || !t->slot_description ||
 	    !t->uri) {
-		p11s_token_free(t);
-		return p11s_err_nomem(err);
+		p11i_token_free(t);
+		return p11i_err_nomem(err);
 	}
 	*out = t;
 	return P11S_OK;
@@ -129,7 +129,7 @@ static int names_pin_value(const char *p, const char *eq)
  * one is exactly the one that gets echoed.  The caller frees it; NULL on
  * ENOMEM.
  */
-char *p11s_uri_redact(const char *uri)
+char *p11i_uri_redact(const char *uri)
 {
 	const char *p;
 	char *out, *o;
@@ -174,26 +174,26 @@ char *p11s_uri_redact(const char *uri)
 	return out;
 }
 
-p11s_rc p11s_uri_parse(const char *uri, P11KitUri **out, p11s_error *err)
+p11s_rc p11i_uri_parse(const char *uri, P11KitUri **out, p11s_error *err)
 {
 	P11KitUri *u = p11_kit_uri_new();
 	int r;
 
 	*out = NULL;
 	if (u == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	if (uri != NULL) {
 		char *shown;
 		p11s_rc rc = P11S_OK;
 
 		r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u);
 		if (r != P11_KIT_URI_OK || p11_kit_uri_any_unrecognized(u)) {
-			shown = p11s_uri_redact(uri);
+			shown = p11i_uri_redact(uri);
 			if (r != P11_KIT_URI_OK)
-				rc = p11s_err(err, P11S_E_BAD_URI, "'%s' is not a PKCS#11 URI: %s",
+				rc = p11i_err(err, P11S_E_BAD_URI, "'%s' is not a PKCS#11 URI: %s",
 				              shown ? shown : "", p11_kit_uri_message(r));
 			else /* p11-kit would quietly match nothing; better to say why. */
-				rc = p11s_err(err, P11S_E_BAD_URI,
+				rc = p11i_err(err, P11S_E_BAD_URI,
 				              "'%s' has a part p11smime does not understand (a "
 				              "misspelt attribute, or a type other than cert, "
 				              "private, public?)",
@@ -207,7 +207,7 @@ p11s_rc p11s_uri_parse(const char *uri, P11KitUri **out, p11s_error *err)
 	return P11S_OK;
 }
 
-int p11s_uri_match_token(p11s_ctx *ctx, P11KitUri *uri, const p11s_token *t)
+int p11i_uri_match_token(p11s_ctx *ctx, P11KitUri *uri, const p11s_token *t)
 {
 	CK_SLOT_ID want = p11_kit_uri_get_slot_id(uri);
 
@@ -224,7 +224,7 @@ static void token_list_add(p11s_token_list *l, p11s_token *t, int *ok)
 	p11s_token **n = realloc(l->tokens, (l->count + 1) * sizeof(*n));
 
 	if (n == NULL) {
-		p11s_token_free(t);
+		p11i_token_free(t);
 		*ok = 0;
 		return;
 	}
@@ -232,7 +232,7 @@ static void token_list_add(p11s_token_list *l, p11s_token *t, int *ok)
 	n[l->count++] = t;
 }
 
-p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **out, p11s_error *err)
+p11s_rc p11i_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **out, p11s_error *err)
 {
 	CK_SLOT_ID *ids = NULL;
 	CK_ULONG n = 0, cap = 0;
@@ -246,7 +246,7 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 	if (rv == CKR_OK && n > 0) {
 		ids = calloc(n, sizeof(*ids));
 		if (ids == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		cap = n;
 		rv = ctx->fl->C_GetSlotList(CK_TRUE, ids, &n);
 		/* More than the room given: a broken module; what it wrote is all we have. */
@@ -255,12 +255,12 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 	}
 	if (rv != CKR_OK) {
 		free(ids);
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_GetSlotList");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_GetSlotList");
 	}
 	l = calloc(1, sizeof(*l));
 	if (l == NULL) {
 		free(ids);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	for (CK_ULONG i = 0; i < n && ok; i++) {
 		p11s_token *t;
@@ -268,15 +268,15 @@ p11s_rc p11s_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 		/* A token pulled out between the two calls is simply not listed. */
 		if (token_read(ctx, ids[i], &t, NULL) != P11S_OK)
 			continue;
-		if (!p11s_uri_match_token(ctx, uri, t)) {
-			p11s_token_free(t);
+		if (!p11i_uri_match_token(ctx, uri, t)) {
+			p11i_token_free(t);
 			continue;
 		}
 		token_list_add(l, t, &ok);
 	}
 	free(ids);
 	if (!ok)
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 	if (rc != P11S_OK) {
 		p11s_token_list_free(l);
 		return rc;
@@ -291,17 +291,17 @@ p11s_rc p11s_tokens(p11s_ctx *ctx, const char *uri, p11s_token_list **out, p11s_
 	p11s_rc rc;
 
 	*out = NULL;
-	rc = p11s_uri_parse(uri, &u, err);
+	rc = p11i_uri_parse(uri, &u, err);
 	if (rc != P11S_OK)
 		return rc;
-	rc = p11s_tokens_matching(ctx, u, out, err);
+	rc = p11i_tokens_matching(ctx, u, out, err);
 	p11_kit_uri_free(u);
 	if (rc == P11S_OK && (*out)->count == 0 && uri != NULL && strcmp(uri, "pkcs11:") != 0) {
-		char *shown = p11s_uri_redact(uri);
+		char *shown = p11i_uri_redact(uri);
 
 		p11s_token_list_free(*out);
 		*out = NULL;
-		rc = p11s_err(err, P11S_E_NOT_FOUND, "no token matches %s", shown ? shown : "");
+		rc = p11i_err(err, P11S_E_NOT_FOUND, "no token matches %s", shown ? shown : "");
 		free(shown);
 		return rc;
 	}
@@ -313,7 +313,7 @@ void p11s_token_list_free(p11s_token_list *list)
 	if (list == NULL)
 		return;
 	for (size_t i = 0; i < list->count; i++)
-		p11s_token_free(list->tokens[i]);
+		p11i_token_free(list->tokens[i]);
 	free(list->tokens);
 	free(list);
 }

@@ -58,17 +58,17 @@ p11s_rc p11s_token_select(p11s_ctx *ctx, const char *uri_or_label, p11s_token_li
 	*token = NULL;
 	if (uri_or_label != NULL && strncmp(uri_or_label, "pkcs11:", 7) != 0) {
 		if (*uri_or_label == '\0' || strlen(uri_or_label) > 32)
-			return p11s_err(err, P11S_E_USAGE,
+			return p11i_err(err, P11S_E_USAGE,
 			                "'%s' is neither a pkcs11: URI nor a token label (1 to 32 "
 			                "bytes)",
 			                uri_or_label);
 		uri = label_uri(uri_or_label);
 		if (uri == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 	}
-	rc = p11s_uri_parse(uri ? uri : uri_or_label, &u, err);
+	rc = p11i_uri_parse(uri ? uri : uri_or_label, &u, err);
 	if (rc == P11S_OK)
-		rc = p11s_tokens_matching(ctx, u, &l, err);
+		rc = p11i_tokens_matching(ctx, u, &l, err);
 	if (rc != P11S_OK)
 		goto out;
 	for (size_t i = 0; i < l->count; i++) {
@@ -77,24 +77,24 @@ p11s_rc p11s_token_select(p11s_ctx *ctx, const char *uri_or_label, p11s_token_li
 		found = l->tokens[i];
 		n++;
 	}
-	shown = p11s_uri_redact(uri_or_label);
+	shown = p11i_uri_redact(uri_or_label);
 	if (n == 0) {
 		if (l->count > 0)
-			rc = p11s_err(err, P11S_E_TOKEN_UNINITIALIZED,
+			rc = p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
 			              "no initialised token matches %s", shown ? shown : "");
 		else if (uri_or_label == NULL)
-			rc = p11s_err(err, P11S_E_TOKEN_ABSENT, "no token present (module %s)",
+			rc = p11i_err(err, P11S_E_TOKEN_ABSENT, "no token present (module %s)",
 			              ctx->module_path);
 		else
-			rc = p11s_err(err, P11S_E_NOT_FOUND, "no token matches %s",
+			rc = p11i_err(err, P11S_E_NOT_FOUND, "no token matches %s",
 			              shown ? shown : "");
 	} else if (n > 1) {
-		rc = p11s_err(err, P11S_E_AMBIGUOUS,
+		rc = p11i_err(err, P11S_E_AMBIGUOUS,
 		              "%s matches %zu tokens; name one by its URI (--token):",
 		              uri_or_label ? (shown ? shown : "") : "the selection", n);
 		for (size_t i = 0; i < l->count; i++)
 			if (l->tokens[i]->info.flags & CKF_TOKEN_INITIALIZED)
-				p11s_err_add_candidate(err, l->tokens[i]->uri);
+				p11i_err_add_candidate(err, l->tokens[i]->uri);
 	}
 	free(shown);
 	if (rc == P11S_OK) {
@@ -115,11 +115,11 @@ p11s_rc p11s_token_login(p11s_ctx *ctx, const p11s_token *t, const char *uri, p1
 	p11s_rc rc;
 
 	if (uri != NULL && strncmp(uri, "pkcs11:", 7) == 0) {
-		rc = p11s_uri_parse(uri, &u, err);
+		rc = p11i_uri_parse(uri, &u, err);
 		if (rc != P11S_OK)
 			return rc;
 	}
-	rc = p11s_login(ctx, t, u, err);
+	rc = p11i_login(ctx, t, u, err);
 	p11_kit_uri_free(u);
 	return rc;
 }
@@ -152,7 +152,7 @@ EVP_PKEY *p11s_object_public_key(const p11s_object_list *list, const p11s_object
 
 /* ------------------------------------------------------------ sessions */
 
-p11s_rc p11s_rw_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out, p11s_error *err)
+p11s_rc p11i_rw_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out, p11s_error *err)
 {
 	CK_TOKEN_INFO ti;
 	CK_RV rv;
@@ -160,21 +160,21 @@ p11s_rc p11s_rw_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *o
 	*out = CK_INVALID_HANDLE;
 	rv = ctx->fl->C_GetTokenInfo(t->slot_id, &ti);
 	if (rv != CKR_OK)
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_GetTokenInfo");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_GetTokenInfo");
 	if (ti.flags & CKF_WRITE_PROTECTED)
-		return p11s_err(err, P11S_E_TOKEN, "token '%s' is write-protected", t->label);
+		return p11i_err(err, P11S_E_TOKEN, "token '%s' is write-protected", t->label);
 	rv = ctx->fl->C_OpenSession(t->slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
 	                            out);
 	if (rv == CKR_TOKEN_WRITE_PROTECTED)
-		return p11s_err(err, P11S_E_TOKEN, "token '%s' is write-protected", t->label);
+		return p11i_err(err, P11S_E_TOKEN, "token '%s' is write-protected", t->label);
 	if (rv != CKR_OK) {
 		*out = CK_INVALID_HANDLE;
-		return p11s_ckr(err, rv, P11S_E_TOKEN, "C_OpenSession (read-write)");
+		return p11i_ckr(err, rv, P11S_E_TOKEN, "C_OpenSession (read-write)");
 	}
 	return P11S_OK;
 }
 
-int p11s_count_objects(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n)
+int p11i_count_objects(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n)
 {
 	CK_OBJECT_HANDLE h[2];
 	CK_ULONG got = 0;
@@ -189,7 +189,7 @@ int p11s_count_objects(p11s_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, C
 	return (int)got;
 }
 
-p11s_rc p11s_check_unused(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE s,
+p11s_rc p11i_check_unused(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE s,
                           const unsigned char *id, size_t id_len, const char *label,
                           p11s_error *err)
 {
@@ -200,12 +200,12 @@ p11s_rc p11s_check_unused(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 		a.type = CKA_ID;
 		a.pValue = (void *)id;
 		a.ulValueLen = id_len;
-		n = p11s_count_objects(ctx, s, &a, 1);
+		n = p11i_count_objects(ctx, s, &a, 1);
 		if (n < 0)
-			return p11s_err(err, P11S_E_TOKEN, "cannot search token '%s'", t->label);
+			return p11i_err(err, P11S_E_TOKEN, "cannot search token '%s'", t->label);
 		if (n > 0) {
-			char *hex = p11s_hex(id, id_len);
-			p11s_rc rc = p11s_err(err, P11S_E_USAGE,
+			char *hex = p11i_hex(id, id_len);
+			p11s_rc rc = p11i_err(err, P11S_E_USAGE,
 			                      "token '%s' already holds an object with id %s; "
 			                      "choose another --id (or leave it out)",
 			                      t->label, hex ? hex : "");
@@ -218,11 +218,11 @@ p11s_rc p11s_check_unused(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 		a.type = CKA_LABEL;
 		a.pValue = (void *)label;
 		a.ulValueLen = strlen(label);
-		n = p11s_count_objects(ctx, s, &a, 1);
+		n = p11i_count_objects(ctx, s, &a, 1);
 		if (n < 0)
-			return p11s_err(err, P11S_E_TOKEN, "cannot search token '%s'", t->label);
+			return p11i_err(err, P11S_E_TOKEN, "cannot search token '%s'", t->label);
 		if (n > 0)
-			return p11s_err(err, P11S_E_USAGE,
+			return p11i_err(err, P11S_E_USAGE,
 			                "token '%s' already holds an object labelled '%s'; choose "
 			                "another --label",
 			                t->label, label);
@@ -230,27 +230,27 @@ p11s_rc p11s_check_unused(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 	return P11S_OK;
 }
 
-p11s_rc p11s_pick_id(p11s_ctx *ctx, CK_SESSION_HANDLE s, unsigned char *id, size_t *id_len,
+p11s_rc p11i_pick_id(p11s_ctx *ctx, CK_SESSION_HANDLE s, unsigned char *id, size_t *id_len,
                      p11s_error *err)
 {
 	for (unsigned v = 1; v <= 0xffff; v++) {
 		unsigned char b[2] = {(unsigned char)(v >> 8), (unsigned char)v};
 		size_t len = v < 0x100 ? 1 : 2;
 		CK_ATTRIBUTE a = {CKA_ID, len == 1 ? b + 1 : b, len};
-		int n = p11s_count_objects(ctx, s, &a, 1);
+		int n = p11i_count_objects(ctx, s, &a, 1);
 
 		if (n < 0)
-			return p11s_err(err, P11S_E_TOKEN, "cannot search the token for a free id");
+			return p11i_err(err, P11S_E_TOKEN, "cannot search the token for a free id");
 		if (n == 0) {
 			memcpy(id, a.pValue, len);
 			*id_len = len;
 			return P11S_OK;
 		}
 	}
-	return p11s_err(err, P11S_E_TOKEN, "no free two-byte id on the token; give one with --id");
+	return p11i_err(err, P11S_E_TOKEN, "no free two-byte id on the token; give one with --id");
 }
 
-char *p11s_new_object_uri(const p11s_token *t, p11s_object_class cls, const unsigned char *id,
+char *p11i_new_object_uri(const p11s_token *t, p11s_object_class cls, const unsigned char *id,
                           size_t id_len, const char *label)
 {
 	p11s_object o;
@@ -261,17 +261,17 @@ char *p11s_new_object_uri(const p11s_token *t, p11s_object_class cls, const unsi
 	o.id = (unsigned char *)id;
 	o.id_len = id_len;
 	o.label = (char *)label;
-	return p11s_object_uri_build(&o);
+	return p11i_object_uri_build(&o);
 }
 
-p11s_rc p11s_hex_parse(const char *hex, unsigned char *out, size_t cap, size_t *len,
+p11s_rc p11i_hex_parse(const char *hex, unsigned char *out, size_t cap, size_t *len,
                        p11s_error *err)
 {
 	size_t n = 0;
 	const char *p = hex;
 
 	if (hex == NULL || *hex == '\0')
-		return p11s_err(err, P11S_E_USAGE, "empty id");
+		return p11i_err(err, P11S_E_USAGE, "empty id");
 	while (*p != '\0') {
 		int hi, lo;
 
@@ -280,10 +280,10 @@ p11s_rc p11s_hex_parse(const char *hex, unsigned char *out, size_t cap, size_t *
 			continue;
 		}
 		if (!isxdigit((unsigned char)p[0]) || !isxdigit((unsigned char)p[1]))
-			return p11s_err(err, P11S_E_USAGE,
+			return p11i_err(err, P11S_E_USAGE,
 			                "id '%s' is not hex bytes (such as 0a or 0a:1b)", hex);
 		if (n == cap)
-			return p11s_err(err, P11S_E_USAGE, "id '%s' is longer than %zu bytes", hex,
+			return p11i_err(err, P11S_E_USAGE, "id '%s' is longer than %zu bytes", hex,
 			                cap);
 		hi = isdigit((unsigned char)p[0]) ? p[0] - '0'
 		                                  : (tolower((unsigned char)p[0]) - 'a' + 10);
@@ -312,9 +312,9 @@ static p11s_rc writer_open(struct writer *w, p11s_ctx *ctx, const p11s_token *t,
 	w->ctx = ctx;
 	w->t = t;
 	w->s = CK_INVALID_HANDLE;
-	rc = p11s_login(ctx, t, NULL, err);
+	rc = p11i_login(ctx, t, NULL, err);
 	if (rc == P11S_OK)
-		rc = p11s_rw_session(ctx, t, &w->s, err);
+		rc = p11i_rw_session(ctx, t, &w->s, err);
 	return rc;
 }
 
@@ -376,7 +376,7 @@ p11s_rc p11s_token_write_cert(p11s_ctx *ctx, const p11s_token *t, X509 *cert,
 	I2D_DUP(i2d_X509_NAME, X509_get_issuer_name(cert), iss, iss_len);
 	I2D_DUP(i2d_ASN1_INTEGER, X509_get0_serialNumber(cert), ser, ser_len);
 	if (der == NULL || subj == NULL || iss == NULL || ser == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_INPUT, "cannot encode the certificate");
+		rc = p11i_err_ossl(err, P11S_E_INPUT, "cannot encode the certificate");
 		goto out;
 	}
 	{
@@ -402,12 +402,12 @@ p11s_rc p11s_token_write_cert(p11s_ctx *ctx, const p11s_token *t, X509 *cert,
 			rv = ctx->fl->C_CreateObject(w.s, tmpl, n - 1, &h);
 	}
 	if (rv != CKR_OK) {
-		rc = p11s_ckr(err, rv, P11S_E_TOKEN, "writing the certificate (C_CreateObject)");
+		rc = p11i_ckr(err, rv, P11S_E_TOKEN, "writing the certificate (C_CreateObject)");
 		goto out;
 	}
-	*uri = p11s_new_object_uri(t, P11S_OBJ_CERTIFICATE, id, id_len, label);
+	*uri = p11i_new_object_uri(t, P11S_OBJ_CERTIFICATE, id, id_len, label);
 	if (*uri == NULL)
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 out:
 	writer_close(&w);
 	free(der);
@@ -485,7 +485,7 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 	w.s = CK_INVALID_HANDLE;
 	is_ec = EVP_PKEY_is_a(pk, "EC");
 	if (!is_ec && !EVP_PKEY_is_a(pk, "RSA"))
-		return p11s_err(
+		return p11i_err(
 		    err, P11S_E_INPUT, "the key is %s; only RSA and EC keys can be imported",
 		    EVP_PKEY_get0_type_name(pk) ? EVP_PKEY_get0_type_name(pk) : "unknown");
 	kt = is_ec ? CKK_EC : CKK_RSA;
@@ -515,7 +515,7 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 	if (!is_ec) {
 		for (int i = 0; i < 8; i++)
 			if (!bn_param(pk, rsa_names[i], &parts[i], 0)) {
-				rc = p11s_err(
+				rc = p11i_err(
 				    err, P11S_E_INPUT,
 				    "the RSA key lacks its CRT components; cannot import it");
 				goto out;
@@ -539,7 +539,7 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 		if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
 		                                    sizeof(group), NULL) ||
 		    (nid = OBJ_txt2nid(group)) == NID_undef || (obj = OBJ_nid2obj(nid)) == NULL) {
-			rc = p11s_err_ossl(err, P11S_E_INPUT,
+			rc = p11i_err_ossl(err, P11S_E_INPUT,
 			                   "the EC key is not on a named curve; cannot import it");
 			goto out;
 		}
@@ -551,7 +551,7 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 		    !bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &parts[0], ((size_t)degree + 7) / 8) ||
 		    !EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt),
 		                                     &pt_len)) {
-			rc = p11s_err_ossl(err, P11S_E_INPUT, "cannot read the EC key's parts");
+			rc = p11i_err_ossl(err, P11S_E_INPUT, "cannot read the EC key's parts");
 			goto out;
 		}
 		/* CKA_EC_POINT is the DER OCTET STRING around the point. */
@@ -559,7 +559,7 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 		if (os == NULL || !ASN1_OCTET_STRING_set(os, pt, (int)pt_len) ||
 		    (point_der_len = i2d_ASN1_OCTET_STRING(os, &point_der)) <= 0) {
 			ASN1_OCTET_STRING_free(os);
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 			goto out;
 		}
 		ASN1_OCTET_STRING_free(os);
@@ -579,20 +579,20 @@ p11s_rc p11s_token_write_keypair(p11s_ctx *ctx, const p11s_token *t, EVP_PKEY *p
 		goto out;
 	rv = ctx->fl->C_CreateObject(w.s, priv, np, &hpriv);
 	if (rv != CKR_OK) {
-		rc = p11s_ckr(err, rv, P11S_E_TOKEN, "writing the private key (C_CreateObject)");
+		rc = p11i_ckr(err, rv, P11S_E_TOKEN, "writing the private key (C_CreateObject)");
 		goto out;
 	}
 	rv = ctx->fl->C_CreateObject(w.s, pub, nu, &hpub);
 	if (rv != CKR_OK) {
 		/* Whole or not at all: a private key without the rest is taken back. */
 		ctx->fl->C_DestroyObject(w.s, hpriv);
-		rc = p11s_ckr(err, rv, P11S_E_TOKEN, "writing the public key (C_CreateObject)");
+		rc = p11i_ckr(err, rv, P11S_E_TOKEN, "writing the public key (C_CreateObject)");
 		goto out;
 	}
-	*priv_uri = p11s_new_object_uri(t, P11S_OBJ_PRIVATE_KEY, id, id_len, label);
-	*pub_uri = p11s_new_object_uri(t, P11S_OBJ_PUBLIC_KEY, id, id_len, label);
+	*priv_uri = p11i_new_object_uri(t, P11S_OBJ_PRIVATE_KEY, id, id_len, label);
+	*pub_uri = p11i_new_object_uri(t, P11S_OBJ_PUBLIC_KEY, id, id_len, label);
 	if (*priv_uri == NULL || *pub_uri == NULL)
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 out:
 	writer_close(&w);
 	for (int i = 0; i < 8; i++)
@@ -612,7 +612,7 @@ void p11s_token_forget(p11s_ctx *ctx, const p11s_token *t, const char *uri)
 	CK_OBJECT_HANDLE h;
 	static const CK_ATTRIBUTE_TYPE types[3] = {CKA_CLASS, CKA_ID, CKA_LABEL};
 
-	if (uri == NULL || p11s_uri_parse(uri, &u, NULL) != P11S_OK)
+	if (uri == NULL || p11i_uri_parse(uri, &u, NULL) != P11S_OK)
 		return;
 	for (int i = 0; i < 3; i++) {
 		CK_ATTRIBUTE *a = p11_kit_uri_get_attribute(u, types[i]);
@@ -662,15 +662,15 @@ p11s_rc p11s_delete_plan_new(p11s_ctx *ctx, const char *uri, int all, p11s_delet
 
 	*out = NULL;
 	if (uri == NULL || strncmp(uri, "pkcs11:", 7) != 0)
-		return p11s_err(err, P11S_E_USAGE, "delete needs a pkcs11: URI");
-	rc = p11s_uri_parse(uri, &u, err);
+		return p11i_err(err, P11S_E_USAGE, "delete needs a pkcs11: URI");
+	rc = p11i_uri_parse(uri, &u, err);
 	if (rc != P11S_OK)
 		return rc;
-	shown = p11s_uri_redact(uri);
+	shown = p11i_uri_redact(uri);
 	if (p11_kit_uri_get_attribute(u, CKA_ID) == NULL &&
 	    p11_kit_uri_get_attribute(u, CKA_LABEL) == NULL &&
 	    p11_kit_uri_get_attribute(u, CKA_CLASS) == NULL) {
-		rc = p11s_err(err, P11S_E_USAGE,
+		rc = p11i_err(err, P11S_E_USAGE,
 		              "%s names no object (id=, object= or type=); refusing to delete a "
 		              "whole token",
 		              shown ? shown : "");
@@ -682,10 +682,10 @@ p11s_rc p11s_delete_plan_new(p11s_ctx *ctx, const char *uri, int all, p11s_delet
 		goto out;
 	p = calloc(1, sizeof(*p));
 	if (p == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
-	rc = p11s_login(ctx, t, u, err);
+	rc = p11i_login(ctx, t, u, err);
 	if (rc != P11S_OK)
 		goto out;
 	{
@@ -698,14 +698,14 @@ p11s_rc p11s_delete_plan_new(p11s_ctx *ctx, const char *uri, int all, p11s_delet
 		goto out;
 	p->objs = calloc(p->list->all_count ? p->list->all_count : 1, sizeof(*p->objs));
 	if (p->objs == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	cls = p11_kit_uri_get_attribute(u, CKA_CLASS);
 	for (size_t i = 0; i < p->list->count; i++) {
 		const p11s_object *o = p->list->objects[i];
 
-		if (p11s_uri_match_object(u, o))
+		if (p11i_uri_match_object(u, o))
 			p->objs[p->n++] = o;
 	}
 	/* A certificate URI without type=: the pair goes with it. */
@@ -722,7 +722,7 @@ p11s_rc p11s_delete_plan_new(p11s_ctx *ctx, const char *uri, int all, p11s_delet
 		}
 	}
 	if (p->n == 0) {
-		rc = p11s_err(err, P11S_E_NOT_FOUND, "no object matches %s", shown ? shown : "");
+		rc = p11i_err(err, P11S_E_NOT_FOUND, "no object matches %s", shown ? shown : "");
 		goto out;
 	}
 	for (size_t i = 0; i < p->n; i++) {
@@ -734,12 +734,12 @@ p11s_rc p11s_delete_plan_new(p11s_ctx *ctx, const char *uri, int all, p11s_delet
 			ids++;
 	}
 	if (ids > 1 && !all) {
-		rc = p11s_err(err, P11S_E_AMBIGUOUS,
+		rc = p11i_err(err, P11S_E_AMBIGUOUS,
 		              "%s matches objects of %zu different ids; name one, or delete them "
 		              "all with --all:",
 		              shown ? shown : "", ids);
 		for (size_t i = 0; i < p->n; i++)
-			p11s_err_add_candidate(err, p->objs[i]->uri);
+			p11i_err_add_candidate(err, p->objs[i]->uri);
 		goto out;
 	}
 	*out = p;
@@ -797,9 +797,9 @@ p11s_rc p11s_delete_plan_run(p11s_ctx *ctx, p11s_delete_plan *p, size_t *done, p
 				continue;
 			rv = ctx->fl->C_DestroyObject(w.s, o->handle);
 			if (rv != CKR_OK) {
-				rc = p11s_ckr(err, rv, P11S_E_TOKEN, "C_DestroyObject");
-				rc = p11s_err(err, rc, "cannot delete %s: %s", o->uri,
-				              p11s_ckr_name(rv));
+				rc = p11i_ckr(err, rv, P11S_E_TOKEN, "C_DestroyObject");
+				rc = p11i_err(err, rc, "cannot delete %s: %s", o->uri,
+				              p11i_ckr_name(rv));
 			} else {
 				n++;
 			}
@@ -818,7 +818,7 @@ p11s_rc p11s_token_free_id(p11s_ctx *ctx, const p11s_token *t, unsigned char *id
 	p11s_rc rc = writer_open(&w, ctx, t, err);
 
 	if (rc == P11S_OK)
-		rc = p11s_pick_id(ctx, w.s, id, id_len, err);
+		rc = p11i_pick_id(ctx, w.s, id, id_len, err);
 	writer_close(&w);
 	return rc;
 }

@@ -32,7 +32,7 @@
 struct p11s_cert_list {
 	STACK_OF(X509) * certs;
 	EVP_PKEY **keys; /* parallel to certs, mostly NULL */
-	int holding;     /* p11s_secret_hold() taken for the keys */
+	int holding;     /* p11i_secret_hold() taken for the keys */
 	size_t keys_len;
 	const char *format;
 	char **problems;
@@ -62,7 +62,7 @@ void p11s_cert_list_free(p11s_cert_list *l)
 		EVP_PKEY_free(l->keys[i]);
 	free(l->keys);
 	if (l->holding)
-		p11s_secret_release();
+		p11i_secret_release();
 	for (size_t i = 0; i < l->nproblems; i++)
 		free(l->problems[i]);
 	free(l->problems);
@@ -84,7 +84,7 @@ static int set_key(p11s_cert_list *l, size_t n, EVP_PKEY *key)
 	l->keys[n] = key;
 	/* A software private key is plaintext key material: no core files while it is here. */
 	if (key != NULL && !l->holding) {
-		p11s_secret_hold();
+		p11i_secret_hold();
 		l->holding = 1;
 	}
 	return 1;
@@ -121,10 +121,10 @@ static void problem(p11s_cert_list *l, const char *fmt, ...)
 	if (vasprintf(&s, fmt, ap) < 0)
 		s = NULL;
 	va_end(ap);
-	p11s_ossl_reason(e, s, reason, sizeof(reason));
+	p11i_ossl_reason(e, s, reason, sizeof(reason));
 	ERR_clear_error();
 	if (s != NULL && reason[0]) {
-		char *t = p11s_asprintf("%s (%s)", s, reason);
+		char *t = p11i_asprintf("%s (%s)", s, reason);
 
 		free(s);
 		s = t;
@@ -166,7 +166,7 @@ typedef P11S_VEC(EVP_PKEY *) keyvec;
 
 static void keyvec_push(keyvec *kv, EVP_PKEY *k)
 {
-	if (p11s_vec_push(kv, k) != 0)
+	if (p11i_vec_push(kv, k) != 0)
 		EVP_PKEY_free(k);
 }
 
@@ -203,7 +203,7 @@ static int is_pem(const unsigned char *buf, size_t len)
 /* Remember the kinds of block that were not certificates, for the message. */
 static void note_type(char **others, const char *type)
 {
-	char *s = *others ? p11s_asprintf("%s, %s", *others, type) : p11s_asprintf("%s", type);
+	char *s = *others ? p11i_asprintf("%s, %s", *others, type) : p11i_asprintf("%s", type);
 
 	free(*others);
 	*others = s;
@@ -218,7 +218,7 @@ static p11s_rc read_pem(p11s_cert_list *l, const unsigned char *buf, size_t len,
 	keyvec keys = {0};
 
 	if (bio == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	l->format = "PEM";
 	for (;;) {
 		char *type = NULL, *header = NULL;
@@ -276,7 +276,7 @@ static p11s_rc read_pem(p11s_cert_list *l, const unsigned char *buf, size_t len,
 				free(others);
 				BIO_free(bio);
 				keyvec_free(&keys);
-				return p11s_err_nomem(err);
+				return p11i_err_nomem(err);
 			}
 		} else if (strcmp(type, PEM_STRING_X509) == 0 ||
 		           strcmp(type, PEM_STRING_X509_OLD) == 0 ||
@@ -293,14 +293,14 @@ static p11s_rc read_pem(p11s_cert_list *l, const unsigned char *buf, size_t len,
 	keyvec_free(&keys);
 	if (sk_X509_num(l->certs) == 0 && l->nproblems == 0) {
 		p11s_rc rc =
-		    p11s_err(err, P11S_E_INPUT, "%s: no certificate in this PEM file%s%s%s", name,
+		    p11i_err(err, P11S_E_INPUT, "%s: no certificate in this PEM file%s%s%s", name,
 		             others ? " (it holds " : "", others ? others : "", others ? ")" : "");
 		free(others);
 		return rc;
 	}
 	free(others);
 	if (sk_X509_num(l->certs) == 0)
-		return p11s_err(err, P11S_E_INPUT, "%s", l->problems[0]);
+		return p11i_err(err, P11S_E_INPUT, "%s", l->problems[0]);
 	return P11S_OK;
 }
 
@@ -371,20 +371,20 @@ static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const 
 			n = ASN1_INTEGER_get(iter);
 		if (n < 1) {
 			ERR_clear_error();
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "%s: the MAC iteration count of this PKCS#12 file is not a "
 			                "positive number that fits",
 			                name);
 		}
 		if (n > P11S_P12_MAX_ITER)
-			return p11s_err(
+			return p11i_err(
 			    err, P11S_E_INPUT,
 			    "%s: this PKCS#12 file asks for %ld MAC iterations; p11smime "
 			    "runs at most %d (more only keeps the computer busy)",
 			    name, n, P11S_P12_MAX_ITER);
 		if (pass != NULL) {
 			if (PKCS12_verify_mac(p12, pass, -1) != 1)
-				return p11s_err(
+				return p11i_err(
 				    err, P11S_E_INPUT,
 				    "%s: wrong PKCS#12 password (the integrity check failed)",
 				    name);
@@ -394,7 +394,7 @@ static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const 
 			use = NULL;
 		} else {
 			ERR_clear_error();
-			return p11s_err(
+			return p11i_err(
 			    err, P11S_E_INPUT,
 			    "%s: this PKCS#12 file needs a password (--p12-pass-source)", name);
 		}
@@ -402,7 +402,7 @@ static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const 
 	ERR_clear_error();
 	if (PKCS12_parse(p12, use, &pkey, &cert, &ca) != 1) {
 		if (!parse_legacy(p12, use, &pkey, &cert, &ca))
-			return p11s_err_ossl(err, P11S_E_INPUT, "%s: cannot open this PKCS#12 file",
+			return p11i_err_ossl(err, P11S_E_INPUT, "%s: cannot open this PKCS#12 file",
 			                     name);
 	}
 	if (cert != NULL && !list_add(l, cert, pkey))
@@ -414,11 +414,11 @@ static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const 
 			goto nomem;
 	sk_X509_free(ca);
 	if (sk_X509_num(l->certs) == 0)
-		return p11s_err(err, P11S_E_INPUT, "%s: no certificate in this PKCS#12 file", name);
+		return p11i_err(err, P11S_E_INPUT, "%s: no certificate in this PKCS#12 file", name);
 	return P11S_OK;
 nomem:
 	sk_X509_pop_free(ca, X509_free);
-	return p11s_err_nomem(err);
+	return p11i_err_nomem(err);
 }
 
 /* ------------------------------------------------------------------- DER */
@@ -435,7 +435,7 @@ static p11s_rc read_der(p11s_cert_list *l, const unsigned char *buf, size_t len,
 	if (x != NULL) {
 		l->format = "DER";
 		if (!list_add(l, x, NULL))
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		/* Several DER certificates back to back, as some tools write them. */
 		while (p < end) {
 			x = d2i_X509(NULL, &p, (long)(end - p));
@@ -446,7 +446,7 @@ static p11s_rc read_der(p11s_cert_list *l, const unsigned char *buf, size_t len,
 				break;
 			}
 			if (!list_add(l, x, NULL))
-				return p11s_err_nomem(err);
+				return p11i_err_nomem(err);
 		}
 		return P11S_OK;
 	}
@@ -467,19 +467,19 @@ static p11s_rc read_der(p11s_cert_list *l, const unsigned char *buf, size_t len,
 		PKCS7_free(p7);
 		l->format = "PKCS#7";
 		if (n < 0)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		if (n == 0)
-			return p11s_err(err, P11S_E_INPUT, "%s: no certificate in this PKCS#7 file",
+			return p11i_err(err, P11S_E_INPUT, "%s: no certificate in this PKCS#7 file",
 			                name);
 		return P11S_OK;
 	}
 	ERR_clear_error();
 	if (len > 0 && buf[0] == 0x30)
-		return p11s_err(err, P11S_E_INPUT,
+		return p11i_err(err, P11S_E_INPUT,
 		                "%s: not a certificate: DER data that decodes as neither a "
 		                "certificate, PKCS#12 nor PKCS#7 (truncated or damaged?)",
 		                name);
-	return p11s_err(err, P11S_E_INPUT,
+	return p11i_err(err, P11S_E_INPUT,
 	                "%s: not a certificate file (expected PEM, DER, PKCS#7 or PKCS#12)", name);
 }
 
@@ -495,12 +495,12 @@ p11s_rc p11s_certs_read_mem(const unsigned char *buf, size_t len, const char *na
 	if (name == NULL)
 		name = "(memory)";
 	if (buf == NULL || len == 0)
-		return p11s_err(err, P11S_E_INPUT, "%s: empty, not a certificate", name);
+		return p11i_err(err, P11S_E_INPUT, "%s: empty, not a certificate", name);
 	if (len > MAX_FILE || len > (size_t)INT32_MAX)
-		return p11s_err(err, P11S_E_INPUT, "%s: too large for a certificate file", name);
+		return p11i_err(err, P11S_E_INPUT, "%s: too large for a certificate file", name);
 	l = list_new();
 	if (l == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	rc = is_pem(buf, len) ? read_pem(l, buf, len, name, err)
 	                      : read_der(l, buf, len, name, p12_pass, err);
 	ERR_clear_error();
@@ -532,14 +532,14 @@ p11s_rc p11s_certs_read_file(const char *path, const char *p12_pass, p11s_cert_l
 			unsigned char *grown;
 
 			if (cap > MAX_FILE) {
-				rc = p11s_err(err, P11S_E_INPUT,
+				rc = p11i_err(err, P11S_E_INPUT,
 				              "%s: too large for a certificate file", name);
 				goto done;
 			}
 			/* By steps, not doubling: a file over MAX_FILE costs no more than it. */
 			grown = realloc(buf, cap + 65536 * 4);
 			if (grown == NULL) {
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 				goto done;
 			}
 			buf = grown;
@@ -555,7 +555,7 @@ p11s_rc p11s_certs_read_file(const char *path, const char *p12_pass, p11s_cert_l
 		break;
 	}
 	if (ERR_peek_error() != 0 || (BIO_method_type(bio) == BIO_TYPE_FILE && BIO_eof(bio) == 0)) {
-		rc = p11s_err_ossl(err, P11S_E_IO, "%s: cannot read: %s", name, strerror(errno));
+		rc = p11i_err_ossl(err, P11S_E_IO, "%s: cannot read: %s", name, strerror(errno));
 		goto done;
 	}
 	rc = p11s_certs_read_mem(buf, len, name, p12_pass, out, err);
@@ -701,18 +701,18 @@ char **p11s_cert_san_emails(X509 *cert, size_t *count)
  * table: "seen this one?" in constant time, so that a --chain or --ca of
  * 10,000 certificates is read in linear time.
  */
-struct p11s_certset {
+struct p11i_certset {
 	unsigned char (*slot)[SHA256_DIGEST_LENGTH];
 	unsigned char *used;
 	size_t cap, n;
 };
 
-p11s_certset *p11s_certset_new(void)
+p11i_certset *p11i_certset_new(void)
 {
-	return calloc(1, sizeof(p11s_certset));
+	return calloc(1, sizeof(p11i_certset));
 }
 
-void p11s_certset_free(p11s_certset *set)
+void p11i_certset_free(p11i_certset *set)
 {
 	if (set == NULL)
 		return;
@@ -721,7 +721,7 @@ void p11s_certset_free(p11s_certset *set)
 	free(set);
 }
 
-static size_t certset_find(const p11s_certset *set, const unsigned char *md)
+static size_t certset_find(const p11i_certset *set, const unsigned char *md)
 {
 	size_t i;
 
@@ -732,9 +732,9 @@ static size_t certset_find(const p11s_certset *set, const unsigned char *md)
 	return i;
 }
 
-static int certset_grow(p11s_certset *set)
+static int certset_grow(p11i_certset *set)
 {
-	p11s_certset bigger = {NULL, NULL, set->cap ? set->cap * 2 : 64, 0};
+	p11i_certset bigger = {NULL, NULL, set->cap ? set->cap * 2 : 64, 0};
 
 	bigger.slot = calloc(bigger.cap, sizeof(*bigger.slot));
 	bigger.used = calloc(bigger.cap, 1);
@@ -757,7 +757,7 @@ static int certset_grow(p11s_certset *set)
 	return 1;
 }
 
-int p11s_certset_add(p11s_certset *set, X509 *x)
+int p11i_certset_add(p11i_certset *set, X509 *x)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int len = 0;

@@ -76,9 +76,9 @@ struct b64dec {
 	int stopped;  /* a '-' ended the data (as EVP_DecodeUpdate does): the rest is ignored */
 };
 
-struct p11s_cms_stream {
+struct p11i_cms_stream {
 	BIO *in;
-	p11s_cms_encoding enc;
+	p11i_cms_encoding enc;
 	EVP_ENCODE_CTX *b64;
 	struct b64dec dec;
 	int pem_done;  /* PEM: the END line was seen */
@@ -190,24 +190,24 @@ static int b64_final(const struct b64dec *d)
 
 static p11s_rc malformed(p11s_error *err, const char *what)
 {
-	return p11s_err(err, P11S_E_INPUT, "malformed CMS message: %s", what);
+	return p11i_err(err, P11S_E_INPUT, "malformed CMS message: %s", what);
 }
 
 static p11s_rc truncated(p11s_error *err)
 {
-	return p11s_err(err, P11S_E_INPUT, "the CMS message is truncated");
+	return p11i_err(err, P11S_E_INPUT, "the CMS message is truncated");
 }
 
-p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **out, p11s_error *err)
+p11s_rc p11i_cms_stream_new(BIO *in, p11i_cms_encoding enc, p11i_cms_stream **out, p11s_error *err)
 {
-	p11s_cms_stream *s;
+	p11i_cms_stream *s;
 
 	if (!CRYPTO_THREAD_run_once(&b64_once, b64_table_init))
-		return p11s_err(err, P11S_E_INTERNAL, "cannot set up base64 decoding");
+		return p11i_err(err, P11S_E_INTERNAL, "cannot set up base64 decoding");
 	s = calloc(1, sizeof(*s));
 
 	if (s == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	s->in = in;
 	s->enc = enc;
 	s->limit = UINT64_MAX;
@@ -220,14 +220,14 @@ p11s_rc p11s_cms_stream_new(BIO *in, p11s_cms_encoding enc, p11s_cms_stream **ou
 			EVP_DecodeInit(s->b64);
 	}
 	if (s->buf == NULL || (enc != P11S_CMS_DER && (s->raw == NULL || s->b64 == NULL))) {
-		p11s_cms_stream_free(s);
-		return p11s_err_nomem(err);
+		p11i_cms_stream_free(s);
+		return p11i_err_nomem(err);
 	}
 	*out = s;
 	return P11S_OK;
 }
 
-void p11s_cms_stream_free(p11s_cms_stream *s)
+void p11i_cms_stream_free(p11i_cms_stream *s)
 {
 	if (s == NULL)
 		return;
@@ -242,17 +242,17 @@ void p11s_cms_stream_free(p11s_cms_stream *s)
 	free(s);
 }
 
-int p11s_cms_stream_is_auth(const p11s_cms_stream *s)
+int p11i_cms_stream_is_auth(const p11i_cms_stream *s)
 {
 	return s->auth;
 }
 
-const X509_ALGOR *p11s_cms_stream_content_alg(const p11s_cms_stream *s)
+const X509_ALGOR *p11i_cms_stream_content_alg(const p11i_cms_stream *s)
 {
 	return s->calg;
 }
 
-int p11s_cms_stream_had_auth_attrs(const p11s_cms_stream *s)
+int p11i_cms_stream_had_auth_attrs(const p11i_cms_stream *s)
 {
 	return s->had_auth_attrs;
 }
@@ -260,7 +260,7 @@ int p11s_cms_stream_had_auth_attrs(const p11s_cms_stream *s)
 /* ------------------------------------------------------------ input */
 
 /* PEM: skip to the line after "-----BEGIN CMS-----" (or PKCS7). */
-static p11s_rc pem_skip_to_begin(p11s_cms_stream *s, p11s_error *err)
+static p11s_rc pem_skip_to_begin(p11i_cms_stream *s, p11s_error *err)
 {
 	char line[256];
 	int n;
@@ -268,7 +268,7 @@ static p11s_rc pem_skip_to_begin(p11s_cms_stream *s, p11s_error *err)
 	for (;;) {
 		n = BIO_gets(s->in, line, sizeof(line));
 		if (n <= 0)
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "no '-----BEGIN CMS-----' line in the PEM input");
 		if (strncmp(line, "-----BEGIN ", 11) != 0)
 			continue;
@@ -278,12 +278,12 @@ static p11s_rc pem_skip_to_begin(p11s_cms_stream *s, p11s_error *err)
 		    strncmp(line + 11, "ENCRYPTED MESSAGE-----", 22) == 0)
 			return P11S_OK;
 		line[strcspn(line, "\r\n")] = '\0';
-		return p11s_err(err, P11S_E_INPUT, "PEM input holds '%s', not CMS", line);
+		return p11i_err(err, P11S_E_INPUT, "PEM input holds '%s', not CMS", line);
 	}
 }
 
 /* Append decoded bytes to buf (which has room for CHUNK more). */
-static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
+static p11s_rc read_more(p11i_cms_stream *s, p11s_error *err)
 {
 	int n;
 	long outl = 0;
@@ -297,7 +297,7 @@ static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
 			return P11S_OK;
 		}
 		if (n < 0 && !BIO_should_retry(s->in))
-			return p11s_err_ossl(err, P11S_E_IO, "cannot read the input");
+			return p11i_err_ossl(err, P11S_E_IO, "cannot read the input");
 		s->input_eof = 1;
 		return P11S_OK;
 	}
@@ -306,7 +306,7 @@ static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
 	else
 		n = BIO_read(s->in, s->raw, CHUNK / 4 * 3 - 128);
 	if (n < 0 && !BIO_should_retry(s->in))
-		return p11s_err_ossl(err, P11S_E_IO, "cannot read the input");
+		return p11i_err_ossl(err, P11S_E_IO, "cannot read the input");
 	if (n > 0) {
 		take = (size_t)n;
 		if (s->enc == P11S_CMS_PEM) {
@@ -318,7 +318,7 @@ static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
 			}
 		}
 		if (take > 0 && (outl = b64_update(&s->dec, s->buf + s->end, s->raw, take)) < 0)
-			return p11s_err(
+			return p11i_err(
 			    err, P11S_E_INPUT,
 			    "the message body is not valid base64 (near byte %llu of the "
 			    "decoded CMS)",
@@ -327,10 +327,10 @@ static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
 		if (!s->pem_done)
 			return P11S_OK;
 	} else if (s->enc == P11S_CMS_PEM && !s->pem_done) {
-		return p11s_err(err, P11S_E_INPUT, "the PEM input ends without its END line");
+		return p11i_err(err, P11S_E_INPUT, "the PEM input ends without its END line");
 	}
 	if (b64_final(&s->dec) < 0)
-		return p11s_err(err, P11S_E_INPUT, "the base64 body is truncated");
+		return p11i_err(err, P11S_E_INPUT, "the base64 body is truncated");
 	s->input_eof = 1;
 	return P11S_OK;
 }
@@ -339,7 +339,7 @@ static p11s_rc read_more(p11s_cms_stream *s, p11s_error *err)
  * Make @p want bytes available at buf[pos].  *got (may be NULL) is set to
  * 1 when they are, 0 when the input ended first.
  */
-static p11s_rc fill(p11s_cms_stream *s, size_t want, int *got, p11s_error *err)
+static p11s_rc fill(p11i_cms_stream *s, size_t want, int *got, p11s_error *err)
 {
 	p11s_rc rc;
 	unsigned char *nb;
@@ -360,7 +360,7 @@ static p11s_rc fill(p11s_cms_stream *s, size_t want, int *got, p11s_error *err)
 		if (s->cap < need) {
 			nb = realloc(s->buf, need);
 			if (nb == NULL)
-				return p11s_err_nomem(err);
+				return p11i_err_nomem(err);
 			s->buf = nb;
 			s->cap = need;
 		}
@@ -373,7 +373,7 @@ static p11s_rc fill(p11s_cms_stream *s, size_t want, int *got, p11s_error *err)
 	return P11S_OK;
 }
 
-static void advance(p11s_cms_stream *s, size_t n)
+static void advance(p11i_cms_stream *s, size_t n)
 {
 	s->pos += n;
 	s->off += n;
@@ -454,7 +454,7 @@ static int ber_len(const unsigned char *p, size_t avail, size_t *total, int dept
 }
 
 /* Peek at the next TLV header; it must lie within the current limit. */
-static p11s_rc peek(p11s_cms_stream *s, struct tlv *t, p11s_error *err)
+static p11s_rc peek(p11i_cms_stream *s, struct tlv *t, p11s_error *err)
 {
 	p11s_rc rc;
 	int r;
@@ -473,7 +473,7 @@ static p11s_rc peek(p11s_cms_stream *s, struct tlv *t, p11s_error *err)
 }
 
 /* The next two bytes are an end-of-contents marker. */
-static p11s_rc at_eoc(p11s_cms_stream *s, int *yes, p11s_error *err)
+static p11s_rc at_eoc(p11i_cms_stream *s, int *yes, p11s_error *err)
 {
 	int got;
 	p11s_rc rc = fill(s, 2, &got, err);
@@ -487,7 +487,7 @@ static p11s_rc at_eoc(p11s_cms_stream *s, int *yes, p11s_error *err)
 }
 
 /* At the end of constructed @p c: definite, its end is reached; indefinite, an EOC follows. */
-static p11s_rc at_end(p11s_cms_stream *s, const struct cons *c, int *yes, p11s_error *err)
+static p11s_rc at_end(p11i_cms_stream *s, const struct cons *c, int *yes, p11s_error *err)
 {
 	if (!c->indef) {
 		*yes = s->off >= c->end;
@@ -496,7 +496,7 @@ static p11s_rc at_end(p11s_cms_stream *s, const struct cons *c, int *yes, p11s_e
 	return at_eoc(s, yes, err);
 }
 
-static p11s_rc open_cons(p11s_cms_stream *s, int cls, int tag, struct cons *c, const char *what,
+static p11s_rc open_cons(p11i_cms_stream *s, int cls, int tag, struct cons *c, const char *what,
                          p11s_error *err)
 {
 	struct tlv t;
@@ -505,7 +505,7 @@ static p11s_rc open_cons(p11s_cms_stream *s, int cls, int tag, struct cons *c, c
 	if (rc != P11S_OK)
 		return rc;
 	if (t.cls != cls || t.tag != tag || !t.cons)
-		return p11s_err(err, P11S_E_INPUT, "malformed CMS message: expected %s", what);
+		return p11i_err(err, P11S_E_INPUT, "malformed CMS message: expected %s", what);
 	advance(s, t.hlen);
 	c->indef = t.indef;
 	c->saved_limit = s->limit;
@@ -516,14 +516,14 @@ static p11s_rc open_cons(p11s_cms_stream *s, int cls, int tag, struct cons *c, c
 	return P11S_OK;
 }
 
-static p11s_rc close_cons(p11s_cms_stream *s, struct cons *c, const char *what, p11s_error *err)
+static p11s_rc close_cons(p11i_cms_stream *s, struct cons *c, const char *what, p11s_error *err)
 {
 	int eoc = 0;
 	p11s_rc rc;
 
 	if (!c->indef) {
 		if (s->off != c->end)
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "malformed CMS message: unexpected data at the end of %s",
 			                what);
 	} else {
@@ -531,7 +531,7 @@ static p11s_rc close_cons(p11s_cms_stream *s, struct cons *c, const char *what, 
 		if (rc != P11S_OK)
 			return rc;
 		if (!eoc)
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "malformed CMS message: unexpected data at the end of %s",
 			                what);
 		advance(s, 2);
@@ -544,7 +544,7 @@ static p11s_rc close_cons(p11s_cms_stream *s, struct cons *c, const char *what, 
  * Read the whole next element (which must have class @p cls and tag
  * @p tag; -1 for any) into a fresh copy (OPENSSL_free).
  */
-static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *what,
+static p11s_rc read_element(p11i_cms_stream *s, int cls, int tag, const char *what,
                             unsigned char **der, size_t *len, p11s_error *err)
 {
 	struct tlv t;
@@ -555,10 +555,10 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 	if (rc != P11S_OK)
 		return rc;
 	if ((cls >= 0 && t.cls != cls) || (tag >= 0 && t.tag != tag))
-		return p11s_err(err, P11S_E_INPUT, "malformed CMS message: expected %s", what);
+		return p11i_err(err, P11S_E_INPUT, "malformed CMS message: expected %s", what);
 	if (!t.indef) {
 		if (t.len > SMALL_MAX)
-			return p11s_err(err, P11S_E_INPUT, "the %s in this message is too large",
+			return p11i_err(err, P11S_E_INPUT, "the %s in this message is too large",
 			                what);
 		total = t.hlen + (size_t)t.len;
 		rc = fill(s, total, &got, err);
@@ -572,10 +572,10 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 			if (r > 0)
 				break;
 			if (r < 0)
-				return p11s_err(err, P11S_E_INPUT,
+				return p11i_err(err, P11S_E_INPUT,
 				                "malformed CMS message: %s is not valid BER", what);
 			if (s->end - s->pos > SMALL_MAX)
-				return p11s_err(err, P11S_E_INPUT,
+				return p11i_err(err, P11S_E_INPUT,
 				                "the %s in this message is too large", what);
 			/* Geometric growth: each retry walks the element from its start. */
 			want = 2 * (s->end - s->pos) + 4096;
@@ -587,7 +587,7 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 				if (r > 0)
 					break;
 				return r < 0
-				           ? p11s_err(err, P11S_E_INPUT,
+				           ? p11i_err(err, P11S_E_INPUT,
 				                      "malformed CMS message: %s is not valid BER",
 				                      what)
 				           : truncated(err);
@@ -598,7 +598,7 @@ static p11s_rc read_element(p11s_cms_stream *s, int cls, int tag, const char *wh
 	}
 	*der = OPENSSL_memdup(s->buf + s->pos, total);
 	if (*der == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	*len = total;
 	advance(s, total);
 	return P11S_OK;
@@ -676,7 +676,7 @@ static size_t hdr_size(size_t len)
  * ContentInfo { oid, [0] { SEQUENCE { parts... } } }: definite lengths
  * around the parts as read (which may themselves be BER).
  */
-static p11s_rc build_small(p11s_cms_stream *s, const struct part *oid, const struct part *parts,
+static p11s_rc build_small(p11i_cms_stream *s, const struct part *oid, const struct part *parts,
                            size_t nparts, const struct part *eci_parts, size_t neci,
                            p11s_error *err)
 {
@@ -715,13 +715,13 @@ static p11s_rc build_small(p11s_cms_stream *s, const struct part *oid, const str
 		db_put(&d, mac, 2 + mac[1]);
 	if (d.failed) {
 		OPENSSL_free(d.p);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	p = d.p;
 	s->cms = d2i_CMS_ContentInfo(NULL, &p, (long)d.len);
 	OPENSSL_free(d.p);
 	if (s->cms == NULL)
-		return p11s_err_ossl(
+		return p11i_err_ossl(
 		    err, P11S_E_INPUT,
 		    "malformed CMS message: the recipient information does not parse");
 	return P11S_OK;
@@ -729,7 +729,7 @@ static p11s_rc build_small(p11s_cms_stream *s, const struct part *oid, const str
 
 /* ------------------------------------------------------------ header */
 
-p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_error *err)
+p11s_rc p11i_cms_stream_begin(p11i_cms_stream *s, CMS_ContentInfo **cms, p11s_error *err)
 {
 	struct part oid = {0}, parts[3] = {{0}}, eci[2] = {{0}};
 	size_t nparts = 0;
@@ -748,9 +748,9 @@ p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 	if (rc != P11S_OK)
 		return rc;
 	if (!got)
-		return p11s_err(err, P11S_E_INPUT, "the CMS message is empty");
+		return p11i_err(err, P11S_E_INPUT, "the CMS message is empty");
 	if (s->buf[s->pos] != 0x30)
-		return p11s_err(err, P11S_E_INPUT,
+		return p11i_err(err, P11S_E_INPUT,
 		                "the input is not a CMS message (no ContentInfo)");
 
 	rc = open_cons(s, V_ASN1_UNIVERSAL, V_ASN1_SEQUENCE, &s->ci, "a ContentInfo", err);
@@ -766,7 +766,7 @@ p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 	if (nid == NID_id_smime_ct_authEnvelopedData) {
 		s->auth = 1;
 	} else if (nid != NID_pkcs7_enveloped) {
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              "the message is not encrypted: its CMS content is %s",
 		              nid == NID_pkcs7_signed                 ? "signed-data"
 		              : nid == NID_id_smime_ct_compressedData ? "compressed-data"
@@ -824,7 +824,7 @@ p11s_rc p11s_cms_stream_begin(p11s_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 	if (rc != P11S_OK)
 		goto done;
 	if (end) {
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              "the message carries no encrypted content (detached content is not "
 		              "supported)");
 		goto done;
@@ -869,39 +869,39 @@ static p11s_rc spool_write(struct spool *sp, const unsigned char *p, size_t n, p
 	if (!sp->in_file && sp->len + n <= SPOOL_MEM_MAX) {
 		nm = OPENSSL_realloc(sp->mem, sp->len + n);
 		if (nm == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		sp->mem = nm;
 		memcpy(sp->mem + sp->len, p, n);
 		sp->len += n;
 		return P11S_OK;
 	}
 	if (!sp->in_file) {
-		sp->fd = p11s_tmpfile(&dir);
+		sp->fd = p11i_tmpfile(&dir);
 		if (sp->fd < 0)
-			return p11s_err(err, P11S_E_IO,
+			return p11i_err(err, P11S_E_IO,
 			                "cannot create a temporary file in '%s': %s", dir,
 			                strerror(errno));
 		sp->in_file = 1;
-		if (sp->len > 0 && p11s_write_full(sp->fd, sp->mem, sp->len) != 0)
+		if (sp->len > 0 && p11i_write_full(sp->fd, sp->mem, sp->len) != 0)
 			goto ioerr;
 		OPENSSL_free(sp->mem);
 		sp->mem = NULL;
 		sp->len = 0;
 	}
-	if (p11s_write_full(sp->fd, p, n) != 0)
+	if (p11i_write_full(sp->fd, p, n) != 0)
 		goto ioerr;
 	return P11S_OK;
 ioerr:
 	/* A write error, not a bad message: the tag is never checked on a short spool. */
 	dir = getenv("TMPDIR");
-	return p11s_err(err, P11S_E_IO, "cannot write a temporary file in '%s': %s",
+	return p11i_err(err, P11S_E_IO, "cannot write a temporary file in '%s': %s",
 	                dir && *dir ? dir : "/tmp", strerror(errno));
 }
 
 struct feed {
-	p11s_cms_stream *s;
+	p11i_cms_stream *s;
 	EVP_CIPHER_CTX *ctx;
-	p11s_cms_sink sink; /* NULL: the plaintext is not wanted (a second pass) */
+	p11i_cms_sink sink; /* NULL: the plaintext is not wanted (a second pass) */
 	void *user;
 	unsigned char *out;
 	int spool;         /* keep the ciphertext (AuthEnvelopedData, input read once) */
@@ -922,11 +922,11 @@ static p11s_rc feed(struct feed *f, const unsigned char *p, size_t n, p11s_error
 				return rc;
 		}
 		if (f->gmac != NULL && !EVP_MAC_update(f->gmac, p, piece))
-			return p11s_err_ossl(err, P11S_E_CRYPTO, "cannot fingerprint the content");
+			return p11i_err_ossl(err, P11S_E_CRYPTO, "cannot fingerprint the content");
 		if (!EVP_DecryptUpdate(f->ctx, f->out, &outl, p, (int)piece))
-			return p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
+			return p11i_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
 		if (outl > 0 && f->sink != NULL && f->sink(f->user, f->out, (size_t)outl) != 0)
-			return p11s_err(err, P11S_E_IO, "cannot write the decrypted content");
+			return p11i_err(err, P11S_E_IO, "cannot write the decrypted content");
 		p += piece;
 		n -= piece;
 	}
@@ -936,7 +936,7 @@ static p11s_rc feed(struct feed *f, const unsigned char *p, size_t n, p11s_error
 /* Stream @p len bytes of content from the input through the cipher. */
 static p11s_rc stream_bytes(struct feed *f, uint64_t len, p11s_error *err)
 {
-	p11s_cms_stream *s = f->s;
+	p11i_cms_stream *s = f->s;
 	size_t n;
 	int got;
 	p11s_rc rc;
@@ -962,7 +962,7 @@ static p11s_rc stream_bytes(struct feed *f, uint64_t len, p11s_error *err)
 /* The chunks of a constructed OCTET STRING (which may nest, in BER). */
 static p11s_rc stream_chunks(struct feed *f, struct cons *c, int depth, p11s_error *err)
 {
-	p11s_cms_stream *s = f->s;
+	p11i_cms_stream *s = f->s;
 	struct cons sub;
 	struct tlv t;
 	int end = 0;
@@ -999,7 +999,7 @@ static p11s_rc stream_chunks(struct feed *f, struct cons *c, int depth, p11s_err
 }
 
 /* Skip an optional element with context tag @p tag; its DER copy in *der if wanted. */
-static p11s_rc optional_element(p11s_cms_stream *s, struct cons *in, int tag, const char *what,
+static p11s_rc optional_element(p11i_cms_stream *s, struct cons *in, int tag, const char *what,
                                 unsigned char **der, size_t *len, p11s_error *err)
 {
 	struct tlv t;
@@ -1052,7 +1052,7 @@ static int gcm_icv_len(const X509_ALGOR *alg, long *icv)
  * ciphertext kept in the spool goes through a second context set up with
  * the same key and IV (@p fresh, copied before any data).
  */
-static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
+static p11s_rc check_tag_with_aad(p11i_cms_stream *s, EVP_CIPHER_CTX *fresh,
                                   const unsigned char *aad, size_t aadlen,
                                   const ASN1_OCTET_STRING *mac, p11s_error *err)
 {
@@ -1063,9 +1063,9 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 
 	out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
 	if (out == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	if (!EVP_DecryptUpdate(fresh, NULL, &outl, aad, (int)aadlen)) {
-		rc = p11s_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
+		rc = p11i_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
 		goto done;
 	}
 	if (!s->spool.in_file) {
@@ -1073,7 +1073,7 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 			n = s->spool.len - at > CHUNK ? CHUNK : s->spool.len - at;
 			if (!EVP_DecryptUpdate(fresh, out, &outl, s->spool.mem + at, (int)n)) {
 				rc =
-				    p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
+				    p11i_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
 				goto done;
 			}
 		}
@@ -1085,26 +1085,26 @@ static p11s_rc check_tag_with_aad(p11s_cms_stream *s, EVP_CIPHER_CTX *fresh,
 			if (got < 0 && errno == EINTR)
 				continue;
 			if (got < 0) {
-				rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s",
+				rc = p11i_err(err, P11S_E_IO, "cannot read a temporary file: %s",
 				              strerror(errno));
 				goto done;
 			}
 			off += got;
 			if (!EVP_DecryptUpdate(fresh, out, &outl, in, (int)got)) {
 				rc =
-				    p11s_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
+				    p11i_err_ossl(err, P11S_E_DECRYPT, "content decryption failed");
 				goto done;
 			}
 		}
 		/* Everything kept must come back, or the tag would blame the message. */
 		if ((uint64_t)off != s->spool.total) {
-			rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: it is short");
+			rc = p11i_err(err, P11S_E_IO, "cannot read a temporary file: it is short");
 			goto done;
 		}
 	}
 	if (EVP_CIPHER_CTX_ctrl(fresh, EVP_CTRL_AEAD_SET_TAG, mac->length, mac->data) <= 0 ||
 	    EVP_DecryptFinal_ex(fresh, out, &outl) <= 0)
-		rc = p11s_err(err, P11S_E_DECRYPT,
+		rc = p11i_err(err, P11S_E_DECRYPT,
 		              "the message failed authentication (AES-GCM tag mismatch): it was "
 		              "altered, or is not for this key; nothing was written");
 done:
@@ -1113,14 +1113,14 @@ done:
 	return rc;
 }
 
-struct p11s_cms_replay {
+struct p11i_cms_replay {
 	EVP_CIPHER_CTX *fresh; /* keyed with the content key and IV, no data yet */
 	unsigned char gkey[32], giv[12], fp[16];
 	unsigned char *aad, *mac;
 	size_t aadlen, maclen;
 };
 
-void p11s_cms_replay_free(p11s_cms_replay *rp)
+void p11i_cms_replay_free(p11i_cms_replay *rp)
 {
 	if (rp == NULL)
 		return;
@@ -1160,7 +1160,7 @@ static int gmac_final(EVP_MAC_CTX *c, unsigned char *fp)
 }
 
 /* The encrypted content, then the rest of the structure to its end. */
-static p11s_rc content_and_trailer(p11s_cms_stream *s, struct feed *f, unsigned char **auth_der,
+static p11s_rc content_and_trailer(p11i_cms_stream *s, struct feed *f, unsigned char **auth_der,
                                    size_t *auth_len, ASN1_OCTET_STRING **mac, p11s_error *err)
 {
 	unsigned char *mac_der = NULL;
@@ -1202,7 +1202,7 @@ static p11s_rc content_and_trailer(p11s_cms_stream *s, struct feed *f, unsigned 
 		if (!gcm_icv_len(s->calg, &icv))
 			return malformed(err, "bad AES-GCM parameters");
 		if (icv < 12 || icv > 16 || (*mac)->length != icv)
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "malformed CMS message: the MAC is %d bytes, the GCM "
 			                "parameters say %ld (12 to 16 allowed)",
 			                (*mac)->length, icv);
@@ -1218,7 +1218,7 @@ static p11s_rc content_and_trailer(p11s_cms_stream *s, struct feed *f, unsigned 
 	if (rc == P11S_OK)
 		rc = fill(s, 1, &got, err);
 	if (rc == P11S_OK && got)
-		rc = p11s_err(err, P11S_E_INPUT, "unexpected data after the CMS message");
+		rc = p11i_err(err, P11S_E_INPUT, "unexpected data after the CMS message");
 	if (rc == P11S_OK && *auth_der != NULL) {
 		/* RFC 5083: the AAD is the DER of the SET OF, not of the [1]. */
 		(*auth_der)[0] = 0x31;
@@ -1230,20 +1230,20 @@ static p11s_rc content_and_trailer(p11s_cms_stream *s, struct feed *f, unsigned 
 static p11s_rc tag_mismatch(p11s_error *err)
 {
 	ERR_clear_error();
-	return p11s_err(err, P11S_E_DECRYPT,
+	return p11i_err(err, P11S_E_DECRYPT,
 	                "the message failed authentication (AES-GCM tag mismatch): it was "
 	                "altered, or is not for this key; nothing was written");
 }
 
-p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cms_sink sink,
-                                void *user, p11s_cms_replay **replay, p11s_error *err)
+p11s_rc p11i_cms_stream_decrypt(p11i_cms_stream *s, EVP_CIPHER_CTX *ctx, p11i_cms_sink sink,
+                                void *user, p11i_cms_replay **replay, p11s_error *err)
 {
 	struct feed f = {s, ctx, sink, user, NULL, 0, NULL};
 	EVP_CIPHER_CTX *fresh = NULL;
 	unsigned char *auth_der = NULL, gkey[32], giv[12];
 	size_t auth_len = 0;
 	ASN1_OCTET_STRING *mac = NULL;
-	p11s_cms_replay *rp;
+	p11i_cms_replay *rp;
 	int outl;
 	p11s_rc rc;
 
@@ -1251,12 +1251,12 @@ p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cm
 		*replay = NULL;
 	f.out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
 	if (f.out == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	if (s->auth) {
 		/* In case authenticated attributes follow the content: see the header. */
 		fresh = EVP_CIPHER_CTX_new();
 		if (fresh == NULL || !EVP_CIPHER_CTX_copy(fresh, ctx)) {
-			rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up the cipher");
+			rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot set up the cipher");
 			goto done;
 		}
 		if (replay == NULL) {
@@ -1264,7 +1264,7 @@ p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cm
 		} else if (RAND_bytes(gkey, sizeof(gkey)) != 1 ||
 		           RAND_bytes(giv, sizeof(giv)) != 1 ||
 		           (f.gmac = gmac_new(gkey, giv)) == NULL) {
-			rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up GMAC");
+			rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot set up GMAC");
 			goto done;
 		}
 	}
@@ -1281,8 +1281,8 @@ p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cm
 		rp = calloc(1, sizeof(*rp));
 		if (rp == NULL || !gmac_final(f.gmac, rp->fp) ||
 		    (rp->mac = OPENSSL_memdup(mac->data, (size_t)mac->length)) == NULL) {
-			p11s_cms_replay_free(rp);
-			rc = p11s_err_nomem(err);
+			p11i_cms_replay_free(rp);
+			rc = p11i_err_nomem(err);
 			goto done;
 		}
 		memcpy(rp->gkey, gkey, sizeof(gkey));
@@ -1298,19 +1298,19 @@ p11s_rc p11s_cms_stream_decrypt(p11s_cms_stream *s, EVP_CIPHER_CTX *ctx, p11s_cm
 	}
 	if (s->auth &&
 	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, mac->length, mac->data) <= 0) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set the authentication tag");
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot set the authentication tag");
 		goto done;
 	}
 	if (EVP_DecryptFinal_ex(ctx, f.out, &outl) <= 0) {
 		ERR_clear_error();
 		rc = s->auth ? tag_mismatch(err)
-		             : p11s_err(err, P11S_E_DECRYPT,
+		             : p11i_err(err, P11S_E_DECRYPT,
 		                        "decryption failed (bad padding): the message was altered, "
 		                        "or is not for this key; nothing was written");
 		goto done;
 	}
 	if (outl > 0 && sink(user, f.out, (size_t)outl) != 0)
-		rc = p11s_err(err, P11S_E_IO, "cannot write the decrypted content");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the decrypted content");
 done:
 	OPENSSL_cleanse(gkey, sizeof(gkey));
 	EVP_MAC_CTX_free(f.gmac);
@@ -1321,7 +1321,7 @@ done:
 	return rc;
 }
 
-p11s_rc p11s_cms_stream_replay(p11s_cms_stream *s, p11s_cms_replay *rp, p11s_error *err)
+p11s_rc p11i_cms_stream_replay(p11i_cms_stream *s, p11i_cms_replay *rp, p11s_error *err)
 {
 	struct feed f = {s, rp->fresh, NULL, NULL, NULL, 0, NULL};
 	unsigned char *auth_der = NULL, fp[16], *tmp = NULL;
@@ -1333,15 +1333,15 @@ p11s_rc p11s_cms_stream_replay(p11s_cms_stream *s, p11s_cms_replay *rp, p11s_err
 	f.out = OPENSSL_malloc(CHUNK + EVP_MAX_BLOCK_LENGTH);
 	f.gmac = gmac_new(rp->gkey, rp->giv);
 	if (f.out == NULL || f.gmac == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_NOMEM, "cannot set up the second pass");
+		rc = p11i_err_ossl(err, P11S_E_NOMEM, "cannot set up the second pass");
 		goto done;
 	}
 	if (!s->auth) {
-		rc = p11s_err(err, P11S_E_INPUT, "the input changed while it was being read");
+		rc = p11i_err(err, P11S_E_INPUT, "the input changed while it was being read");
 		goto done;
 	}
 	if (!EVP_DecryptUpdate(rp->fresh, NULL, &outl, rp->aad, (int)rp->aadlen)) {
-		rc = p11s_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
+		rc = p11i_err_ossl(err, P11S_E_DECRYPT, "cannot authenticate the attributes");
 		goto done;
 	}
 	rc = content_and_trailer(s, &f, &auth_der, &auth_len, &mac, err);
@@ -1352,7 +1352,7 @@ p11s_rc p11s_cms_stream_replay(p11s_cms_stream *s, p11s_cms_replay *rp, p11s_err
 	    auth_der == NULL || auth_len != rp->aadlen ||
 	    memcmp(auth_der, rp->aad, auth_len) != 0 || (size_t)mac->length != rp->maclen ||
 	    memcmp(mac->data, rp->mac, rp->maclen) != 0) {
-		rc = p11s_err(err, P11S_E_INPUT, "the input changed while it was being read");
+		rc = p11i_err(err, P11S_E_INPUT, "the input changed while it was being read");
 		goto done;
 	}
 	tmp = OPENSSL_malloc(EVP_MAX_BLOCK_LENGTH);

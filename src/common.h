@@ -21,27 +21,27 @@
 
 /*
  * Record @p rc with a printf-style message in @p err (which may be NULL)
- * and return @p rc, so that callers can write `return p11s_err(...)`.
+ * and return @p rc, so that callers can write `return p11i_err(...)`.
  * An error already recorded is replaced.
  */
-p11s_rc p11s_err(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(3, 4);
+p11s_rc p11i_err(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(3, 4);
 
 /*
- * As p11s_err(), and append the reason at the top of OpenSSL's error
+ * As p11i_err(), and append the reason at the top of OpenSSL's error
  * queue in words ("... (unsupported)", never "error:1E08010C:..."; see
- * p11s_ossl_reason), then clear the queue so the next error does not
+ * p11i_ossl_reason), then clear the queue so the next error does not
  * inherit stale reasons.
  */
-p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(3, 4);
+p11s_rc p11i_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(3, 4);
 
-/* p11s_err(@p err, P11S_E_NOMEM, "out of memory"), the one wording of it. */
-p11s_rc p11s_err_nomem(p11s_error *err);
+/* p11i_err(@p err, P11S_E_NOMEM, "out of memory"), the one wording of it. */
+p11s_rc p11i_err_nomem(p11s_error *err);
 
 /*
  * A p11s_rc with its message, passed through OpenSSL's error queue from
  * code OpenSSL calls (pkcs11/key.c's methods): raised as ERR_LIB_USER
  * with reason P11S_ERR_R_RC + rc and the message as data, it becomes the
- * rc and the reason of p11s_err_ossl() (a PIN problem stays one, exit 3).
+ * rc and the reason of p11i_err_ossl() (a PIN problem stays one, exit 3).
  */
 #define P11S_ERR_R_RC 0x10000
 
@@ -49,25 +49,25 @@ p11s_rc p11s_err_nomem(p11s_error *err);
  * OpenSSL's reason for the error @p e in words into @p buf, or "" when it
  * adds nothing to @p msg (none, a system error, words already there).
  */
-void p11s_ossl_reason(unsigned long e, const char *msg, char *buf, size_t len);
+void p11i_ossl_reason(unsigned long e, const char *msg, char *buf, size_t len);
 
 /* Add a candidate to an ambiguous or failed selection. */
-void p11s_err_add_candidate(p11s_error *err, const char *candidate);
+void p11i_err_add_candidate(p11s_error *err, const char *candidate);
 
 /* Hex of @p len bytes, lower case, malloc'd; NULL on ENOMEM. */
-char *p11s_hex(const unsigned char *buf, size_t len);
+char *p11i_hex(const unsigned char *buf, size_t len);
 
 /*
  * A serial number as every report and message spells it: lower-case hex
  * of whole bytes ("0abc"), "0" for zero, "-" first when negative.
  * malloc'd; NULL on ENOMEM.
  */
-char *p11s_serial_hex(const ASN1_INTEGER *serial);
+char *p11i_serial_hex(const ASN1_INTEGER *serial);
 
 /* Fatal on allocation failure is not our style: these return NULL. */
-char *p11s_strdup(const char *s);
-char *p11s_strndup(const char *s, size_t n);
-char *p11s_asprintf(const char *fmt, ...) P11S_PRINTF(1, 2);
+char *p11i_strdup(const char *s);
+char *p11i_strndup(const char *s, size_t n);
+char *p11i_asprintf(const char *fmt, ...) P11S_PRINTF(1, 2);
 
 /*
  * A read-write temporary file in $TMPDIR (/tmp if unset) that never has a
@@ -75,24 +75,24 @@ char *p11s_asprintf(const char *fmt, ...) P11S_PRINTF(1, 2);
  * it: nothing stays on disk after any exit, kill -9 included.  The fd, or
  * -1 with errno; *dirp (if given) is the directory, for messages.
  */
-int p11s_tmpfile(const char **dirp);
+int p11i_tmpfile(const char **dirp);
 
 /* All @p n bytes to @p fd (EINTR retried); 0, or -1 with errno. */
-int p11s_write_full(int fd, const void *buf, size_t n);
+int p11i_write_full(int fd, const void *buf, size_t n);
 
 /*
- * A read-write BIO on a p11s_tmpfile() (buffered, seekable, BIO_TYPE_FILE):
+ * A read-write BIO on a p11i_tmpfile() (buffered, seekable, BIO_TYPE_FILE):
  * where a message too large to hold is spooled.  NULL with the reason in
  * @p err (which may be NULL; errno is kept).
  */
-BIO *p11s_spool_new(p11s_error *err);
+BIO *p11i_spool_new(p11s_error *err);
 
 /*
  * Free the BIOs of a chain from @p top down to, not including, @p keep
  * (the filters a function stacked on a BIO it was given).  NULL @p top is
  * fine; a NULL @p keep frees the whole chain.
  */
-void p11s_bio_free_upto(BIO *top, BIO *keep);
+void p11i_bio_free_upto(BIO *top, BIO *keep);
 
 /*
  * The one growable array: v[0..n) in use, room for cap elements of T.
@@ -109,22 +109,22 @@ void p11s_bio_free_upto(BIO *top, BIO *keep);
  * (an lvalue T *, @p cap allocated; both size_t lvalues): 0, or -1 (out of
  * memory or overflow; nothing changed).  The capacity at least doubles, so
  * that n pushes cost linear time.  For arrays kept in fields of their own;
- * p11s_vec_reserve() is the same on a P11S_VEC.
+ * p11i_vec_reserve() is the same on a P11S_VEC.
  */
 #define P11S_GROW(arr, n, cap, more)   \
 	((cap) - (n) >= (size_t)(more) \
 	     ? 0                       \
-	     : p11s_vec_grow(&(arr), &(cap), (n), (more), sizeof(*(arr))))
+	     : p11i_vec_grow(&(arr), &(cap), (n), (more), sizeof(*(arr))))
 
 /* Room in the P11S_VEC @p vec for @p more elements after its n: as P11S_GROW. */
-#define p11s_vec_reserve(vec, more) P11S_GROW((vec)->v, (vec)->n, (vec)->cap, (more))
+#define p11i_vec_reserve(vec, more) P11S_GROW((vec)->v, (vec)->n, (vec)->cap, (more))
 
 /* Append @p x to the P11S_VEC @p vec: 0, or -1 (out of memory; @p vec unchanged). */
-#define p11s_vec_push(vec, x) \
-	(p11s_vec_reserve((vec), 1) != 0 ? -1 : ((vec)->v[(vec)->n++] = (x), 0))
+#define p11i_vec_push(vec, x) \
+	(p11i_vec_reserve((vec), 1) != 0 ? -1 : ((vec)->v[(vec)->n++] = (x), 0))
 
 /* Behind P11S_GROW: @p arrayp points at the array's T *. */
-int p11s_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size);
+int p11i_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size);
 
 /*
  * The DER certificate @p der parsed without decoding its public key, for
@@ -136,44 +136,44 @@ int p11s_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size)
  * X509_get_X509_PUBKEY() gives the undecoded key.  NULL when @p der is not
  * a certificate.  X509_free() it.
  */
-X509 *p11s_x509_parse_light(const unsigned char *der, size_t len);
+X509 *p11i_x509_parse_light(const unsigned char *der, size_t len);
 
 /* The name of the named curve @p nid: "P-256", else OpenSSL's short name; NULL if none. Static. */
-const char *p11s_curve_name(int nid);
+const char *p11i_curve_name(int nid);
 
 /*
  * Type, size (RSA modulus bits, EC order bits; 0 when unknown) and named
- * curve (p11s_curve_name(), or NULL) of @p pk.  NULL @p pk: P11S_KEY_OTHER.
+ * curve (p11i_curve_name(), or NULL) of @p pk.  NULL @p pk: P11S_KEY_OTHER.
  */
-p11s_key_type p11s_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve);
+p11s_key_type p11i_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve);
 
 /*
  * A set of certificates by content (src/certs.c), for de-duplicating long
- * lists in linear time.  p11s_certset_add(): 1 added, 0 already there,
+ * lists in linear time.  p11i_certset_add(): 1 added, 0 already there,
  * -1 out of memory or a certificate that does not encode.
  */
-typedef struct p11s_certset p11s_certset;
-p11s_certset *p11s_certset_new(void);
-void p11s_certset_free(p11s_certset *set);
-int p11s_certset_add(p11s_certset *set, X509 *x);
+typedef struct p11i_certset p11i_certset;
+p11i_certset *p11i_certset_new(void);
+void p11i_certset_free(p11i_certset *set);
+int p11i_certset_add(p11i_certset *set, X509 *x);
 
 /* Wipe the NUL-terminated secret @p s with OPENSSL_cleanse, then free it; NULL is fine. */
-void p11s_wipe_free(char *s);
+void p11i_wipe_free(char *s);
 
 /*
  * Mark the start and end of holding a secret (a PIN, a plaintext private
  * key): the process is kept non-dumpable (prctl PR_SET_DUMPABLE 0) from
  * the first hold to the last release.  Not thread-safe: one CLI run.
  */
-void p11s_secret_hold(void);
-void p11s_secret_release(void);
+void p11i_secret_hold(void);
+void p11i_secret_release(void);
 
 /*
  * A copy of the secret @p s in its own mlock'ed, MADV_DONTDUMP pages, held
- * (p11s_secret_hold) until p11s_locked_free() wipes and unmaps it.  NULL
+ * (p11i_secret_hold) until p11i_locked_free() wipes and unmaps it.  NULL
  * on failure.  Only for secrets that must outlive the call that read them.
  */
-char *p11s_locked_strdup(const char *s);
-void p11s_locked_free(char *s);
+char *p11i_locked_strdup(const char *s);
+void p11i_locked_free(char *s);
 
 #endif

@@ -28,9 +28,9 @@ char *p11s_config_default_path(void)
 
 	/* The XDG base directory spec: a relative path there is to be ignored. */
 	if (xdg != NULL && xdg[0] == '/')
-		return p11s_asprintf("%s/p11smime/config", xdg);
+		return p11i_asprintf("%s/p11smime/config", xdg);
 	if (home != NULL && home[0] != '\0')
-		return p11s_asprintf("%s/.config/p11smime/config", home);
+		return p11i_asprintf("%s/.config/p11smime/config", home);
 	return NULL;
 }
 
@@ -69,19 +69,19 @@ static p11s_rc check_value(const char *path, unsigned line, const char *opt, con
 	p11s_cipher cipher;
 
 	if (strcmp(opt, "cipher") == 0 && p11s_cipher_from_name(value, &cipher, err) != P11S_OK)
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "%s:%u: unknown cipher '%s' (use aes-256-gcm, aes-256-cbc or "
 		                "aes-128-cbc)",
 		                path, line, value);
 	if (strcmp(opt, "digest") == 0 && strcmp(value, "sha256") != 0 &&
 	    strcmp(value, "sha384") != 0 && strcmp(value, "sha512") != 0)
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "%s:%u: unknown digest '%s' (use sha256, sha384 or sha512)", path,
 		                line, value);
 	/* The check's own message never repeats the spec: it may hold a secret. */
 	if (strcmp(opt, "pin-source") == 0 && p11s_pin_source_check(value, err) != P11S_OK) {
-		char *why = p11s_strdup(p11s_error_message(err));
-		p11s_rc rc = p11s_err(err, P11S_E_USAGE, "%s:%u: %s", path, line,
+		char *why = p11i_strdup(p11s_error_message(err));
+		p11s_rc rc = p11i_err(err, P11S_E_USAGE, "%s:%u: %s", path, line,
 		                      why ? why : "malformed pin-source");
 
 		free(why);
@@ -100,7 +100,7 @@ static p11s_rc parse_line(p11s_config *c, const char *path, unsigned line, char 
 		return P11S_OK;
 	eq = strchr(s, '=');
 	if (eq == NULL)
-		return p11s_err(err, P11S_E_USAGE, "%s:%u: expected 'option = value'", path, line);
+		return p11i_err(err, P11S_E_USAGE, "%s:%u: expected 'option = value'", path, line);
 	*eq = '\0';
 	opt = trim(s);
 	value = trim(eq + 1);
@@ -108,20 +108,20 @@ static p11s_rc parse_line(p11s_config *c, const char *path, unsigned line, char 
 		if (strcmp(options[i], opt) == 0)
 			break;
 	if (i == N_OPTIONS)
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "%s:%u: unknown option '%s' (known: module, pin-source, signer, "
 		                "cipher, digest)",
 		                path, line, opt);
 	if (*value == '\0')
-		return p11s_err(err, P11S_E_USAGE, "%s:%u: '%s' has no value", path, line, opt);
+		return p11i_err(err, P11S_E_USAGE, "%s:%u: '%s' has no value", path, line, opt);
 	if (c->value[i] != NULL)
-		return p11s_err(err, P11S_E_USAGE, "%s:%u: '%s' is set a second time", path, line,
+		return p11i_err(err, P11S_E_USAGE, "%s:%u: '%s' is set a second time", path, line,
 		                opt);
 	if (check_value(path, line, opt, value, err) != P11S_OK)
 		return P11S_E_USAGE;
-	c->value[i] = p11s_strdup(value);
+	c->value[i] = p11i_strdup(value);
 	if (c->value[i] == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	return P11S_OK;
 }
 
@@ -136,7 +136,7 @@ p11s_rc p11s_config_load(const char *path, int missing_ok, p11s_config **out, p1
 	*out = NULL;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	fp = fopen(path, "r");
 	if (fp == NULL) {
 		if (errno == ENOENT && missing_ok) {
@@ -144,19 +144,19 @@ p11s_rc p11s_config_load(const char *path, int missing_ok, p11s_config **out, p1
 			return P11S_OK;
 		}
 		p11s_config_free(c);
-		return p11s_err(err, P11S_E_IO, "cannot read the config file %s: %s", path,
+		return p11i_err(err, P11S_E_IO, "cannot read the config file %s: %s", path,
 		                strerror(errno));
 	}
 	while (rc == P11S_OK && fgets(buf, sizeof(buf), fp) != NULL) {
 		line++;
 		if (strchr(buf, '\n') == NULL && !feof(fp)) {
-			rc = p11s_err(err, P11S_E_USAGE, "%s:%u: line too long", path, line);
+			rc = p11i_err(err, P11S_E_USAGE, "%s:%u: line too long", path, line);
 			break;
 		}
 		rc = parse_line(c, path, line, buf, err);
 	}
 	if (rc == P11S_OK && ferror(fp))
-		rc = p11s_err(err, P11S_E_IO, "cannot read the config file %s", path);
+		rc = p11i_err(err, P11S_E_IO, "cannot read the config file %s", path);
 	fclose(fp);
 	OPENSSL_cleanse(buf, sizeof(buf));
 	if (rc != P11S_OK) {

@@ -97,14 +97,14 @@ static p11s_rc judge(X509_NAME *subject, EVP_PKEY *pub, STACK_OF(X509_EXTENSION)
 		ok = X509_add_ext(x, sk_X509_EXTENSION_value(exts, i), -1);
 	ok = ok && X509_sign(x, tmp, EVP_sha256()) > 0;
 	if (!ok) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot build the certificate to judge");
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot build the certificate to judge");
 		goto out;
 	}
 	rc = p11s_validate(x, kf, NULL, &v, err);
 	if (rc == P11S_OK && !p11s_verdict_accepted(v)) {
 		char *why = p11s_verdict_failures(v, 1);
 
-		rc = p11s_err(err, P11S_E_REJECTED,
+		rc = p11i_err(err, P11S_E_REJECTED,
 		              "a certificate issued for this request would be rejected by the "
 		              "S/MIME rules: %s",
 		              why ? why : "(no reason given)");
@@ -132,7 +132,7 @@ static const EVP_MD *pick_digest(const char *name, EVP_PKEY *pub, p11s_error *er
 		return EVP_sha384();
 	if (strcasecmp(name, "sha512") == 0)
 		return EVP_sha512();
-	p11s_err(err, P11S_E_USAGE, "digest '%s' is not sha256, sha384 or sha512", name);
+	p11i_err(err, P11S_E_USAGE, "digest '%s' is not sha256, sha384 or sha512", name);
 	return NULL;
 }
 
@@ -149,7 +149,7 @@ static p11s_rc select_key(p11s_ctx *ctx, const char *uri, p11s_object_list **lis
 	*list = NULL;
 	*key = NULL;
 	if (uri == NULL || strncmp(uri, "pkcs11:", 7) != 0)
-		return p11s_err(err, P11S_E_USAGE, "--key needs the pkcs11: URI of a private key");
+		return p11i_err(err, P11S_E_USAGE, "--key needs the pkcs11: URI of a private key");
 	rc = p11s_token_select(ctx, uri, &tl, &t, err);
 	p11s_token_list_free(tl);
 	if (rc != P11S_OK)
@@ -163,12 +163,12 @@ static p11s_rc select_key(p11s_ctx *ctx, const char *uri, p11s_object_list **lis
 		return P11S_OK;
 	}
 	if (n == 0) {
-		rc = p11s_err(err, P11S_E_NOT_FOUND, "no private key matches the --key URI");
+		rc = p11i_err(err, P11S_E_NOT_FOUND, "no private key matches the --key URI");
 	} else {
-		rc = p11s_err(err, P11S_E_AMBIGUOUS,
+		rc = p11i_err(err, P11S_E_AMBIGUOUS,
 		              "the --key URI matches %zu private keys; name one by its URI:", n);
 		for (size_t i = 0; i < n; i++)
-			p11s_err_add_candidate(err,
+			p11i_err_add_candidate(err,
 			                       p11s_object_uri(p11s_object_list_get(*list, i)));
 	}
 	p11s_object_list_free(*list);
@@ -223,16 +223,16 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 	if (opts == NULL)
 		opts = &defaults;
 	if (opts->email_count == 0)
-		return p11s_err(err, P11S_E_USAGE, "a request needs at least one --email");
+		return p11i_err(err, P11S_E_USAGE, "a request needs at least one --email");
 	for (size_t i = 0; i < opts->email_count; i++) {
 		const char *e = opts->emails[i], *at = strchr(e, '@');
 
 		if (at == NULL || at == e || at[1] == '\0' || strchr(at + 1, '@') != NULL ||
 		    strpbrk(e, " \t\r\n<>,;\"") != NULL)
-			return p11s_err(err, P11S_E_USAGE, "'%s' is not an e-mail address", e);
+			return p11i_err(err, P11S_E_USAGE, "'%s' is not an e-mail address", e);
 		for (const unsigned char *p = (const unsigned char *)e; *p; p++)
 			if (*p < 0x21 || *p > 0x7e)
-				return p11s_err(err, P11S_E_USAGE,
+				return p11i_err(err, P11S_E_USAGE,
 				                "'%s' is not an ASCII e-mail address (rfc822Name)",
 				                e);
 	}
@@ -244,7 +244,7 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 		                                           (const unsigned char *)opts->emails[0],
 		                                           -1, -1, 0)
 		         ? P11S_OK
-		         : p11s_err_ossl(err, P11S_E_USAGE, "cannot make a subject from %s",
+		         : p11i_err_ossl(err, P11S_E_USAGE, "cannot make a subject from %s",
 		                         opts->emails[0]);
 	}
 	if (rc != P11S_OK)
@@ -254,7 +254,7 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 		goto out;
 	pub = p11s_object_public_key(list, key);
 	if (pub == NULL) {
-		rc = p11s_err(err, P11S_E_TOKEN,
+		rc = p11i_err(err, P11S_E_TOKEN,
 		              "the token shows no public key for %s (no CKA_MODULUS/CKA_EC_POINT "
 		              "and no public key object with its id); cannot make a request",
 		              p11s_object_uri(key));
@@ -262,7 +262,7 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 	}
 	is_ec = EVP_PKEY_is_a(pub, "EC");
 	if (!is_ec && !EVP_PKEY_is_a(pub, "RSA")) {
-		rc = p11s_err(err, P11S_E_REJECTED, "%s is a %s key; S/MIME needs RSA or EC",
+		rc = p11i_err(err, P11S_E_REJECTED, "%s is a %s key; S/MIME needs RSA or EC",
 		              p11s_object_uri(key), p11s_key_type_name(p11s_object_key_type(key)));
 		goto out;
 	}
@@ -273,7 +273,7 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 	}
 	exts = smime_extensions(opts->emails, opts->email_count, is_ec);
 	if (exts == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_INTERNAL, "cannot build the extensions");
+		rc = p11i_err_ossl(err, P11S_E_INTERNAL, "cannot build the extensions");
 		goto out;
 	}
 	facts_of(&kf, key);
@@ -290,18 +290,18 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 	if (req == NULL || !X509_REQ_set_version(req, 0) ||
 	    !X509_REQ_set_subject_name(req, subject) || !X509_REQ_set_pubkey(req, pub) ||
 	    !X509_REQ_add_extensions(req, exts)) {
-		rc = p11s_err_ossl(err, P11S_E_INTERNAL, "cannot build the request");
+		rc = p11i_err_ossl(err, P11S_E_INTERNAL, "cannot build the request");
 		goto out;
 	}
 	if (X509_REQ_sign(req, p11s_key_pkey(k), md) <= 0) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO,
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO,
 		                   "the token could not sign the request with %s",
 		                   p11s_object_uri(key));
 		goto out;
 	}
 	/* The token's key and the public key we put in must be one pair. */
 	if (X509_REQ_verify(req, pub) != 1) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO,
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO,
 		                   "the request's signature does not verify with the public key "
 		                   "the token shows for %s: the key objects do not match",
 		                   p11s_object_uri(key));
@@ -309,20 +309,20 @@ p11s_rc p11s_csr(p11s_ctx *ctx, const p11s_csr_opts *opts, char **pem, char **ke
 	}
 	mem = BIO_new(BIO_s_mem());
 	if (mem == NULL || !PEM_write_bio_X509_REQ(mem, req)) {
-		rc = p11s_err_ossl(err, P11S_E_NOMEM, "cannot write the request");
+		rc = p11i_err_ossl(err, P11S_E_NOMEM, "cannot write the request");
 		goto out;
 	}
 	{
 		char *data;
 		long len = BIO_get_mem_data(mem, &data);
 
-		*pem = p11s_strndup(data, (size_t)len);
+		*pem = p11i_strndup(data, (size_t)len);
 	}
 	if (*pem == NULL ||
 	    (key_uri != NULL && (*key_uri = strdup(p11s_object_uri(key))) == NULL)) {
 		free(*pem);
 		*pem = NULL;
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 	}
 out:
 	BIO_free(mem);

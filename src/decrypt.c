@@ -277,18 +277,18 @@ static p11s_rc add_rcpt(p11s_decrypt_report *r, CMS_RecipientInfo *ri,
 	struct rcpt *rc;
 
 	if (P11S_GROW(r->rcpts, r->nrcpts, r->rcpts_cap, 1) != 0)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	rc = &r->rcpts[r->nrcpts++];
 	memset(rc, 0, sizeof(*rc));
 	rc->ri = ri;
 	rc->rek = rek;
 	rc->type = type;
 	if (keyid != NULL)
-		rc->ski = p11s_hex(ASN1_STRING_get0_data(keyid), (size_t)ASN1_STRING_length(keyid));
+		rc->ski = p11i_hex(ASN1_STRING_get0_data(keyid), (size_t)ASN1_STRING_length(keyid));
 	if (issuer != NULL)
 		rc->issuer = p11s_cert_name_string(issuer);
 	if (sno != NULL)
-		rc->serial = p11s_serial_hex(sno);
+		rc->serial = p11i_serial_hex(sno);
 	return P11S_OK;
 }
 
@@ -330,7 +330,7 @@ static p11s_rc list_recipients(CMS_ContentInfo *cms, p11s_decrypt_report *r, p11
 		}
 	}
 	if (rc == P11S_OK && r->nrcpts == 0)
-		return p11s_err(err, P11S_E_INPUT, "malformed CMS message: it names no recipient");
+		return p11i_err(err, P11S_E_INPUT, "malformed CMS message: it names no recipient");
 	return rc;
 }
 
@@ -352,12 +352,12 @@ static int rcpt_matches(const struct rcpt *rc, X509 *x)
 static char *rcpt_describe(const struct rcpt *rc)
 {
 	if (rc->type != CMS_RECIPINFO_TRANS && rc->type != CMS_RECIPINFO_AGREE)
-		return p11s_asprintf("a %s recipient (not supported by p11smime)",
+		return p11i_asprintf("a %s recipient (not supported by p11smime)",
 		                     rcpt_type_name(rc->type));
 	if (rc->ski != NULL)
-		return p11s_asprintf("%s: subject key identifier %s", rcpt_type_name(rc->type),
+		return p11i_asprintf("%s: subject key identifier %s", rcpt_type_name(rc->type),
 		                     rc->ski);
-	return p11s_asprintf("%s: issuer %s, serial %s", rcpt_type_name(rc->type),
+	return p11i_asprintf("%s: issuer %s, serial %s", rcpt_type_name(rc->type),
 	                     rc->issuer ? rc->issuer : "?", rc->serial ? rc->serial : "?");
 }
 
@@ -369,7 +369,7 @@ static void list_candidates(const p11s_decrypt_report *r, p11s_error *err)
 	for (size_t i = 0; i < r->nrcpts; i++) {
 		d = rcpt_describe(&r->rcpts[i]);
 		if (d != NULL)
-			p11s_err_add_candidate(err, d);
+			p11i_err_add_candidate(err, d);
 		free(d);
 	}
 }
@@ -400,10 +400,10 @@ static char *obj_text(const ASN1_OBJECT *o)
 	int nid = OBJ_obj2nid(o);
 
 	if (nid != NID_undef)
-		return p11s_strdup(OBJ_nid2sn(nid));
+		return p11i_strdup(OBJ_nid2sn(nid));
 	if (OBJ_obj2txt(buf, sizeof(buf), o, 1) <= 0)
-		return p11s_strdup("?");
-	return p11s_strdup(buf);
+		return p11i_strdup("?");
+	return p11i_strdup(buf);
 }
 
 /* A hash AlgorithmIdentifier (parameters absent or NULL). */
@@ -438,20 +438,20 @@ static p11s_rc check_oaep(p11s_decrypt_report *r, const X509_ALGOR *alg, p11s_er
 
 	X509_ALGOR_get0(&obj, &ptype, &pval, alg);
 	if (ptype != V_ASN1_SEQUENCE)
-		return p11s_err(err, P11S_E_INPUT,
+		return p11i_err(err, P11S_E_INPUT,
 		                "malformed RSA-OAEP parameters in the recipient information (%s); "
 		                "refusing to decrypt",
 		                ptype == V_ASN1_UNDEF ? "absent" : "not a SEQUENCE");
 	op = ASN1_item_unpack(pval, ASN1_ITEM_rptr(RSA_OAEP_PARAMS));
 	if (op == NULL) {
 		ERR_clear_error();
-		return p11s_err(err, P11S_E_INPUT,
+		return p11i_err(err, P11S_E_INPUT,
 		                "malformed RSA-OAEP parameters in the recipient information; "
 		                "refusing to decrypt");
 	}
 	h = hash_of_algor(op->hashFunc);
 	if (h == NULL) {
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              "RSA-OAEP with an unsupported or malformed hash in the recipient "
 		              "information; refusing to decrypt");
 		goto done;
@@ -463,7 +463,7 @@ static p11s_rc check_oaep(p11s_decrypt_report *r, const X509_ALGOR *alg, p11s_er
 		    (mgfhash = ASN1_item_unpack(pval, ASN1_ITEM_rptr(X509_ALGOR))) == NULL ||
 		    (mh = hash_of_algor(mgfhash)) == NULL) {
 			ERR_clear_error();
-			rc = p11s_err(err, P11S_E_INPUT,
+			rc = p11i_err(err, P11S_E_INPUT,
 			              "RSA-OAEP with an unsupported or malformed mask generation "
 			              "function; refusing to decrypt");
 			goto done;
@@ -473,18 +473,18 @@ static p11s_rc check_oaep(p11s_decrypt_report *r, const X509_ALGOR *alg, p11s_er
 		X509_ALGOR_get0(&obj, &ptype, &pval, op->pSourceFunc);
 		if (OBJ_obj2nid(obj) != NID_pSpecified || ptype != V_ASN1_OCTET_STRING) {
 			rc =
-			    p11s_err(err, P11S_E_INPUT,
+			    p11i_err(err, P11S_E_INPUT,
 			             "RSA-OAEP with a malformed label source; refusing to decrypt");
 			goto done;
 		}
 		if (ASN1_STRING_length(pval) > 0)
 			r->label =
-			    p11s_hex(ASN1_STRING_get0_data(pval), (size_t)ASN1_STRING_length(pval));
+			    p11i_hex(ASN1_STRING_get0_data(pval), (size_t)ASN1_STRING_length(pval));
 	}
-	r->oaep_hash = p11s_strdup(h);
-	r->mgf1_hash = p11s_strdup(mh);
+	r->oaep_hash = p11i_strdup(h);
+	r->mgf1_hash = p11i_strdup(mh);
 	r->key_encryption =
-	    p11s_asprintf("RSAES-OAEP (%s, MGF1 %s%s)", h, mh, r->label ? ", with a label" : "");
+	    p11i_asprintf("RSAES-OAEP (%s, MGF1 %s%s)", h, mh, r->label ? ", with a label" : "");
 done:
 	X509_ALGOR_free(mgfhash);
 	RSA_OAEP_PARAMS_free(op);
@@ -562,7 +562,7 @@ static p11s_rc describe_kea(p11s_decrypt_report *r, p11s_error *err)
 		nid = OBJ_obj2nid(alg->algorithm);
 		r->kea = obj_text(alg->algorithm);
 		if (nid == NID_rsaEncryption) {
-			r->key_encryption = p11s_strdup("RSAES-PKCS1-v1_5");
+			r->key_encryption = p11i_strdup("RSAES-PKCS1-v1_5");
 			r->op = P11S_OP_DECRYPT_RSA_PKCS1;
 			return P11S_OK;
 		}
@@ -570,44 +570,44 @@ static p11s_rc describe_kea(p11s_decrypt_report *r, p11s_error *err)
 			r->op = P11S_OP_DECRYPT_RSA_OAEP;
 			return check_oaep(r, alg, err);
 		}
-		return p11s_err(err, P11S_E_INPUT, "unsupported key transport algorithm %s",
+		return p11i_err(err, P11S_E_INPUT, "unsupported key transport algorithm %s",
 		                r->kea ? r->kea : "?");
 	}
 	/* Key agreement: ephemeral-static ECDH, X9.63 KDF, AES key wrap. */
 	r->op = P11S_OP_DERIVE_ECDH;
 	if (!CMS_RecipientInfo_kari_get0_alg(rc->ri, &alg, &ukm) || alg == NULL)
-		return p11s_err(err, P11S_E_INPUT, "malformed key agreement recipient");
+		return p11i_err(err, P11S_E_INPUT, "malformed key agreement recipient");
 	r->kea = obj_text(alg->algorithm);
 	kdf = kdf_name(OBJ_obj2nid(alg->algorithm), &cofactor);
 	if (kdf == NULL)
-		return p11s_err(err, P11S_E_INPUT, "unsupported key agreement algorithm %s",
+		return p11i_err(err, P11S_E_INPUT, "unsupported key agreement algorithm %s",
 		                r->kea ? r->kea : "?");
 	X509_ALGOR_get0(&obj, &ptype, &pval, alg);
 	if (ptype != V_ASN1_SEQUENCE ||
 	    (wrap = ASN1_item_unpack(pval, ASN1_ITEM_rptr(X509_ALGOR))) == NULL) {
 		ERR_clear_error();
-		return p11s_err(err, P11S_E_INPUT,
+		return p11i_err(err, P11S_E_INPUT,
 		                "malformed key agreement parameters (no key wrap algorithm)");
 	}
 	wn = wrap_name(OBJ_obj2nid(wrap->algorithm));
 	if (wn == NULL) {
 		char *w = obj_text(wrap->algorithm);
 
-		ret = p11s_err(err, P11S_E_INPUT, "unsupported key wrap algorithm %s", w ? w : "?");
+		ret = p11i_err(err, P11S_E_INPUT, "unsupported key wrap algorithm %s", w ? w : "?");
 		free(w);
 		goto done;
 	}
 	if (!CMS_RecipientInfo_kari_get0_orig_id(rc->ri, &pubalg, &pubkey, &keyid, &issuer, &sno) ||
 	    pubkey == NULL) {
-		ret = p11s_err(err, P11S_E_INPUT,
+		ret = p11i_err(err, P11S_E_INPUT,
 		               "the sender used static-static ECDH (an originator certificate), "
 		               "which p11smime does not support: only ephemeral-static ECDH");
 		goto done;
 	}
-	r->kdf = p11s_asprintf("X9.63 %s", kdf);
-	r->key_wrap = p11s_strdup(wn);
+	r->kdf = p11i_asprintf("X9.63 %s", kdf);
+	r->key_wrap = p11i_strdup(wn);
 	r->key_encryption =
-	    p11s_asprintf("ECDH%s (X9.63 KDF %s, %s)", cofactor ? " cofactor" : "", kdf, wn);
+	    p11i_asprintf("ECDH%s (X9.63 KDF %s, %s)", cofactor ? " cofactor" : "", kdf, wn);
 done:
 	X509_ALGOR_free(wrap);
 	return ret;
@@ -635,14 +635,14 @@ static p11s_rc check_content_cipher(p11s_decrypt_report *r, const X509_ALGOR *ca
 	for (size_t i = 0; i < sizeof(ciphers) / sizeof(ciphers[0]); i++) {
 		if (ciphers[i].nid != nid)
 			continue;
-		r->content_cipher = p11s_strdup(ciphers[i].name);
+		r->content_cipher = p11i_strdup(ciphers[i].name);
 		if (ciphers[i].aead && !r->auth)
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "malformed message: %s in an EnvelopedData (an AEAD cipher "
 			                "belongs in an AuthEnvelopedData, where its tag is)",
 			                ciphers[i].name);
 		if (!ciphers[i].aead && r->auth)
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "malformed message: %s in an AuthEnvelopedData, which "
 			                "needs an authenticated cipher",
 			                ciphers[i].name);
@@ -652,7 +652,7 @@ static p11s_rc check_content_cipher(p11s_decrypt_report *r, const X509_ALGOR *ca
 		return P11S_OK;
 	}
 	name = obj_text(obj);
-	p11s_err(err, P11S_E_INPUT,
+	p11i_err(err, P11S_E_INPUT,
 	         "unsupported content cipher %s (p11smime decrypts AES-CBC, AES-GCM and 3DES)",
 	         name ? name : "?");
 	free(name);
@@ -710,7 +710,7 @@ struct outstage {
 	BIO *out;            /* the caller's */
 	BIO *eol;            /* LF converter pushed onto out, or NULL */
 	BIO *body;           /* eol or out */
-	p11s_headers *outer; /* NULL for raw CMS or entity_only */
+	p11i_headers *outer; /* NULL for raw CMS or entity_only */
 	int head_done;
 	unsigned char *head;
 	size_t head_len;
@@ -731,17 +731,17 @@ static int head_complete(const unsigned char *h, size_t n)
  * start of the plaintext (a block longer than the buffer up to its last
  * whole line); NULL when the plaintext does not start with one.
  */
-static p11s_headers *head_parse(const struct outstage *o)
+static p11i_headers *head_parse(const struct outstage *o)
 {
 	size_t n = o->head_len;
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	BIO *b;
 
 	if (!head_complete(o->head, n))
 		while (n > 0 && o->head[n - 1] != '\n')
 			n--;
 	b = BIO_new_mem_buf(o->head, (int)n);
-	if (b != NULL && p11s_headers_read(b, HEAD_MAX, &h, NULL) != P11S_OK)
+	if (b != NULL && p11i_headers_read(b, HEAD_MAX, &h, NULL) != P11S_OK)
 		h = NULL;
 	BIO_free(b);
 	return h;
@@ -750,8 +750,8 @@ static p11s_headers *head_parse(const struct outstage *o)
 static int flush_head(struct outstage *o)
 {
 	unsigned classes = P11S_HDR_OUTER;
-	p11s_headers *eh = head_parse(o);
-	char *cte = eh != NULL ? p11s_mime_transfer_encoding(eh) : NULL;
+	p11i_headers *eh = head_parse(o);
+	char *cte = eh != NULL ? p11i_mime_transfer_encoding(eh) : NULL;
 	int ok = 1;
 
 	o->head_done = 1;
@@ -759,11 +759,11 @@ static int flush_head(struct outstage *o)
 	if (o->eol != NULL && cte != NULL && strcmp(cte, "binary") == 0)
 		o->body = o->out;
 	/* The entity becomes the message's content: MIME-Version once, outside or in. */
-	if (p11s_headers_find(eh, "MIME-Version", 0) < 0)
+	if (p11i_headers_find(eh, "MIME-Version", 0) < 0)
 		classes |= P11S_HDR_MIME_VERSION;
 	free(cte);
-	p11s_headers_free(eh);
-	if (o->outer != NULL && p11s_headers_write(o->outer, classes, o->out, NULL) != P11S_OK)
+	p11i_headers_free(eh);
+	if (o->outer != NULL && p11i_headers_write(o->outer, classes, o->out, NULL) != P11S_OK)
 		ok = 0;
 	if (ok && o->head_len > 0 &&
 	    BIO_write(o->body, o->head, (int)o->head_len) != (int)o->head_len)
@@ -809,28 +809,28 @@ static int sink(void *user, const unsigned char *buf, size_t len)
 /* --------------------------------------------------------- framing */
 
 /* The S/MIME entity's headers say how its body holds the CMS. */
-static p11s_rc frame_smime(BIO *in, p11s_headers **h, p11s_cms_encoding *enc, p11s_error *err)
+static p11s_rc frame_smime(BIO *in, p11i_headers **h, p11i_cms_encoding *enc, p11s_error *err)
 {
 	char *ct = NULL, *media = NULL, *st = NULL, *name = NULL, *cte = NULL;
 	size_t nl;
 	p11s_rc rc;
 
-	rc = p11s_headers_read(in, 0, h, err);
+	rc = p11i_headers_read(in, 0, h, err);
 	if (rc != P11S_OK)
 		return rc;
-	ct = p11s_headers_get(*h, "Content-Type");
-	media = ct ? p11s_mime_media_type(ct) : NULL;
+	ct = p11i_headers_get(*h, "Content-Type");
+	media = ct ? p11i_mime_media_type(ct) : NULL;
 	if (media == NULL) {
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              "the message is not encrypted: it has no Content-Type (plain text)");
 		goto done;
 	}
 	if (strcmp(media, "application/pkcs7-mime") == 0 ||
 	    strcmp(media, "application/x-pkcs7-mime") == 0) {
-		st = p11s_mime_param(ct, "smime-type");
+		st = p11i_mime_param(ct, "smime-type");
 		if (st != NULL && strcasecmp(st, "enveloped-data") != 0 &&
 		    strcasecmp(st, "authEnveloped-data") != 0) {
-			rc = p11s_err(
+			rc = p11i_err(
 			    err, P11S_E_INPUT,
 			    "the message is S/MIME but not encrypted (smime-type=%s)%s", st,
 			    strcasecmp(st, "signed-data") == 0 ? ": check it with 'p11smime verify'"
@@ -838,31 +838,31 @@ static p11s_rc frame_smime(BIO *in, p11s_headers **h, p11s_cms_encoding *enc, p1
 			goto done;
 		}
 	} else if (strcmp(media, "application/octet-stream") == 0 &&
-	           ((name = p11s_mime_param(ct, "name")) != NULL) && (nl = strlen(name)) > 4 &&
+	           ((name = p11i_mime_param(ct, "name")) != NULL) && (nl = strlen(name)) > 4 &&
 	           strcasecmp(name + nl - 4, ".p7m") == 0) {
 		/* Some old clients label the envelope by its file name only. */
 	} else {
 		rc =
-		    p11s_err(err, P11S_E_INPUT, "the message is not S/MIME encrypted (%s)%s", media,
+		    p11i_err(err, P11S_E_INPUT, "the message is not S/MIME encrypted (%s)%s", media,
 		             strcmp(media, "multipart/signed") == 0
 		                 ? ": it is signed; check it with 'p11smime verify'"
 		                 : "");
 		goto done;
 	}
-	if (!p11s_headers_body_follows(*h)) {
-		rc = p11s_err(err, P11S_E_INPUT, "the encrypted message has no body (truncated)");
+	if (!p11i_headers_body_follows(*h)) {
+		rc = p11i_err(err, P11S_E_INPUT, "the encrypted message has no body (truncated)");
 		goto done;
 	}
-	cte = p11s_mime_transfer_encoding(*h);
+	cte = p11i_mime_transfer_encoding(*h);
 	if (cte == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 	} else if (strcmp(cte, "base64") == 0 || strcmp(cte, "7bit") == 0) {
 		/* A DER body cannot be 7-bit: a missing label means base64 too. */
 		*enc = P11S_CMS_BASE64;
 	} else if (strcmp(cte, "binary") == 0 || strcmp(cte, "8bit") == 0) {
 		*enc = P11S_CMS_DER;
 	} else {
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              "unsupported Content-Transfer-Encoding '%s' for an S/MIME envelope",
 		              cte);
 	}
@@ -885,21 +885,21 @@ static p11s_rc content_cipher_ctx(CMS_ContentInfo *cms, EVP_PKEY *pkey, X509 *ce
 
 	ERR_clear_error();
 	if (!CMS_decrypt_set1_pkey_and_peer(cms, pkey, cert, NULL))
-		return p11s_err_ossl(
+		return p11i_err_ossl(
 		    err, P11S_E_DECRYPT,
 		    "cannot recover the content-encryption key with the recipient's "
 		    "private key");
 	dummy = BIO_new(BIO_s_null());
 	if (dummy == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	/* OpenSSL keys a cipher BIO; its context is all we need, the data we stream ourselves. */
 	*chain = CMS_dataInit(cms, dummy);
 	if (*chain == NULL) {
 		BIO_free(dummy);
-		return p11s_err_ossl(err, P11S_E_DECRYPT, "cannot set up the content cipher");
+		return p11i_err_ossl(err, P11S_E_DECRYPT, "cannot set up the content cipher");
 	}
 	if (BIO_get_cipher_ctx(*chain, cctx) <= 0 || *cctx == NULL)
-		return p11s_err(err, P11S_E_INTERNAL, "no cipher context in the CMS chain");
+		return p11i_err(err, P11S_E_INTERNAL, "no cipher context in the CMS chain");
 	return P11S_OK;
 }
 
@@ -907,16 +907,16 @@ static p11s_rc content_cipher_ctx(CMS_ContentInfo *cms, EVP_PKEY *pkey, X509 *ce
  * Frame @p in_arg as @p opts says (a buffer BIO pushed in front, *in, for
  * header reading) and parse the CMS up to its content.
  */
-static p11s_rc open_stream(BIO *in_arg, const p11s_decrypt_opts *opts, BIO **in, p11s_headers **h,
-                           p11s_cms_stream **s, CMS_ContentInfo **cms, p11s_error *err)
+static p11s_rc open_stream(BIO *in_arg, const p11s_decrypt_opts *opts, BIO **in, p11i_headers **h,
+                           p11i_cms_stream **s, CMS_ContentInfo **cms, p11s_error *err)
 {
-	p11s_cms_encoding enc = P11S_CMS_DER;
+	p11i_cms_encoding enc = P11S_CMS_DER;
 	p11s_rc rc;
 
 	/* Header reading needs BIO_gets() that stops at the line end. */
 	*in = BIO_new(BIO_f_buffer());
 	if (*in == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	BIO_push(*in, in_arg);
 	switch (opts->inform) {
 	case P11S_INFORM_SMIME:
@@ -931,20 +931,20 @@ static p11s_rc open_stream(BIO *in_arg, const p11s_decrypt_opts *opts, BIO **in,
 		rc = P11S_OK;
 		break;
 	default:
-		rc = p11s_err(err, P11S_E_USAGE, "unknown input form");
+		rc = p11i_err(err, P11S_E_USAGE, "unknown input form");
 	}
 	if (rc == P11S_OK)
-		rc = p11s_cms_stream_new(*in, enc, s, err);
+		rc = p11i_cms_stream_new(*in, enc, s, err);
 	if (rc == P11S_OK)
-		rc = p11s_cms_stream_begin(*s, cms, err);
+		rc = p11i_cms_stream_begin(*s, cms, err);
 	return rc;
 }
 
-static void close_stream(BIO **in, p11s_headers **h, p11s_cms_stream **s)
+static void close_stream(BIO **in, p11i_headers **h, p11i_cms_stream **s)
 {
-	p11s_cms_stream_free(*s);
+	p11i_cms_stream_free(*s);
 	*s = NULL;
-	p11s_headers_free(*h);
+	p11i_headers_free(*h);
 	*h = NULL;
 	if (*in != NULL) {
 		BIO_pop(*in);
@@ -955,21 +955,21 @@ static void close_stream(BIO **in, p11s_headers **h, p11s_cms_stream **s)
 
 /* Read the input again from @p start to check the tag with the AAD first. */
 static p11s_rc second_pass(BIO *in_arg, long start, const p11s_decrypt_opts *opts,
-                           p11s_cms_replay *rp, p11s_error *err)
+                           p11i_cms_replay *rp, p11s_error *err)
 {
 	BIO *in = NULL;
-	p11s_headers *h = NULL;
-	p11s_cms_stream *s = NULL;
+	p11i_headers *h = NULL;
+	p11i_cms_stream *s = NULL;
 	CMS_ContentInfo *cms = NULL;
 	p11s_rc rc;
 
 	if (BIO_seek(in_arg, start) < 0)
-		return p11s_err(err, P11S_E_IO, "cannot read the input a second time");
+		return p11i_err(err, P11S_E_IO, "cannot read the input a second time");
 	rc = open_stream(in_arg, opts, &in, &h, &s, &cms, err);
 	if (rc == P11S_OK)
-		rc = p11s_cms_stream_replay(s, rp, err);
+		rc = p11i_cms_stream_replay(s, rp, err);
 	else if (p11s_rc_class(rc) == P11S_CLASS_INPUT)
-		rc = p11s_err(err, P11S_E_INPUT, "the input changed while it was being read");
+		rc = p11i_err(err, P11S_E_INPUT, "the input changed while it was being read");
 	close_stream(&in, &h, &s);
 	return rc;
 }
@@ -979,9 +979,9 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 {
 	p11s_decrypt_opts defaults = {0};
 	p11s_decrypt_report *r = NULL;
-	p11s_headers *h = NULL;
-	p11s_cms_stream *s = NULL;
-	p11s_cms_replay *rp = NULL;
+	p11i_headers *h = NULL;
+	p11i_cms_stream *s = NULL;
+	p11i_cms_replay *rp = NULL;
 	CMS_ContentInfo *cms = NULL;
 	EVP_PKEY *pkey = NULL;
 	p11s_key_facts kf;
@@ -997,19 +997,19 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 		opts = &defaults;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	r->chosen = -1;
 	r->at = opts->at ? opts->at : time(NULL);
-	/* A file can be read twice; a pipe cannot (see p11s_cms_stream_decrypt()). */
+	/* A file can be read twice; a pipe cannot (see p11i_cms_stream_decrypt()). */
 	start = BIO_tell(in_arg);
 
 	rc = open_stream(in_arg, opts, &in, &h, &s, &cms, err);
 	if (rc != P11S_OK)
 		goto done;
-	r->auth = p11s_cms_stream_is_auth(s);
+	r->auth = p11i_cms_stream_is_auth(s);
 	rc = list_recipients(cms, r, err);
 	if (rc == P11S_OK)
-		rc = check_content_cipher(r, p11s_cms_stream_content_alg(s), err);
+		rc = check_content_cipher(r, p11i_cms_stream_content_alg(s), err);
 	if (rc != P11S_OK)
 		goto done;
 
@@ -1038,23 +1038,23 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 	o.body = out;
 	if (h != NULL && !opts->entity_only)
 		o.outer = h;
-	if (h != NULL && !opts->keep_line_ends && p11s_headers_eol(h) == P11S_EOL_LF) {
-		o.eol = p11s_bio_eol_new(P11S_EOL_LF);
+	if (h != NULL && !opts->keep_line_ends && p11i_headers_eol(h) == P11S_EOL_LF) {
+		o.eol = p11i_bio_eol_new(P11S_EOL_LF);
 		if (o.eol == NULL) {
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 			goto done;
 		}
 		o.body = BIO_push(o.eol, out);
 	}
 	if (h == NULL)
 		o.head_done = 1; /* raw CMS: the content as it is */
-	rc = p11s_cms_stream_decrypt(s, cctx, sink, &o, start >= 0 ? &rp : NULL, err);
+	rc = p11i_cms_stream_decrypt(s, cctx, sink, &o, start >= 0 ? &rp : NULL, err);
 	if (rc == P11S_OK && !o.head_done && flush_head(&o) != 0)
-		rc = p11s_err(err, P11S_E_IO, "cannot write the decrypted message");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the decrypted message");
 	if (rc == P11S_OK && BIO_flush(o.body) <= 0)
-		rc = p11s_err(err, P11S_E_IO, "cannot write the decrypted message");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the decrypted message");
 	r->content_bytes = o.total;
-	r->auth_attrs = p11s_cms_stream_had_auth_attrs(s);
+	r->auth_attrs = p11i_cms_stream_had_auth_attrs(s);
 	if (rc == P11S_OK && rp != NULL) {
 		/* The outer headers (o.outer) are no longer needed: h can go with the stream. */
 		close_stream(&in, &h, &s);
@@ -1065,7 +1065,7 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 		r->authenticated = r->auth;
 	}
 done:
-	p11s_cms_replay_free(rp);
+	p11i_cms_replay_free(rp);
 	if (o.eol != NULL) {
 		BIO_pop(o.eol);
 		BIO_free(o.eol);
@@ -1105,7 +1105,7 @@ static p11s_rc choose_given(struct chooser *c, p11s_decrypt_report *r, EVP_PKEY 
 	}
 	if (r->chosen < 0) {
 		list_candidates(r, err);
-		return p11s_err(err, P11S_E_NO_RECIPIENT,
+		return p11i_err(err, P11S_E_NO_RECIPIENT,
 		                "the given certificate is not among the message's recipients; it "
 		                "names:");
 	}
@@ -1122,7 +1122,7 @@ p11s_rc p11s_decrypt_with_pkey(EVP_PKEY *pkey, X509 *cert, const p11s_decrypt_op
 	struct pkey_chooser pc = {{choose_given, NULL}, pkey, cert};
 
 	if (pkey == NULL || cert == NULL || in == NULL || out == NULL)
-		return p11s_err(err, P11S_E_USAGE, "p11s_decrypt_with_pkey: missing argument");
+		return p11i_err(err, P11S_E_USAGE, "p11s_decrypt_with_pkey: missing argument");
 	return run(&pc.base, opts, in, out, report, err);
 }
 
@@ -1158,7 +1158,7 @@ static int match_cert(p11s_decrypt_report *r, X509 *x, long *first)
 static p11s_rc no_recipient(p11s_decrypt_report *r, const char *what, p11s_error *err)
 {
 	list_candidates(r, err);
-	return p11s_err(err, P11S_E_NO_RECIPIENT, "%s; the message is for:", what);
+	return p11i_err(err, P11S_E_NO_RECIPIENT, "%s; the message is for:", what);
 }
 
 /*
@@ -1222,10 +1222,10 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 			                  err);
 			if (rc != P11S_OK && pass == 1 && ncerts > 0) {
 				/* What the public certificates say comes first. */
-				char *why = p11s_strdup(p11s_error_message(err));
+				char *why = p11i_strdup(p11s_error_message(err));
 
 				list_candidates(r, err);
-				rc = p11s_err(
+				rc = p11i_err(
 				    err, P11S_E_NO_RECIPIENT,
 				    "no certificate on the token is a recipient of this "
 				    "message (none of the public ones; the login to look for "
@@ -1245,7 +1245,7 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 				    (best < 0 || first < best)) {
 					best = first;
 					free(cert_uri);
-					cert_uri = p11s_strdup(p11s_object_uri(o));
+					cert_uri = p11i_strdup(p11s_object_uri(o));
 				}
 			}
 			p11s_object_list_free(pub);
@@ -1257,20 +1257,20 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 			                    "message",
 			                    err);
 		if (cert_uri == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		rc = p11s_select_certificate(tc->ctx, cert_uri, &with_keys, &tc->list, &cert, err);
 		free(cert_uri);
 		if (rc != P11S_OK)
 			return rc;
 		if (!match_cert(r, p11s_object_x509(cert), &best))
-			return p11s_err(err, P11S_E_INTERNAL, "the recipient certificate changed");
+			return p11i_err(err, P11S_E_INTERNAL, "the recipient certificate changed");
 	}
 	for (size_t i = 0; i < r->nrcpts; i++)
 		r->rcpts[i].matched = rcpt_matches(&r->rcpts[i], p11s_object_x509(cert));
 	r->chosen = best;
 	r->cert = p11s_object_x509(cert);
 	X509_up_ref(r->cert);
-	r->cert_uri = p11s_strdup(p11s_object_uri(cert));
+	r->cert_uri = p11i_strdup(p11s_object_uri(cert));
 	rc = describe_kea(r, err);
 	if (rc != P11S_OK)
 		return rc;
@@ -1281,21 +1281,21 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 	case P11S_PAIR_UNCONFIRMED:
 		break;
 	case P11S_PAIR_MISMATCH:
-		return p11s_err(err, P11S_E_NO_KEY,
+		return p11i_err(err, P11S_E_NO_KEY,
 		                "the private key with the id of certificate %s is not its key",
 		                p11s_object_uri(cert));
 	default:
 		key_obj = NULL;
 	}
 	if (key_obj == NULL)
-		return p11s_err(err, P11S_E_NO_KEY,
+		return p11i_err(err, P11S_E_NO_KEY,
 		                "certificate %s is a recipient, but the token holds no private key "
 		                "for it",
 		                p11s_object_uri(cert));
 	rc = p11s_key_open(tc->ctx, key_obj, &tc->key, err);
 	if (rc != P11S_OK)
 		return rc;
-	r->key_uri = p11s_strdup(p11s_key_uri(tc->key));
+	r->key_uri = p11i_strdup(p11s_key_uri(tc->key));
 	rc = p11s_key_check_op(tc->key, r->op, &r->mechanism, err);
 	if (rc != P11S_OK)
 		return rc;
@@ -1322,7 +1322,7 @@ p11s_rc p11s_decrypt(p11s_ctx *ctx, const p11s_decrypt_opts *opts, BIO *in, BIO 
 	struct token_chooser tc = {{choose_on_token, token_cleanup}, ctx, NULL, NULL, NULL};
 
 	if (ctx == NULL || in == NULL || out == NULL)
-		return p11s_err(err, P11S_E_USAGE, "p11s_decrypt: missing argument");
+		return p11i_err(err, P11S_E_USAGE, "p11s_decrypt: missing argument");
 	tc.selector = opts ? opts->key : NULL;
 	return run(&tc.base, opts, in, out, report, err);
 }

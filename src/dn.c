@@ -76,18 +76,18 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 	out->n = 0;
 	if (buf == NULL || out->v == NULL) {
 		free(buf);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	for (const char *p = text;; p++) {
 		if (*p == '\\') {
 			if (p[1] == '\0') {
-				rc = p11s_err(err, P11S_E_USAGE,
+				rc = p11i_err(err, P11S_E_USAGE,
 				              "subject '%s' ends with a lone backslash", text);
 				break;
 			}
 			if (rfc4514 && isxdigit((unsigned char)p[1])) {
 				if (!isxdigit((unsigned char)p[2])) {
-					rc = p11s_err(
+					rc = p11i_err(
 					    err, P11S_E_USAGE,
 					    "subject '%s': a backslash must be followed by "
 					    "a special character or two hex digits",
@@ -102,7 +102,7 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 				 * the NUL see another name than the certificate holds.
 				 */
 				if (buf[n] == '\0') {
-					rc = p11s_err(err, P11S_E_USAGE,
+					rc = p11i_err(err, P11S_E_USAGE,
 					              "subject '%s': a NUL character (\\00) is not "
 					              "allowed in a value",
 					              text);
@@ -123,14 +123,14 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 			char *t = trim(buf, &tl);
 
 			if (tl == 0) {
-				rc = p11s_err(err, P11S_E_USAGE,
+				rc = p11i_err(err, P11S_E_USAGE,
 				              "subject '%s': an attribute has no type before '='",
 				              text);
 				break;
 			}
-			type = p11s_strndup(t, tl);
+			type = p11i_strndup(t, tl);
 			if (type == NULL) {
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 				break;
 			}
 			n = 0;
@@ -138,7 +138,7 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 			while (p[1] == ' ')
 				p++;
 			if (rfc4514 && p[1] == '#') {
-				rc = p11s_err(
+				rc = p11i_err(
 				    err, P11S_E_USAGE,
 				    "subject '%s': '#' hex-encoded values are not supported; "
 				    "write the value as text",
@@ -160,7 +160,7 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 				trim(buf, &tl);
 				if (tl == 0 && *p == '\0' && out->n > 0 && !rfc4514)
 					break; /* "/CN=a/": a trailing separator */
-				rc = p11s_err(err, P11S_E_USAGE,
+				rc = p11i_err(err, P11S_E_USAGE,
 				              tl == 0
 				                  ? "subject '%s' has an empty part"
 				                  : "subject '%s': a part has no '=' (type=value)",
@@ -168,12 +168,12 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 				break;
 			}
 			if (vl == 0) {
-				rc = p11s_err(err, P11S_E_USAGE,
+				rc = p11i_err(err, P11S_E_USAGE,
 				              "subject '%s': %s has an empty value", text, type);
 				break;
 			}
 			out->v[out->n].type = type;
-			out->v[out->n].value = p11s_strndup(v, vl);
+			out->v[out->n].value = p11i_strndup(v, vl);
 			/* The copy's own length: what is handed to OpenSSL is what was copied. */
 			out->v[out->n].value_len =
 			    out->v[out->n].value ? strlen(out->v[out->n].value) : 0;
@@ -181,7 +181,7 @@ static p11s_rc split(const char *text, char sep, int rfc4514, struct avas *out, 
 			out->n++;
 			type = NULL;
 			if (out->v[out->n - 1].value == NULL) {
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 				break;
 			}
 			new_rdn = *p != '+';
@@ -210,7 +210,7 @@ static p11s_rc add(X509_NAME *name, const struct ava *a, int set, const char *te
 
 	if (obj == NULL) {
 		ERR_clear_error();
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "subject '%s': '%s' is not an attribute type OpenSSL knows (CN, O, "
 		                "OU, C, L, ST, emailAddress, ... or a dotted OID)",
 		                text, a->type);
@@ -219,7 +219,7 @@ static p11s_rc add(X509_NAME *name, const struct ava *a, int set, const char *te
 	                                (int)a->value_len, -1, set);
 	ASN1_OBJECT_free(obj);
 	if (!ok)
-		return p11s_err_ossl(err, P11S_E_USAGE, "subject '%s': %s=%s is refused", text,
+		return p11i_err_ossl(err, P11S_E_USAGE, "subject '%s': %s=%s is refused", text,
 		                     a->type, a->value);
 	return P11S_OK;
 }
@@ -233,17 +233,17 @@ p11s_rc p11s_dn_parse(const char *text, X509_NAME **out, p11s_error *err)
 
 	*out = NULL;
 	if (text == NULL || text[strspn(text, " ")] == '\0')
-		return p11s_err(err, P11S_E_USAGE, "empty subject");
+		return p11i_err(err, P11S_E_USAGE, "empty subject");
 	rfc4514 = text[0] != '/';
 	rc = split(rfc4514 ? text : text + 1, rfc4514 ? ',' : '/', rfc4514, &a, err);
 	if (rc != P11S_OK)
 		return rc;
 	if (a.n == 0)
-		return p11s_err(err, P11S_E_USAGE, "empty subject");
+		return p11i_err(err, P11S_E_USAGE, "empty subject");
 	name = X509_NAME_new();
 	if (name == NULL) {
 		avas_free(&a);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	if (!rfc4514) {
 		for (size_t i = 0; i < a.n && rc == P11S_OK; i++)

@@ -54,7 +54,7 @@ p11s_rc p11s_cipher_from_name(const char *name, p11s_cipher *out, p11s_error *er
 			*out = ciphers[i].c;
 			return P11S_OK;
 		}
-	return p11s_err(err, P11S_E_USAGE,
+	return p11i_err(err, P11S_E_USAGE,
 	                "unknown cipher '%s' (aes-256-gcm, aes-256-cbc or aes-128-cbc)",
 	                name ? name : "");
 }
@@ -103,11 +103,11 @@ p11s_rc p11s_recipients_add_cert(p11s_recipients *r, X509 *cert, const char *sou
 	for (size_t i = 0; i < r->rcpt.n; i++)
 		if (X509_cmp(r->rcpt.v[i].cert, cert) == 0)
 			return P11S_OK;
-	if (p11s_vec_reserve(&r->rcpt, 1) != 0)
-		return p11s_err_nomem(err);
-	r->rcpt.v[r->rcpt.n].source = p11s_strdup(source ? source : "");
+	if (p11i_vec_reserve(&r->rcpt, 1) != 0)
+		return p11i_err_nomem(err);
+	r->rcpt.v[r->rcpt.n].source = p11i_strdup(source ? source : "");
 	if (r->rcpt.v[r->rcpt.n].source == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	X509_up_ref(cert);
 	r->rcpt.v[r->rcpt.n].cert = cert;
 	r->rcpt.n++;
@@ -123,10 +123,10 @@ p11s_rc p11s_recipients_add_file(p11s_recipients *r, const char *path, p11s_erro
 	rc = p11s_certs_read_file(path, NULL, &list, err);
 	if (rc != P11S_OK)
 		return rc;
-	src = p11s_asprintf("file:%s", path);
+	src = p11i_asprintf("file:%s", path);
 	if (src == NULL) {
 		p11s_cert_list_free(list);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	for (size_t i = 0; rc == P11S_OK && i < p11s_cert_list_count(list); i++)
 		rc = p11s_recipients_add_cert(r, p11s_cert_list_get(list, i), src, err);
@@ -150,7 +150,7 @@ p11s_rc p11s_recipients_add_uri(p11s_recipients *r, p11s_ctx *ctx, const char *u
 	}
 	x = p11s_object_x509(cert);
 	if (x == NULL)
-		rc = p11s_err(err, P11S_E_INPUT, "the certificate %s does not parse",
+		rc = p11i_err(err, P11S_E_INPUT, "the certificate %s does not parse",
 		              p11s_object_uri(cert));
 	else
 		rc = p11s_recipients_add_cert(r, x, p11s_object_uri(cert), err);
@@ -165,10 +165,10 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 	p11s_rc rc = P11S_OK;
 
 	if (d == NULL)
-		return p11s_err(err, P11S_E_IO, "cannot read the directory '%s'", dir);
+		return p11i_err(err, P11S_E_IO, "cannot read the directory '%s'", dir);
 	if (r->dir_certs == NULL && (r->dir_certs = sk_X509_new_null()) == NULL) {
 		closedir(d);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	while (rc == P11S_OK && (e = readdir(d)) != NULL) {
 		p11s_cert_list *list = NULL;
@@ -177,9 +177,9 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 
 		if (e->d_name[0] == '.')
 			continue;
-		path = p11s_asprintf("%s/%s", dir, e->d_name);
+		path = p11i_asprintf("%s/%s", dir, e->d_name);
 		if (path == NULL) {
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 			break;
 		}
 		/* Files that hold no certificate (notes, keys) are not contacts. */
@@ -194,14 +194,14 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 			char **s = realloc(r->dir_sources, (size_t)(n + 1) * sizeof(*s));
 
 			if (s == NULL) {
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 				break;
 			}
 			r->dir_sources = s;
-			s[n] = p11s_asprintf("file:%s", path);
+			s[n] = p11i_asprintf("file:%s", path);
 			if (s[n] == NULL || !sk_X509_push(r->dir_certs, x)) {
 				free(s[n]);
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 				break;
 			}
 			X509_up_ref(x);
@@ -217,7 +217,7 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 /* Encryption needs the address in the SAN as a mailbox, as the upload rules do. */
 static int cert_has_email(X509 *x, const char *email)
 {
-	return p11s_cert_has_mailbox(x, email, P11S_MAILBOX_IN_SAN) != 0;
+	return p11i_cert_has_mailbox(x, email, P11S_MAILBOX_IN_SAN) != 0;
 }
 
 struct candidates {
@@ -232,7 +232,7 @@ static void candidate_add(struct candidates *c, X509 *x, const char *source)
 		return;
 	X509_up_ref(x);
 	c->cert[c->n] = x;
-	c->source[c->n] = p11s_strdup(source);
+	c->source[c->n] = p11i_strdup(source);
 	c->n++;
 }
 
@@ -245,8 +245,8 @@ p11s_rc p11s_recipients_add_email(p11s_recipients *r, p11s_ctx *ctx, const char 
 	size_t fit = 0;
 	char bad[128];
 
-	if (email == NULL || !p11s_mailbox_parse(email, strlen(email), bad, sizeof(bad)))
-		return p11s_err(err, P11S_E_USAGE, "'%s' is not an e-mail address (%s)",
+	if (email == NULL || !p11i_mailbox_parse(email, strlen(email), bad, sizeof(bad)))
+		return p11i_err(err, P11S_E_USAGE, "'%s' is not an e-mail address (%s)",
 		                email ? email : "", bad);
 	for (int i = 0; r->dir_certs && i < sk_X509_num(r->dir_certs); i++)
 		if (cert_has_email(sk_X509_value(r->dir_certs, i), email))
@@ -266,7 +266,7 @@ p11s_rc p11s_recipients_add_email(p11s_recipients *r, p11s_ctx *ctx, const char 
 		p11s_object_list_free(list);
 	}
 	if (rc == P11S_OK && c.n == 0)
-		rc = p11s_err(err, P11S_E_NOT_FOUND, "no certificate for %s %s", email,
+		rc = p11i_err(err, P11S_E_NOT_FOUND, "no certificate for %s %s", email,
 		              ctx ? "on the token or in the recipient directory"
 		                  : "in the recipient directory");
 	if (rc == P11S_OK) {
@@ -277,7 +277,7 @@ p11s_rc p11s_recipients_add_email(p11s_recipients *r, p11s_ctx *ctx, const char 
 
 			why[i] = p11s_recipient_refusal(c.cert[i], at, &crc);
 			if (crc == P11S_E_NOMEM)
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 			if (why[i] == NULL)
 				fit++;
 		}
@@ -331,36 +331,36 @@ char *p11s_recipient_refusal(X509 *cert, time_t at, p11s_rc *rc)
 	if (!p11s_verdict_accepted(v)) {
 		char *failures = p11s_verdict_failures(v, 1);
 
-		why = failures ? p11s_asprintf("rejected by the S/MIME rules: %s", failures)
-		               : p11s_strdup("rejected by the S/MIME rules");
+		why = failures ? p11i_asprintf("rejected by the S/MIME rules: %s", failures)
+		               : p11i_strdup("rejected by the S/MIME rules");
 		free(failures);
 		if (rc != NULL)
 			*rc = P11S_E_REJECTED;
 	} else if (p11s_verdict_is_ca(v)) {
-		why = p11s_strdup("a CA certificate, not a person's");
+		why = p11i_strdup("a CA certificate, not a person's");
 		if (rc != NULL)
 			*rc = P11S_E_REJECTED;
 	} else if (!p11s_verdict_usable_for_outgoing(v)) {
 		const char *msg = NULL;
 
 		p11s_verdict_rule(v, P11S_RULE_VALIDITY, &msg);
-		why = p11s_asprintf("not valid at %s%s%s",
+		why = p11i_asprintf("not valid at %s%s%s",
 		                    p11s_time_format(vo.at, when, sizeof(when)), msg ? ": " : "",
 		                    msg ? msg : "");
 		if (rc != NULL)
 			*rc = P11S_E_NOT_VALID_NOW;
 	} else if (pk != NULL && EVP_PKEY_is_a(pk, "RSA") && !(ku & X509v3_KU_KEY_ENCIPHERMENT)) {
-		why = p11s_strdup("its Key Usage lacks keyEncipherment, which RSA key transport "
+		why = p11i_strdup("its Key Usage lacks keyEncipherment, which RSA key transport "
 		                  "needs");
 		if (rc != NULL)
 			*rc = P11S_E_REJECTED;
 	} else if (pk != NULL && EVP_PKEY_is_a(pk, "EC") && !(ku & X509v3_KU_KEY_AGREEMENT)) {
 		why =
-		    p11s_strdup("its Key Usage lacks keyAgreement, which ECDH key agreement needs");
+		    p11i_strdup("its Key Usage lacks keyAgreement, which ECDH key agreement needs");
 		if (rc != NULL)
 			*rc = P11S_E_REJECTED;
 	} else if (pk == NULL || (!EVP_PKEY_is_a(pk, "RSA") && !EVP_PKEY_is_a(pk, "EC"))) {
-		why = p11s_strdup("its key is neither RSA nor EC");
+		why = p11i_strdup("its key is neither RSA nor EC");
 		if (rc != NULL)
 			*rc = P11S_E_REJECTED;
 	}
@@ -387,14 +387,14 @@ const char *p11s_encrypt_key_management(X509 *cert, const p11s_encrypt_opts *opt
 }
 
 /* Every To/Cc address some recipient certificate names; the rest are candidates in @p err. */
-static p11s_rc check_coverage(const p11s_headers *h, const p11s_recipients *r, p11s_error *err)
+static p11s_rc check_coverage(const p11i_headers *h, const p11s_recipients *r, p11s_error *err)
 {
 	static const char *const names[] = {"To", "Cc", NULL};
 	char **addrs = NULL;
 	size_t n = 0, missing = 0;
 	p11s_rc rc;
 
-	rc = p11s_headers_addresses(h, names, &addrs, &n, err);
+	rc = p11i_headers_addresses(h, names, &addrs, &n, err);
 	if (rc != P11S_OK)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
@@ -406,7 +406,7 @@ static p11s_rc check_coverage(const p11s_headers *h, const p11s_recipients *r, p
 			missing++;
 	}
 	if (missing > 0) {
-		rc = p11s_err(err, P11S_E_MISSING_RECIPIENT_CERT,
+		rc = p11i_err(err, P11S_E_MISSING_RECIPIENT_CERT,
 		              "no recipient certificate for %zu of the message's To/Cc addresses "
 		              "(add --recipient for each, or --no-check-recipients):",
 		              missing);
@@ -416,7 +416,7 @@ static p11s_rc check_coverage(const p11s_headers *h, const p11s_recipients *r, p
 			for (size_t j = 0; j < r->rcpt.n && !found; j++)
 				found = cert_has_email(r->rcpt.v[j].cert, addrs[i]);
 			if (!found)
-				p11s_err_add_candidate(err, addrs[i]);
+				p11i_err_add_candidate(err, addrs[i]);
 		}
 	}
 	p11s_strv_free(addrs);
@@ -431,7 +431,7 @@ static p11s_rc check_recipients(const p11s_recipients *r, time_t at, p11s_error 
 
 	why = calloc(r->rcpt.n ? r->rcpt.n : 1, sizeof(*why));
 	if (why == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	for (size_t i = 0; i < r->rcpt.n; i++) {
 		why[i] = p11s_recipient_refusal(r->rcpt.v[i].cert, at, &rc);
 		if (why[i] == NULL && rc != P11S_OK)
@@ -445,7 +445,7 @@ static p11s_rc check_recipients(const p11s_recipients *r, time_t at, p11s_error 
 	rc = P11S_OK;
 	if (refused > 0) {
 		rc =
-		    p11s_err(err, first,
+		    p11i_err(err, first,
 		             "%zu recipient certificate%s refused; nothing was encrypted:", refused,
 		             refused > 1 ? "s" : "");
 		for (size_t i = 0; i < r->rcpt.n; i++) {
@@ -454,10 +454,10 @@ static p11s_rc check_recipients(const p11s_recipients *r, time_t at, p11s_error 
 			if (why[i] == NULL)
 				continue;
 			subject = p11s_cert_name_string(X509_get_subject_name(r->rcpt.v[i].cert));
-			line = p11s_asprintf("%s (%s): %s", subject ? subject : "?",
+			line = p11i_asprintf("%s (%s): %s", subject ? subject : "?",
 			                     r->rcpt.v[i].source, why[i]);
 			if (line != NULL)
-				p11s_err_add_candidate(err, line);
+				p11i_err_add_candidate(err, line);
 			free(line);
 			free(subject);
 		}
@@ -467,7 +467,7 @@ out:
 		free(why[i]);
 	free(why);
 	if (rc != P11S_OK && p11s_error_rc(err) != rc)
-		return p11s_err(err, rc, "cannot check the recipient certificates");
+		return p11i_err(err, rc, "cannot check the recipient certificates");
 	return rc;
 }
 
@@ -487,7 +487,7 @@ static p11s_rc add_recipients(CMS_ContentInfo *cms, const p11s_recipients *r,
 		ri = CMS_add1_recipient_cert(cms, x, CMS_KEY_PARAM);
 		pctx = ri ? CMS_RecipientInfo_get0_pkey_ctx(ri) : NULL;
 		if (pctx == NULL)
-			return p11s_err_ossl(err, P11S_E_CRYPTO, "cannot add recipient %s",
+			return p11i_err_ossl(err, P11S_E_CRYPTO, "cannot add recipient %s",
 			                     r->rcpt.v[i].source);
 		if (EVP_PKEY_is_a(pk, "RSA")) {
 			if (opts->oaep)
@@ -502,7 +502,7 @@ static p11s_rc add_recipients(CMS_ContentInfo *cms, const p11s_recipients *r,
 			ok = EVP_PKEY_CTX_set_ecdh_kdf_md(pctx, EVP_sha256()) > 0;
 		}
 		if (!ok)
-			return p11s_err_ossl(err, P11S_E_CRYPTO,
+			return p11i_err_ossl(err, P11S_E_CRYPTO,
 			                     "cannot set the key management for recipient %s",
 			                     r->rcpt.v[i].source);
 	}
@@ -515,9 +515,9 @@ static int write_line(BIO *out, const char *eol, const char *line)
 }
 
 /* Content-Transfer-Encoding: binary (RFC 2045): line ends are data there. */
-static int is_binary(const p11s_headers *h)
+static int is_binary(const p11i_headers *h)
 {
-	char *cte = p11s_mime_transfer_encoding(h);
+	char *cte = p11i_mime_transfer_encoding(h);
 	int binary = cte != NULL && strcasecmp(cte, "binary") == 0;
 
 	free(cte);
@@ -527,7 +527,7 @@ static int is_binary(const p11s_headers *h)
 p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_encrypt_opts *opts,
                      p11s_error *err)
 {
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	CMS_ContentInfo *cms = NULL;
 	BIO *conv = NULL, *b64 = NULL, *cmsbio = NULL, *plain = NULL, *top = NULL;
 	const char *eol, *type;
@@ -540,13 +540,13 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	if (opts == NULL)
 		opts = &defaults;
 	if (r == NULL || r->rcpt.n == 0)
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "no recipient: name at least one with --recipient");
 	at = opts->at ? opts->at : time(NULL);
 	rc = check_recipients(r, at, err);
 	if (rc != P11S_OK)
 		return rc;
-	rc = p11s_headers_read(in, 0, &h, err);
+	rc = p11i_headers_read(in, 0, &h, err);
 	if (rc != P11S_OK)
 		return rc;
 	if (!opts->no_check_to) {
@@ -558,14 +558,14 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	cms = CMS_encrypt(NULL, NULL, evp_cipher(opts->cipher),
 	                  CMS_BINARY | CMS_STREAM | CMS_PARTIAL);
 	if (cms == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up the encryption");
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot set up the encryption");
 		goto out;
 	}
 	rc = add_recipients(cms, r, opts, err);
 	if (rc != P11S_OK)
 		goto out;
 
-	eol = p11s_headers_eol(h) == P11S_EOL_LF ? "\n" : "\r\n";
+	eol = p11i_headers_eol(h) == P11S_EOL_LF ? "\n" : "\r\n";
 	type = opts->cipher == P11S_CIPHER_AES256_GCM
 	           ? "Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data; "
 	             "name=\"smime.p7m\""
@@ -573,7 +573,7 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	             "name=\"smime.p7m\"";
 	/* DER and PEM: the CMS structure alone, for clients that write their own headers. */
 	if (opts->outform == P11S_FORM_SMIME) {
-		rc = p11s_headers_write(h, P11S_HDR_OUTER, out, err);
+		rc = p11i_headers_write(h, P11S_HDR_OUTER, out, err);
 		if (rc != P11S_OK)
 			goto out;
 	}
@@ -582,50 +582,50 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	     !write_line(out, eol, "Content-Transfer-Encoding: base64") ||
 	     !write_line(out, eol, "Content-Disposition: attachment; filename=\"smime.p7m\"") ||
 	     BIO_puts(out, eol) <= 0)) {
-		rc = p11s_err(err, P11S_E_IO, "cannot write the output");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the output");
 		goto out;
 	}
 	if (opts->outform == P11S_FORM_PEM && BIO_puts(out, "-----BEGIN PKCS7-----\n") <= 0) {
-		rc = p11s_err(err, P11S_E_IO, "cannot write the output");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the output");
 		goto out;
 	}
 
 	/* out <- [LF to CRLF] <- base64 <- CMS stream <- CRLF canonicaliser <- entity */
-	if (opts->outform == P11S_FORM_SMIME && p11s_headers_eol(h) == P11S_EOL_CRLF) {
-		conv = p11s_bio_eol_new(P11S_EOL_CRLF);
+	if (opts->outform == P11S_FORM_SMIME && p11i_headers_eol(h) == P11S_EOL_CRLF) {
+		conv = p11i_bio_eol_new(P11S_EOL_CRLF);
 		if (conv == NULL) {
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 			goto out;
 		}
 		BIO_push(conv, out);
 	}
 	b64 = opts->outform == P11S_FORM_DER ? NULL : BIO_new(BIO_f_base64());
 	if (b64 == NULL && opts->outform != P11S_FORM_DER) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	if (b64 != NULL)
 		BIO_push(b64, conv ? conv : out);
 	cmsbio = BIO_new_CMS(b64 ? b64 : out, cms);
 	if (cmsbio == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot start the encryption");
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start the encryption");
 		goto out;
 	}
-	plain = p11s_bio_eol_new(P11S_EOL_CRLF);
+	plain = p11i_bio_eol_new(P11S_EOL_CRLF);
 	if (plain == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	top = BIO_push(plain, cmsbio);
 
-	rc = p11s_headers_write(h, P11S_HDR_CONTENT, top, err);
+	rc = p11i_headers_write(h, P11S_HDR_CONTENT, top, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (BIO_write(top, "\r\n", 2) != 2) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot encrypt the message");
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot encrypt the message");
 		goto out;
 	}
-	if (p11s_headers_body_follows(h)) {
+	if (p11i_headers_body_follows(h)) {
 		/*
 		 * A binary body is bytes, not lines: it goes in as it is.  The
 		 * converter holds nothing back after the blank line above.
@@ -635,27 +635,27 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 		while ((n = BIO_read(in, buf, sizeof(buf))) > 0)
 			if (BIO_write(body, buf, n) != n) {
 				rc =
-				    p11s_err_ossl(err, P11S_E_CRYPTO, "cannot encrypt the message");
+				    p11i_err_ossl(err, P11S_E_CRYPTO, "cannot encrypt the message");
 				goto out;
 			}
 		if (n < 0 && !BIO_eof(in)) {
-			rc = p11s_err_ossl(err, P11S_E_IO, "cannot read the message");
+			rc = p11i_err_ossl(err, P11S_E_IO, "cannot read the message");
 			goto out;
 		}
 	}
 	/* The flush ends the content, writes the tag (GCM) and the last base64 line. */
 	if (BIO_flush(top) <= 0) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot finish the encryption");
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot finish the encryption");
 		goto out;
 	}
 	if (opts->outform == P11S_FORM_PEM && BIO_puts(out, "-----END PKCS7-----\n") <= 0) {
-		rc = p11s_err(err, P11S_E_IO, "cannot write the output");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the output");
 		goto out;
 	}
 	rc = P11S_OK;
 out:
 	/* Free the filters we stacked, never @p out itself. */
-	p11s_bio_free_upto(top ? top : cmsbio, b64 ? b64 : out);
+	p11i_bio_free_upto(top ? top : cmsbio, b64 ? b64 : out);
 	if (b64 != NULL) {
 		BIO_pop(b64);
 		BIO_free(b64);
@@ -665,7 +665,7 @@ out:
 		BIO_free(conv);
 	}
 	CMS_ContentInfo_free(cms);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	OPENSSL_cleanse(buf, sizeof(buf));
 	ERR_clear_error();
 	return rc;

@@ -134,7 +134,7 @@ static void set_message(p11s_error *err, p11s_rc rc, char *msg)
 	err->rc = rc;
 }
 
-p11s_rc p11s_err(p11s_error *err, p11s_rc rc, const char *fmt, ...)
+p11s_rc p11i_err(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 {
 	va_list ap;
 	char *msg = NULL;
@@ -149,9 +149,9 @@ p11s_rc p11s_err(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 	return rc;
 }
 
-p11s_rc p11s_err_nomem(p11s_error *err)
+p11s_rc p11i_err_nomem(p11s_error *err)
 {
-	return p11s_err(err, P11S_E_NOMEM, "out of memory");
+	return p11i_err(err, P11S_E_NOMEM, "out of memory");
 }
 
 /*
@@ -160,7 +160,7 @@ p11s_rc p11s_err_nomem(p11s_error *err)
  * (the caller says it with strerror), or words @p msg already has.  Never
  * the "error:1E08010C:..." code: that is for a debugger, not a person.
  */
-void p11s_ossl_reason(unsigned long e, const char *msg, char *buf, size_t len)
+void p11i_ossl_reason(unsigned long e, const char *msg, char *buf, size_t len)
 {
 	const char *r;
 
@@ -198,7 +198,7 @@ static void token_reason(char *reason, size_t len, p11s_rc *rc)
 	}
 }
 
-p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
+p11s_rc p11i_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 {
 	va_list ap;
 	char *msg = NULL, *full = NULL;
@@ -215,7 +215,7 @@ p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 	if (vasprintf(&msg, fmt, ap) < 0)
 		msg = NULL;
 	va_end(ap);
-	p11s_ossl_reason(e, msg, reason, sizeof(reason));
+	p11i_ossl_reason(e, msg, reason, sizeof(reason));
 	token_reason(reason, sizeof(reason), &rc);
 	ERR_clear_error();
 	if (msg != NULL && reason[0] != '\0') {
@@ -230,13 +230,13 @@ p11s_rc p11s_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...)
 	return rc;
 }
 
-void p11s_err_add_candidate(p11s_error *err, const char *candidate)
+void p11i_err_add_candidate(p11s_error *err, const char *candidate)
 {
 	char *copy;
 
 	if (err == NULL || candidate == NULL)
 		return;
 	copy = strdup(candidate);
-	if (copy != NULL && p11s_vec_push(&err->candidates, copy) != 0)
+	if (copy != NULL && p11i_vec_push(&err->candidates, copy) != 0)
 		free(copy);
 }

@@ -13,6 +13,6 @@
  * chain) as p11s_signer_sign() makes it, with the content detached or
  * encapsulated whatever opts->opaque said; NULL with @p err set.
  */
-CMS_ContentInfo *p11s_signer_cms_new(p11s_signer *s, int detached, p11s_error *err);
+CMS_ContentInfo *p11i_signer_cms_new(p11s_signer *s, int detached, p11s_error *err);
 
 #endif

@@ -40,7 +40,7 @@ p11s_rc p11s_file_is_pkcs12(const char *path, int *yes, p11s_error *err)
 	*yes = 0;
 	if (b == NULL) {
 		ERR_clear_error();
-		return p11s_err(err, P11S_E_IO, "cannot open %s", path);
+		return p11i_err(err, P11S_E_IO, "cannot open %s", path);
 	}
 	p12 = d2i_PKCS12_bio(b, NULL);
 	*yes = p12 != NULL;
@@ -112,7 +112,7 @@ static char *default_label(X509 *x)
 		int len = ASN1_STRING_to_UTF8(&u, s);
 
 		if (len > 0)
-			label = p11s_strndup((const char *)u, (size_t)len);
+			label = p11i_strndup((const char *)u, (size_t)len);
 		OPENSSL_free(u);
 		if (label != NULL)
 			return label;
@@ -156,17 +156,17 @@ static p11s_rc import_chain_cert(p11s_ctx *ctx, const p11s_token *t, const p11s_
 	int ca = (X509_get_extension_flags(x) & EXFLAG_CA) != 0;
 
 	if (there != NULL)
-		return push_uri(r, p11s_object_uri(there)) ? P11S_OK : p11s_err_nomem(err);
+		return push_uri(r, p11s_object_uri(there)) ? P11S_OK : p11i_err_nomem(err);
 	if (!pubkey_id(x, id, &id_len))
-		return p11s_err_ossl(err, P11S_E_INPUT, "cannot hash a chain certificate's key");
+		return p11i_err_ossl(err, P11S_E_INPUT, "cannot hash a chain certificate's key");
 	label = default_label(x);
 	if (label == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	rc = p11s_token_write_cert(ctx, t, x, id, id_len, label,
 	                           ca ? P11S_CERT_AUTHORITY : P11S_CERT_OTHER, &uri, err);
 	free(label);
 	if (rc == P11S_OK && !push_uri(r, uri))
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 	free(uri);
 	return rc;
 }
@@ -201,7 +201,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	ncerts = p11s_cert_list_count(certs);
 	if (opts->p12_pass != NULL) {
 		if (strcmp(p11s_cert_list_format(certs), "PKCS#12") != 0) {
-			rc = p11s_err(err, P11S_E_USAGE,
+			rc = p11i_err(err, P11S_E_USAGE,
 			              "%s is not a PKCS#12 file; import certificates without "
 			              "--p12-pass-source",
 			              path);
@@ -210,7 +210,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		for (xi = 0; xi < ncerts && soft_key == NULL; xi++)
 			soft_key = p11s_cert_list_key(certs, xi);
 		if (soft_key == NULL) {
-			rc = p11s_err(err, P11S_E_INPUT,
+			rc = p11i_err(err, P11S_E_INPUT,
 			              "%s holds no private key that belongs to one of its "
 			              "certificates",
 			              path);
@@ -219,13 +219,13 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		xi--;
 	} else {
 		if (strcmp(p11s_cert_list_format(certs), "PKCS#12") == 0) {
-			rc = p11s_err(err, P11S_E_USAGE,
+			rc = p11i_err(err, P11S_E_USAGE,
 			              "%s is a PKCS#12 file: import it with --p12-pass-source",
 			              path);
 			goto out;
 		}
 		if (ncerts != 1) {
-			rc = p11s_err(err, P11S_E_USAGE,
+			rc = p11i_err(err, P11S_E_USAGE,
 			              "%s holds %zu certificates; import them one file at a time",
 			              path, ncerts);
 			goto out;
@@ -235,7 +235,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	x = p11s_cert_list_get(certs, xi);
 	r = calloc(1, sizeof(*r));
 	if (r == NULL || (r->subject = p11s_cert_name_string(X509_get_subject_name(x))) == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	rc = p11s_token_select(ctx, opts->token, &tl, &t, err);
@@ -257,7 +257,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		r->already = 1;
 		if ((r->cert_uri = strdup(p11s_object_uri(there))) == NULL ||
 		    (k != NULL && (r->key_uri = strdup(p11s_object_uri(k))) == NULL))
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 		goto chain;
 	}
 	if (key == NULL && soft_key != NULL) {
@@ -268,10 +268,10 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 
 		/* The PKCS#12 friendlyName, as the file's owner named it. */
 		label = opts->label         ? strdup(opts->label)
-		        : alias && alen > 0 ? p11s_strndup((const char *)alias, (size_t)alen)
+		        : alias && alen > 0 ? p11i_strndup((const char *)alias, (size_t)alen)
 		                            : default_label(x);
 		if (label == NULL) {
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 			goto out;
 		}
 		rc = p11s_token_free_id(ctx, t, id, &id_len, err);
@@ -298,14 +298,14 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 
 		if (kid == NULL) {
 			rc =
-			    p11s_err(err, P11S_E_TOKEN,
+			    p11i_err(err, P11S_E_TOKEN,
 			             "the matching key %s has no CKA_ID to pair the certificate by",
 			             p11s_object_uri(key));
 			goto out;
 		}
 		memcpy(id, kid, id_len < sizeof(id) ? id_len : sizeof(id));
 		if (id_len > sizeof(id)) {
-			rc = p11s_err(err, P11S_E_TOKEN, "the matching key's CKA_ID is too long");
+			rc = p11i_err(err, P11S_E_TOKEN, "the matching key's CKA_ID is too long");
 			goto out;
 		}
 		label = opts->label                      ? strdup(opts->label)
@@ -313,12 +313,12 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 		                                         : default_label(x);
 		category = P11S_CERT_OWN;
 		if ((r->key_uri = strdup(p11s_object_uri(key))) == NULL) {
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 			goto out;
 		}
 	} else if (opts->ca) {
 		if (!(X509_get_extension_flags(x) & EXFLAG_CA)) {
-			rc = p11s_err(err, P11S_E_REJECTED,
+			rc = p11i_err(err, P11S_E_REJECTED,
 			              "%s is not a CA certificate (no Basic Constraints CA:TRUE); "
 			              "for someone else's certificate use --no-key",
 			              path);
@@ -328,7 +328,7 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	} else if (opts->no_key) {
 		category = P11S_CERT_OTHER;
 	} else {
-		rc = p11s_err(err, P11S_E_KEY_MISMATCH,
+		rc = p11i_err(err, P11S_E_KEY_MISMATCH,
 		              "no private key on token '%s' matches the certificate in %s; a CA "
 		              "certificate is imported with --ca, someone else's with --no-key",
 		              p11s_token_label(t), path);
@@ -336,13 +336,13 @@ p11s_rc p11s_import(p11s_ctx *ctx, const char *path, const p11s_import_opts *opt
 	}
 	if (key == NULL) {
 		if (!pubkey_id(x, id, &id_len)) {
-			rc = p11s_err_ossl(err, P11S_E_INPUT, "cannot hash the certificate's key");
+			rc = p11i_err_ossl(err, P11S_E_INPUT, "cannot hash the certificate's key");
 			goto out;
 		}
 		label = opts->label ? strdup(opts->label) : default_label(x);
 	}
 	if (label == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	rc = p11s_token_write_cert(ctx, t, x, id, id_len, label, category, &r->cert_uri, err);

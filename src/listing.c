@@ -41,7 +41,7 @@ void p11s_cert_info_free(p11s_cert_info *info)
 /*
  * RSA and EC keys are described from the SubjectPublicKeyInfo itself, with
  * OpenSSL readers that need no provider, so that a certificate parsed
- * without its key (p11s_x509_parse_light) says the same as a full one;
+ * without its key (p11i_x509_parse_light) says the same as a full one;
  * other key types from the EVP_PKEY.  0 when out of memory.
  */
 static int key_facts(X509 *x, p11s_cert_info *ci)
@@ -76,7 +76,7 @@ static int key_facts(X509 *x, p11s_cert_info *ci)
 				ci->key_type = P11S_KEY_EC;
 				ci->key_bits = EC_GROUP_order_bits(g);
 				EC_GROUP_free(g);
-				curve = p11s_curve_name(nid);
+				curve = p11i_curve_name(nid);
 				return curve == NULL || (ci->curve = strdup(curve)) != NULL;
 			}
 		}
@@ -94,7 +94,7 @@ static int key_facts(X509 *x, p11s_cert_info *ci)
 		pk = decoded = n > 0 ? d2i_PUBKEY(NULL, &p, n) : NULL;
 		OPENSSL_free(der);
 	}
-	ci->key_type = p11s_pkey_facts(pk, &ci->key_bits, &curve);
+	ci->key_type = p11i_pkey_facts(pk, &ci->key_bits, &curve);
 	EVP_PKEY_free(decoded);
 	return curve == NULL || (ci->curve = strdup(curve)) != NULL;
 }
@@ -105,27 +105,27 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 
 	*out = NULL;
 	if (x == NULL)
-		return p11s_err(err, P11S_E_INPUT, "no certificate");
+		return p11i_err(err, P11S_E_INPUT, "no certificate");
 	ci = calloc(1, sizeof(*ci));
 	if (ci == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	ci->subject = p11s_cert_name_string(X509_get_subject_name(x));
 	ci->issuer = p11s_cert_name_string(X509_get_issuer_name(x));
-	ci->serial = p11s_serial_hex(X509_get0_serialNumber(x));
+	ci->serial = p11i_serial_hex(X509_get0_serialNumber(x));
 	if (ci->subject == NULL || ci->issuer == NULL || ci->serial == NULL) {
 		p11s_cert_info_free(ci);
-		return p11s_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's names");
+		return p11i_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's names");
 	}
 	if (!asn1_time(X509_get0_notBefore(x), &ci->not_before) ||
 	    !asn1_time(X509_get0_notAfter(x), &ci->not_after)) {
 		p11s_cert_info_free(ci);
-		return p11s_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's validity");
+		return p11i_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's validity");
 	}
 	/* Only what is a mailbox is an address; validate names the rest. */
-	ci->emails = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &ci->nemails);
+	ci->emails = p11i_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &ci->nemails);
 	if (ci->emails == NULL || !key_facts(x, ci)) {
 		p11s_cert_info_free(ci);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	ci->key_algorithm = p11s_key_type_name(ci->key_type);
 	ERR_clear_error();
@@ -136,12 +136,12 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 p11s_rc p11s_cert_describe_der(const unsigned char *der, size_t len, p11s_cert_info **out,
                                p11s_error *err)
 {
-	X509 *x = p11s_x509_parse_light(der, len);
+	X509 *x = p11i_x509_parse_light(der, len);
 	p11s_rc rc;
 
 	*out = NULL;
 	if (x == NULL)
-		return p11s_err_ossl(err, P11S_E_INPUT, "the certificate does not parse as X.509");
+		return p11i_err_ossl(err, P11S_E_INPUT, "the certificate does not parse as X.509");
 	rc = p11s_cert_describe(x, out, err);
 	X509_free(x);
 	return rc;

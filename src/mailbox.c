@@ -169,7 +169,7 @@ static int address_literal(const char *s, size_t len, char *why, size_t whylen)
 	return say(why, whylen, "an address literal that is neither IPv4 nor IPv6");
 }
 
-int p11s_mailbox_parse(const char *s, size_t len, char *why, size_t whylen)
+int p11i_mailbox_parse(const char *s, size_t len, char *why, size_t whylen)
 {
 	size_t at = 0;
 
@@ -215,14 +215,14 @@ int p11s_mailbox_parse(const char *s, size_t len, char *why, size_t whylen)
 	return domain(s + at + 1, len - at - 1, why, whylen);
 }
 
-int p11s_mailbox_valid(const char *s)
+int p11i_mailbox_valid(const char *s)
 {
-	return s != NULL && p11s_mailbox_parse(s, strlen(s), NULL, 0);
+	return s != NULL && p11i_mailbox_parse(s, strlen(s), NULL, 0);
 }
 
-int p11s_mailbox_equal(const char *a, const char *b)
+int p11i_mailbox_equal(const char *a, const char *b)
 {
-	return p11s_mailbox_valid(a) && p11s_mailbox_valid(b) && strcasecmp(a, b) == 0;
+	return p11i_mailbox_valid(a) && p11i_mailbox_valid(b) && strcasecmp(a, b) == 0;
 }
 
 /* ----------------------------------------------------------- certificates */
@@ -252,7 +252,7 @@ struct strv {
 
 static void strv_push(struct strv *sv, char *s)
 {
-	if (s == NULL || p11s_vec_reserve(&sv->a, 2) != 0) {
+	if (s == NULL || p11i_vec_reserve(&sv->a, 2) != 0) {
 		free(s);
 		sv->oom = 1;
 		return;
@@ -309,7 +309,7 @@ static int value_is_mailbox(const ASN1_STRING *value, char *why, size_t whylen)
 	const unsigned char *s = value ? ASN1_STRING_get0_data(value) : NULL;
 	int len = value ? ASN1_STRING_length(value) : 0;
 
-	return p11s_mailbox_parse((const char *)s, len > 0 ? (size_t)len : 0, why, whylen);
+	return p11i_mailbox_parse((const char *)s, len > 0 ? (size_t)len : 0, why, whylen);
 }
 
 static void collect_good(void *user, unsigned place, const ASN1_STRING *value)
@@ -319,7 +319,7 @@ static void collect_good(void *user, unsigned place, const ASN1_STRING *value)
 		strv_push(user, printable(ASN1_STRING_get0_data(value), ASN1_STRING_length(value)));
 }
 
-char **p11s_cert_mailboxes(X509 *cert, unsigned where, size_t *n)
+char **p11i_cert_mailboxes(X509 *cert, unsigned where, size_t *n)
 {
 	struct strv sv = {0};
 
@@ -336,13 +336,13 @@ static void collect_bad(void *user, unsigned place, const ASN1_STRING *value)
 	if (value_is_mailbox(value, why, sizeof(why)))
 		return;
 	shown = value ? printable(ASN1_STRING_get0_data(value), ASN1_STRING_length(value))
-	              : p11s_strdup("");
-	msg = shown ? p11s_asprintf("'%s' is not an e-mail address (%s)", shown, why) : NULL;
+	              : p11i_strdup("");
+	msg = shown ? p11i_asprintf("'%s' is not an e-mail address (%s)", shown, why) : NULL;
 	free(shown);
 	strv_push(user, msg);
 }
 
-char **p11s_cert_bad_mailboxes(X509 *cert, size_t *n)
+char **p11i_cert_bad_mailboxes(X509 *cert, size_t *n)
 {
 	struct strv sv = {0};
 
@@ -368,11 +368,11 @@ static void find_one(void *user, unsigned place, const ASN1_STRING *value)
 	f->found = (int)place;
 }
 
-int p11s_cert_has_mailbox(X509 *cert, const char *address, unsigned where)
+int p11i_cert_has_mailbox(X509 *cert, const char *address, unsigned where)
 {
 	struct find f = {address, 0};
 
-	if (!p11s_mailbox_valid(address))
+	if (!p11i_mailbox_valid(address))
 		return 0;
 	visit(cert, where, find_one, &f);
 	return f.found;
@@ -381,12 +381,12 @@ int p11s_cert_has_mailbox(X509 *cert, const char *address, unsigned where)
 p11s_rc p11s_message_addresses(BIO *in, const char *const *names, char ***out, size_t *n,
                                p11s_error *err)
 {
-	p11s_headers *h = NULL;
-	p11s_rc rc = p11s_headers_read(in, 0, &h, err);
+	p11i_headers *h = NULL;
+	p11s_rc rc = p11i_headers_read(in, 0, &h, err);
 
 	*out = NULL;
 	if (rc == P11S_OK)
-		rc = p11s_headers_addresses(h, names, out, n, err);
-	p11s_headers_free(h);
+		rc = p11i_headers_addresses(h, names, out, n, err);
+	p11i_headers_free(h);
 	return rc;
 }

@@ -21,44 +21,44 @@
  * words ("no @") in @p why (may be NULL) when @p whylen > 0.  Reads at most
  * @p len bytes; NUL bytes inside are not allowed.
  */
-int p11s_mailbox_parse(const char *s, size_t len, char *why, size_t whylen);
+int p11i_mailbox_parse(const char *s, size_t len, char *why, size_t whylen);
 
-/* p11s_mailbox_parse() of a NUL-terminated string, without a reason. */
-int p11s_mailbox_valid(const char *s);
+/* p11i_mailbox_parse() of a NUL-terminated string, without a reason. */
+int p11i_mailbox_valid(const char *s);
 
 /*
  * 1 when @p a and @p b are both mailboxes and the same address, compared
  * without regard to ASCII case (as mail users and the issue of record
  * expect); else 0.
  */
-int p11s_mailbox_equal(const char *a, const char *b);
+int p11i_mailbox_equal(const char *a, const char *b);
 
 /* Where a certificate holds an address. */
 typedef enum {
 	P11S_MAILBOX_IN_SAN = 1,     /* an rfc822Name in subjectAltName */
 	P11S_MAILBOX_IN_SUBJECT = 2, /* a PKCS #9 emailAddress in the subject */
-} p11s_mailbox_place;
+} p11i_mailbox_place;
 
 /*
- * The mailboxes of @p cert in @p where (a mask of p11s_mailbox_place), in
+ * The mailboxes of @p cert in @p where (a mask of p11i_mailbox_place), in
  * certificate order, subjectAltName first; entries that are not mailboxes
  * are left out.  A NULL-terminated vector (p11s_strv_free()); *n (may be
  * NULL) gets the count.  NULL on ENOMEM.
  */
-char **p11s_cert_mailboxes(X509 *cert, unsigned where, size_t *n);
+char **p11i_cert_mailboxes(X509 *cert, unsigned where, size_t *n);
 
 /*
- * Which place of @p cert holds @p address (p11s_mailbox_equal()):
+ * Which place of @p cert holds @p address (p11i_mailbox_equal()):
  * P11S_MAILBOX_IN_SAN, else P11S_MAILBOX_IN_SUBJECT, else 0.  Only the
  * places in @p where are looked at.
  */
-int p11s_cert_has_mailbox(X509 *cert, const char *address, unsigned where);
+int p11i_cert_has_mailbox(X509 *cert, const char *address, unsigned where);
 
 /*
  * The rfc822Names of @p cert that are not mailboxes, each as
  * "'nobody' is not an e-mail address (no @)" (other than printable ASCII
  * shown as \xNN).  Vector as above; NULL on ENOMEM.
  */
-char **p11s_cert_bad_mailboxes(X509 *cert, size_t *n);
+char **p11i_cert_bad_mailboxes(X509 *cert, size_t *n);
 
 #endif

@@ -72,50 +72,50 @@ static p11s_rc add_line(p11s_signer_map *map, const char *origin, unsigned line,
 		return P11S_OK;
 	uri = field(&p, end, &ulen);
 	if (uri == NULL)
-		return p11s_err(err, P11S_E_USAGE, "%s:%u: expected 'address-or-@domain URI'",
+		return p11i_err(err, P11S_E_USAGE, "%s:%u: expected 'address-or-@domain URI'",
 		                origin, line);
 	if (field(&p, end, &extra) != NULL)
-		return p11s_err(err, P11S_E_USAGE, "%s:%u: more than two fields", origin, line);
+		return p11i_err(err, P11S_E_USAGE, "%s:%u: more than two fields", origin, line);
 	if (key[0] == '@') {
 		/* A domain is what a mailbox has after its "@". */
 		snprintf(probe, sizeof(probe), "x%.*s", (int)klen, key);
-		if (!p11s_mailbox_parse(probe, klen + 1, why, sizeof(why)))
-			return p11s_err(err, P11S_E_USAGE,
+		if (!p11i_mailbox_parse(probe, klen + 1, why, sizeof(why)))
+			return p11i_err(err, P11S_E_USAGE,
 			                "%s:%u: '%.*s' is not @ and a domain (%s)", origin, line,
 			                (int)(klen > 80 ? 80 : klen), key, why);
-	} else if (!p11s_mailbox_parse(key, klen, why, sizeof(why))) {
-		return p11s_err(err, P11S_E_USAGE,
+	} else if (!p11i_mailbox_parse(key, klen, why, sizeof(why))) {
+		return p11i_err(err, P11S_E_USAGE,
 		                "%s:%u: '%.*s' is not an e-mail address or @domain (%s)", origin,
 		                line, (int)(klen > 80 ? 80 : klen), key, why);
 	}
 	if (ulen < 7 || strncasecmp(uri, "pkcs11:", 7) != 0)
-		return p11s_err(err, P11S_E_USAGE, "%s:%u: the signer must be a pkcs11: URI",
+		return p11i_err(err, P11S_E_USAGE, "%s:%u: the signer must be a pkcs11: URI",
 		                origin, line);
 	for (size_t i = 0; i < map->n; i++)
 		if (strlen(map->e[i].key) == klen && strncasecmp(map->e[i].key, key, klen) == 0)
-			return p11s_err(err, P11S_E_USAGE,
+			return p11i_err(err, P11S_E_USAGE,
 			                "%s:%u: '%s' is mapped a second time (first on line %u)",
 			                origin, line, map->e[i].key, map->e[i].line);
 	if (map->n == P11S_SIGNER_MAP_ENTRIES_MAX)
-		return p11s_err(err, P11S_E_USAGE, "%s:%u: more than %d mappings", origin, line,
+		return p11i_err(err, P11S_E_USAGE, "%s:%u: more than %d mappings", origin, line,
 		                P11S_SIGNER_MAP_ENTRIES_MAX);
 	if (map->n == map->cap) {
 		size_t cap = map->cap ? map->cap * 2 : 16;
 
 		e = realloc(map->e, cap * sizeof(*e));
 		if (e == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		map->e = e;
 		map->cap = cap;
 	}
 	e = &map->e[map->n];
-	e->key = p11s_strndup(key, klen);
-	e->uri = p11s_strndup(uri, ulen);
+	e->key = p11i_strndup(key, klen);
+	e->uri = p11i_strndup(uri, ulen);
 	e->line = line;
 	if (e->key == NULL || e->uri == NULL) {
 		free(e->key);
 		free(e->uri);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	map->n++;
 	return P11S_OK;
@@ -131,11 +131,11 @@ p11s_rc p11s_signer_map_parse(const char *origin, const char *text, size_t len,
 
 	*out = NULL;
 	if (len > P11S_SIGNER_MAP_MAX)
-		return p11s_err(err, P11S_E_USAGE, "%s: larger than %d bytes", origin,
+		return p11i_err(err, P11S_E_USAGE, "%s: larger than %d bytes", origin,
 		                P11S_SIGNER_MAP_MAX);
 	map = calloc(1, sizeof(*map));
 	if (map == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	while (rc == P11S_OK && p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		const char *stop = nl != NULL ? nl : end;
@@ -143,12 +143,12 @@ p11s_rc p11s_signer_map_parse(const char *origin, const char *text, size_t len,
 
 		line++;
 		if (n > P11S_SIGNER_MAP_LINE_MAX) {
-			rc = p11s_err(err, P11S_E_USAGE, "%s:%u: line longer than %d bytes", origin,
+			rc = p11i_err(err, P11S_E_USAGE, "%s:%u: line longer than %d bytes", origin,
 			              line, P11S_SIGNER_MAP_LINE_MAX);
 			break;
 		}
 		if (memchr(p, '\0', (size_t)(stop - p)) != NULL) {
-			rc = p11s_err(err, P11S_E_USAGE, "%s:%u: a NUL byte", origin, line);
+			rc = p11i_err(err, P11S_E_USAGE, "%s:%u: a NUL byte", origin, line);
 			break;
 		}
 		if (stop > p && stop[-1] == '\r')
@@ -174,16 +174,16 @@ p11s_rc p11s_signer_map_load(const char *path, p11s_signer_map **out, p11s_error
 	*out = NULL;
 	fp = fopen(path, "rb");
 	if (fp == NULL)
-		return p11s_err(err, P11S_E_IO, "cannot read the signer map %s: %s", path,
+		return p11i_err(err, P11S_E_IO, "cannot read the signer map %s: %s", path,
 		                strerror(errno));
 	buf = malloc(P11S_SIGNER_MAP_MAX + 1);
 	if (buf == NULL) {
 		fclose(fp);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	len = fread(buf, 1, P11S_SIGNER_MAP_MAX + 1, fp);
 	if (ferror(fp))
-		rc = p11s_err(err, P11S_E_IO, "cannot read the signer map %s", path);
+		rc = p11i_err(err, P11S_E_IO, "cannot read the signer map %s", path);
 	else
 		rc = p11s_signer_map_parse(path, buf, len, out, err);
 	fclose(fp);

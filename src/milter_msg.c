@@ -4,7 +4,7 @@
  *
  * Everything the MTA sends is hostile input: the header block is bounded,
  * each value is copied byte by byte with its line breaks made CRLF
- * continuations, and the parsing itself is left to p11s_headers_read().
+ * continuations, and the parsing itself is left to p11i_headers_read().
  * The body goes to an unnamed temporary file, and so does the signed
  * message, which is read back with the same header reader.
  */
@@ -23,7 +23,7 @@
 struct p11s_milter_msg {
 	char *block; /* "Name: value\r\n"..., without the blank line */
 	size_t len, cap;
-	p11s_headers *h;
+	p11i_headers *h;
 	int fd; /* the spool: the header block, a blank line, the body; -1 until needed */
 	unsigned long long body;
 };
@@ -46,7 +46,7 @@ p11s_rc p11s_milter_msg_new(p11s_milter_msg **out, p11s_error *err)
 	p11s_milter_msg *m = calloc(1, sizeof(*m));
 
 	if (m == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	m->fd = -1;
 	*out = m;
 	return P11S_OK;
@@ -58,7 +58,7 @@ void p11s_milter_msg_free(p11s_milter_msg *m)
 		return;
 	if (m->fd >= 0)
 		close(m->fd);
-	p11s_headers_free(m->h);
+	p11i_headers_free(m->h);
 	free(m->block);
 	free(m);
 }
@@ -125,29 +125,29 @@ p11s_rc p11s_milter_msg_header(p11s_milter_msg *m, const char *name, const char 
 	int r;
 
 	if (m == NULL || name == NULL || value == NULL)
-		return p11s_err(err, P11S_E_USAGE, "no header field");
+		return p11i_err(err, P11S_E_USAGE, "no header field");
 	if (m->h != NULL)
-		return p11s_err(err, P11S_E_USAGE, "the header block is already complete");
+		return p11i_err(err, P11S_E_USAGE, "the header block is already complete");
 	nlen = strlen(name);
 	if (nlen == 0)
-		return p11s_err(err, P11S_E_INPUT, "a header field has no name");
+		return p11i_err(err, P11S_E_INPUT, "a header field has no name");
 	for (size_t i = 0; i < nlen; i++)
 		if ((unsigned char)name[i] < 33 || (unsigned char)name[i] > 126 || name[i] == ':')
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "a header field name holds a byte 0x%02x not allowed there",
 			                (unsigned char)name[i]);
 	vlen = strlen(value);
 	/* At most three bytes out for one in: the count below cannot overflow. */
 	if (nlen > P11S_HEADERS_MAX_DEFAULT || vlen > P11S_HEADERS_MAX_DEFAULT)
-		return p11s_err(err, P11S_E_INPUT, "the header block is larger than %d bytes",
+		return p11i_err(err, P11S_E_INPUT, "the header block is larger than %d bytes",
 		                P11S_HEADERS_MAX_DEFAULT);
 	need = nlen + 2 + copy_value(NULL, value, vlen) + 2;
 	r = reserve(m, need);
 	if (r == -1)
-		return p11s_err(err, P11S_E_INPUT, "the header block is larger than %d bytes",
+		return p11i_err(err, P11S_E_INPUT, "the header block is larger than %d bytes",
 		                P11S_HEADERS_MAX_DEFAULT);
 	if (r != 0)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	o = m->block + m->len;
 	memcpy(o, name, nlen);
 	o += nlen;
@@ -166,20 +166,20 @@ p11s_rc p11s_milter_msg_end_headers(p11s_milter_msg *m, p11s_error *err)
 	p11s_rc rc;
 
 	if (m == NULL)
-		return p11s_err(err, P11S_E_USAGE, "no message");
+		return p11i_err(err, P11S_E_USAGE, "no message");
 	if (m->h != NULL)
 		return P11S_OK;
 	if (m->len == 0)
-		return p11s_err(err, P11S_E_INPUT, "the message has no header fields");
+		return p11i_err(err, P11S_E_INPUT, "the message has no header fields");
 	b = BIO_new_mem_buf(m->block, (int)m->len);
 	if (b == NULL)
-		return p11s_err_nomem(err);
-	rc = p11s_headers_read(b, P11S_HEADERS_MAX_DEFAULT, &m->h, err);
+		return p11i_err_nomem(err);
+	rc = p11i_headers_read(b, P11S_HEADERS_MAX_DEFAULT, &m->h, err);
 	BIO_free(b);
 	return rc;
 }
 
-const p11s_headers *p11s_milter_msg_headers(const p11s_milter_msg *m)
+const p11i_headers *p11i_milter_msg_headers(const p11s_milter_msg *m)
 {
 	return m != NULL ? m->h : NULL;
 }
@@ -193,22 +193,22 @@ p11s_rc p11s_milter_msg_from(const p11s_milter_msg *m, char **out, p11s_error *e
 
 	*out = NULL;
 	if (m == NULL || m->h == NULL)
-		return p11s_err(err, P11S_E_INPUT, "the header block was not read");
-	i = p11s_headers_find(m->h, "From", 0);
+		return p11i_err(err, P11S_E_INPUT, "the header block was not read");
+	i = p11i_headers_find(m->h, "From", 0);
 	if (i < 0)
-		return p11s_err(err, P11S_E_INPUT, "no From field");
-	if (p11s_headers_find(m->h, "From", (size_t)i + 1) >= 0)
-		return p11s_err(err, P11S_E_INPUT, "more than one From field");
-	value = p11s_headers_value(m->h, (size_t)i);
+		return p11i_err(err, P11S_E_INPUT, "no From field");
+	if (p11i_headers_find(m->h, "From", (size_t)i + 1) >= 0)
+		return p11i_err(err, P11S_E_INPUT, "more than one From field");
+	value = p11i_headers_value(m->h, (size_t)i);
 	if (value == NULL)
-		return p11s_err_nomem(err);
-	rc = p11s_mime_addresses(value, &addrs, &n, err);
+		return p11i_err_nomem(err);
+	rc = p11i_mime_addresses(value, &addrs, &n, err);
 	free(value);
 	if (rc != P11S_OK)
-		return p11s_err(err, P11S_E_INPUT, "the From field does not parse");
+		return p11i_err(err, P11S_E_INPUT, "the From field does not parse");
 	if (n != 1) {
 		p11s_strv_free(addrs);
-		return p11s_err(err, P11S_E_INPUT, "the From field has %s",
+		return p11i_err(err, P11S_E_INPUT, "the From field has %s",
 		                n ? "several addresses" : "no address");
 	}
 	*out = addrs[0];
@@ -226,8 +226,8 @@ const char *p11s_milter_msg_secured(const p11s_milter_msg *m)
 
 	if (m == NULL || m->h == NULL)
 		return NULL;
-	ct = p11s_headers_get(m->h, "Content-Type");
-	type = p11s_mime_media_type(ct);
+	ct = p11i_headers_get(m->h, "Content-Type");
+	type = p11i_mime_media_type(ct);
 	for (size_t i = 0; type != NULL && i < sizeof(secured) / sizeof(secured[0]); i++)
 		if (strcmp(type, secured[i]) == 0)
 			hit = secured[i];
@@ -243,12 +243,12 @@ static p11s_rc spool_open(p11s_milter_msg *m, p11s_error *err)
 
 	if (m->fd >= 0)
 		return P11S_OK;
-	m->fd = p11s_tmpfile(&dir);
+	m->fd = p11i_tmpfile(&dir);
 	if (m->fd < 0)
-		return p11s_err(err, P11S_E_IO, "cannot make a temporary file in %s: %s", dir,
+		return p11i_err(err, P11S_E_IO, "cannot make a temporary file in %s: %s", dir,
 		                strerror(errno));
-	if (p11s_write_full(m->fd, m->block, m->len) != 0 || p11s_write_full(m->fd, "\r\n", 2) != 0)
-		return p11s_err(err, P11S_E_IO, "cannot write a temporary file in %s: %s", dir,
+	if (p11i_write_full(m->fd, m->block, m->len) != 0 || p11i_write_full(m->fd, "\r\n", 2) != 0)
+		return p11i_err(err, P11S_E_IO, "cannot write a temporary file in %s: %s", dir,
 		                strerror(errno));
 	return P11S_OK;
 }
@@ -258,12 +258,12 @@ p11s_rc p11s_milter_msg_body(p11s_milter_msg *m, const void *buf, size_t len, p1
 	p11s_rc rc;
 
 	if (m == NULL || m->h == NULL)
-		return p11s_err(err, P11S_E_USAGE, "body before the end of the header block");
+		return p11i_err(err, P11S_E_USAGE, "body before the end of the header block");
 	rc = spool_open(m, err);
 	if (rc != P11S_OK)
 		return rc;
-	if (len > 0 && p11s_write_full(m->fd, buf, len) != 0)
-		return p11s_err(err, P11S_E_IO, "cannot spool the body: %s", strerror(errno));
+	if (len > 0 && p11i_write_full(m->fd, buf, len) != 0)
+		return p11i_err(err, P11S_E_IO, "cannot spool the body: %s", strerror(errno));
 	m->body += len;
 	return P11S_OK;
 }
@@ -310,50 +310,50 @@ static BIO *reader_at_start(int fd)
 
 static int is_mime_field(const char *name)
 {
-	return (p11s_header_class_of(name) & (P11S_HDR_CONTENT | P11S_HDR_MIME_VERSION)) != 0;
+	return (p11i_header_class_of(name) & (P11S_HDR_CONTENT | P11S_HDR_MIME_VERSION)) != 0;
 }
 
 /* The original Content-* and MIME-Version fields, last first, with their occurrence index. */
-static p11s_rc list_deletions(const p11s_headers *h, p11s_milter_signed *r, p11s_error *err)
+static p11s_rc list_deletions(const p11i_headers *h, p11s_milter_signed *r, p11s_error *err)
 {
-	size_t n = p11s_headers_count(h);
+	size_t n = p11i_headers_count(h);
 
 	r->del = calloc(n ? n : 1, sizeof(*r->del));
 	if (r->del == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	for (size_t k = n; k-- > 0;) {
-		const char *name = p11s_headers_name(h, k);
+		const char *name = p11i_headers_name(h, k);
 		int index = 1;
 
 		if (!is_mime_field(name))
 			continue;
 		for (size_t j = 0; j < k; j++)
-			if (strcasecmp(p11s_headers_name(h, j), name) == 0)
+			if (strcasecmp(p11i_headers_name(h, j), name) == 0)
 				index++;
-		r->del[r->ndel].name = p11s_strdup(name);
+		r->del[r->ndel].name = p11i_strdup(name);
 		r->del[r->ndel].index = index;
 		if (r->del[r->ndel++].name == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 	}
 	return P11S_OK;
 }
 
-static p11s_rc list_additions(const p11s_headers *h, p11s_milter_signed *r, p11s_error *err)
+static p11s_rc list_additions(const p11i_headers *h, p11s_milter_signed *r, p11s_error *err)
 {
-	size_t n = p11s_headers_count(h);
+	size_t n = p11i_headers_count(h);
 
 	r->add = calloc(n ? n : 1, sizeof(*r->add));
 	if (r->add == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	for (size_t k = 0; k < n; k++) {
-		const char *name = p11s_headers_name(h, k);
+		const char *name = p11i_headers_name(h, k);
 
 		if (!is_mime_field(name))
 			continue;
-		r->add[r->nadd].name = p11s_strdup(name);
-		r->add[r->nadd].value = p11s_headers_value(h, k);
+		r->add[r->nadd].name = p11i_strdup(name);
+		r->add[r->nadd].value = p11i_headers_value(h, k);
 		if (r->add[r->nadd++].name == NULL || r->add[r->nadd - 1].value == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 	}
 	return P11S_OK;
 }
@@ -362,23 +362,23 @@ p11s_rc p11s_milter_msg_sign(p11s_milter_msg *m, p11s_signer *s, p11s_milter_sig
                              p11s_error *err)
 {
 	p11s_milter_signed *r = NULL;
-	p11s_headers *nh = NULL;
+	p11i_headers *nh = NULL;
 	BIO *in = NULL, *sink = NULL;
 	const char *dir = NULL;
 	p11s_rc rc;
 
 	*out = NULL;
 	if (m == NULL || m->h == NULL || s == NULL)
-		return p11s_err(err, P11S_E_USAGE, "nothing to sign");
+		return p11i_err(err, P11S_E_USAGE, "nothing to sign");
 	rc = spool_open(m, err);
 	if (rc != P11S_OK)
 		return rc;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
-		return p11s_err_nomem(err);
-	r->fd = p11s_tmpfile(&dir);
+		return p11i_err_nomem(err);
+	r->fd = p11i_tmpfile(&dir);
 	if (r->fd < 0) {
-		rc = p11s_err(err, P11S_E_IO, "cannot make a temporary file in %s: %s", dir,
+		rc = p11i_err(err, P11S_E_IO, "cannot make a temporary file in %s: %s", dir,
 		              strerror(errno));
 		goto out;
 	}
@@ -386,27 +386,27 @@ p11s_rc p11s_milter_msg_sign(p11s_milter_msg *m, p11s_signer *s, p11s_milter_sig
 	sink = BIO_new(BIO_f_buffer());
 	if (in == NULL || sink == NULL || BIO_push(sink, BIO_new_fd(r->fd, BIO_NOCLOSE)) == NULL ||
 	    BIO_next(sink) == NULL) {
-		rc = p11s_err(err, P11S_E_IO, "cannot read the spooled message");
+		rc = p11i_err(err, P11S_E_IO, "cannot read the spooled message");
 		goto out;
 	}
 	rc = p11s_signer_sign(s, in, sink, err);
 	if (rc == P11S_OK && BIO_flush(sink) <= 0)
-		rc = p11s_err(err, P11S_E_IO, "cannot write a temporary file in %s", dir);
+		rc = p11i_err(err, P11S_E_IO, "cannot write a temporary file in %s", dir);
 	if (rc != P11S_OK)
 		goto out;
 	r->in = reader_at_start(r->fd);
 	if (r->in == NULL) {
-		rc = p11s_err(err, P11S_E_IO, "cannot read the signed message back");
+		rc = p11i_err(err, P11S_E_IO, "cannot read the signed message back");
 		goto out;
 	}
 	/* The signer wrote every outer field unchanged; only the MIME fields differ. */
-	rc = p11s_headers_read(r->in, 0, &nh, err);
+	rc = p11i_headers_read(r->in, 0, &nh, err);
 	if (rc == P11S_OK)
 		rc = list_deletions(m->h, r, err);
 	if (rc == P11S_OK)
 		rc = list_additions(nh, r, err);
 out:
-	p11s_headers_free(nh);
+	p11i_headers_free(nh);
 	BIO_free_all(in);
 	BIO_free_all(sink);
 	if (rc != P11S_OK) {
@@ -452,7 +452,7 @@ p11s_rc p11s_milter_signed_read(p11s_milter_signed *r, void *buf, size_t len, si
 
 	*n = 0;
 	if (r == NULL || r->in == NULL)
-		return p11s_err(err, P11S_E_USAGE, "nothing signed");
+		return p11i_err(err, P11S_E_USAGE, "nothing signed");
 	if (len > 1 << 30)
 		len = 1 << 30;
 	got = BIO_read(r->in, buf, (int)len);
@@ -462,5 +462,5 @@ p11s_rc p11s_milter_signed_read(p11s_milter_signed *r, void *buf, size_t len, si
 	}
 	if (BIO_eof(r->in) || got == 0)
 		return P11S_OK;
-	return p11s_err(err, P11S_E_IO, "cannot read the signed message back");
+	return p11i_err(err, P11S_E_IO, "cannot read the signed message back");
 }

@@ -31,55 +31,55 @@ struct field {
 	size_t cap; /* of raw; 0: len + 1 */
 };
 
-struct p11s_headers {
+struct p11i_headers {
 	P11S_VEC(struct field) f;
-	p11s_eol eol;
+	p11i_eol eol;
 	int body_follows;
 };
 
-p11s_headers *p11s_headers_new(p11s_eol eol)
+p11i_headers *p11i_headers_new(p11i_eol eol)
 {
-	p11s_headers *h = calloc(1, sizeof(*h));
+	p11i_headers *h = calloc(1, sizeof(*h));
 
 	if (h != NULL)
 		h->eol = eol;
 	return h;
 }
 
-void p11s_headers_free(p11s_headers *h)
+void p11i_headers_free(p11i_headers *h)
 {
 	if (h == NULL)
 		return;
 	/* Wiped: decrypt parses the header block of a plaintext. */
 	for (size_t i = 0; i < h->f.n; i++) {
-		p11s_wipe_free(h->f.v[i].name);
-		p11s_wipe_free(h->f.v[i].raw);
+		p11i_wipe_free(h->f.v[i].name);
+		p11i_wipe_free(h->f.v[i].raw);
 	}
 	free(h->f.v);
 	free(h);
 }
 
-p11s_eol p11s_headers_eol(const p11s_headers *h)
+p11i_eol p11i_headers_eol(const p11i_headers *h)
 {
 	return h->eol;
 }
 
-int p11s_headers_body_follows(const p11s_headers *h)
+int p11i_headers_body_follows(const p11i_headers *h)
 {
 	return h->body_follows;
 }
 
-size_t p11s_headers_count(const p11s_headers *h)
+size_t p11i_headers_count(const p11i_headers *h)
 {
 	return h ? h->f.n : 0;
 }
 
-const char *p11s_headers_name(const p11s_headers *h, size_t i)
+const char *p11i_headers_name(const p11i_headers *h, size_t i)
 {
 	return i < h->f.n ? h->f.v[i].name : NULL;
 }
 
-const char *p11s_headers_raw(const p11s_headers *h, size_t i, size_t *len)
+const char *p11i_headers_raw(const p11i_headers *h, size_t i, size_t *len)
 {
 	if (i >= h->f.n)
 		return NULL;
@@ -93,7 +93,7 @@ static int is_wsp(int c)
 	return c == ' ' || c == '\t';
 }
 
-char *p11s_headers_value(const p11s_headers *h, size_t i)
+char *p11i_headers_value(const p11i_headers *h, size_t i)
 {
 	const char *raw, *colon;
 	size_t len, o = 0;
@@ -105,7 +105,7 @@ char *p11s_headers_value(const p11s_headers *h, size_t i)
 	len = h->f.v[i].len;
 	colon = memchr(raw, ':', len);
 	if (colon == NULL)
-		return p11s_strdup("");
+		return p11i_strdup("");
 	v = malloc(len + 1);
 	if (v == NULL)
 		return NULL;
@@ -121,7 +121,7 @@ char *p11s_headers_value(const p11s_headers *h, size_t i)
 	return v;
 }
 
-long p11s_headers_find(const p11s_headers *h, const char *name, size_t from)
+long p11i_headers_find(const p11i_headers *h, const char *name, size_t from)
 {
 	for (size_t i = from; h != NULL && i < h->f.n; i++)
 		if (strcasecmp(h->f.v[i].name, name) == 0)
@@ -129,14 +129,14 @@ long p11s_headers_find(const p11s_headers *h, const char *name, size_t from)
 	return -1;
 }
 
-char *p11s_headers_get(const p11s_headers *h, const char *name)
+char *p11i_headers_get(const p11i_headers *h, const char *name)
 {
-	long i = p11s_headers_find(h, name, 0);
+	long i = p11i_headers_find(h, name, 0);
 
-	return i < 0 ? NULL : p11s_headers_value(h, (size_t)i);
+	return i < 0 ? NULL : p11i_headers_value(h, (size_t)i);
 }
 
-unsigned p11s_header_class_of(const char *name)
+unsigned p11i_header_class_of(const char *name)
 {
 	if (strncasecmp(name, "Content-", 8) == 0)
 		return P11S_HDR_CONTENT;
@@ -145,30 +145,30 @@ unsigned p11s_header_class_of(const char *name)
 	return P11S_HDR_OUTER;
 }
 
-static int push_field(p11s_headers *h, char *name, char *raw, size_t len)
+static int push_field(p11i_headers *h, char *name, char *raw, size_t len)
 {
 	struct field f = {name, raw, len, 0};
 
-	return p11s_vec_push(&h->f, f);
+	return p11i_vec_push(&h->f, f);
 }
 
-p11s_rc p11s_headers_add(p11s_headers *h, const char *name, const char *value, p11s_error *err)
+p11s_rc p11i_headers_add(p11i_headers *h, const char *name, const char *value, p11s_error *err)
 {
 	char *n, *raw;
 
 	if (strpbrk(value, "\r\n") != NULL || strpbrk(name, ": \t\r\n") != NULL || *name == '\0')
-		return p11s_err(err, P11S_E_USAGE, "a header field must be one line");
+		return p11i_err(err, P11S_E_USAGE, "a header field must be one line");
 	n = strdup(name);
-	raw = p11s_asprintf("%s: %s%s", name, value, h->eol == P11S_EOL_CRLF ? "\r\n" : "\n");
+	raw = p11i_asprintf("%s: %s%s", name, value, h->eol == P11S_EOL_CRLF ? "\r\n" : "\n");
 	if (n == NULL || raw == NULL || push_field(h, n, raw, strlen(raw)) != 0) {
 		free(n);
 		free(raw);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	return P11S_OK;
 }
 
-size_t p11s_headers_remove(p11s_headers *h, const char *name)
+size_t p11i_headers_remove(p11i_headers *h, const char *name)
 {
 	size_t o = 0, removed = 0;
 
@@ -185,13 +185,13 @@ size_t p11s_headers_remove(p11s_headers *h, const char *name)
 	return removed;
 }
 
-p11s_rc p11s_headers_write(const p11s_headers *h, unsigned classes, BIO *out, p11s_error *err)
+p11s_rc p11i_headers_write(const p11i_headers *h, unsigned classes, BIO *out, p11s_error *err)
 {
 	for (size_t i = 0; i < h->f.n; i++) {
-		if (!(p11s_header_class_of(h->f.v[i].name) & classes))
+		if (!(p11i_header_class_of(h->f.v[i].name) & classes))
 			continue;
 		if (BIO_write(out, h->f.v[i].raw, (int)h->f.v[i].len) != (int)h->f.v[i].len)
-			return p11s_err(err, P11S_E_IO, "cannot write the message headers");
+			return p11i_err(err, P11S_E_IO, "cannot write the message headers");
 	}
 	return P11S_OK;
 }
@@ -254,10 +254,10 @@ static size_t strip_eol(const char *p, size_t n)
  * Parse a header block.  @p top: the block of a whole input (an empty input
  * is an error there; inside a multipart, an empty part is not).
  */
-static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_headers **out,
+static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11i_headers **out,
                              p11s_error *err)
 {
-	p11s_headers *h = p11s_headers_new(P11S_EOL_CRLF);
+	p11i_headers *h = p11i_headers_new(P11S_EOL_CRLF);
 	char *line = NULL;
 	size_t cap = 0, total = 0, lineno = 0;
 	p11s_rc rc = P11S_OK;
@@ -265,7 +265,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 	if (max == 0)
 		max = P11S_HEADERS_MAX_DEFAULT;
 	if (h == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	for (;;) {
 		size_t len = 0;
 		const char *p;
@@ -275,7 +275,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 		/* Gather one whole line. */
 		while (!complete && (r = seg(src, &p, &n)) > 0) {
 			if (total + len + n > max) {
-				rc = p11s_err(err, P11S_E_INPUT,
+				rc = p11i_err(err, P11S_E_INPUT,
 				              "the header block is longer than %zu bytes", max);
 				goto out;
 			}
@@ -284,7 +284,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 				char *nl = realloc(line, ncap);
 
 				if (nl == NULL) {
-					rc = p11s_err_nomem(err);
+					rc = p11i_err_nomem(err);
 					goto out;
 				}
 				line = nl;
@@ -295,17 +295,17 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 			complete = line[len - 1] == '\n';
 		}
 		if (!complete && r == SEG_NUL) {
-			rc = p11s_err(err, P11S_E_INPUT, "header line %zu holds a NUL byte",
+			rc = p11i_err(err, P11S_E_INPUT, "header line %zu holds a NUL byte",
 			              lineno + 1);
 			goto out;
 		}
 		if (!complete && r < 0) {
-			rc = p11s_err(err, P11S_E_IO, "cannot read the message");
+			rc = p11i_err(err, P11S_E_IO, "cannot read the message");
 			goto out;
 		}
 		if (len == 0) {
 			if (top && lineno == 0) {
-				rc = p11s_err(err, P11S_E_INPUT, "the input is empty");
+				rc = p11i_err(err, P11S_E_INPUT, "the input is empty");
 				goto out;
 			}
 			h->body_follows = 0;
@@ -313,14 +313,14 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 		}
 		if (!complete) {
 			rc =
-			    p11s_err(err, P11S_E_INPUT,
+			    p11i_err(err, P11S_E_INPUT,
 			             "the input ends in the middle of header line %zu (truncated?)",
 			             lineno + 1);
 			goto out;
 		}
 		/* Fields are kept as C strings: a NUL would cut one short. */
 		if (memchr(line, '\0', len) != NULL) {
-			rc = p11s_err(err, P11S_E_INPUT, "header line %zu holds a NUL byte",
+			rc = p11i_err(err, P11S_E_INPUT, "header line %zu holds a NUL byte",
 			              lineno + 1);
 			goto out;
 		}
@@ -337,7 +337,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 			char *nr;
 
 			if (h->f.n == 0) {
-				rc = p11s_err(
+				rc = p11i_err(
 				    err, P11S_E_INPUT,
 				    "header line %zu continues a field that does not exist",
 				    lineno);
@@ -350,7 +350,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 
 				nr = realloc(f->raw, ncap);
 				if (nr == NULL) {
-					rc = p11s_err_nomem(err);
+					rc = p11i_err_nomem(err);
 					goto out;
 				}
 				f->raw = nr;
@@ -369,17 +369,17 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11s_he
 		while (i < len && is_wsp((unsigned char)line[i]))
 			i++;
 		if (name_len == 0 || i >= len || line[i] != ':') {
-			rc = p11s_err(err, P11S_E_INPUT,
+			rc = p11i_err(err, P11S_E_INPUT,
 			              "line %zu of the header block is not a header field", lineno);
 			goto out;
 		}
-		char *name = p11s_strndup(line, name_len);
-		char *raw = p11s_strndup(line, len);
+		char *name = p11i_strndup(line, name_len);
+		char *raw = p11i_strndup(line, len);
 
 		if (name == NULL || raw == NULL || push_field(h, name, raw, len) != 0) {
 			free(name);
 			free(raw);
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 			goto out;
 		}
 	}
@@ -388,20 +388,20 @@ out:
 		OPENSSL_cleanse(line, cap);
 	free(line);
 	if (rc != P11S_OK) {
-		p11s_headers_free(h);
+		p11i_headers_free(h);
 		return rc;
 	}
 	*out = h;
 	return P11S_OK;
 }
 
-p11s_rc p11s_headers_read(BIO *in, size_t max, p11s_headers **out, p11s_error *err)
+p11s_rc p11i_headers_read(BIO *in, size_t max, p11i_headers **out, p11s_error *err)
 {
 	struct gets_src *s = malloc(sizeof(*s));
 	p11s_rc rc;
 
 	if (s == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	s->in = in;
 	rc = parse_headers(gets_seg, s, max, 1, out, err);
 	OPENSSL_cleanse(s, sizeof(*s));
@@ -445,14 +445,14 @@ static int is_token_char(int c)
 
 static char *lower_dup(const char *p, size_t n)
 {
-	char *s = p11s_strndup(p, n);
+	char *s = p11i_strndup(p, n);
 
 	for (size_t i = 0; s != NULL && i < n; i++)
 		s[i] = (char)tolower((unsigned char)s[i]);
 	return s;
 }
 
-char *p11s_mime_media_type(const char *value)
+char *p11i_mime_media_type(const char *value)
 {
 	const char *p, *t, *s;
 	size_t tl, sl;
@@ -536,7 +536,7 @@ static int hexval(int c)
 
 #define MAX_SECTIONS 64
 
-char *p11s_mime_param(const char *value, const char *name)
+char *p11i_mime_param(const char *value, const char *name)
 {
 	char *plain = NULL, *sect[MAX_SECTIONS] = {0};
 	size_t nlen = strlen(name), nsect = 0;
@@ -680,19 +680,19 @@ out:
 	return result;
 }
 
-char *p11s_mime_transfer_encoding(const p11s_headers *h)
+char *p11i_mime_transfer_encoding(const p11i_headers *h)
 {
-	char *v = p11s_headers_get(h, "Content-Transfer-Encoding");
+	char *v = p11i_headers_get(h, "Content-Transfer-Encoding");
 	const char *p, *s;
 	char *out;
 
 	if (v == NULL)
-		return p11s_strdup("7bit");
+		return p11i_strdup("7bit");
 	p = skip_cfws(v);
 	s = p;
 	while (is_token_char((unsigned char)*p))
 		p++;
-	out = p == s ? p11s_strdup("7bit") : lower_dup(s, (size_t)(p - s));
+	out = p == s ? p11i_strdup("7bit") : lower_dup(s, (size_t)(p - s));
 	free(v);
 	return out;
 }
@@ -704,7 +704,7 @@ typedef P11S_VEC(char *) strv;
 
 static int strv_push(strv *sv, char *s)
 {
-	if (p11s_vec_reserve(sv, 2) != 0) {
+	if (p11i_vec_reserve(sv, 2) != 0) {
 		free(s);
 		return -1;
 	}
@@ -725,7 +725,7 @@ typedef P11S_VEC(char) sbuf;
 
 static int sb_add(sbuf *b, const char *p, size_t n)
 {
-	if (p11s_vec_reserve(b, n + 1) != 0)
+	if (p11i_vec_reserve(b, n + 1) != 0)
 		return -1;
 	memcpy(b->v + b->n, p, n);
 	b->n += n;
@@ -739,7 +739,7 @@ static int finish_mailbox(strv *sv, sbuf *plain, sbuf *angle, int saw_angle)
 	int r = 0;
 
 	if (b->n > 0) {
-		char *s = p11s_strndup(b->v, b->n);
+		char *s = p11i_strndup(b->v, b->n);
 
 		r = s == NULL ? -1 : strv_push(sv, s);
 	}
@@ -754,7 +754,7 @@ static int is_addr_delim(char c)
 	return c != '\0' && strchr(" \t\r\n()\"[]<>:,;", c) != NULL;
 }
 
-p11s_rc p11s_mime_addresses(const char *value, char ***out, size_t *n, p11s_error *err)
+p11s_rc p11i_mime_addresses(const char *value, char ***out, size_t *n, p11s_error *err)
 {
 	strv sv = {0};
 	sbuf plain = {0}, angle = {0};
@@ -850,13 +850,13 @@ p11s_rc p11s_mime_addresses(const char *value, char ***out, size_t *n, p11s_erro
 	if (bad != NULL || nomem) {
 		p11s_strv_free(sv.v);
 		if (nomem)
-			return p11s_err_nomem(err);
-		return p11s_err(err, P11S_E_INPUT, "malformed address list: %s", bad);
+			return p11i_err_nomem(err);
+		return p11i_err(err, P11S_E_INPUT, "malformed address list: %s", bad);
 	}
 	if (sv.v == NULL) {
 		sv.v = calloc(1, sizeof(char *));
 		if (sv.v == NULL)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 	}
 	*out = sv.v;
 	if (n != NULL)
@@ -864,7 +864,7 @@ p11s_rc p11s_mime_addresses(const char *value, char ***out, size_t *n, p11s_erro
 	return P11S_OK;
 }
 
-int p11s_mail_addr_equal(const char *a, const char *b)
+int p11i_mail_addr_equal(const char *a, const char *b)
 {
 	const char *da = strrchr(a, '@'), *db = strrchr(b, '@');
 
@@ -874,7 +874,7 @@ int p11s_mail_addr_equal(const char *a, const char *b)
 	       strcasecmp(da + 1, db + 1) == 0;
 }
 
-/* A hash that agrees with p11s_mail_addr_equal: equal addresses hash alike. */
+/* A hash that agrees with p11i_mail_addr_equal: equal addresses hash alike. */
 static size_t addr_hash(const char *a)
 {
 	const char *at = strrchr(a, '@');
@@ -921,14 +921,14 @@ static int addr_set_add(struct addr_set *set, const strv *sv, const char *a, siz
 		set->cap = cap;
 	}
 	for (i = addr_hash(a) & (set->cap - 1); set->slot[i] != 0; i = (i + 1) & (set->cap - 1))
-		if (p11s_mail_addr_equal(sv->v[set->slot[i] - 1], a))
+		if (p11i_mail_addr_equal(sv->v[set->slot[i] - 1], a))
 			return 0;
 	set->slot[i] = idx + 1;
 	set->n++;
 	return 1;
 }
 
-p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, char ***out,
+p11s_rc p11i_headers_addresses(const p11i_headers *h, const char *const *names, char ***out,
                                size_t *n, p11s_error *err)
 {
 	strv sv = {0};
@@ -942,16 +942,16 @@ p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, 
 			wanted |= strcasecmp(h->f.v[i].name, names[k]) == 0;
 		if (!wanted)
 			continue;
-		char *v = p11s_headers_value(h, i);
+		char *v = p11i_headers_value(h, i);
 		char **addrs = NULL;
 
 		if (v == NULL) {
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 			break;
 		}
-		rc = p11s_mime_addresses(v, &addrs, NULL, err);
+		rc = p11i_mime_addresses(v, &addrs, NULL, err);
 		if (rc != P11S_OK)
-			rc = p11s_err(err, rc, "%s: %s", h->f.v[i].name, p11s_error_message(err));
+			rc = p11i_err(err, rc, "%s: %s", h->f.v[i].name, p11s_error_message(err));
 		free(v);
 		for (size_t k = 0; rc == P11S_OK && addrs[k] != NULL; k++) {
 			char *copy;
@@ -963,7 +963,7 @@ p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, 
 				continue;
 			if (added < 0 || (copy = strdup(addrs[k])) == NULL ||
 			    strv_push(&sv, copy) != 0)
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 		}
 		p11s_strv_free(addrs);
 	}
@@ -973,7 +973,7 @@ p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, 
 		return rc;
 	}
 	if (sv.v == NULL && (sv.v = calloc(1, sizeof(char *))) == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	*out = sv.v;
 	if (n != NULL)
 		*n = sv.n;
@@ -985,7 +985,7 @@ p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, 
 #define EOL_RAW 4096
 
 struct eol_state {
-	p11s_eol to;
+	p11i_eol to;
 	int w_cr;                   /* write side: a CR whose successor is unknown (LF mode) */
 	int w_prev_cr;              /* write side: last byte was CR (CRLF mode) */
 	int r_cr, r_prev_cr;        /* read side, the same */
@@ -995,7 +995,7 @@ struct eol_state {
 };
 
 /* Convert @p n bytes; returns the output length (at most 2n + 1). */
-static size_t eol_convert(p11s_eol to, int *held_cr, int *prev_cr, const char *in, size_t n,
+static size_t eol_convert(p11i_eol to, int *held_cr, int *prev_cr, const char *in, size_t n,
                           char *o)
 {
 	const char *end = in + n;
@@ -1198,7 +1198,7 @@ static void eol_method_init(void)
 	eol_method = m;
 }
 
-BIO *p11s_bio_eol_new(p11s_eol to)
+BIO *p11i_bio_eol_new(p11i_eol to)
 {
 	struct eol_state *s;
 	BIO *b;
@@ -1447,16 +1447,16 @@ static int body_seg_fn(void *arg, const char **p, size_t *n)
 
 static p11s_rc read_fail(struct canon *c)
 {
-	return p11s_err(c->err, P11S_E_IO, "cannot read the message body");
+	return p11i_err(c->err, P11S_E_IO, "cannot read the message body");
 }
 
 /* Header fields in canonical form (CRLF), optionally without one field. */
-static void put_fields(struct canon *c, const p11s_headers *h, unsigned classes, const char *skip)
+static void put_fields(struct canon *c, const p11i_headers *h, unsigned classes, const char *skip)
 {
 	for (size_t i = 0; i < h->f.n; i++) {
 		const char *raw = h->f.v[i].raw, *end = raw + h->f.v[i].len;
 
-		if (!(p11s_header_class_of(h->f.v[i].name) & classes))
+		if (!(p11i_header_class_of(h->f.v[i].name) & classes))
 			continue;
 		if (skip != NULL && strcasecmp(h->f.v[i].name, skip) == 0)
 			continue;
@@ -1675,9 +1675,9 @@ static int scan_leaf_seekable(struct canon *c, long start)
 		return read_fail(c), -1;
 	c->resume = BIO_tell(c->r.in);
 	if (c->resume < 0 || BIO_seek(c->r.in, start) != 0)
-		return p11s_err(c->err, P11S_E_IO, "cannot read the input a second time"), -1;
+		return p11i_err(c->err, P11S_E_IO, "cannot read the input a second time"), -1;
 	if (lr_init(&c->spool_r, c->r.in) != 0)
-		return p11s_err_nomem(c->err), -1;
+		return p11i_err_nomem(c->err), -1;
 	c->spool_r.limited = 1;
 	c->spool_r.left = scanned;
 	c->replay_in = 1;
@@ -1701,7 +1701,7 @@ static int scan_leaf(struct canon *c)
 	c->spool = BIO_new(BIO_s_mem());
 	if (c->spool == NULL || stage == NULL) {
 		free(stage);
-		return p11s_err_nomem(c->err), -1;
+		return p11i_err_nomem(c->err), -1;
 	}
 	while ((r = body_seg(c, &p, &n)) > 0) {
 		if (!dirty && !seg_is_7bit(p, n, &linelen))
@@ -1714,11 +1714,11 @@ static int scan_leaf(struct canon *c)
 			if (stage_flush(c, stage, &sn) != 0)
 				goto write_fail;
 			ml = BIO_get_mem_data(c->spool, &mem);
-			fb = p11s_spool_new(NULL);
+			fb = p11i_spool_new(NULL);
 			if (fb == NULL || (ml > 0 && write_all(fb, mem, (size_t)ml) != 0)) {
 				BIO_free(fb);
 				free(stage);
-				return p11s_err(c->err, P11S_E_IO,
+				return p11i_err(c->err, P11S_E_IO,
 				                "cannot spool a large part to a temporary file: %s",
 				                strerror(errno)),
 				       -1;
@@ -1747,18 +1747,18 @@ static int scan_leaf(struct canon *c)
 	if (r < 0)
 		return read_fail(c), -1;
 	if (fb != NULL && BIO_seek(c->spool, 0) != 0)
-		return p11s_err(c->err, P11S_E_IO, "cannot read back a spooled part: %s",
+		return p11i_err(c->err, P11S_E_IO, "cannot read back a spooled part: %s",
 		                strerror(errno)),
 		       -1;
 	if (lr_init(&c->spool_r, c->spool) != 0)
-		return p11s_err_nomem(c->err), -1;
+		return p11i_err_nomem(c->err), -1;
 	c->spooling = 1;
 	/* Replay starts where the leaf started: at a line start. */
 	c->bol = 1;
 	return dirty;
 write_fail:
 	free(stage);
-	return p11s_err(c->err, P11S_E_IO, "cannot spool a large part to a temporary file: %s",
+	return p11i_err(c->err, P11S_E_IO, "cannot spool a large part to a temporary file: %s",
 	                strerror(errno)),
 	       -1;
 }
@@ -1795,7 +1795,7 @@ static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
 		switch (enc) {
 		case ENC_PASS:
 			if (check_7bit && has_8bit(p, len))
-				return p11s_err(c->err, P11S_E_INPUT,
+				return p11i_err(c->err, P11S_E_INPUT,
 				                "a part declared base64 or quoted-printable holds "
 				                "8-bit bytes");
 			put_pending(c);
@@ -1852,7 +1852,7 @@ static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
 	return P11S_OK;
 }
 
-static p11s_rc entity(struct canon *c, const p11s_headers *h, unsigned classes, int in_digest,
+static p11s_rc entity(struct canon *c, const p11i_headers *h, unsigned classes, int in_digest,
                       size_t depth);
 
 static const char *end_name(struct canon *c)
@@ -1891,7 +1891,7 @@ static void put_delim(struct canon *c, const char *bnd, int close)
 	c->pending = c->end_eol;
 }
 
-static p11s_rc multipart(struct canon *c, const p11s_headers *h, unsigned classes,
+static p11s_rc multipart(struct canon *c, const p11i_headers *h, unsigned classes,
                          const char *media, const char *boundary, int relabel, size_t depth)
 {
 	size_t level = c->nb;
@@ -1900,7 +1900,7 @@ static p11s_rc multipart(struct canon *c, const p11s_headers *h, unsigned classe
 	p11s_rc rc;
 
 	if (c->nb >= MAX_DEPTH)
-		return p11s_err(c->err, P11S_E_INPUT, "MIME nesting is deeper than %d", MAX_DEPTH);
+		return p11i_err(c->err, P11S_E_INPUT, "MIME nesting is deeper than %d", MAX_DEPTH);
 	put_fields(c, h, classes, relabel ? "Content-Transfer-Encoding" : NULL);
 	if (relabel)
 		put_s(c, "Content-Transfer-Encoding: 7bit\r\n");
@@ -1915,7 +1915,7 @@ static p11s_rc multipart(struct canon *c, const p11s_headers *h, unsigned classe
 	for (;;) {
 		if (c->end != END_DELIM || c->end_level != level) {
 			rc =
-			    p11s_err(c->err, P11S_E_INPUT,
+			    p11i_err(c->err, P11S_E_INPUT,
 			             "%s (boundary \"%s\") ends at %s before its closing delimiter "
 			             "(truncated?)",
 			             media, boundary, end_name(c));
@@ -1929,17 +1929,17 @@ static p11s_rc multipart(struct canon *c, const p11s_headers *h, unsigned classe
 		if (close)
 			break;
 		part++;
-		p11s_headers *ph = NULL;
+		p11i_headers *ph = NULL;
 
 		rc = parse_headers(body_seg_fn, c, 0, 0, &ph, c->err);
 		if (rc != P11S_OK) {
-			rc = p11s_err(c->err, rc, "part %zu of %s: %s", part, media,
+			rc = p11i_err(c->err, rc, "part %zu of %s: %s", part, media,
 			              p11s_error_message(c->err));
 			goto out;
 		}
 		put_pending(c);
 		rc = entity(c, ph, P11S_HDR_ALL, digest, depth + 1);
-		p11s_headers_free(ph);
+		p11i_headers_free(ph);
 		if (rc != P11S_OK)
 			goto out;
 	}
@@ -1956,37 +1956,37 @@ static int is_text(const char *media)
 	return strncmp(media, "text/", 5) == 0;
 }
 
-static p11s_rc entity(struct canon *c, const p11s_headers *h, unsigned classes, int in_digest,
+static p11s_rc entity(struct canon *c, const p11i_headers *h, unsigned classes, int in_digest,
                       size_t depth)
 {
-	char *ct = p11s_headers_get(h, "Content-Type");
-	char *media = p11s_mime_media_type(ct);
-	char *cte = p11s_mime_transfer_encoding(h);
+	char *ct = p11i_headers_get(h, "Content-Type");
+	char *media = p11i_mime_media_type(ct);
+	char *cte = p11i_mime_transfer_encoding(h);
 	char *boundary = NULL;
 	p11s_rc rc = P11S_OK;
 	int relabel;
 
 	if (depth > MAX_DEPTH) {
-		rc = p11s_err(c->err, P11S_E_INPUT, "MIME nesting is deeper than %d", MAX_DEPTH);
+		rc = p11i_err(c->err, P11S_E_INPUT, "MIME nesting is deeper than %d", MAX_DEPTH);
 		goto out;
 	}
 	if (media == NULL)
-		media = p11s_strdup(in_digest ? "message/rfc822" : "text/plain");
+		media = p11i_strdup(in_digest ? "message/rfc822" : "text/plain");
 	if (media == NULL || cte == NULL) {
-		rc = p11s_err_nomem(c->err);
+		rc = p11i_err_nomem(c->err);
 		goto out;
 	}
 	relabel = strcmp(cte, "8bit") == 0 || strcmp(cte, "binary") == 0;
 
 	if (strncmp(media, "multipart/", 10) == 0) {
-		boundary = p11s_mime_param(ct, "boundary");
+		boundary = p11i_mime_param(ct, "boundary");
 		if (boundary == NULL || *boundary == '\0' || strlen(boundary) > 200) {
-			rc = p11s_err(c->err, P11S_E_INPUT, "%s without a boundary parameter",
+			rc = p11i_err(c->err, P11S_E_INPUT, "%s without a boundary parameter",
 			              media);
 			goto out;
 		}
 		if (!relabel && strcmp(cte, "7bit") != 0) {
-			rc = p11s_err(c->err, P11S_E_INPUT, "%s with transfer encoding %s", media,
+			rc = p11i_err(c->err, P11S_E_INPUT, "%s with transfer encoding %s", media,
 			              cte);
 			goto out;
 		}
@@ -1994,7 +1994,7 @@ static p11s_rc entity(struct canon *c, const p11s_headers *h, unsigned classes, 
 		goto out;
 	}
 	if (strcmp(media, "message/rfc822") == 0 && (relabel || strcmp(cte, "7bit") == 0)) {
-		p11s_headers *eh = NULL;
+		p11i_headers *eh = NULL;
 
 		put_fields(c, h, classes, relabel ? "Content-Transfer-Encoding" : NULL);
 		if (relabel)
@@ -2005,7 +2005,7 @@ static p11s_rc entity(struct canon *c, const p11s_headers *h, unsigned classes, 
 			goto out;
 		put_pending(c);
 		rc = entity(c, eh, P11S_HDR_ALL, 0, depth + 1);
-		p11s_headers_free(eh);
+		p11i_headers_free(eh);
 		goto out;
 	}
 
@@ -2045,31 +2045,31 @@ out:
 	return rc;
 }
 
-p11s_rc p11s_mime_canonicalize(const p11s_headers *h, unsigned classes, BIO *body, BIO *out,
+p11s_rc p11i_mime_canonicalize(const p11i_headers *h, unsigned classes, BIO *body, BIO *out,
                                p11s_error *err)
 {
 	struct canon *c = calloc(1, sizeof(*c));
 	p11s_rc rc;
 
 	if (c == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	c->out = out;
 	c->err = err;
 	c->bol = 1;
 	c->ob = malloc(OBUF_SIZE);
 	if (c->ob == NULL || lr_init(&c->r, body) != 0) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	rc = entity(c, h, classes, 0, 0);
 	if (rc == P11S_OK && c->end != END_EOF)
-		rc = p11s_err(err, P11S_E_INTERNAL, "MIME framing stopped before the end");
+		rc = p11i_err(err, P11S_E_INTERNAL, "MIME framing stopped before the end");
 	if (rc == P11S_OK) {
 		put_pending(c);
 		flush_out(c);
 		if (c->ofail)
 			rc =
-			    p11s_err_ossl(err, P11S_E_IO, "cannot write the canonical MIME entity");
+			    p11i_err_ossl(err, P11S_E_IO, "cannot write the canonical MIME entity");
 	}
 out:
 	free(c->r.buf);

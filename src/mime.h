@@ -25,24 +25,24 @@ extern "C" {
 #endif
 
 /** Line-end styles. */
-typedef enum p11s_eol {
+typedef enum p11i_eol {
 	P11S_EOL_CRLF = 0, /**< "\r\n": canonical MIME, SMTP */
 	P11S_EOL_LF = 1,   /**< "\n": Unix files, sendmail pipes */
-} p11s_eol;
+} p11i_eol;
 
-/** Header classes; combine as bits for p11s_headers_write(). */
-enum p11s_header_class {
+/** Header classes; combine as bits for p11i_headers_write(). */
+enum p11i_header_class {
 	P11S_HDR_OUTER = 1u << 0,        /**< From, To, Subject, Received, X-...: the message's */
 	P11S_HDR_CONTENT = 1u << 1,      /**< Content-*: the entity's */
 	P11S_HDR_MIME_VERSION = 1u << 2, /**< MIME-Version */
 	P11S_HDR_ALL = 7u,
 };
 
-/** Default bound on a header block (bytes), for p11s_headers_read(). */
+/** Default bound on a header block (bytes), for p11i_headers_read(). */
 #define P11S_HEADERS_MAX_DEFAULT (1024 * 1024)
 
 /** An ordered, byte-exact header block. */
-typedef struct p11s_headers p11s_headers;
+typedef struct p11i_headers p11i_headers;
 
 /**
  * Read the header block of a message or of a bare MIME entity from @p in,
@@ -53,56 +53,56 @@ typedef struct p11s_headers p11s_headers;
  *
  * Folded fields keep their line breaks; the line-end style is that of the
  * first line.  A block that ends at end of input after a complete line is a
- * message without a body (p11s_headers_body_follows() says 0).
+ * message without a body (p11i_headers_body_follows() says 0).
  * P11S_E_INPUT when: the input is empty; a line is neither a field nor a
  * continuation ("line 3 is not a header field"); the input ends in the
  * middle of a line of the block (truncated); the block exceeds @p max bytes
  * (0: P11S_HEADERS_MAX_DEFAULT).
  */
-p11s_rc p11s_headers_read(BIO *in, size_t max, p11s_headers **out, p11s_error *err);
+p11s_rc p11i_headers_read(BIO *in, size_t max, p11i_headers **out, p11s_error *err);
 
-/** An empty block, for building one with p11s_headers_add(); NULL on ENOMEM. */
-p11s_headers *p11s_headers_new(p11s_eol eol);
+/** An empty block, for building one with p11i_headers_add(); NULL on ENOMEM. */
+p11i_headers *p11i_headers_new(p11i_eol eol);
 /** NULL is fine. */
-void p11s_headers_free(p11s_headers *h);
+void p11i_headers_free(p11i_headers *h);
 
 /** The line-end style of the block (of its first line). */
-p11s_eol p11s_headers_eol(const p11s_headers *h);
+p11i_eol p11i_headers_eol(const p11i_headers *h);
 /** 1 when a blank line ended the block, 0 when the input ended instead. */
-int p11s_headers_body_follows(const p11s_headers *h);
+int p11i_headers_body_follows(const p11i_headers *h);
 /** Number of fields. */
-size_t p11s_headers_count(const p11s_headers *h);
+size_t p11i_headers_count(const p11i_headers *h);
 /** Field @p i's name as written (without trailing blanks); owned by @p h. */
-const char *p11s_headers_name(const p11s_headers *h, size_t i);
+const char *p11i_headers_name(const p11i_headers *h, size_t i);
 /** Field @p i exactly as read, continuation lines and line ends included; owned by @p h. */
-const char *p11s_headers_raw(const p11s_headers *h, size_t i, size_t *len);
+const char *p11i_headers_raw(const p11i_headers *h, size_t i, size_t *len);
 /**
  * Field @p i's value unfolded (line breaks of folding removed, RFC 5322
  * 2.2.3) and trimmed of leading and trailing blanks; caller frees.  NULL on
  * ENOMEM.
  */
-char *p11s_headers_value(const p11s_headers *h, size_t i);
+char *p11i_headers_value(const p11i_headers *h, size_t i);
 /** Index of the first field named @p name (case-insensitive) at or after @p from; -1 if none. */
-long p11s_headers_find(const p11s_headers *h, const char *name, size_t from);
+long p11i_headers_find(const p11i_headers *h, const char *name, size_t from);
 /** Unfolded value of the first field named @p name; caller frees; NULL when absent. */
-char *p11s_headers_get(const p11s_headers *h, const char *name);
-/** The class of a field name (enum p11s_header_class, one bit). */
-unsigned p11s_header_class_of(const char *name);
+char *p11i_headers_get(const p11i_headers *h, const char *name);
+/** The class of a field name (enum p11i_header_class, one bit). */
+unsigned p11i_header_class_of(const char *name);
 
 /**
  * Append "Name: value" with the block's line end.  @p value must be one
  * line (P11S_E_USAGE otherwise); long values are not folded.
  */
-p11s_rc p11s_headers_add(p11s_headers *h, const char *name, const char *value, p11s_error *err);
+p11s_rc p11i_headers_add(p11i_headers *h, const char *name, const char *value, p11s_error *err);
 /** Remove every field named @p name (case-insensitive); returns how many. */
-size_t p11s_headers_remove(p11s_headers *h, const char *name);
+size_t p11i_headers_remove(p11i_headers *h, const char *name);
 
 /**
- * Write the fields whose class is in @p classes (enum p11s_header_class
+ * Write the fields whose class is in @p classes (enum p11i_header_class
  * bits), in order, byte for byte as read.  The blank line that ends a block
  * is not written.  P11S_E_IO when @p out fails.
  */
-p11s_rc p11s_headers_write(const p11s_headers *h, unsigned classes, BIO *out, p11s_error *err);
+p11s_rc p11i_headers_write(const p11i_headers *h, unsigned classes, BIO *out, p11s_error *err);
 
 /* ------------------------------------------------------- field values */
 
@@ -111,7 +111,7 @@ p11s_rc p11s_headers_write(const p11s_headers *h, unsigned classes, BIO *out, p1
  * or comments ("multipart/signed"); caller frees.  NULL when @p value is
  * NULL or not "type/subtype".
  */
-char *p11s_mime_media_type(const char *value);
+char *p11i_mime_media_type(const char *value);
 /**
  * Parameter @p name (case-insensitive) of a Content-Type or
  * Content-Disposition value, unquoted ("boundary", "smime-type",
@@ -119,12 +119,12 @@ char *p11s_mime_media_type(const char *value);
  * absent.  RFC 2231 continuations (name*0=) are joined; their charset and
  * language prefix is dropped.
  */
-char *p11s_mime_param(const char *value, const char *name);
+char *p11i_mime_param(const char *value, const char *name);
 /**
  * Content-Transfer-Encoding of a block, lower case ("7bit" when absent);
  * caller frees; NULL on ENOMEM.
  */
-char *p11s_mime_transfer_encoding(const p11s_headers *h);
+char *p11i_mime_transfer_encoding(const p11i_headers *h);
 
 /* ------------------------------------------------------------ addresses */
 
@@ -137,19 +137,19 @@ char *p11s_mime_transfer_encoding(const p11s_headers *h);
  * *n (may be NULL) gets the count.  P11S_E_INPUT on an unterminated quote,
  * comment, angle address or domain literal.
  */
-p11s_rc p11s_mime_addresses(const char *value, char ***out, size_t *n, p11s_error *err);
+p11s_rc p11i_mime_addresses(const char *value, char ***out, size_t *n, p11s_error *err);
 /**
  * The addresses of every field named in @p names (a NULL-terminated list,
  * e.g. {"To", "Cc", NULL}), in header order, duplicates (by
- * p11s_mail_addr_equal) dropped.  Same array convention.
+ * p11i_mail_addr_equal) dropped.  Same array convention.
  */
-p11s_rc p11s_headers_addresses(const p11s_headers *h, const char *const *names, char ***out,
+p11s_rc p11i_headers_addresses(const p11i_headers *h, const char *const *names, char ***out,
                                size_t *n, p11s_error *err);
 /**
  * Address equality as mail systems use it: local parts compared exactly,
  * domains (after the last '@') case-insensitively.  1 equal, 0 not.
  */
-int p11s_mail_addr_equal(const char *a, const char *b);
+int p11i_mail_addr_equal(const char *a, const char *b);
 /** Free a NULL-terminated array of strings; NULL is fine. */
 void p11s_strv_free(char **v);
 
@@ -163,7 +163,7 @@ void p11s_strv_free(char **v);
  * handled.  Push it onto the BIO it filters: BIO_push(eol, file).  NULL on
  * ENOMEM.
  */
-BIO *p11s_bio_eol_new(p11s_eol to);
+BIO *p11i_bio_eol_new(p11i_eol to);
 
 /* -------------------------------------------------------- canonical form */
 
@@ -188,7 +188,7 @@ BIO *p11s_bio_eol_new(p11s_eol to);
  * declared base64 or quoted-printable holds 8-bit bytes, or nesting is
  * deeper than 32.  P11S_E_IO when @p body or @p out fails.
  */
-p11s_rc p11s_mime_canonicalize(const p11s_headers *h, unsigned classes, BIO *body, BIO *out,
+p11s_rc p11i_mime_canonicalize(const p11i_headers *h, unsigned classes, BIO *body, BIO *out,
                                p11s_error *err);
 
 struct p11s_milter_msg;
@@ -197,7 +197,7 @@ struct p11s_milter_msg;
  * p11s_milter_msg_end_headers()), or NULL; owned by @p m.  Private: for the
  * tests (src/milter_msg.c).
  */
-const p11s_headers *p11s_milter_msg_headers(const struct p11s_milter_msg *m);
+const p11i_headers *p11i_milter_msg_headers(const struct p11s_milter_msg *m);
 
 #ifdef __cplusplus
 }

@@ -90,20 +90,20 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 	} else {
 		fp = fopen(path, "rb");
 		if (fp == NULL)
-			return p11s_err(err, P11S_E_IO, "cannot open '%s': %s", name,
+			return p11i_err(err, P11S_E_IO, "cannot open '%s': %s", name,
 			                strerror(errno));
 	}
 	/* fopen() takes a directory; its first read fails, which readers would take for an end. */
 	if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
 		if (fp != stdin)
 			fclose(fp);
-		return p11s_err(err, P11S_E_IO, "cannot read '%s': it is a directory", name);
+		return p11i_err(err, P11S_E_IO, "cannot read '%s': it is a directory", name);
 	}
 	b = BIO_new_fp(fp, fp == stdin ? BIO_NOCLOSE : BIO_CLOSE);
 	if (b == NULL) {
 		if (fp != stdin)
 			fclose(fp);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	/*
 	 * Readers ask for 64 KiB at a time, and stdio's 4 KiB buffer splits that
@@ -165,13 +165,13 @@ static int out_drain(p11s_output *o)
 	if (o->len == 0)
 		return 0;
 	if (o->fd < 0) {
-		o->fd = p11s_tmpfile(NULL);
+		o->fd = p11i_tmpfile(NULL);
 		if (o->fd < 0) {
 			o->werr = errno;
 			return -1;
 		}
 	}
-	if (p11s_write_full(o->fd, o->buf, o->len) != 0) {
+	if (p11i_write_full(o->fd, o->buf, o->len) != 0) {
 		o->werr = errno;
 		return -1;
 	}
@@ -211,7 +211,7 @@ static int out_write(BIO *b, const char *in, int inl)
 		}
 		if (o->len == 0 && n >= o->cap && o->fd >= 0) {
 			/* A large write goes straight through. */
-			if (p11s_write_full(o->fd, p, n) != 0) {
+			if (p11i_write_full(o->fd, p, n) != 0) {
 				o->werr = errno;
 				return -1;
 			}
@@ -300,12 +300,12 @@ static p11s_rc resolve_link(p11s_output *o, p11s_error *err)
 
 	if (fd < 0) {
 		if (errno == ENOENT)
-			return p11s_err(
+			return p11i_err(
 			    err, P11S_E_IO,
 			    "cannot write '%s': it is a symbolic link to a file that does "
 			    "not exist (give the file's own name)",
 			    o->shown);
-		return p11s_err(err, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
+		return p11i_err(err, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
 	}
 	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
 		/* /dev/stdout and the like: written directly through the link. */
@@ -315,7 +315,7 @@ static p11s_rc resolve_link(p11s_output *o, p11s_error *err)
 	}
 	if (fstat(fd, &st) != 0 || (real = realpath(o->shown, NULL)) == NULL) {
 		p11s_rc rc =
-		    p11s_err(err, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
+		    p11i_err(err, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
 		close(fd);
 		return rc;
 	}
@@ -324,7 +324,7 @@ static p11s_rc resolve_link(p11s_output *o, p11s_error *err)
 	o->path = real;
 	/* The link moved while we looked: refuse rather than guess. */
 	if (lstat(real, &o->st) != 0 || o->st.st_dev != st.st_dev || o->st.st_ino != st.st_ino)
-		return p11s_err(err, P11S_E_IO, "cannot write '%s': it changed while being opened",
+		return p11i_err(err, P11S_E_IO, "cannot write '%s': it changed while being opened",
 		                o->shown);
 	o->exists = 1;
 	return P11S_OK;
@@ -337,7 +337,7 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 
 	o->path = strdup(o->shown);
 	if (o->path == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	if (lstat(o->path, &o->st) == 0) {
 		o->exists = 1;
 		if (S_ISLNK(o->st.st_mode)) {
@@ -347,7 +347,7 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 				return rc;
 		}
 		if (S_ISDIR(o->st.st_mode))
-			return p11s_err(err, P11S_E_IO, "cannot write '%s': it is a directory",
+			return p11i_err(err, P11S_E_IO, "cannot write '%s': it is a directory",
 			                o->shown);
 		if (!S_ISREG(o->st.st_mode)) {
 			/*
@@ -357,16 +357,16 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 			o->kind = OUT_DIRECT;
 			o->fd = open(o->path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
 			if (o->fd < 0)
-				return p11s_err(err, P11S_E_IO, "cannot open '%s': %s", o->shown,
+				return p11i_err(err, P11S_E_IO, "cannot open '%s': %s", o->shown,
 				                strerror(errno));
 			return P11S_OK;
 		}
 	} else if (errno != ENOENT) {
-		return p11s_err(err, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
+		return p11i_err(err, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
 	}
 	dir = dir_of(o->path);
 	if (dir == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	/*
 	 * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH or
 	 * /proc/self/fd: without either (a bare container), use a named one.
@@ -379,10 +379,10 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 	}
 	if (o->fd < 0 && errno == EOPNOTSUPP) {
 		/* No O_TMPFILE here (NFS, old kernels): a named file, renamed at commit. */
-		o->tmp_path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
+		o->tmp_path = p11i_asprintf("%s/.p11smime-XXXXXX", dir);
 		if (o->tmp_path == NULL) {
 			free(dir);
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		}
 		o->fd = mkostemp(o->tmp_path, O_CLOEXEC);
 		if (o->fd < 0) {
@@ -393,7 +393,7 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 	e = errno;
 	free(dir);
 	if (o->fd < 0)
-		return p11s_err(err, P11S_E_IO, "cannot create '%s': %s", o->shown, strerror(e));
+		return p11i_err(err, P11S_E_IO, "cannot create '%s': %s", o->shown, strerror(e));
 	return P11S_OK;
 }
 
@@ -404,17 +404,17 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 	p11s_rc rc;
 
 	if (!CRYPTO_THREAD_run_once(&out_once, out_method_init) || out_method == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	o = calloc(1, sizeof(*o));
 	if (o == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	o->fd = -1;
 	o->flags = flags;
 	if (path != NULL && strcmp(path, "-") != 0) {
 		o->kind = OUT_FILE;
 		o->shown = strdup(path);
 		if (o->shown == NULL)
-			return open_fail(o, p11s_err_nomem(err));
+			return open_fail(o, p11i_err_nomem(err));
 		rc = open_file(o, err);
 		if (rc != P11S_OK)
 			return open_fail(o, rc);
@@ -422,14 +422,14 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 		o->kind = OUT_STDOUT;
 		o->shown = strdup("standard output");
 		if (o->shown == NULL)
-			return open_fail(o, p11s_err_nomem(err));
+			return open_fail(o, p11i_err_nomem(err));
 		/* Nothing to keep whole on /dev/null. */
 		if (fstat(STDOUT_FILENO, &st) == 0 && S_ISCHR(st.st_mode) &&
 		    stat("/dev/null", &null_st) == 0 && st.st_rdev == null_st.st_rdev) {
 			o->kind = OUT_DIRECT;
 			o->fd = dup(STDOUT_FILENO);
 			if (o->fd < 0)
-				return open_fail(o, p11s_err(err, P11S_E_IO,
+				return open_fail(o, p11i_err(err, P11S_E_IO,
 				                             "cannot write to standard output: %s",
 				                             strerror(errno)));
 		}
@@ -438,7 +438,7 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 	o->buf = malloc(o->cap);
 	o->bio = BIO_new(out_method);
 	if (o->buf == NULL || o->bio == NULL)
-		return open_fail(o, p11s_err_nomem(err));
+		return open_fail(o, p11i_err_nomem(err));
 	BIO_set_data(o->bio, o);
 	*out = o;
 	return P11S_OK;
@@ -486,7 +486,7 @@ p11s_rc p11s_output_explain(const p11s_output *o, p11s_rc rc, p11s_error *err)
 {
 	if (o == NULL || !o->werr)
 		return rc;
-	return p11s_err(err, P11S_E_IO,
+	return p11i_err(err, P11S_E_IO,
 	                o->kind == OUT_STDOUT ? "cannot write to %s: %s" : "cannot write '%s': %s",
 	                o->shown, strerror(o->werr));
 }
@@ -526,7 +526,7 @@ static int copy_spill(int from, int to, off_t size)
 		n = pread(from, buf, OUT_BUF, off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0 || p11s_write_full(to, buf, (size_t)n) != 0) {
+		if (n <= 0 || p11i_write_full(to, buf, (size_t)n) != 0) {
 			if (n == 0)
 				errno = EIO;
 			free(buf);
@@ -550,7 +550,7 @@ static p11s_rc commit_stdout(p11s_output *o, p11s_error *err)
 	if (regular)
 		start = lseek(STDOUT_FILENO, 0, SEEK_CUR);
 	if (o->fd < 0) {
-		fail = p11s_write_full(STDOUT_FILENO, o->buf, o->len);
+		fail = p11i_write_full(STDOUT_FILENO, o->buf, o->len);
 	} else {
 		off_t size = lseek(o->fd, 0, SEEK_END);
 
@@ -603,7 +603,7 @@ static int place_unnamed(p11s_output *o)
 			errno = EIO;
 			break;
 		}
-		tmp = p11s_asprintf("%s/.p11smime-%02x%02x%02x%02x%02x%02x", dir, rnd[0], rnd[1],
+		tmp = p11i_asprintf("%s/.p11smime-%02x%02x%02x%02x%02x%02x", dir, rnd[0], rnd[1],
 		                    rnd[2], rnd[3], rnd[4], rnd[5]);
 		if (tmp == NULL) {
 			errno = ENOMEM;
@@ -676,7 +676,7 @@ fail:
 p11s_rc p11s_output_prepare(p11s_output *o, p11s_error *err)
 {
 	if (o == NULL)
-		return p11s_err(err, P11S_E_INTERNAL, "no output");
+		return p11i_err(err, P11S_E_INTERNAL, "no output");
 	if (o->kind != OUT_FILE || o->prepared)
 		return P11S_OK;
 	if (out_drain(o) != 0 || o->werr || set_mode(o) != 0) {
@@ -695,7 +695,7 @@ p11s_rc p11s_output_commit(p11s_output *o, p11s_error *err)
 	p11s_rc rc = P11S_OK;
 
 	if (o == NULL)
-		return p11s_err(err, P11S_E_INTERNAL, "no output");
+		return p11i_err(err, P11S_E_INTERNAL, "no output");
 	if (o->kind != OUT_STDOUT && out_drain(o) != 0)
 		rc = p11s_output_explain(o, P11S_E_IO, err);
 	else if (o->kind == OUT_STDOUT && o->fd >= 0 && out_drain(o) != 0)

@@ -232,8 +232,8 @@ static void read_names(struct facts *f)
 
 	GENERAL_NAMES_free(gens);
 	/* An rfc822Name that is not a Mailbox is no address (RFC 5280 4.2.1.6). */
-	good = p11s_cert_mailboxes(f->cert, P11S_MAILBOX_IN_SAN, &f->san_emails);
-	f->san_bad = p11s_cert_bad_mailboxes(f->cert, &f->san_nbad);
+	good = p11i_cert_mailboxes(f->cert, P11S_MAILBOX_IN_SAN, &f->san_emails);
+	f->san_bad = p11i_cert_bad_mailboxes(f->cert, &f->san_nbad);
 	if (good == NULL || f->san_bad == NULL)
 		f->v->oom = 1;
 	for (size_t i = 0; good != NULL && i < f->san_emails; i++)
@@ -950,7 +950,7 @@ void p11s_key_facts_from_pkey(p11s_key_facts *kf, EVP_PKEY *pkey, X509 *cert)
 	                              : P11S_ALG_OTHER;
 	kf->alg_name = alg_friendly(id) ? alg_friendly(id) : "neither RSA nor EC";
 	/* The curve by name: a person knows "P-256", not its field size. */
-	p11s_pkey_facts(pkey, &kf->bits, &kf->curve);
+	p11i_pkey_facts(pkey, &kf->bits, &kf->curve);
 	ERR_clear_error();
 }
 
@@ -1021,14 +1021,14 @@ p11s_rc p11s_validate(X509 *cert, const p11s_key_facts *key, const p11s_validate
 	if (out != NULL)
 		*out = NULL;
 	if (cert == NULL || out == NULL)
-		return p11s_err(err, P11S_E_USAGE, "p11s_validate: no certificate");
+		return p11i_err(err, P11S_E_USAGE, "p11s_validate: no certificate");
 	if (opts == NULL) {
 		p11s_validate_opts_init(&defaults);
 		opts = &defaults;
 	}
 	v = calloc(1, sizeof(*v));
 	if (v == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	memset(&f, 0, sizeof(f));
 	f.cert = cert;
 	f.key = key;
@@ -1070,7 +1070,7 @@ p11s_rc p11s_validate(X509 *cert, const p11s_key_facts *key, const p11s_validate
 
 	if (v->oom) {
 		p11s_verdict_free(v);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	*out = v;
 	return P11S_OK;
@@ -1174,11 +1174,11 @@ char *p11s_verdict_failures(const p11s_verdict *v, int with_messages)
 		if (v->checks[i].result != P11S_CHECK_FAIL || !v->checks[i].decides)
 			continue;
 		if (with_messages)
-			next = p11s_asprintf("%s%s%s: %s", out ? out : "", out ? "; " : "",
+			next = p11i_asprintf("%s%s%s: %s", out ? out : "", out ? "; " : "",
 			                     p11s_verdict_check_rule(v, i),
 			                     p11s_verdict_check_message(v, i));
 		else
-			next = p11s_asprintf("%s%s%s", out ? out : "", out ? ", " : "",
+			next = p11i_asprintf("%s%s%s", out ? out : "", out ? ", " : "",
 			                     p11s_verdict_check_rule(v, i));
 		free(out);
 		out = next;

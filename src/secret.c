@@ -77,26 +77,26 @@ p11s_rc p11s_secret_source_check(const char *spec, p11s_secret_kind kind, p11s_e
 	int fd;
 
 	if (spec == NULL || *spec == '\0')
-		return p11s_err(err, P11S_E_BAD_PIN_SOURCE, "empty %s source", noun(kind));
+		return p11i_err(err, P11S_E_BAD_PIN_SOURCE, "empty %s source", noun(kind));
 	if (strncmp(spec, "file:", 5) == 0) {
 		const char *p = file_path(spec);
 
 		if (*p == '\0' || (strncmp(spec + 5, "//", 2) == 0 && *p != '/'))
-			return p11s_err(err, P11S_E_BAD_PIN_SOURCE,
+			return p11i_err(err, P11S_E_BAD_PIN_SOURCE,
 			                "%s source '%s': file: needs a local path (file:PATH)",
 			                noun(kind), spec);
 		return P11S_OK;
 	}
 	if (strncmp(spec, "fd:", 3) == 0) {
 		if (!parse_fd(spec + 3, &fd))
-			return p11s_err(err, P11S_E_BAD_PIN_SOURCE,
+			return p11i_err(err, P11S_E_BAD_PIN_SOURCE,
 			                "%s source '%s': fd: needs a descriptor number (fd:3)",
 			                noun(kind), spec);
 		return P11S_OK;
 	}
 	if (strncmp(spec, "env:", 4) == 0) {
 		if (!env_name_ok(spec + 4))
-			return p11s_err(err, P11S_E_BAD_PIN_SOURCE,
+			return p11i_err(err, P11S_E_BAD_PIN_SOURCE,
 			                "%s source '%s': env: needs a variable name (env:MY_%s)",
 			                noun(kind), spec,
 			                kind == P11S_SECRET_PIN ? "PIN" : "PASSWORD");
@@ -106,7 +106,7 @@ p11s_rc p11s_secret_source_check(const char *spec, p11s_secret_kind kind, p11s_e
 	 * Not echoed: what was given may well be the secret itself, typed
 	 * where its source belongs, and error messages end up in logs.
 	 */
-	return p11s_err(err, P11S_E_BAD_PIN_SOURCE,
+	return p11i_err(err, P11S_E_BAD_PIN_SOURCE,
 	                "the %s source is not one of file:PATH, fd:N or env:VAR (it is not "
 	                "repeated here, in case it is the %s itself)",
 	                noun(kind), noun(kind));
@@ -125,13 +125,13 @@ static p11s_rc read_line(int fd, const char *spec, p11s_secret_kind kind, char *
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			return p11s_err(err, unreadable_rc(kind), "cannot read the %s from %s: %s",
+			return p11i_err(err, unreadable_rc(kind), "cannot read the %s from %s: %s",
 			                noun(kind), spec, strerror(errno));
 		if (r == 0 || c == '\n')
 			break;
 		if (n + 1 >= len) {
 			OPENSSL_cleanse(&c, 1);
-			return p11s_err(err, too_long_rc(kind), "the %s from %s is too long",
+			return p11i_err(err, too_long_rc(kind), "the %s from %s is too long",
 			                noun(kind), spec);
 		}
 		buf[n++] = c;
@@ -155,24 +155,24 @@ static p11s_rc read_secret(const char *spec, p11s_secret_kind kind, char *buf, s
 
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
-			return p11s_err(err, unreadable_rc(kind), "cannot open %s file %s: %s",
+			return p11i_err(err, unreadable_rc(kind), "cannot open %s file %s: %s",
 			                noun(kind), path, strerror(errno));
 		rc = read_line(fd, spec, kind, buf, len, err);
 		close(fd);
 	} else if (strncmp(spec, "fd:", 3) == 0) {
 		if (!parse_fd(spec + 3, &fd))
-			return p11s_err(err, P11S_E_BAD_PIN_SOURCE, "bad descriptor in %s", spec);
+			return p11i_err(err, P11S_E_BAD_PIN_SOURCE, "bad descriptor in %s", spec);
 		rc = read_line(fd, spec, kind, buf, len, err);
 	} else {
 		const char *v = getenv(spec + 4);
 		size_t n;
 
 		if (v == NULL)
-			return p11s_err(err, unreadable_rc(kind),
+			return p11i_err(err, unreadable_rc(kind),
 			                "%s source %s: the variable is not set", noun(kind), spec);
 		n = strcspn(v, "\r\n");
 		if (n + 1 > len)
-			rc = p11s_err(err, too_long_rc(kind), "the %s from %s is too long",
+			rc = p11i_err(err, too_long_rc(kind), "the %s from %s is too long",
 			              noun(kind), spec);
 		else
 			memcpy(buf, v, n);
@@ -188,7 +188,7 @@ static p11s_rc read_secret(const char *spec, p11s_secret_kind kind, char *buf, s
 	/* An empty password is a real one (PKCS#12 files often have it); an empty PIN is not. */
 	if (rc == P11S_OK && buf[0] == '\0' && kind == P11S_SECRET_PIN)
 		rc =
-		    p11s_err(err, P11S_E_PIN_UNAVAILABLE, "PIN source %s gives an empty PIN", spec);
+		    p11i_err(err, P11S_E_PIN_UNAVAILABLE, "PIN source %s gives an empty PIN", spec);
 	return rc;
 }
 
@@ -200,7 +200,7 @@ p11s_rc p11s_secret_read(const char *spec, p11s_secret_kind kind, char *buf, siz
 	if (rc != P11S_OK)
 		return rc;
 	if (buf == NULL || len == 0)
-		return p11s_err(err, P11S_E_INTERNAL, "no room for a %s", noun(kind));
+		return p11i_err(err, P11S_E_INTERNAL, "no room for a %s", noun(kind));
 	rc = read_secret(spec, kind, buf, len, err);
 	if (rc != P11S_OK)
 		OPENSSL_cleanse(buf, len);
@@ -216,7 +216,7 @@ static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER; /* threads log in 
 static unsigned hold_count;
 static int dumpable_before = -1;
 
-void p11s_secret_hold(void)
+void p11i_secret_hold(void)
 {
 	pthread_mutex_lock(&hold_lock);
 	if (hold_count++ == 0) {
@@ -226,7 +226,7 @@ void p11s_secret_hold(void)
 	pthread_mutex_unlock(&hold_lock);
 }
 
-void p11s_secret_release(void)
+void p11i_secret_release(void)
 {
 	pthread_mutex_lock(&hold_lock);
 	if (hold_count > 0 && --hold_count == 0) {
@@ -243,7 +243,7 @@ struct locked {
 	char s[];
 };
 
-char *p11s_locked_strdup(const char *s)
+char *p11i_locked_strdup(const char *s)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = strlen(s) + 1;
 	size_t size = (sizeof(struct locked) + n + page - 1) / page * page;
@@ -261,13 +261,13 @@ char *p11s_locked_strdup(const char *s)
 #ifdef MADV_DONTDUMP
 	(void)madvise(l, size, MADV_DONTDUMP);
 #endif
-	p11s_secret_hold();
+	p11i_secret_hold();
 	l->size = size;
 	memcpy(l->s, s, n);
 	return l->s;
 }
 
-void p11s_locked_free(char *s)
+void p11i_locked_free(char *s)
 {
 	struct locked *l;
 	size_t size;
@@ -279,10 +279,10 @@ void p11s_locked_free(char *s)
 	OPENSSL_cleanse(l, size);
 	(void)munlock(l, size);
 	(void)munmap(l, size);
-	p11s_secret_release();
+	p11i_secret_release();
 }
 
-void p11s_wipe_free(char *s)
+void p11i_wipe_free(char *s)
 {
 	if (s != NULL) {
 		OPENSSL_cleanse(s, strlen(s));

@@ -26,7 +26,7 @@ struct p11s_signer {
 	EVP_PKEY *pkey;         /* software key (p11s_signer_new), referenced */
 	p11s_key *key;          /* token key (p11s_signer_open) */
 	STACK_OF(X509) * certs; /* included after the signer's, in order */
-	p11s_certset *seen;     /* the signer's and those in certs */
+	p11i_certset *seen;     /* the signer's and those in certs */
 	const EVP_MD *md;
 	const char *digest, *micalg, *algorithm, *mechanism;
 	int pss, opaque;
@@ -46,7 +46,7 @@ void p11s_signer_free(p11s_signer *s)
 	EVP_PKEY_free(s->pkey);
 	p11s_key_free(s->key);
 	sk_X509_pop_free(s->certs, X509_free);
-	p11s_certset_free(s->seen);
+	p11i_certset_free(s->seen);
 	free(s->uri);
 	free(s->key_uri);
 	free(s->subject);
@@ -117,17 +117,17 @@ static p11s_rc choose_algorithms(p11s_signer *s, const p11s_sign_opts *opts, p11
 	const char *digest = opts->digest;
 
 	if (pub == NULL)
-		return p11s_err_ossl(err, P11S_E_INPUT,
+		return p11i_err_ossl(err, P11S_E_INPUT,
 		                     "the signer certificate's public key is "
 		                     "unreadable");
 	is_rsa = EVP_PKEY_is_a(pub, "RSA");
 	is_ec = EVP_PKEY_is_a(pub, "EC");
 	bits = EVP_PKEY_get_bits(pub);
 	if (!is_rsa && !is_ec)
-		return p11s_err(err, P11S_E_REJECTED, "the signer's key is %s, not RSA or EC",
+		return p11i_err(err, P11S_E_REJECTED, "the signer's key is %s, not RSA or EC",
 		                EVP_PKEY_get0_type_name(pub));
 	if (opts->pss && !is_rsa)
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "--pss needs an RSA key; the signer's key is EC");
 	if (digest == NULL)
 		digest = is_ec && bits > 384 ? "sha512" : is_ec && bits > 256 ? "sha384" : "sha256";
@@ -144,7 +144,7 @@ static p11s_rc choose_algorithms(p11s_signer *s, const p11s_sign_opts *opts, p11
 		s->digest = "sha512";
 		s->micalg = "sha-512";
 	} else {
-		return p11s_err(err, P11S_E_USAGE,
+		return p11i_err(err, P11S_E_USAGE,
 		                "unknown digest '%s' (use sha256, sha384 or sha512)", digest);
 	}
 	s->pss = opts->pss;
@@ -152,7 +152,7 @@ static p11s_rc choose_algorithms(p11s_signer *s, const p11s_sign_opts *opts, p11
 	s->algorithm = is_ec ? "ecdsa" : opts->pss ? "rsassa-pss" : "rsassa-pkcs1-v1_5";
 	s->subject = p11s_cert_name_string(X509_get_subject_name(s->cert));
 	if (s->subject == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	return P11S_OK;
 }
 
@@ -174,17 +174,17 @@ static p11s_rc check_rules(X509 *cert, const p11s_key_facts *kf, time_t at, p11s
 		return rc;
 	if (!p11s_verdict_accepted(v)) {
 		why = p11s_verdict_failures(v, 1);
-		rc = p11s_err(err, P11S_E_REJECTED, "the signer certificate is rejected: %s",
+		rc = p11i_err(err, P11S_E_REJECTED, "the signer certificate is rejected: %s",
 		              why ? why : "a rule failed");
 	} else if (!p11s_verdict_in_validity(v)) {
 		const char *msg = NULL;
 
 		p11s_verdict_rule(v, P11S_RULE_VALIDITY, &msg);
-		rc = p11s_err(err, P11S_E_NOT_VALID_NOW,
+		rc = p11i_err(err, P11S_E_NOT_VALID_NOW,
 		              "the signer certificate is not valid at the signing time: %s",
 		              msg ? msg : "outside its validity period");
 	} else if (kf != NULL && kf->present && kf->matches != 1) {
-		rc = p11s_err(err, P11S_E_KEY_MISMATCH,
+		rc = p11i_err(err, P11S_E_KEY_MISMATCH,
 		              kf->matches == 0
 		                  ? "the private key does not match the signer certificate"
 		                  : "the private key could not be confirmed to match the signer "
@@ -192,7 +192,7 @@ static p11s_rc check_rules(X509 *cert, const p11s_key_facts *kf, time_t at, p11s
 	} else if (!p11s_verdict_can_sign(v)) {
 		const char *reason = p11s_verdict_cannot_sign_reason(v);
 
-		rc = p11s_err(err, P11S_E_REJECTED, "the signer certificate cannot sign: %s",
+		rc = p11i_err(err, P11S_E_REJECTED, "the signer certificate cannot sign: %s",
 		              reason ? reason : "Key Usage lacks digitalSignature");
 	}
 	free(why);
@@ -210,11 +210,11 @@ static p11s_rc add_cert(p11s_signer *s, X509 *x)
 	int r;
 
 	if (s->seen == NULL) {
-		s->seen = p11s_certset_new();
-		if (s->seen == NULL || p11s_certset_add(s->seen, s->cert) < 0)
+		s->seen = p11i_certset_new();
+		if (s->seen == NULL || p11i_certset_add(s->seen, s->cert) < 0)
 			return P11S_E_NOMEM;
 	}
-	r = p11s_certset_add(s->seen, x);
+	r = p11i_certset_add(s->seen, x);
 	if (r < 0)
 		return P11S_E_NOMEM;
 	if (r == 0)
@@ -278,10 +278,10 @@ p11s_rc p11s_signer_new(X509 *cert, EVP_PKEY *pkey, STACK_OF(X509) * chain,
 		opts = &defaults;
 	}
 	if (cert == NULL || pkey == NULL || out == NULL)
-		return p11s_err(err, P11S_E_USAGE, "a certificate and a key are needed to sign");
+		return p11i_err(err, P11S_E_USAGE, "a certificate and a key are needed to sign");
 	s = signer_alloc();
 	if (s == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	X509_up_ref(cert);
 	s->cert = cert;
 	EVP_PKEY_up_ref(pkey);
@@ -293,7 +293,7 @@ p11s_rc p11s_signer_new(X509 *cert, EVP_PKEY *pkey, STACK_OF(X509) * chain,
 	}
 	for (int i = 0; rc == P11S_OK && i < sk_X509_num(chain); i++)
 		if (add_cert(s, sk_X509_value(chain, i)) != P11S_OK)
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 	if (rc != P11S_OK) {
 		p11s_signer_free(s);
 		return rc;
@@ -347,20 +347,20 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 		opts = &defaults;
 	}
 	if (ctx == NULL || opts->signer == NULL || out == NULL)
-		return p11s_err(err, P11S_E_USAGE, "a signer (pkcs11: URI or e-mail) is needed");
+		return p11i_err(err, P11S_E_USAGE, "a signer (pkcs11: URI or e-mail) is needed");
 	/* "PKCS11:..." is left to the selection, which names it without its pin-value. */
 	if (strncasecmp(opts->signer, "pkcs11:", 7) != 0) {
 		char why[128];
 
 		/* An address must be a mailbox: "nobody" or "<a@b>" never picks a certificate. */
-		if (!p11s_mailbox_parse(opts->signer, strlen(opts->signer), why, sizeof(why)))
-			return p11s_err(err, P11S_E_BAD_URI,
+		if (!p11i_mailbox_parse(opts->signer, strlen(opts->signer), why, sizeof(why)))
+			return p11i_err(err, P11S_E_BAD_URI,
 			                "'%s' is neither a pkcs11: URI nor an e-mail address (%s)",
 			                opts->signer, why);
 	}
 	s = signer_alloc();
 	if (s == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	oo.login = 1;
 	oo.certificates = 1;
 	oo.private_keys = 1;
@@ -369,7 +369,7 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	if (rc != P11S_OK)
 		goto out;
 	if (p11s_object_x509(cert) == NULL) {
-		rc = p11s_err(err, P11S_E_INPUT, "the certificate %s does not parse",
+		rc = p11i_err(err, P11S_E_INPUT, "the certificate %s does not parse",
 		              p11s_object_uri(cert));
 		goto out;
 	}
@@ -378,13 +378,13 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	/* The selection compares bytes; the address must also be a SAN mailbox of the certificate.
 	 */
 	if (strncmp(opts->signer, "pkcs11:", 7) != 0 &&
-	    !p11s_cert_has_mailbox(s->cert, opts->signer, P11S_MAILBOX_IN_SAN)) {
+	    !p11i_cert_has_mailbox(s->cert, opts->signer, P11S_MAILBOX_IN_SAN)) {
 		rc =
-		    p11s_err(err, P11S_E_NOT_FOUND,
+		    p11i_err(err, P11S_E_NOT_FOUND,
 		             "no certificate on the token has the e-mail address %s", opts->signer);
 		goto out;
 	}
-	s->uri = p11s_strdup(p11s_object_uri(cert));
+	s->uri = p11i_strdup(p11s_object_uri(cert));
 	rc = choose_algorithms(s, opts, err);
 	if (rc != P11S_OK)
 		goto out;
@@ -396,7 +396,7 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	/* A MISMATCH key is never offered; UNCONFIRMED is not good enough to sign with. */
 	keyobj = p11s_object_private_key(cert);
 	if (p11s_object_pairing(cert) != P11S_PAIR_CONFIRMED || keyobj == NULL) {
-		rc = p11s_err(err, keyobj == NULL ? P11S_E_NO_KEY : P11S_E_KEY_MISMATCH,
+		rc = p11i_err(err, keyobj == NULL ? P11S_E_NO_KEY : P11S_E_KEY_MISMATCH,
 		              "the private key of %s is %s", s->uri,
 		              keyobj == NULL ? "not on the token"
 		                             : "not confirmed to match the certificate");
@@ -409,26 +409,26 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 		rc = p11s_certs_read_file(opts->chain_files[i], NULL, &files, err);
 		for (size_t k = 0; rc == P11S_OK && k < p11s_cert_list_count(files); k++)
 			if (add_cert(s, p11s_cert_list_get(files, k)) != P11S_OK)
-				rc = p11s_err_nomem(err);
+				rc = p11i_err_nomem(err);
 		p11s_cert_list_free(files);
 		if (rc != P11S_OK)
 			goto out;
 	}
 	if (add_token_cas(s, list, cert) != P11S_OK) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 
 	rc = p11s_key_open(ctx, keyobj, &s->key, err);
 	if (rc != P11S_OK)
 		goto out;
-	s->key_uri = p11s_strdup(p11s_key_uri(s->key));
+	s->key_uri = p11i_strdup(p11s_key_uri(s->key));
 	op = strcmp(s->algorithm, "ecdsa") == 0 ? P11S_OP_SIGN_ECDSA
 	     : s->pss                           ? P11S_OP_SIGN_RSA_PSS
 	                                        : P11S_OP_SIGN_RSA_PKCS1;
 	rc = p11s_key_check_op(s->key, op, &s->mechanism, err);
 	if (rc != P11S_OK) {
-		rc = p11s_err(err, rc, "cannot sign with %s: %s",
+		rc = p11i_err(err, rc, "cannot sign with %s: %s",
 		              op == P11S_OP_SIGN_RSA_PSS ? "RSA-PSS"
 		              : op == P11S_OP_SIGN_ECDSA ? "ECDSA"
 		                                         : "RSA PKCS#1 v1.5",
@@ -436,7 +436,7 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 		goto out;
 	}
 	if (s->uri == NULL || s->key_uri == NULL)
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 out:
 	p11s_object_list_free(list);
 	if (rc != P11S_OK) {
@@ -518,7 +518,7 @@ static CMS_ContentInfo *new_cms(p11s_signer *s, p11s_error *err)
 	CMS_SignerInfo *si;
 
 	if (cms == NULL) {
-		p11s_err_ossl(err, P11S_E_CRYPTO, "cannot start a signature");
+		p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start a signature");
 		return NULL;
 	}
 	si = CMS_add1_signer(cms, s->cert, signer_pkey(s), s->md,
@@ -540,7 +540,7 @@ static CMS_ContentInfo *new_cms(p11s_signer *s, p11s_error *err)
 			goto fail;
 	return cms;
 fail:
-	p11s_err_ossl(err, P11S_E_CRYPTO, "cannot set up the %s signature", s->algorithm);
+	p11i_err_ossl(err, P11S_E_CRYPTO, "cannot set up the %s signature", s->algorithm);
 	CMS_ContentInfo_free(cms);
 	return NULL;
 }
@@ -550,7 +550,7 @@ static p11s_rc put(BIO *b, const char *s, p11s_error *err)
 	int n = (int)strlen(s);
 
 	if (BIO_write(b, s, n) != n)
-		return p11s_err(err, P11S_E_IO, "cannot write the signed message");
+		return p11i_err(err, P11S_E_IO, "cannot write the signed message");
 	return P11S_OK;
 }
 
@@ -561,17 +561,17 @@ static p11s_rc write_der_base64(BIO *sink, CMS_ContentInfo *cms, p11s_error *err
 	int ok;
 
 	if (b64 == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	BIO_push(b64, sink);
 	ok = i2d_CMS_bio(b64, cms) > 0 && BIO_flush(b64) > 0;
 	BIO_pop(b64);
 	BIO_free(b64);
 	if (!ok)
-		return p11s_err_ossl(err, P11S_E_IO, "cannot write the signature");
+		return p11i_err_ossl(err, P11S_E_IO, "cannot write the signature");
 	return P11S_OK;
 }
 
-static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_headers *h, BIO *in,
+static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_headers *h, BIO *in,
                              BIO *sink, p11s_error *err)
 {
 	unsigned char rnd[12];
@@ -579,9 +579,9 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_he
 	BIO *chain = NULL;
 	p11s_rc rc;
 
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1 || (hex = p11s_hex(rnd, sizeof(rnd))) == NULL)
-		return p11s_err_ossl(err, P11S_E_CRYPTO, "no random boundary");
-	head = p11s_asprintf("Content-Type: multipart/signed; protocol=\"application/"
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1 || (hex = p11i_hex(rnd, sizeof(rnd))) == NULL)
+		return p11i_err_ossl(err, P11S_E_CRYPTO, "no random boundary");
+	head = p11i_asprintf("Content-Type: multipart/signed; protocol=\"application/"
 	                     "pkcs7-signature\"; micalg=%s;\r\n boundary=\"----=_p11s_%s\"\r\n"
 	                     "\r\n"
 	                     "This is an S/MIME signed message.\r\n"
@@ -589,7 +589,7 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_he
 	                     "------=_p11s_%s\r\n",
 	                     s->micalg, hex, hex);
 	if (head == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	rc = put(sink, head, err);
@@ -598,44 +598,44 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11s_he
 	/* Digest BIOs in front of the output: the entity is hashed as it is written. */
 	chain = CMS_dataInit(cms, sink);
 	if (chain == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
 		goto out;
 	}
-	rc = p11s_mime_canonicalize(h, P11S_HDR_CONTENT, in, chain, err);
+	rc = p11i_mime_canonicalize(h, P11S_HDR_CONTENT, in, chain, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (!CMS_dataFinal(cms, chain)) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "the %s signature failed", s->algorithm);
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "the %s signature failed", s->algorithm);
 		goto out;
 	}
 	free(head);
-	head = p11s_asprintf("\r\n------=_p11s_%s\r\n"
+	head = p11i_asprintf("\r\n------=_p11s_%s\r\n"
 	                     "Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n"
 	                     "Content-Transfer-Encoding: base64\r\n"
 	                     "Content-Disposition: attachment; filename=\"smime.p7s\"\r\n"
 	                     "\r\n",
 	                     hex);
 	if (head == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	rc = put(sink, head, err);
 	if (rc == P11S_OK)
 		rc = write_der_base64(sink, cms, err);
 	free(head);
-	head = p11s_asprintf("\r\n------=_p11s_%s--\r\n", hex);
+	head = p11i_asprintf("\r\n------=_p11s_%s--\r\n", hex);
 	if (rc == P11S_OK && head == NULL)
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 	if (rc == P11S_OK)
 		rc = put(sink, head, err);
 out:
-	p11s_bio_free_upto(chain, sink);
+	p11i_bio_free_upto(chain, sink);
 	free(head);
 	free(hex);
 	return rc;
 }
 
-static p11s_rc sign_opaque(p11s_signer *s, CMS_ContentInfo *cms, const p11s_headers *h, BIO *in,
+static p11s_rc sign_opaque(p11s_signer *s, CMS_ContentInfo *cms, const p11i_headers *h, BIO *in,
                            BIO *sink, p11s_error *err)
 {
 	BIO *b64 = NULL, *chain = NULL;
@@ -652,30 +652,30 @@ static p11s_rc sign_opaque(p11s_signer *s, CMS_ContentInfo *cms, const p11s_head
 		return rc;
 	b64 = BIO_new(BIO_f_base64());
 	if (b64 == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	BIO_push(b64, sink);
 	/* BER with indefinite lengths: the content streams into the structure. */
 	chain = BIO_new_CMS(b64, cms);
 	if (chain == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
 		goto out;
 	}
-	rc = p11s_mime_canonicalize(h, P11S_HDR_CONTENT, in, chain, err);
+	rc = p11i_mime_canonicalize(h, P11S_HDR_CONTENT, in, chain, err);
 	if (rc != P11S_OK)
 		goto out;
 	/* The flush writes the signer infos: the token signs here. */
 	if (BIO_flush(chain) <= 0) {
-		rc = p11s_err_ossl(err, P11S_E_CRYPTO, "the %s signature failed", s->algorithm);
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "the %s signature failed", s->algorithm);
 		goto out;
 	}
-	p11s_bio_free_upto(chain, b64);
+	p11i_bio_free_upto(chain, b64);
 	chain = NULL;
 	if (BIO_flush(b64) <= 0)
-		rc = p11s_err(err, P11S_E_IO, "cannot write the signed message");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the signed message");
 	if (rc == P11S_OK)
 		rc = put(sink, "\r\n", err);
 out:
-	p11s_bio_free_upto(chain, b64);
+	p11i_bio_free_upto(chain, b64);
 	BIO_pop(b64);
 	BIO_free(b64);
 	return rc;
@@ -683,39 +683,39 @@ out:
 
 p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
 {
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	CMS_ContentInfo *cms = NULL;
 	BIO *sink = NULL;
 	p11s_rc rc;
 
 	if (s == NULL || in == NULL || out == NULL)
-		return p11s_err(err, P11S_E_USAGE, "nothing to sign");
-	rc = p11s_headers_read(in, 0, &h, err);
+		return p11i_err(err, P11S_E_USAGE, "nothing to sign");
+	rc = p11i_headers_read(in, 0, &h, err);
 	if (rc != P11S_OK)
 		return rc;
 	/* Everything below is written with CRLF; the sink gives the input's line ends. */
-	sink = p11s_bio_eol_new(p11s_headers_eol(h));
+	sink = p11i_bio_eol_new(p11i_headers_eol(h));
 	cms = new_cms(s, err);
 	if (sink == NULL || cms == NULL) {
-		rc = cms == NULL ? p11s_error_rc(err) : p11s_err_nomem(err);
+		rc = cms == NULL ? p11s_error_rc(err) : p11i_err_nomem(err);
 		goto out;
 	}
 	BIO_push(sink, out);
-	rc = p11s_headers_write(h, P11S_HDR_OUTER, sink, err);
+	rc = p11i_headers_write(h, P11S_HDR_OUTER, sink, err);
 	if (rc == P11S_OK)
 		rc = put(sink, "MIME-Version: 1.0\r\n", err);
 	if (rc == P11S_OK)
 		rc = s->opaque ? sign_opaque(s, cms, h, in, sink, err)
 		               : sign_detached(s, cms, h, in, sink, err);
 	if (rc == P11S_OK && BIO_flush(sink) <= 0)
-		rc = p11s_err(err, P11S_E_IO, "cannot write the signed message");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the signed message");
 out:
 	if (sink != NULL) {
 		BIO_pop(sink);
 		BIO_free(sink);
 	}
 	CMS_ContentInfo_free(cms);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	ERR_clear_error();
 	return rc;
 }
@@ -725,7 +725,7 @@ const char *p11s_signer_format(const p11s_signer *s)
 	return s->opaque ? "opaque" : "detached";
 }
 
-CMS_ContentInfo *p11s_signer_cms_new(p11s_signer *s, int detached, p11s_error *err)
+CMS_ContentInfo *p11i_signer_cms_new(p11s_signer *s, int detached, p11s_error *err)
 {
 	int opaque = s->opaque;
 	CMS_ContentInfo *cms;

@@ -24,7 +24,7 @@
 #include "common.h"
 #include "p11smime/io.h"
 
-char *p11s_hex(const unsigned char *buf, size_t len)
+char *p11i_hex(const unsigned char *buf, size_t len)
 {
 	static const char digits[] = "0123456789abcdef";
 	char *out = malloc(len * 2 + 1);
@@ -39,11 +39,11 @@ char *p11s_hex(const unsigned char *buf, size_t len)
 	return out;
 }
 
-char *p11s_serial_hex(const ASN1_INTEGER *serial)
+char *p11i_serial_hex(const ASN1_INTEGER *serial)
 {
 	BIGNUM *bn = serial ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
 	char *hex = bn == NULL ? NULL : BN_is_zero(bn) ? OPENSSL_strdup("0") : BN_bn2hex(bn);
-	char *out = p11s_strdup(hex);
+	char *out = p11i_strdup(hex);
 
 	for (char *p = out; p && *p; p++)
 		*p = (char)tolower((unsigned char)*p);
@@ -52,17 +52,17 @@ char *p11s_serial_hex(const ASN1_INTEGER *serial)
 	return out;
 }
 
-char *p11s_strdup(const char *s)
+char *p11i_strdup(const char *s)
 {
 	return s ? strdup(s) : NULL;
 }
 
-char *p11s_strndup(const char *s, size_t n)
+char *p11i_strndup(const char *s, size_t n)
 {
 	return s ? strndup(s, n) : NULL;
 }
 
-char *p11s_asprintf(const char *fmt, ...)
+char *p11i_asprintf(const char *fmt, ...)
 {
 	va_list ap;
 	char *out = NULL;
@@ -136,7 +136,7 @@ p11s_rc p11s_time_parse(const char *text, time_t *out, p11s_error *err)
 	snprintf(gt, sizeof(gt), "%04d%02d%02d%02d%02d%02dZ", y, mo, d, h, mi, s > 59 ? 59 : s);
 	at = ASN1_TIME_new();
 	if (at == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	if (!ASN1_TIME_set_string_X509(at, gt) || !ASN1_TIME_to_tm(at, &tm)) {
 		ASN1_TIME_free(at);
 		goto bad;
@@ -145,7 +145,7 @@ p11s_rc p11s_time_parse(const char *text, time_t *out, p11s_error *err)
 	*out = timegm(&tm) - off;
 	return P11S_OK;
 bad:
-	return p11s_err(
+	return p11i_err(
 	    err, P11S_E_BAD_TIME,
 	    "'%s' is not an RFC 3339 time (2026-11-28T00:00:00Z) or a date (2026-11-28)",
 	    text ? text : "(null)");
@@ -183,7 +183,7 @@ static void light_init(void)
 	light_libctx = lc;
 }
 
-X509 *p11s_x509_parse_light(const unsigned char *der, size_t len)
+X509 *p11i_x509_parse_light(const unsigned char *der, size_t len)
 {
 	const unsigned char *p = der;
 	X509 *x = NULL;
@@ -200,14 +200,14 @@ X509 *p11s_x509_parse_light(const unsigned char *der, size_t len)
 	return d2i_X509(NULL, &p, (long)len);
 }
 
-const char *p11s_curve_name(int nid)
+const char *p11i_curve_name(int nid)
 {
 	const char *nist = nid != NID_undef ? EC_curve_nid2nist(nid) : NULL;
 
 	return nist ? nist : nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
 }
 
-p11s_key_type p11s_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve)
+p11s_key_type p11i_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve)
 {
 	char group[80];
 	int nid;
@@ -225,7 +225,7 @@ p11s_key_type p11s_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve)
 		if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
 		                                   sizeof(group), NULL)) {
 			nid = OBJ_sn2nid(group);
-			*curve = p11s_curve_name(nid != NID_undef ? nid : OBJ_ln2nid(group));
+			*curve = p11i_curve_name(nid != NID_undef ? nid : OBJ_ln2nid(group));
 		}
 		ERR_clear_error();
 		return P11S_KEY_EC;
@@ -245,7 +245,7 @@ p11s_key_type p11s_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve)
 	}
 }
 
-int p11s_tmpfile(const char **dirp)
+int p11i_tmpfile(const char **dirp)
 {
 	const char *dir = getenv("TMPDIR");
 	char *path;
@@ -257,7 +257,7 @@ int p11s_tmpfile(const char **dirp)
 	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
 		return fd;
-	path = p11s_asprintf("%s/.p11smime-XXXXXX", dir);
+	path = p11i_asprintf("%s/.p11smime-XXXXXX", dir);
 	if (path == NULL) {
 		errno = ENOMEM;
 		return -1;
@@ -294,17 +294,17 @@ static void spool_index_init(void)
 	spool_buf_index = BIO_get_ex_new_index(0, NULL, NULL, NULL, spool_buf_free);
 }
 
-BIO *p11s_spool_new(p11s_error *err)
+BIO *p11i_spool_new(p11s_error *err)
 {
 	const char *dir;
 	FILE *f;
 	BIO *b;
 	char *buf;
-	int fd = p11s_tmpfile(&dir), e;
+	int fd = p11i_tmpfile(&dir), e;
 
 	if (fd < 0 || (f = fdopen(fd, "w+b")) == NULL) {
 		e = errno;
-		p11s_err(err, P11S_E_IO, "cannot make a temporary file in '%s': %s", dir,
+		p11i_err(err, P11S_E_IO, "cannot make a temporary file in '%s': %s", dir,
 		         strerror(e));
 		if (fd >= 0)
 			close(fd);
@@ -314,7 +314,7 @@ BIO *p11s_spool_new(p11s_error *err)
 	b = BIO_new_fp(f, BIO_CLOSE);
 	if (b == NULL) {
 		fclose(f);
-		p11s_err_nomem(err);
+		p11i_err_nomem(err);
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -328,7 +328,7 @@ BIO *p11s_spool_new(p11s_error *err)
 	return b;
 }
 
-void p11s_bio_free_upto(BIO *top, BIO *keep)
+void p11i_bio_free_upto(BIO *top, BIO *keep)
 {
 	while (top != NULL && top != keep) {
 		BIO *next = BIO_pop(top);
@@ -338,7 +338,7 @@ void p11s_bio_free_upto(BIO *top, BIO *keep)
 	}
 }
 
-int p11s_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size)
+int p11i_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size)
 {
 	size_t want;
 	void *v, *nv;
@@ -359,7 +359,7 @@ int p11s_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size)
 	return 0;
 }
 
-int p11s_write_full(int fd, const void *buf, size_t n)
+int p11i_write_full(int fd, const void *buf, size_t n)
 {
 	const unsigned char *p = buf;
 

@@ -83,7 +83,7 @@ p11s_rc p11s_validation_new(const p11s_validation_opts *opts, p11s_validation **
 
 	*out = NULL;
 	if (r == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	if (opts != NULL)
 		r->opts = *opts;
 	else
@@ -97,7 +97,7 @@ p11s_rc p11s_validation_new(const p11s_validation_opts *opts, p11s_validation **
 	if (r->anchors == NULL || r->untrusted == NULL ||
 	    (opts != NULL && opts->p12_pass != NULL && r->p12_pass == NULL)) {
 		p11s_validation_free(r);
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	}
 	*out = r;
 	return P11S_OK;
@@ -130,7 +130,7 @@ void p11s_validation_free(p11s_validation *r)
 	free(r->skipped);
 	sk_X509_pop_free(r->anchors, X509_free);
 	sk_X509_pop_free(r->untrusted, X509_free);
-	p11s_wipe_free(r->p12_pass);
+	p11i_wipe_free(r->p12_pass);
 	free(r);
 }
 
@@ -139,19 +139,19 @@ static p11s_rc record(p11s_validation *r, const char *source, p11s_rc rc, const 
                       p11s_error *err)
 {
 	if (P11S_GROW(r->errors, r->nerrors, r->errors_cap, 1) == 0) {
-		r->errors[r->nerrors].source = p11s_strdup(source ? source : "");
-		r->errors[r->nerrors].message = p11s_strdup(message);
+		r->errors[r->nerrors].source = p11i_strdup(source ? source : "");
+		r->errors[r->nerrors].message = p11i_strdup(message);
 		r->errors[r->nerrors].rc = rc;
 		r->nerrors++;
 	}
 	if (err != NULL && p11s_error_rc(err) != rc)
-		p11s_err(err, rc, "%s", message);
+		p11i_err(err, rc, "%s", message);
 	return rc;
 }
 
 static int skip_note(p11s_validation *r, const char *path, const char *why)
 {
-	char *s = p11s_asprintf("%s: %s", path, why);
+	char *s = p11i_asprintf("%s: %s", path, why);
 
 	if (s == NULL || P11S_GROW(r->skipped, r->nskipped, r->skipped_cap, 1) != 0) {
 		free(s);
@@ -169,7 +169,7 @@ static struct entry *entry_add(p11s_validation *r, const char *source, size_t in
 		return NULL;
 	e = &r->e[r->n];
 	memset(e, 0, sizeof(*e));
-	e->source = p11s_strdup(source);
+	e->source = p11i_strdup(source);
 	if (e->source == NULL || X509_up_ref(cert) != 1) {
 		free(e->source);
 		return NULL;
@@ -213,14 +213,14 @@ p11s_rc p11s_validation_add_anchors(p11s_validation *r, const char *path, p11s_e
 	if (rc != P11S_OK)
 		return rc;
 	if (p11s_cert_list_problem_count(l) > 0) {
-		rc = p11s_err(err, P11S_E_INPUT, "--ca %s", p11s_cert_list_problem(l, 0));
+		rc = p11i_err(err, P11S_E_INPUT, "--ca %s", p11s_cert_list_problem(l, 0));
 		p11s_cert_list_free(l);
 		return rc;
 	}
 	for (size_t i = 0; i < p11s_cert_list_count(l); i++)
 		if (!stack_add_unique(r->anchors, p11s_cert_list_get(l, i))) {
 			p11s_cert_list_free(l);
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		}
 	p11s_cert_list_free(l);
 	return P11S_OK;
@@ -234,11 +234,11 @@ p11s_rc p11s_validation_add_anchors_uri(p11s_validation *r, p11s_ctx *ctx, const
 	p11s_rc rc;
 
 	if (found == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	rc = p11s_trust_certificates(ctx, uri, found, &added, err);
 	for (int i = 0; rc == P11S_OK && i < sk_X509_num(found); i++)
 		if (!stack_add_unique(r->anchors, sk_X509_value(found, i)))
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 	sk_X509_pop_free(found, X509_free);
 	return rc;
 }
@@ -257,7 +257,7 @@ static p11s_rc add_one_file(p11s_validation *r, const char *path, int in_dir, p1
 	p11s_rc rc;
 
 	if (local == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	rc = p11s_certs_read_file(path, r->p12_pass, &l, local);
 	if (rc != P11S_OK) {
 		/* In a folder, files we do not recognise at all are someone else's. */
@@ -276,7 +276,7 @@ static p11s_rc add_one_file(p11s_validation *r, const char *path, int in_dir, p1
 
 		if (e == NULL || !maybe_intermediate(r, x)) {
 			p11s_cert_list_free(l);
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		}
 		e->origin = "file";
 		e->format = p11s_cert_list_format(l);
@@ -286,7 +286,7 @@ static p11s_rc add_one_file(p11s_validation *r, const char *path, int in_dir, p1
 			e->has_facts = 1;
 			e->key.type = e->facts.alg_name;
 			e->key.bits = e->facts.bits;
-			e->key.curve = p11s_strdup(e->facts.curve);
+			e->key.curve = p11i_strdup(e->facts.curve);
 			e->key.on_token = 0;
 		}
 	}
@@ -312,19 +312,19 @@ static p11s_rc add_dir(p11s_validation *r, const char *dir, int depth, p11s_erro
 
 	if (n < 0) {
 		char *msg =
-		    p11s_asprintf("cannot read the directory '%s': %s", dir, strerror(errno));
+		    p11i_asprintf("cannot read the directory '%s': %s", dir, strerror(errno));
 
 		rc = record(r, dir, P11S_E_IO, msg ? msg : "cannot read a directory", err);
 		free(msg);
 		return rc;
 	}
 	for (int i = 0; i < n; i++) {
-		char *child = p11s_asprintf("%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/",
+		char *child = p11i_asprintf("%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/",
 		                            names[i]->d_name);
 		p11s_rc one = P11S_OK;
 
 		if (child == NULL)
-			one = p11s_err_nomem(err);
+			one = p11i_err_nomem(err);
 		else if (lstat(child, &st) == 0 && S_ISDIR(st.st_mode) && depth < 32)
 			one = add_dir(r, child, depth + 1, err);
 		else if (stat(child, &st) == 0 && S_ISREG(st.st_mode))
@@ -356,13 +356,13 @@ static int token_key_facts(p11s_validation *r, struct entry *e, const p11s_objec
 	const p11s_object *key;
 
 	if (r->opts.no_login) {
-		e->key_unchecked = p11s_strdup("not logged in (--no-login): private keys, and any "
+		e->key_unchecked = p11i_strdup("not logged in (--no-login): private keys, and any "
 		                               "certificates the token keeps private, were not "
 		                               "looked at");
 		return e->key_unchecked != NULL;
 	}
 	if (p11s_object_pairing(o) == P11S_PAIR_NOT_LOGGED_IN) {
-		e->key_unchecked = p11s_strdup("the token keeps its keys private and we are not "
+		e->key_unchecked = p11i_strdup("the token keeps its keys private and we are not "
 		                               "logged in");
 		return e->key_unchecked != NULL;
 	}
@@ -373,8 +373,8 @@ static int token_key_facts(p11s_validation *r, struct entry *e, const p11s_objec
 		return 1;
 	key = p11s_object_private_key(o) ? p11s_object_private_key(o) : p11s_object_id_key(o);
 	/* The report outlives the object list: keep our own copies. */
-	e->key.uri = p11s_strdup(kf->uri);
-	e->key.curve = p11s_strdup(kf->curve);
+	e->key.uri = p11i_strdup(kf->uri);
+	e->key.curve = p11i_strdup(kf->curve);
 	kf->uri = e->key.uri;
 	kf->curve = e->key.curve;
 	e->key.type = kf->alg_name;
@@ -399,7 +399,7 @@ static p11s_rc token_anchors(p11s_validation *r, const p11s_object_list *list, p
 		ERR_clear_error();
 		if (bc != NULL && bc->ca && !stack_add_unique(r->anchors, x)) {
 			BASIC_CONSTRAINTS_free(bc);
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		}
 		BASIC_CONSTRAINTS_free(bc);
 	}
@@ -416,7 +416,7 @@ static p11s_rc whole_token_anchors(p11s_validation *r, p11s_ctx *ctx, const char
 	p11s_rc rc = P11S_OK;
 
 	if (seen == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	for (size_t i = 0; rc == P11S_OK && i < p11s_object_list_count(list); i++) {
 		const char *turi = p11s_token_uri(p11s_object_token(p11s_object_list_get(list, i)));
 		p11s_object_list *all = NULL;
@@ -447,12 +447,12 @@ p11s_rc p11s_validation_add_token(p11s_validation *r, p11s_ctx *ctx, const char 
 	p11s_rc rc;
 
 	if (local == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	rc = p11s_objects(ctx, whole ? NULL : uri, &opts, &list, local);
 	if (rc != P11S_OK) {
 		/* Without a PIN the rules can still be judged; say how. */
 		char *hint = p11s_rc_class(rc) == P11S_CLASS_PIN
-		                 ? p11s_asprintf("%s (--no-login judges the certificates without "
+		                 ? p11i_asprintf("%s (--no-login judges the certificates without "
 		                                 "looking at their keys)",
 		                                 p11s_error_message(local))
 		                 : NULL;
@@ -475,7 +475,7 @@ p11s_rc p11s_validation_add_token(p11s_validation *r, p11s_ctx *ctx, const char 
 			continue;
 		if (x == NULL) {
 			char *msg =
-			    p11s_asprintf("%s: the certificate's value does not decode as X.509",
+			    p11i_asprintf("%s: the certificate's value does not decode as X.509",
 			                  p11s_object_uri(o));
 
 			record(r, p11s_object_uri(o), P11S_E_INPUT, msg ? msg : "undecodable",
@@ -485,7 +485,7 @@ p11s_rc p11s_validation_add_token(p11s_validation *r, p11s_ctx *ctx, const char 
 		}
 		e = entry_add(r, p11s_object_uri(o), i, x);
 		if (e == NULL || !maybe_intermediate(r, x) || !token_key_facts(r, e, o))
-			rc = p11s_err_nomem(err);
+			rc = p11i_err_nomem(err);
 		else
 			e->origin = "token";
 	}

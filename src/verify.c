@@ -169,16 +169,16 @@ static char *sid_text(CMS_SignerInfo *si)
 	char *s = NULL, *a, *b;
 
 	if (!CMS_SignerInfo_get0_signer_id(si, &keyid, &issuer, &sno))
-		return p11s_strdup("an unknown signer");
+		return p11i_strdup("an unknown signer");
 	if (keyid != NULL) {
-		a = p11s_hex(ASN1_STRING_get0_data(keyid), (size_t)ASN1_STRING_length(keyid));
-		s = p11s_asprintf("subject key identifier %s", a ? a : "?");
+		a = p11i_hex(ASN1_STRING_get0_data(keyid), (size_t)ASN1_STRING_length(keyid));
+		s = p11i_asprintf("subject key identifier %s", a ? a : "?");
 		free(a);
 		return s;
 	}
 	a = p11s_cert_name_string(issuer);
-	b = p11s_serial_hex(sno);
-	s = p11s_asprintf("issuer %s, serial %s", a ? a : "?", b ? b : "?");
+	b = p11i_serial_hex(sno);
+	s = p11i_asprintf("issuer %s, serial %s", a ? a : "?", b ? b : "?");
 	free(a);
 	free(b);
 	return s;
@@ -242,10 +242,10 @@ static p11s_rc check_chain(struct signer *s, X509_STORE *store, STACK_OF(X509) *
 		    e == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
 		    e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN)
 			s->reason =
-			    p11s_asprintf("no chain to a certificate given with --trust (%s)",
+			    p11i_asprintf("no chain to a certificate given with --trust (%s)",
 			                  X509_verify_cert_error_string(e));
 		else
-			s->reason = p11s_asprintf("the chain does not hold at %s: %s (at depth %d)",
+			s->reason = p11i_asprintf("the chain does not hold at %s: %s (at depth %d)",
 			                          when, X509_verify_cert_error_string(e), depth);
 		if (s->reason == NULL) {
 			X509_STORE_CTX_free(ctx);
@@ -271,9 +271,9 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 
 	CMS_SignerInfo_get0_algs(si, &pk, &x, &dig, &sig);
 	if (dig != NULL)
-		s->digest = p11s_strdup(OBJ_nid2sn(OBJ_obj2nid(dig->algorithm)));
+		s->digest = p11i_strdup(OBJ_nid2sn(OBJ_obj2nid(dig->algorithm)));
 	if (sig != NULL)
-		s->sigalg = p11s_strdup(sigalg_name(sig));
+		s->sigalg = p11i_strdup(sigalg_name(sig));
 	s->has_time = signing_time(si, &s->signing_time);
 	s->checked_at = s->has_time ? s->signing_time : at;
 	s->valid_at_signing = -1;
@@ -281,20 +281,20 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 	if (x == NULL) {
 		s->verdict = P11S_SIG_NO_CERTIFICATE;
 		who = sid_text(si);
-		s->reason = p11s_asprintf("the signer's certificate (%s) is neither in the message "
+		s->reason = p11i_asprintf("the signer's certificate (%s) is neither in the message "
 		                          "nor among the --trust certificates",
 		                          who ? who : "?");
 		free(who);
-		return s->reason ? P11S_OK : p11s_err_nomem(err);
+		return s->reason ? P11S_OK : p11i_err_nomem(err);
 	}
 	X509_up_ref(x);
 	s->cert = x;
 	s->subject = p11s_cert_name_string(X509_get_subject_name(x));
 	s->issuer = p11s_cert_name_string(X509_get_issuer_name(x));
-	s->serial = p11s_serial_hex(X509_get0_serialNumber(x));
+	s->serial = p11i_serial_hex(X509_get0_serialNumber(x));
 	if (s->subject == NULL || s->issuer == NULL || s->serial == NULL ||
-	    (s->emails = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &s->n_emails)) == NULL)
-		return p11s_err_nomem(err);
+	    (s->emails = p11i_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &s->n_emails)) == NULL)
+		return p11i_err_nomem(err);
 	s->valid_at_signing = valid_at(x, s->checked_at);
 	s->valid_at = valid_at(x, at);
 
@@ -315,26 +315,26 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 	v = has_attrs ? CMS_SignerInfo_verify(si) : 1;
 	if (v == 0) {
 		s->verdict = P11S_SIG_BAD_SIGNATURE;
-		s->reason = p11s_strdup("the signature over the signed attributes does not verify "
+		s->reason = p11i_strdup("the signature over the signed attributes does not verify "
 		                        "with the certificate's key");
 	} else if (v > 0 && (v = CMS_SignerInfo_verify_content(si, digests)) == 0) {
 		s->verdict = P11S_SIG_BAD_SIGNATURE;
 		s->reason =
-		    p11s_strdup(has_attrs ? "the content was altered: its digest differs "
+		    p11i_strdup(has_attrs ? "the content was altered: its digest differs "
 		                            "from the signed one"
 		                          : "the signature over the content does not verify");
 	}
 	if (v < 0 && X509_get0_pubkey(x) == NULL) {
 		/* Not an algorithm OpenSSL lacks: a key that does not decode. */
 		s->verdict = P11S_SIG_UNSUPPORTED;
-		s->reason = p11s_strdup("the signer's certificate holds a public key that does not "
+		s->reason = p11i_strdup("the signer's certificate holds a public key that does not "
 		                        "decode (a damaged certificate?): the signature cannot be "
 		                        "checked");
 	} else if (v < 0) {
 		unsigned long e = ERR_peek_last_error();
 
 		s->verdict = P11S_SIG_UNSUPPORTED;
-		s->reason = p11s_asprintf("OpenSSL %s cannot check this signature (%s with %s): %s",
+		s->reason = p11i_asprintf("OpenSSL %s cannot check this signature (%s with %s): %s",
 		                          OpenSSL_version(OPENSSL_VERSION_STRING),
 		                          s->sigalg ? s->sigalg : "?", s->digest ? s->digest : "?",
 		                          e ? ERR_reason_error_string(e) : "no reason given");
@@ -350,11 +350,11 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 		s->chain = tmp.chain;
 		s->n_chain = tmp.n_chain;
 		if (s->reason == NULL || rc != P11S_OK)
-			return p11s_err_nomem(err);
+			return p11i_err_nomem(err);
 		return P11S_OK;
 	}
 	if (check_chain(s, store, opts->trust, untrusted) != P11S_OK)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	return P11S_OK;
 }
 
@@ -370,7 +370,7 @@ static int sender_found(p11s_verify_report *r, const char *addr)
 	for (size_t i = 0; i < r->n_signers; i++) {
 		struct signer *s = &r->signers[i];
 		int place =
-		    s->cert ? p11s_cert_has_mailbox(s->cert, addr,
+		    s->cert ? p11i_cert_has_mailbox(s->cert, addr,
 		                                    P11S_MAILBOX_IN_SAN | P11S_MAILBOX_IN_SUBJECT)
 		            : 0;
 
@@ -403,7 +403,7 @@ static p11s_rc judge(p11s_verify_report *r)
 	}
 	if (bad > 0) {
 		r->rc = P11S_E_BAD_SIGNATURE;
-		r->summary = p11s_asprintf("BAD SIGNATURE: %s",
+		r->summary = p11i_asprintf("BAD SIGNATURE: %s",
 		                           r->signers[0].verdict == P11S_SIG_BAD_SIGNATURE
 		                               ? r->signers[0].reason
 		                               : "a signature does not verify");
@@ -412,7 +412,7 @@ static p11s_rc judge(p11s_verify_report *r)
 		for (size_t i = 0; i < r->n_signers; i++)
 			if (r->signers[i].verdict == P11S_SIG_UNTRUSTED ||
 			    r->signers[i].verdict == P11S_SIG_NO_CERTIFICATE) {
-				r->summary = p11s_asprintf("NOT TRUSTED: %s", r->signers[i].reason);
+				r->summary = p11i_asprintf("NOT TRUSTED: %s", r->signers[i].reason);
 				break;
 			}
 	} else if (unsupported > 0) {
@@ -420,18 +420,18 @@ static p11s_rc judge(p11s_verify_report *r)
 		for (size_t i = 0; i < r->n_signers; i++)
 			if (r->signers[i].verdict == P11S_SIG_UNSUPPORTED) {
 				r->summary =
-				    p11s_asprintf("CANNOT VERIFY: %s", r->signers[i].reason);
+				    p11i_asprintf("CANNOT VERIFY: %s", r->signers[i].reason);
 				break;
 			}
 	} else if (r->sender_ok == 0 && r->from_error != NULL) {
 		r->rc = P11S_E_SENDER_MISMATCH;
 		r->summary =
-		    p11s_asprintf("NOT CONFIRMED AS SIGNED BY ITS SENDER: the signature is "
+		    p11i_asprintf("NOT CONFIRMED AS SIGNED BY ITS SENDER: the signature is "
 		                  "good, but the From header cannot be read (%s)",
 		                  r->from_error);
 	} else if (r->sender_ok == 0) {
 		r->rc = P11S_E_SENDER_MISMATCH;
-		r->summary = p11s_asprintf(
+		r->summary = p11i_asprintf(
 		    "NOT SIGNED BY ITS SENDER: the signature is good, but the From address %s is "
 		    "not among the signer's certificate addresses (subjectAltName or subject "
 		    "emailAddress)",
@@ -441,7 +441,7 @@ static p11s_rc judge(p11s_verify_report *r)
 
 		r->rc = P11S_OK;
 		if (s->valid_at == 0)
-			r->summary = p11s_asprintf(
+			r->summary = p11i_asprintf(
 			    "good signature by %s; the certificate was valid when it signed (%s) "
 			    "but is not valid at %s",
 			    s->n_emails                                  ? s->emails[0]
@@ -450,7 +450,7 @@ static p11s_rc judge(p11s_verify_report *r)
 			    p11s_time_format(s->checked_at, when, sizeof(when)),
 			    s->has_time ? "the time of checking" : "that time");
 		else
-			r->summary = p11s_asprintf("good signature by %s",
+			r->summary = p11i_asprintf("good signature by %s",
 			                           s->n_emails ? s->emails[0]
 			                           : s->sender_place == P11S_MAILBOX_IN_SUBJECT
 			                               ? r->from[0]
@@ -473,7 +473,7 @@ static p11s_rc judge(p11s_verify_report *r)
  */
 static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
 {
-	BIO *f = p11s_spool_new(err);
+	BIO *f = p11i_spool_new(err);
 	char buf[65536];
 	size_t total = 0;
 	int n;
@@ -485,28 +485,28 @@ static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
 		total += (size_t)n;
 		if (total > VERIFY_MAX) {
 			BIO_free(f);
-			return p11s_err(err, P11S_E_INPUT,
+			return p11i_err(err, P11S_E_INPUT,
 			                "the message is too large to verify (over %u MiB)",
 			                VERIFY_MAX >> 20);
 		}
 		if (BIO_write(f, buf, n) != n) {
 			BIO_free(f);
-			return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s",
+			return p11i_err(err, P11S_E_IO, "cannot write a temporary file: %s",
 			                strerror(errno));
 		}
 	}
 	if (n < 0 && BIO_should_retry(in) == 0 && !BIO_eof(in) && total == 0) {
 		BIO_free(f);
-		return p11s_err_ossl(err, P11S_E_IO, "cannot read the message");
+		return p11i_err_ossl(err, P11S_E_IO, "cannot read the message");
 	}
 	if (BIO_flush(f) != 1 || BIO_seek(f, 0) != 0) {
 		BIO_free(f);
-		return p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s",
+		return p11i_err(err, P11S_E_IO, "cannot write a temporary file: %s",
 		                strerror(errno));
 	}
 	if (total == 0) {
 		BIO_free(f);
-		return p11s_err(err, P11S_E_INPUT, "the input is empty");
+		return p11i_err(err, P11S_E_INPUT, "the input is empty");
 	}
 	*out = f;
 	return P11S_OK;
@@ -547,7 +547,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 {
 	BIO *buf = BIO_new(BIO_f_buffer()), *part = NULL, *sig = BIO_new(BIO_s_mem());
 	BIO *target = NULL, *b64 = NULL;
-	p11s_headers *sh = NULL;
+	p11i_headers *sh = NULL;
 	char line[SMLEN], *ct = NULL, *type = NULL;
 	size_t blen = strlen(bound), sig_len = 0;
 	int first = 0, eol = 0, nparts = 0, done = 0, len;
@@ -556,12 +556,12 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 	*cms = NULL;
 	*bcont = NULL;
 	if (buf == NULL || sig == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	/* End of data is the end, not "try again" (d2i_CMS_bio gives up on that). */
 	BIO_set_mem_eof_return(sig, 0);
-	part = p11s_spool_new(err);
+	part = p11i_spool_new(err);
 	if (part == NULL) {
 		rc = p11s_error_rc(err);
 		goto out;
@@ -582,7 +582,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 				nparts++;
 				target = nparts == 1 ? part : nparts == 2 ? sig : NULL;
 				if (target == NULL) {
-					rc = p11s_err(
+					rc = p11i_err(
 					    err, P11S_E_INPUT,
 					    "the multipart/signed message has more than two "
 					    "parts");
@@ -593,7 +593,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 			}
 			eol = next_eol;
 			if (target == sig && (sig_len += n + 2) > SIG_PART_MAX) {
-				rc = p11s_err(err, P11S_E_INPUT,
+				rc = p11i_err(err, P11S_E_INPUT,
 				              "the signature part is too large (over %u MiB)",
 				              SIG_PART_MAX >> 20);
 				goto out;
@@ -604,7 +604,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 	}
 	BIO_pop(buf);
 	if (!done || nparts != 2) {
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              !done ? "the multipart/signed message has no closing boundary "
 		                      "(truncated?)"
 		                    : "the multipart/signed message does not have the two parts "
@@ -612,14 +612,14 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 		goto out;
 	}
 	/* The signature part: its own header block, then base64. */
-	rc = p11s_headers_read(sig, 0, &sh, err);
+	rc = p11i_headers_read(sig, 0, &sh, err);
 	if (rc != P11S_OK)
 		goto out;
-	ct = p11s_headers_get(sh, "Content-Type");
-	type = ct ? p11s_mime_media_type(ct) : NULL;
+	ct = p11i_headers_get(sh, "Content-Type");
+	type = ct ? p11i_mime_media_type(ct) : NULL;
 	if (type == NULL || (strcmp(type, "application/pkcs7-signature") != 0 &&
 	                     strcmp(type, "application/x-pkcs7-signature") != 0)) {
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              "the second part of the multipart/signed message is %s, not "
 		              "application/pkcs7-signature",
 		              type ? type : "without a Content-Type");
@@ -627,7 +627,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 	}
 	b64 = BIO_new(BIO_f_base64());
 	if (b64 == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	BIO_push(b64, sig);
@@ -635,7 +635,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 	BIO_pop(b64);
 	if (*cms == NULL) {
 		ERR_clear_error();
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              "the signature part of the message cannot be read (damaged, or "
 		              "not S/MIME)");
 		goto out;
@@ -646,7 +646,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 	part = NULL;
 	goto out;
 ioerr:
-	rc = p11s_err(err, P11S_E_IO, "cannot write a temporary file: %s", strerror(errno));
+	rc = p11i_err(err, P11S_E_IO, "cannot write a temporary file: %s", strerror(errno));
 out:
 	if (buf != NULL && BIO_next(buf) != NULL)
 		BIO_pop(buf);
@@ -654,7 +654,7 @@ out:
 	BIO_free(b64);
 	BIO_free(sig);
 	BIO_free(part);
-	p11s_headers_free(sh);
+	p11i_headers_free(sh);
 	free(ct);
 	free(type);
 	return rc;
@@ -666,20 +666,20 @@ out:
  * memory); anything else through OpenSSL's reader, which holds an opaque
  * message's content in memory.  NULL *cms with P11S_OK: not S/MIME.
  */
-static p11s_rc read_cms(BIO *msg, const p11s_headers *outer, CMS_ContentInfo **cms, BIO **bcont,
+static p11s_rc read_cms(BIO *msg, const p11i_headers *outer, CMS_ContentInfo **cms, BIO **bcont,
                         p11s_error *err)
 {
-	char *ct = p11s_headers_get(outer, "Content-Type");
-	char *type = ct ? p11s_mime_media_type(ct) : NULL;
+	char *ct = p11i_headers_get(outer, "Content-Type");
+	char *type = ct ? p11i_mime_media_type(ct) : NULL;
 	char *bound =
-	    type && strcmp(type, "multipart/signed") == 0 ? p11s_mime_param(ct, "boundary") : NULL;
+	    type && strcmp(type, "multipart/signed") == 0 ? p11i_mime_param(ct, "boundary") : NULL;
 	p11s_rc rc = P11S_OK;
 
 	if (bound != NULL && *bound != '\0') {
 		/* The body starts where the header block ended. */
 		rc = split_signed(msg, bound, cms, bcont, err);
 	} else if (BIO_seek(msg, 0) != 0) {
-		rc = p11s_err(err, P11S_E_IO, "cannot read a temporary file: %s", strerror(errno));
+		rc = p11i_err(err, P11S_E_IO, "cannot read a temporary file: %s", strerror(errno));
 	} else {
 		/* Not CMS_BINARY: OpenSSL joins the signed part's lines with CRLF (canonical form).
 		 */
@@ -703,7 +703,7 @@ static p11s_rc read_cms(BIO *msg, const p11s_headers *outer, CMS_ContentInfo **c
  */
 struct content_out {
 	BIO *bio;
-	const p11s_headers *outer; /* NULL: the entity only, as signed */
+	const p11i_headers *outer; /* NULL: the entity only, as signed */
 	int to_lf;                 /* CRLF -> LF for the entity */
 	int head_done, cr;
 	char *head;
@@ -782,7 +782,7 @@ static int flush_entity_head(struct content_out *c)
 	/* The entity becomes the message's content: MIME-Version once, outside or in. */
 	if (!entity_head_has(c->head, c->head_len, "mime-version:", NULL))
 		classes |= P11S_HDR_MIME_VERSION;
-	if (p11s_headers_write(c->outer, classes, c->bio, NULL) != P11S_OK)
+	if (p11i_headers_write(c->outer, classes, c->bio, NULL) != P11S_OK)
 		return 0;
 	return put_entity(c, c->head, c->head_len);
 }
@@ -820,23 +820,23 @@ static int content_finish(struct content_out *c)
 	return !c->cr || BIO_write(c->bio, "\r", 1) == 1;
 }
 
-static p11s_rc from_addresses(const p11s_headers *h, p11s_verify_report *r, p11s_error *err)
+static p11s_rc from_addresses(const p11i_headers *h, p11s_verify_report *r, p11s_error *err)
 {
 	static const char *const names[] = {"From", NULL};
 	p11s_rc rc;
 
-	rc = p11s_headers_addresses(h, names, &r->from, &r->n_from, err);
+	rc = p11i_headers_addresses(h, names, &r->from, &r->n_from, err);
 	if (rc == P11S_E_INPUT) {
 		/*
 		 * Real mail carries broken From headers.  The signature can still
 		 * be checked; only the sender cannot be confirmed, which the
 		 * verdict then says.
 		 */
-		r->from_error = p11s_strdup(p11s_error_message(err));
+		r->from_error = p11i_strdup(p11s_error_message(err));
 		p11s_error_clear(err);
 		r->from = NULL;
 		r->n_from = 0;
-		return r->from_error ? P11S_OK : p11s_err_nomem(err);
+		return r->from_error ? P11S_OK : p11i_err_nomem(err);
 	}
 	return rc;
 }
@@ -850,7 +850,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	STACK_OF(X509) *msgcerts = NULL;
 	STACK_OF(CMS_SignerInfo) * sis;
 	X509_STORE *store = NULL;
-	p11s_headers *outer = NULL;
+	p11i_headers *outer = NULL;
 	struct content_out cout = {0};
 	p11s_rc rc;
 	char buf[16384];
@@ -861,44 +861,44 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	if (opts == NULL)
 		opts = &defaults;
 	if (in == NULL)
-		return p11s_err(err, P11S_E_USAGE, "p11s_verify: no input");
+		return p11i_err(err, P11S_E_USAGE, "p11s_verify: no input");
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
-		return p11s_err_nomem(err);
+		return p11i_err_nomem(err);
 	r->at = opts->at ? opts->at : time(NULL);
 	rc = spool(in, &mem, err);
 	if (rc != P11S_OK)
 		goto out;
-	rc = p11s_headers_read(mem, 0, &outer, err);
+	rc = p11i_headers_read(mem, 0, &outer, err);
 	if (rc != P11S_OK)
 		goto out;
 	cout.bio = content;
 	if (!opts->entity_only) {
 		cout.outer = outer;
-		cout.to_lf = p11s_headers_eol(outer) == P11S_EOL_LF;
+		cout.to_lf = p11i_headers_eol(outer) == P11S_EOL_LF;
 	}
 	rc = read_cms(mem, outer, &cms, &bcont, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (cms == NULL) {
 		/* Input of the wrong kind gets a sentence, not OpenSSL's parser codes. */
-		char *ct = p11s_headers_get(outer, "Content-Type");
-		char *type = ct ? p11s_mime_media_type(ct) : NULL;
+		char *ct = p11i_headers_get(outer, "Content-Type");
+		char *type = ct ? p11i_mime_media_type(ct) : NULL;
 
 		ERR_clear_error();
 		if (type != NULL && strcmp(type, "multipart/signed") != 0 &&
 		    strcmp(type, "application/pkcs7-mime") != 0 &&
 		    strcmp(type, "application/x-pkcs7-mime") != 0)
-			rc = p11s_err(err, P11S_E_INPUT,
+			rc = p11i_err(err, P11S_E_INPUT,
 			              "the message is not signed: its content is %s, not "
 			              "multipart/signed or application/pkcs7-mime",
 			              type);
 		else if (type == NULL)
-			rc = p11s_err(err, P11S_E_INPUT,
+			rc = p11i_err(err, P11S_E_INPUT,
 			              "the message is not signed: it has no Content-Type saying "
 			              "multipart/signed or application/pkcs7-mime");
 		else
-			rc = p11s_err(err, P11S_E_INPUT,
+			rc = p11i_err(err, P11S_E_INPUT,
 			              "the message says it is %s but its signature part cannot "
 			              "be read (damaged, or not S/MIME)",
 			              type);
@@ -908,18 +908,18 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	}
 	nid = OBJ_obj2nid(CMS_get0_type(cms));
 	if (nid == NID_pkcs7_enveloped || nid == NID_id_smime_ct_authEnvelopedData) {
-		rc = p11s_err(err, P11S_E_INPUT,
+		rc = p11i_err(err, P11S_E_INPUT,
 		              "the message is encrypted, not signed: decrypt it first "
 		              "(p11smime decrypt | p11smime verify)");
 		goto out;
 	}
 	if (nid != NID_pkcs7_signed) {
-		rc = p11s_err(err, P11S_E_INPUT, "the message is S/MIME but not signed (%s)",
+		rc = p11i_err(err, P11S_E_INPUT, "the message is S/MIME but not signed (%s)",
 		              OBJ_nid2ln(nid));
 		goto out;
 	}
 	if (bcont == NULL && CMS_is_detached(cms)) {
-		rc = p11s_err(err, P11S_E_INPUT, "a detached signature without the signed content");
+		rc = p11i_err(err, P11S_E_INPUT, "a detached signature without the signed content");
 		goto out;
 	}
 	/* Only now the From header: a message that is not signed costs no address parsing. */
@@ -929,7 +929,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	r->format = bcont ? "detached" : "opaque";
 	sis = CMS_get0_SignerInfos(cms);
 	if (sis == NULL || sk_CMS_SignerInfo_num(sis) == 0) {
-		rc = p11s_err(err, P11S_E_INPUT, "the message carries no signature");
+		rc = p11i_err(err, P11S_E_INPUT, "the message carries no signature");
 		goto out;
 	}
 	msgcerts = CMS_get1_certs(cms);
@@ -940,27 +940,27 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	/* Empty: the anchors go in as a trusted stack (check_chain). */
 	store = X509_STORE_new();
 	if (store == NULL) {
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 
 	/* One pass over the content feeds every signer's digest and the output. */
 	digests = CMS_dataInit(cms, bcont);
 	if (digests == NULL) {
-		rc = p11s_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
+		rc = p11i_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
 		goto out;
 	}
 	while ((n = BIO_read(digests, buf, sizeof(buf))) > 0)
 		if (!content_write(&cout, buf, (size_t)n)) {
-			rc = p11s_err(err, P11S_E_IO, "cannot write the signed content");
+			rc = p11i_err(err, P11S_E_IO, "cannot write the signed content");
 			goto out;
 		}
 	if (n < 0) {
-		rc = p11s_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
+		rc = p11i_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
 		goto out;
 	}
 	if (!content_finish(&cout)) {
-		rc = p11s_err(err, P11S_E_IO, "cannot write the signed content");
+		rc = p11i_err(err, P11S_E_IO, "cannot write the signed content");
 		goto out;
 	}
 
@@ -968,7 +968,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	r->signers = calloc(r->n_signers, sizeof(*r->signers));
 	if (r->signers == NULL) {
 		r->n_signers = 0;
-		rc = p11s_err_nomem(err);
+		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	for (size_t i = 0; i < r->n_signers; i++) {
@@ -979,16 +979,16 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	}
 	rc = judge(r);
 	if (rc != P11S_OK)
-		p11s_err(err, rc, "out of memory");
+		p11i_err(err, rc, "out of memory");
 out:
 	/* CMS_dataInit pushed its digest BIOs onto bcont; free only those. */
-	p11s_bio_free_upto(digests, bcont);
+	p11i_bio_free_upto(digests, bcont);
 	BIO_free(bcont);
 	BIO_free(mem);
 	X509_STORE_free(store);
 	sk_X509_pop_free(msgcerts, X509_free);
 	CMS_ContentInfo_free(cms);
-	p11s_headers_free(outer);
+	p11i_headers_free(outer);
 	free(cout.head);
 	ERR_clear_error();
 	if (rc != P11S_OK) {

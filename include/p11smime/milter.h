@@ -44,7 +44,7 @@ p11s_rc p11s_milter_msg_header(p11s_milter_msg *m, const char *name, const char 
                                p11s_error *err);
 
 /**
- * The header block is complete: parse it (p11s_headers_read()).
+ * The header block is complete: parse it (p11i_headers_read()).
  * P11S_E_INPUT when it does not parse (no field at all, for one).
  */
 p11s_rc p11s_milter_msg_end_headers(p11s_milter_msg *m, p11s_error *err);

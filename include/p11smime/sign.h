@@ -87,13 +87,13 @@ void p11s_signer_free(p11s_signer *s);
 
 /**
  * Sign one message: read a complete RFC 5322 message or a bare MIME entity
- * from @p in (which must support BIO_gets(): see p11s_headers_read()) and
+ * from @p in (which must support BIO_gets(): see p11i_headers_read()) and
  * write the signed message to @p out.
  *
  * The outer headers are written unchanged and in order; MIME-Version: 1.0
  * and the new Content-Type follow them.  The entity signed is the input's
  * Content-* fields and body in canonical 7-bit form
- * (p11s_mime_canonicalize()).  Detached: multipart/signed;
+ * (p11i_mime_canonicalize()).  Detached: multipart/signed;
  * protocol="application/pkcs7-signature"; micalg=sha-256 (etc.), the
  * entity as its first part and smime.p7s as its second.  Opaque:
  * application/pkcs7-mime; smime-type=signed-data; name=smime.p7m, base64.

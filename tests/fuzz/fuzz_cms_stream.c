@@ -35,9 +35,9 @@ static int sink(void *user, const unsigned char *buf, size_t len)
 }
 
 /* A decryption context for the content: the real one, or a zero key. */
-static EVP_CIPHER_CTX *content_ctx(p11s_cms_stream *s, CMS_ContentInfo *cms, BIO **chain)
+static EVP_CIPHER_CTX *content_ctx(p11i_cms_stream *s, CMS_ContentInfo *cms, BIO **chain)
 {
-	const X509_ALGOR *alg = p11s_cms_stream_content_alg(s);
+	const X509_ALGOR *alg = p11i_cms_stream_content_alg(s);
 	EVP_CIPHER_CTX *ctx = NULL;
 	unsigned char zero[64] = {0};
 	const EVP_CIPHER *c;
@@ -69,9 +69,9 @@ static EVP_CIPHER_CTX *content_ctx(p11s_cms_stream *s, CMS_ContentInfo *cms, BIO
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const p11s_cms_encoding encs[] = {P11S_CMS_DER, P11S_CMS_BASE64, P11S_CMS_PEM};
-	p11s_cms_stream *s = NULL, *s2 = NULL;
-	p11s_cms_replay *rp = NULL;
+	static const p11i_cms_encoding encs[] = {P11S_CMS_DER, P11S_CMS_BASE64, P11S_CMS_PEM};
+	p11i_cms_stream *s = NULL, *s2 = NULL;
+	p11i_cms_replay *rp = NULL;
 	CMS_ContentInfo *cms = NULL, *cms2 = NULL;
 	EVP_CIPHER_CTX *ctx = NULL;
 	BIO *in, *in2 = NULL, *chain = NULL;
@@ -86,29 +86,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size--;
 	in = BIO_new_mem_buf(data, (int)size);
 	err = p11s_error_new();
-	if (p11s_cms_stream_new(in, encs[(mode & 3) % 3], &s, err) != P11S_OK ||
-	    p11s_cms_stream_begin(s, &cms, err) != P11S_OK)
+	if (p11i_cms_stream_new(in, encs[(mode & 3) % 3], &s, err) != P11S_OK ||
+	    p11i_cms_stream_begin(s, &cms, err) != P11S_OK)
 		goto out;
-	(void)p11s_cms_stream_is_auth(s);
+	(void)p11i_cms_stream_is_auth(s);
 	ctx = content_ctx(s, cms, &chain);
 	if (ctx == NULL)
 		goto out;
-	if (p11s_cms_stream_decrypt(s, ctx, sink, NULL, replay ? &rp : NULL, err) == P11S_OK &&
+	if (p11i_cms_stream_decrypt(s, ctx, sink, NULL, replay ? &rp : NULL, err) == P11S_OK &&
 	    rp != NULL) {
 		in2 = BIO_new_mem_buf(data, (int)size);
-		if (p11s_cms_stream_new(in2, encs[(mode & 3) % 3], &s2, err) == P11S_OK &&
-		    p11s_cms_stream_begin(s2, &cms2, err) == P11S_OK)
-			p11s_cms_stream_replay(s2, rp, err);
+		if (p11i_cms_stream_new(in2, encs[(mode & 3) % 3], &s2, err) == P11S_OK &&
+		    p11i_cms_stream_begin(s2, &cms2, err) == P11S_OK)
+			p11i_cms_stream_replay(s2, rp, err);
 	}
-	(void)p11s_cms_stream_had_auth_attrs(s);
+	(void)p11i_cms_stream_had_auth_attrs(s);
 out:
 	if (chain != NULL)
 		BIO_free_all(chain);
 	else
 		EVP_CIPHER_CTX_free(ctx);
-	p11s_cms_replay_free(rp);
-	p11s_cms_stream_free(s2);
-	p11s_cms_stream_free(s);
+	p11i_cms_replay_free(rp);
+	p11i_cms_stream_free(s2);
+	p11i_cms_stream_free(s);
 	BIO_free(in2);
 	BIO_free(in);
 	p11s_error_free(err);

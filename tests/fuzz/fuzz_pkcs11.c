@@ -34,9 +34,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	/* Already loaded by p11s_ctx_new(): the same handle, the same module state. */
 	dl = dlopen(P11S_FUZZ_MOCK, RTLD_NOW | RTLD_NOLOAD);
-	load = dl ? (int (*)(const unsigned char *, size_t))dlsym(dl, "p11s_mock_fuzz_load") : NULL;
+	load = dl ? (int (*)(const unsigned char *, size_t))dlsym(dl, "p11i_mock_fuzz_load") : NULL;
 	if (load == NULL) {
-		fprintf(stderr, "fuzz: %s has no p11s_mock_fuzz_load\n", P11S_FUZZ_MOCK);
+		fprintf(stderr, "fuzz: %s has no p11i_mock_fuzz_load\n", P11S_FUZZ_MOCK);
 		abort();
 	}
 	p11s_error_free(err);

@@ -22,9 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int fd;
 
 	/* Bytes as they are (NULs included), then as the C string a caller passes. */
-	p11s_mailbox_parse((const char *)data, size, why, sizeof(why));
-	p11s_mailbox_parse(s, strlen(s), why, sizeof(why));
-	p11s_mailbox_parse(s, strlen(s), why, 1);
+	p11i_mailbox_parse((const char *)data, size, why, sizeof(why));
+	p11i_mailbox_parse(s, strlen(s), why, sizeof(why));
+	p11i_mailbox_parse(s, strlen(s), why, 1);
 	if (p11s_dn_parse(s, &name, err) == P11S_OK)
 		X509_NAME_free(name);
 	p11s_error_clear(err);

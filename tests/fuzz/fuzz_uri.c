@@ -16,9 +16,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	P11KitUri *uri = NULL;
 	time_t t;
 
-	if (p11s_uri_parse(s, &uri, err) == P11S_OK)
+	if (p11i_uri_parse(s, &uri, err) == P11S_OK)
 		p11_kit_uri_free(uri);
-	free(p11s_uri_redact(s));
+	free(p11i_uri_redact(s));
 	p11s_pin_source_check(s, err);
 	p11s_secret_source_check(s, P11S_SECRET_PASSWORD, err);
 	p11s_time_parse(s, &t, err);

@@ -163,7 +163,7 @@ env:P11S_PIN
 EOF_URI
 
 # --------------------------------------------------------- PKCS#11 objects
-# Format: see p11s_mock_fuzz_load() in tests/mock/mock_pkcs11.c.
+# Format: see p11i_mock_fuzz_load() in tests/mock/mock_pkcs11.c.
 python3 - "$corpus/pkcs11" "$keys" <<'EOF_PY'
 import subprocess, sys
 out, keys = sys.argv[1], sys.argv[2]

@@ -33,7 +33,7 @@
  *   P11S_MOCK_LOG    every call is appended there, one line each: the function
  *                    and its key arguments ("C_Login user_type=1 pin_len=6")
  *
- * Fuzzing (tests/fuzz/fuzz_pkcs11.c): p11s_mock_fuzz_load(data, len), looked
+ * Fuzzing (tests/fuzz/fuzz_pkcs11.c): p11i_mock_fuzz_load(data, len), looked
  * up with dlsym, replaces the token's objects with ones read from fuzz
  * input (see there for the format): any class, any attribute values, and
  * lengths that lie in the ways a broken module's do.
@@ -1273,9 +1273,9 @@ static const CK_ATTRIBUTE_TYPE fuzz_types[] = {
  * Objects without a CKA_CLASS are still served: the reader must cope.
  * Returns 0; the module stays initialised.
  */
-__attribute__((visibility("default"))) int p11s_mock_fuzz_load(const unsigned char *data,
+__attribute__((visibility("default"))) int p11i_mock_fuzz_load(const unsigned char *data,
                                                                size_t len);
-__attribute__((visibility("default"))) int p11s_mock_fuzz_load(const unsigned char *data,
+__attribute__((visibility("default"))) int p11i_mock_fuzz_load(const unsigned char *data,
                                                                size_t len)
 {
 	const unsigned char *p = data, *end = data + len;

@@ -50,21 +50,21 @@ static void ids(void **state)
 	size_t len = 0;
 
 	(void)state;
-	assert_int_equal(p11s_hex_parse("05", id, sizeof(id), &len, NULL), P11S_OK);
+	assert_int_equal(p11i_hex_parse("05", id, sizeof(id), &len, NULL), P11S_OK);
 	assert_int_equal(len, 1);
 	assert_int_equal(id[0], 0x05);
-	assert_int_equal(p11s_hex_parse("0a:1B:ff", id, sizeof(id), &len, NULL), P11S_OK);
+	assert_int_equal(p11i_hex_parse("0a:1B:ff", id, sizeof(id), &len, NULL), P11S_OK);
 	assert_int_equal(len, 3);
 	assert_memory_equal(id, "\x0a\x1b\xff", 3);
-	assert_int_equal(p11s_hex_parse("deadBEEF", id, sizeof(id), &len, NULL), P11S_OK);
+	assert_int_equal(p11i_hex_parse("deadBEEF", id, sizeof(id), &len, NULL), P11S_OK);
 	assert_int_equal(len, 4);
 	/* Odd digits, not hex, a leading colon, too long, empty. */
-	assert_int_equal(p11s_hex_parse("5", id, sizeof(id), &len, NULL), P11S_E_USAGE);
-	assert_int_equal(p11s_hex_parse("0g", id, sizeof(id), &len, NULL), P11S_E_USAGE);
-	assert_int_equal(p11s_hex_parse(":05", id, sizeof(id), &len, NULL), P11S_E_USAGE);
-	assert_int_equal(p11s_hex_parse("0102030405", id, sizeof(id), &len, NULL), P11S_E_USAGE);
-	assert_int_equal(p11s_hex_parse("", id, sizeof(id), &len, NULL), P11S_E_USAGE);
-	assert_int_equal(p11s_hex_parse("01 02", id, sizeof(id), &len, NULL), P11S_E_USAGE);
+	assert_int_equal(p11i_hex_parse("5", id, sizeof(id), &len, NULL), P11S_E_USAGE);
+	assert_int_equal(p11i_hex_parse("0g", id, sizeof(id), &len, NULL), P11S_E_USAGE);
+	assert_int_equal(p11i_hex_parse(":05", id, sizeof(id), &len, NULL), P11S_E_USAGE);
+	assert_int_equal(p11i_hex_parse("0102030405", id, sizeof(id), &len, NULL), P11S_E_USAGE);
+	assert_int_equal(p11i_hex_parse("", id, sizeof(id), &len, NULL), P11S_E_USAGE);
+	assert_int_equal(p11i_hex_parse("01 02", id, sizeof(id), &len, NULL), P11S_E_USAGE);
 }
 
 int main(void)

@@ -54,7 +54,7 @@ static p11s_object *make_obj(const p11s_token *t, p11s_object_class cls, const c
 	o->id = malloc(1);
 	o->id[0] = id;
 	o->id_len = 1;
-	o->uri = p11s_object_uri_build(o);
+	o->uri = p11i_object_uri_build(o);
 	assert_non_null(o->uri);
 	return o;
 }
@@ -107,7 +107,7 @@ static p11s_object_list *make_list(X509 *cert)
 	l->all[2] = p;
 	l->all[3] = orphan;
 	l->all_count = 4;
-	assert_int_equal(p11s_object_list_filter(l, NULL, NULL, NULL), P11S_OK);
+	assert_int_equal(p11i_object_list_filter(l, NULL, NULL, NULL), P11S_OK);
 	return l;
 }
 
@@ -224,7 +224,7 @@ static void test_describe_der_same(void **state)
 	{
 		size_t len;
 		unsigned char *der = tu_der(ca, &len);
-		X509 *light = p11s_x509_parse_light(der, len);
+		X509 *light = p11i_x509_parse_light(der, len);
 
 		assert_non_null(light);
 		assert_null(X509_get0_pubkey(light));
@@ -392,7 +392,7 @@ static void test_tokens_json(void **state)
 	doc = report_tokens_json(&l);
 	assert_string_equal(doc, "{\n  \"tokens\": []\n}");
 	free(doc);
-	p11s_token_free(t);
+	p11i_token_free(t);
 }
 
 int main(void)

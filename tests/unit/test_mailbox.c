@@ -100,11 +100,11 @@ static void accepted_forms(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
-		if (!p11s_mailbox_parse(accepted[i], strlen(accepted[i]), why, sizeof(why))) {
+		if (!p11i_mailbox_parse(accepted[i], strlen(accepted[i]), why, sizeof(why))) {
 			print_error("'%s' refused: %s\n", accepted[i], why);
 			fail();
 		}
-		assert_true(p11s_mailbox_valid(accepted[i]));
+		assert_true(p11i_mailbox_valid(accepted[i]));
 	}
 }
 
@@ -115,13 +115,13 @@ static void refused_forms(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
 		strcpy(why, "(untouched)");
-		if (p11s_mailbox_parse(refused[i].in, strlen(refused[i].in), why, sizeof(why)) ||
+		if (p11i_mailbox_parse(refused[i].in, strlen(refused[i].in), why, sizeof(why)) ||
 		    strstr(why, refused[i].why) == NULL) {
 			print_error("'%s': got '%s', want refused with '%s'\n", refused[i].in, why,
 			            refused[i].why);
 			fail();
 		}
-		assert_false(p11s_mailbox_valid(refused[i].in));
+		assert_false(p11i_mailbox_valid(refused[i].in));
 	}
 }
 
@@ -131,30 +131,30 @@ static void lengths_and_nul(void **state)
 
 	(void)state;
 	/* A NUL inside the bytes (as an IA5String may hold) is not an address. */
-	assert_false(p11s_mailbox_parse("a\0b@example.org", 15, why, sizeof(why)));
+	assert_false(p11i_mailbox_parse("a\0b@example.org", 15, why, sizeof(why)));
 	assert_non_null(strstr(why, "control character"));
 	/* Only len bytes are read: a prefix of a longer buffer is judged alone. */
-	assert_true(p11s_mailbox_parse("alice@example.org trailing junk", 17, NULL, 0));
+	assert_true(p11i_mailbox_parse("alice@example.org trailing junk", 17, NULL, 0));
 	/* The limit is checked before anything else, whatever the content. */
 	memset(big, 'a', sizeof(big));
 	memcpy(big + 10, "@example.org", 12);
-	assert_false(p11s_mailbox_parse(big, sizeof(big), why, sizeof(why)));
+	assert_false(p11i_mailbox_parse(big, sizeof(big), why, sizeof(why)));
 	assert_non_null(strstr(why, "longer than 254"));
 	/* A too small reason buffer is truncated, not overrun; none at all is fine. */
-	assert_false(p11s_mailbox_parse("nobody", 6, why, 3));
+	assert_false(p11i_mailbox_parse("nobody", 6, why, 3));
 	assert_int_equal(strlen(why), 2);
-	assert_false(p11s_mailbox_parse("nobody", 6, NULL, 0));
-	assert_false(p11s_mailbox_parse(NULL, 0, why, sizeof(why)));
+	assert_false(p11i_mailbox_parse("nobody", 6, NULL, 0));
+	assert_false(p11i_mailbox_parse(NULL, 0, why, sizeof(why)));
 }
 
 static void equality(void **state)
 {
 	(void)state;
-	assert_true(p11s_mailbox_equal("Alice@Example.org", "alice@example.ORG"));
-	assert_false(p11s_mailbox_equal("alice@example.org", "alice@example.org."));
-	assert_false(p11s_mailbox_equal("nobody", "nobody"));
-	assert_false(p11s_mailbox_equal("alice@example.org", "bob@example.org"));
-	assert_false(p11s_mailbox_equal(NULL, "alice@example.org"));
+	assert_true(p11i_mailbox_equal("Alice@Example.org", "alice@example.ORG"));
+	assert_false(p11i_mailbox_equal("alice@example.org", "alice@example.org."));
+	assert_false(p11i_mailbox_equal("nobody", "nobody"));
+	assert_false(p11i_mailbox_equal("alice@example.org", "bob@example.org"));
+	assert_false(p11i_mailbox_equal(NULL, "alice@example.org"));
 }
 
 static void certificate_places(void **state)
@@ -172,35 +172,35 @@ static void certificate_places(void **state)
 	char **v;
 
 	(void)state;
-	v = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &n);
+	v = p11i_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &n);
 	assert_int_equal(n, 1);
 	assert_string_equal(v[0], "Alice@example.org");
 	p11s_strv_free(v);
 
-	v = p11s_cert_mailboxes(x, P11S_MAILBOX_IN_SAN | P11S_MAILBOX_IN_SUBJECT, &n);
+	v = p11i_cert_mailboxes(x, P11S_MAILBOX_IN_SAN | P11S_MAILBOX_IN_SUBJECT, &n);
 	assert_int_equal(n, 2);
 	assert_string_equal(v[1], "Legacy@Example.org");
 	p11s_strv_free(v);
 
-	v = p11s_cert_bad_mailboxes(x, &n);
+	v = p11i_cert_bad_mailboxes(x, &n);
 	assert_int_equal(n, 3);
 	assert_string_equal(v[0], "'nobody' is not an e-mail address (no @)");
 	assert_non_null(strstr(v[1], "'<bob@example.org>' is not an e-mail address (angle"));
 	assert_string_equal(v[2], "'@example.org' is not an e-mail address (nothing before the @)");
 	p11s_strv_free(v);
 
-	assert_int_equal(p11s_cert_has_mailbox(x, "alice@EXAMPLE.org", P11S_MAILBOX_IN_SAN),
+	assert_int_equal(p11i_cert_has_mailbox(x, "alice@EXAMPLE.org", P11S_MAILBOX_IN_SAN),
 	                 P11S_MAILBOX_IN_SAN);
-	assert_int_equal(p11s_cert_has_mailbox(x, "legacy@example.org", P11S_MAILBOX_IN_SAN), 0);
-	assert_int_equal(p11s_cert_has_mailbox(x, "legacy@example.org",
+	assert_int_equal(p11i_cert_has_mailbox(x, "legacy@example.org", P11S_MAILBOX_IN_SAN), 0);
+	assert_int_equal(p11i_cert_has_mailbox(x, "legacy@example.org",
 	                                       P11S_MAILBOX_IN_SAN | P11S_MAILBOX_IN_SUBJECT),
 	                 P11S_MAILBOX_IN_SUBJECT);
 	/* A non-address never matches, even one spelled the same. */
-	assert_int_equal(p11s_cert_has_mailbox(x, "nobody", P11S_MAILBOX_IN_SAN), 0);
-	assert_int_equal(p11s_cert_has_mailbox(x, "<bob@example.org>", P11S_MAILBOX_IN_SAN), 0);
+	assert_int_equal(p11i_cert_has_mailbox(x, "nobody", P11S_MAILBOX_IN_SAN), 0);
+	assert_int_equal(p11i_cert_has_mailbox(x, "<bob@example.org>", P11S_MAILBOX_IN_SAN), 0);
 
 	/* No certificate: an empty list, not NULL. */
-	v = p11s_cert_mailboxes(NULL, P11S_MAILBOX_IN_SAN, &n);
+	v = p11i_cert_mailboxes(NULL, P11S_MAILBOX_IN_SAN, &n);
 	assert_non_null(v);
 	assert_int_equal(n, 0);
 	p11s_strv_free(v);

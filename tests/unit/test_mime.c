@@ -15,10 +15,10 @@
 #include "mime.h"
 
 /* Read the header block of @p msg; *body gets the rest of the BIO. */
-static p11s_rc read_msg(const char *msg, size_t len, p11s_headers **h, char **body, p11s_error *err)
+static p11s_rc read_msg(const char *msg, size_t len, p11i_headers **h, char **body, p11s_error *err)
 {
 	BIO *in = BIO_new_mem_buf(msg, (int)len);
-	p11s_rc rc = p11s_headers_read(in, 0, h, err);
+	p11s_rc rc = p11i_headers_read(in, 0, h, err);
 
 	if (rc == P11S_OK && body != NULL) {
 		char buf[4096];
@@ -40,39 +40,39 @@ static void headers_order_folding_eol(void **state)
 	                          "MIME-Version: 1.0\n"
 	                          "\n"
 	                          "body line\n";
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	char *body = NULL, *v;
 	size_t len;
 	const char *raw;
 
 	(void)state;
 	assert_int_equal(read_msg(msg, strlen(msg), &h, &body, NULL), P11S_OK);
-	assert_int_equal(p11s_headers_count(h), 5);
-	assert_int_equal(p11s_headers_eol(h), P11S_EOL_LF);
-	assert_true(p11s_headers_body_follows(h));
-	assert_string_equal(p11s_headers_name(h, 0), "Received");
-	assert_string_equal(p11s_headers_name(h, 3), "Content-Type");
-	raw = p11s_headers_raw(h, 2, &len);
+	assert_int_equal(p11i_headers_count(h), 5);
+	assert_int_equal(p11i_headers_eol(h), P11S_EOL_LF);
+	assert_true(p11i_headers_body_follows(h));
+	assert_string_equal(p11i_headers_name(h, 0), "Received");
+	assert_string_equal(p11i_headers_name(h, 3), "Content-Type");
+	raw = p11i_headers_raw(h, 2, &len);
 	assert_int_equal(len, strlen("Subject: a long\n  subject\n"));
 	assert_memory_equal(raw, "Subject: a long\n  subject\n", len);
-	v = p11s_headers_value(h, 2);
+	v = p11i_headers_value(h, 2);
 	assert_string_equal(v, "a long  subject");
 	free(v);
-	v = p11s_headers_get(h, "content-type");
+	v = p11i_headers_get(h, "content-type");
 	assert_string_equal(v, "text/plain; charset=utf-8");
 	free(v);
-	assert_null(p11s_headers_get(h, "Cc"));
+	assert_null(p11i_headers_get(h, "Cc"));
 	assert_string_equal(body, "body line\n");
-	assert_int_equal(p11s_header_class_of("Content-Transfer-Encoding"), P11S_HDR_CONTENT);
-	assert_int_equal(p11s_header_class_of("mime-version"), P11S_HDR_MIME_VERSION);
-	assert_int_equal(p11s_header_class_of("Subject"), P11S_HDR_OUTER);
+	assert_int_equal(p11i_header_class_of("Content-Transfer-Encoding"), P11S_HDR_CONTENT);
+	assert_int_equal(p11i_header_class_of("mime-version"), P11S_HDR_MIME_VERSION);
+	assert_int_equal(p11i_header_class_of("Subject"), P11S_HDR_OUTER);
 
 	/* Writing the outer class keeps them byte for byte, in order. */
 	BIO *out = BIO_new(BIO_s_mem());
 	char *data;
 	long n;
 
-	assert_int_equal(p11s_headers_write(h, P11S_HDR_OUTER, out, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_write(h, P11S_HDR_OUTER, out, NULL), P11S_OK);
 	n = BIO_get_mem_data(out, &data);
 	assert_int_equal(n, strlen("Received: from a\n\tby b\nFrom: Alice <alice@example.org>\n"
 	                           "Subject: a long\n  subject\n"));
@@ -82,29 +82,29 @@ static void headers_order_folding_eol(void **state)
 	                    (size_t)n);
 	BIO_free(out);
 	free(body);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 }
 
 static void headers_crlf_and_no_body(void **state)
 {
 	static const char crlf[] = "Subject: x\r\nTo: b@example.org\r\n\r\nhi\r\n";
 	static const char nobody[] = "Subject: x\nTo: b@example.org\n";
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	char *body = NULL;
 
 	(void)state;
 	assert_int_equal(read_msg(crlf, strlen(crlf), &h, &body, NULL), P11S_OK);
-	assert_int_equal(p11s_headers_eol(h), P11S_EOL_CRLF);
+	assert_int_equal(p11i_headers_eol(h), P11S_EOL_CRLF);
 	assert_string_equal(body, "hi\r\n");
 	free(body);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 
 	assert_int_equal(read_msg(nobody, strlen(nobody), &h, &body, NULL), P11S_OK);
-	assert_false(p11s_headers_body_follows(h));
-	assert_int_equal(p11s_headers_count(h), 2);
+	assert_false(p11i_headers_body_follows(h));
+	assert_int_equal(p11i_headers_count(h), 2);
 	assert_string_equal(body, "");
 	free(body);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 }
 
 static void headers_malformed(void **state)
@@ -118,7 +118,7 @@ static void headers_malformed(void **state)
 	    "From nobody Mon Jan 1\nSubject: x\n\n",      /* mbox separator */
 	};
 	p11s_error *err = p11s_error_new();
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -148,22 +148,22 @@ static void headers_malformed(void **state)
 
 static void headers_build(void **state)
 {
-	p11s_headers *h = p11s_headers_new(P11S_EOL_LF);
+	p11i_headers *h = p11i_headers_new(P11S_EOL_LF);
 	p11s_error *err = p11s_error_new();
 	size_t len;
 
 	(void)state;
-	assert_int_equal(p11s_headers_add(h, "Content-Type", "text/plain", err), P11S_OK);
-	assert_int_equal(p11s_headers_add(h, "X-A", "1", err), P11S_OK);
-	assert_int_equal(p11s_headers_add(h, "X-B", "two\nlines", err), P11S_E_USAGE);
-	const char *raw = p11s_headers_raw(h, 0, &len);
+	assert_int_equal(p11i_headers_add(h, "Content-Type", "text/plain", err), P11S_OK);
+	assert_int_equal(p11i_headers_add(h, "X-A", "1", err), P11S_OK);
+	assert_int_equal(p11i_headers_add(h, "X-B", "two\nlines", err), P11S_E_USAGE);
+	const char *raw = p11i_headers_raw(h, 0, &len);
 
 	assert_int_equal(len, 25);
 	assert_memory_equal(raw, "Content-Type: text/plain\n", len);
-	assert_int_equal(p11s_headers_remove(h, "content-type"), 1);
-	assert_int_equal(p11s_headers_count(h), 1);
-	assert_int_equal(p11s_headers_find(h, "x-a", 0), 0);
-	p11s_headers_free(h);
+	assert_int_equal(p11i_headers_remove(h, "content-type"), 1);
+	assert_int_equal(p11i_headers_count(h), 1);
+	assert_int_equal(p11i_headers_find(h, "x-a", 0), 0);
+	p11i_headers_free(h);
 	p11s_error_free(err);
 }
 
@@ -172,46 +172,46 @@ static void values(void **state)
 	char *s;
 
 	(void)state;
-	s = p11s_mime_media_type(" Multipart/Signed (c) ; protocol=x");
+	s = p11i_mime_media_type(" Multipart/Signed (c) ; protocol=x");
 	assert_string_equal(s, "multipart/signed");
 	free(s);
-	assert_null(p11s_mime_media_type("text"));
-	assert_null(p11s_mime_media_type(NULL));
+	assert_null(p11i_mime_media_type("text"));
+	assert_null(p11i_mime_media_type(NULL));
 
-	s = p11s_mime_param("multipart/mixed; Boundary=\"a b;\\\"c\"; charset=utf-8", "boundary");
+	s = p11i_mime_param("multipart/mixed; Boundary=\"a b;\\\"c\"; charset=utf-8", "boundary");
 	assert_string_equal(s, "a b;\"c");
 	free(s);
-	s = p11s_mime_param("multipart/mixed; charset=utf-8 (comment); boundary=xyz", "boundary");
+	s = p11i_mime_param("multipart/mixed; charset=utf-8 (comment); boundary=xyz", "boundary");
 	assert_string_equal(s, "xyz");
 	free(s);
-	s = p11s_mime_param("application/pkcs7-mime; smime-type=signed-data; name=smime.p7m",
+	s = p11i_mime_param("application/pkcs7-mime; smime-type=signed-data; name=smime.p7m",
 	                    "smime-type");
 	assert_string_equal(s, "signed-data");
 	free(s);
-	assert_null(p11s_mime_param("text/plain; charset=utf-8", "boundary"));
-	s = p11s_mime_param("attachment; filename*0*=utf-8''R%C3%A9sum; filename*1=e.pdf",
+	assert_null(p11i_mime_param("text/plain; charset=utf-8", "boundary"));
+	s = p11i_mime_param("attachment; filename*0*=utf-8''R%C3%A9sum; filename*1=e.pdf",
 	                    "filename");
 	assert_string_equal(s, "R\xc3\xa9sume.pdf");
 	free(s);
 	/* An unterminated quote is not a value to trust. */
-	s = p11s_mime_param("text/plain; name=\"abc", "name");
+	s = p11i_mime_param("text/plain; name=\"abc", "name");
 	assert_string_equal(s, "abc");
 	free(s);
 
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	static const char m1[] = "Content-Transfer-Encoding: (x) BASE64\n\n";
 	static const char m2[] = "Subject: x\n\n";
 
 	assert_int_equal(read_msg(m1, strlen(m1), &h, NULL, NULL), P11S_OK);
-	s = p11s_mime_transfer_encoding(h);
+	s = p11i_mime_transfer_encoding(h);
 	assert_string_equal(s, "base64");
 	free(s);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	assert_int_equal(read_msg(m2, strlen(m2), &h, NULL, NULL), P11S_OK);
-	s = p11s_mime_transfer_encoding(h);
+	s = p11i_mime_transfer_encoding(h);
 	assert_string_equal(s, "7bit");
 	free(s);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 }
 
 static void addresses(void **state)
@@ -221,7 +221,7 @@ static void addresses(void **state)
 	p11s_error *err = p11s_error_new();
 
 	(void)state;
-	assert_int_equal(p11s_mime_addresses(
+	assert_int_equal(p11i_mime_addresses(
 	                     "\"Doe, John\" <john@Example.ORG>, bob@b.example (Bob (the) Builder), "
 	                     "team: c@c.example, \"d d\"@d.example;, <@route.example:e@e.example>,"
 	                     " undisclosed-recipients:;",
@@ -236,39 +236,39 @@ static void addresses(void **state)
 	assert_null(v[5]);
 	p11s_strv_free(v);
 
-	assert_int_equal(p11s_mime_addresses("", &v, &n, err), P11S_OK);
+	assert_int_equal(p11i_mime_addresses("", &v, &n, err), P11S_OK);
 	assert_int_equal(n, 0);
 	assert_null(v[0]);
 	p11s_strv_free(v);
 
-	assert_int_equal(p11s_mime_addresses("\"open <a@b>", &v, &n, err), P11S_E_INPUT);
-	assert_int_equal(p11s_mime_addresses("a@b (open", &v, &n, err), P11S_E_INPUT);
-	assert_int_equal(p11s_mime_addresses("X <a@b", &v, &n, err), P11S_E_INPUT);
+	assert_int_equal(p11i_mime_addresses("\"open <a@b>", &v, &n, err), P11S_E_INPUT);
+	assert_int_equal(p11i_mime_addresses("a@b (open", &v, &n, err), P11S_E_INPUT);
+	assert_int_equal(p11i_mime_addresses("X <a@b", &v, &n, err), P11S_E_INPUT);
 
-	assert_true(p11s_mail_addr_equal("john@Example.ORG", "john@example.org"));
-	assert_false(p11s_mail_addr_equal("John@example.org", "john@example.org"));
-	assert_false(p11s_mail_addr_equal("a@x.org", "a@y.org"));
+	assert_true(p11i_mail_addr_equal("john@Example.ORG", "john@example.org"));
+	assert_false(p11i_mail_addr_equal("John@example.org", "john@example.org"));
+	assert_false(p11i_mail_addr_equal("a@x.org", "a@y.org"));
 
 	static const char msg[] = "From: A <a@x.org>\nTo: b@y.org,\n c@z.org\nCc: B <b@Y.org>\n"
 	                          "Bcc: hidden@x.org\n\n";
 	static const char *const names[] = {"To", "Cc", NULL};
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 
 	assert_int_equal(read_msg(msg, strlen(msg), &h, NULL, NULL), P11S_OK);
-	assert_int_equal(p11s_headers_addresses(h, names, &v, &n, err), P11S_OK);
+	assert_int_equal(p11i_headers_addresses(h, names, &v, &n, err), P11S_OK);
 	assert_int_equal(n, 2);
 	assert_string_equal(v[0], "b@y.org");
 	assert_string_equal(v[1], "c@z.org");
 	p11s_strv_free(v);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	p11s_error_free(err);
 }
 
 /* Push @p in through an EOL BIO in small writes; return what came out. */
-static char *eol_through(p11s_eol to, const char *in, size_t chunk, int reading)
+static char *eol_through(p11i_eol to, const char *in, size_t chunk, int reading)
 {
 	BIO *mem = BIO_new(BIO_s_mem());
-	BIO *eol = p11s_bio_eol_new(to);
+	BIO *eol = p11i_bio_eol_new(to);
 	char *data, *res;
 	long n;
 
@@ -327,13 +327,13 @@ static p11s_rc canon(const char *msg, size_t len, unsigned classes, char **out, 
 {
 	BIO *in = BIO_new_mem_buf(msg, (int)len);
 	BIO *o = BIO_new(BIO_s_mem());
-	p11s_headers *h = NULL;
-	p11s_rc rc = p11s_headers_read(in, 0, &h, err);
+	p11i_headers *h = NULL;
+	p11s_rc rc = p11i_headers_read(in, 0, &h, err);
 	char *data;
 	long n;
 
 	if (rc == P11S_OK)
-		rc = p11s_mime_canonicalize(h, classes, in, o, err);
+		rc = p11i_mime_canonicalize(h, classes, in, o, err);
 	n = BIO_get_mem_data(o, &data);
 	*out = malloc((size_t)n + 1);
 	if (n > 0)
@@ -341,7 +341,7 @@ static p11s_rc canon(const char *msg, size_t len, unsigned classes, char **out, 
 	(*out)[n] = '\0';
 	if (olen)
 		*olen = (size_t)n;
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	BIO_free(in);
 	BIO_free(o);
 	return rc;
@@ -598,7 +598,7 @@ static void headers_nul(void **state)
 	const char *cases[] = {mid, start};
 	size_t lens[] = {sizeof(mid) - 1, sizeof(start) - 1};
 	p11s_error *err = p11s_error_new();
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	char *got = NULL;
 
 	(void)state;
@@ -614,7 +614,7 @@ static void headers_nul(void **state)
 		rewind(fp);
 		in = BIO_new_fp(fp, BIO_CLOSE);
 		h = NULL;
-		assert_int_equal(p11s_headers_read(in, 0, &h, err), P11S_E_INPUT);
+		assert_int_equal(p11i_headers_read(in, 0, &h, err), P11S_E_INPUT);
 		assert_null(h);
 		assert_non_null(strstr(p11s_error_message(err), "header line 2 holds a NUL byte"));
 		BIO_free(in);

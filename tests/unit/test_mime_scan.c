@@ -28,7 +28,8 @@
  */
 static void on_alarm(int sig)
 {
-	static const char msg[] = "FAIL: a scanner did not return within 30 s (endless loop or quadratic time)\n";
+	static const char msg[] =
+	    "FAIL: a scanner did not return within 30 s (endless loop or quadratic time)\n";
 
 	(void)sig;
 	(void)!write(2, msg, sizeof(msg) - 1);
@@ -74,7 +75,7 @@ static void scan_all(const char *v)
 	char **addrs = NULL;
 	size_t n = 99;
 	p11s_error *err = p11s_error_new();
-	p11s_rc rc = p11s_mime_addresses(v, &addrs, &n, err);
+	p11s_rc rc = p11i_mime_addresses(v, &addrs, &n, err);
 
 	assert_true(rc == P11S_OK || rc == P11S_E_INPUT);
 	if (rc == P11S_OK) {
@@ -86,9 +87,9 @@ static void scan_all(const char *v)
 	}
 	p11s_strv_free(addrs);
 	p11s_error_free(err);
-	free(p11s_mime_media_type(v));
-	free(p11s_mime_param(v, "a"));
-	free(p11s_mime_param(v, "boundary"));
+	free(p11i_mime_media_type(v));
+	free(p11i_mime_param(v, "a"));
+	free(p11i_mime_param(v, "boundary"));
 }
 
 /* Each class alone, at the start, in the middle and at the end of an address. */
@@ -143,7 +144,7 @@ static void expect_bad(const char *v, const char *why)
 	char **addrs = NULL;
 	p11s_error *err = p11s_error_new();
 
-	assert_int_equal(p11s_mime_addresses(v, &addrs, NULL, err), P11S_E_INPUT);
+	assert_int_equal(p11i_mime_addresses(v, &addrs, NULL, err), P11S_E_INPUT);
 	assert_null(addrs);
 	if (strstr(p11s_error_message(err), why) == NULL)
 		fail_msg("%s: \"%s\" does not say \"%s\"", v, p11s_error_message(err), why);
@@ -166,7 +167,7 @@ static void addresses_stray_closers(void **state)
 	char **v = NULL;
 	size_t n = 0;
 
-	assert_int_equal(p11s_mime_addresses("a@[192.0.2.1], (x) b@example.org", &v, &n, NULL),
+	assert_int_equal(p11i_mime_addresses("a@[192.0.2.1], (x) b@example.org", &v, &n, NULL),
 	                 P11S_OK);
 	assert_int_equal(n, 2);
 	assert_string_equal(v[0], "a@[192.0.2.1]");
@@ -175,10 +176,10 @@ static void addresses_stray_closers(void **state)
 }
 
 /* A header block of @p n addresses, each "u<i % distinct>@Example.ORG". */
-static p11s_headers *many_addresses(size_t n, size_t distinct, const char *field)
+static p11i_headers *many_addresses(size_t n, size_t distinct, const char *field)
 {
 	BIO *mem = BIO_new(BIO_s_mem());
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 
 	assert_non_null(mem);
 	BIO_printf(mem, "%s: ", field);
@@ -186,7 +187,7 @@ static p11s_headers *many_addresses(size_t n, size_t distinct, const char *field
 		BIO_printf(mem, "%su%zu@%s", i ? ", " : "", i % distinct,
 		           i % 2 ? "Example.ORG" : "example.org");
 	BIO_printf(mem, "\n\nbody\n");
-	assert_int_equal(p11s_headers_read(mem, 8u << 20, &h, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_read(mem, 8u << 20, &h, NULL), P11S_OK);
 	BIO_free(mem);
 	return h;
 }
@@ -195,19 +196,19 @@ static p11s_headers *many_addresses(size_t n, size_t distinct, const char *field
 static void addresses_many_linear(void **state)
 {
 	static const char *const from[] = {"From", NULL};
-	p11s_headers *h = many_addresses(100000, 100000, "From");
+	p11i_headers *h = many_addresses(100000, 100000, "From");
 	char **v = NULL;
 	size_t n = 0;
 	double t = now();
 
 	(void)state;
-	assert_int_equal(p11s_headers_addresses(h, from, &v, &n, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_addresses(h, from, &v, &n, NULL), P11S_OK);
 	t = now() - t;
 	assert_int_equal(n, 100000);
 	assert_string_equal(v[0], "u0@example.org");
 	assert_string_equal(v[99999], "u99999@Example.ORG");
 	p11s_strv_free(v);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	if (t > LINEAR_BOUND_S)
 		fail_msg("100,000 addresses took %.2f s", t);
 	print_message("100,000 addresses in %.3f s\n", t);
@@ -215,7 +216,7 @@ static void addresses_many_linear(void **state)
 	/* The same with duplicates: the domain's case does not make them new. */
 	h = many_addresses(100000, 1000, "From");
 	t = now();
-	assert_int_equal(p11s_headers_addresses(h, from, &v, &n, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_addresses(h, from, &v, &n, NULL), P11S_OK);
 	t = now() - t;
 	assert_int_equal(n, 1000);
 	for (size_t i = 0; i < n; i++) {
@@ -225,7 +226,7 @@ static void addresses_many_linear(void **state)
 		assert_string_equal(v[i], want);
 	}
 	p11s_strv_free(v);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	if (t > LINEAR_BOUND_S)
 		fail_msg("100,000 addresses (1,000 distinct) took %.2f s", t);
 }
@@ -237,13 +238,13 @@ static void addresses_dedup_rules(void **state)
 	                          "Cc: a@x.org, b, b, B\n\n";
 	static const char *const names[] = {"To", "Cc", NULL};
 	BIO *in = BIO_new_mem_buf(msg, -1);
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	char **v = NULL;
 	size_t n = 0;
 
 	(void)state;
-	assert_int_equal(p11s_headers_read(in, 0, &h, NULL), P11S_OK);
-	assert_int_equal(p11s_headers_addresses(h, names, &v, &n, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_read(in, 0, &h, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_addresses(h, names, &v, &n, NULL), P11S_OK);
 	assert_int_equal(n, 6);
 	assert_string_equal(v[0], "a@x.org");
 	assert_string_equal(v[1], "A@x.org");
@@ -253,7 +254,7 @@ static void addresses_dedup_rules(void **state)
 	assert_string_equal(v[5], "B");
 	assert_null(v[6]);
 	p11s_strv_free(v);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	BIO_free(in);
 }
 
@@ -271,7 +272,7 @@ static void params_many_linear(void **state)
 		p += sprintf(p, "; x=\"%05zu\"", i % 100000);
 	sprintf(p, "; a=last");
 	t = now();
-	got = p11s_mime_param(v, "a");
+	got = p11i_mime_param(v, "a");
 	t = now() - t;
 	assert_string_equal(got, "last");
 	free(got);
@@ -286,7 +287,7 @@ static void headers_folded_linear(void **state)
 	size_t n = 300000;
 	char *msg = malloc(32 + 3 * n), *p = msg;
 	static const char *const from[] = {"From", NULL};
-	p11s_headers *h = NULL;
+	p11i_headers *h = NULL;
 	char **v = NULL;
 	size_t count = 0;
 	BIO *in;
@@ -300,14 +301,14 @@ static void headers_folded_linear(void **state)
 	p += sprintf(p, "\nbody\n");
 	in = BIO_new_mem_buf(msg, (int)(p - msg));
 	t = now();
-	assert_int_equal(p11s_headers_read(in, 0, &h, NULL), P11S_OK);
-	assert_int_equal(p11s_headers_addresses(h, from, &v, &count, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_read(in, 0, &h, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_addresses(h, from, &v, &count, NULL), P11S_OK);
 	t = now() - t;
-	assert_int_equal(p11s_headers_count(h), 1);
+	assert_int_equal(p11i_headers_count(h), 1);
 	assert_int_equal(count, 1);
 	assert_string_equal(v[0], "a@b.c");
 	p11s_strv_free(v);
-	p11s_headers_free(h);
+	p11i_headers_free(h);
 	BIO_free(in);
 	free(msg);
 	if (t > LINEAR_BOUND_S)

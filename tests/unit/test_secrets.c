@@ -51,25 +51,25 @@ static void test_locked_pin_not_dumpable(void **state)
 
 	(void)state;
 	assert_int_equal(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 1);
-	a = p11s_locked_strdup("123456");
+	a = p11i_locked_strdup("123456");
 	assert_non_null(a);
 	assert_string_equal(a, "123456");
 	/* No core file, no ptrace while a PIN is held. */
 	assert_int_equal(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
 	/* (Whether mlock took is not asserted: AddressSanitizer makes mlock a no-op.) */
-	b = p11s_locked_strdup("654321");
+	b = p11i_locked_strdup("654321");
 	assert_non_null(b);
-	p11s_locked_free(a);
+	p11i_locked_free(a);
 	/* Still one held. */
 	assert_int_equal(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
-	p11s_locked_free(b);
+	p11i_locked_free(b);
 	assert_int_equal(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 1);
-	p11s_locked_free(NULL);
+	p11i_locked_free(NULL);
 }
 
 static void check_redacted(const char *uri, const char *want)
 {
-	char *s = p11s_uri_redact(uri);
+	char *s = p11i_uri_redact(uri);
 
 	assert_non_null(s);
 	assert_string_equal(s, want);
@@ -100,13 +100,13 @@ static void test_ossl_reason_in_words(void **state)
 
 	(void)state;
 	ERR_raise(ERR_LIB_ASN1, ASN1_R_NO_CONTENT_TYPE);
-	p11s_err_ossl(err, P11S_E_INPUT, "cannot read it");
+	p11i_err_ossl(err, P11S_E_INPUT, "cannot read it");
 	assert_null(strstr(p11s_error_message(err), "error:"));
 	assert_string_equal(p11s_error_message(err), "cannot read it (no content type)");
 	assert_int_equal(ERR_peek_error(), 0);
 	/* Words already said are not repeated. */
 	ERR_raise(ERR_LIB_ASN1, ASN1_R_NO_CONTENT_TYPE);
-	p11s_err_ossl(err, P11S_E_INPUT, "no content type here");
+	p11i_err_ossl(err, P11S_E_INPUT, "no content type here");
 	assert_string_equal(p11s_error_message(err), "no content type here");
 	p11s_error_free(err);
 }

@@ -200,7 +200,7 @@ static const char plain_entity[] = "Content-Type: text/plain; charset=us-ascii\r
 
 static void check_outer_headers(const char *out, const char *eol)
 {
-	char *want = p11s_asprintf("Received: from x by y%sFrom: Alice <alice@example.org>%s"
+	char *want = p11i_asprintf("Received: from x by y%sFrom: Alice <alice@example.org>%s"
 	                           "To: bob@example.org%sSubject: hello%s folded%s"
 	                           "Date: Sat, 28 Nov 2026 00:00:00 +0000%sMIME-Version: 1.0%s",
 	                           eol, eol, eol, eol, eol, eol, eol);

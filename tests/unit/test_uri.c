@@ -57,10 +57,10 @@ static size_t count_matches(const char *uri, p11s_object *objs, size_t n, size_t
 	size_t hits = 0;
 
 	memset(&ctx, 0, sizeof(ctx));
-	assert_int_equal(p11s_uri_parse(uri, &u, NULL), P11S_OK);
+	assert_int_equal(p11i_uri_parse(uri, &u, NULL), P11S_OK);
 	for (size_t i = 0; i < n; i++) {
-		if (p11s_uri_match_token(&ctx, u, objs[i].token) &&
-		    p11s_uri_match_object(u, &objs[i])) {
+		if (p11i_uri_match_token(&ctx, u, objs[i].token) &&
+		    p11i_uri_match_object(u, &objs[i])) {
 			hits++;
 			*which = i;
 		}
@@ -88,7 +88,7 @@ static void test_object_round_trip(void **state)
 	(void)state;
 	for (size_t i = 0; i < n; i++) {
 		size_t which = n;
-		char *uri = p11s_object_uri_build(&objs[i]);
+		char *uri = p11i_object_uri_build(&objs[i]);
 
 		assert_non_null(uri);
 		assert_int_equal(strncmp(uri, "pkcs11:", 7), 0);
@@ -101,8 +101,8 @@ static void test_object_round_trip(void **state)
 		free(objs[i].label);
 		free(objs[i].id);
 	}
-	p11s_token_free(t1);
-	p11s_token_free(t2);
+	p11i_token_free(t1);
+	p11i_token_free(t2);
 }
 
 static void test_selection_breadth(void **state)
@@ -135,7 +135,7 @@ static void test_selection_breadth(void **state)
 		free(objs[i].label);
 		free(objs[i].id);
 	}
-	p11s_token_free(t);
+	p11i_token_free(t);
 }
 
 static void test_token_uri(void **state)
@@ -154,19 +154,19 @@ static void test_token_uri(void **state)
 	assert_int_equal(p11_kit_uri_format(u, P11_KIT_URI_FOR_TOKEN, &uri), P11_KIT_URI_OK);
 	p11_kit_uri_free(u);
 	assert_non_null(strstr(uri, "token=tok%3B1"));
-	assert_int_equal(p11s_uri_parse(uri, &u, NULL), P11S_OK);
-	assert_true(p11s_uri_match_token(&ctx, u, t));
+	assert_int_equal(p11i_uri_parse(uri, &u, NULL), P11S_OK);
+	assert_true(p11i_uri_match_token(&ctx, u, t));
 	p11_kit_uri_free(u);
 	/* slot-id is honoured. */
 	t->slot_id = 5;
-	assert_int_equal(p11s_uri_parse("pkcs11:slot-id=5", &u, NULL), P11S_OK);
-	assert_true(p11s_uri_match_token(&ctx, u, t));
+	assert_int_equal(p11i_uri_parse("pkcs11:slot-id=5", &u, NULL), P11S_OK);
+	assert_true(p11i_uri_match_token(&ctx, u, t));
 	p11_kit_uri_free(u);
-	assert_int_equal(p11s_uri_parse("pkcs11:slot-id=6", &u, NULL), P11S_OK);
-	assert_false(p11s_uri_match_token(&ctx, u, t));
+	assert_int_equal(p11i_uri_parse("pkcs11:slot-id=6", &u, NULL), P11S_OK);
+	assert_false(p11i_uri_match_token(&ctx, u, t));
 	p11_kit_uri_free(u);
 	free(uri);
-	p11s_token_free(t);
+	p11i_token_free(t);
 }
 
 static void test_bad_uris(void **state)
@@ -179,18 +179,18 @@ static void test_bad_uris(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		p11s_error_clear(err);
-		assert_int_equal(p11s_uri_parse(bad[i], &u, err), P11S_E_BAD_URI);
+		assert_int_equal(p11i_uri_parse(bad[i], &u, err), P11S_E_BAD_URI);
 		assert_null(u);
 		assert_non_null(strstr(p11s_error_message(err), bad[i]));
 	}
 	/* NULL matches everything. */
-	assert_int_equal(p11s_uri_parse(NULL, &u, err), P11S_OK);
+	assert_int_equal(p11i_uri_parse(NULL, &u, err), P11S_OK);
 	p11_kit_uri_free(u);
 	/* pin-value and pin-source reach the login code. */
-	assert_int_equal(p11s_uri_parse("pkcs11:token=t?pin-value=1234", &u, err), P11S_OK);
+	assert_int_equal(p11i_uri_parse("pkcs11:token=t?pin-value=1234", &u, err), P11S_OK);
 	assert_string_equal(p11_kit_uri_get_pin_value(u), "1234");
 	p11_kit_uri_free(u);
-	assert_int_equal(p11s_uri_parse("pkcs11:token=t?pin-source=file:/x", &u, err), P11S_OK);
+	assert_int_equal(p11i_uri_parse("pkcs11:token=t?pin-source=file:/x", &u, err), P11S_OK);
 	assert_string_equal(p11_kit_uri_get_pin_source(u), "file:/x");
 	p11_kit_uri_free(u);
 	p11s_error_free(err);

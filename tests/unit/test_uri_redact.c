@@ -1,5 +1,5 @@
 /*
- * p11s_uri_redact on query attributes that grow when hidden: a short
+ * p11i_uri_redact on query attributes that grow when hidden: a short
  * pin-value ("pin-value=p", 11 bytes) becomes "pin-value=(hidden)" (18), and
  * the buffer once had room for one such growth only (found by fuzz_uri).
  */
@@ -28,14 +28,14 @@ static void redact_many_short_pin_values(void **state)
 		u += (size_t)sprintf(uri + u, "%spin-value=%c", i ? "&" : "", 'a' + i % 26);
 		w += (size_t)sprintf(want + w, "%spin-value=(hidden)", i ? "&" : "");
 	}
-	got = p11s_uri_redact(uri);
+	got = p11i_uri_redact(uri);
 	assert_non_null(got);
 	assert_string_equal(got, want);
 	assert_null(strstr(got, "=a"));
 	free(got);
 
 	/* Empty values and other attributes around them. */
-	got = p11s_uri_redact("pkcs11:id=%01?pin-value=&module-name=x&pin-value=&&pin-value");
+	got = p11i_uri_redact("pkcs11:id=%01?pin-value=&module-name=x&pin-value=&&pin-value");
 	assert_string_equal(
 	    got, "pkcs11:id=%01?pin-value=(hidden)&module-name=x&pin-value=(hidden)&&pin-value");
 	free(got);

@@ -75,9 +75,9 @@ static void error_candidates(void **state)
 	p11s_error *err = p11s_error_new();
 
 	(void)state;
-	assert_int_equal(p11s_err(err, P11S_E_AMBIGUOUS, "%d objects match", 2), P11S_E_AMBIGUOUS);
-	p11s_err_add_candidate(err, "pkcs11:object=a");
-	p11s_err_add_candidate(err, "pkcs11:object=b");
+	assert_int_equal(p11i_err(err, P11S_E_AMBIGUOUS, "%d objects match", 2), P11S_E_AMBIGUOUS);
+	p11i_err_add_candidate(err, "pkcs11:object=a");
+	p11i_err_add_candidate(err, "pkcs11:object=b");
 	assert_string_equal(p11s_error_message(err), "2 objects match");
 	assert_int_equal(p11s_error_candidate_count(err), 2);
 	assert_string_equal(p11s_error_candidate(err, 1), "pkcs11:object=b");
@@ -101,13 +101,13 @@ static void vec_grows(void **state)
 
 	(void)state;
 	for (int i = 0; i < 100000; i++)
-		assert_int_equal(p11s_vec_push(&v, i), 0);
+		assert_int_equal(p11i_vec_push(&v, i), 0);
 	assert_int_equal(v.n, 100000);
 	assert_true(v.cap >= v.n && v.cap < 2 * v.n + 8);
 	for (int i = 0; i < 100000; i++)
 		assert_int_equal(v.v[i], i);
 	free(v.v);
-	assert_int_equal(p11s_vec_reserve(&huge, SIZE_MAX), -1);
+	assert_int_equal(p11i_vec_reserve(&huge, SIZE_MAX), -1);
 	assert_null(huge.v);
 	assert_int_equal(huge.cap, 0);
 	/* Two thousand candidates: every one kept, in order. */
@@ -115,11 +115,11 @@ static void vec_grows(void **state)
 		char c[32];
 
 		snprintf(c, sizeof(c), "pkcs11:id=%%%04x", i);
-		p11s_err_add_candidate(err, c);
+		p11i_err_add_candidate(err, c);
 	}
 	assert_int_equal(p11s_error_candidate_count(err), 2000);
 	assert_string_equal(p11s_error_candidate(err, 1999), "pkcs11:id=%07cf");
-	assert_int_equal(p11s_err_nomem(err), P11S_E_NOMEM);
+	assert_int_equal(p11i_err_nomem(err), P11S_E_NOMEM);
 	assert_string_equal(p11s_error_message(err), "out of memory");
 	p11s_error_free(err);
 }
