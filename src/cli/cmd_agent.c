@@ -60,8 +60,7 @@ struct agent {
 	 * context being freed.
 	 */
 	pthread_rwlock_t ctx_lock;
-	pthread_mutex_t lib; /* agent_lib_lock() */
-	pthread_mutex_t mu;  /* the fields below */
+	pthread_mutex_t mu; /* the fields below */
 	pthread_cond_t idle;
 	struct cached *signers;
 	int active;
@@ -76,28 +75,6 @@ struct conn {
 };
 
 static int sig_pipe[2] = {-1, -1};
-
-/* ------------------------------------------------------------- locking */
-
-/*
- * Serialises the library calls of concurrent requests.  Until the library
- * lets several threads share one context and signer (each operation on a
- * PKCS#11 session of its own: lib-ship's change), one PKCS#11 session per
- * slot carries every operation, and a session runs one at a time.  Only
- * the library call is inside: spooling the message in and the result out
- * is not, so a slow client never holds it.  When the library is
- * thread-safe, make these two functions empty (or delete them and their
- * two calls in run_request()).
- */
-static void agent_lib_lock(struct agent *a)
-{
-	pthread_mutex_lock(&a->lib);
-}
-
-static void agent_lib_unlock(struct agent *a)
-{
-	pthread_mutex_unlock(&a->lib);
-}
 
 /* -------------------------------------------------------------- logging */
 
@@ -541,12 +518,10 @@ static p11s_rc run_request(struct agent *a, const struct agent_request *rq, int 
 	pthread_mutex_unlock(&a->mu);
 
 	if (rc == P11S_OK && fault == NULL && a->ctx != NULL) {
-		agent_lib_lock(a);
 		if (rq->cmd == AGENT_CMD_SIGN)
 			rc = run_sign(a, &rcli, rq, in, out, res);
 		else
 			rc = run_decrypt(a, &rcli, rq, in, out, res);
-		agent_lib_unlock(a);
 		if (rc == P11S_OK && BIO_flush(out) != 1)
 			rc = P11S_E_IO;
 		if (token_fault(rc, p11s_error_message(rcli.err)))

@@ -388,25 +388,6 @@ static void recover(void)
 	pthread_rwlock_unlock(&G.rw);
 }
 
-/*
- * TEMPORARY serialisation: one p11s_signer is not yet safe to use from
- * several threads at once (each signature should borrow its own PKCS#11
- * session; another branch is making p11s_signer_sign() so).  Until that is
- * merged every signature goes through this one lock.  Then delete the
- * mutex here; nothing else depends on it.
- */
-static p11s_rc sign_serialised(p11s_milter_msg *m, p11s_signer *s, p11s_milter_signed **out,
-                               p11s_error *err)
-{
-	static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
-	p11s_rc rc;
-
-	pthread_mutex_lock(&one_at_a_time);
-	rc = p11s_milter_msg_sign(m, s, out, err);
-	pthread_mutex_unlock(&one_at_a_time);
-	return rc;
-}
-
 /* ------------------------------------------------------------ callbacks */
 
 static const char *queue_id(SMFICTX *ctx)
@@ -627,7 +608,7 @@ static sfsistat mlfi_eom(SMFICTX *ctx)
 	g = &G.signers[mc->signer];
 	if (atomic_load(&G.state) == GW_OK && g->s != NULL) {
 		sem_wait(&G.workers);
-		rc = sign_serialised(mc->m, g->s, &r, mc->err);
+		rc = p11s_milter_msg_sign(mc->m, g->s, &r, mc->err);
 		sem_post(&G.workers);
 		if (rc != P11S_OK && p11s_rc_class(rc) != P11S_CLASS_INPUT &&
 		    p11s_rc_class(rc) != P11S_CLASS_INTERNAL) {
