@@ -969,7 +969,6 @@ int cmd_agent(struct cli *cli, int argc, char **argv)
 	}
 
 	pthread_rwlock_init(&a.ctx_lock, NULL);
-	pthread_mutex_init(&a.lib, NULL);
 	pthread_mutex_init(&a.mu, NULL);
 	pthread_cond_init(&a.idle, NULL);
 	for (int i = 0; i < MAX_CLIENTS; i++)
@@ -1031,7 +1030,6 @@ int cmd_agent(struct cli *cli, int argc, char **argv)
 			close(sig_pipe[i]);
 	pthread_cond_destroy(&a.idle);
 	pthread_mutex_destroy(&a.mu);
-	pthread_mutex_destroy(&a.lib);
 	pthread_rwlock_destroy(&a.ctx_lock);
 	return ret;
 }
