@@ -147,7 +147,7 @@ static int exchange(struct client *c, const struct agent_buf *req, BIO *in, cons
 	p11s_output *out = NULL;
 	uint8_t type;
 	uint32_t len;
-	p11s_rc rc;
+	p11s_rc rc = P11S_E_IO;
 	int r, read_failed = 0, write_failed = 0;
 	const char *why;
 
