@@ -49,6 +49,8 @@ struct p11s_output {
 	struct stat st;
 	unsigned char *buf;
 	size_t len, cap;
+	/* The most of buf ever written: what a wipe must cover (the rest was never touched). */
+	size_t touched;
 	int werr;     /* errno of the first failed write, 0 if none */
 	int prepared; /* p11s_output_prepare(): mode set, writeback started */
 	BIO *bio;
@@ -203,7 +205,7 @@ static int out_write(BIO *b, const char *in, int inl)
 				return -1;
 			}
 			memcpy(nb, o->buf, o->len);
-			OPENSSL_cleanse(o->buf, o->len);
+			OPENSSL_cleanse(o->buf, o->touched);
 			free(o->buf);
 			o->buf = nb;
 			o->cap = cap;
@@ -221,6 +223,8 @@ static int out_write(BIO *b, const char *in, int inl)
 		k = n < room ? n : room;
 		memcpy(o->buf + o->len, p, k);
 		o->len += k;
+		if (o->len > o->touched)
+			o->touched = o->len;
 		p += k;
 		n -= k;
 		if (o->len == o->cap && out_drain(o) != 0)
@@ -463,8 +467,12 @@ static void output_free(p11s_output *o)
 	if (o->fd >= 0)
 		close(o->fd);
 	if (o->buf != NULL) {
-		/* It may be plaintext. */
-		OPENSSL_cleanse(o->buf, o->cap);
+		/*
+		 * It may be plaintext.  Only what was written: wiping the whole
+		 * 256 KiB block touched every page of it, for each output of a
+		 * batch (a quarter of the time of a batch of small mails).
+		 */
+		OPENSSL_cleanse(o->buf, o->touched);
 		free(o->buf);
 	}
 	free(o->shown);
