@@ -147,7 +147,7 @@ static CK_RV context_login(const struct p11i_keyref *r, CK_SESSION_HANDLE s)
 		login_fail.rc = e ? p11s_error_rc(e) : P11S_E_NOMEM;
 		snprintf(login_fail.msg, sizeof(login_fail.msg), "%s",
 		         e ? p11s_error_message(e) : "out of memory");
-		ERR_raise_data(ERR_LIB_USER, P11S_ERR_R_RC + (e ? p11s_error_rc(e) : P11S_E_NOMEM),
+		ERR_raise_data(ERR_LIB_USER, P11I_ERR_R_RC + (e ? p11s_error_rc(e) : P11S_E_NOMEM),
 		               "%s", e ? p11s_error_message(e) : "out of memory");
 		rv = CKR_USER_NOT_LOGGED_IN;
 	}

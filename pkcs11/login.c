@@ -109,7 +109,7 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 	CK_TOKEN_INFO ti;
 	CK_RV rv;
 	p11s_rc rc;
-	char pin[P11S_PIN_MAX + 1];
+	char pin[P11I_PIN_MAX + 1];
 
 	rc = p11i_slot_session(ctx, t, &s, err);
 	if (rc != P11S_OK)
@@ -243,7 +243,7 @@ static p11s_rc context_login_locked(p11s_ctx *ctx, CK_SLOT_ID slot, CK_SESSION_H
 {
 	struct p11i_slot_state *st = p11i_slot_state(ctx, slot);
 	const char *spec = ctx->pin_source;
-	char pin[P11S_PIN_MAX + 1];
+	char pin[P11I_PIN_MAX + 1];
 	p11s_rc rc;
 	CK_RV rv;
 

@@ -185,9 +185,9 @@ void p11s_ctx_free(p11s_ctx *ctx)
 	for (size_t i = 0; i < ctx->nslots; i++) {
 		struct p11i_slot_state *st = ctx->slots[i];
 
-		for (size_t j = 0; ctx->fl != NULL && j < st->nidle; j++)
-			ctx->fl->C_CloseSession(st->idle[j]);
-		free(st->idle);
+		for (size_t j = 0; ctx->fl != NULL && j < st->idle.n; j++)
+			ctx->fl->C_CloseSession(st->idle.v[j]);
+		free(st->idle.v);
 		if (ctx->fl != NULL && st->session != CK_INVALID_HANDLE)
 			ctx->fl->C_CloseSession(st->session);
 		free(st->uri_pin_source);
@@ -244,8 +244,8 @@ struct p11i_slot_state *p11i_slot_state(p11s_ctx *ctx, CK_SLOT_ID id)
 CK_RV p11i_op_session(p11s_ctx *ctx, struct p11i_slot_state *st, CK_SESSION_HANDLE *out)
 {
 	pthread_mutex_lock(&ctx->pool_lock);
-	if (st->nidle > 0) {
-		*out = st->idle[--st->nidle];
+	if (st->idle.n > 0) {
+		*out = st->idle.v[--st->idle.n];
 		pthread_mutex_unlock(&ctx->pool_lock);
 		return CKR_OK;
 	}
@@ -266,19 +266,8 @@ void p11i_op_session_done(p11s_ctx *ctx, struct p11i_slot_state *st, CK_SESSION_
 	if (s == CK_INVALID_HANDLE)
 		return;
 	pthread_mutex_lock(&ctx->pool_lock);
-	if (keep && st->nidle == st->idle_cap && st->idle_cap < IDLE_MAX) {
-		size_t cap = st->idle_cap ? 2 * st->idle_cap : 4;
-		CK_SESSION_HANDLE *n = realloc(st->idle, cap * sizeof(*n));
-
-		if (n != NULL) {
-			st->idle = n;
-			st->idle_cap = cap;
-		}
-	}
-	if (keep && st->nidle < st->idle_cap) {
-		st->idle[st->nidle++] = s;
+	if (keep && st->idle.n < IDLE_MAX && p11i_vec_push(&st->idle, s) == 0)
 		s = CK_INVALID_HANDLE;
-	}
 	pthread_mutex_unlock(&ctx->pool_lock);
 	if (s != CK_INVALID_HANDLE)
 		ctx->fl->C_CloseSession(s);

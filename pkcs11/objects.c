@@ -649,8 +649,8 @@ static p11s_rc pair_token(p11s_object **objs, size_t n, int keys_hidden, p11s_er
 }
 
 /* What a listing gathers, in the order found. */
-typedef P11S_VEC(p11s_object *) object_vec;
-typedef P11S_VEC(CK_OBJECT_HANDLE) handle_vec;
+typedef P11I_VEC(p11s_object *) object_vec;
+typedef P11I_VEC(CK_OBJECT_HANDLE) handle_vec;
 
 /*
  * Append to @p h what one search with @p tmpl finds, leaving out handles

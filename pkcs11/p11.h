@@ -2,8 +2,8 @@
  * Private to pkcs11/: the context, tokens and objects behind the opaque
  * types of include/p11smime/token.h.
  */
-#ifndef P11S_PKCS11_INTERNAL_H
-#define P11S_PKCS11_INTERNAL_H
+#ifndef P11I_PKCS11_INTERNAL_H
+#define P11I_PKCS11_INTERNAL_H
 
 #include <pthread.h>
 
@@ -39,8 +39,7 @@ struct p11i_slot_state {
 	 * never meet on a session.  Login state is per application and token
 	 * in PKCS#11, so they are logged in with the login session.
 	 */
-	CK_SESSION_HANDLE *idle;
-	size_t nidle, idle_cap;
+	P11I_VEC(CK_SESSION_HANDLE) idle;
 };
 
 struct p11s_ctx {

@@ -2,8 +2,8 @@
  * The pairing decision, kept free of PKCS#11 so that it can be unit-tested
  * (tests/unit/test_pairing.c).
  */
-#ifndef P11S_PAIRING_H
-#define P11S_PAIRING_H
+#ifndef P11I_PAIRING_H
+#define P11I_PAIRING_H
 
 #include <stddef.h>
 

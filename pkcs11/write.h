@@ -1,8 +1,8 @@
 /*
  * Private to pkcs11/: what keygen.c and write.c share for changing a token.
  */
-#ifndef P11S_WRITE_H
-#define P11S_WRITE_H
+#ifndef P11I_WRITE_H
+#define P11I_WRITE_H
 
 #include "p11.h"
 

@@ -24,7 +24,7 @@
  * The most PKCS#12 MAC iterations we run (docs/design.md): tools write
  * 2,048 to 600,000; 10 million takes a few seconds.
  */
-#define P11S_P12_MAX_ITER 10000000
+#define P11I_P12_MAX_ITER 10000000
 
 /* Nobody keeps certificates in files this big; a runaway stdin is refused. */
 #define MAX_FILE (64u * 1024 * 1024)
@@ -109,7 +109,7 @@ static int list_add(p11s_cert_list *l, X509 *x, EVP_PKEY *key)
 	return 1;
 }
 
-static void problem(p11s_cert_list *l, const char *fmt, ...) P11S_PRINTF(2, 3);
+static void problem(p11s_cert_list *l, const char *fmt, ...) P11I_PRINTF(2, 3);
 static void problem(p11s_cert_list *l, const char *fmt, ...)
 {
 	va_list ap;
@@ -131,7 +131,7 @@ static void problem(p11s_cert_list *l, const char *fmt, ...)
 	}
 	if (s == NULL)
 		return;
-	if (P11S_GROW(l->problems, l->nproblems, l->problems_cap, 1) != 0) {
+	if (P11I_GROW(l->problems, l->nproblems, l->problems_cap, 1) != 0) {
 		free(s);
 		return;
 	}
@@ -162,7 +162,7 @@ static int add_pkcs7(p11s_cert_list *l, PKCS7 *p7)
 /* ------------------------------------------------------------------- PEM */
 
 /* Give each key to the certificate whose public key it matches. */
-typedef P11S_VEC(EVP_PKEY *) keyvec;
+typedef P11I_VEC(EVP_PKEY *) keyvec;
 
 static void keyvec_push(keyvec *kv, EVP_PKEY *k)
 {
@@ -376,12 +376,12 @@ static p11s_rc read_p12(p11s_cert_list *l, PKCS12 *p12, const char *name, const 
 			                "positive number that fits",
 			                name);
 		}
-		if (n > P11S_P12_MAX_ITER)
+		if (n > P11I_P12_MAX_ITER)
 			return p11i_err(
 			    err, P11S_E_INPUT,
 			    "%s: this PKCS#12 file asks for %ld MAC iterations; p11smime "
 			    "runs at most %d (more only keeps the computer busy)",
-			    name, n, P11S_P12_MAX_ITER);
+			    name, n, P11I_P12_MAX_ITER);
 		if (pass != NULL) {
 			if (PKCS12_verify_mac(p12, pass, -1) != 1)
 				return p11i_err(

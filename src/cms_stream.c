@@ -34,13 +34,13 @@
 typedef struct {
 	ASN1_OCTET_STRING *nonce;
 	ASN1_INTEGER *icvlen;
-} P11S_GCM_PARAMS;
+} P11I_GCM_PARAMS;
 
-ASN1_SEQUENCE(P11S_GCM_PARAMS) =
+ASN1_SEQUENCE(P11I_GCM_PARAMS) =
     {
-        ASN1_SIMPLE(P11S_GCM_PARAMS, nonce, ASN1_OCTET_STRING),
-        ASN1_OPT(P11S_GCM_PARAMS, icvlen, ASN1_INTEGER),
-} static_ASN1_SEQUENCE_END(P11S_GCM_PARAMS)
+        ASN1_SIMPLE(P11I_GCM_PARAMS, nonce, ASN1_OCTET_STRING),
+        ASN1_OPT(P11I_GCM_PARAMS, icvlen, ASN1_INTEGER),
+} static_ASN1_SEQUENCE_END(P11I_GCM_PARAMS)
 
     /* A constructed TLV being read: definite ones bound what is inside. */
     struct cons {
@@ -213,13 +213,13 @@ p11s_rc p11i_cms_stream_new(BIO *in, p11i_cms_encoding enc, p11i_cms_stream **ou
 	s->limit = UINT64_MAX;
 	s->cap = 2 * CHUNK;
 	s->buf = malloc(s->cap);
-	if (enc != P11S_CMS_DER) {
+	if (enc != P11I_CMS_DER) {
 		s->raw = malloc(CHUNK);
 		s->b64 = EVP_ENCODE_CTX_new();
 		if (s->b64 != NULL)
 			EVP_DecodeInit(s->b64);
 	}
-	if (s->buf == NULL || (enc != P11S_CMS_DER && (s->raw == NULL || s->b64 == NULL))) {
+	if (s->buf == NULL || (enc != P11I_CMS_DER && (s->raw == NULL || s->b64 == NULL))) {
 		p11i_cms_stream_free(s);
 		return p11i_err_nomem(err);
 	}
@@ -290,7 +290,7 @@ static p11s_rc read_more(p11i_cms_stream *s, p11s_error *err)
 	size_t take;
 	unsigned char *dash;
 
-	if (s->enc == P11S_CMS_DER) {
+	if (s->enc == P11I_CMS_DER) {
 		n = BIO_read(s->in, s->buf + s->end, CHUNK);
 		if (n > 0) {
 			s->end += (size_t)n;
@@ -309,7 +309,7 @@ static p11s_rc read_more(p11i_cms_stream *s, p11s_error *err)
 		return p11i_err_ossl(err, P11S_E_IO, "cannot read the input");
 	if (n > 0) {
 		take = (size_t)n;
-		if (s->enc == P11S_CMS_PEM) {
+		if (s->enc == P11I_CMS_PEM) {
 			/* The body is pure base64; the first '-' starts the END line. */
 			dash = memchr(s->raw, '-', take);
 			if (dash != NULL) {
@@ -326,7 +326,7 @@ static p11s_rc read_more(p11i_cms_stream *s, p11s_error *err)
 		s->end += (size_t)outl;
 		if (!s->pem_done)
 			return P11S_OK;
-	} else if (s->enc == P11S_CMS_PEM && !s->pem_done) {
+	} else if (s->enc == P11I_CMS_PEM && !s->pem_done) {
 		return p11i_err(err, P11S_E_INPUT, "the PEM input ends without its END line");
 	}
 	if (b64_final(&s->dec) < 0)
@@ -739,7 +739,7 @@ p11s_rc p11i_cms_stream_begin(p11i_cms_stream *s, CMS_ContentInfo **cms, p11s_er
 	int nid, got;
 	p11s_rc rc;
 
-	if (s->enc == P11S_CMS_PEM) {
+	if (s->enc == P11I_CMS_PEM) {
 		rc = pem_skip_to_begin(s, err);
 		if (rc != P11S_OK)
 			return rc;
@@ -1033,17 +1033,17 @@ static int gcm_icv_len(const X509_ALGOR *alg, long *icv)
 	int ptype;
 	const void *pval;
 	const ASN1_STRING *seq;
-	P11S_GCM_PARAMS *gp;
+	P11I_GCM_PARAMS *gp;
 
 	X509_ALGOR_get0(&obj, &ptype, &pval, alg);
 	if (ptype != V_ASN1_SEQUENCE)
 		return 0;
 	seq = pval;
-	gp = ASN1_item_unpack(seq, ASN1_ITEM_rptr(P11S_GCM_PARAMS));
+	gp = ASN1_item_unpack(seq, ASN1_ITEM_rptr(P11I_GCM_PARAMS));
 	if (gp == NULL)
 		return 0;
 	*icv = gp->icvlen ? ASN1_INTEGER_get(gp->icvlen) : 12;
-	ASN1_item_free((ASN1_VALUE *)gp, ASN1_ITEM_rptr(P11S_GCM_PARAMS));
+	ASN1_item_free((ASN1_VALUE *)gp, ASN1_ITEM_rptr(P11I_GCM_PARAMS));
 	return 1;
 }
 

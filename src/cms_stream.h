@@ -6,8 +6,8 @@
  * [0], or a constructed one of OCTET STRING chunks, definite or indefinite)
  * is passed through a cipher in pieces.  Nothing of the content is kept.
  */
-#ifndef P11S_CMS_STREAM_H
-#define P11S_CMS_STREAM_H
+#ifndef P11I_CMS_STREAM_H
+#define P11I_CMS_STREAM_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -20,9 +20,9 @@
 
 /* How the bytes of the ContentInfo arrive. */
 typedef enum p11i_cms_encoding {
-	P11S_CMS_DER,    /* the BER bytes themselves */
-	P11S_CMS_BASE64, /* base64 text (a MIME body); whitespace ignored */
-	P11S_CMS_PEM,    /* text before a -----BEGIN line, base64, -----END */
+	P11I_CMS_DER,    /* the BER bytes themselves */
+	P11I_CMS_BASE64, /* base64 text (a MIME body); whitespace ignored */
+	P11I_CMS_PEM,    /* text before a -----BEGIN line, base64, -----END */
 } p11i_cms_encoding;
 
 typedef struct p11i_cms_stream p11i_cms_stream;

@@ -1,8 +1,8 @@
 /*
  * Private helpers shared by src/ and pkcs11/.  Not installed.
  */
-#ifndef P11S_COMMON_H
-#define P11S_COMMON_H
+#ifndef P11I_COMMON_H
+#define P11I_COMMON_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -14,9 +14,9 @@
 #include "p11smime/token.h"
 
 #if defined(__GNUC__)
-#define P11S_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define P11I_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
-#define P11S_PRINTF(f, a)
+#define P11I_PRINTF(f, a)
 #endif
 
 /*
@@ -24,7 +24,7 @@
  * and return @p rc, so that callers can write `return p11i_err(...)`.
  * An error already recorded is replaced.
  */
-p11s_rc p11i_err(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(3, 4);
+p11s_rc p11i_err(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11I_PRINTF(3, 4);
 
 /*
  * As p11i_err(), and append the reason at the top of OpenSSL's error
@@ -32,7 +32,7 @@ p11s_rc p11i_err(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(
  * p11i_ossl_reason), then clear the queue so the next error does not
  * inherit stale reasons.
  */
-p11s_rc p11i_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11S_PRINTF(3, 4);
+p11s_rc p11i_err_ossl(p11s_error *err, p11s_rc rc, const char *fmt, ...) P11I_PRINTF(3, 4);
 
 /* p11i_err(@p err, P11S_E_NOMEM, "out of memory"), the one wording of it. */
 p11s_rc p11i_err_nomem(p11s_error *err);
@@ -40,10 +40,10 @@ p11s_rc p11i_err_nomem(p11s_error *err);
 /*
  * A p11s_rc with its message, passed through OpenSSL's error queue from
  * code OpenSSL calls (pkcs11/key.c's methods): raised as ERR_LIB_USER
- * with reason P11S_ERR_R_RC + rc and the message as data, it becomes the
+ * with reason P11I_ERR_R_RC + rc and the message as data, it becomes the
  * rc and the reason of p11i_err_ossl() (a PIN problem stays one, exit 3).
  */
-#define P11S_ERR_R_RC 0x10000
+#define P11I_ERR_R_RC 0x10000
 
 /*
  * OpenSSL's reason for the error @p e in words into @p buf, or "" when it
@@ -67,7 +67,7 @@ char *p11i_serial_hex(const ASN1_INTEGER *serial);
 /* Fatal on allocation failure is not our style: these return NULL. */
 char *p11i_strdup(const char *s);
 char *p11i_strndup(const char *s, size_t n);
-char *p11i_asprintf(const char *fmt, ...) P11S_PRINTF(1, 2);
+char *p11i_asprintf(const char *fmt, ...) P11I_PRINTF(1, 2);
 
 /*
  * A read-write temporary file in $TMPDIR (/tmp if unset) that never has a
@@ -98,7 +98,7 @@ void p11i_bio_free_upto(BIO *top, BIO *keep);
  * The one growable array: v[0..n) in use, room for cap elements of T.
  * {0} is empty; free(x.v), after what the elements own, releases it.
  */
-#define P11S_VEC(T)            \
+#define P11I_VEC(T)            \
 	struct {               \
 		T *v;          \
 		size_t n, cap; \
@@ -109,21 +109,21 @@ void p11i_bio_free_upto(BIO *top, BIO *keep);
  * (an lvalue T *, @p cap allocated; both size_t lvalues): 0, or -1 (out of
  * memory or overflow; nothing changed).  The capacity at least doubles, so
  * that n pushes cost linear time.  For arrays kept in fields of their own;
- * p11i_vec_reserve() is the same on a P11S_VEC.
+ * p11i_vec_reserve() is the same on a P11I_VEC.
  */
-#define P11S_GROW(arr, n, cap, more)   \
+#define P11I_GROW(arr, n, cap, more)   \
 	((cap) - (n) >= (size_t)(more) \
 	     ? 0                       \
 	     : p11i_vec_grow(&(arr), &(cap), (n), (more), sizeof(*(arr))))
 
-/* Room in the P11S_VEC @p vec for @p more elements after its n: as P11S_GROW. */
-#define p11i_vec_reserve(vec, more) P11S_GROW((vec)->v, (vec)->n, (vec)->cap, (more))
+/* Room in the P11I_VEC @p vec for @p more elements after its n: as P11I_GROW. */
+#define p11i_vec_reserve(vec, more) P11I_GROW((vec)->v, (vec)->n, (vec)->cap, (more))
 
-/* Append @p x to the P11S_VEC @p vec: 0, or -1 (out of memory; @p vec unchanged). */
+/* Append @p x to the P11I_VEC @p vec: 0, or -1 (out of memory; @p vec unchanged). */
 #define p11i_vec_push(vec, x) \
 	(p11i_vec_reserve((vec), 1) != 0 ? -1 : ((vec)->v[(vec)->n++] = (x), 0))
 
-/* Behind P11S_GROW: @p arrayp points at the array's T *. */
+/* Behind P11I_GROW: @p arrayp points at the array's T *. */
 int p11i_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size);
 
 /*

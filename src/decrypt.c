@@ -99,7 +99,7 @@ void p11s_decrypt_report_free(p11s_decrypt_report *r)
 	free(r);
 }
 
-static void add_note(p11s_decrypt_report *r, const char *fmt, ...) P11S_PRINTF(2, 3);
+static void add_note(p11s_decrypt_report *r, const char *fmt, ...) P11I_PRINTF(2, 3);
 static void add_note(p11s_decrypt_report *r, const char *fmt, ...)
 {
 	va_list ap;
@@ -111,7 +111,7 @@ static void add_note(p11s_decrypt_report *r, const char *fmt, ...)
 	va_end(ap);
 	if (s == NULL)
 		return;
-	if (P11S_GROW(r->notes, r->nnotes, r->notes_cap, 1) != 0) {
+	if (P11I_GROW(r->notes, r->nnotes, r->notes_cap, 1) != 0) {
 		free(s);
 		return;
 	}
@@ -276,7 +276,7 @@ static p11s_rc add_rcpt(p11s_decrypt_report *r, CMS_RecipientInfo *ri,
 {
 	struct rcpt *rc;
 
-	if (P11S_GROW(r->rcpts, r->nrcpts, r->rcpts_cap, 1) != 0)
+	if (P11I_GROW(r->rcpts, r->nrcpts, r->rcpts_cap, 1) != 0)
 		return p11i_err_nomem(err);
 	rc = &r->rcpts[r->nrcpts++];
 	memset(rc, 0, sizeof(*rc));
@@ -749,7 +749,7 @@ static p11i_headers *head_parse(const struct outstage *o)
 
 static int flush_head(struct outstage *o)
 {
-	unsigned classes = P11S_HDR_OUTER;
+	unsigned classes = P11I_HDR_OUTER;
 	p11i_headers *eh = head_parse(o);
 	char *cte = eh != NULL ? p11i_mime_transfer_encoding(eh) : NULL;
 	int ok = 1;
@@ -760,7 +760,7 @@ static int flush_head(struct outstage *o)
 		o->body = o->out;
 	/* The entity becomes the message's content: MIME-Version once, outside or in. */
 	if (p11i_headers_find(eh, "MIME-Version", 0) < 0)
-		classes |= P11S_HDR_MIME_VERSION;
+		classes |= P11I_HDR_MIME_VERSION;
 	free(cte);
 	p11i_headers_free(eh);
 	if (o->outer != NULL && p11i_headers_write(o->outer, classes, o->out, NULL) != P11S_OK)
@@ -858,9 +858,9 @@ static p11s_rc frame_smime(BIO *in, p11i_headers **h, p11i_cms_encoding *enc, p1
 		rc = p11i_err_nomem(err);
 	} else if (strcmp(cte, "base64") == 0 || strcmp(cte, "7bit") == 0) {
 		/* A DER body cannot be 7-bit: a missing label means base64 too. */
-		*enc = P11S_CMS_BASE64;
+		*enc = P11I_CMS_BASE64;
 	} else if (strcmp(cte, "binary") == 0 || strcmp(cte, "8bit") == 0) {
-		*enc = P11S_CMS_DER;
+		*enc = P11I_CMS_DER;
 	} else {
 		rc = p11i_err(err, P11S_E_INPUT,
 		              "unsupported Content-Transfer-Encoding '%s' for an S/MIME envelope",
@@ -910,7 +910,7 @@ static p11s_rc content_cipher_ctx(CMS_ContentInfo *cms, EVP_PKEY *pkey, X509 *ce
 static p11s_rc open_stream(BIO *in_arg, const p11s_decrypt_opts *opts, BIO **in, p11i_headers **h,
                            p11i_cms_stream **s, CMS_ContentInfo **cms, p11s_error *err)
 {
-	p11i_cms_encoding enc = P11S_CMS_DER;
+	p11i_cms_encoding enc = P11I_CMS_DER;
 	p11s_rc rc;
 
 	/* Header reading needs BIO_gets() that stops at the line end. */
@@ -923,11 +923,11 @@ static p11s_rc open_stream(BIO *in_arg, const p11s_decrypt_opts *opts, BIO **in,
 		rc = frame_smime(*in, h, &enc, err);
 		break;
 	case P11S_INFORM_PEM:
-		enc = P11S_CMS_PEM;
+		enc = P11I_CMS_PEM;
 		rc = P11S_OK;
 		break;
 	case P11S_INFORM_DER:
-		enc = P11S_CMS_DER;
+		enc = P11I_CMS_DER;
 		rc = P11S_OK;
 		break;
 	default:
@@ -1038,8 +1038,8 @@ static p11s_rc run(struct chooser *ch, const p11s_decrypt_opts *opts, BIO *in_ar
 	o.body = out;
 	if (h != NULL && !opts->entity_only)
 		o.outer = h;
-	if (h != NULL && !opts->keep_line_ends && p11i_headers_eol(h) == P11S_EOL_LF) {
-		o.eol = p11i_bio_eol_new(P11S_EOL_LF);
+	if (h != NULL && !opts->keep_line_ends && p11i_headers_eol(h) == P11I_EOL_LF) {
+		o.eol = p11i_bio_eol_new(P11I_EOL_LF);
 		if (o.eol == NULL) {
 			rc = p11i_err_nomem(err);
 			goto done;

@@ -37,7 +37,7 @@ p11s_rc p11s_outform_from_name(const char *name, int allow_smime, p11s_outform *
 /* Copy @p in to @p out through a LF-to-CRLF converter. */
 static p11s_rc copy_crlf(BIO *in, BIO *out, const char *what, p11s_error *err)
 {
-	BIO *crlf = p11i_bio_eol_new(P11S_EOL_CRLF);
+	BIO *crlf = p11i_bio_eol_new(P11I_EOL_CRLF);
 	p11s_rc rc = P11S_OK;
 	char buf[16384];
 	int n;

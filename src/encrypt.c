@@ -24,7 +24,7 @@ struct recipient {
 };
 
 struct p11s_recipients {
-	P11S_VEC(struct recipient) rcpt;
+	P11I_VEC(struct recipient) rcpt;
 	/* --recipient-dir: candidates for e-mail lookups */
 	STACK_OF(X509) * dir_certs;
 	char **dir_sources;
@@ -217,7 +217,7 @@ p11s_rc p11s_recipients_set_dir(p11s_recipients *r, const char *dir, p11s_error 
 /* Encryption needs the address in the SAN as a mailbox, as the upload rules do. */
 static int cert_has_email(X509 *x, const char *email)
 {
-	return p11i_cert_has_mailbox(x, email, P11S_MAILBOX_IN_SAN) != 0;
+	return p11i_cert_has_mailbox(x, email, P11I_MAILBOX_IN_SAN) != 0;
 }
 
 struct candidates {
@@ -565,7 +565,7 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	if (rc != P11S_OK)
 		goto out;
 
-	eol = p11i_headers_eol(h) == P11S_EOL_LF ? "\n" : "\r\n";
+	eol = p11i_headers_eol(h) == P11I_EOL_LF ? "\n" : "\r\n";
 	type = opts->cipher == P11S_CIPHER_AES256_GCM
 	           ? "Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data; "
 	             "name=\"smime.p7m\""
@@ -573,7 +573,7 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	             "name=\"smime.p7m\"";
 	/* DER and PEM: the CMS structure alone, for clients that write their own headers. */
 	if (opts->outform == P11S_FORM_SMIME) {
-		rc = p11i_headers_write(h, P11S_HDR_OUTER, out, err);
+		rc = p11i_headers_write(h, P11I_HDR_OUTER, out, err);
 		if (rc != P11S_OK)
 			goto out;
 	}
@@ -591,8 +591,8 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 	}
 
 	/* out <- [LF to CRLF] <- base64 <- CMS stream <- CRLF canonicaliser <- entity */
-	if (opts->outform == P11S_FORM_SMIME && p11i_headers_eol(h) == P11S_EOL_CRLF) {
-		conv = p11i_bio_eol_new(P11S_EOL_CRLF);
+	if (opts->outform == P11S_FORM_SMIME && p11i_headers_eol(h) == P11I_EOL_CRLF) {
+		conv = p11i_bio_eol_new(P11I_EOL_CRLF);
 		if (conv == NULL) {
 			rc = p11i_err_nomem(err);
 			goto out;
@@ -611,14 +611,14 @@ p11s_rc p11s_encrypt(BIO *in, BIO *out, const p11s_recipients *r, const p11s_enc
 		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start the encryption");
 		goto out;
 	}
-	plain = p11i_bio_eol_new(P11S_EOL_CRLF);
+	plain = p11i_bio_eol_new(P11I_EOL_CRLF);
 	if (plain == NULL) {
 		rc = p11i_err_nomem(err);
 		goto out;
 	}
 	top = BIO_push(plain, cmsbio);
 
-	rc = p11i_headers_write(h, P11S_HDR_CONTENT, top, err);
+	rc = p11i_headers_write(h, P11I_HDR_CONTENT, top, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (BIO_write(top, "\r\n", 2) != 2) {

@@ -10,7 +10,7 @@
 struct p11s_error {
 	p11s_rc rc;
 	char *message;
-	P11S_VEC(char *) candidates;
+	P11I_VEC(char *) candidates;
 };
 
 static const struct {
@@ -188,9 +188,9 @@ static void token_reason(char *reason, size_t len, p11s_rc *rc)
 	while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
 		if (ERR_GET_LIB(e) != ERR_LIB_USER || !(flags & ERR_TXT_STRING) || data == NULL)
 			continue;
-		if (ERR_GET_REASON(e) > P11S_ERR_R_RC) {
-			/* A p11s_rc raised under OpenSSL (see P11S_ERR_R_RC) wins, however deep. */
-			*rc = (p11s_rc)(ERR_GET_REASON(e) - P11S_ERR_R_RC);
+		if (ERR_GET_REASON(e) > P11I_ERR_R_RC) {
+			/* A p11s_rc raised under OpenSSL (see P11I_ERR_R_RC) wins, however deep. */
+			*rc = (p11s_rc)(ERR_GET_REASON(e) - P11I_ERR_R_RC);
 			snprintf(reason, len, "%s", data);
 		} else if (strncmp(data, "token: ", 7) == 0) {
 			snprintf(reason, len, "%s", data);

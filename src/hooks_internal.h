@@ -1,8 +1,8 @@
 /*
  * Private links between sign.c and detached.c.  Not installed.
  */
-#ifndef P11S_HOOKS_INTERNAL_H
-#define P11S_HOOKS_INTERNAL_H
+#ifndef P11I_HOOKS_INTERNAL_H
+#define P11I_HOOKS_INTERNAL_H
 
 #include <openssl/cms.h>
 

@@ -122,7 +122,7 @@ p11s_rc p11s_cert_describe(X509 *x, p11s_cert_info **out, p11s_error *err)
 		return p11i_err_ossl(err, P11S_E_INPUT, "cannot read the certificate's validity");
 	}
 	/* Only what is a mailbox is an address; validate names the rest. */
-	ci->emails = p11i_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &ci->nemails);
+	ci->emails = p11i_cert_mailboxes(x, P11I_MAILBOX_IN_SAN, &ci->nemails);
 	if (ci->emails == NULL || !key_facts(x, ci)) {
 		p11s_cert_info_free(ci);
 		return p11i_err_nomem(err);

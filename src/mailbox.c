@@ -3,7 +3,7 @@
  *
  * The input is hostile (any bytes a certificate carries), so: every loop
  * below runs over an index that only grows and stops at len; nothing is
- * read past len; len is refused above P11S_MAILBOX_MAX (254) before any
+ * read past len; len is refused above P11I_MAILBOX_MAX (254) before any
  * parsing, so no work or copy grows beyond that; reasons are written with
  * snprintf into the caller's buffer.  No allocation in the parser.
  */
@@ -28,7 +28,7 @@
 #define DOMAIN_MAX 255 /* RFC 5321 4.5.3.1.2 */
 #define LABEL_MAX  63  /* RFC 1035 2.3.4 */
 
-static int say(char *why, size_t whylen, const char *fmt, ...) P11S_PRINTF(3, 4);
+static int say(char *why, size_t whylen, const char *fmt, ...) P11I_PRINTF(3, 4);
 static int say(char *why, size_t whylen, const char *fmt, ...)
 {
 	va_list ap;
@@ -152,14 +152,14 @@ static int domain(const char *s, size_t len, char *why, size_t whylen)
 /* address-literal: "[" IPv4 or "IPv6:" IPv6 "]" (no other tag is registered). */
 static int address_literal(const char *s, size_t len, char *why, size_t whylen)
 {
-	char buf[P11S_MAILBOX_MAX + 1];
+	char buf[P11I_MAILBOX_MAX + 1];
 	unsigned char addr[16];
 	size_t n;
 
 	if (len < 2 || s[len - 1] != ']')
 		return say(why, whylen, "an unterminated address literal");
 	n = len - 2;
-	memcpy(buf, s + 1, n); /* n < len <= P11S_MAILBOX_MAX */
+	memcpy(buf, s + 1, n); /* n < len <= P11I_MAILBOX_MAX */
 	buf[n] = '\0';
 	/* inet_pton's IPv4 form is exactly four decimal octets, as RFC 5321 wants. */
 	if (inet_pton(AF_INET, buf, addr) == 1)
@@ -177,8 +177,8 @@ int p11i_mailbox_parse(const char *s, size_t len, char *why, size_t whylen)
 		why[0] = '\0';
 	if (s == NULL || len == 0)
 		return say(why, whylen, "empty");
-	if (len > P11S_MAILBOX_MAX)
-		return say(why, whylen, "longer than %d characters", P11S_MAILBOX_MAX);
+	if (len > P11I_MAILBOX_MAX)
+		return say(why, whylen, "longer than %d characters", P11I_MAILBOX_MAX);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 
@@ -246,7 +246,7 @@ static char *printable(const unsigned char *s, int len)
 
 /* A NULL-terminated vector of strings; oom: a push failed (p11s_strv_free() it). */
 struct strv {
-	P11S_VEC(char *) a;
+	P11I_VEC(char *) a;
 	int oom;
 };
 
@@ -281,24 +281,24 @@ static void visit(X509 *cert, unsigned where, visit_fn fn, void *user)
 {
 	if (cert == NULL)
 		return;
-	if (where & P11S_MAILBOX_IN_SAN) {
+	if (where & P11I_MAILBOX_IN_SAN) {
 		GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
 
 		for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
 			GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
 
 			if (gn->type == GEN_EMAIL && gn->d.rfc822Name != NULL)
-				fn(user, P11S_MAILBOX_IN_SAN, gn->d.rfc822Name);
+				fn(user, P11I_MAILBOX_IN_SAN, gn->d.rfc822Name);
 		}
 		GENERAL_NAMES_free(gens);
 	}
-	if (where & P11S_MAILBOX_IN_SUBJECT) {
+	if (where & P11I_MAILBOX_IN_SUBJECT) {
 		X509_NAME *name = X509_get_subject_name(cert);
 		int idx = -1;
 
 		while (name != NULL &&
 		       (idx = X509_NAME_get_index_by_NID(name, NID_pkcs9_emailAddress, idx)) >= 0)
-			fn(user, P11S_MAILBOX_IN_SUBJECT,
+			fn(user, P11I_MAILBOX_IN_SUBJECT,
 			   X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
 	}
 	ERR_clear_error();
@@ -346,7 +346,7 @@ char **p11i_cert_bad_mailboxes(X509 *cert, size_t *n)
 {
 	struct strv sv = {0};
 
-	visit(cert, P11S_MAILBOX_IN_SAN, collect_bad, &sv);
+	visit(cert, P11I_MAILBOX_IN_SAN, collect_bad, &sv);
 	return strv_done(&sv, n);
 }
 

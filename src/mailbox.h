@@ -6,15 +6,15 @@
  * and a domain of LDH labels or an address literal.  Anything else there is
  * not an e-mail address, and every command treats it so.
  */
-#ifndef P11S_MAILBOX_H
-#define P11S_MAILBOX_H
+#ifndef P11I_MAILBOX_H
+#define P11I_MAILBOX_H
 
 #include <stddef.h>
 
 #include <openssl/x509.h>
 
 /* The longest mailbox RFC 5321 allows (a 256-octet path less its brackets). */
-#define P11S_MAILBOX_MAX 254
+#define P11I_MAILBOX_MAX 254
 
 /*
  * 1 when the @p len bytes at @p s are a Mailbox; else 0, with the reason in
@@ -35,8 +35,8 @@ int p11i_mailbox_equal(const char *a, const char *b);
 
 /* Where a certificate holds an address. */
 typedef enum {
-	P11S_MAILBOX_IN_SAN = 1,     /* an rfc822Name in subjectAltName */
-	P11S_MAILBOX_IN_SUBJECT = 2, /* a PKCS #9 emailAddress in the subject */
+	P11I_MAILBOX_IN_SAN = 1,     /* an rfc822Name in subjectAltName */
+	P11I_MAILBOX_IN_SUBJECT = 2, /* a PKCS #9 emailAddress in the subject */
 } p11i_mailbox_place;
 
 /*
@@ -49,7 +49,7 @@ char **p11i_cert_mailboxes(X509 *cert, unsigned where, size_t *n);
 
 /*
  * Which place of @p cert holds @p address (p11i_mailbox_equal()):
- * P11S_MAILBOX_IN_SAN, else P11S_MAILBOX_IN_SUBJECT, else 0.  Only the
+ * P11I_MAILBOX_IN_SAN, else P11I_MAILBOX_IN_SUBJECT, else 0.  Only the
  * places in @p where are looked at.
  */
 int p11i_cert_has_mailbox(X509 *cert, const char *address, unsigned where);

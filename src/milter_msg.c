@@ -310,7 +310,7 @@ static BIO *reader_at_start(int fd)
 
 static int is_mime_field(const char *name)
 {
-	return (p11i_header_class_of(name) & (P11S_HDR_CONTENT | P11S_HDR_MIME_VERSION)) != 0;
+	return (p11i_header_class_of(name) & (P11I_HDR_CONTENT | P11I_HDR_MIME_VERSION)) != 0;
 }
 
 /* The original Content-* and MIME-Version fields, last first, with their occurrence index. */

@@ -32,7 +32,7 @@ struct field {
 };
 
 struct p11i_headers {
-	P11S_VEC(struct field) f;
+	P11I_VEC(struct field) f;
 	p11i_eol eol;
 	int body_follows;
 };
@@ -139,10 +139,10 @@ char *p11i_headers_get(const p11i_headers *h, const char *name)
 unsigned p11i_header_class_of(const char *name)
 {
 	if (strncasecmp(name, "Content-", 8) == 0)
-		return P11S_HDR_CONTENT;
+		return P11I_HDR_CONTENT;
 	if (strcasecmp(name, "MIME-Version") == 0)
-		return P11S_HDR_MIME_VERSION;
-	return P11S_HDR_OUTER;
+		return P11I_HDR_MIME_VERSION;
+	return P11I_HDR_OUTER;
 }
 
 static int push_field(p11i_headers *h, char *name, char *raw, size_t len)
@@ -159,7 +159,7 @@ p11s_rc p11i_headers_add(p11i_headers *h, const char *name, const char *value, p
 	if (strpbrk(value, "\r\n") != NULL || strpbrk(name, ": \t\r\n") != NULL || *name == '\0')
 		return p11i_err(err, P11S_E_USAGE, "a header field must be one line");
 	n = strdup(name);
-	raw = p11i_asprintf("%s: %s%s", name, value, h->eol == P11S_EOL_CRLF ? "\r\n" : "\n");
+	raw = p11i_asprintf("%s: %s%s", name, value, h->eol == P11I_EOL_CRLF ? "\r\n" : "\n");
 	if (n == NULL || raw == NULL || push_field(h, n, raw, strlen(raw)) != 0) {
 		free(n);
 		free(raw);
@@ -257,7 +257,7 @@ static size_t strip_eol(const char *p, size_t n)
 static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11i_headers **out,
                              p11s_error *err)
 {
-	p11i_headers *h = p11i_headers_new(P11S_EOL_CRLF);
+	p11i_headers *h = p11i_headers_new(P11I_EOL_CRLF);
 	char *line = NULL;
 	size_t cap = 0, total = 0, lineno = 0;
 	p11s_rc rc = P11S_OK;
@@ -326,7 +326,7 @@ static p11s_rc parse_headers(seg_fn seg, void *src, size_t max, int top, p11i_he
 		}
 		line[len] = '\0';
 		if (lineno++ == 0)
-			h->eol = (len >= 2 && line[len - 2] == '\r') ? P11S_EOL_CRLF : P11S_EOL_LF;
+			h->eol = (len >= 2 && line[len - 2] == '\r') ? P11I_EOL_CRLF : P11I_EOL_LF;
 		total += len;
 		if (strip_eol(line, len) == 0) {
 			h->body_follows = 1;
@@ -700,7 +700,7 @@ char *p11i_mime_transfer_encoding(const p11i_headers *h)
 /* ------------------------------------------------------------ addresses */
 
 /* A NULL-terminated vector of strings (v[n] == NULL once anything was pushed). */
-typedef P11S_VEC(char *) strv;
+typedef P11I_VEC(char *) strv;
 
 static int strv_push(strv *sv, char *s)
 {
@@ -721,7 +721,7 @@ void p11s_strv_free(char **v)
 }
 
 /* A growing string, NUL-terminated. */
-typedef P11S_VEC(char) sbuf;
+typedef P11I_VEC(char) sbuf;
 
 static int sb_add(sbuf *b, const char *p, size_t n)
 {
@@ -1003,7 +1003,7 @@ static size_t eol_convert(p11i_eol to, int *held_cr, int *prev_cr, const char *i
 
 	/* Runs without the special byte are copied whole: bodies are mostly runs. */
 	while (in < end) {
-		if (to == P11S_EOL_LF) {
+		if (to == P11I_EOL_LF) {
 			if (*held_cr) {
 				*held_cr = 0;
 				if (*in == '\n') {
@@ -1938,7 +1938,7 @@ static p11s_rc multipart(struct canon *c, const p11i_headers *h, unsigned classe
 			goto out;
 		}
 		put_pending(c);
-		rc = entity(c, ph, P11S_HDR_ALL, digest, depth + 1);
+		rc = entity(c, ph, P11I_HDR_ALL, digest, depth + 1);
 		p11i_headers_free(ph);
 		if (rc != P11S_OK)
 			goto out;
@@ -2004,7 +2004,7 @@ static p11s_rc entity(struct canon *c, const p11i_headers *h, unsigned classes, 
 		if (rc != P11S_OK)
 			goto out;
 		put_pending(c);
-		rc = entity(c, eh, P11S_HDR_ALL, 0, depth + 1);
+		rc = entity(c, eh, P11I_HDR_ALL, 0, depth + 1);
 		p11i_headers_free(eh);
 		goto out;
 	}

@@ -26,16 +26,16 @@ extern "C" {
 
 /** Line-end styles. */
 typedef enum p11i_eol {
-	P11S_EOL_CRLF = 0, /**< "\r\n": canonical MIME, SMTP */
-	P11S_EOL_LF = 1,   /**< "\n": Unix files, sendmail pipes */
+	P11I_EOL_CRLF = 0, /**< "\r\n": canonical MIME, SMTP */
+	P11I_EOL_LF = 1,   /**< "\n": Unix files, sendmail pipes */
 } p11i_eol;
 
 /** Header classes; combine as bits for p11i_headers_write(). */
 enum p11i_header_class {
-	P11S_HDR_OUTER = 1u << 0,        /**< From, To, Subject, Received, X-...: the message's */
-	P11S_HDR_CONTENT = 1u << 1,      /**< Content-*: the entity's */
-	P11S_HDR_MIME_VERSION = 1u << 2, /**< MIME-Version */
-	P11S_HDR_ALL = 7u,
+	P11I_HDR_OUTER = 1u << 0,        /**< From, To, Subject, Received, X-...: the message's */
+	P11I_HDR_CONTENT = 1u << 1,      /**< Content-*: the entity's */
+	P11I_HDR_MIME_VERSION = 1u << 2, /**< MIME-Version */
+	P11I_HDR_ALL = 7u,
 };
 
 /** Default bound on a header block (bytes), for p11i_headers_read(). */
@@ -157,8 +157,8 @@ void p11s_strv_free(char **v);
 
 /**
  * A filter BIO that converts line ends, in whichever direction data flows
- * through it: to P11S_EOL_CRLF, a bare "\n" becomes "\r\n" and "\r\n" stays
- * (canonicalisation); to P11S_EOL_LF, "\r\n" becomes "\n" and other bytes,
+ * through it: to P11I_EOL_CRLF, a bare "\n" becomes "\r\n" and "\r\n" stays
+ * (canonicalisation); to P11I_EOL_LF, "\r\n" becomes "\n" and other bytes,
  * lone CRs included, stay.  A "\r\n" split between two writes or reads is
  * handled.  Push it onto the BIO it filters: BIO_push(eol, file).  NULL on
  * ENOMEM.
@@ -169,8 +169,8 @@ BIO *p11i_bio_eol_new(p11i_eol to);
 
 /**
  * Write a MIME entity in canonical, 7-bit form (RFC 8551 3.1): the fields
- * of @p h in @p classes (P11S_HDR_CONTENT for the top-level entity of a
- * message; P11S_HDR_ALL for a bare entity), the blank line, then the body
+ * of @p h in @p classes (P11I_HDR_CONTENT for the top-level entity of a
+ * message; P11I_HDR_ALL for a bare entity), the blank line, then the body
  * read from @p body to its end.
  *
  * Every line end becomes CRLF (trailing CRs of a line are one line end).

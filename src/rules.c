@@ -108,7 +108,7 @@ struct facts {
 
 /* ----------------------------------------------------------- small helpers */
 
-static char *vfmt(p11s_verdict *v, const char *fmt, va_list ap) P11S_PRINTF(2, 0);
+static char *vfmt(p11s_verdict *v, const char *fmt, va_list ap) P11I_PRINTF(2, 0);
 static char *vfmt(p11s_verdict *v, const char *fmt, va_list ap)
 {
 	char *s = NULL;
@@ -120,7 +120,7 @@ static char *vfmt(p11s_verdict *v, const char *fmt, va_list ap)
 	return s;
 }
 
-static char *fmt(p11s_verdict *v, const char *f, ...) P11S_PRINTF(2, 3);
+static char *fmt(p11s_verdict *v, const char *f, ...) P11I_PRINTF(2, 3);
 static char *fmt(p11s_verdict *v, const char *f, ...)
 {
 	va_list ap;
@@ -132,7 +132,7 @@ static char *fmt(p11s_verdict *v, const char *f, ...)
 	return s;
 }
 
-static void warn(p11s_verdict *v, const char *f, ...) P11S_PRINTF(2, 3);
+static void warn(p11s_verdict *v, const char *f, ...) P11I_PRINTF(2, 3);
 static void warn(p11s_verdict *v, const char *f, ...)
 {
 	va_list ap;
@@ -143,7 +143,7 @@ static void warn(p11s_verdict *v, const char *f, ...)
 	va_end(ap);
 	if (s == NULL)
 		return;
-	if (P11S_GROW(v->warnings, v->nwarnings, v->warnings_cap, 1) != 0) {
+	if (P11I_GROW(v->warnings, v->nwarnings, v->warnings_cap, 1) != 0) {
 		free(s);
 		v->oom = 1;
 		return;
@@ -232,7 +232,7 @@ static void read_names(struct facts *f)
 
 	GENERAL_NAMES_free(gens);
 	/* An rfc822Name that is not a Mailbox is no address (RFC 5280 4.2.1.6). */
-	good = p11i_cert_mailboxes(f->cert, P11S_MAILBOX_IN_SAN, &f->san_emails);
+	good = p11i_cert_mailboxes(f->cert, P11I_MAILBOX_IN_SAN, &f->san_emails);
 	f->san_bad = p11i_cert_bad_mailboxes(f->cert, &f->san_nbad);
 	if (good == NULL || f->san_bad == NULL)
 		f->v->oom = 1;

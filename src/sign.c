@@ -378,7 +378,7 @@ p11s_rc p11s_signer_open(p11s_ctx *ctx, const p11s_sign_opts *opts, p11s_signer 
 	/* The selection compares bytes; the address must also be a SAN mailbox of the certificate.
 	 */
 	if (strncmp(opts->signer, "pkcs11:", 7) != 0 &&
-	    !p11i_cert_has_mailbox(s->cert, opts->signer, P11S_MAILBOX_IN_SAN)) {
+	    !p11i_cert_has_mailbox(s->cert, opts->signer, P11I_MAILBOX_IN_SAN)) {
 		rc =
 		    p11i_err(err, P11S_E_NOT_FOUND,
 		             "no certificate on the token has the e-mail address %s", opts->signer);
@@ -601,7 +601,7 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
 		goto out;
 	}
-	rc = p11i_mime_canonicalize(h, P11S_HDR_CONTENT, in, chain, err);
+	rc = p11i_mime_canonicalize(h, P11I_HDR_CONTENT, in, chain, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (!CMS_dataFinal(cms, chain)) {
@@ -660,7 +660,7 @@ static p11s_rc sign_opaque(p11s_signer *s, CMS_ContentInfo *cms, const p11i_head
 		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
 		goto out;
 	}
-	rc = p11i_mime_canonicalize(h, P11S_HDR_CONTENT, in, chain, err);
+	rc = p11i_mime_canonicalize(h, P11I_HDR_CONTENT, in, chain, err);
 	if (rc != P11S_OK)
 		goto out;
 	/* The flush writes the signer infos: the token signs here. */
@@ -701,7 +701,7 @@ p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
 		goto out;
 	}
 	BIO_push(sink, out);
-	rc = p11i_headers_write(h, P11S_HDR_OUTER, sink, err);
+	rc = p11i_headers_write(h, P11I_HDR_OUTER, sink, err);
 	if (rc == P11S_OK)
 		rc = put(sink, "MIME-Version: 1.0\r\n", err);
 	if (rc == P11S_OK)

@@ -138,7 +138,7 @@ void p11s_validation_free(p11s_validation *r)
 static p11s_rc record(p11s_validation *r, const char *source, p11s_rc rc, const char *message,
                       p11s_error *err)
 {
-	if (P11S_GROW(r->errors, r->nerrors, r->errors_cap, 1) == 0) {
+	if (P11I_GROW(r->errors, r->nerrors, r->errors_cap, 1) == 0) {
 		r->errors[r->nerrors].source = p11i_strdup(source ? source : "");
 		r->errors[r->nerrors].message = p11i_strdup(message);
 		r->errors[r->nerrors].rc = rc;
@@ -153,7 +153,7 @@ static int skip_note(p11s_validation *r, const char *path, const char *why)
 {
 	char *s = p11i_asprintf("%s: %s", path, why);
 
-	if (s == NULL || P11S_GROW(r->skipped, r->nskipped, r->skipped_cap, 1) != 0) {
+	if (s == NULL || P11I_GROW(r->skipped, r->nskipped, r->skipped_cap, 1) != 0) {
 		free(s);
 		return 0;
 	}
@@ -165,7 +165,7 @@ static struct entry *entry_add(p11s_validation *r, const char *source, size_t in
 {
 	struct entry *e;
 
-	if (P11S_GROW(r->e, r->n, r->cap, 1) != 0)
+	if (P11I_GROW(r->e, r->n, r->cap, 1) != 0)
 		return NULL;
 	e = &r->e[r->n];
 	memset(e, 0, sizeof(*e));

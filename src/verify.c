@@ -26,7 +26,7 @@ struct signer {
 	char *subject, *issuer, *serial, *digest, *sigalg;
 	char **emails; /* the subjectAltName mailboxes */
 	size_t n_emails;
-	int sender_place; /* where a From address matched: P11S_MAILBOX_IN_*, or 0 */
+	int sender_place; /* where a From address matched: P11I_MAILBOX_IN_*, or 0 */
 	int has_time;
 	time_t signing_time;
 	time_t checked_at; /* the time the chain was judged at */
@@ -293,7 +293,7 @@ static p11s_rc fill_signer(struct signer *s, CMS_SignerInfo *si, BIO *digests, X
 	s->issuer = p11s_cert_name_string(X509_get_issuer_name(x));
 	s->serial = p11i_serial_hex(X509_get0_serialNumber(x));
 	if (s->subject == NULL || s->issuer == NULL || s->serial == NULL ||
-	    (s->emails = p11i_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &s->n_emails)) == NULL)
+	    (s->emails = p11i_cert_mailboxes(x, P11I_MAILBOX_IN_SAN, &s->n_emails)) == NULL)
 		return p11i_err_nomem(err);
 	s->valid_at_signing = valid_at(x, s->checked_at);
 	s->valid_at = valid_at(x, at);
@@ -371,7 +371,7 @@ static int sender_found(p11s_verify_report *r, const char *addr)
 		struct signer *s = &r->signers[i];
 		int place =
 		    s->cert ? p11i_cert_has_mailbox(s->cert, addr,
-		                                    P11S_MAILBOX_IN_SAN | P11S_MAILBOX_IN_SUBJECT)
+		                                    P11I_MAILBOX_IN_SAN | P11I_MAILBOX_IN_SUBJECT)
 		            : 0;
 
 		if (place != 0 && (s->sender_place == 0 || place < s->sender_place))
@@ -445,14 +445,14 @@ static p11s_rc judge(p11s_verify_report *r)
 			    "good signature by %s; the certificate was valid when it signed (%s) "
 			    "but is not valid at %s",
 			    s->n_emails                                  ? s->emails[0]
-			    : s->sender_place == P11S_MAILBOX_IN_SUBJECT ? r->from[0]
+			    : s->sender_place == P11I_MAILBOX_IN_SUBJECT ? r->from[0]
 			                                                 : s->subject,
 			    p11s_time_format(s->checked_at, when, sizeof(when)),
 			    s->has_time ? "the time of checking" : "that time");
 		else
 			r->summary = p11i_asprintf("good signature by %s",
 			                           s->n_emails ? s->emails[0]
-			                           : s->sender_place == P11S_MAILBOX_IN_SUBJECT
+			                           : s->sender_place == P11I_MAILBOX_IN_SUBJECT
 			                               ? r->from[0]
 			                               : s->subject);
 	}
@@ -774,14 +774,14 @@ static int put_entity(struct content_out *c, const char *buf, size_t len)
 
 static int flush_entity_head(struct content_out *c)
 {
-	unsigned classes = P11S_HDR_OUTER;
+	unsigned classes = P11I_HDR_OUTER;
 
 	c->head_done = 1;
 	if (entity_head_has(c->head, c->head_len, "content-transfer-encoding:", "binary"))
 		c->to_lf = 0;
 	/* The entity becomes the message's content: MIME-Version once, outside or in. */
 	if (!entity_head_has(c->head, c->head_len, "mime-version:", NULL))
-		classes |= P11S_HDR_MIME_VERSION;
+		classes |= P11I_HDR_MIME_VERSION;
 	if (p11i_headers_write(c->outer, classes, c->bio, NULL) != P11S_OK)
 		return 0;
 	return put_entity(c, c->head, c->head_len);
@@ -875,7 +875,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	cout.bio = content;
 	if (!opts->entity_only) {
 		cout.outer = outer;
-		cout.to_lf = p11i_headers_eol(outer) == P11S_EOL_LF;
+		cout.to_lf = p11i_headers_eol(outer) == P11I_EOL_LF;
 	}
 	rc = read_cms(mem, outer, &cms, &bcont, err);
 	if (rc != P11S_OK)
@@ -1125,9 +1125,9 @@ const p11s_verdict *p11s_verify_signer_rules(const p11s_verify_report *r, size_t
 const char *p11s_verify_signer_sender_matched_by(const p11s_verify_report *r, size_t i)
 {
 	switch (SIGNER(r, i)->sender_place) {
-	case P11S_MAILBOX_IN_SAN:
+	case P11I_MAILBOX_IN_SAN:
 		return "subjectAltName";
-	case P11S_MAILBOX_IN_SUBJECT:
+	case P11I_MAILBOX_IN_SUBJECT:
 		return "subject-emailAddress";
 	default:
 		return NULL;

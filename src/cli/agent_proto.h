@@ -8,8 +8,8 @@
  * as key/value pairs.  Nothing here trusts its input: this is the code the
  * fuzz target tests/fuzz/fuzz_agent.c runs.
  */
-#ifndef P11S_AGENT_PROTO_H
-#define P11S_AGENT_PROTO_H
+#ifndef P11I_AGENT_PROTO_H
+#define P11I_AGENT_PROTO_H
 
 #include <stddef.h>
 #include <stdint.h>

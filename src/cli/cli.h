@@ -2,8 +2,8 @@
  * The p11smime command line: shared state of one run.  The CLI parses
  * arguments, calls the public library API and prints; nothing else.
  */
-#ifndef P11S_CLI_H
-#define P11S_CLI_H
+#ifndef P11I_CLI_H
+#define P11I_CLI_H
 
 #include <stdio.h>
 #include <time.h>

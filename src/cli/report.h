@@ -9,8 +9,8 @@
  * NULL when out of memory: then nothing is printed rather than a document
  * with members missing.
  */
-#ifndef P11S_CLI_REPORT_H
-#define P11S_CLI_REPORT_H
+#ifndef P11I_CLI_REPORT_H
+#define P11I_CLI_REPORT_H
 
 #include <stddef.h>
 #include <time.h>

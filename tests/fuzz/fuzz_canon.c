@@ -22,13 +22,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	out = fuzz_null();
 	err = p11s_error_new();
 	if (mode & 4) {
-		BIO *eol = p11i_bio_eol_new(mode & 8 ? P11S_EOL_LF : P11S_EOL_CRLF);
+		BIO *eol = p11i_bio_eol_new(mode & 8 ? P11I_EOL_LF : P11I_EOL_CRLF);
 
 		if (eol != NULL)
 			out = BIO_push(eol, out);
 	}
 	if (p11i_headers_read(in, 64 * 1024, &h, err) == 0)
-		p11i_mime_canonicalize(h, mode & 1 ? P11S_HDR_ALL : P11S_HDR_CONTENT, in, out, err);
+		p11i_mime_canonicalize(h, mode & 1 ? P11I_HDR_ALL : P11I_HDR_CONTENT, in, out, err);
 	p11i_headers_free(h);
 	p11s_error_free(err);
 	BIO_free_all(out);

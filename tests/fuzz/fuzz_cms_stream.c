@@ -69,7 +69,7 @@ static EVP_CIPHER_CTX *content_ctx(p11i_cms_stream *s, CMS_ContentInfo *cms, BIO
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const p11i_cms_encoding encs[] = {P11S_CMS_DER, P11S_CMS_BASE64, P11S_CMS_PEM};
+	static const p11i_cms_encoding encs[] = {P11I_CMS_DER, P11I_CMS_BASE64, P11I_CMS_PEM};
 	p11i_cms_stream *s = NULL, *s2 = NULL;
 	p11i_cms_replay *rp = NULL;
 	CMS_ContentInfo *cms = NULL, *cms2 = NULL;

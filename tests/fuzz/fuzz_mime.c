@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			p11s_strv_free(addrs);
 		p11i_headers_remove(h, "Content-Type");
 		p11i_headers_add(h, "X-Fuzz", "value", err);
-		p11i_headers_write(h, P11S_HDR_ALL, out, err);
+		p11i_headers_write(h, P11I_HDR_ALL, out, err);
 		BIO_free(out);
 	}
 	p11i_headers_free(h);

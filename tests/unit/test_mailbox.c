@@ -172,12 +172,12 @@ static void certificate_places(void **state)
 	char **v;
 
 	(void)state;
-	v = p11i_cert_mailboxes(x, P11S_MAILBOX_IN_SAN, &n);
+	v = p11i_cert_mailboxes(x, P11I_MAILBOX_IN_SAN, &n);
 	assert_int_equal(n, 1);
 	assert_string_equal(v[0], "Alice@example.org");
 	p11s_strv_free(v);
 
-	v = p11i_cert_mailboxes(x, P11S_MAILBOX_IN_SAN | P11S_MAILBOX_IN_SUBJECT, &n);
+	v = p11i_cert_mailboxes(x, P11I_MAILBOX_IN_SAN | P11I_MAILBOX_IN_SUBJECT, &n);
 	assert_int_equal(n, 2);
 	assert_string_equal(v[1], "Legacy@Example.org");
 	p11s_strv_free(v);
@@ -189,18 +189,18 @@ static void certificate_places(void **state)
 	assert_string_equal(v[2], "'@example.org' is not an e-mail address (nothing before the @)");
 	p11s_strv_free(v);
 
-	assert_int_equal(p11i_cert_has_mailbox(x, "alice@EXAMPLE.org", P11S_MAILBOX_IN_SAN),
-	                 P11S_MAILBOX_IN_SAN);
-	assert_int_equal(p11i_cert_has_mailbox(x, "legacy@example.org", P11S_MAILBOX_IN_SAN), 0);
+	assert_int_equal(p11i_cert_has_mailbox(x, "alice@EXAMPLE.org", P11I_MAILBOX_IN_SAN),
+	                 P11I_MAILBOX_IN_SAN);
+	assert_int_equal(p11i_cert_has_mailbox(x, "legacy@example.org", P11I_MAILBOX_IN_SAN), 0);
 	assert_int_equal(p11i_cert_has_mailbox(x, "legacy@example.org",
-	                                       P11S_MAILBOX_IN_SAN | P11S_MAILBOX_IN_SUBJECT),
-	                 P11S_MAILBOX_IN_SUBJECT);
+	                                       P11I_MAILBOX_IN_SAN | P11I_MAILBOX_IN_SUBJECT),
+	                 P11I_MAILBOX_IN_SUBJECT);
 	/* A non-address never matches, even one spelled the same. */
-	assert_int_equal(p11i_cert_has_mailbox(x, "nobody", P11S_MAILBOX_IN_SAN), 0);
-	assert_int_equal(p11i_cert_has_mailbox(x, "<bob@example.org>", P11S_MAILBOX_IN_SAN), 0);
+	assert_int_equal(p11i_cert_has_mailbox(x, "nobody", P11I_MAILBOX_IN_SAN), 0);
+	assert_int_equal(p11i_cert_has_mailbox(x, "<bob@example.org>", P11I_MAILBOX_IN_SAN), 0);
 
 	/* No certificate: an empty list, not NULL. */
-	v = p11i_cert_mailboxes(NULL, P11S_MAILBOX_IN_SAN, &n);
+	v = p11i_cert_mailboxes(NULL, P11I_MAILBOX_IN_SAN, &n);
 	assert_non_null(v);
 	assert_int_equal(n, 0);
 	p11s_strv_free(v);

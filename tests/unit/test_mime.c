@@ -48,7 +48,7 @@ static void headers_order_folding_eol(void **state)
 	(void)state;
 	assert_int_equal(read_msg(msg, strlen(msg), &h, &body, NULL), P11S_OK);
 	assert_int_equal(p11i_headers_count(h), 5);
-	assert_int_equal(p11i_headers_eol(h), P11S_EOL_LF);
+	assert_int_equal(p11i_headers_eol(h), P11I_EOL_LF);
 	assert_true(p11i_headers_body_follows(h));
 	assert_string_equal(p11i_headers_name(h, 0), "Received");
 	assert_string_equal(p11i_headers_name(h, 3), "Content-Type");
@@ -63,16 +63,16 @@ static void headers_order_folding_eol(void **state)
 	free(v);
 	assert_null(p11i_headers_get(h, "Cc"));
 	assert_string_equal(body, "body line\n");
-	assert_int_equal(p11i_header_class_of("Content-Transfer-Encoding"), P11S_HDR_CONTENT);
-	assert_int_equal(p11i_header_class_of("mime-version"), P11S_HDR_MIME_VERSION);
-	assert_int_equal(p11i_header_class_of("Subject"), P11S_HDR_OUTER);
+	assert_int_equal(p11i_header_class_of("Content-Transfer-Encoding"), P11I_HDR_CONTENT);
+	assert_int_equal(p11i_header_class_of("mime-version"), P11I_HDR_MIME_VERSION);
+	assert_int_equal(p11i_header_class_of("Subject"), P11I_HDR_OUTER);
 
 	/* Writing the outer class keeps them byte for byte, in order. */
 	BIO *out = BIO_new(BIO_s_mem());
 	char *data;
 	long n;
 
-	assert_int_equal(p11i_headers_write(h, P11S_HDR_OUTER, out, NULL), P11S_OK);
+	assert_int_equal(p11i_headers_write(h, P11I_HDR_OUTER, out, NULL), P11S_OK);
 	n = BIO_get_mem_data(out, &data);
 	assert_int_equal(n, strlen("Received: from a\n\tby b\nFrom: Alice <alice@example.org>\n"
 	                           "Subject: a long\n  subject\n"));
@@ -94,7 +94,7 @@ static void headers_crlf_and_no_body(void **state)
 
 	(void)state;
 	assert_int_equal(read_msg(crlf, strlen(crlf), &h, &body, NULL), P11S_OK);
-	assert_int_equal(p11i_headers_eol(h), P11S_EOL_CRLF);
+	assert_int_equal(p11i_headers_eol(h), P11I_EOL_CRLF);
 	assert_string_equal(body, "hi\r\n");
 	free(body);
 	p11i_headers_free(h);
@@ -148,7 +148,7 @@ static void headers_malformed(void **state)
 
 static void headers_build(void **state)
 {
-	p11i_headers *h = p11i_headers_new(P11S_EOL_LF);
+	p11i_headers *h = p11i_headers_new(P11I_EOL_LF);
 	p11s_error *err = p11s_error_new();
 	size_t len;
 
@@ -307,14 +307,14 @@ static void eol_bio(void **state)
 	(void)state;
 	for (size_t chunk = 1; chunk <= 5; chunk++) {
 		for (int reading = 0; reading <= 1; reading++) {
-			s = eol_through(P11S_EOL_CRLF, mixed, chunk, reading);
+			s = eol_through(P11I_EOL_CRLF, mixed, chunk, reading);
 			assert_string_equal(s, "a\r\nb\r\nc\rd\r\n\r\ne");
 			free(s);
-			s = eol_through(P11S_EOL_LF, mixed, chunk, reading);
+			s = eol_through(P11I_EOL_LF, mixed, chunk, reading);
 			assert_string_equal(s, "a\nb\nc\rd\n\ne");
 			free(s);
 			/* A CR at the very end survives. */
-			s = eol_through(P11S_EOL_LF, "x\r", chunk, reading);
+			s = eol_through(P11I_EOL_LF, "x\r", chunk, reading);
 			assert_string_equal(s, "x\r");
 			free(s);
 		}
@@ -365,16 +365,16 @@ static void canon_plain(void **state)
 	(void)state;
 	/* LF in, CRLF out; outer headers left out, Content-* kept; final line end kept. */
 	canon_expect("From: a@x.org\nContent-Type: text/plain\nSubject: s\n\nline 1\nline 2\n",
-	             P11S_HDR_CONTENT, "Content-Type: text/plain\r\n\r\nline 1\r\nline 2\r\n");
+	             P11I_HDR_CONTENT, "Content-Type: text/plain\r\n\r\nline 1\r\nline 2\r\n");
 	/* No Content-* at all: an empty header block, then the body. */
-	canon_expect("Subject: s\n\nhello", P11S_HDR_CONTENT, "\r\nhello");
+	canon_expect("Subject: s\n\nhello", P11I_HDR_CONTENT, "\r\nhello");
 	/* Empty body, and no body at all. */
-	canon_expect("Content-Type: text/plain\r\n\r\n", P11S_HDR_ALL,
+	canon_expect("Content-Type: text/plain\r\n\r\n", P11I_HDR_ALL,
 	             "Content-Type: text/plain\r\n\r\n");
-	canon_expect("Content-Type: text/plain\n", P11S_HDR_ALL,
+	canon_expect("Content-Type: text/plain\n", P11I_HDR_ALL,
 	             "Content-Type: text/plain\r\n\r\n");
 	/* Trailing CRs are one line end; folded fields become CRLF-folded. */
-	canon_expect("Content-Type: text/plain;\n charset=us-ascii\n\na\r\r\nb\n", P11S_HDR_ALL,
+	canon_expect("Content-Type: text/plain;\n charset=us-ascii\n\na\r\r\nb\n", P11I_HDR_ALL,
 	             "Content-Type: text/plain;\r\n charset=us-ascii\r\n\r\na\r\nb\r\n");
 }
 
@@ -385,25 +385,25 @@ static void canon_8bit(void **state)
 	canon_expect("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
 	             "Gr\xc3\xbc\xc3\x9f"
 	             "e = ok \nFrom here\n",
-	             P11S_HDR_ALL,
+	             P11I_HDR_ALL,
 	             "Content-Type: text/plain; charset=utf-8\r\n"
 	             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
 	             "Gr=C3=BC=C3=9Fe =3D ok=20\r\n=46rom here\r\n");
 	/* Unlabelled 8-bit text gets the same. */
-	canon_expect("Subject: x\n\ncaf\xc3\xa9\n", P11S_HDR_CONTENT,
+	canon_expect("Subject: x\n\ncaf\xc3\xa9\n", P11I_HDR_CONTENT,
 	             "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n");
 	/* Clean 7-bit stays as it is. */
-	canon_expect("Content-Transfer-Encoding: 8bit\n\nplain\n", P11S_HDR_ALL,
+	canon_expect("Content-Transfer-Encoding: 8bit\n\nplain\n", P11I_HDR_ALL,
 	             "Content-Transfer-Encoding: quoted-printable\r\n\r\nplain\r\n");
 	/* Binary: base64 of the bytes; 8bit non-text: base64 of the CRLF lines. */
 	canon_expect("Content-Type: application/octet-stream\nContent-Transfer-Encoding: binary\n\n"
 	             "\x01\x02\n\xff",
-	             P11S_HDR_ALL,
+	             P11I_HDR_ALL,
 	             "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: "
 	             "base64\r\n\r\nAQIK/w==");
 	canon_expect("Content-Type: application/x-thing\nContent-Transfer-Encoding: 8bit\n\n"
 	             "\xe9\n",
-	             P11S_HDR_ALL,
+	             P11I_HDR_ALL,
 	             "Content-Type: application/x-thing\r\nContent-Transfer-Encoding: "
 	             "base64\r\n\r\n6Q0K");
 }
@@ -454,7 +454,7 @@ static void canon_base64_lines(void **state)
 			msg[hl + i] = (char)(i % 41 == 40   ? '\n'
 			                     : i % 53 == 52 ? '\r'
 			                                    : i * 37 + 11);
-		if (canon(msg, hl + n, P11S_HDR_ALL, &got, &olen, err) != P11S_OK)
+		if (canon(msg, hl + n, P11I_HDR_ALL, &got, &olen, err) != P11S_OK)
 			fail_msg("canonicalize failed at %zu bytes: %s", n,
 			         p11s_error_message(err));
 		want = ref_base64((const unsigned char *)msg + hl, n);
@@ -478,7 +478,7 @@ static void canon_long_lines(void **state)
 	len = strlen(msg);
 	memset(msg + len, 'x', 1200);
 	strcpy(msg + len + 1200, "\n");
-	assert_int_equal(canon(msg, strlen(msg), P11S_HDR_ALL, &got, NULL, NULL), P11S_OK);
+	assert_int_equal(canon(msg, strlen(msg), P11I_HDR_ALL, &got, NULL, NULL), P11S_OK);
 	/* Over 998: quoted-printable with soft breaks, no line over 76. */
 	assert_non_null(strstr(got, "Content-Transfer-Encoding: quoted-printable\r\n"));
 	for (char *l = strstr(got, "\r\n\r\n") + 4; *l;) {
@@ -522,7 +522,7 @@ static void canon_multipart(void **state)
 	             "AAEC\n"
 	             "--XX--  \n"
 	             "epilogue\n",
-	             P11S_HDR_CONTENT,
+	             P11I_HDR_CONTENT,
 	             "Content-Type: multipart/mixed; boundary=\"XX\"\r\n"
 	             "Content-Transfer-Encoding: 7bit\r\n"
 	             "\r\n"
@@ -572,11 +572,11 @@ static void canon_rejects(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(canon(bad[i], strlen(bad[i]), P11S_HDR_ALL, &got, NULL, err),
+		assert_int_equal(canon(bad[i], strlen(bad[i]), P11I_HDR_ALL, &got, NULL, err),
 		                 P11S_E_INPUT);
 		free(got);
 	}
-	assert_int_equal(canon(bad[0], strlen(bad[0]), P11S_HDR_ALL, &got, NULL, err),
+	assert_int_equal(canon(bad[0], strlen(bad[0]), P11I_HDR_ALL, &got, NULL, err),
 	                 P11S_E_INPUT);
 	assert_non_null(strstr(p11s_error_message(err), "truncated"));
 	free(got);
@@ -619,7 +619,7 @@ static void headers_nul(void **state)
 		assert_non_null(strstr(p11s_error_message(err), "header line 2 holds a NUL byte"));
 		BIO_free(in);
 	}
-	assert_int_equal(canon(part, sizeof(part) - 1, P11S_HDR_ALL, &got, NULL, err),
+	assert_int_equal(canon(part, sizeof(part) - 1, P11I_HDR_ALL, &got, NULL, err),
 	                 P11S_E_INPUT);
 	assert_non_null(strstr(p11s_error_message(err), "NUL byte"));
 	free(got);
@@ -639,13 +639,13 @@ static void canon_spool(void **state)
 	memcpy(msg, hdr, hl);
 	for (size_t i = 0; i < body; i++)
 		msg[hl + i] = (i % 64 == 63) ? '\n' : (char)('a' + i % 26);
-	assert_int_equal(canon(msg, hl + body, P11S_HDR_ALL, &got, &olen, NULL), P11S_OK);
+	assert_int_equal(canon(msg, hl + body, P11I_HDR_ALL, &got, &olen, NULL), P11S_OK);
 	/* 7-bit: unchanged but for CRLF. */
 	assert_int_equal(olen, hl + 2 + body + body / 64);
 	assert_memory_equal(got, "Content-Type: text/plain\r\n\r\nabc", 31);
 	free(got);
 	msg[hl + body - 10] = (char)0xe9;
-	assert_int_equal(canon(msg, hl + body, P11S_HDR_ALL, &got, &olen, NULL), P11S_OK);
+	assert_int_equal(canon(msg, hl + body, P11I_HDR_ALL, &got, &olen, NULL), P11S_OK);
 	assert_non_null(strstr(got, "quoted-printable"));
 	assert_non_null(strstr(got, "=E9"));
 	free(got);

@@ -33,7 +33,7 @@ static char *write_file(const char *name, const char *content, size_t len)
 
 static void check_ok(const char *spec, const char *want)
 {
-	char buf[P11S_PIN_MAX + 1];
+	char buf[P11I_PIN_MAX + 1];
 	p11s_error *err = p11s_error_new();
 
 	assert_int_equal(p11s_secret_read(spec, P11S_SECRET_PIN, buf, sizeof(buf), err), P11S_OK);
@@ -43,7 +43,7 @@ static void check_ok(const char *spec, const char *want)
 
 static void check_fails(const char *spec, p11s_rc want, const char *in_message)
 {
-	char buf[P11S_PIN_MAX + 1];
+	char buf[P11I_PIN_MAX + 1];
 	p11s_error *err = p11s_error_new();
 
 	memset(buf, 'x', sizeof(buf));
@@ -125,7 +125,7 @@ static void test_file(void **state)
 
 static void test_too_long(void **state)
 {
-	char big[P11S_PIN_MAX + 10];
+	char big[P11I_PIN_MAX + 10];
 	char *path, *spec = NULL;
 	char small[5];
 	p11s_error *err = p11s_error_new();

@@ -25,7 +25,7 @@
 
 static void test_env_pin_is_removed(void **state)
 {
-	char buf[P11S_PIN_MAX + 1];
+	char buf[P11I_PIN_MAX + 1];
 	p11s_error *err = p11s_error_new();
 
 	(void)state;

@@ -92,7 +92,7 @@ static void error_candidates(void **state)
 /* The one growable array: order kept, linear growth, a size that cannot be held refused. */
 static void vec_grows(void **state)
 {
-	P11S_VEC(int) v = {0};
+	P11I_VEC(int) v = {0};
 	struct {
 		char *v;
 		size_t n, cap;
