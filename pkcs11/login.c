@@ -117,6 +117,10 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 	st = p11i_slot_state(ctx, t->slot_id);
 	if (st->logged_in)
 		return P11S_OK;
+	if (st->pin_refused)
+		return p11i_err(err, P11S_E_PIN_INCORRECT,
+		                "token '%s' did not accept the PIN given; not trying it again",
+		                t->label);
 	/* Fresh flags: the ones read at enumeration may be stale. */
 	rv = ctx->fl->C_GetTokenInfo(t->slot_id, &ti);
 	if (rv != CKR_OK)
@@ -172,6 +176,7 @@ static p11s_rc login_locked(p11s_ctx *ctx, const p11s_token *t, P11KitUri *uri, 
 	case CKR_PIN_INCORRECT:
 	case CKR_PIN_INVALID:
 	case CKR_PIN_LEN_RANGE:
+		st->pin_refused = 1;
 		rc = p11i_err(err, P11S_E_PIN_INCORRECT,
 		              "token '%s' did not accept the PIN (%s); not trying again", t->label,
 		              p11i_ckr_name(rv));

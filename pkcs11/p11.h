@@ -28,6 +28,12 @@ struct p11i_slot_state {
 	CK_SESSION_HANDLE session; /* CK_INVALID_HANDLE: none opened yet */
 	int logged_in;
 	/*
+	 * The token refused the PIN this context gave it: every later login
+	 * (the next file of a batch, another thread) is refused without
+	 * trying again, so that one wrong PIN costs one try.
+	 */
+	int pin_refused;
+	/*
 	 * The URI's pin-source that gave the PIN of the user login (a path or
 	 * fd:/env: name, never the PIN): keys with CKA_ALWAYS_AUTHENTICATE
 	 * read it again for each context-specific login.  No PIN is kept.

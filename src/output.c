@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,14 @@
 
 #include "common.h"
 #include "p11smime/io.h"
+
+/*
+ * The order in which output files were opened (p11s_output_sync_group()):
+ * taken with the open, under one lock, so that it is the order in which
+ * the kernel sampled their file system's error state.
+ */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long open_seq;
 
 /* Input stdio buffer and output block size. */
 #define IN_BUF  (256 * 1024)
@@ -51,8 +60,10 @@ struct p11s_output {
 	size_t len, cap;
 	/* The most of buf ever written: what a wipe must cover (the rest was never touched). */
 	size_t touched;
-	int werr;     /* errno of the first failed write, 0 if none */
-	int prepared; /* p11s_output_prepare(): mode set, writeback started */
+	int werr;          /* errno of the first failed write, 0 if none */
+	int prepared;      /* p11s_output_prepare(): mode set, writeback started */
+	int synced;        /* p11s_output_sync_group(): the data is on the disk already */
+	unsigned long seq; /* order of opening, for p11s_output_sync_group() */
 	BIO *bio;
 };
 
@@ -191,14 +202,21 @@ static int out_write(BIO *b, const char *in, int inl)
 	if (o == NULL || inl < 0 || o->werr)
 		return -1;
 	while (n > 0) {
-		if (o->kind == OUT_STDOUT && o->fd < 0 && o->len + n > o->cap && o->cap < MEM_MAX) {
-			/* Small outputs never touch the disk: grow up to MEM_MAX. */
+		/*
+		 * The block grows as output comes: up to MEM_MAX for standard
+		 * output (small outputs never touch the disk), up to OUT_BUF for
+		 * a file (a small mail does not take a 256 KiB block, which
+		 * malloc maps and unmaps each time, per file of a batch).
+		 */
+		size_t limit = o->kind == OUT_STDOUT && o->fd < 0 ? MEM_MAX : OUT_BUF;
+
+		if (o->len + n > o->cap && o->cap < limit) {
 			size_t cap = o->cap * 2;
 
-			while (cap < o->len + n && cap < MEM_MAX)
+			while (cap < o->len + n && cap < limit)
 				cap *= 2;
-			if (cap > MEM_MAX)
-				cap = MEM_MAX;
+			if (cap > limit)
+				cap = limit;
 			nb = malloc(cap);
 			if (nb == NULL) {
 				o->werr = ENOMEM;
@@ -375,6 +393,7 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 	 * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH or
 	 * /proc/self/fd: without either (a bare container), use a named one.
 	 */
+	pthread_mutex_lock(&open_lock);
 	if (geteuid() != 0 && access("/proc/self/fd", X_OK) != 0) {
 		o->fd = -1;
 		errno = EOPNOTSUPP;
@@ -385,6 +404,7 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 		/* No O_TMPFILE here (NFS, old kernels): a named file, renamed at commit. */
 		o->tmp_path = p11i_asprintf("%s/.p11smime-XXXXXX", dir);
 		if (o->tmp_path == NULL) {
+			pthread_mutex_unlock(&open_lock);
 			free(dir);
 			return p11i_err_nomem(err);
 		}
@@ -395,6 +415,8 @@ static p11s_rc open_file(p11s_output *o, p11s_error *err)
 		}
 	}
 	e = errno;
+	o->seq = ++open_seq;
+	pthread_mutex_unlock(&open_lock);
 	free(dir);
 	if (o->fd < 0)
 		return p11i_err(err, P11S_E_IO, "cannot create '%s': %s", o->shown, strerror(e));
@@ -438,7 +460,7 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 				                             strerror(errno)));
 		}
 	}
-	o->cap = o->kind == OUT_STDOUT ? 16 * 1024 : OUT_BUF;
+	o->cap = o->kind == OUT_DIRECT ? OUT_BUF : 16 * 1024;
 	o->buf = malloc(o->cap);
 	o->bio = BIO_new(out_method);
 	if (o->buf == NULL || o->bio == NULL)
@@ -665,7 +687,7 @@ static int set_mode(p11s_output *o)
 
 static p11s_rc commit_file(p11s_output *o, p11s_error *err)
 {
-	if ((!o->prepared && set_mode(o) != 0) || fsync(o->fd) != 0)
+	if ((!o->prepared && set_mode(o) != 0) || (!o->synced && fsync(o->fd) != 0))
 		goto fail;
 	if (o->tmp_path != NULL) {
 		if (rename(o->tmp_path, o->path) != 0)
@@ -692,9 +714,55 @@ p11s_rc p11s_output_prepare(p11s_output *o, p11s_error *err)
 			o->werr = errno;
 		return p11s_output_explain(o, P11S_E_IO, err);
 	}
-	/* Start the writeback now, so that the group's first fsync waits for all of it. */
-	sync_file_range(o->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	o->prepared = 1;
+	return P11S_OK;
+}
+
+p11s_rc p11s_output_sync_group(p11s_output *const *outs, size_t n, p11s_error *err)
+{
+	/* Per file system, the output opened first (see below). */
+	struct {
+		dev_t dev;
+		const p11s_output *first;
+	} fs[8];
+	size_t nfs = 0, j;
+	struct stat st;
+
+	for (size_t i = 0; i < n; i++) {
+		const p11s_output *o = outs[i];
+
+		if (o == NULL || o->kind != OUT_FILE)
+			continue;
+		if (!o->prepared)
+			return p11i_err(err, P11S_E_INTERNAL, "'%s' was not prepared", o->shown);
+		if (fstat(o->fd, &st) != 0)
+			return p11i_err(err, P11S_E_IO, "cannot sync '%s': %s", o->shown,
+			                strerror(errno));
+		for (j = 0; j < nfs && fs[j].dev != st.st_dev; j++)
+			;
+		if (j == nfs) {
+			/* Past a few file systems, one fsync each is as good. */
+			if (nfs == sizeof(fs) / sizeof(fs[0]))
+				return p11i_err(err, P11S_E_IO, "outputs on too many file systems");
+			fs[nfs].dev = st.st_dev;
+			fs[nfs++].first = o;
+		} else if (o->seq < fs[j].first->seq) {
+			fs[j].first = o;
+		}
+	}
+	/*
+	 * syncfs() reports the write errors the file system had since the
+	 * descriptor it is given was opened: the group's first-opened file's
+	 * covers every file of the group.  A failure is anybody's on that file
+	 * system; each commit's own fsync then tells whose.
+	 */
+	for (j = 0; j < nfs; j++)
+		if (syncfs(fs[j].first->fd) != 0)
+			return p11i_err(err, P11S_E_IO, "cannot sync the file system of '%s': %s",
+			                fs[j].first->shown, strerror(errno));
+	for (size_t i = 0; i < n; i++)
+		if (outs[i] != NULL && outs[i]->kind == OUT_FILE)
+			outs[i]->synced = 1;
 	return P11S_OK;
 }
 

@@ -62,15 +62,24 @@ BIO *p11s_output_bio(p11s_output *o);
  */
 p11s_rc p11s_output_commit(p11s_output *o, p11s_error *err);
 /**
- * For a batch of outputs: write out what is buffered, give the file its
- * final mode and start its writeback, without waiting; p11s_output_commit()
- * then only waits (fsync) and puts it in place.  Preparing a group of files
- * before committing them lets one journal commit of the file system carry
- * them all, instead of one per file.  Nothing is visible at the path
- * before the commit; abort still drops everything.  A no-op for standard
- * output and devices.  P11S_E_IO, naming the file, when a write failed.
+ * For a batch of outputs: write out what is buffered and give the file its
+ * final mode, so that p11s_output_sync_group() can make a group of them
+ * durable at once and p11s_output_commit() then only puts each in place.
+ * Nothing is visible at the path before the commit; abort still drops
+ * everything.  A no-op for standard output and devices.  P11S_E_IO, naming
+ * the file, when a write failed.
  */
 p11s_rc p11s_output_prepare(p11s_output *o, p11s_error *err);
+/**
+ * Make the data of @p n prepared outputs durable together: one sync of
+ * each file system they are on (syncfs(2)) instead of one fsync each, so
+ * that p11s_output_commit() then only puts them in place.  This is for
+ * batches: the sync also writes out whatever else that file system holds
+ * dirty.  NULL entries and outputs that are not files are skipped.  On
+ * failure (P11S_E_IO) nothing is marked, and each commit syncs its own
+ * file as usual; nothing is visible at any path either way.
+ */
+p11s_rc p11s_output_sync_group(p11s_output *const *outs, size_t n, p11s_error *err);
 /**
  * When a write to @p o failed, record in @p err a message naming the file
  * and the system's reason ("cannot write 'out.eml': No space left on

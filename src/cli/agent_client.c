@@ -265,6 +265,25 @@ static int start(struct client *c, const char *in_path, BIO **in)
 	return r;
 }
 
+/* The agent's report: on standard output or error; a batch's names its file first. */
+static void print_report(struct client *c, const struct agent_result *res, const char *out_path,
+                         int on_stdout)
+{
+	FILE *fp = on_stdout ? stdout : stderr;
+	char *doc = NULL;
+
+	if (c->label != NULL) {
+		doc = report_batch_json(strdup(res->json), c->label, out_path);
+		if (doc == NULL) {
+			fprintf(stderr, "p11smime: %s: out of memory: no report\n",
+			        cli_safe(c->label));
+			return;
+		}
+	}
+	fprintf(fp, "%s\n", doc != NULL ? doc : res->json);
+	free(doc);
+}
+
 static void finish(struct client *c)
 {
 	if (c->fd >= 0)
@@ -324,12 +343,9 @@ int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *s
 		ret = p11s_rc_exit_code((p11s_rc)res.rc);
 	} else {
 		ret = commit(&c, out);
-		if (ret == 0 && cli->json && res.json != NULL) {
-			if (out_path != NULL && strcmp(out_path, "-") != 0)
-				printf("%s\n", res.json);
-			else
-				fprintf(stderr, "%s\n", res.json);
-		}
+		if (ret == 0 && cli->json && res.json != NULL)
+			print_report(&c, &res, out_path,
+			             out_path != NULL && strcmp(out_path, "-") != 0);
 	}
 	agent_result_free(&res);
 	agent_strings_free(&rs);
@@ -375,7 +391,7 @@ int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_o
 	if (res.rc != P11S_OK) {
 		p11s_output_abort(out);
 		if (cli->json && res.json != NULL)
-			printf("%s\n", res.json);
+			print_report(&c, &res, out_path, 1);
 		print_error(&c, &rs, &res);
 		ret = p11s_rc_exit_code((p11s_rc)res.rc);
 	} else {
@@ -387,12 +403,9 @@ int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_o
 			else
 				fprintf(stderr, "p11smime: note: %s\n", rs.s[res.notes[i]]);
 		}
-		if (ret == 0 && cli->json && res.json != NULL) {
-			if (out_path != NULL && strcmp(out_path, "-") == 0)
-				fprintf(stderr, "%s\n", res.json);
-			else
-				printf("%s\n", res.json);
-		}
+		if (ret == 0 && cli->json && res.json != NULL)
+			print_report(&c, &res, out_path,
+			             out_path == NULL || strcmp(out_path, "-") != 0);
 	}
 	agent_result_free(&res);
 	agent_strings_free(&rs);

@@ -1,10 +1,13 @@
 /*
  * sign and decrypt --out-dir: many files, one login.
  */
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -51,54 +54,282 @@ int cli_fail_file(struct cli *cli, const char *file, p11s_rc rc)
 {
 	const char *msg = p11s_error_message(cli->err);
 	size_t n = p11s_error_candidate_count(cli->err);
+	FILE *fp = cli_err(cli);
 
-	fprintf(stderr, "p11smime: %s: %s\n", cli_safe(file), *msg ? msg : p11s_rc_name(rc));
+	fprintf(fp, "p11smime: %s: %s\n", cli_safe(file), *msg ? msg : p11s_rc_name(rc));
 	for (size_t i = 0; i < n; i++)
-		fprintf(stderr, "  %s\n", p11s_error_candidate(cli->err, i));
+		fprintf(fp, "  %s\n", p11s_error_candidate(cli->err, i));
 	p11s_error_clear(cli->err);
 	return p11s_rc_exit_code(rc);
 }
 
-int cli_batch_flush(struct cli *cli, struct cli_batch_group *g)
+int cli_batch_jobs(const char *command, const char *text, int *jobs)
 {
-	int worst = 0;
+	char *end;
+	long n;
 
-	for (int i = 0; i < g->n; i++) {
-		p11s_rc rc = p11s_output_commit(g->out[i], cli->err);
+	errno = 0;
+	n = strtol(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0' || n < 1 || n > CLI_BATCH_JOBS_MAX)
+		return cli_usage_error(command, "--jobs wants a number from 1 to %d, not '%s'",
+		                       CLI_BATCH_JOBS_MAX, cli_safe(text));
+	*jobs = (int)n;
+	return 0;
+}
 
-		if (rc != P11S_OK) {
-			int r = cli_fail_file(cli, g->file[i], rc);
+int cli_batch_default_jobs(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-			worst = r > worst ? r : worst;
-		} else {
-			if (g->notes[i] != NULL)
-				fputs(g->notes[i], stderr);
-			if (g->json[i] != NULL)
-				printf("%s\n", g->json[i]);
-		}
-		free(g->notes[i]);
-		free(g->json[i]);
+	return n < 1 ? 1 : n > 8 ? 8 : (int)n;
+}
+
+/*
+ * Outputs committed together: one sync of the file system makes a group's
+ * data durable (p11s_output_sync_group()) instead of one fsync per file.
+ * Workers may run this far ahead of the files printed, which bounds the
+ * open outputs.
+ */
+#define GROUP       32
+#define AHEAD(jobs) (GROUP + 2 * (jobs))
+
+/* One file of a batch: what it printed and its output, kept until the files before it are done. */
+struct item {
+	char *out, *err;
+	size_t out_len, err_len;
+	int rc;              /* exit code; -1 when its messages were lost (out of memory) */
+	p11s_output *output; /* complete and prepared, to commit; NULL if none */
+	int done;
+};
+
+struct run {
+	struct cli *cli;
+	char **files;
+	int nfiles;
+	cli_batch_one one;
+	void *arg;
+	struct item *items;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int next;    /* the next file a worker takes */
+	int printed; /* the files before this one are printed */
+	int ahead;   /* AHEAD(jobs) */
+};
+
+struct worker {
+	struct run *run;
+	struct cli cli; /* the run's, with its own error and buffers */
+	pthread_t tid;
+	int started;
+};
+
+/* Run @p one for file @p i with its messages kept; prepare its output for the group. */
+static void handle(struct worker *w, int i)
+{
+	struct run *r = w->run;
+	struct item *it = &r->items[i];
+	const char *file = r->files[i];
+	p11s_output *output = NULL;
+	FILE *out = open_memstream(&it->out, &it->out_len);
+	FILE *err = open_memstream(&it->err, &it->err_len);
+	p11s_rc prc;
+	int rc;
+
+	if (out == NULL || err == NULL) {
+		if (out != NULL)
+			fclose(out);
+		if (err != NULL)
+			fclose(err);
+		free(it->out);
+		free(it->err);
+		it->out = it->err = NULL;
+		it->out_len = it->err_len = 0;
+		rc = -1; /* said when it is printed */
+	} else {
+		w->cli.outf = out;
+		w->cli.errf = err;
+		rc = r->one(&w->cli, r->arg, file, &output);
+		w->cli.outf = w->cli.errf = NULL;
+		if (fclose(out) != 0 || fclose(err) != 0)
+			rc = -1;
 	}
-	g->n = 0;
+	if (output != NULL && rc == 0) {
+		/* Written out here, in the worker; synced and linked in with its group. */
+		prc = p11s_output_prepare(output, w->cli.err);
+		if (prc != P11S_OK) {
+			p11s_output_abort(output);
+			output = NULL;
+			/* What it printed was its report: it failed after all. */
+			free(it->out);
+			free(it->err);
+			it->out = it->err = NULL;
+			it->out_len = it->err_len = 0;
+			err = open_memstream(&it->err, &it->err_len);
+			w->cli.errf = err;
+			rc = err != NULL ? cli_fail_file(&w->cli, file, prc) : -1;
+			w->cli.errf = NULL;
+			if (err != NULL && fclose(err) != 0)
+				rc = -1;
+		}
+	} else if (output != NULL) {
+		p11s_output_abort(output);
+		output = NULL;
+	}
+	pthread_mutex_lock(&r->lock);
+	it->rc = rc;
+	it->output = output;
+	it->done = 1;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	struct run *r = w->run;
+	int i;
+
+	for (;;) {
+		pthread_mutex_lock(&r->lock);
+		while (r->next < r->nfiles && r->next >= r->printed + r->ahead)
+			pthread_cond_wait(&r->cond, &r->lock);
+		i = r->next < r->nfiles ? r->next++ : -1;
+		pthread_mutex_unlock(&r->lock);
+		if (i < 0)
+			return NULL;
+		handle(w, i);
+	}
+}
+
+/* Print what file @p i printed, as it would have one file at a time; its exit code. */
+static int print_item(struct run *r, int i)
+{
+	struct item *it = &r->items[i];
+	int rc = it->rc;
+
+	if (rc < 0) {
+		fprintf(stderr, "p11smime: %s: out of memory: its result is unknown\n",
+		        cli_safe(r->files[i]));
+		rc = 4;
+	}
+	if (it->err_len > 0)
+		fwrite(it->err, 1, it->err_len, stderr);
+	if (it->out_len > 0)
+		fwrite(it->out, 1, it->out_len, stdout);
+	fflush(stderr);
+	fflush(stdout);
+	free(it->out);
+	free(it->err);
+	it->out = it->err = NULL;
+	return rc;
+}
+
+/*
+ * Commit the outputs of files @p from .. @p to - 1 (those that have one)
+ * with one sync, and print each file; the highest exit code.
+ */
+static int commit_group(struct run *r, int from, int to)
+{
+	p11s_output *outs[GROUP];
+	int n = 0, worst = 0, rc;
+	p11s_rc crc;
+
+	for (int i = from; i < to; i++)
+		if (r->items[i].output != NULL)
+			outs[n++] = r->items[i].output;
+	/* On failure each commit below syncs its own file, and says whose failed. */
+	if (n > 1 && p11s_output_sync_group(outs, (size_t)n, r->cli->err) != P11S_OK)
+		p11s_error_clear(r->cli->err);
+	for (int i = from; i < to; i++) {
+		struct item *it = &r->items[i];
+
+		if (it->output != NULL) {
+			crc = p11s_output_commit(it->output, r->cli->err);
+			it->output = NULL;
+			if (crc != P11S_OK) {
+				free(it->out);
+				free(it->err);
+				it->out = it->err = NULL;
+				it->out_len = it->err_len = 0;
+				fflush(stdout);
+				it->rc = cli_fail_file(r->cli, r->files[i], crc);
+			}
+		}
+		rc = print_item(r, i);
+		worst = rc > worst ? rc : worst;
+	}
+	pthread_mutex_lock(&r->lock);
+	r->printed = to;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
 	return worst;
 }
 
-int cli_batch_add(struct cli *cli, struct cli_batch_group *g, p11s_output *out, const char *file,
-                  char *json, char *notes)
+int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch_one one, void *arg)
 {
-	p11s_rc rc = p11s_output_prepare(out, cli->err);
+	struct run r = {
+	    cli, files, nfiles, one, arg, NULL, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+	    0,   0,     0};
+	struct worker *w;
+	int worst = 0, started = 0, from = 0, outputs = 0, rc;
 
-	if (rc != P11S_OK) {
-		p11s_output_abort(out);
-		free(json);
-		free(notes);
-		return cli_fail_file(cli, file, rc);
+	if (jobs > nfiles)
+		jobs = nfiles;
+	if (jobs < 1)
+		jobs = 1;
+	r.ahead = AHEAD(jobs);
+	r.items = calloc((size_t)nfiles, sizeof(*r.items));
+	w = calloc((size_t)jobs, sizeof(*w));
+	if (r.items == NULL || w == NULL) {
+		free(r.items);
+		free(w);
+		fprintf(stderr, "p11smime: out of memory\n");
+		return 4;
 	}
-	g->out[g->n] = out;
-	g->file[g->n] = file;
-	g->json[g->n] = json;
-	g->notes[g->n] = notes;
-	if (++g->n < CLI_BATCH_GROUP)
-		return 0;
-	return cli_batch_flush(cli, g);
+	for (int j = 0; jobs > 1 && j < jobs; j++) {
+		w[j].run = &r;
+		w[j].cli = *cli;
+		w[j].cli.err = p11s_error_new();
+		if (w[j].cli.err == NULL || pthread_create(&w[j].tid, NULL, work, &w[j]) != 0) {
+			p11s_error_free(w[j].cli.err);
+			break;
+		}
+		w[j].started = 1;
+		started++;
+	}
+	if (started == 0) {
+		/* One at a time in this thread (--jobs 1, or no thread to be had). */
+		w[0].run = &r;
+		w[0].cli = *cli;
+	}
+	for (int i = 0; i < nfiles; i++) {
+		if (started == 0) {
+			handle(&w[0], i);
+		} else {
+			pthread_mutex_lock(&r.lock);
+			while (!r.items[i].done)
+				pthread_cond_wait(&r.cond, &r.lock);
+			pthread_mutex_unlock(&r.lock);
+		}
+		outputs += r.items[i].output != NULL;
+		/*
+		 * A group ends when it is full, at the last file, or before a
+		 * file that failed (whose message must not wait for the others).
+		 */
+		if (outputs == GROUP || i == nfiles - 1 || r.items[i].output == NULL) {
+			rc = commit_group(&r, from, i + 1);
+			worst = rc > worst ? rc : worst;
+			from = i + 1;
+			outputs = 0;
+		}
+	}
+	for (int j = 0; j < jobs; j++) {
+		if (!w[j].started)
+			continue;
+		pthread_join(w[j].tid, NULL);
+		p11s_error_free(w[j].cli.err);
+	}
+	free(r.items);
+	free(w);
+	return worst;
 }

@@ -34,7 +34,23 @@ struct cli {
 	 */
 	void (*verbose_sink)(void *arg, const char *line);
 	void *verbose_arg;
+	/*
+	 * Where the command's report and messages go; NULL means standard
+	 * output and standard error.  A batch's worker sets them to its
+	 * file's buffers, printed in the order of the files.
+	 */
+	FILE *outf, *errf;
 };
+
+/* The command's standard output and standard error (see struct cli). */
+static inline FILE *cli_out(const struct cli *cli)
+{
+	return cli->outf != NULL ? cli->outf : stdout;
+}
+static inline FILE *cli_err(const struct cli *cli)
+{
+	return cli->errf != NULL ? cli->errf : stderr;
+}
 
 /* One command: its name, a one-line summary, and its entry point. */
 struct cli_command {
@@ -65,6 +81,8 @@ int cli_parse_time(const char *text, time_t *out);
 
 /* Print a --json document (src/cli/report.c) on standard output with a newline, then free it. */
 void cli_print_json(char *doc);
+/* The same on the command's output (cli_out()). */
+void cli_print_json_to(const struct cli *cli, char *doc);
 
 /*
  * The tail of the commands that write a message (src/cli/tail.c).  One
@@ -89,8 +107,8 @@ void cli_report(char *doc, int message_on_stdout);
 /*
  * @p s made safe for a terminal: control characters (C0, DEL and C1 in
  * UTF-8) become \xNN, so a hostile token label cannot send escape
- * sequences.  Returns one of a few rotating static buffers: fine for the
- * arguments of one printf, not to keep.
+ * sequences.  Returns one of a few rotating per-thread buffers: fine for
+ * the arguments of one printf, not to keep.
  */
 const char *cli_safe(const char *s);
 
@@ -150,23 +168,25 @@ int cli_batch_check(const char *command, const char *dir, char **files, int nfil
 int cli_fail_file(struct cli *cli, const char *file, p11s_rc rc);
 
 /*
- * Outputs of a batch committed together: each is prepared
- * (p11s_output_prepare()) when it is complete, and a group's first fsync
- * then carries them all to the disk.  Its JSON report (stdout) and notes
- * (stderr, whole lines) are printed once it is in place.
+ * A batch's files are handled by @p jobs workers at once (each with its
+ * own struct cli copy: its own error, its output and messages kept in
+ * buffers), and what each file printed is printed in the order of the
+ * files.  @p one handles one file with the worker's cli and returns its
+ * exit code; on success it may leave in *out its complete output,
+ * uncommitted: the runner commits it with others (one sync of the file
+ * system for a group of files) and prints the file's messages only once
+ * it is in place, or the commit's failure instead.  The batch's exit code
+ * is the highest.
  */
-#define CLI_BATCH_GROUP 16
-struct cli_batch_group {
-	p11s_output *out[CLI_BATCH_GROUP];
-	const char *file[CLI_BATCH_GROUP];
-	char *json[CLI_BATCH_GROUP], *notes[CLI_BATCH_GROUP];
-	int n;
-};
-/* Add a complete output (taking it, @p json and @p notes); the exit code of what failed. */
-int cli_batch_add(struct cli *cli, struct cli_batch_group *g, p11s_output *out, const char *file,
-                  char *json, char *notes);
-/* Commit what the group holds; the highest exit code of its files. */
-int cli_batch_flush(struct cli *cli, struct cli_batch_group *g);
+typedef int (*cli_batch_one)(struct cli *cli, void *arg, const char *file, p11s_output **out);
+int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch_one one,
+                  void *arg);
+/* --jobs N: 1 to CLI_BATCH_JOBS_MAX; prints and returns 2 when not. */
+#define CLI_BATCH_JOBS_MAX 64
+int cli_batch_jobs(const char *command, const char *text, int *jobs);
+/* Without --jobs: the processors online (the token and OpenSSL work on the CPU), at most 8. */
+int cli_batch_default_jobs(void);
+
 int cmd_milter(struct cli *cli, int argc, char **argv);
 
 #endif

@@ -35,6 +35,8 @@ static void help(FILE *fp)
 	        "  --out-dir DIR FILE...  decrypt each FILE into DIR/<its name>, with one\n"
 	        "                    login; a FILE that fails is named and does not stop the\n"
 	        "                    others\n"
+	        "  --jobs N          with --out-dir, decrypt N files at once (default: the\n"
+	        "                    number of processors, at most 8; 1 for one at a time)\n"
 	        "  --no-agent        do not use the agent named by $P11SMIME_AGENT_SOCK\n"
 	        "\n"
 	        "With --json, a report (recipient, key URI, key-encryption algorithm, content\n"
@@ -84,109 +86,95 @@ void cmd_decrypt_summary(const struct cli *cli, const p11s_decrypt_report *repor
 	print_summary(cli, report);
 }
 
-/* The notes of @p report as stderr lines naming @p file; NULL when none. */
-static char *batch_notes(const char *file, const p11s_decrypt_report *report)
+/* What every file of a batch is decrypted with. */
+struct decrypt_batch {
+	const char *agent; /* NULL: here, through cli_ctx() */
+	const p11s_decrypt_opts *o;
+	const char *dir;
+};
+
+/*
+ * One file of a batch into its directory, its output left in *outp for
+ * the batch to commit; its failure printed with its name.  Exit code.
+ */
+static int decrypt_one_file(struct cli *cli, void *arg, const char *file, p11s_output **outp)
 {
-	char *all = NULL;
-
-	for (size_t i = 0; i < p11s_decrypt_report_note_count(report); i++) {
-		char *more = NULL;
-
-		if (asprintf(&more, "%sp11smime: %s: note: %s\n", all ? all : "", cli_safe(file),
-		             p11s_decrypt_report_note(report, i)) < 0)
-			more = NULL;
-		free(all);
-		all = more;
-	}
-	return all;
-}
-
-/* One file of a batch into @p dir; its failure printed with its name.  Exit code. */
-static int decrypt_one_file(struct cli *cli, const char *agent, const p11s_decrypt_opts *o,
-                            const char *file, const char *dir, struct cli_batch_group *group)
-{
-	char *out_path = cli_batch_path(dir, file);
+	const struct decrypt_batch *b = arg;
+	char *out_path = cli_batch_path(b->dir, file);
 	p11s_decrypt_report *report = NULL;
 	p11s_output *out = NULL;
 	BIO *in = NULL;
-	p11s_ctx *ctx;
 	p11s_rc rc;
 	int ret;
 
 	if (out_path == NULL) {
-		fprintf(stderr, "p11smime: out of memory\n");
+		fprintf(cli_err(cli), "p11smime: %s: out of memory\n", cli_safe(file));
 		return 4;
 	}
-	if (agent != NULL) {
-		ret = agent_client_decrypt(cli, agent, o, file, out_path, file);
+	if (b->agent != NULL) {
+		ret = agent_client_decrypt(cli, b->agent, b->o, file, out_path, file);
 		free(out_path);
 		return ret;
-	}
-	ctx = cli_ctx(cli);
-	if (ctx == NULL) {
-		free(out_path);
-		return cli->ctx_exit;
 	}
 	rc = p11s_input_open(file, &in, cli->err);
 	if (rc == P11S_OK)
 		rc = p11s_output_open_ex(out_path, P11S_OUTPUT_PRIVATE, &out, cli->err);
 	if (rc == P11S_OK) {
-		rc = p11s_decrypt(ctx, o, in, p11s_output_bio(out), &report, cli->err);
+		rc = p11s_decrypt(cli->ctx, b->o, in, p11s_output_bio(out), &report, cli->err);
 		if (rc != P11S_OK)
 			rc = p11s_output_explain(out, rc, cli->err);
 		print_summary(cli, report);
 	}
 	BIO_free_all(in);
-	free(out_path);
 	if (rc != P11S_OK) {
 		p11s_output_abort(out);
 		if (cli->json && report != NULL)
-			cli_print_json(report_decrypt_json(report));
+			cli_print_json_to(
+			    cli, report_batch_json(report_decrypt_json(report), file, out_path));
+		free(out_path);
 		p11s_decrypt_report_free(report);
 		return cli_fail_file(cli, file, rc);
 	}
-	ret = cli_batch_add(cli, group, out, file,
-	                    cli->json ? report_decrypt_json(report) : NULL,
-	                    batch_notes(file, report));
+	for (size_t i = 0; i < p11s_decrypt_report_note_count(report); i++)
+		fprintf(cli_err(cli), "p11smime: %s: note: %s\n", cli_safe(file),
+		        p11s_decrypt_report_note(report, i));
+	if (cli->json)
+		cli_print_json_to(cli,
+		                  report_batch_json(report_decrypt_json(report), file, out_path));
+	free(out_path);
 	p11s_decrypt_report_free(report);
-	return ret;
+	/* Committed by the batch, with others; the notes and report wait for it. */
+	*outp = out;
+	return 0;
 }
 
-/* decrypt --out-dir: one context (one login) or one agent request per FILE; the worst exit. */
+/*
+ * decrypt --out-dir: one context (one login) for every FILE, decrypted by
+ * @p jobs workers at once, or one agent request each; the worst exit.
+ */
 static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char *dir, char **files,
-                         int nfiles, int no_agent)
+                         int nfiles, int no_agent, int jobs)
 {
-	const char *agent = no_agent ? NULL : agent_socket();
-	struct cli_batch_group group = {.n = 0};
-	int worst = 0, r;
+	struct decrypt_batch b = {no_agent ? NULL : agent_socket(), o, dir};
 
 	if (cli_batch_check("decrypt", dir, files, nfiles) != 0)
 		return 2;
-	for (int i = 0; i < nfiles; i++) {
-		r = decrypt_one_file(cli, agent, o, files[i], dir, &group);
-		/* A module or PIN that fails once fails for every file. */
-		if (agent == NULL && cli->ctx == NULL)
-			return r;
-		worst = r > worst ? r : worst;
-	}
-	r = cli_batch_flush(cli, &group);
-	return r > worst ? r : worst;
+	if (b.agent != NULL)
+		jobs = 1; /* the agent serves several clients; one request at a time from here */
+	else if (cli_ctx(cli) == NULL)
+		return cli->ctx_exit; /* a module that fails once fails for every file */
+	return cli_batch_run(cli, files, nfiles, jobs, decrypt_one_file, &b);
 }
 
 int cmd_decrypt(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"key", required_argument, NULL, 'k'},
-	    {"at", required_argument, NULL, 'a'},
-	    {"inform", required_argument, NULL, 'f'},
-	    {"keep-line-ends", no_argument, NULL, 'L'},
-	    {"entity", no_argument, NULL, 'E'},
-	    {"in", required_argument, NULL, 'i'},
-	    {"out", required_argument, NULL, 'o'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"out-dir", required_argument, NULL, 'R'},
-	    {"no-agent", no_argument, NULL, 'N'},
-	    {NULL, 0, NULL, 0},
+	    {"key", required_argument, NULL, 'k'},     {"at", required_argument, NULL, 'a'},
+	    {"inform", required_argument, NULL, 'f'},  {"keep-line-ends", no_argument, NULL, 'L'},
+	    {"entity", no_argument, NULL, 'E'},        {"in", required_argument, NULL, 'i'},
+	    {"out", required_argument, NULL, 'o'},     {"help", no_argument, NULL, 'h'},
+	    {"out-dir", required_argument, NULL, 'R'}, {"no-agent", no_argument, NULL, 'N'},
+	    {"jobs", required_argument, NULL, 'J'},    {NULL, 0, NULL, 0},
 	};
 	p11s_decrypt_opts o = {0};
 	const char *in_path = NULL, *out_path = NULL, *out_dir = NULL;
@@ -195,10 +183,14 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	BIO *in = NULL, *sinkbio = NULL, *target;
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int c, ret, no_agent = 0;
+	int c, ret, no_agent = 0, jobs = cli_batch_default_jobs();
 
 	while ((c = getopt_long(argc, argv, "i:o:h", opts, NULL)) != -1) {
 		switch (c) {
+		case 'J':
+			if (cli_batch_jobs("decrypt", optarg, &jobs) != 0)
+				return 2;
+			break;
 		case 'k':
 			o.key = optarg;
 			break;
@@ -246,7 +238,8 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	if (out_dir != NULL && (in_path != NULL || out_path != NULL || optind == argc))
 		return cli_usage_error("decrypt", "--out-dir takes FILE arguments, not -i or -o");
 	if (out_dir != NULL)
-		return decrypt_batch(cli, &o, out_dir, argv + optind, argc - optind, no_agent);
+		return decrypt_batch(cli, &o, out_dir, argv + optind, argc - optind, no_agent,
+		                     jobs);
 	if (optind < argc)
 		return cli_usage_error("decrypt", "unexpected argument '%s'", argv[optind]);
 	if (!no_agent && agent_socket() != NULL)

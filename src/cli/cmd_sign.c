@@ -36,6 +36,8 @@ static void sign_usage(FILE *fp)
 	    "  -o, --out FILE      write the signed message to FILE (default: standard output)\n"
 	    "  --out-dir DIR FILE...  sign each FILE into DIR/<its name>, with one login;\n"
 	    "                      a FILE that fails is named and does not stop the others\n"
+	    "  --jobs N            with --out-dir, sign N files at once (default: the\n"
+	    "                      number of processors, at most 8; 1 for one at a time)\n"
 	    "  --no-agent          do not use the agent named by $P11SMIME_AGENT_SOCK\n"
 	    "  -h, --help          this help\n"
 	    "\n"
@@ -50,78 +52,92 @@ void cmd_sign_verbose(const struct cli *cli, const p11s_signer *signer)
 	            p11s_signer_digest(signer), p11s_signer_mechanism(signer));
 }
 
-/* One file of a batch into @p dir; its failure printed with its name.  Exit code. */
-static int sign_one_file(struct cli *cli, p11s_signer *signer, const char *agent,
-                         const p11s_sign_opts *so, int detached, p11s_outform form,
-                         const char *file, const char *dir, struct cli_batch_group *group)
+/* What every file of a batch is signed with. */
+struct sign_batch {
+	p11s_signer *signer; /* NULL: through the agent */
+	const char *agent;
+	const p11s_sign_opts *so;
+	int detached;
+	p11s_outform form;
+	const char *dir;
+};
+
+/*
+ * One file of a batch into its directory, its output left in *outp for
+ * the batch to commit; its failure printed with its name.  Exit code.
+ */
+static int sign_one_file(struct cli *cli, void *arg, const char *file, p11s_output **outp)
 {
-	char *out_path = cli_batch_path(dir, file);
+	const struct sign_batch *b = arg;
+	char *out_path = cli_batch_path(b->dir, file);
 	p11s_output *output = NULL;
 	BIO *in = NULL;
 	p11s_rc rc;
 	int ret;
 
 	if (out_path == NULL) {
-		fprintf(stderr, "p11smime: out of memory\n");
+		fprintf(cli_err(cli), "p11smime: %s: out of memory\n", cli_safe(file));
 		return 4;
 	}
-	if (agent != NULL) {
-		ret = agent_client_sign(cli, agent, so, detached, form, file, out_path, file);
+	if (b->agent != NULL) {
+		ret = agent_client_sign(cli, b->agent, b->so, b->detached, b->form, file, out_path,
+		                        file);
 		free(out_path);
 		return ret;
 	}
 	rc = p11s_input_open(file, &in, cli->err);
 	if (rc == P11S_OK)
 		rc = p11s_output_open(out_path, &output, cli->err);
-	if (rc == P11S_OK && form != P11S_FORM_SMIME)
-		rc = p11s_signer_sign_entity(signer, in, p11s_output_bio(output), detached, form,
-		                             cli->err);
+	if (rc == P11S_OK && b->form != P11S_FORM_SMIME)
+		rc = p11s_signer_sign_entity(b->signer, in, p11s_output_bio(output), b->detached,
+		                             b->form, cli->err);
 	else if (rc == P11S_OK)
-		rc = p11s_signer_sign(signer, in, p11s_output_bio(output), cli->err);
+		rc = p11s_signer_sign(b->signer, in, p11s_output_bio(output), cli->err);
 	if (rc != P11S_OK)
 		rc = p11s_output_explain(output, rc, cli->err);
 	BIO_free_all(in);
-	free(out_path);
 	if (rc != P11S_OK) {
+		free(out_path);
 		p11s_output_abort(output);
 		return cli_fail_file(cli, file, rc);
 	}
-	return cli_batch_add(cli, group, output, file,
-	                     cli->json ? report_signer_json(signer) : NULL, NULL);
+	/* Committed by the batch, with others; the report is printed once it is in place. */
+	*outp = output;
+	if (cli->json)
+		cli_print_json_to(cli,
+		                  report_batch_json(report_signer_json(b->signer), file, out_path));
+	free(out_path);
+	return 0;
 }
 
 /*
- * sign --out-dir: one signer (one login) for every FILE, or one agent
- * request each.  The exit code is the highest of the files'.
+ * sign --out-dir: one signer (one login) for every FILE, signed by @p jobs
+ * workers at once, or one agent request each.  The exit code is the
+ * highest of the files'.
  */
 static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p11s_outform form,
-                      const char *dir, char **files, int nfiles, int no_agent)
+                      const char *dir, char **files, int nfiles, int no_agent, int jobs)
 {
-	const char *agent = no_agent ? NULL : agent_socket();
-	struct cli_batch_group group = {.n = 0};
-	p11s_signer *signer = NULL;
+	struct sign_batch b = {NULL, no_agent ? NULL : agent_socket(), so, detached, form, dir};
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int worst = 0, r;
+	int worst;
 
 	if (cli_batch_check("sign", dir, files, nfiles) != 0)
 		return 2;
-	if (agent == NULL) {
+	if (b.agent == NULL) {
 		ctx = cli_ctx(cli);
 		if (ctx == NULL)
 			return cli->ctx_exit;
-		rc = p11s_signer_open(ctx, so, &signer, cli->err);
+		rc = p11s_signer_open(ctx, so, &b.signer, cli->err);
 		if (rc != P11S_OK)
 			return cli_fail(cli, rc);
-		cmd_sign_verbose(cli, signer);
+		cmd_sign_verbose(cli, b.signer);
+	} else {
+		jobs = 1; /* the agent serves several clients; one request at a time from here */
 	}
-	for (int i = 0; i < nfiles; i++) {
-		r = sign_one_file(cli, signer, agent, so, detached, form, files[i], dir, &group);
-		worst = r > worst ? r : worst;
-	}
-	r = cli_batch_flush(cli, &group);
-	worst = r > worst ? r : worst;
-	p11s_signer_free(signer);
+	worst = cli_batch_run(cli, files, nfiles, jobs, sign_one_file, &b);
+	p11s_signer_free(b.signer);
 	return worst;
 }
 
@@ -141,6 +157,7 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 	    {"outform", required_argument, NULL, 'f'},
 	    {"out-dir", required_argument, NULL, 'R'},
 	    {"no-agent", no_argument, NULL, 'N'},
+	    {"jobs", required_argument, NULL, 'J'},
 	    {NULL, 0, NULL, 0},
 	};
 	p11s_sign_opts so;
@@ -151,7 +168,7 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 	BIO *in = NULL;
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int c, ret, detached_sig = 0, have_form = 0, no_agent = 0;
+	int c, ret, detached_sig = 0, have_form = 0, no_agent = 0, jobs = cli_batch_default_jobs();
 	p11s_outform form = P11S_FORM_SMIME;
 
 	p11s_sign_opts_init(&so);
@@ -197,6 +214,12 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 			break;
 		case 'N':
 			no_agent = 1;
+			break;
+		case 'J':
+			if (cli_batch_jobs("sign", optarg, &jobs) != 0) {
+				free(chain);
+				return 2;
+			}
 			break;
 		case 'f':
 			if (p11s_outform_from_name(optarg, 1, &form, cli->err) != P11S_OK) {
@@ -258,7 +281,7 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 
 	if (out_dir != NULL) {
 		ret = sign_batch(cli, &so, detached_sig, form, out_dir, argv + optind,
-		                 argc - optind, no_agent);
+		                 argc - optind, no_agent, jobs);
 		free(chain);
 		return ret;
 	}

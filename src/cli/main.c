@@ -164,9 +164,9 @@ int cli_fail(struct cli *cli, p11s_rc rc)
 	const char *msg = p11s_error_message(cli->err);
 	size_t n = p11s_error_candidate_count(cli->err);
 
-	fprintf(stderr, "p11smime: %s\n", *msg ? msg : p11s_rc_name(rc));
+	fprintf(cli_err(cli), "p11smime: %s\n", *msg ? msg : p11s_rc_name(rc));
 	for (size_t i = 0; i < n; i++)
-		fprintf(stderr, "  %s\n", p11s_error_candidate(cli->err, i));
+		fprintf(cli_err(cli), "  %s\n", p11s_error_candidate(cli->err, i));
 	p11s_error_clear(cli->err);
 	return p11s_rc_exit_code(rc);
 }
@@ -194,19 +194,27 @@ int cli_parse_time(const char *text, time_t *out)
 	return rc == P11S_OK ? 0 : 2;
 }
 
-void cli_print_json(char *doc)
+void cli_print_json_to(const struct cli *cli, char *doc)
 {
 	if (doc == NULL)
 		return;
-	fputs(doc, stdout);
-	fputc('\n', stdout);
+	fputs(doc, cli_out(cli));
+	fputc('\n', cli_out(cli));
 	free(doc);
+}
+
+void cli_print_json(char *doc)
+{
+	static const struct cli plain;
+
+	cli_print_json_to(&plain, doc);
 }
 
 const char *cli_safe(const char *s)
 {
-	static char bufs[6][1024];
-	static unsigned next;
+	/* Per thread: a batch's workers print at once. */
+	static _Thread_local char bufs[6][1024];
+	static _Thread_local unsigned next;
 	char *out = bufs[next++ % 6];
 	size_t o = 0;
 
@@ -244,11 +252,11 @@ void cli_verbose(const struct cli *cli, const char *fmt, ...)
 		free(line);
 		return;
 	}
-	fprintf(stderr, "p11smime: ");
+	fprintf(cli_err(cli), "p11smime: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vfprintf(cli_err(cli), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fputc('\n', cli_err(cli));
 }
 
 int main(int argc, char **argv)

@@ -20,7 +20,8 @@
  * without a word; remembered here so that such a document is refused
  * whole at dump time.  The CLI renders from one thread.
  */
-static int oom;
+/* Per thread: a batch's workers build their reports at once. */
+static _Thread_local int oom;
 
 /* jansson's *_new calls take @p v even when they fail (a NULL @p o or @p v included). */
 static void put(json_t *o, const char *key, json_t *v)
@@ -836,6 +837,30 @@ char *report_signer_json(const p11s_signer *s)
 	put(o, "format", report_string(p11s_signer_format(s)));
 	put(o, "certificates", jint((long long)p11s_signer_certificate_count(s)));
 	return dump(o);
+}
+
+char *report_batch_json(char *doc, const char *file, const char *output)
+{
+	json_t *o = doc != NULL ? json_loads(doc, 0, NULL) : NULL;
+
+	free(doc);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return NULL;
+	}
+	/* First, so that a person reading a batch's reports sees which file each is. */
+	json_object_del(o, "file");
+	json_object_del(o, "output");
+	{
+		json_t *n = json_object();
+
+		put(n, "file", report_string(file));
+		put(n, "output", report_string(output));
+		if (json_object_update(n, o) != 0)
+			oom = 1;
+		json_decref(o);
+		return dump(n);
+	}
 }
 
 char *report_encrypt_json(const p11s_recipients *r, const p11s_encrypt_opts *opts)

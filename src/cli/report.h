@@ -68,6 +68,12 @@ char *report_validation_text(const p11s_validation *r);
 char *report_verify_json(const p11s_verify_report *r);
 char *report_decrypt_json(const p11s_decrypt_report *r);
 char *report_signer_json(const p11s_signer *s);
+/*
+ * A report of one file of a batch (--out-dir): @p doc (taken) with "file"
+ * (the input as given) and "output" (where it was written) first.  NULL
+ * when out of memory.
+ */
+char *report_batch_json(char *doc, const char *file, const char *output);
 char *report_encrypt_json(const p11s_recipients *r, const p11s_encrypt_opts *opts);
 char *report_keygen_json(const p11s_keygen_result *r);
 char *report_import_json(const p11s_import_result *r);

@@ -7,7 +7,7 @@
 new_token
 P=(--pin-source "file:$PIN_FILE")
 cd "$TEST_TMP" || exit 1
-mkdir in out out2 dec dec2
+mkdir in out out2 dec dec2 dec3
 
 for i in $(seq 1 12); do
 	printf 'From: rsa2048@example.org\nTo: bob@example.net\nSubject: batch %s\n\nMessage %s.\n%s\n' \
@@ -47,6 +47,26 @@ assert_exit 0 "sign --out-dir --json"
 assert_eq 2 "$(jq -s 'length' "$OUT")" "one report per file on standard output"
 assert_eq '"ecdsa"' "$(jq -s '.[1].signature_algorithm' "$OUT")" "the reports name ECDSA"
 
+# Several workers: the same outputs, and the messages and reports in the order of the files.
+mkdir out3 out4
+run_p11smime "${P[@]}" sign --jobs 4 --signer rsa2048@example.org --out-dir out3 "${files[@]}"
+assert_exit 4 "sign --jobs 4: the malformed file still makes the exit 4"
+assert_eq 1 "$(grep -c . "$ERR")" "--jobs 4: one message, for the one bad file"
+assert_contains "$ERR" "in/bad.eml: "
+assert_file_absent out3/bad.eml
+verify_all out3 "sign --jobs 4"
+run_p11smime "${P[@]}" --json sign --jobs 3 --signer p256@example.org --out-dir out4 "${files[@]}"
+assert_exit 4 "sign --json --jobs 3"
+assert_eq "in/m1.eml in/m2.eml in/m3.eml in/m4.eml in/m5.eml in/m6.eml in/m7.eml in/m8.eml in/m9.eml in/m10.eml in/m11.eml in/m12.eml" \
+	"$(jq -rs 'map(.file) | join(" ")' "$OUT")" "--jobs 3: one report per signed file, in the order of the files"
+assert_eq "out4/m7.eml" "$(jq -rs '.[6].output' "$OUT")" "each report names its output"
+assert_eq '"ecdsa"' "$(jq -s '.[11].signature_algorithm' "$OUT")" "the reports are the signer's"
+for j in 0 65 x 2x; do
+	run_p11smime "${P[@]}" sign --jobs "$j" --signer rsa2048@example.org --out-dir out3 in/m1.eml
+	assert_exit 2 "--jobs $j is a usage error"
+done
+assert_contains "$ERR" "--jobs wants a number from 1 to 64"
+
 # Usage errors
 run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out -o x.eml in/m1.eml
 assert_exit 2 "--out-dir with -o"
@@ -82,6 +102,13 @@ for f in e1 g1 e2 g2 e3 g3; do
 	[ "$(stat -c %a "dec/$f.p7m")" = 600 ] || bad=$((bad + 1))
 done
 assert_eq 0 "$bad" "the other six decrypted (mode 0600)"
+run_p11smime "${P[@]}" --json decrypt --jobs 1 --out-dir dec3 "${dfiles[@]}"
+assert_exit 3 "decrypt --jobs 1: the same exit"
+assert_eq "in/e1.p7m in/g1.p7m in/nobody.p7m in/e2.p7m in/g2.p7m in/e3.p7m in/g3.p7m" \
+	"$(jq -rs 'map(.file) | join(" ")' "$OUT")" "decrypt --json: a report per file, in order (the failed one too)"
+same=0
+for f in e1 g1 e2 g2 e3 g3; do cmp -s "dec/$f.p7m" "dec3/$f.p7m" && same=$((same + 1)); done
+assert_eq 6 "$same" "--jobs 1 decrypts the same bytes as the default"
 
 # ----------------------------------------------- one login for the batch
 mock_token
@@ -89,6 +116,24 @@ run_p11smime "${P[@]}" sign --signer mock@example.org --out-dir out2 in/m1.eml i
 assert_exit 0 "mock: a batch of four"
 assert_eq 1 "$(mock_log_count '^C_Login user_type=1')" "one C_Login for four messages"
 assert_eq 4 "$(mock_log_count '^C_Sign .*data_len=[0-9]+$')" "four signatures"
+mock_log_reset
+run_p11smime "${P[@]}" sign --jobs 4 --signer mock@example.org --out-dir out2 in/m1.eml in/m2.eml in/m3.eml in/m4.eml in/m5.eml
+assert_exit 0 "mock: a batch of five, four at once"
+assert_eq 1 "$(mock_log_count '^C_Login user_type=1')" "--jobs 4: still one C_Login"
+assert_eq 5 "$(mock_log_count '^C_Sign .*data_len=[0-9]+$')" "five signatures"
+
+# A wrong PIN costs one try, not one per file or per worker.
+mkdir mdec
+for i in 1 2 3 4; do
+	openssl cms -encrypt -in "in/m$i.eml" -aes-256-cbc -recip "$P11S_MOCK_CERT" -out "in/k$i.p7m" 2>/dev/null
+done
+mock_log_reset
+P11S_MOCK_PIN=999999 run_p11smime "${P[@]}" decrypt --jobs 2 --out-dir mdec in/k1.p7m in/k2.p7m in/k3.p7m in/k4.p7m
+assert_exit 3 "decrypt --out-dir with a wrong PIN: exit 3"
+assert_eq 1 "$(mock_log_count '^C_Login user_type=1')" "one C_Login for four files and two workers"
+assert_eq 4 "$(grep -c 'PIN' "$ERR")" "each file says the PIN was refused"
+assert_contains "$ERR" "not trying it again"
+assert_eq 0 "$(find mdec -type f | wc -l)" "nothing written"
 new_token
 
 # ------------------------------------------------------- through the agent

@@ -43,6 +43,7 @@
  * is all the tests need.
  */
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,25 @@ static struct {
 	struct object objs[N_OBJECTS + 1];
 	struct session sessions[MAX_SESSIONS + 1];
 } m;
+
+/*
+ * One call at a time: the library says CKF_OS_LOCKING_OK and calls from
+ * several threads (a batch's workers, the agent's clients), so the module
+ * must lock for itself, as a real one does.  Recursive, held until the
+ * entry point returns.
+ */
+static pthread_mutex_t mock_mutex = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static int mock_lock_now(void)
+{
+	pthread_mutex_lock(&mock_mutex);
+	return 1;
+}
+static void mock_unlock(int *locked)
+{
+	if (*locked)
+		pthread_mutex_unlock(&mock_mutex);
+}
+#define MOCK_LOCKED __attribute__((cleanup(mock_unlock), unused)) int mock_locked_ = mock_lock_now()
 
 static void mlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void mlog(const char *fmt, ...)
@@ -410,6 +430,7 @@ static unsigned parse_flags(const char *s)
 
 static CK_RV m_Initialize(void *args)
 {
+	MOCK_LOCKED;
 	const char *pin, *cert, *key;
 
 	m.log_path = getenv("P11S_MOCK_LOG");
@@ -446,6 +467,7 @@ static CK_RV m_Initialize(void *args)
 
 static CK_RV m_Finalize(void *reserved)
 {
+	MOCK_LOCKED;
 	mlog("C_Finalize");
 	if (!m.initialized)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -467,6 +489,7 @@ static void pad(unsigned char *dst, size_t len, const char *src)
 
 static CK_RV m_GetInfo(CK_INFO *info)
 {
+	MOCK_LOCKED;
 	mlog("C_GetInfo");
 	if (!m.initialized)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -489,6 +512,7 @@ static CK_RV m_GetInfo(CK_INFO *info)
 
 static CK_RV m_GetSlotList(CK_BBOOL present, CK_SLOT_ID *list, CK_ULONG *n)
 {
+	MOCK_LOCKED;
 	CK_ULONG have;
 
 	mlog("C_GetSlotList token_present=%u", (unsigned)present);
@@ -512,6 +536,7 @@ static CK_RV m_GetSlotList(CK_BBOOL present, CK_SLOT_ID *list, CK_ULONG *n)
 
 static CK_RV m_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO *info)
 {
+	MOCK_LOCKED;
 	mlog("C_GetSlotInfo slot=%lu", slot);
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
@@ -529,6 +554,7 @@ static CK_RV m_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO *info)
 
 static CK_RV m_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO *info)
 {
+	MOCK_LOCKED;
 	mlog("C_GetTokenInfo slot=%lu", slot);
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
@@ -582,6 +608,7 @@ static const CK_MECHANISM_TYPE mechs[] = {CKM_RSA_PKCS, CKM_RSA_X_509};
 
 static CK_RV m_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE *list, CK_ULONG *n)
 {
+	MOCK_LOCKED;
 	const CK_ULONG have = sizeof(mechs) / sizeof(mechs[0]);
 
 	mlog("C_GetMechanismList slot=%lu", slot);
@@ -607,6 +634,7 @@ static CK_RV m_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE *list, CK_ULO
 
 static CK_RV m_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO *info)
 {
+	MOCK_LOCKED;
 	mlog("C_GetMechanismInfo slot=%lu mechanism=0x%lx", slot, type);
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
@@ -644,6 +672,7 @@ static struct session *get_session(CK_SESSION_HANDLE h)
 static CK_RV m_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void *app, CK_NOTIFY notify,
                            CK_SESSION_HANDLE *out)
 {
+	MOCK_LOCKED;
 	mlog("C_OpenSession slot=%lu flags=0x%lx", slot, flags);
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
@@ -680,6 +709,7 @@ static int any_session_open(void)
 
 static CK_RV m_CloseSession(CK_SESSION_HANDLE h)
 {
+	MOCK_LOCKED;
 	struct session *s;
 
 	mlog("C_CloseSession session=%lu", h);
@@ -693,6 +723,7 @@ static CK_RV m_CloseSession(CK_SESSION_HANDLE h)
 
 static CK_RV m_CloseAllSessions(CK_SLOT_ID slot)
 {
+	MOCK_LOCKED;
 	mlog("C_CloseAllSessions slot=%lu", slot);
 	CHECK_INIT();
 	if (slot != MOCK_SLOT)
@@ -704,6 +735,7 @@ static CK_RV m_CloseAllSessions(CK_SLOT_ID slot)
 
 static CK_RV m_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO *info)
 {
+	MOCK_LOCKED;
 	struct session *s;
 	int rw;
 
@@ -724,6 +756,7 @@ static CK_RV m_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO *info)
 
 static CK_RV m_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, unsigned char *pin, CK_ULONG len)
 {
+	MOCK_LOCKED;
 	struct session *s;
 
 	if (pin)
@@ -758,6 +791,7 @@ static CK_RV m_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, unsigned char *pin,
 
 static CK_RV m_Logout(CK_SESSION_HANDLE h)
 {
+	MOCK_LOCKED;
 	struct session *s;
 
 	mlog("C_Logout session=%lu", h);
@@ -807,6 +841,7 @@ static CK_RV lie(const struct attr *a, CK_ATTRIBUTE *t, CK_RV rv)
 static CK_RV m_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE *tmpl,
                                  CK_ULONG n)
 {
+	MOCK_LOCKED;
 	struct session *s;
 	struct object *o;
 	CK_RV rv = CKR_OK;
@@ -868,6 +903,7 @@ static int matches(struct object *o, const CK_ATTRIBUTE *tmpl, CK_ULONG n)
 
 static CK_RV m_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl, CK_ULONG n)
 {
+	MOCK_LOCKED;
 	struct session *s;
 	char desc[256] = "";
 	size_t off = 0;
@@ -890,6 +926,7 @@ static CK_RV m_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl, CK_ULONG
 
 static CK_RV m_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *n)
 {
+	MOCK_LOCKED;
 	struct session *s;
 
 	mlog("C_FindObjects session=%lu max=%lu", h, max);
@@ -911,6 +948,7 @@ static CK_RV m_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE *out, CK_ULONG 
 
 static CK_RV m_FindObjectsFinal(CK_SESSION_HANDLE h)
 {
+	MOCK_LOCKED;
 	struct session *s;
 
 	mlog("C_FindObjectsFinal session=%lu", h);
@@ -946,6 +984,7 @@ static CK_RV op_init(CK_SESSION_HANDLE h, enum op op, CK_MECHANISM *mech, CK_OBJ
 
 static CK_RV m_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM *mech, CK_OBJECT_HANDLE key)
 {
+	MOCK_LOCKED;
 	mlog("C_SignInit session=%lu mechanism=0x%lx key=%lu", h, mech ? mech->mechanism : 0UL,
 	     key);
 	return op_init(h, OP_SIGN, mech, key);
@@ -953,6 +992,7 @@ static CK_RV m_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM *mech, CK_OBJECT_HANDL
 
 static CK_RV m_DecryptInit(CK_SESSION_HANDLE h, CK_MECHANISM *mech, CK_OBJECT_HANDLE key)
 {
+	MOCK_LOCKED;
 	mlog("C_DecryptInit session=%lu mechanism=0x%lx key=%lu", h, mech ? mech->mechanism : 0UL,
 	     key);
 	return op_init(h, OP_DECRYPT, mech, key);
@@ -1060,6 +1100,7 @@ static CK_RV op_run(CK_SESSION_HANDLE h, enum op op, unsigned char *in, CK_ULONG
 static CK_RV m_Sign(CK_SESSION_HANDLE h, unsigned char *data, CK_ULONG len, unsigned char *sig,
                     CK_ULONG *siglen)
 {
+	MOCK_LOCKED;
 	mlog("C_Sign session=%lu data_len=%lu%s", h, len, sig ? "" : " (size query)");
 	return op_run(h, OP_SIGN, data, len, sig, siglen);
 }
@@ -1067,6 +1108,7 @@ static CK_RV m_Sign(CK_SESSION_HANDLE h, unsigned char *data, CK_ULONG len, unsi
 static CK_RV m_Decrypt(CK_SESSION_HANDLE h, unsigned char *enc, CK_ULONG len, unsigned char *data,
                        CK_ULONG *datalen)
 {
+	MOCK_LOCKED;
 	mlog("C_Decrypt session=%lu data_len=%lu%s", h, len, data ? "" : " (size query)");
 	return op_run(h, OP_DECRYPT, enc, len, data, datalen);
 }
