@@ -17,12 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "common.h"
 #include "p11smime/io.h"
@@ -629,7 +629,11 @@ static int place_unnamed(p11s_output *o)
 	for (int tries = 0; tries < 100; tries++) {
 		free(tmp);
 		tmp = NULL;
-		if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		/*
+		 * The kernel's generator, not OpenSSL's: a name needs no DRBG,
+		 * and the agent's clients would pay for setting one up.
+		 */
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
 			errno = EIO;
 			break;
 		}
