@@ -92,6 +92,13 @@ assert_eq 600 "$(stat -c %a mine.eml)" "an existing 0600 file stays 0600"
 assert_contains mine.eml "multipart/signed" "and holds the signed message"
 run_p11smime "${P[@]}" sign --signer "$SIGNER" -i small.eml -o new.eml
 assert_eq 644 "$(stat -c %a new.eml)" "a new file gets 0666 less the umask (022)"
+umask 027
+run_p11smime "${P[@]}" sign --signer "$SIGNER" -i small.eml -o new027.eml
+assert_eq 640 "$(stat -c %a new027.eml)" "a new file gets 0666 less the umask (027)"
+umask 077
+run_p11smime "${P[@]}" sign --signer "$SIGNER" -i small.eml -o new077.eml
+assert_eq 600 "$(stat -c %a new077.eml)" "a new file gets 0666 less the umask (077)"
+umask 022
 
 openssl cms -encrypt -binary -aes-256-cbc -in pt.eml -recip "$CERTS_DIR/rsa2048.pem" \
 	-outform DER -out small.p7m
