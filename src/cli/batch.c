@@ -110,8 +110,15 @@ struct run {
 	void *arg;
 	struct item *items;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int next;    /* the next file a worker takes */
+	/*
+	 * Signalled only when someone waits: on this VM a futex call costs as
+	 * much as a small mail's parsing, and one per file per thread showed.
+	 */
+	pthread_cond_t done_cond;   /* a file is done; the main thread waits for one */
+	pthread_cond_t window_cond; /* files were printed; workers wait to go on */
+	int main_waiting;
+	int workers_waiting;
+	int next;    /* the next file to take */
 	int printed; /* the files before this one are printed */
 	int ahead;   /* AHEAD(jobs) */
 };
@@ -179,7 +186,8 @@ static void handle(struct worker *w, int i)
 	it->rc = rc;
 	it->output = output;
 	it->done = 1;
-	pthread_cond_broadcast(&r->cond);
+	if (r->main_waiting)
+		pthread_cond_signal(&r->done_cond);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -191,8 +199,11 @@ static void *work(void *arg)
 
 	for (;;) {
 		pthread_mutex_lock(&r->lock);
-		while (r->next < r->nfiles && r->next >= r->printed + r->ahead)
-			pthread_cond_wait(&r->cond, &r->lock);
+		while (r->next < r->nfiles && r->next >= r->printed + r->ahead) {
+			r->workers_waiting++;
+			pthread_cond_wait(&r->window_cond, &r->lock);
+			r->workers_waiting--;
+		}
 		i = r->next < r->nfiles ? r->next++ : -1;
 		pthread_mutex_unlock(&r->lock);
 		if (i < 0)
@@ -260,18 +271,24 @@ static int commit_group(struct run *r, int from, int to)
 	}
 	pthread_mutex_lock(&r->lock);
 	r->printed = to;
-	pthread_cond_broadcast(&r->cond);
+	if (r->workers_waiting)
+		pthread_cond_broadcast(&r->window_cond);
 	pthread_mutex_unlock(&r->lock);
 	return worst;
 }
 
 int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch_one one, void *arg)
 {
-	struct run r = {
-	    cli, files, nfiles, one, arg, NULL, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-	    0,   0,     0};
+	struct run r = {.cli = cli,
+	                .files = files,
+	                .nfiles = nfiles,
+	                .one = one,
+	                .arg = arg,
+	                .lock = PTHREAD_MUTEX_INITIALIZER,
+	                .done_cond = PTHREAD_COND_INITIALIZER,
+	                .window_cond = PTHREAD_COND_INITIALIZER};
 	struct worker *w;
-	int worst = 0, started = 0, from = 0, outputs = 0, rc;
+	int worst = 0, from = 0, outputs = 0, rc;
 
 	if (jobs > nfiles)
 		jobs = nfiles;
@@ -286,35 +303,43 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 		fprintf(stderr, "p11smime: out of memory\n");
 		return 4;
 	}
-	for (int j = 0; jobs > 1 && j < jobs; j++) {
+	/* This thread is worker 0, with the run's own error; the others get theirs. */
+	w[0].run = &r;
+	w[0].cli = *cli;
+	for (int j = 1; j < jobs; j++) {
 		w[j].run = &r;
 		w[j].cli = *cli;
 		w[j].cli.err = p11s_error_new();
 		if (w[j].cli.err == NULL || pthread_create(&w[j].tid, NULL, work, &w[j]) != 0) {
 			p11s_error_free(w[j].cli.err);
-			break;
+			break; /* fewer workers, still correct */
 		}
 		w[j].started = 1;
-		started++;
 	}
-	if (started == 0) {
-		/* One at a time in this thread (--jobs 1, or no thread to be had). */
-		w[0].run = &r;
-		w[0].cli = *cli;
-	}
+	/*
+	 * Print (and commit) the files in their order; while the next one is
+	 * not done, work on one more rather than wait.
+	 */
 	for (int i = 0; i < nfiles; i++) {
-		if (started == 0) {
-			handle(&w[0], i);
-		} else {
-			pthread_mutex_lock(&r.lock);
-			while (!r.items[i].done)
-				pthread_cond_wait(&r.cond, &r.lock);
-			pthread_mutex_unlock(&r.lock);
+		pthread_mutex_lock(&r.lock);
+		while (!r.items[i].done) {
+			if (r.next < nfiles && r.next < r.printed + r.ahead) {
+				int mine = r.next++;
+
+				pthread_mutex_unlock(&r.lock);
+				handle(&w[0], mine);
+				pthread_mutex_lock(&r.lock);
+				continue;
+			}
+			r.main_waiting = 1;
+			pthread_cond_wait(&r.done_cond, &r.lock);
+			r.main_waiting = 0;
 		}
+		pthread_mutex_unlock(&r.lock);
 		outputs += r.items[i].output != NULL;
 		/*
-		 * A group ends when it is full, at the last file, or before a
-		 * file that failed (whose message must not wait for the others).
+		 * A group ends when it is full, at the last file, or at a file
+		 * without output (a failure, whose message must not wait).
 		 */
 		if (outputs == GROUP || i == nfiles - 1 || r.items[i].output == NULL) {
 			rc = commit_group(&r, from, i + 1);
@@ -323,7 +348,7 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 			outputs = 0;
 		}
 	}
-	for (int j = 0; j < jobs; j++) {
+	for (int j = 1; j < jobs; j++) {
 		if (!w[j].started)
 			continue;
 		pthread_join(w[j].tid, NULL);
