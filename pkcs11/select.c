@@ -60,6 +60,62 @@ static int has_email(const p11s_object *o, const char *addr)
 	return der_has_email(o->der, o->der_len, (void *)addr);
 }
 
+/*
+ * An address names no token, so a login cannot be limited by the URI as
+ * the PIN policy wants: logging in to every token present would try one
+ * token's PIN on all of them (a smartcard's PIN on a YubiKey costs the
+ * YubiKey a try).  With one initialised token there is no question.  With
+ * several, the certificate is found among the public objects first, and
+ * only the token holding it is logged in to; when no public certificate
+ * has the address, no token is logged in to (a pkcs11: URI naming the
+ * token does that).  *multi tells the caller why nothing was found.
+ */
+static p11s_rc enumerate_address(p11s_ctx *ctx, P11KitUri *u, const struct der_filter *f,
+                                 const char *addr, p11s_object_list **out, int *multi,
+                                 p11s_error *err)
+{
+	p11s_object_list *pub = NULL;
+	p11s_token_list *tl = NULL;
+	const p11s_token *holder = NULL;
+	P11KitUri *tu = NULL;
+	size_t usable = 0;
+	int holders = 0;
+	p11s_rc rc;
+
+	*multi = 0;
+	rc = p11i_tokens_matching(ctx, u, &tl, err);
+	if (rc != P11S_OK)
+		return rc;
+	for (size_t i = 0; i < tl->count; i++)
+		usable += (tl->tokens[i]->info.flags & CKF_TOKEN_INITIALIZED) != 0;
+	p11s_token_list_free(tl);
+	if (usable <= 1)
+		return p11i_objects_enumerate_der(ctx, u, 1, f, out, err);
+	*multi = 1;
+	rc = p11i_objects_enumerate_der(ctx, u, 0, f, &pub, err);
+	if (rc != P11S_OK)
+		return rc;
+	for (size_t i = 0; i < pub->all_count; i++) {
+		const p11s_object *o = pub->all[i];
+
+		if (o->cls != P11S_OBJ_CERTIFICATE || !has_email(o, addr) || o->token == holder)
+			continue;
+		holder = o->token;
+		holders++;
+	}
+	/* None (nothing to log in to) or several (ambiguous, whatever a login shows). */
+	if (holders != 1) {
+		*out = pub;
+		return P11S_OK;
+	}
+	rc = p11i_uri_parse(holder->uri, &tu, err);
+	if (rc == P11S_OK)
+		rc = p11i_objects_enumerate_der(ctx, tu, 1, f, out, err);
+	p11_kit_uri_free(tu);
+	p11s_object_list_free(pub);
+	return rc;
+}
+
 static int add_unique(const p11s_object **v, size_t *n, const p11s_object *o)
 {
 	for (size_t i = 0; i < *n; i++)
@@ -76,7 +132,7 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 	p11s_object_list *l = NULL;
 	const p11s_object **found = NULL;
 	size_t nfound = 0;
-	int is_uri;
+	int is_uri, multi = 0;
 	p11s_rc rc;
 
 	*list = NULL;
@@ -104,7 +160,10 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 		/* No template names a SAN: the certificates' DER decides, keys are not read. */
 		struct der_filter f = {der_has_email, (void *)selector};
 
-		rc = p11i_objects_enumerate_der(ctx, u, opts && opts->login, &f, &l, err);
+		if (opts && opts->login)
+			rc = enumerate_address(ctx, u, &f, selector, &l, &multi, err);
+		else
+			rc = p11i_objects_enumerate_der(ctx, u, 0, &f, &l, err);
 	}
 	if (rc == P11S_OK)
 		rc = p11i_object_list_filter(l, NULL, NULL, err);
@@ -150,7 +209,14 @@ p11s_rc p11s_select_certificate(p11s_ctx *ctx, const char *selector, const p11s_
 		}
 	}
 	if (nfound == 0) {
-		if (!is_uri)
+		if (!is_uri && multi)
+			rc = p11i_err(err, P11S_E_NOT_FOUND,
+			              "no public certificate on the %zu tokens has the e-mail "
+			              "address %s; not logging in to all of them with one PIN "
+			              "(name the token in a pkcs11: URI to search its private "
+			              "objects)",
+			              l->tokens->count, selector);
+		else if (!is_uri)
 			rc = p11i_err(err, P11S_E_NOT_FOUND,
 			              "no certificate on the token%s has the e-mail address %s%s",
 			              l->tokens->count > 1 ? "s" : "", selector,

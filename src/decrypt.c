@@ -1162,23 +1162,27 @@ static p11s_rc no_recipient(p11s_decrypt_report *r, const char *what, p11s_error
 }
 
 /*
- * Whether a login could show more certificates: some token wants one (its
- * private objects are hidden until then; some smartcards keep their
- * certificates private too).
+ * How many tokens keep objects behind a login (some smartcards keep their
+ * certificates private too).  More than one: a login to
+ * look for private certificates would try one PIN on all of them, which
+ * the PIN policy forbids (a smartcard's PIN must not cost a YubiKey a try).
  */
-static int login_may_show_more(p11s_ctx *ctx)
+static size_t tokens_wanting_login(p11s_ctx *ctx)
 {
 	p11s_token_list *tl = NULL;
 	p11s_error *e = p11s_error_new();
-	int any = 0;
+	size_t n = 0;
 
 	if (e != NULL && p11s_tokens(ctx, NULL, &tl, e) == P11S_OK)
-		for (size_t i = 0; i < p11s_token_list_count(tl) && !any; i++)
-			any = (p11s_token_flags(p11s_token_list_get(tl, i)) &
-			       P11S_TOKEN_LOGIN_REQUIRED) != 0;
+		for (size_t i = 0; i < p11s_token_list_count(tl); i++) {
+			unsigned f = p11s_token_flags(p11s_token_list_get(tl, i));
+
+			/* An uninitialised token holds nothing to log in to. */
+			n += (f & P11S_TOKEN_LOGIN_REQUIRED) && (f & P11S_TOKEN_INITIALIZED);
+		}
 	p11s_token_list_free(tl);
 	p11s_error_free(e);
-	return any;
+	return n;
 }
 
 /*
@@ -1195,7 +1199,7 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 	p11s_object_list *pub = NULL;
 	char *cert_uri = NULL;
 	long first, best = -1;
-	size_t ncerts = 0;
+	size_t ncerts = 0, wanting = 0;
 	p11s_rc rc;
 
 	if (tc->selector != NULL) {
@@ -1216,7 +1220,8 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 		 */
 		for (int pass = 0; pass < 2 && best < 0; pass++) {
 			/* Tokens that keep certificates private show them only after a login. */
-			if (pass == 1 && ncerts > 0 && !login_may_show_more(tc->ctx))
+			if (pass == 1 && ((wanting = tokens_wanting_login(tc->ctx)) > 1 ||
+			                  (ncerts > 0 && wanting == 0)))
 				break;
 			rc = p11s_objects(tc->ctx, NULL, pass == 0 ? &certs_only : &with_keys, &pub,
 			                  err);
@@ -1250,6 +1255,16 @@ static p11s_rc choose_on_token(struct chooser *c, p11s_decrypt_report *r, EVP_PK
 			}
 			p11s_object_list_free(pub);
 			pub = NULL;
+		}
+		if (best < 0 && wanting > 1) {
+			char why[256];
+
+			snprintf(why, sizeof(why),
+			         "no public certificate on the tokens is a recipient of this "
+			         "message; not logging in to the %zu tokens with one PIN (--key "
+			         "with a pkcs11: URI naming the token searches its private ones)",
+			         wanting);
+			return no_recipient(r, why, err);
 		}
 		if (best < 0)
 			return no_recipient(r,
