@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 
 #include "agent_proto.h"
 #include "cli.h"
@@ -463,11 +464,121 @@ static p11s_rc run_decrypt(struct agent *a, struct cli *rcli, const struct agent
 }
 
 /*
- * Run a request on the spooled message @p in_fd, its output into @p out_fd
- * (-1: dropped), the result into @p res.  Returns the request's code.
+ * A request's message or output: in memory up to SPOOL_MEM (a mail is
+ * small: no file, no disk, and decrypted content stays off the disk), then
+ * in an unnamed file in $TMPDIR.  The memory is wiped when freed: it may
+ * be plaintext.
  */
-static p11s_rc run_request(struct agent *a, const struct agent_request *rq, int in_fd, int out_fd,
-                           struct agent_buf *res)
+#define SPOOL_MEM (1024 * 1024)
+
+struct spool {
+	unsigned char *buf;
+	size_t len, cap;
+	int fd; /* -1 while in memory */
+};
+
+static int spool_file(void);
+static int write_fd(int fd, const unsigned char *p, size_t len);
+
+static int spool_put(struct spool *sp, const unsigned char *p, size_t n)
+{
+	if (sp->fd < 0 && sp->len + n > SPOOL_MEM) {
+		sp->fd = spool_file();
+		if (sp->fd < 0 || write_fd(sp->fd, sp->buf, sp->len) != 0)
+			return -1;
+		OPENSSL_cleanse(sp->buf, sp->len);
+		sp->len = 0;
+	}
+	if (sp->fd >= 0)
+		return write_fd(sp->fd, p, n);
+	if (sp->len + n > sp->cap) {
+		size_t cap = sp->cap ? sp->cap : 16 * 1024;
+		unsigned char *nb;
+
+		while (cap < sp->len + n)
+			cap *= 2;
+		nb = malloc(cap);
+		if (nb == NULL)
+			return errno = ENOMEM, -1;
+		if (sp->len > 0)
+			memcpy(nb, sp->buf, sp->len);
+		OPENSSL_cleanse(sp->buf, sp->len);
+		free(sp->buf);
+		sp->buf = nb;
+		sp->cap = cap;
+	}
+	memcpy(sp->buf + sp->len, p, n);
+	sp->len += n;
+	return 0;
+}
+
+static void spool_free(struct spool *sp)
+{
+	OPENSSL_cleanse(sp->buf, sp->len);
+	free(sp->buf);
+	if (sp->fd >= 0)
+		close(sp->fd);
+	sp->buf = NULL;
+	sp->len = sp->cap = 0;
+	sp->fd = -1;
+}
+
+static int spool_bio_write(BIO *b, const char *in, int inl)
+{
+	struct spool *sp = BIO_get_data(b);
+
+	if (inl < 0 || sp == NULL)
+		return -1;
+	return spool_put(sp, (const unsigned char *)in, (size_t)inl) == 0 ? inl : -1;
+}
+
+static long spool_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b;
+	(void)num;
+	(void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int spool_bio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static BIO_METHOD *spool_method;
+static pthread_once_t spool_once = PTHREAD_ONCE_INIT;
+
+static void spool_method_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "agent spool");
+
+	if (m == NULL)
+		return;
+	BIO_meth_set_write(m, spool_bio_write);
+	BIO_meth_set_ctrl(m, spool_bio_ctrl);
+	BIO_meth_set_create(m, spool_bio_create);
+	spool_method = m;
+}
+
+/* A BIO writing into @p sp (which must outlive it); NULL when out of memory. */
+static BIO *spool_bio(struct spool *sp)
+{
+	BIO *b;
+
+	pthread_once(&spool_once, spool_method_init);
+	if (spool_method == NULL || (b = BIO_new(spool_method)) == NULL)
+		return NULL;
+	BIO_set_data(b, sp);
+	return b;
+}
+
+/*
+ * Run a request on the spooled message @p in, its output into @p out
+ * (NULL: dropped), the result into @p res.  Returns the request's code.
+ */
+static p11s_rc run_request(struct agent *a, const struct agent_request *rq, struct spool *in_sp,
+                           struct spool *out_sp, struct agent_buf *res)
 {
 	struct cli rcli = *a->cli;
 	char path[64];
@@ -482,16 +593,23 @@ static p11s_rc run_request(struct agent *a, const struct agent_request *rq, int 
 	rcli.verbose_arg = res; /* the -v lines first, as they are printed before the outcome */
 	if (rcli.err == NULL)
 		return P11S_E_NOMEM;
-	/* The library's own buffered input, on the spool. */
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", in_fd);
-	rc = p11s_input_open(path, &in, rcli.err);
-	if (rc == P11S_OK && out_fd >= 0) {
-		BIO *fdb = BIO_new_fd(out_fd, BIO_NOCLOSE), *buf = BIO_new(BIO_f_buffer());
+	if (in_sp->fd >= 0) {
+		/* The library's own buffered input, on the spool file. */
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", in_sp->fd);
+		rc = p11s_input_open(path, &in, rcli.err);
+	} else {
+		in = BIO_new_mem_buf(in_sp->buf != NULL ? in_sp->buf : (unsigned char *)"",
+		                     (int)in_sp->len);
+		rc = in != NULL ? P11S_OK : P11S_E_NOMEM;
+	}
+	if (rc == P11S_OK && out_sp != NULL) {
+		BIO *sb = spool_bio(out_sp), *buf = BIO_new(BIO_f_buffer());
 
-		if (fdb != NULL && buf != NULL && BIO_set_write_buffer_size(buf, 256 * 1024) == 1) {
-			out = BIO_push(buf, fdb);
+		/* Small writes (headers, base64 lines) gather before they reach the spool. */
+		if (sb != NULL && buf != NULL && BIO_set_write_buffer_size(buf, 64 * 1024) == 1) {
+			out = BIO_push(buf, sb);
 		} else {
-			BIO_free(fdb);
+			BIO_free(sb);
 			BIO_free(buf);
 		}
 	} else if (rc == P11S_OK) {
@@ -595,7 +713,8 @@ static void serve(struct agent *a, int fd)
 	size_t cap = 0;
 	uint8_t type;
 	uint32_t len;
-	int in_fd = -1, out_fd = -1, r;
+	struct spool in_sp = {.fd = -1}, out_sp = {.fd = -1};
+	int r, ok;
 	const char *why;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 || cr.uid != a->uid) {
@@ -622,13 +741,7 @@ static void serve(struct agent *a, int fd)
 		refuse(fd, P11S_E_INTERNAL, "the agent refused the request: %s", why);
 		goto out;
 	}
-	in_fd = spool_file();
-	if (in_fd < 0 || (!rq.discard && (out_fd = spool_file()) < 0)) {
-		refuse(fd, P11S_E_IO, "the agent cannot make a temporary file: %s",
-		       strerror(errno));
-		goto out;
-	}
-	/* The whole message first: the library then reads a file, at disk speed. */
+	/* The whole message first: in memory, or a file the library reads at disk speed. */
 	for (;;) {
 		if (agent_recv(fd, &type, &buf, &cap, &len) != 1)
 			goto out; /* the client went away: nothing to answer */
@@ -636,14 +749,27 @@ static void serve(struct agent *a, int fd)
 			break;
 		if (type != AGENT_DATA)
 			goto out;
-		if (write_fd(in_fd, buf, len) != 0) {
+		if (spool_put(&in_sp, buf, len) != 0) {
 			refuse(fd, P11S_E_IO, "the agent cannot spool the message: %s",
 			       strerror(errno));
 			goto out;
 		}
 	}
-	if (run_request(a, &rq, in_fd, out_fd, &res) == P11S_OK && out_fd >= 0) {
+	/* Output only after success: the client commits nothing else. */
+	ok = run_request(a, &rq, &in_sp, rq.discard ? NULL : &out_sp, &res) == P11S_OK &&
+	     !rq.discard;
+	if (ok && out_sp.fd < 0) {
+		for (size_t off = 0; off < out_sp.len;) {
+			size_t k =
+			    out_sp.len - off < AGENT_DATA_MAX ? out_sp.len - off : AGENT_DATA_MAX;
+
+			if (agent_send(fd, AGENT_DATA, out_sp.buf + off, (uint32_t)k) != 0)
+				goto out;
+			off += k;
+		}
+	} else if (ok) {
 		ssize_t n;
+		int out_fd = out_sp.fd;
 
 		if (lseek(out_fd, 0, SEEK_SET) != 0)
 			goto out;
@@ -666,10 +792,8 @@ out:
 	agent_buf_free(&res);
 	agent_strings_free(&sl);
 	free(buf);
-	if (in_fd >= 0)
-		close(in_fd);
-	if (out_fd >= 0)
-		close(out_fd);
+	spool_free(&in_sp);
+	spool_free(&out_sp);
 }
 
 static void *client_thread(void *arg)

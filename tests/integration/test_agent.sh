@@ -119,6 +119,20 @@ for f in ec rsa oaep; do
 		pass "decrypt $f: the same report" || { fail "decrypt $f: reports differ"; diff a.s b.s; }
 	assert_eq 600 "$(stat -c %a $f.a)" "decrypt $f: a new file is 0600"
 done
+# Past the agent's 1 MiB in memory, message and output go to its spool files.
+printf 'Content-Type: text/plain; charset=utf-8\r\n\r\n' >big.eml
+yes "$(head -c 76 /dev/zero | tr '\0' 'z')" | head -n 40000 | sed 's/$/\r/' >>big.eml
+openssl cms -encrypt -binary -in big.eml -aes-256-gcm -recip "$CERTS_DIR/p256.pem" -out big.p7m 2>/dev/null
+run_p11smime decrypt -i big.p7m -o big.a
+assert_exit 0 "agent: decrypt of 3 MB"
+run_p11smime --pin-source "$PF" decrypt --no-agent -i big.p7m -o big.b
+cmp -s big.a big.b && pass "3 MB: the same bytes as without the agent" || fail "3 MB: output differs"
+run_p11smime sign --signer rsa2048@example.org -i big.eml -o big.s
+assert_exit 0 "agent: sign of 3 MB"
+openssl cms -verify -CAfile "$CA_PEM" -in big.s -out big.v 2>/dev/null &&
+	pass "3 MB: the agent's signature verifies" || fail "3 MB: the agent's signature does not verify"
+[ "$(tr -d '\r' <big.v | md5sum)" = "$(tr -d '\r' <big.eml | md5sum)" ] &&
+	pass "3 MB: the signed content is the message" || fail "3 MB: signed content differs"
 run_p11smime --json decrypt -i ec.p7m
 assert_exit 0 "agent: decrypt --json without -o"
 assert_json "$OUT" '.content_type == "authEnveloped-data"' "the report alone on standard output"
