@@ -1818,8 +1818,8 @@ static int scan_piece(struct canon *c, struct scan7 *s, const char **p, size_t *
 	}
 	used = scan7_feed(s, *p, *n);
 	if (used < *n) {
-		/* The rest of the block stays for the body reader. */
-		lr_unread(&c->r, used);
+		/* The rest of the block stays for the reader it came from. */
+		lr_unread(c->spooling ? &c->spool_r : &c->r, used);
 		if (used > 0 && (*p)[used - 1] == '\n')
 			c->bol = 1;
 		*n = used;

@@ -31,6 +31,9 @@
 #define OUT_BUF (256 * 1024)
 /* Standard output is kept in memory up to this, then spilled to a file. */
 #define MEM_MAX (1024 * 1024)
+/* A file's writeback is started every this many bytes, so that the fsync at commit waits for the
+ * tail only. */
+#define WRITEBACK_STEP (8 * 1024 * 1024)
 
 enum out_kind {
 	OUT_FILE,   /* temporary file, linked or renamed over path at commit */
@@ -54,6 +57,7 @@ struct p11s_output {
 	int werr;     /* errno of the first failed write, 0 if none */
 	int prepared; /* p11s_output_prepare(): mode set, writeback started */
 	BIO *bio;
+	off_t written, started; /* bytes in the file; how many of them are under writeback */
 };
 
 /*
@@ -159,6 +163,22 @@ static int open_unnamed(const char *dir)
 	return fd;
 }
 
+/*
+ * @p n more bytes are in the file.  The disk starts on them as they come
+ * rather than at the commit's fsync: on a disk slower than the work, the
+ * fsync then waits for the last step only.  Standard output's spill file
+ * is copied, not kept: no writeback for it.  An error here is the fsync's
+ * to report.
+ */
+static void out_wrote(p11s_output *o, size_t n)
+{
+	o->written += (off_t)n;
+	if (o->kind == OUT_FILE && o->written - o->started >= WRITEBACK_STEP) {
+		sync_file_range(o->fd, o->started, o->written - o->started, SYNC_FILE_RANGE_WRITE);
+		o->started = o->written;
+	}
+}
+
 /* Write out the buffer (spilling standard output to a file first if needed). */
 static int out_drain(p11s_output *o)
 {
@@ -177,6 +197,7 @@ static int out_drain(p11s_output *o)
 		o->werr = errno;
 		return -1;
 	}
+	out_wrote(o, o->len);
 	o->len = 0;
 	return 0;
 }
@@ -217,6 +238,7 @@ static int out_write(BIO *b, const char *in, int inl)
 				o->werr = errno;
 				return -1;
 			}
+			out_wrote(o, n);
 			break;
 		}
 		room = o->cap - o->len;
