@@ -1357,6 +1357,7 @@ struct canon {
 	size_t on;
 	int ofail;
 	int pending; /* a line end is owed before the next output */
+	const p11i_canon_undo *undo;
 	p11s_error *err;
 };
 
@@ -1949,6 +1950,44 @@ static int has_8bit(const char *p, size_t n)
 	return (acc & 0x8080808080808080ull) != 0;
 }
 
+/* One block of a clean leaf; *crs: CRs at the end of the last block, their fate unknown. */
+static void emit_clean_block(struct canon *c, const char *p, size_t n, size_t *crs)
+{
+	const char *end = p + n, *nl, *t;
+
+	while (p < end) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		t = nl ? nl : end;
+		while (t > p && t[-1] == '\r')
+			t--;
+		put_pending(c);
+		if (t > p) {
+			/* Held CRs with text after them were bare ones. */
+			for (; *crs > 0; (*crs)--)
+				put(c, "\r", 1);
+			put(c, p, (size_t)(t - p));
+		}
+		if (nl == NULL) {
+			*crs += (size_t)(end - t);
+			return;
+		}
+		/* The CRs before this LF, held ones included, were the line end's. */
+		*crs = 0;
+		c->pending = 1;
+		p = nl + 1;
+	}
+}
+
+static void emit_clean_end(struct canon *c, size_t *crs)
+{
+	if (*crs > 0) {
+		put_pending(c);
+		for (; *crs > 0; (*crs)--)
+			put(c, "\r", 1);
+		c->pending = 0;
+	}
+}
+
 /*
  * A top-level leaf that scanned as 7-bit text, passed through a buffered
  * block at a time: each LF and the CRs before it become CRLF.  The same
@@ -1956,42 +1995,15 @@ static int has_8bit(const char *p, size_t n)
  */
 static p11s_rc emit_clean_blocks(struct canon *c)
 {
-	const char *p, *end, *nl, *t;
-	size_t n, crs = 0; /* CRs at the end of the last block, their fate unknown */
+	const char *p;
+	size_t n, crs = 0;
 	int r;
 
-	while ((r = body_block(c, &p, &n)) > 0) {
-		end = p + n;
-		while (p < end) {
-			nl = memchr(p, '\n', (size_t)(end - p));
-			t = nl ? nl : end;
-			while (t > p && t[-1] == '\r')
-				t--;
-			put_pending(c);
-			if (t > p) {
-				/* Held CRs with text after them were bare ones. */
-				for (; crs > 0; crs--)
-					put(c, "\r", 1);
-				put(c, p, (size_t)(t - p));
-			}
-			if (nl == NULL) {
-				crs += (size_t)(end - t);
-				break;
-			}
-			/* The CRs before this LF, held ones included, were the line end's. */
-			crs = 0;
-			c->pending = 1;
-			p = nl + 1;
-		}
-	}
+	while ((r = body_block(c, &p, &n)) > 0)
+		emit_clean_block(c, p, n, &crs);
 	if (r < 0)
 		return read_fail(c);
-	if (crs > 0) {
-		put_pending(c);
-		for (; crs > 0; crs--)
-			put(c, "\r", 1);
-		c->pending = 0;
-	}
+	emit_clean_end(c, &crs);
 	return P11S_OK;
 }
 
@@ -2067,6 +2079,58 @@ static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
 			c->pending = 0;
 	}
 	return P11S_OK;
+}
+
+/*
+ * A top-level leaf of a regular file, written as it is scanned (as clean
+ * 7-bit text, its fields first) instead of scanned and then read again.
+ * 0: it was clean and is written; 1: it was not, the output is back at
+ * the mark and the input at the leaf's start, for the encoders; 2: the
+ * output cannot be taken back (nothing done); -1: error (recorded).
+ */
+static int speculate_leaf(struct canon *c, const p11i_headers *h, unsigned classes)
+{
+	long start = body_offset(c);
+	struct scan7 s = {0};
+	const char *p;
+	size_t n, crs = 0;
+	int r, pending = c->pending;
+
+	if (start < 0 || c->undo == NULL)
+		return 2;
+	flush_out(c);
+	if (c->ofail)
+		return p11i_err_ossl(c->err, P11S_E_IO, "cannot write the canonical MIME entity"),
+		       -1;
+	if (c->undo->mark(c->undo->arg) != 0)
+		return 2;
+	put_fields(c, h, classes, NULL);
+	c->pending = 1;
+	while ((r = body_block(c, &p, &n)) > 0) {
+		/* A block goes out only once the whole of it is known clean. */
+		scan7_feed(&s, p, n);
+		if (s.dirty)
+			break;
+		emit_clean_block(c, p, n, &crs);
+	}
+	if (r < 0)
+		return read_fail(c), -1;
+	if (r == 0 && !scan7_end(&s)) {
+		emit_clean_end(c, &crs);
+		return 0;
+	}
+	/* Dirty: what went out of this leaf is taken back, and the leaf is read again. */
+	c->on = 0;
+	c->pending = pending;
+	if (c->ofail || c->undo->rewind(c->undo->arg) != 0)
+		return p11i_err(c->err, P11S_E_IO, "cannot take back a part written ahead"), -1;
+	c->r.start = c->r.end = 0;
+	c->r.eof = c->r.error = 0;
+	c->end = END_NONE;
+	c->bol = 1;
+	if (BIO_seek(c->r.in, start) != 0)
+		return p11i_err(c->err, P11S_E_IO, "cannot read the input a second time"), -1;
+	return 1;
 }
 
 static p11s_rc entity(struct canon *c, const p11i_headers *h, unsigned classes, int in_digest,
@@ -2236,8 +2300,13 @@ static p11s_rc entity(struct canon *c, const p11i_headers *h, unsigned classes, 
 	} else if (strcmp(cte, "8bit") == 0) {
 		enc = is_text(media) ? ENC_QP : ENC_B64_LINES;
 	} else {
-		int dirty = scan_leaf(c);
+		/* At the top level of a file, read once while it stays 7-bit. */
+		int dirty = c->nb == 0 ? speculate_leaf(c, h, classes) : 2;
 
+		if (dirty == 0)
+			goto out;
+		if (dirty == 2)
+			dirty = scan_leaf(c);
 		if (dirty < 0) {
 			rc = p11s_error_rc(c->err);
 			goto out;
@@ -2268,12 +2337,19 @@ out:
 p11s_rc p11i_mime_canonicalize(const p11i_headers *h, unsigned classes, BIO *body, BIO *out,
                                p11s_error *err)
 {
+	return p11i_mime_canonicalize_undo(h, classes, body, out, NULL, err);
+}
+
+p11s_rc p11i_mime_canonicalize_undo(const p11i_headers *h, unsigned classes, BIO *body, BIO *out,
+                                    const p11i_canon_undo *undo, p11s_error *err)
+{
 	struct canon *c = calloc(1, sizeof(*c));
 	p11s_rc rc;
 
 	if (c == NULL)
 		return p11i_err_nomem(err);
 	c->out = out;
+	c->undo = undo;
 	c->err = err;
 	c->bol = 1;
 	c->ob = malloc(OBUF_SIZE);

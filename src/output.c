@@ -255,6 +255,28 @@ static int out_write(BIO *b, const char *in, int inl)
 	return inl;
 }
 
+/* Back to @p off (at most what was written): what a speculative writer takes back. */
+static int out_rewind(p11s_output *o, long off)
+{
+	off_t to = (off_t)off;
+
+	if (o->kind == OUT_DIRECT || o->werr || off < 0 || to > o->written + (off_t)o->len)
+		return -1;
+	if (to >= o->written) {
+		o->len = (size_t)(to - o->written);
+		return 0;
+	}
+	if (o->fd < 0 || ftruncate(o->fd, to) != 0 || lseek(o->fd, to, SEEK_SET) != to) {
+		o->werr = errno ? errno : EIO;
+		return -1;
+	}
+	o->written = to;
+	o->len = 0;
+	if (o->started > to)
+		o->started = to;
+	return 0;
+}
+
 static int out_puts(BIO *b, const char *s)
 {
 	return out_write(b, s, (int)strlen(s));
@@ -264,8 +286,6 @@ static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
 	p11s_output *o = BIO_get_data(b);
 
-	(void)num;
-	(void)ptr;
 	switch (cmd) {
 	case BIO_CTRL_FLUSH:
 		/* Standard output stays in memory until commit; a file is written now. */
@@ -274,6 +294,13 @@ static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
 		return out_drain(o) == 0 ? 1 : 0;
 	case BIO_CTRL_WPENDING:
 		return (long)o->len;
+	case P11I_BIO_CTRL_TELL:
+		if (o->kind == OUT_DIRECT || o->werr || ptr == NULL)
+			return 0;
+		*(int64_t *)ptr = (int64_t)o->written + (int64_t)o->len;
+		return 1;
+	case P11I_BIO_CTRL_REWIND:
+		return out_rewind(o, num) == 0 ? 1 : 0;
 	case BIO_CTRL_PENDING:
 		return 0;
 	case BIO_CTRL_EOF:

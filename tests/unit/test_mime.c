@@ -652,7 +652,46 @@ static void canon_spool(void **state)
 	free(msg);
 }
 
-/* canon() from a regular file: the scan of a 7-bit leaf is replayed from the file itself. */
+/* An output that can be taken back: a memory BIO, cut back to the mark. */
+struct mem_undo {
+	BIO *mem;
+	long pos;
+	int marks, rewinds;
+};
+
+static int mem_mark(void *arg)
+{
+	struct mem_undo *u = arg;
+	char *data;
+
+	u->pos = BIO_get_mem_data(u->mem, &data);
+	u->marks++;
+	return 0;
+}
+
+static int mem_rewind(void *arg)
+{
+	struct mem_undo *u = arg;
+	char *data, *keep;
+	long n = BIO_get_mem_data(u->mem, &data);
+
+	assert_true(n >= u->pos);
+	keep = malloc((size_t)u->pos + 1);
+	memcpy(keep, data, (size_t)u->pos);
+	(void)BIO_reset(u->mem);
+	assert_int_equal(BIO_write(u->mem, keep, (int)u->pos), (int)u->pos);
+	free(keep);
+	u->rewinds++;
+	return 0;
+}
+
+static struct mem_undo *canon_undo; /* canon_file() writes as it scans, through this */
+
+/*
+ * canon() from a regular file: the scan of a 7-bit leaf is replayed from
+ * the file itself, or with canon_undo set, the leaf is written as it is
+ * scanned and taken back if it turns dirty.
+ */
 static p11s_rc canon_file(const char *msg, size_t len, unsigned classes, char **out, size_t *olen,
                           p11s_error *err)
 {
@@ -668,8 +707,14 @@ static p11s_rc canon_file(const char *msg, size_t len, unsigned classes, char **
 	rewind(fp);
 	in = BIO_new_fp(fp, BIO_CLOSE);
 	rc = p11i_headers_read(in, 0, &h, err);
-	if (rc == P11S_OK)
+	if (rc == P11S_OK && canon_undo != NULL) {
+		p11i_canon_undo undo = {mem_mark, mem_rewind, canon_undo};
+
+		canon_undo->mem = o;
+		rc = p11i_mime_canonicalize_undo(h, classes, in, o, &undo, err);
+	} else if (rc == P11S_OK) {
 		rc = p11i_mime_canonicalize(h, classes, in, o, err);
+	}
 	n = BIO_get_mem_data(o, &data);
 	*out = malloc((size_t)n + 1);
 	if (n > 0)
@@ -784,6 +829,17 @@ static void canon_dirty_late(void **state)
 			assert_int_equal(canon_file(msg, n, P11I_HDR_ALL, &b, &bl, err), P11S_OK);
 			assert_int_equal(al, bl);
 			assert_memory_equal(a, b, al);
+			free(b);
+			/* Written as scanned: taken back exactly when the part is dirty. */
+			struct mem_undo u = {0};
+
+			canon_undo = &u;
+			assert_int_equal(canon_file(msg, n, P11I_HDR_ALL, &b, &bl, err), P11S_OK);
+			canon_undo = NULL;
+			assert_int_equal(u.marks, 1);
+			assert_int_equal(u.rewinds, dirty);
+			assert_int_equal(al, bl);
+			assert_memory_equal(a, b, al);
 			if (dirty) {
 				free(b);
 				assert_int_equal(
@@ -794,6 +850,7 @@ static void canon_dirty_late(void **state)
 				char *body_want = ref_crlf(msg + hl, n - hl, &wl);
 
 				free(b);
+				b = NULL;
 				want = malloc(hl + 2 + wl);
 				memcpy(want, head, hl - 2);
 				memcpy(want + hl - 2, "\r\n\r\n", 4);
@@ -820,6 +877,52 @@ static void canon_dirty_late(void **state)
 	free(base);
 }
 
+/*
+ * Written ahead inside a top-level message/rfc822 (the mark falls after
+ * the inner headers) and never inside a multipart (a delimiter may end a
+ * line): the same bytes as the line-by-line path, clean or dirty.
+ */
+static void canon_undo_nested(void **state)
+{
+	static const char *heads[] = {
+	    "Content-Type: message/rfc822\n\nSubject: inner\nContent-Type: text/plain\n\n",
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\nContent-Type: text/plain\n\n",
+	};
+	size_t body = 300 * 1000;
+
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		for (int dirty = 0; dirty < 2; dirty++) {
+			size_t hl = strlen(heads[i]), n = 0, al, bl;
+			char *msg = malloc(hl + body + 16), *a, *b;
+			struct mem_undo u = {0};
+
+			memcpy(msg, heads[i], hl);
+			n = hl;
+			for (size_t k = 0; k < body; k++)
+				msg[n++] = k % 70 == 69 ? '\n' : (char)('a' + k % 26);
+			if (dirty)
+				msg[n - 5] = (char)0xe9;
+			if (i == 1) {
+				memcpy(msg + n, "\n--B--\n", 7);
+				n += 7;
+			}
+			assert_int_equal(canon(msg, n, P11I_HDR_ALL, &a, &al, NULL), P11S_OK);
+			canon_undo = &u;
+			assert_int_equal(canon_file(msg, n, P11I_HDR_ALL, &b, &bl, NULL), P11S_OK);
+			canon_undo = NULL;
+			assert_int_equal(u.marks, i == 0);
+			assert_int_equal(u.rewinds, i == 0 && dirty);
+			assert_int_equal(al, bl);
+			assert_memory_equal(a, b, al);
+			assert_true((strstr(a, "quoted-printable") != NULL) == dirty);
+			free(a);
+			free(b);
+			free(msg);
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -839,6 +942,7 @@ int main(void)
 	    cmocka_unit_test(canon_spool),
 	    cmocka_unit_test(canon_base64_lines),
 	    cmocka_unit_test(canon_dirty_late),
+	    cmocka_unit_test(canon_undo_nested),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
