@@ -2122,7 +2122,10 @@ static int speculate_leaf(struct canon *c, const p11i_headers *h, unsigned class
 	/* Dirty: what went out of this leaf is taken back, and the leaf is read again. */
 	c->on = 0;
 	c->pending = pending;
-	if (c->ofail || c->undo->rewind(c->undo->arg) != 0)
+	if (c->ofail)
+		return p11i_err_ossl(c->err, P11S_E_IO, "cannot write the canonical MIME entity"),
+		       -1;
+	if (c->undo->rewind(c->undo->arg) != 0)
 		return p11i_err(c->err, P11S_E_IO, "cannot take back a part written ahead"), -1;
 	c->r.start = c->r.end = 0;
 	c->r.eof = c->r.error = 0;
