@@ -19,6 +19,11 @@
 #include "cms_stream.h"
 #include "common.h"
 
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <tmmintrin.h>
+#define P11I_B64_SSSE3 1
+#endif
+
 /* Read size; the look-ahead buffer is this plus what a small part needs. */
 #define CHUNK (64 * 1024)
 /* Bound on one small part decoded whole (RecipientInfos, originatorInfo, attributes). */
@@ -105,6 +110,7 @@ struct p11i_cms_stream {
 #define B64_STOP 0x83
 
 static unsigned char b64_table[256];
+static int b64_simd; /* the CPU has SSSE3 */
 static CRYPTO_ONCE b64_once = CRYPTO_ONCE_STATIC_INIT;
 
 static void b64_table_init(void)
@@ -117,7 +123,60 @@ static void b64_table_init(void)
 	b64_table[' '] = b64_table['\t'] = b64_table['\r'] = b64_table['\n'] = B64_WS;
 	b64_table['='] = B64_PAD;
 	b64_table['-'] = B64_STOP;
+#ifdef P11I_B64_SSSE3
+	b64_simd = __builtin_cpu_supports("ssse3");
+#endif
 }
+
+#ifdef P11I_B64_SSSE3
+/*
+ * Alphabet characters sixteen at a time to twelve bytes each (W. Mula and
+ * D. Lemire's method, as in A. Klomp's base64 library), up to the first
+ * group of sixteen that holds anything else: padding, a line end, a bad
+ * byte are left to the table decoder.  Returns the characters consumed (a
+ * multiple of 16; the output is 3/4 of it, exactly).
+ */
+__attribute__((target("ssse3"))) static size_t b64_dec_simd(const unsigned char *src, size_t n,
+                                                            unsigned char *dst)
+{
+	const __m128i nib = _mm_set1_epi8(0x0f), slash = _mm_set1_epi8('/');
+	/* A bit per nibble class: a character is out of the alphabet when its two share one. */
+	const __m128i lut_lo = _mm_setr_epi8(0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+	                                     0x11, 0x13, 0x1a, 0x1b, 0x1b, 0x1b, 0x1a);
+	const __m128i lut_hi = _mm_setr_epi8(0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10,
+	                                     0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10);
+	/* What to add to a character of each high nibble ('/' apart) to get its sextet. */
+	const __m128i lut_roll =
+	    _mm_setr_epi8(0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0);
+	const __m128i order = _mm_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1);
+	size_t i = 0;
+
+	/* Each round consumes 16 or stops. */
+	while (i + 16 <= n) {
+		const __m128i in = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
+		const __m128i hi_n = _mm_and_si128(_mm_srli_epi32(in, 4), nib);
+		const __m128i lo_n = _mm_and_si128(in, nib);
+		__m128i bad, roll, merged, packed, out;
+		uint32_t tail;
+
+		bad = _mm_and_si128(_mm_shuffle_epi8(lut_lo, lo_n), _mm_shuffle_epi8(lut_hi, hi_n));
+		if (_mm_movemask_epi8(_mm_cmpgt_epi8(bad, _mm_setzero_si128())) != 0)
+			break;
+		roll = _mm_shuffle_epi8(lut_roll, _mm_add_epi8(_mm_cmpeq_epi8(in, slash), hi_n));
+		/* Sextet pairs to 12-bit fields, field pairs to 24 bits, then the bytes in order.
+		 */
+		merged = _mm_maddubs_epi16(_mm_add_epi8(in, roll), _mm_set1_epi32(0x01400140));
+		packed = _mm_madd_epi16(merged, _mm_set1_epi32(0x00011000));
+		out = _mm_shuffle_epi8(packed, order);
+		_mm_storel_epi64((__m128i *)(void *)dst, out);
+		tail = (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(out, 8));
+		memcpy(dst + 8, &tail, 4);
+		dst += 12;
+		i += 16;
+	}
+	return i;
+}
+#endif
 
 /* Decode @p n characters into @p out (room for n / 4 * 3 + 3); the length, or -1. */
 static long b64_update(struct b64dec *d, unsigned char *out, const unsigned char *in, size_t n)
@@ -132,6 +191,16 @@ static long b64_update(struct b64dec *d, unsigned char *out, const unsigned char
 	for (;;) {
 		/* Whole groups between line ends: four lookups, three bytes. */
 		if (d->n == 0 && !d->pad && !d->done) {
+#ifdef P11I_B64_SSSE3
+			/* Twelve bytes for sixteen characters, exactly: within the room promised.
+			 */
+			if (b64_simd) {
+				size_t k = b64_dec_simd(in + i, n - i, out + o);
+
+				i += k;
+				o += (long)(k / 4 * 3);
+			}
+#endif
 			while (i + 4 <= n) {
 				unsigned a = t[in[i]], b = t[in[i + 1]], c = t[in[i + 2]],
 				         e = t[in[i + 3]];

@@ -46,6 +46,15 @@ p11s_rc p11i_err_nomem(p11s_error *err);
 #define P11I_ERR_R_RC 0x10000
 
 /*
+ * Private controls of the output BIO (src/output.c); filters pass them on.
+ * TELL: *(int64_t *)ptr = the bytes written so far, 1; 0 where the output
+ * cannot be taken back (a device, a FIFO, another kind of BIO).  REWIND:
+ * back to position num (from TELL), what followed dropped; 1, or 0.
+ */
+#define P11I_BIO_CTRL_TELL   0x7f11
+#define P11I_BIO_CTRL_REWIND 0x7f12
+
+/*
  * OpenSSL's reason for the error @p e in words into @p buf, or "" when it
  * adds nothing to @p msg (none, a system error, words already there).
  */

@@ -18,6 +18,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "common.h"
 #include "mime.h"
@@ -1244,6 +1247,40 @@ static int lr_init(struct lr *r, BIO *in)
 	return r->buf ? 0 : -1;
 }
 
+/* Read more after the unread bytes (moved to the front): 1 when the buffer grew, else at end. */
+static int lr_refill(struct lr *r)
+{
+	size_t avail = r->end - r->start, want;
+	int got;
+
+	if (r->eof)
+		return 0;
+	memmove(r->buf, r->buf + r->start, avail);
+	r->start = 0;
+	r->end = avail;
+	want = LR_SIZE - r->end;
+	if (r->limited && want > r->left)
+		want = (size_t)r->left;
+	got = want > 0 ? BIO_read(r->in, r->buf + r->end, (int)want) : 0;
+	if (got > 0) {
+		r->end += (size_t)got;
+		if (r->limited)
+			r->left -= (size_t)got;
+		return 1;
+	}
+	if (r->limited && want == 0) {
+		r->eof = 1;
+	} else {
+		/* A replay of the input that ends early: the file changed. */
+		if (r->limited)
+			r->error = 1;
+		r->eof = 1;
+		if (got < 0 && !BIO_eof(r->in))
+			r->error = 1;
+	}
+	return 0;
+}
+
 static int lr_seg(struct lr *r, const char **p, size_t *n)
 {
 	for (;;) {
@@ -1270,30 +1307,31 @@ static int lr_seg(struct lr *r, const char **p, size_t *n)
 		}
 		if (r->eof)
 			return r->error ? -1 : 0;
-		memmove(r->buf, r->buf + r->start, avail);
-		r->start = 0;
-		r->end = avail;
-		size_t want = LR_SIZE - r->end;
-
-		if (r->limited && want > r->left)
-			want = (size_t)r->left;
-		int got = want > 0 ? BIO_read(r->in, r->buf + r->end, (int)want) : 0;
-
-		if (got > 0) {
-			r->end += (size_t)got;
-			if (r->limited)
-				r->left -= (size_t)got;
-		} else if (r->limited && want == 0) {
-			r->eof = 1;
-		} else {
-			/* A replay of the input that ends early: the file changed. */
-			if (r->limited)
-				r->error = 1;
-			r->eof = 1;
-			if (got < 0 && !BIO_eof(r->in))
-				r->error = 1;
-		}
+		lr_refill(r);
 	}
+}
+
+/*
+ * Everything buffered, whatever its lines (a top-level leaf has no
+ * delimiter to look for): 1, 0 at the end, -1 on error.  lr_unread() gives
+ * back the tail of the block.
+ */
+static int lr_block(struct lr *r, const char **p, size_t *n)
+{
+	while (r->start == r->end)
+		if (lr_refill(r) == 0)
+			return r->error ? -1 : 0;
+	*p = r->buf + r->start;
+	*n = r->end - r->start;
+	r->last = r->start;
+	r->start = r->end;
+	return 1;
+}
+
+/* Keep only the first @p k bytes of the block lr_block() gave last. */
+static void lr_unread(struct lr *r, size_t k)
+{
+	r->start = r->last + k;
 }
 
 enum end_kind { END_NONE, END_EOF, END_DELIM };
@@ -1319,6 +1357,7 @@ struct canon {
 	size_t on;
 	int ofail;
 	int pending; /* a line end is owed before the next output */
+	const p11i_canon_undo *undo;
 	p11s_error *err;
 };
 
@@ -1391,13 +1430,13 @@ static int match_delim(struct canon *c, const char *p, size_t n, size_t *level, 
  * then from the input.  0 at the end of the body: a delimiter of an
  * enclosing multipart, or the end of input (c->end says which).
  */
-static int body_seg(struct canon *c, const char **p, size_t *n)
+static int body_next(struct canon *c, const char **p, size_t *n, int block)
 {
 	int r;
 
 	/* A spooled leaf replays first: the end it met comes after it. */
 	if (c->spooling) {
-		r = lr_seg(&c->spool_r, p, n);
+		r = block ? lr_block(&c->spool_r, p, n) : lr_seg(&c->spool_r, p, n);
 		if (r > 0) {
 			c->bol = (*p)[*n - 1] == '\n';
 			return 1;
@@ -1417,7 +1456,7 @@ static int body_seg(struct canon *c, const char **p, size_t *n)
 	}
 	if (c->end != END_NONE)
 		return 0;
-	r = lr_seg(&c->r, p, n);
+	r = block ? lr_block(&c->r, p, n) : lr_seg(&c->r, p, n);
 	if (r < 0)
 		return -1;
 	if (r == 0) {
@@ -1438,6 +1477,21 @@ static int body_seg(struct canon *c, const char **p, size_t *n)
 	}
 	c->bol = (*p)[*n - 1] == '\n';
 	return 1;
+}
+
+/* One line (or a piece of a long one) of the current body. */
+static int body_seg(struct canon *c, const char **p, size_t *n)
+{
+	return body_next(c, p, n, 0);
+}
+
+/*
+ * Whatever is buffered of the current body, lines or not: only where no
+ * delimiter can end it (c->nb == 0, a top-level leaf).
+ */
+static int body_block(struct canon *c, const char **p, size_t *n)
+{
+	return body_next(c, p, n, c->nb == 0);
 }
 
 static int body_seg_fn(void *arg, const char **p, size_t *n)
@@ -1601,31 +1655,122 @@ static void qp_feed(struct canon *c, struct qp *q, const char *p, size_t n, int 
 	}
 }
 
-/* Whether a text segment keeps a part 7-bit: *linelen carries across segments. */
-static int seg_is_7bit(const char *p, size_t n, size_t *linelen)
+/*
+ * The 7-bit text test of a leaf, fed its body in pieces of any size: a
+ * byte >= 0x80 or NUL, a CR that is not one of the CRs before a line's
+ * LF, or a line over 998 bytes (line ends not counted) makes it dirty.
+ */
+struct scan7 {
+	size_t linelen; /* the current line so far, line end not counted */
+	size_t crs;     /* CRs just seen, whose fate the next byte decides */
+	int dirty;
+	int done; /* dirty, and the line where it happened has ended */
+};
+
+/* Nonzero when one of the eight bytes of @p w is LF, CR, NUL or >= 0x80. */
+static uint64_t special8(uint64_t w)
 {
-	int eol = n > 0 && p[n - 1] == '\n';
-	size_t len = eol ? strip_eol(p, n) : n;
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	uint64_t lf = w ^ (ones * '\n'), cr = w ^ (ones * '\r');
 
-	for (size_t i = 0; i < len; i++) {
-		unsigned char b = (unsigned char)p[i];
-
-		if (b >= 0x80 || b == 0 || b == '\r')
-			return 0;
-	}
-	*linelen += len;
-	if (*linelen > MAX_LINE)
-		return 0;
-	if (eol)
-		*linelen = 0;
-	return 1;
+	/* (v - ones) & ~v flags a zero byte (and may flag bytes above one: no matter here). */
+	return (w | ((w - ones) & ~w) | ((lf - ones) & ~lf) | ((cr - ones) & ~cr)) & high;
 }
 
 /*
- * Read a leaf declared 7bit (or nothing) ahead until it proves 7-bit text
- * or not, keeping what was read for replay.  Returns 1 when it needs an
- * encoding, 0 when it does not, -1 on error (recorded).
+ * Scan @p n bytes; the count consumed: all of them, or fewer when the leaf
+ * turned out dirty and the line where it did ended (past its LF), so that
+ * a replay of what was consumed ends at a line start.
  */
+static size_t scan7_feed(struct scan7 *s, const char *p, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = 0;
+	uint64_t w;
+
+	if (s->done)
+		return 0;
+	while (i < n) {
+		if (s->dirty) {
+			const unsigned char *nl = memchr(u + i, '\n', n - i);
+
+			if (nl == NULL)
+				return n;
+			s->done = 1;
+			return (size_t)(nl - u) + 1;
+		}
+		/* Plain text eight bytes at a time; every loop below advances i. */
+		if (s->crs == 0) {
+			size_t run = 0;
+
+#if defined(__SSE2__)
+			/* Sixteen at a time, line ends included (a line a few vectors long is the
+			 * rule). */
+			const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+			const __m128i zero = _mm_setzero_si128();
+
+			while (i + 16 <= n) {
+				__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
+				unsigned bad = (unsigned)_mm_movemask_epi8(v) |
+				               (unsigned)_mm_movemask_epi8(_mm_or_si128(
+				                   _mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, zero)));
+				unsigned lfs = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+
+				if (bad != 0)
+					break;
+				if (lfs == 0) {
+					if (s->linelen + 16 > MAX_LINE)
+						break;
+					s->linelen += 16;
+				} else {
+					/* The first LF ends the current line; lines after it are
+					 * short. */
+					if (s->linelen + (size_t)__builtin_ctz(lfs) > MAX_LINE)
+						break;
+					s->linelen = 15 - (size_t)(31 - __builtin_clz(lfs));
+				}
+				i += 16;
+			}
+#endif
+			while (i + 8 <= n) {
+				memcpy(&w, u + i, 8);
+				if (special8(w))
+					break;
+				i += 8;
+				run += 8;
+			}
+			s->linelen += run;
+			if (s->linelen > MAX_LINE) {
+				s->dirty = 1;
+				continue;
+			}
+			if (i >= n)
+				break;
+		}
+		unsigned char b = u[i++];
+
+		if (b == '\n') {
+			s->crs = 0;
+			s->linelen = 0;
+		} else if (b == '\r') {
+			/* The line reader hands a buffer of CRs over as text: bare CRs. */
+			if (++s->crs >= LR_SIZE)
+				s->dirty = 1;
+		} else if (s->crs > 0 || b >= 0x80 || b == 0 || ++s->linelen > MAX_LINE) {
+			s->dirty = 1;
+		}
+	}
+	return n;
+}
+
+/* The body ended: CRs with no LF after them are bare CRs. */
+static int scan7_end(struct scan7 *s)
+{
+	if (s->crs > 0)
+		s->dirty = 1;
+	return s->dirty;
+}
+
 /* Lines are gathered into blocks before they go to the spool (one BIO_write per line cost more than
  * the copy). */
 static int stage_flush(struct canon *c, char *stage, size_t *sn)
@@ -1654,23 +1799,49 @@ static long body_offset(struct canon *c)
 }
 
 /*
+ * The next piece of the leaf being scanned, fed to @p s: a line, or at the
+ * top level (no delimiter to find) a whole buffered block.  The count of
+ * bytes taken in *n (what a replay must cover); 0 at the end of the leaf
+ * or once it is decided, -1 on error.
+ */
+static int scan_piece(struct canon *c, struct scan7 *s, const char **p, size_t *n)
+{
+	size_t used;
+	int r;
+
+	if (s->done)
+		return 0;
+	r = body_block(c, p, n);
+	if (r <= 0) {
+		if (r == 0)
+			scan7_end(s);
+		return r;
+	}
+	used = scan7_feed(s, *p, *n);
+	if (used < *n) {
+		/* The rest of the block stays for the reader it came from. */
+		lr_unread(c->spooling ? &c->spool_r : &c->r, used);
+		if (used > 0 && (*p)[used - 1] == '\n')
+			c->bol = 1;
+		*n = used;
+	}
+	return *n > 0 ? 1 : 0;
+}
+
+/*
  * A leaf of a regular file is read again from the file rather than kept:
  * for a large text part that halves what passes through the kernel.
  */
 static int scan_leaf_seekable(struct canon *c, long start)
 {
 	const char *p;
-	size_t n, linelen = 0;
+	size_t n;
 	uint64_t scanned = 0;
-	int dirty = 0, r;
+	struct scan7 s = {0};
+	int r;
 
-	while ((r = body_seg(c, &p, &n)) > 0) {
-		if (!dirty && !seg_is_7bit(p, n, &linelen))
-			dirty = 1;
+	while ((r = scan_piece(c, &s, &p, &n)) > 0)
 		scanned += n;
-		if (dirty && p[n - 1] == '\n')
-			break;
-	}
 	if (r < 0)
 		return read_fail(c), -1;
 	c->resume = BIO_tell(c->r.in);
@@ -1683,14 +1854,20 @@ static int scan_leaf_seekable(struct canon *c, long start)
 	c->replay_in = 1;
 	c->spooling = 1;
 	c->bol = 1;
-	return dirty;
+	return s.dirty;
 }
 
+/*
+ * Read a leaf declared 7bit (or nothing) ahead until it proves 7-bit text
+ * or not, keeping what was read for replay.  Returns 1 when it needs an
+ * encoding, 0 when it does not, -1 on error (recorded).
+ */
 static int scan_leaf(struct canon *c)
 {
 	const char *p;
-	size_t n, linelen = 0, spooled = 0, sn = 0;
-	int dirty = 0, r;
+	size_t n, spooled = 0, sn = 0;
+	struct scan7 s = {0};
+	int r;
 	BIO *fb = NULL;
 	char *stage;
 	long start = body_offset(c);
@@ -1703,9 +1880,7 @@ static int scan_leaf(struct canon *c)
 		free(stage);
 		return p11i_err_nomem(c->err), -1;
 	}
-	while ((r = body_seg(c, &p, &n)) > 0) {
-		if (!dirty && !seg_is_7bit(p, n, &linelen))
-			dirty = 1;
+	while ((r = scan_piece(c, &s, &p, &n)) > 0) {
 		if (spooled + n > SPOOL_MEM && fb == NULL) {
 			/* Past the memory budget: move the spool to an unlinked file. */
 			char *mem;
@@ -1736,9 +1911,6 @@ static int scan_leaf(struct canon *c)
 			sn += n;
 		}
 		spooled += n;
-		/* Decided: read on only to the end of the line, so replay ends at a line start. */
-		if (dirty && p[n - 1] == '\n')
-			break;
 	}
 	if (stage_flush(c, stage, &sn) != 0)
 		goto write_fail;
@@ -1755,7 +1927,7 @@ static int scan_leaf(struct canon *c)
 	c->spooling = 1;
 	/* Replay starts where the leaf started: at a line start. */
 	c->bol = 1;
-	return dirty;
+	return s.dirty;
 write_fail:
 	free(stage);
 	return p11i_err(c->err, P11S_E_IO, "cannot spool a large part to a temporary file: %s",
@@ -1776,6 +1948,63 @@ static int has_8bit(const char *p, size_t n)
 	for (; i < n; i++)
 		acc |= (unsigned char)p[i];
 	return (acc & 0x8080808080808080ull) != 0;
+}
+
+/* One block of a clean leaf; *crs: CRs at the end of the last block, their fate unknown. */
+static void emit_clean_block(struct canon *c, const char *p, size_t n, size_t *crs)
+{
+	const char *end = p + n, *nl, *t;
+
+	while (p < end) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		t = nl ? nl : end;
+		while (t > p && t[-1] == '\r')
+			t--;
+		put_pending(c);
+		if (t > p) {
+			/* Held CRs with text after them were bare ones. */
+			for (; *crs > 0; (*crs)--)
+				put(c, "\r", 1);
+			put(c, p, (size_t)(t - p));
+		}
+		if (nl == NULL) {
+			*crs += (size_t)(end - t);
+			return;
+		}
+		/* The CRs before this LF, held ones included, were the line end's. */
+		*crs = 0;
+		c->pending = 1;
+		p = nl + 1;
+	}
+}
+
+static void emit_clean_end(struct canon *c, size_t *crs)
+{
+	if (*crs > 0) {
+		put_pending(c);
+		for (; *crs > 0; (*crs)--)
+			put(c, "\r", 1);
+		c->pending = 0;
+	}
+}
+
+/*
+ * A top-level leaf that scanned as 7-bit text, passed through a buffered
+ * block at a time: each LF and the CRs before it become CRLF.  The same
+ * bytes as emit_leaf()'s line by line path, without its cost per line.
+ */
+static p11s_rc emit_clean_blocks(struct canon *c)
+{
+	const char *p;
+	size_t n, crs = 0;
+	int r;
+
+	while ((r = body_block(c, &p, &n)) > 0)
+		emit_clean_block(c, p, n, &crs);
+	if (r < 0)
+		return read_fail(c);
+	emit_clean_end(c, &crs);
+	return P11S_OK;
 }
 
 static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
@@ -1850,6 +2079,61 @@ static p11s_rc emit_leaf(struct canon *c, enum leaf_enc enc, int check_7bit)
 			c->pending = 0;
 	}
 	return P11S_OK;
+}
+
+/*
+ * A top-level leaf of a regular file, written as it is scanned (as clean
+ * 7-bit text, its fields first) instead of scanned and then read again.
+ * 0: it was clean and is written; 1: it was not, the output is back at
+ * the mark and the input at the leaf's start, for the encoders; 2: the
+ * output cannot be taken back (nothing done); -1: error (recorded).
+ */
+static int speculate_leaf(struct canon *c, const p11i_headers *h, unsigned classes)
+{
+	long start = body_offset(c);
+	struct scan7 s = {0};
+	const char *p;
+	size_t n, crs = 0;
+	int r, pending = c->pending;
+
+	if (start < 0 || c->undo == NULL)
+		return 2;
+	flush_out(c);
+	if (c->ofail)
+		return p11i_err_ossl(c->err, P11S_E_IO, "cannot write the canonical MIME entity"),
+		       -1;
+	if (c->undo->mark(c->undo->arg) != 0)
+		return 2;
+	put_fields(c, h, classes, NULL);
+	c->pending = 1;
+	while ((r = body_block(c, &p, &n)) > 0) {
+		/* A block goes out only once the whole of it is known clean. */
+		scan7_feed(&s, p, n);
+		if (s.dirty)
+			break;
+		emit_clean_block(c, p, n, &crs);
+	}
+	if (r < 0)
+		return read_fail(c), -1;
+	if (r == 0 && !scan7_end(&s)) {
+		emit_clean_end(c, &crs);
+		return 0;
+	}
+	/* Dirty: what went out of this leaf is taken back, and the leaf is read again. */
+	c->on = 0;
+	c->pending = pending;
+	if (c->ofail)
+		return p11i_err_ossl(c->err, P11S_E_IO, "cannot write the canonical MIME entity"),
+		       -1;
+	if (c->undo->rewind(c->undo->arg) != 0)
+		return p11i_err(c->err, P11S_E_IO, "cannot take back a part written ahead"), -1;
+	c->r.start = c->r.end = 0;
+	c->r.eof = c->r.error = 0;
+	c->end = END_NONE;
+	c->bol = 1;
+	if (BIO_seek(c->r.in, start) != 0)
+		return p11i_err(c->err, P11S_E_IO, "cannot read the input a second time"), -1;
+	return 1;
 }
 
 static p11s_rc entity(struct canon *c, const p11i_headers *h, unsigned classes, int in_digest,
@@ -2019,8 +2303,13 @@ static p11s_rc entity(struct canon *c, const p11i_headers *h, unsigned classes, 
 	} else if (strcmp(cte, "8bit") == 0) {
 		enc = is_text(media) ? ENC_QP : ENC_B64_LINES;
 	} else {
-		int dirty = scan_leaf(c);
+		/* At the top level of a file, read once while it stays 7-bit. */
+		int dirty = c->nb == 0 ? speculate_leaf(c, h, classes) : 2;
 
+		if (dirty == 0)
+			goto out;
+		if (dirty == 2)
+			dirty = scan_leaf(c);
 		if (dirty < 0) {
 			rc = p11s_error_rc(c->err);
 			goto out;
@@ -2036,7 +2325,10 @@ static p11s_rc entity(struct canon *c, const p11i_headers *h, unsigned classes, 
 		                       : "Content-Transfer-Encoding: base64\r\n");
 	}
 	c->pending = 1;
-	rc = emit_leaf(c, enc, check);
+	if (enc == ENC_PASS && !check && c->nb == 0)
+		rc = emit_clean_blocks(c);
+	else
+		rc = emit_leaf(c, enc, check);
 out:
 	free(ct);
 	free(media);
@@ -2048,12 +2340,19 @@ out:
 p11s_rc p11i_mime_canonicalize(const p11i_headers *h, unsigned classes, BIO *body, BIO *out,
                                p11s_error *err)
 {
+	return p11i_mime_canonicalize_undo(h, classes, body, out, NULL, err);
+}
+
+p11s_rc p11i_mime_canonicalize_undo(const p11i_headers *h, unsigned classes, BIO *body, BIO *out,
+                                    const p11i_canon_undo *undo, p11s_error *err)
+{
 	struct canon *c = calloc(1, sizeof(*c));
 	p11s_rc rc;
 
 	if (c == NULL)
 		return p11i_err_nomem(err);
 	c->out = out;
+	c->undo = undo;
 	c->err = err;
 	c->bol = 1;
 	c->ob = malloc(OBUF_SIZE);

@@ -191,6 +191,27 @@ BIO *p11i_bio_eol_new(p11i_eol to);
 p11s_rc p11i_mime_canonicalize(const p11i_headers *h, unsigned classes, BIO *body, BIO *out,
                                p11s_error *err);
 
+/**
+ * How a caller lets p11i_mime_canonicalize_undo() write a top-level 7-bit
+ * part as it reads it, once: mark() says that what was written so far
+ * stays (0; -1 when the output cannot be taken back), rewind() takes the
+ * output, and whatever it feeds (a digest), back to the mark (0 or -1).
+ */
+typedef struct p11i_canon_undo {
+	int (*mark)(void *arg);
+	int (*rewind)(void *arg);
+	void *arg;
+} p11i_canon_undo;
+
+/**
+ * p11i_mime_canonicalize(), the same bytes, reading a top-level leaf that
+ * may stay 7-bit once when @p body is a regular file and @p undo (may be
+ * NULL) can take the output back: written as it is scanned, taken back and
+ * read again from the file only when it turns out to need an encoding.
+ */
+p11s_rc p11i_mime_canonicalize_undo(const p11i_headers *h, unsigned classes, BIO *body, BIO *out,
+                                    const p11i_canon_undo *undo, p11s_error *err);
+
 struct p11s_milter_msg;
 /**
  * The milter message's parsed header block (after

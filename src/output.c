@@ -40,6 +40,9 @@ static unsigned long open_seq;
 #define OUT_BUF (256 * 1024)
 /* Standard output is kept in memory up to this, then spilled to a file. */
 #define MEM_MAX (1024 * 1024)
+/* A file's writeback is started every this many bytes, so that the fsync at commit waits for the
+ * tail only. */
+#define WRITEBACK_STEP (8 * 1024 * 1024)
 
 enum out_kind {
 	OUT_FILE,   /* temporary file, linked or renamed over path at commit */
@@ -65,6 +68,7 @@ struct p11s_output {
 	int synced;        /* p11s_output_sync_group(): the data is on the disk already */
 	unsigned long seq; /* order of opening, for p11s_output_sync_group() */
 	BIO *bio;
+	off_t written, started; /* bytes in the file; how many of them are under writeback */
 };
 
 /*
@@ -170,6 +174,22 @@ static int open_unnamed(const char *dir, mode_t mode)
 	return fd;
 }
 
+/*
+ * @p n more bytes are in the file.  The disk starts on them as they come
+ * rather than at the commit's fsync: on a disk slower than the work, the
+ * fsync then waits for the last step only.  Standard output's spill file
+ * is copied, not kept: no writeback for it.  An error here is the fsync's
+ * to report.
+ */
+static void out_wrote(p11s_output *o, size_t n)
+{
+	o->written += (off_t)n;
+	if (o->kind == OUT_FILE && o->written - o->started >= WRITEBACK_STEP) {
+		sync_file_range(o->fd, o->started, o->written - o->started, SYNC_FILE_RANGE_WRITE);
+		o->started = o->written;
+	}
+}
+
 /* Write out the buffer (spilling standard output to a file first if needed). */
 static int out_drain(p11s_output *o)
 {
@@ -188,6 +208,7 @@ static int out_drain(p11s_output *o)
 		o->werr = errno;
 		return -1;
 	}
+	out_wrote(o, o->len);
 	o->len = 0;
 	return 0;
 }
@@ -235,6 +256,7 @@ static int out_write(BIO *b, const char *in, int inl)
 				o->werr = errno;
 				return -1;
 			}
+			out_wrote(o, n);
 			break;
 		}
 		room = o->cap - o->len;
@@ -251,6 +273,28 @@ static int out_write(BIO *b, const char *in, int inl)
 	return inl;
 }
 
+/* Back to @p off (at most what was written): what a speculative writer takes back. */
+static int out_rewind(p11s_output *o, long off)
+{
+	off_t to = (off_t)off;
+
+	if (o->kind == OUT_DIRECT || o->werr || off < 0 || to > o->written + (off_t)o->len)
+		return -1;
+	if (to >= o->written) {
+		o->len = (size_t)(to - o->written);
+		return 0;
+	}
+	if (o->fd < 0 || ftruncate(o->fd, to) != 0 || lseek(o->fd, to, SEEK_SET) != to) {
+		o->werr = errno ? errno : EIO;
+		return -1;
+	}
+	o->written = to;
+	o->len = 0;
+	if (o->started > to)
+		o->started = to;
+	return 0;
+}
+
 static int out_puts(BIO *b, const char *s)
 {
 	return out_write(b, s, (int)strlen(s));
@@ -260,8 +304,6 @@ static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
 	p11s_output *o = BIO_get_data(b);
 
-	(void)num;
-	(void)ptr;
 	switch (cmd) {
 	case BIO_CTRL_FLUSH:
 		/* Standard output stays in memory until commit; a file is written now. */
@@ -270,6 +312,13 @@ static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
 		return out_drain(o) == 0 ? 1 : 0;
 	case BIO_CTRL_WPENDING:
 		return (long)o->len;
+	case P11I_BIO_CTRL_TELL:
+		if (o->kind == OUT_DIRECT || o->werr || ptr == NULL)
+			return 0;
+		*(int64_t *)ptr = (int64_t)o->written + (int64_t)o->len;
+		return 1;
+	case P11I_BIO_CTRL_REWIND:
+		return out_rewind(o, num) == 0 ? 1 : 0;
 	case BIO_CTRL_PENDING:
 		return 0;
 	case BIO_CTRL_EOF:

@@ -571,12 +571,75 @@ static p11s_rc write_der_base64(BIO *sink, CMS_ContentInfo *cms, p11s_error *err
 	return P11S_OK;
 }
 
+/*
+ * Taking back a part written ahead (p11i_canon_undo): the digests of the
+ * chain as they were, and the output's length, when our output BIO is at
+ * the end of it (other outputs answer no, and the part is read twice).
+ */
+#define UNDO_MDS 4
+
+struct undo {
+	BIO *chain, *sink, *out;
+	EVP_MD_CTX *saved[UNDO_MDS];
+	int n;
+	int64_t pos;
+};
+
+static int undo_mark(void *arg)
+{
+	struct undo *u = arg;
+	int n = 0;
+
+	if (BIO_ctrl(u->out, P11I_BIO_CTRL_TELL, 0, &u->pos) != 1)
+		return -1;
+	for (BIO *b = u->chain; b != NULL && b != u->sink; b = BIO_next(b)) {
+		EVP_MD_CTX *ctx = NULL;
+
+		if (BIO_method_type(b) != BIO_TYPE_MD || n == UNDO_MDS ||
+		    BIO_get_md_ctx(b, &ctx) <= 0 || ctx == NULL)
+			return -1;
+		if (u->saved[n] == NULL && (u->saved[n] = EVP_MD_CTX_new()) == NULL)
+			return -1;
+		if (!EVP_MD_CTX_copy_ex(u->saved[n], ctx))
+			return -1;
+		n++;
+	}
+	u->n = n;
+	return 0;
+}
+
+static int undo_rewind(void *arg)
+{
+	struct undo *u = arg;
+	int n = 0;
+
+	for (BIO *b = u->chain; b != NULL && b != u->sink; b = BIO_next(b)) {
+		EVP_MD_CTX *ctx = NULL;
+
+		if (n == u->n || BIO_get_md_ctx(b, &ctx) <= 0 || ctx == NULL ||
+		    !EVP_MD_CTX_copy_ex(ctx, u->saved[n]))
+			return -1;
+		n++;
+	}
+	/* The line-end filter holds nothing at a mark (a line end was the last byte): reset it. */
+	BIO_ctrl(u->sink, BIO_CTRL_RESET, 0, NULL);
+	return BIO_ctrl(u->out, P11I_BIO_CTRL_REWIND, (long)u->pos, NULL) == 1 ? 0 : -1;
+}
+
+static void undo_free(struct undo *u)
+{
+	for (int i = 0; i < UNDO_MDS; i++)
+		EVP_MD_CTX_free(u->saved[i]);
+}
+
 static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_headers *h, BIO *in,
                              BIO *sink, p11s_error *err)
 {
 	unsigned char rnd[12];
 	char *hex, *head = NULL;
 	BIO *chain = NULL;
+	struct undo u = {0};
+	const p11i_canon_undo undo = {undo_mark, undo_rewind, &u};
 	p11s_rc rc;
 
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1 || (hex = p11i_hex(rnd, sizeof(rnd))) == NULL)
@@ -601,7 +664,10 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
 		goto out;
 	}
-	rc = p11i_mime_canonicalize(h, P11I_HDR_CONTENT, in, chain, err);
+	u.chain = chain;
+	u.sink = sink;
+	u.out = BIO_next(sink);
+	rc = p11i_mime_canonicalize_undo(h, P11I_HDR_CONTENT, in, chain, &undo, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (!CMS_dataFinal(cms, chain)) {
@@ -629,6 +695,7 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 	if (rc == P11S_OK)
 		rc = put(sink, head, err);
 out:
+	undo_free(&u);
 	p11i_bio_free_upto(chain, sink);
 	free(head);
 	free(hex);

@@ -547,6 +547,81 @@ static void large_every_form(void **state)
 	p11s_error_free(err);
 }
 
+/*
+ * The base64 body of a large message, decoded sixteen characters at a time
+ * where the CPU can: lines of every width with blanks among them decode to
+ * the same bytes, and a bad character megabytes in, or a cut mid-quad, is
+ * refused as before.
+ */
+static void base64_body(void **state)
+{
+	static const char head[] = "Content-Type: application/octet-stream\r\n\r\n";
+	static const unsigned char bad[] = {'*', '.', '@', 0x80, 0xff, 0, '=', '\x7f'};
+	struct enc_spec sp = {.cipher = EVP_aes_256_gcm(), .form = F_SMIME};
+	p11s_decrypt_opts o = {.inform = P11S_INFORM_SMIME, .keep_line_ends = 1};
+	size_t ptlen = 2 * 1024 * 1024 + 5, hl = strlen(head), len, outlen, body, nc = 0, k = 0;
+	char *pt = malloc(ptlen), *out, *chars, *wrapped;
+	unsigned char *msg;
+	p11s_error *err = p11s_error_new();
+
+	(void)state;
+	memcpy(pt, head, hl);
+	assert_true(RAND_bytes((unsigned char *)pt + hl, (int)(ptlen - hl)) == 1);
+	msg = encrypt_for(&ec256_cert, 1, &sp, pt, ptlen, &len);
+	body = (size_t)((unsigned char *)strstr((char *)msg, "\n\n") - msg) + 2;
+
+	/* The same characters in lines of 1 to 150, a blank or a tab now and then. */
+	chars = malloc(len);
+	for (size_t i = body; i < len; i++)
+		if (msg[i] != '\n' && msg[i] != '\r')
+			chars[nc++] = (char)msg[i];
+	wrapped = malloc(body + 2 * nc + 16);
+	memcpy(wrapped, msg, body);
+	len = body;
+	for (size_t i = 0, w = 1; i < nc; w = w % 150 + 1) {
+		for (size_t j = 0; j < w && i < nc; j++, k++) {
+			wrapped[len++] = chars[i++];
+			if (k % 997 == 0)
+				wrapped[len++] = k % 2 ? ' ' : '\t';
+		}
+		if (w % 3 == 0)
+			wrapped[len++] = '\r';
+		wrapped[len++] = '\n';
+	}
+	if (decrypt(ec256_key, ec256_cert, &o, wrapped, len, &out, &outlen, NULL, err) != P11S_OK)
+		fail_msg("rewrapped: %s", p11s_error_message(err));
+	assert_int_equal(outlen, ptlen + strlen("MIME-Version: 1.0\n"));
+	assert_memory_equal(out + strlen("MIME-Version: 1.0\n"), pt, ptlen);
+	free(out);
+
+	/* A bad character deep in the body, at each place in a group of sixteen. */
+	for (size_t b = 0; b < sizeof(bad); b++) {
+		for (size_t off = 0; off < 17; off++) {
+			size_t at = body + 1024 * 1024 + 61 * b + off;
+			unsigned char keep;
+
+			while (wrapped[at] == '\n' || wrapped[at] == '\r' || wrapped[at] == ' ' ||
+			       wrapped[at] == '\t')
+				at++;
+			keep = (unsigned char)wrapped[at];
+			wrapped[at] = (char)bad[b];
+			expect_fail(ec256_key, ec256_cert, P11S_INFORM_SMIME, wrapped, len,
+			            P11S_E_INPUT, "not valid base64");
+			wrapped[at] = (char)keep;
+		}
+	}
+	/* Cut mid-quad: three characters of the last group. */
+	while (len > 0 && (wrapped[len - 1] == '\n' || wrapped[len - 1] == '\r'))
+		len--;
+	expect_fail(ec256_key, ec256_cert, P11S_INFORM_SMIME, wrapped, len - 1, P11S_E_INPUT,
+	            "truncated");
+	free(wrapped);
+	free(chars);
+	OPENSSL_free(msg);
+	free(pt);
+	p11s_error_free(err);
+}
+
 /* A whole message: outer headers kept in order, MIME-Version once, line ends. */
 static void message_framing(void **state)
 {
@@ -1280,6 +1355,7 @@ int main(void)
 	    cmocka_unit_test(several_recipients),
 	    cmocka_unit_test(nobody),
 	    cmocka_unit_test(large_every_form),
+	    cmocka_unit_test(base64_body),
 	    cmocka_unit_test(message_framing),
 	    cmocka_unit_test(truncated),
 	    cmocka_unit_test(tampered),

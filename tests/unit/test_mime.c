@@ -652,6 +652,277 @@ static void canon_spool(void **state)
 	free(msg);
 }
 
+/* An output that can be taken back: a memory BIO, cut back to the mark. */
+struct mem_undo {
+	BIO *mem;
+	long pos;
+	int marks, rewinds;
+};
+
+static int mem_mark(void *arg)
+{
+	struct mem_undo *u = arg;
+	char *data;
+
+	u->pos = BIO_get_mem_data(u->mem, &data);
+	u->marks++;
+	return 0;
+}
+
+static int mem_rewind(void *arg)
+{
+	struct mem_undo *u = arg;
+	char *data, *keep;
+	long n = BIO_get_mem_data(u->mem, &data);
+
+	assert_true(n >= u->pos);
+	keep = malloc((size_t)u->pos + 1);
+	memcpy(keep, data, (size_t)u->pos);
+	(void)BIO_reset(u->mem);
+	assert_int_equal(BIO_write(u->mem, keep, (int)u->pos), (int)u->pos);
+	free(keep);
+	u->rewinds++;
+	return 0;
+}
+
+static struct mem_undo *canon_undo; /* canon_file() writes as it scans, through this */
+
+/*
+ * canon() from a regular file: the scan of a 7-bit leaf is replayed from
+ * the file itself, or with canon_undo set, the leaf is written as it is
+ * scanned and taken back if it turns dirty.
+ */
+static p11s_rc canon_file(const char *msg, size_t len, unsigned classes, char **out, size_t *olen,
+                          p11s_error *err)
+{
+	FILE *fp = tmpfile();
+	BIO *in, *o = BIO_new(BIO_s_mem());
+	p11i_headers *h = NULL;
+	p11s_rc rc;
+	char *data;
+	long n;
+
+	assert_non_null(fp);
+	assert_int_equal(fwrite(msg, 1, len, fp), len);
+	rewind(fp);
+	in = BIO_new_fp(fp, BIO_CLOSE);
+	rc = p11i_headers_read(in, 0, &h, err);
+	if (rc == P11S_OK && canon_undo != NULL) {
+		p11i_canon_undo undo = {mem_mark, mem_rewind, canon_undo};
+
+		canon_undo->mem = o;
+		rc = p11i_mime_canonicalize_undo(h, classes, in, o, &undo, err);
+	} else if (rc == P11S_OK) {
+		rc = p11i_mime_canonicalize(h, classes, in, o, err);
+	}
+	n = BIO_get_mem_data(o, &data);
+	*out = malloc((size_t)n + 1);
+	if (n > 0)
+		memcpy(*out, data, (size_t)n);
+	(*out)[n] = '\0';
+	*olen = (size_t)n;
+	p11i_headers_free(h);
+	BIO_free(in);
+	BIO_free(o);
+	return rc;
+}
+
+/* What a clean 7-bit body becomes: each LF with the CRs before it is CRLF. */
+static char *ref_crlf(const char *p, size_t n, size_t *olen)
+{
+	char *out = malloc(2 * n + 1), *o = out;
+	size_t i = 0;
+
+	while (i < n) {
+		const char *nl = memchr(p + i, '\n', n - i);
+		size_t e = nl ? (size_t)(nl - p) : n, t = e;
+
+		while (nl && t > i && p[t - 1] == '\r')
+			t--;
+		memcpy(o, p + i, t - i);
+		o += t - i;
+		if (nl) {
+			*o++ = '\r';
+			*o++ = '\n';
+		}
+		i = e + 1;
+	}
+	*olen = (size_t)(o - out);
+	return out;
+}
+
+/*
+ * Megabytes of clean 7-bit text, then what makes a part dirty (or nearly):
+ * the scan goes a block at a time at the top level, so every case is
+ * checked from memory and from a file, against the line-by-line writers:
+ * a clean part must come out as CRLF lines, a dirty one exactly as the
+ * same part labelled 8bit (which is encoded without a scan).
+ */
+static void canon_dirty_late(void **state)
+{
+	static const struct {
+		const char *tail;
+		size_t tail_len;
+		int dirty;
+	} cases[] = {
+	    {"end\n", 4, 0},
+	    {"caf\xc3\xa9 at the end\n", 18, 1},
+	    {"a NUL \0 here\nmore\n", 18, 1},
+	    {"bare \r CR\nmore\n", 15, 1},
+	    {"CRLF\r\nand CRCRLF\r\r\nend", 22, 0},
+	    {"ends in a CR\r", 13, 1},
+	    {"ends in CRs\r\r\n", 14, 0},
+	    {"no final line end", 17, 0},
+	    {"8-bit last byte\xff", 16, 1},
+	};
+	const char *types[] = {"text/plain", "application/x-thing"};
+	size_t body = 3 * 1024 * 1024 + 77;
+	char *base = malloc(body + 2048);
+
+	(void)state;
+	/* Lines of 1 to 120 bytes, some CRLF, with an LF or CRLF across every 64 KiB boundary. */
+	for (size_t i = 0, col = 0, line = 0; i < body; i++, col++) {
+		if (col == 1 + line * 37 % 120 || (i + 1) % 65536 == 0) {
+			base[i] = '\n';
+			if (col > 0 && line % 3 == 0)
+				base[i - 1] = '\r';
+			col = (size_t)-1;
+			line++;
+		} else {
+			base[i] = (char)('!' + i % 90);
+		}
+	}
+	base[body - 1] = '\n';
+	for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+		for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]) + 3; k++) {
+			char head[128], head8[160], *msg, *msg8, *a, *b, *want;
+			size_t hl, hl8, n, al, bl, wl, extra = 0;
+			p11s_error *err = p11s_error_new();
+			int dirty;
+
+			hl = (size_t)snprintf(head, sizeof(head), "Content-Type: %s\n\n", types[t]);
+			hl8 = (size_t)snprintf(
+			    head8, sizeof(head8),
+			    "Content-Type: %s\nContent-Transfer-Encoding: 8bit\n\n", types[t]);
+			msg = malloc(hl + body + 2048);
+			memcpy(msg, head, hl);
+			memcpy(msg + hl, base, body);
+			n = hl + body;
+			if (k < sizeof(cases) / sizeof(cases[0])) {
+				memcpy(msg + n, cases[k].tail, cases[k].tail_len);
+				n += cases[k].tail_len;
+				dirty = cases[k].dirty;
+			} else {
+				/* Lines of 998 (fine) and 999 bytes, a line end or none after. */
+				extra = k == sizeof(cases) / sizeof(cases[0]) ? 998 : 999;
+				memset(msg + n, 'x', extra);
+				n += extra;
+				if (k < sizeof(cases) / sizeof(cases[0]) + 2)
+					msg[n++] = '\n';
+				dirty = extra > 998;
+			}
+			msg8 = malloc(hl8 + n);
+			memcpy(msg8, head8, hl8);
+			memcpy(msg8 + hl8, msg + hl, n - hl);
+
+			assert_int_equal(canon(msg, n, P11I_HDR_ALL, &a, &al, err), P11S_OK);
+			assert_int_equal(canon_file(msg, n, P11I_HDR_ALL, &b, &bl, err), P11S_OK);
+			assert_int_equal(al, bl);
+			assert_memory_equal(a, b, al);
+			free(b);
+			/* Written as scanned: taken back exactly when the part is dirty. */
+			struct mem_undo u = {0};
+
+			canon_undo = &u;
+			assert_int_equal(canon_file(msg, n, P11I_HDR_ALL, &b, &bl, err), P11S_OK);
+			canon_undo = NULL;
+			assert_int_equal(u.marks, 1);
+			assert_int_equal(u.rewinds, dirty);
+			assert_int_equal(al, bl);
+			assert_memory_equal(a, b, al);
+			if (dirty) {
+				free(b);
+				assert_int_equal(
+				    canon(msg8, hl8 + n - hl, P11I_HDR_ALL, &want, &wl, err),
+				    P11S_OK);
+				assert_non_null(strstr(want, "Content-Transfer-Encoding: "));
+			} else {
+				char *body_want = ref_crlf(msg + hl, n - hl, &wl);
+
+				free(b);
+				b = NULL;
+				want = malloc(hl + 2 + wl);
+				memcpy(want, head, hl - 2);
+				memcpy(want + hl - 2, "\r\n\r\n", 4);
+				memcpy(want + hl + 2, body_want, wl);
+				wl += hl + 2;
+				free(body_want);
+			}
+			if (al != wl || memcmp(a, want, al) != 0) {
+				size_t d = 0;
+
+				while (d < al && d < wl && a[d] == want[d])
+					d++;
+				fail_msg("%s, case %zu: the output differs from the line-by-line "
+				         "writer's at byte %zu (%zu and %zu bytes)",
+				         types[t], k, d, al, wl);
+			}
+			free(a);
+			free(want);
+			free(msg);
+			free(msg8);
+			p11s_error_free(err);
+		}
+	}
+	free(base);
+}
+
+/*
+ * Written ahead inside a top-level message/rfc822 (the mark falls after
+ * the inner headers) and never inside a multipart (a delimiter may end a
+ * line): the same bytes as the line-by-line path, clean or dirty.
+ */
+static void canon_undo_nested(void **state)
+{
+	static const char *heads[] = {
+	    "Content-Type: message/rfc822\n\nSubject: inner\nContent-Type: text/plain\n\n",
+	    "Content-Type: multipart/mixed; boundary=B\n\n--B\nContent-Type: text/plain\n\n",
+	};
+	size_t body = 300 * 1000;
+
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		for (int dirty = 0; dirty < 2; dirty++) {
+			size_t hl = strlen(heads[i]), n = 0, al, bl;
+			char *msg = malloc(hl + body + 16), *a, *b;
+			struct mem_undo u = {0};
+
+			memcpy(msg, heads[i], hl);
+			n = hl;
+			for (size_t k = 0; k < body; k++)
+				msg[n++] = k % 70 == 69 ? '\n' : (char)('a' + k % 26);
+			if (dirty)
+				msg[n - 5] = (char)0xe9;
+			if (i == 1) {
+				memcpy(msg + n, "\n--B--\n", 7);
+				n += 7;
+			}
+			assert_int_equal(canon(msg, n, P11I_HDR_ALL, &a, &al, NULL), P11S_OK);
+			canon_undo = &u;
+			assert_int_equal(canon_file(msg, n, P11I_HDR_ALL, &b, &bl, NULL), P11S_OK);
+			canon_undo = NULL;
+			assert_int_equal(u.marks, i == 0);
+			assert_int_equal(u.rewinds, i == 0 && dirty);
+			assert_int_equal(al, bl);
+			assert_memory_equal(a, b, al);
+			assert_true((strstr(a, "quoted-printable") != NULL) == dirty);
+			free(a);
+			free(b);
+			free(msg);
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -670,6 +941,8 @@ int main(void)
 	    cmocka_unit_test(headers_nul),
 	    cmocka_unit_test(canon_spool),
 	    cmocka_unit_test(canon_base64_lines),
+	    cmocka_unit_test(canon_dirty_late),
+	    cmocka_unit_test(canon_undo_nested),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
