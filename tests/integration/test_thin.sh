@@ -197,4 +197,28 @@ printf 'bogus = 1\n' >cfg/p11smime/config
 XDG_CONFIG_HOME=$TEST_TMP/cfg both "a malformed config file" exact sign --signer rsa2048@example.org -i m.eml
 assert_exit 2 "a malformed config file"
 
+# ------------------------------------- an installed tree, moved elsewhere
+B=${P11S_BUILDDIR:?}
+if [ -e "$B/libp11smime-cli.so" ]; then
+	cmake --install "$B" --prefix "$TEST_TMP/prefix" >install.log 2>&1 || fail "cmake --install"
+	mv "$TEST_TMP/prefix" "$TEST_TMP/moved"
+	cli=$(find "$TEST_TMP/moved" -name libp11smime-cli.so)
+	case $cli in
+	*/p11smime/libp11smime-cli.so) pass "the command line is installed in a private directory ($cli)" ;;
+	*) fail "libp11smime-cli.so installed at '$cli'" ;;
+	esac
+	"$TEST_TMP/moved/bin/p11smime" --version >v.out 2>v.err
+	RC=$?
+	assert_exit 0 "the moved installed p11smime loads its command line"
+	assert_contains v.out "p11smime "
+	"$TEST_TMP/moved/bin/p11smime" sign --signer rsa2048@example.org -i m.eml -o inst.eml 2>inst.err
+	RC=$?
+	assert_exit 0 "the installed p11smime signs through the agent"
+	"$TEST_TMP/moved/bin/p11smime" --pin-source "$PF" sign --no-agent --signer rsa2048@example.org -i m.eml -o inst2.eml 2>inst2.err
+	RC=$?
+	assert_exit 0 "the installed p11smime signs alone (--no-agent)"
+else
+	pass "static build (P11S_SHARED=OFF): the command line is linked in"
+fi
+
 finish
