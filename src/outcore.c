@@ -137,9 +137,9 @@ static char *dir_of(const char *path)
  * A file in @p dir with no name: nothing is left if we die.  -1 with errno
  * EOPNOTSUPP (and friends) when the file system cannot.
  */
-static int open_unnamed(const char *dir)
+static int open_unnamed(const char *dir, mode_t mode)
 {
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
 
 	if (fd < 0 && (errno == EISDIR || errno == EINVAL || errno == EOPNOTSUPP))
 		errno = EOPNOTSUPP;
@@ -287,6 +287,7 @@ static p11s_rc resolve_link(struct p11i_out *o, char **why)
 static p11s_rc open_file(struct p11i_out *o, char **why)
 {
 	char *dir;
+	mode_t mode;
 	int e;
 
 	o->path = strdup(o->shown);
@@ -325,22 +326,42 @@ static p11s_rc open_file(struct p11i_out *o, char **why)
 	 * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH or
 	 * /proc/self/fd: without either (a bare container), use a named one.
 	 */
+	/*
+	 * A new file is created with its final mode, the umask applied by the
+	 * kernel as for any new file: no fchmod at commit, and no umask(2)
+	 * dance, which is not safe while other threads create files.  Nobody
+	 * else can open it before it has its name and its whole content.
+	 */
+	mode = o->exists ? 0600 : (o->flags & P11I_OUT_PRIVATE) ? 0600 : 0666;
 	pthread_mutex_lock(&open_lock);
 	if (geteuid() != 0 && access("/proc/self/fd", X_OK) != 0) {
 		o->fd = -1;
 		errno = EOPNOTSUPP;
 	} else {
-		o->fd = open_unnamed(dir);
+		o->fd = open_unnamed(dir, mode);
 	}
 	if (o->fd < 0 && errno == EOPNOTSUPP) {
 		/* No O_TMPFILE here (NFS, old kernels): a named file, renamed at commit. */
-		o->tmp_path = out_asprintf("%s/.p11smime-XXXXXX", dir);
-		if (o->tmp_path == NULL) {
-			pthread_mutex_unlock(&open_lock);
-			free(dir);
-			return nomem(why);
+		for (int tries = 0; tries < 100; tries++) {
+			unsigned char rnd[6];
+
+			free(o->tmp_path);
+			o->tmp_path = NULL;
+			if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+				errno = EIO;
+				break;
+			}
+			o->tmp_path = out_asprintf("%s/.p11smime-%02x%02x%02x%02x%02x%02x", dir,
+			                           rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+			if (o->tmp_path == NULL) {
+				pthread_mutex_unlock(&open_lock);
+				free(dir);
+				return nomem(why);
+			}
+			o->fd = open(o->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+			if (o->fd >= 0 || errno != EEXIST)
+				break;
 		}
-		o->fd = mkostemp(o->tmp_path, O_CLOEXEC);
 		if (o->fd < 0) {
 			free(o->tmp_path);
 			o->tmp_path = NULL;
@@ -580,7 +601,7 @@ static int place_unnamed(struct p11i_out *o)
 /* The owner and mode the file will have in place (see p11i_out_open()). */
 static int set_mode(struct p11i_out *o)
 {
-	mode_t mask, mode;
+	mode_t mode;
 
 	if (o->exists) {
 		/* Replacing a file: it keeps its owner (root can give it) and its mode. */
@@ -595,11 +616,9 @@ static int set_mode(struct p11i_out *o)
 		}
 		mode = o->st.st_mode & 07777;
 	} else if (o->flags & P11I_OUT_PRIVATE) {
-		mode = 0600;
+		mode = 0600; /* whatever the umask took from the 0600 it was created with */
 	} else {
-		mask = umask(0);
-		umask(mask);
-		mode = 0666 & ~mask;
+		return 0; /* created 0666 less the umask, as any new file */
 	}
 	return fchmod(o->fd, mode);
 }
