@@ -52,27 +52,41 @@ static int full_cli(int argc, char **argv)
 #ifdef P11S_CLI_LINKED
 	return p11i_cli_main(argc, argv);
 #else
-	/* Beside the executable (build tree), else in the private directory (installed). */
+	/*
+	 * Beside the executable (build tree), else in the private directory
+	 * (installed).  One buffer: every page of stack touched is a fault
+	 * that the commands handed over pay.
+	 */
 	static const char *const where[] = {"", P11S_CLI_RELDIR "/"};
-	char self[PATH_MAX], path[2 * PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	static const char name[] = "libp11smime-cli.so";
+	char path[PATH_MAX + 64];
+	ssize_t n = readlink("/proc/self/exe", path, PATH_MAX);
 	int (*cli_main)(int, char **) = NULL;
 	const char *why = "libp11smime-cli.so is not installed";
+	char *dir_end;
 	void *h = NULL;
 
-	if (n <= 0) {
-		why = "cannot find /proc/self/exe";
-		n = 0;
+	if (n <= 0 || (path[n] = '\0', dir_end = strrchr(path, '/')) == NULL) {
+		fprintf(stderr,
+		        "p11smime: cannot load the command line: cannot find /proc/self/exe\n");
+		return 4;
 	}
-	self[n] = '\0';
-	if (strrchr(self, '/') != NULL)
-		strrchr(self, '/')[1] = '\0';
-	for (size_t i = 0; n > 0 && h == NULL && i < sizeof(where) / sizeof(where[0]); i++) {
-		snprintf(path, sizeof(path), "%s%slibp11smime-cli.so",
-		         where[i][0] == '/' ? "" : self, where[i]);
-		if (access(path, F_OK) != 0)
+	dir_end++;
+	for (size_t i = 0; h == NULL && i < sizeof(where) / sizeof(where[0]); i++) {
+		const char *full = path;
+
+		if (where[i][0] == '/') {
+			full = P11S_CLI_RELDIR "/libp11smime-cli.so";
+		} else if ((size_t)(dir_end - path) + strlen(where[i]) + sizeof(name) <=
+		           sizeof(path)) {
+			strcpy(dir_end, where[i]);
+			strcat(dir_end, name);
+		} else {
 			continue;
-		h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+		}
+		if (access(full, F_OK) != 0)
+			continue;
+		h = dlopen(full, RTLD_LAZY | RTLD_LOCAL);
 		why = h == NULL ? dlerror() : "p11i_cli_main is missing";
 	}
 	if (h != NULL)
