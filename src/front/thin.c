@@ -464,14 +464,15 @@ static int thin_sign(struct client *c, int argc, char **argv)
 
 	agent_buf_str(&req, AGENT_PROTO_VERSION);
 	agent_buf_str(&req, "sign");
-	/* The chain comes in the request before the other options: note where it starts. */
+	/* --chain files are read in a second pass: a usage error must come first, as in the
+	 * command. */
 	while ((opt = getopt_long(argc, argv, P11I_SIGN_SHORT, p11i_sign_opts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			signer = optarg;
 			break;
 		case 'c':
-			break; /* taken below, in order, once the options are known good */
+			break;
 		case 'd':
 			digest = optarg;
 			break;
