@@ -724,11 +724,15 @@ static int thin(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	char **copy = malloc(((size_t)argc + 1) * sizeof(*copy));
+	const char *sock = getenv("P11SMIME_AGENT_SOCK");
+	char **copy = NULL;
 	int ret = HAND_OVER;
 
 	/* As the command line does: EPIPE is a write error (exit 4), not a silent death. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Without an agent nothing is done here: not even a malloc, whose pages the rest pays. */
+	if (sock != NULL && *sock != '\0')
+		copy = malloc(((size_t)argc + 1) * sizeof(*copy));
 	if (copy != NULL) {
 		memcpy(copy, argv, ((size_t)argc + 1) * sizeof(*copy));
 		ret = thin(argc, copy);
