@@ -245,30 +245,6 @@ p11s_key_type p11i_pkey_facts(EVP_PKEY *pk, int *bits, const char **curve)
 	}
 }
 
-int p11i_tmpfile(const char **dirp)
-{
-	const char *dir = getenv("TMPDIR");
-	char *path;
-	int fd;
-
-	dir = dir && *dir ? dir : "/tmp";
-	if (dirp != NULL)
-		*dirp = dir;
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-		return fd;
-	path = p11i_asprintf("%s/.p11smime-XXXXXX", dir);
-	if (path == NULL) {
-		errno = ENOMEM;
-		return -1;
-	}
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd >= 0)
-		unlink(path);
-	free(path);
-	return fd;
-}
-
 /*
  * The spool's stdio buffer, 64 KiB: its users write and read in 64 KiB
  * blocks, and with the default 4 KiB buffer each block written became two
@@ -356,25 +332,5 @@ int p11i_vec_grow(void *arrayp, size_t *cap, size_t n, size_t more, size_t size)
 		return -1;
 	memcpy(arrayp, &nv, sizeof(nv));
 	*cap = want;
-	return 0;
-}
-
-int p11i_write_full(int fd, const void *buf, size_t n)
-{
-	const unsigned char *p = buf;
-
-	while (n > 0) {
-		ssize_t w = write(fd, p, n > SSIZE_MAX ? SSIZE_MAX : n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			if (w == 0)
-				errno = EIO;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
 	return 0;
 }

@@ -8,7 +8,7 @@ packages=(
 	libssl-dev libp11-dev libp11-kit-dev p11-kit p11-kit-modules libjansson-dev libcmocka-dev
 	softhsm2 opensc libengine-pkcs11-openssl
 	gnutls-bin gpgsm libnss3-tools
-	python3 perl time jq openssl gpg-agent
+	python3 perl time jq openssl gpg-agent strace
 	neomutt tmux mailcap locales
 	libmilter-dev postfix
 	swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus

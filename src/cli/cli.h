@@ -189,4 +189,7 @@ int cli_batch_default_jobs(void);
 
 int cmd_milter(struct cli *cli, int argc, char **argv);
 
+/* The command line's main() (src/cli/main.c); the executable is src/front/thin.c. */
+int p11i_cli_main(int argc, char **argv);
+
 #endif

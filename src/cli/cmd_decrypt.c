@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "p11smime/decrypt.h"
 
 static void help(FILE *fp)
@@ -168,14 +169,6 @@ static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char
 
 int cmd_decrypt(struct cli *cli, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"key", required_argument, NULL, 'k'},     {"at", required_argument, NULL, 'a'},
-	    {"inform", required_argument, NULL, 'f'},  {"keep-line-ends", no_argument, NULL, 'L'},
-	    {"entity", no_argument, NULL, 'E'},        {"in", required_argument, NULL, 'i'},
-	    {"out", required_argument, NULL, 'o'},     {"help", no_argument, NULL, 'h'},
-	    {"out-dir", required_argument, NULL, 'R'}, {"no-agent", no_argument, NULL, 'N'},
-	    {"jobs", required_argument, NULL, 'J'},    {NULL, 0, NULL, 0},
-	};
 	p11s_decrypt_opts o = {0};
 	const char *in_path = NULL, *out_path = NULL, *out_dir = NULL;
 	p11s_decrypt_report *report = NULL;
@@ -185,7 +178,7 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	p11s_rc rc;
 	int c, ret, no_agent = 0, jobs = cli_batch_default_jobs();
 
-	while ((c = getopt_long(argc, argv, "i:o:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, P11I_DECRYPT_SHORT, p11i_decrypt_opts, NULL)) != -1) {
 		switch (c) {
 		case 'J':
 			if (cli_batch_jobs("decrypt", optarg, &jobs) != 0)

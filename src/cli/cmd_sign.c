@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "p11smime/hooks.h"
 #include "p11smime/sign.h"
 
@@ -143,23 +144,6 @@ static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p
 
 int cmd_sign(struct cli *cli, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"signer", required_argument, NULL, 's'},
-	    {"chain", required_argument, NULL, 'c'},
-	    {"digest", required_argument, NULL, 'd'},
-	    {"pss", no_argument, NULL, 'P'},
-	    {"opaque", no_argument, NULL, 'O'},
-	    {"at", required_argument, NULL, 'a'},
-	    {"in", required_argument, NULL, 'i'},
-	    {"out", required_argument, NULL, 'o'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"detached-signature", no_argument, NULL, 'D'},
-	    {"outform", required_argument, NULL, 'f'},
-	    {"out-dir", required_argument, NULL, 'R'},
-	    {"no-agent", no_argument, NULL, 'N'},
-	    {"jobs", required_argument, NULL, 'J'},
-	    {NULL, 0, NULL, 0},
-	};
 	p11s_sign_opts so;
 	const char **chain = NULL;
 	const char *in_path = NULL, *out_path = NULL, *out_dir = NULL;
@@ -177,7 +161,7 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 		fprintf(stderr, "p11smime: out of memory\n");
 		return 4;
 	}
-	while ((c = getopt_long(argc, argv, "i:o:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, P11I_SIGN_SHORT, p11i_sign_opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			so.signer = optarg;

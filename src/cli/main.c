@@ -10,6 +10,7 @@
 #include <fcntl.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "p11smime/config.h"
 
 static const struct cli_command commands[] = {
@@ -259,18 +260,12 @@ void cli_verbose(const struct cli *cli, const char *fmt, ...)
 	fputc('\n', cli_err(cli));
 }
 
-int main(int argc, char **argv)
+/*
+ * The whole command line: main() of libp11smime-cli.so, called by the thin
+ * front end (src/front/thin.c) for everything it does not do itself.
+ */
+int p11i_cli_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"module", required_argument, NULL, 'm'},
-	    {"pin-source", required_argument, NULL, 'p'},
-	    {"allow-final-try", no_argument, NULL, 'F'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cli cli = {0};
 	p11s_config *cfg = NULL;
 	int c, ret;
@@ -282,7 +277,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	/* "+": stop at the command; its options are its own. */
-	while ((c = getopt_long(argc, argv, "+vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, P11I_GLOBAL_SHORT, p11i_global_opts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
 			cli.module = optarg;

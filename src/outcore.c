@@ -1,0 +1,774 @@
+/*
+ * The all-or-nothing output's file logic, on libc alone (src/outcore.h).
+ *
+ * Output is kept in large blocks (stdio's 4 KiB buffer cost a system call
+ * per 2-4 KiB).  Temporary files are created without a name (O_TMPFILE)
+ * and linked in only at commit, so that a process killed at any point
+ * leaves nothing behind; where the file system cannot, a named temporary
+ * file is the fallback.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "outcore.h"
+
+/*
+ * The order in which output files were opened (p11i_out_sync_group()):
+ * taken with the open, under one lock, so that it is the order in which
+ * the kernel sampled their file system's error state.
+ */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long open_seq;
+
+/* Output block size. */
+#define OUT_BUF (256 * 1024)
+/* Standard output is kept in memory up to this, then spilled to a file. */
+#define MEM_MAX (1024 * 1024)
+/* A file's writeback is started every this many bytes (see out_wrote()). */
+#define WRITEBACK_STEP (8 * 1024 * 1024)
+
+#define OUT_FILE   P11I_OUT_FILE
+#define OUT_STDOUT P11I_OUT_STDOUT
+#define OUT_DIRECT P11I_OUT_DIRECT
+
+static p11s_rc fail(char **why, p11s_rc rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static p11s_rc fail(char **why, p11s_rc rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(why, fmt, ap) < 0)
+		*why = NULL;
+	va_end(ap);
+	return rc;
+}
+
+static p11s_rc nomem(char **why)
+{
+	*why = NULL;
+	return P11S_E_NOMEM;
+}
+
+static char *out_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *out_asprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+int p11i_tmpfile(const char **dirp)
+{
+	const char *dir = getenv("TMPDIR");
+	char *path;
+	int fd;
+
+	dir = dir && *dir ? dir : "/tmp";
+	if (dirp != NULL)
+		*dirp = dir;
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd;
+	path = out_asprintf("%s/.p11smime-XXXXXX", dir);
+	if (path == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	free(path);
+	return fd;
+}
+
+int p11i_write_full(int fd, const void *buf, size_t n)
+{
+	const unsigned char *p = buf;
+
+	while (n > 0) {
+		ssize_t w = write(fd, p, n > SSIZE_MAX ? SSIZE_MAX : n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = EIO;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ writing */
+
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+/*
+ * A file in @p dir with no name: nothing is left if we die.  -1 with errno
+ * EOPNOTSUPP (and friends) when the file system cannot.
+ */
+static int open_unnamed(const char *dir, mode_t mode)
+{
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+
+	if (fd < 0 && (errno == EISDIR || errno == EINVAL || errno == EOPNOTSUPP))
+		errno = EOPNOTSUPP;
+	return fd;
+}
+
+/* Write out the buffer (spilling standard output to a file first if needed). */
+/*
+ * @p n more bytes are in the file.  The disk starts on them as they come
+ * rather than at the commit's fsync: on a disk slower than the work, the
+ * fsync then waits for the last step only.  Standard output's spill file
+ * is copied, not kept: no writeback for it.  An error here is the fsync's
+ * to report.
+ */
+static void out_wrote(struct p11i_out *o, size_t n)
+{
+	o->written += (off_t)n;
+	if (o->kind == OUT_FILE && o->written - o->started >= WRITEBACK_STEP) {
+		sync_file_range(o->fd, o->started, o->written - o->started, SYNC_FILE_RANGE_WRITE);
+		o->started = o->written;
+	}
+}
+
+static int out_drain(struct p11i_out *o)
+{
+	if (o->werr)
+		return -1;
+	if (o->len == 0)
+		return 0;
+	if (o->fd < 0) {
+		o->fd = p11i_tmpfile(NULL);
+		if (o->fd < 0) {
+			o->werr = errno;
+			return -1;
+		}
+	}
+	if (p11i_write_full(o->fd, o->buf, o->len) != 0) {
+		o->werr = errno;
+		return -1;
+	}
+	out_wrote(o, o->len);
+	o->len = 0;
+	return 0;
+}
+
+int p11i_out_write(struct p11i_out *o, const void *in, size_t len)
+{
+	size_t n = len, room, k;
+	const unsigned char *p = in;
+	unsigned char *nb;
+
+	if (o == NULL || o->werr)
+		return -1;
+	while (n > 0) {
+		/*
+		 * The block grows as output comes: up to MEM_MAX for standard
+		 * output (small outputs never touch the disk), up to OUT_BUF for
+		 * a file (a small mail does not take a 256 KiB block, which
+		 * malloc maps and unmaps each time, per file of a batch).
+		 */
+		size_t limit = o->kind == OUT_STDOUT && o->fd < 0 ? MEM_MAX : OUT_BUF;
+
+		if (o->len + n > o->cap && o->cap < limit) {
+			size_t cap = o->cap * 2;
+
+			while (cap < o->len + n && cap < limit)
+				cap *= 2;
+			if (cap > limit)
+				cap = limit;
+			nb = malloc(cap);
+			if (nb == NULL) {
+				o->werr = ENOMEM;
+				return -1;
+			}
+			memcpy(nb, o->buf, o->len);
+			explicit_bzero(o->buf, o->touched);
+			free(o->buf);
+			o->buf = nb;
+			o->cap = cap;
+			continue;
+		}
+		if (o->len == 0 && n >= o->cap && o->fd >= 0) {
+			/* A large write goes straight through. */
+			if (p11i_write_full(o->fd, p, n) != 0) {
+				o->werr = errno;
+				return -1;
+			}
+			out_wrote(o, n);
+			break;
+		}
+		room = o->cap - o->len;
+		k = n < room ? n : room;
+		memcpy(o->buf + o->len, p, k);
+		o->len += k;
+		if (o->len > o->touched)
+			o->touched = o->len;
+		p += k;
+		n -= k;
+		if (o->len == o->cap && out_drain(o) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+long long p11i_out_tell(const struct p11i_out *o)
+{
+	if (o == NULL || o->kind == OUT_DIRECT || o->werr)
+		return -1;
+	return (long long)o->written + (long long)o->len;
+}
+
+int p11i_out_rewind(struct p11i_out *o, long long off)
+{
+	off_t to = (off_t)off;
+
+	if (o == NULL || o->kind == OUT_DIRECT || o->werr || off < 0 ||
+	    to > o->written + (off_t)o->len)
+		return -1;
+	if (to >= o->written) {
+		o->len = (size_t)(to - o->written);
+		return 0;
+	}
+	if (o->fd < 0 || ftruncate(o->fd, to) != 0 || lseek(o->fd, to, SEEK_SET) != to) {
+		o->werr = errno ? errno : EIO;
+		return -1;
+	}
+	o->written = to;
+	o->len = 0;
+	if (o->started > to)
+		o->started = to;
+	return 0;
+}
+
+int p11i_out_flush(struct p11i_out *o)
+{
+	/* Standard output stays in memory until commit; a file is written now. */
+	if (o->kind == OUT_STDOUT && o->fd < 0)
+		return o->werr ? -1 : 0;
+	return out_drain(o);
+}
+
+/* ------------------------------------------------------------ opening */
+
+static p11s_rc open_fail(struct p11i_out *o, p11s_rc rc)
+{
+	p11i_out_abort(o);
+	return rc;
+}
+
+/*
+ * A symbolic link at @p path: the file it points to is replaced, the link
+ * stays.  The link is followed by open(), so the kernel's protection of
+ * links in sticky directories (fs.protected_symlinks) applies.
+ */
+static p11s_rc resolve_link(struct p11i_out *o, char **why)
+{
+	struct stat st;
+	char *real;
+	int fd = open(o->shown, O_PATH | O_CLOEXEC);
+
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return fail(why, P11S_E_IO,
+			            "cannot write '%s': it is a symbolic link to a file that does "
+			            "not exist (give the file's own name)",
+			            o->shown);
+		return fail(why, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
+	}
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		/* /dev/stdout and the like: written directly through the link. */
+		close(fd);
+		o->st = st;
+		return P11S_OK;
+	}
+	if (fstat(fd, &st) != 0 || (real = realpath(o->shown, NULL)) == NULL) {
+		p11s_rc rc =
+		    fail(why, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
+		close(fd);
+		return rc;
+	}
+	close(fd);
+	free(o->path);
+	o->path = real;
+	/* The link moved while we looked: refuse rather than guess. */
+	if (lstat(real, &o->st) != 0 || o->st.st_dev != st.st_dev || o->st.st_ino != st.st_ino)
+		return fail(why, P11S_E_IO, "cannot write '%s': it changed while being opened",
+		            o->shown);
+	o->exists = 1;
+	return P11S_OK;
+}
+
+static p11s_rc open_file(struct p11i_out *o, char **why)
+{
+	char *dir;
+	mode_t mode;
+	int e;
+
+	o->path = strdup(o->shown);
+	if (o->path == NULL)
+		return nomem(why);
+	if (lstat(o->path, &o->st) == 0) {
+		o->exists = 1;
+		if (S_ISLNK(o->st.st_mode)) {
+			p11s_rc rc = resolve_link(o, why);
+
+			if (rc != P11S_OK)
+				return rc;
+		}
+		if (S_ISDIR(o->st.st_mode))
+			return fail(why, P11S_E_IO, "cannot write '%s': it is a directory",
+			            o->shown);
+		if (!S_ISREG(o->st.st_mode)) {
+			/*
+			 * /dev/null, a FIFO, a terminal: there is nothing to rename
+			 * over, and renaming over a device would replace it with a file.
+			 */
+			o->kind = OUT_DIRECT;
+			o->fd = open(o->path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+			if (o->fd < 0)
+				return fail(why, P11S_E_IO, "cannot open '%s': %s", o->shown,
+				            strerror(errno));
+			return P11S_OK;
+		}
+	} else if (errno != ENOENT) {
+		return fail(why, P11S_E_IO, "cannot write '%s': %s", o->shown, strerror(errno));
+	}
+	dir = dir_of(o->path);
+	if (dir == NULL)
+		return nomem(why);
+	/*
+	 * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH or
+	 * /proc/self/fd: without either (a bare container), use a named one.
+	 */
+	/*
+	 * A new file is created with its final mode, the umask applied by the
+	 * kernel as for any new file: no fchmod at commit, and no umask(2)
+	 * dance, which is not safe while other threads create files.  Nobody
+	 * else can open it before it has its name and its whole content.
+	 */
+	mode = o->exists ? 0600 : (o->flags & P11I_OUT_PRIVATE) ? 0600 : 0666;
+	pthread_mutex_lock(&open_lock);
+	if (geteuid() != 0 && access("/proc/self/fd", X_OK) != 0) {
+		o->fd = -1;
+		errno = EOPNOTSUPP;
+	} else {
+		o->fd = open_unnamed(dir, mode);
+	}
+	if (o->fd < 0 && errno == EOPNOTSUPP) {
+		/* No O_TMPFILE here (NFS, old kernels): a named file, renamed at commit. */
+		for (int tries = 0; tries < 100; tries++) {
+			unsigned char rnd[6];
+
+			free(o->tmp_path);
+			o->tmp_path = NULL;
+			if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+				errno = EIO;
+				break;
+			}
+			o->tmp_path = out_asprintf("%s/.p11smime-%02x%02x%02x%02x%02x%02x", dir,
+			                           rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+			if (o->tmp_path == NULL) {
+				pthread_mutex_unlock(&open_lock);
+				free(dir);
+				return nomem(why);
+			}
+			o->fd = open(o->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+			if (o->fd >= 0 || errno != EEXIST)
+				break;
+		}
+		if (o->fd < 0) {
+			free(o->tmp_path);
+			o->tmp_path = NULL;
+		}
+	}
+	e = errno;
+	o->seq = ++open_seq;
+	pthread_mutex_unlock(&open_lock);
+	free(dir);
+	if (o->fd < 0)
+		return fail(why, P11S_E_IO, "cannot create '%s': %s", o->shown, strerror(e));
+	return P11S_OK;
+}
+
+p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i_out **out,
+                      char **why)
+{
+	struct p11i_out *o;
+	struct stat st, null_st;
+	p11s_rc rc;
+
+	o = calloc(1, size);
+	if (o == NULL)
+		return nomem(why);
+	o->fd = -1;
+	o->flags = flags;
+	if (path != NULL && strcmp(path, "-") != 0) {
+		o->kind = OUT_FILE;
+		o->shown = strdup(path);
+		if (o->shown == NULL)
+			return open_fail(o, nomem(why));
+		rc = open_file(o, why);
+		if (rc != P11S_OK)
+			return open_fail(o, rc);
+	} else {
+		o->kind = OUT_STDOUT;
+		o->shown = strdup("standard output");
+		if (o->shown == NULL)
+			return open_fail(o, nomem(why));
+		/* Nothing to keep whole on /dev/null. */
+		if (fstat(STDOUT_FILENO, &st) == 0 && S_ISCHR(st.st_mode) &&
+		    stat("/dev/null", &null_st) == 0 && st.st_rdev == null_st.st_rdev) {
+			o->kind = OUT_DIRECT;
+			o->fd = dup(STDOUT_FILENO);
+			if (o->fd < 0)
+				return open_fail(o, fail(why, P11S_E_IO,
+				                         "cannot write to standard output: %s",
+				                         strerror(errno)));
+		}
+	}
+	o->cap = o->kind == OUT_DIRECT ? OUT_BUF : 16 * 1024;
+	o->buf = malloc(o->cap);
+	if (o->buf == NULL)
+		return open_fail(o, nomem(why));
+	*out = o;
+	return P11S_OK;
+}
+
+static void output_free(struct p11i_out *o)
+{
+	if (o->fd >= 0)
+		close(o->fd);
+	if (o->buf != NULL) {
+		/*
+		 * It may be plaintext.  Only what was written: wiping the whole
+		 * 256 KiB block touched every page of it, for each output of a
+		 * batch (a quarter of the time of a batch of small mails).
+		 */
+		explicit_bzero(o->buf, o->touched);
+		free(o->buf);
+	}
+	free(o->shown);
+	free(o->path);
+	free(o->tmp_path);
+	free(o);
+}
+
+void p11i_out_abort(struct p11i_out *o)
+{
+	if (o == NULL)
+		return;
+	if (o->tmp_path != NULL)
+		unlink(o->tmp_path);
+	output_free(o);
+}
+
+p11s_rc p11i_out_explain(const struct p11i_out *o, p11s_rc rc, char **why)
+{
+	if (o == NULL || !o->werr)
+		return rc;
+	return fail(why, P11S_E_IO,
+	            o->kind == OUT_STDOUT ? "cannot write to %s: %s" : "cannot write '%s': %s",
+	            o->shown, strerror(o->werr));
+}
+
+/* ------------------------------------------------------------ commit */
+
+/* Copy the spill file to standard output in the kernel where it can. */
+static int copy_spill(int from, int to, off_t size)
+{
+	unsigned char *buf;
+	off_t off = 0;
+	ssize_t n;
+
+	while (off < size) {
+		n = copy_file_range(from, &off, to, NULL, (size_t)(size - off), 0);
+		if (n <= 0)
+			break;
+	}
+	while (off < size) {
+		n = sendfile(to, from, &off, (size_t)(size - off));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EINVAL || errno == ENOSYS))
+			break;
+		if (n <= 0)
+			return n == 0 ? (errno = EIO, -1) : -1;
+	}
+	if (off >= size)
+		return 0;
+	/* Neither works between these two (an O_APPEND file, say): a plain loop. */
+	buf = malloc(OUT_BUF);
+	if (buf == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	while (off < size) {
+		n = pread(from, buf, OUT_BUF, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || p11i_write_full(to, buf, (size_t)n) != 0) {
+			if (n == 0)
+				errno = EIO;
+			free(buf);
+			return -1;
+		}
+		off += n;
+	}
+	free(buf);
+	return 0;
+}
+
+static p11s_rc commit_stdout(struct p11i_out *o, char **why)
+{
+	struct stat st;
+	off_t start = -1;
+	int regular = fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode);
+	int fail;
+
+	/* Whatever stdio holds goes first (nothing should, but keep the order). */
+	fflush(stdout);
+	if (regular)
+		start = lseek(STDOUT_FILENO, 0, SEEK_CUR);
+	if (o->fd < 0) {
+		fail = p11i_write_full(STDOUT_FILENO, o->buf, o->len);
+	} else {
+		off_t size = lseek(o->fd, 0, SEEK_END);
+
+		fail = size < 0 || copy_spill(o->fd, STDOUT_FILENO, size);
+	}
+	if (!fail)
+		return P11S_OK;
+	o->werr = errno;
+	/* A file on standard output (disk full): take back the part written. */
+	if (start >= 0 && ftruncate(STDOUT_FILENO, start) == 0)
+		lseek(STDOUT_FILENO, start, SEEK_SET);
+	return p11i_out_explain(o, P11S_E_IO, why);
+}
+
+/* Link the unnamed file @p fd in as @p name (which must not exist). */
+static int link_unnamed(int fd, const char *name)
+{
+	char proc[64];
+
+	if (linkat(fd, "", AT_FDCWD, name, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno != ENOENT && errno != EPERM && errno != EINVAL)
+		return -1;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW);
+}
+
+/* The unnamed file becomes o->path: linked directly, or under a temporary name and renamed. */
+static int place_unnamed(struct p11i_out *o)
+{
+	unsigned char rnd[6];
+	char *dir, *tmp = NULL;
+	int r = -1;
+
+	if (!o->exists) {
+		if (link_unnamed(o->fd, o->path) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return -1;
+	}
+	dir = dir_of(o->path);
+	if (dir == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	for (int tries = 0; tries < 100; tries++) {
+		free(tmp);
+		tmp = NULL;
+		/*
+		 * The kernel's generator, not OpenSSL's: a name needs no DRBG,
+		 * and the agent's clients would pay for setting one up.
+		 */
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+			errno = EIO;
+			break;
+		}
+		tmp = out_asprintf("%s/.p11smime-%02x%02x%02x%02x%02x%02x", dir, rnd[0], rnd[1],
+		                   rnd[2], rnd[3], rnd[4], rnd[5]);
+		if (tmp == NULL) {
+			errno = ENOMEM;
+			break;
+		}
+		/* The content is complete now: a name for an instant is harmless. */
+		if (link_unnamed(o->fd, tmp) == 0) {
+			r = rename(tmp, o->path);
+			if (r != 0) {
+				int e = errno;
+
+				unlink(tmp);
+				errno = e;
+			}
+			break;
+		}
+		if (errno != EEXIST)
+			break;
+	}
+	free(tmp);
+	free(dir);
+	return r;
+}
+
+/* The owner and mode the file will have in place (see p11i_out_open()). */
+static int set_mode(struct p11i_out *o)
+{
+	mode_t mode;
+
+	if (o->exists) {
+		/* Replacing a file: it keeps its owner (root can give it) and its mode. */
+		if (geteuid() == 0) {
+			if (fchown(o->fd, o->st.st_uid, o->st.st_gid) != 0)
+				return -1;
+		} else if (o->st.st_gid != getegid() &&
+		           fchown(o->fd, (uid_t)-1, o->st.st_gid) != 0) {
+			/* Not a member of that group: the file takes ours, as any new file would.
+			 */
+			errno = 0;
+		}
+		mode = o->st.st_mode & 07777;
+	} else if (o->flags & P11I_OUT_PRIVATE) {
+		mode = 0600; /* whatever the umask took from the 0600 it was created with */
+	} else {
+		return 0; /* created 0666 less the umask, as any new file */
+	}
+	return fchmod(o->fd, mode);
+}
+
+static p11s_rc commit_file(struct p11i_out *o, char **why)
+{
+	if ((!o->prepared && set_mode(o) != 0) || (!o->synced && fsync(o->fd) != 0))
+		goto fail;
+	if (o->tmp_path != NULL) {
+		if (rename(o->tmp_path, o->path) != 0)
+			goto fail;
+		free(o->tmp_path);
+		o->tmp_path = NULL;
+	} else if (place_unnamed(o) != 0) {
+		goto fail;
+	}
+	return P11S_OK;
+fail:
+	o->werr = errno;
+	return p11i_out_explain(o, P11S_E_IO, why);
+}
+
+p11s_rc p11i_out_prepare(struct p11i_out *o, char **why)
+{
+	if (o == NULL)
+		return fail(why, P11S_E_INTERNAL, "no output");
+	if (o->kind != OUT_FILE || o->prepared)
+		return P11S_OK;
+	if (out_drain(o) != 0 || o->werr || set_mode(o) != 0) {
+		if (!o->werr)
+			o->werr = errno;
+		return p11i_out_explain(o, P11S_E_IO, why);
+	}
+	o->prepared = 1;
+	return P11S_OK;
+}
+
+p11s_rc p11i_out_sync_group(struct p11i_out *const *outs, size_t n, char **why)
+{
+	/* Per file system, the output opened first (see below). */
+	struct {
+		dev_t dev;
+		const struct p11i_out *first;
+	} fs[8];
+	size_t nfs = 0, j;
+	struct stat st;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct p11i_out *o = outs[i];
+
+		if (o == NULL || o->kind != OUT_FILE)
+			continue;
+		if (!o->prepared)
+			return fail(why, P11S_E_INTERNAL, "'%s' was not prepared", o->shown);
+		if (fstat(o->fd, &st) != 0)
+			return fail(why, P11S_E_IO, "cannot sync '%s': %s", o->shown,
+			            strerror(errno));
+		for (j = 0; j < nfs && fs[j].dev != st.st_dev; j++)
+			;
+		if (j == nfs) {
+			/* Past a few file systems, one fsync each is as good. */
+			if (nfs == sizeof(fs) / sizeof(fs[0]))
+				return fail(why, P11S_E_IO, "outputs on too many file systems");
+			fs[nfs].dev = st.st_dev;
+			fs[nfs++].first = o;
+		} else if (o->seq < fs[j].first->seq) {
+			fs[j].first = o;
+		}
+	}
+	/*
+	 * syncfs() reports the write errors the file system had since the
+	 * descriptor it is given was opened: the group's first-opened file's
+	 * covers every file of the group.  A failure is anybody's on that file
+	 * system; each commit's own fsync then tells whose.
+	 */
+	for (j = 0; j < nfs; j++)
+		if (syncfs(fs[j].first->fd) != 0)
+			return fail(why, P11S_E_IO, "cannot sync the file system of '%s': %s",
+			            fs[j].first->shown, strerror(errno));
+	for (size_t i = 0; i < n; i++)
+		if (outs[i] != NULL && outs[i]->kind == OUT_FILE)
+			outs[i]->synced = 1;
+	return P11S_OK;
+}
+
+p11s_rc p11i_out_commit(struct p11i_out *o, char **why)
+{
+	p11s_rc rc = P11S_OK;
+
+	if (o == NULL)
+		return fail(why, P11S_E_INTERNAL, "no output");
+	if (o->kind != OUT_STDOUT && out_drain(o) != 0)
+		rc = p11i_out_explain(o, P11S_E_IO, why);
+	else if (o->kind == OUT_STDOUT && o->fd >= 0 && out_drain(o) != 0)
+		rc = p11i_out_explain(o, P11S_E_IO, why);
+	else if (o->werr)
+		rc = p11i_out_explain(o, P11S_E_IO, why);
+	else if (o->kind == OUT_STDOUT)
+		rc = commit_stdout(o, why);
+	else if (o->kind == OUT_FILE)
+		rc = commit_file(o, why);
+	p11i_out_abort(o);
+	return rc;
+}

@@ -1,0 +1,82 @@
+/*
+ * The file logic of the all-or-nothing output (src/output.c), on libc
+ * alone: the library wraps it in a BIO, and the thin front end
+ * (src/front/thin.c) writes the agent's answers through it without
+ * loading OpenSSL.  Messages are the library's, word for word.
+ */
+#ifndef P11I_OUTCORE_H
+#define P11I_OUTCORE_H
+
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "p11smime/result.h"
+
+enum p11i_out_kind {
+	P11I_OUT_FILE,   /* temporary file, linked or renamed over path at commit */
+	P11I_OUT_STDOUT, /* memory, then an unnamed file; copied to fd 1 at commit */
+	P11I_OUT_DIRECT, /* written as it comes (a device, a FIFO, /dev/null) */
+};
+
+/* For p11i_out_open(): a new file gets mode 0600 (P11S_OUTPUT_PRIVATE's value). */
+#define P11I_OUT_PRIVATE 1u
+
+struct p11i_out {
+	enum p11i_out_kind kind;
+	char *shown;    /* the name the user gave, for messages */
+	char *path;     /* where the file goes (a symlink's target, resolved) */
+	char *tmp_path; /* named temporary file (fallback); NULL when unnamed */
+	int fd;         /* the temporary file, the device, or -1 (memory only) */
+	unsigned flags;
+	int exists; /* path existed at open: its mode and owner are kept */
+	struct stat st;
+	unsigned char *buf;
+	size_t len, cap;
+	/* The most of buf ever written: what a wipe must cover (the rest was never touched). */
+	size_t touched;
+	int werr;               /* errno of the first failed write, 0 if none */
+	int prepared;           /* p11i_out_prepare(): mode set, writeback started */
+	int synced;             /* p11i_out_sync_group(): the data is on the disk already */
+	unsigned long seq;      /* order of opening, for p11i_out_sync_group() */
+	off_t written, started; /* bytes in the file; how many of them are under writeback */
+};
+
+/*
+ * Every function that can fail returns a p11s_rc and, on failure, puts in
+ * *why its message (malloc'd; NULL when out of memory: the caller says
+ * "out of memory").
+ */
+/*
+ * Open the output for @p path (NULL or "-": standard output); the object
+ * is @p size bytes (>= sizeof(struct p11i_out), the rest zeroed: a
+ * wrapper's fields follow the core).
+ */
+p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i_out **out,
+                      char **why);
+/* Append @p n bytes; 0, or -1 (o->werr says why, p11i_out_explain() in words). */
+int p11i_out_write(struct p11i_out *o, const void *p, size_t n);
+/* A flush: a file's buffer is written; standard output stays in memory. 0 or -1. */
+int p11i_out_flush(struct p11i_out *o);
+/*
+ * What a speculative writer takes back (sign writes a part as it scans it):
+ * p11i_out_tell() the bytes written so far (-1 for a device, or after a
+ * failed write), p11i_out_rewind() back to such an offset (0 or -1).
+ */
+long long p11i_out_tell(const struct p11i_out *o);
+int p11i_out_rewind(struct p11i_out *o, long long off);
+/* @p rc, or the failed write's reason when there was one. */
+p11s_rc p11i_out_explain(const struct p11i_out *o, p11s_rc rc, char **why);
+/* Drop: nothing reaches the path; frees @p o (NULL is fine). */
+void p11i_out_abort(struct p11i_out *o);
+/* Put the output in place whole, and free @p o. */
+p11s_rc p11i_out_commit(struct p11i_out *o, char **why);
+/* See p11s_output_prepare() and p11s_output_sync_group(). */
+p11s_rc p11i_out_prepare(struct p11i_out *o, char **why);
+p11s_rc p11i_out_sync_group(struct p11i_out *const *outs, size_t n, char **why);
+
+/* See src/common.h. */
+int p11i_tmpfile(const char **dirp);
+int p11i_write_full(int fd, const void *buf, size_t n);
+
+#endif
