@@ -290,10 +290,10 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 	struct worker *w;
 	int worst = 0, from = 0, outputs = 0, rc;
 
+	if (jobs < 1)
+		jobs = cli_batch_default_jobs(); /* asked only here: it reads /sys */
 	if (jobs > nfiles)
 		jobs = nfiles;
-	if (jobs < 1)
-		jobs = 1;
 	r.ahead = AHEAD(jobs);
 	r.items = calloc((size_t)nfiles, sizeof(*r.items));
 	w = calloc((size_t)jobs, sizeof(*w));

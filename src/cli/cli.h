@@ -184,7 +184,10 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 /* --jobs N: 1 to CLI_BATCH_JOBS_MAX; prints and returns 2 when not. */
 #define CLI_BATCH_JOBS_MAX 64
 int cli_batch_jobs(const char *command, const char *text, int *jobs);
-/* Without --jobs: the processors online (the token and OpenSSL work on the CPU), at most 8. */
+/*
+ * Without --jobs (@p jobs 0 for cli_batch_run()): the processors online (the
+ * token and OpenSSL work on the CPU), at most 8.
+ */
 int cli_batch_default_jobs(void);
 
 int cmd_milter(struct cli *cli, int argc, char **argv);

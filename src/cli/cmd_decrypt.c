@@ -176,7 +176,7 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	BIO *in = NULL, *sinkbio = NULL, *target;
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int c, ret, no_agent = 0, jobs = cli_batch_default_jobs();
+	int c, ret, no_agent = 0, jobs = 0;
 
 	while ((c = getopt_long(argc, argv, P11I_DECRYPT_SHORT, p11i_decrypt_opts, NULL)) != -1) {
 		switch (c) {

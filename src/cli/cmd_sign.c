@@ -152,7 +152,7 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 	BIO *in = NULL;
 	p11s_ctx *ctx;
 	p11s_rc rc;
-	int c, ret, detached_sig = 0, have_form = 0, no_agent = 0, jobs = cli_batch_default_jobs();
+	int c, ret, detached_sig = 0, have_form = 0, no_agent = 0, jobs = 0;
 	p11s_outform form = P11S_FORM_SMIME;
 
 	p11s_sign_opts_init(&so);
