@@ -277,8 +277,13 @@ int p11i_out_rewind(struct p11i_out *o, long long off)
 
 int p11i_out_flush(struct p11i_out *o)
 {
-	/* Standard output stays in memory until commit; a file is written now. */
-	if (o->kind == OUT_STDOUT && o->fd < 0)
+	/*
+	 * Only a device or FIFO is written now (someone may be reading it).
+	 * A file or standard output is written when its block is full or at
+	 * the commit: nobody sees it before, and a signer's flushes (after the
+	 * signature's base64) cost a system call per mail of a batch.
+	 */
+	if (o->kind != OUT_DIRECT)
 		return o->werr ? -1 : 0;
 	return out_drain(o);
 }
