@@ -102,6 +102,15 @@ struct item {
 	int done;
 };
 
+/* Drop what a file printed: it failed after all, or its messages were lost. */
+static void item_forget(struct item *it)
+{
+	free(it->out);
+	free(it->err);
+	it->out = it->err = NULL;
+	it->out_len = it->err_len = 0;
+}
+
 struct run {
 	struct cli *cli;
 	char **files;
@@ -147,10 +156,7 @@ static void handle(struct worker *w, int i)
 			fclose(out);
 		if (err != NULL)
 			fclose(err);
-		free(it->out);
-		free(it->err);
-		it->out = it->err = NULL;
-		it->out_len = it->err_len = 0;
+		item_forget(it);
 		rc = -1; /* said when it is printed */
 	} else {
 		w->cli.outf = out;
@@ -167,10 +173,7 @@ static void handle(struct worker *w, int i)
 			p11s_output_abort(output);
 			output = NULL;
 			/* What it printed was its report: it failed after all. */
-			free(it->out);
-			free(it->err);
-			it->out = it->err = NULL;
-			it->out_len = it->err_len = 0;
+			item_forget(it);
 			err = open_memstream(&it->err, &it->err_len);
 			w->cli.errf = err;
 			rc = err != NULL ? cli_fail_file(&w->cli, file, prc) : -1;
@@ -229,9 +232,7 @@ static int print_item(struct run *r, int i)
 		fwrite(it->out, 1, it->out_len, stdout);
 	fflush(stderr);
 	fflush(stdout);
-	free(it->out);
-	free(it->err);
-	it->out = it->err = NULL;
+	item_forget(it);
 	return rc;
 }
 
@@ -258,10 +259,7 @@ static int commit_group(struct run *r, int from, int to)
 			crc = p11s_output_commit(it->output, r->cli->err);
 			it->output = NULL;
 			if (crc != P11S_OK) {
-				free(it->out);
-				free(it->err);
-				it->out = it->err = NULL;
-				it->out_len = it->err_len = 0;
+				item_forget(it);
 				fflush(stdout);
 				it->rc = cli_fail_file(r->cli, r->files[i], crc);
 			}
