@@ -993,6 +993,54 @@ static p11s_rc enumerate_token(p11s_ctx *ctx, const p11s_token *t, P11KitUri *ur
 	return rc;
 }
 
+/*
+ * A PIN given once (--pin-source, the URI's pin-value or pin-source)
+ * would be tried on every token the URI matches, and a smartcard's PIN
+ * costs a YubiKey a try.  With more than one token still to log in to
+ * with it, none is logged in to and the tokens are listed, as for any
+ * ambiguous selection.  A prompt names the token it asks for, so the
+ * person decides token by token; a PIN pad asks for itself.
+ */
+static p11s_rc one_pin_one_token(p11s_ctx *ctx, const p11s_token_list *tl, P11KitUri *uri,
+                                 p11s_error *err)
+{
+	const p11s_token **want;
+	size_t n = 0;
+	p11s_rc rc;
+
+	if (ctx->pin_source == NULL && (uri == NULL || (p11_kit_uri_get_pin_value(uri) == NULL &&
+	                                                p11_kit_uri_get_pin_source(uri) == NULL)))
+		return P11S_OK;
+	want = calloc(tl->count ? tl->count : 1, sizeof(*want));
+	if (want == NULL)
+		return p11i_err_nomem(err);
+	for (size_t i = 0; i < tl->count; i++) {
+		const p11s_token *t = tl->tokens[i];
+		const struct p11i_slot_state *st;
+		CK_FLAGS fl = t->info.flags;
+
+		if (!(fl & CKF_TOKEN_INITIALIZED) || !(fl & CKF_LOGIN_REQUIRED) ||
+		    (fl & CKF_PROTECTED_AUTHENTICATION_PATH))
+			continue;
+		st = p11i_slot_state(ctx, t->slot_id);
+		if (st != NULL && st->logged_in)
+			continue;
+		want[n++] = t;
+	}
+	if (n <= 1) {
+		free(want);
+		return P11S_OK;
+	}
+	rc = p11i_err(err, P11S_E_AMBIGUOUS,
+	              "%zu tokens need a login and one PIN is given (%s): it would be tried on "
+	              "each; name the token in a pkcs11: URI:",
+	              n, ctx->pin_source != NULL ? "--pin-source" : "the URI's pin");
+	for (size_t i = 0; i < n; i++)
+		p11i_err_add_candidate(err, want[i]->uri);
+	free(want);
+	return rc;
+}
+
 static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct der_filter *f,
                          p11s_object_list **out, p11s_error *err)
 {
@@ -1028,6 +1076,13 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
 		}
 		free(tu);
 		goto done;
+	}
+	if (login) {
+		p11i_ctx_lock(ctx);
+		rc = one_pin_one_token(ctx, l->tokens, uri, err);
+		p11i_ctx_unlock(ctx);
+		if (rc != P11S_OK)
+			goto done;
 	}
 	for (size_t i = 0; i < l->tokens->count; i++) {
 		const p11s_token *t = l->tokens->tokens[i];

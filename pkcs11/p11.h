@@ -60,6 +60,8 @@ struct p11s_ctx {
 	p11s_pin_prompt_fn prompt;
 	void *prompt_user;
 	int allow_final_try;
+	/* p11s_ctx_set_token_filter(): tokens outside it are not seen at all. */
+	P11KitUri *token_filter;
 	/* A PIN read from a source that cannot be read twice (fd:); locked memory. */
 	char *source_pin;
 	/*

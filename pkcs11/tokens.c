@@ -268,7 +268,9 @@ p11s_rc p11i_tokens_matching(p11s_ctx *ctx, P11KitUri *uri, p11s_token_list **ou
 		/* A token pulled out between the two calls is simply not listed. */
 		if (token_read(ctx, ids[i], &t, NULL) != P11S_OK)
 			continue;
-		if (!p11i_uri_match_token(ctx, uri, t)) {
+		if (!p11i_uri_match_token(ctx, uri, t) ||
+		    (ctx->token_filter != NULL &&
+		     !p11i_uri_match_token(ctx, ctx->token_filter, t))) {
 			p11i_token_free(t);
 			continue;
 		}

@@ -71,6 +71,15 @@ p11s_rc p11s_pin_source_check(const char *spec, p11s_error *err);
 void p11s_ctx_set_pin_prompt(p11s_ctx *ctx, p11s_pin_prompt_fn fn, void *user);
 /** Allow a login when the token says the next wrong PIN locks it. */
 void p11s_ctx_set_allow_final_try(p11s_ctx *ctx, int allow);
+/**
+ * Limit @p ctx to the tokens @p uri matches ("pkcs11:token=Mail", a token
+ * URI: object attributes such as id or type are refused, P11S_E_BAD_URI):
+ * every later listing, selection and login sees only those tokens, as if
+ * the module held no other.  NULL lifts the limit.  A service serving one
+ * token of several (agent, milter) sets it before its first login.  Set it
+ * before threads share @p ctx.
+ */
+p11s_rc p11s_ctx_set_token_filter(p11s_ctx *ctx, const char *uri, p11s_error *err);
 
 /* ---------------------------------------------------------------- tokens */
 

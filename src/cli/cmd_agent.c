@@ -55,6 +55,7 @@ struct agent {
 	int foreground;
 	const char *start_signers[MAX_START_SIGNERS];
 	int n_start;
+	const char *token; /* --token: the tokens this agent sees and logs in to */
 	/*
 	 * Held (read) by every request around its library calls, and (write)
 	 * to replace the context after a token fault: no request runs on a
@@ -272,7 +273,8 @@ static void drop_signers(struct agent *a)
 
 /*
  * Log in: open the --signer signers (which logs in on their tokens), or,
- * without one, log in on every token of the module.
+ * without one, log in on every token of the module that --token lets it
+ * see (more than one with one PIN is refused before any login).
  */
 static p11s_rc agent_login(struct agent *a, p11s_error *err)
 {
@@ -309,6 +311,8 @@ static p11s_rc new_ctx(struct agent *a, p11s_error *err)
 	p11s_ctx_set_allow_final_try(a->ctx, a->cli->allow_final_try);
 	if (a->cli->pin_source != NULL)
 		rc = p11s_ctx_set_pin_source(a->ctx, a->cli->pin_source, err);
+	if (rc == P11S_OK && a->token != NULL)
+		rc = p11s_ctx_set_token_filter(a->ctx, a->token, err);
 	return rc;
 }
 
@@ -968,7 +972,7 @@ static void agent_help(FILE *fp)
 {
 	fprintf(fp,
 	        "Usage: p11smime [--module M] [--pin-source S] agent [--signer URI|EMAIL]...\n"
-	        "                [-D] [-c | -s]\n"
+	        "                [--token URI] [-D] [-c | -s]\n"
 	        "       p11smime agent -k [-c | -s]\n"
 	        "\n"
 	        "Load the module and log in once, then sign and decrypt for the sign and\n"
@@ -977,6 +981,8 @@ static void agent_help(FILE *fp)
 	        "\n"
 	        "  --signer URI|EMAIL  prepare this signer now (repeatable); without one, log\n"
 	        "                      in on every token of the module\n"
+	        "  --token URI         see only the tokens URI matches (pkcs11:token=LABEL):\n"
+	        "                      log in there, sign and decrypt there only\n"
 	        "  -D                  stay in the foreground (for systemd); messages on stderr\n"
 	        "  -k                  stop the agent named by P11SMIME_AGENT_PID\n"
 	        "  -c                  print C shell commands\n"
@@ -1012,6 +1018,7 @@ int cmd_agent(struct cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"signer", required_argument, NULL, 'S'},
+	    {"token", required_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1031,6 +1038,9 @@ int cmd_agent(struct cli *cli, int argc, char **argv)
 				return cli_usage_error("agent", "at most %d --signer",
 				                       MAX_START_SIGNERS);
 			a.start_signers[a.n_start++] = optarg;
+			break;
+		case 'T':
+			a.token = optarg;
 			break;
 		case 'D':
 			a.foreground = 1;

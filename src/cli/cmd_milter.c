@@ -71,6 +71,7 @@ static struct gw {
 	size_t *map_signer; /* signer of each map entry */
 	int require;
 	int use_syslog;
+	const char *token;   /* --token: the tokens the milter sees and logs in to */
 	pthread_rwlock_t rw; /* readers sign; the writer reopens the token */
 	sem_t workers;
 	atomic_int state;
@@ -361,6 +362,8 @@ static void recover(void)
 		p11s_ctx_set_allow_final_try(ctx, G.cli->allow_final_try);
 		if (G.cli->pin_source != NULL)
 			rc = p11s_ctx_set_pin_source(ctx, G.cli->pin_source, err);
+		if (rc == P11S_OK && G.token != NULL)
+			rc = p11s_ctx_set_token_filter(ctx, G.token, err);
 	}
 	for (size_t i = 0; rc == P11S_OK && i < G.nsigners; i++) {
 		rc = open_signer(ctx, G.signers[i].uri, &G.signers[i].s, err);
@@ -677,6 +680,8 @@ static void milter_usage(FILE *fp)
 	        "  --listen SOCKET     inet:PORT@HOST, inet6:PORT@HOST or unix:PATH\n"
 	        "  --signer-map FILE   'address URI' and '@domain URI' lines: who signs what\n"
 	        "                      beyond (or instead of) the certificates' own addresses\n"
+	        "  --token URI         see only the tokens URI matches (pkcs11:token=LABEL):\n"
+	        "                      log in, index and sign there only\n"
 	        "  --require-signature refuse (5xx) mail whose From has no signer\n"
 	        "  --workers N         at most N messages signed at once (default 4)\n"
 	        "  --syslog            log to syslog (facility mail) instead of standard error\n"
@@ -725,6 +730,7 @@ int cmd_milter(struct cli *cli, int argc, char **argv)
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
 	    {"signer-map", required_argument, NULL, 'M'},
+	    {"token", required_argument, NULL, 'T'},
 	    {"require-signature", no_argument, NULL, 'R'},
 	    {"workers", required_argument, NULL, 'w'},
 	    {"syslog", no_argument, NULL, 'S'},
@@ -771,6 +777,9 @@ int cmd_milter(struct cli *cli, int argc, char **argv)
 			break;
 		case 'M':
 			map_path = optarg;
+			break;
+		case 'T':
+			G.token = optarg;
 			break;
 		case 'R':
 			G.require = 1;
@@ -847,6 +856,13 @@ int cmd_milter(struct cli *cli, int argc, char **argv)
 	}
 	/* From here on G.ctx is ours: recovery replaces it. */
 	cli->ctx = NULL;
+	if (G.token != NULL) {
+		rc = p11s_ctx_set_token_filter(G.ctx, G.token, cli->err);
+		if (rc != P11S_OK) {
+			ret = cli_fail(cli, rc);
+			goto out;
+		}
+	}
 	rc = index_token(cli->err);
 	if (rc != P11S_OK) {
 		ret = cli_fail(cli, rc);
