@@ -172,18 +172,6 @@ int cli_fail(struct cli *cli, p11s_rc rc)
 	return p11s_rc_exit_code(rc);
 }
 
-int cli_usage_error(const char *command, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "p11smime: %s: ", command);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'p11smime %s --help'.\n", command);
-	return 2;
-}
-
 int cli_parse_time(const char *text, time_t *out)
 {
 	p11s_error *err = p11s_error_new();
@@ -209,32 +197,6 @@ void cli_print_json(char *doc)
 	static const struct cli plain;
 
 	cli_print_json_to(&plain, doc);
-}
-
-const char *cli_safe(const char *s)
-{
-	/* Per thread: a batch's workers print at once. */
-	static _Thread_local char bufs[6][1024];
-	static _Thread_local unsigned next;
-	char *out = bufs[next++ % 6];
-	size_t o = 0;
-
-	if (s == NULL)
-		return "";
-	for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < sizeof(bufs[0]);
-	     p++) {
-		int c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
-
-		if (*p < 0x20 || *p == 0x7f || c1) {
-			if (c1)
-				p++;
-			o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\x%02x", *p);
-		} else {
-			out[o++] = (char)*p;
-		}
-	}
-	out[o] = '\0';
-	return out;
 }
 
 void cli_verbose(const struct cli *cli, const char *fmt, ...)

@@ -4,9 +4,10 @@
  * Through `p11smime agent`, a process per message costs mostly the loading
  * of libcrypto, p11-kit, jansson and libmilter (page faults and mmaps),
  * none of which an agent client needs.  So `sign` and `decrypt` with
- * $P11SMIME_AGENT_SOCK set are done here: the same options, frames,
- * output (src/outcore.c, the library's own file logic), messages, reports
- * and exit codes as src/cli/agent_client.c.  Everything else, and every
+ * $P11SMIME_AGENT_SOCK set are done here: the options are parsed as the
+ * command parses them, and the request goes through the same client as
+ * the whole command line's (src/front/agent_conn.c), output, messages,
+ * reports and exit codes included.  Everything else, and every
  * case this file does not handle (see thin_sign() and thin_decrypt()), is
  * handed, before anything observable, to the whole command line: a
  * private shared object, libp11smime-cli.so, loaded with dlopen.  See
@@ -17,22 +18,17 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include "agent_proto.h"
+#include "agent_conn.h"
 #include "cli_opts.h"
 #include "outcore.h"
-#include "rc_names.h"
 
 /* Values of the library's enums (p11smime/io.h, decrypt.h), whose headers need OpenSSL. */
 enum { FORM_SMIME = 0, FORM_DER = 1, FORM_PEM = 2 };
@@ -99,368 +95,17 @@ static int full_cli(int argc, char **argv)
 #endif
 }
 
-/* ------------------------------------------------- what the CLI prints */
-
-/* As cli_safe() (src/cli/main.c): control characters become \xNN. */
-static const char *safe(const char *s)
-{
-	static char bufs[6][1024];
-	static unsigned next;
-	char *out = bufs[next++ % 6];
-	size_t o = 0;
-
-	if (s == NULL)
-		return "";
-	for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < sizeof(bufs[0]);
-	     p++) {
-		int c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
-
-		if (*p < 0x20 || *p == 0x7f || c1) {
-			if (c1)
-				p++;
-			o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\x%02x", *p);
-		} else {
-			out[o++] = (char)*p;
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-static int usage_error(const char *command, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *command, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "p11smime: %s: ", command);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'p11smime %s --help'.\n", command);
-	return 2;
-}
-
-/* As cli_fail(): the message (NULL: out of memory), its exit code. */
-static int fail(p11s_rc rc, char *why)
-{
-	fprintf(stderr, "p11smime: %s\n", why != NULL ? why : "out of memory");
-	free(why);
-	return p11i_rc_exit_code(rc);
-}
-
-/* ------------------------------------------------------------ the agent */
-
-/* The global options and one request in flight. */
-struct client {
-	const char *module;
-	int json, verbose;
-	const char *sock;
-	const char *command;
-	int fd;
-	unsigned char *buf;
-	size_t cap;
-};
-
-static void put_num(struct agent_buf *b, const char *key, long long v)
-{
-	char num[32];
-
-	snprintf(num, sizeof(num), "%lld", v);
-	agent_buf_kv(b, key, num);
-}
-
-static int lost(struct client *c, const char *what)
-{
-	fprintf(stderr, "p11smime: the agent at '%s' %s; nothing was written\n", safe(c->sock),
-	        what);
-	return 3;
-}
-
-static int connect_agent(struct client *c)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-
-	if (strlen(c->sock) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "p11smime: P11SMIME_AGENT_SOCK is too long for a socket path\n");
-		return 3;
-	}
-	memcpy(sa.sun_path, c->sock, strlen(c->sock) + 1);
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		fprintf(stderr,
-		        "p11smime: cannot reach the agent at '%s' (P11SMIME_AGENT_SOCK): %s; "
-		        "--no-agent works without it\n",
-		        safe(c->sock), strerror(errno));
-		return 3;
-	}
-	return 0;
-}
-
-static int same_module(const char *mine, const char *agents)
-{
-	char a[PATH_MAX], b[PATH_MAX];
-
-	if (strcmp(mine, agents) == 0)
-		return 1;
-	return realpath(mine, a) != NULL && realpath(agents, b) != NULL && strcmp(a, b) == 0;
-}
-
-static int hello(struct client *c, const struct agent_strings *sl)
-{
-	const char *mine = c->module ? c->module : getenv("P11SMIME_MODULE");
-
-	if (sl->n < 2 || strcmp(sl->s[0], AGENT_PROTO_VERSION) != 0) {
-		fprintf(stderr,
-		        "p11smime: the agent at '%s' speaks another protocol version; restart it "
-		        "with this p11smime, or use --no-agent\n",
-		        safe(c->sock));
-		return 3;
-	}
-	if (mine != NULL && *mine != '\0' && !same_module(mine, sl->s[1]))
-		return usage_error(c->command,
-		                   "--module '%s' is not the agent's module ('%s'); "
-		                   "use --no-agent to load it here",
-		                   safe(mine), safe(sl->s[1]));
-	if (c->verbose)
-		fprintf(stderr, "p11smime: module: %s\n", sl->s[1]);
-	return 0;
-}
-
-/* As p11s_input_open(): the file or standard input, never a directory.  -1 after printing. */
-static int input_open(const char *path)
-{
-	const char *name = path && strcmp(path, "-") != 0 ? path : "standard input";
-	struct stat st;
-	int fd = STDIN_FILENO;
-
-	if (path != NULL && strcmp(path, "-") != 0) {
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			fprintf(stderr, "p11smime: cannot open '%s': %s\n", name, strerror(errno));
-			return -1;
-		}
-	}
-	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-		if (fd != STDIN_FILENO)
-			close(fd);
-		fprintf(stderr, "p11smime: cannot read '%s': it is a directory\n", name);
-		return -1;
-	}
-	return fd;
-}
-
-/* Up to @p n bytes, as fread() gives them: short only at the end.  -1 on an error. */
-static ssize_t read_block(int fd, unsigned char *p, size_t n)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r = read(fd, p + got, n - got);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	return (ssize_t)got;
-}
-
-/* D frames, then E.  -1 when the agent stopped listening. */
-static int send_input(struct client *c, int in, int *read_failed)
-{
-	unsigned char *chunk = malloc(AGENT_DATA_MAX);
-	ssize_t n;
-	int ret = 0;
-
-	if (chunk == NULL)
-		return -1;
-	while ((n = read_block(in, chunk, AGENT_DATA_MAX)) > 0) {
-		if (agent_send(c->fd, AGENT_DATA, chunk, (uint32_t)n) != 0) {
-			ret = -1;
-			break;
-		}
-	}
-	if (ret == 0 && n < 0)
-		*read_failed = 1;
-	free(chunk);
-	if (ret == 0 && !*read_failed)
-		ret = agent_send(c->fd, AGENT_END, NULL, 0);
-	return ret;
-}
-
-static void print_error(const struct agent_strings *sl, const struct agent_result *r)
-{
-	const char *msg = r->message && *r->message ? r->message : p11i_rc_name((p11s_rc)r->rc);
-
-	fprintf(stderr, "p11smime: %s\n", msg);
-	for (size_t i = 0; i < r->n_candidates; i++)
-		fprintf(stderr, "  %s\n", sl->s[r->candidates[i]]);
-}
-
-/* As agent_client.c's exchange(): the request, the message, the output and the result. */
-static int exchange(struct client *c, const struct agent_buf *req, int in, const char *in_path,
-                    const char *out_path, unsigned out_flags, int discard, struct p11i_out **outp,
-                    struct agent_strings *rs, struct agent_result *res)
-{
-	struct p11i_out *out = NULL;
-	uint8_t type;
-	uint32_t len;
-	p11s_rc rc = P11S_E_IO;
-	int r, read_failed = 0, write_failed = 0;
-	const char *why;
-	char *owhy = NULL;
-
-	if (req->oom || req->len > AGENT_MSG_MAX) {
-		fprintf(stderr, "p11smime: the request is too large for the agent\n");
-		return 4;
-	}
-	/* A failed send is not final: the agent may have answered why it stopped reading. */
-	if (agent_send(c->fd, AGENT_REQUEST, req->p, (uint32_t)req->len) == 0)
-		send_input(c, in, &read_failed);
-	if (read_failed) {
-		fprintf(stderr, "p11smime: cannot read '%s': %s\n",
-		        in_path ? safe(in_path) : "standard input", strerror(errno));
-		return 4;
-	}
-	for (;;) {
-		r = agent_recv(c->fd, &type, &c->buf, &c->cap, &len);
-		if (r <= 0) {
-			p11i_out_abort(out);
-			free(owhy);
-			return lost(c, r == 0 ? "stopped during the request"
-			                      : "broke off the request");
-		}
-		if (type == AGENT_RESULT)
-			break;
-		if (type != AGENT_DATA) {
-			p11i_out_abort(out);
-			free(owhy);
-			return lost(c, "sent something unexpected");
-		}
-		if (discard || write_failed)
-			continue;
-		if (out == NULL) {
-			rc = p11i_out_open(out_path, out_flags, sizeof(*out), &out, &owhy);
-			if (rc != P11S_OK) {
-				/* Still read the result: the agent's report comes first. */
-				write_failed = 1;
-				continue;
-			}
-		}
-		if (len > 0 && p11i_out_write(out, c->buf, len) != 0)
-			write_failed = 1;
-	}
-	if (agent_strings_parse(c->buf, len, rs) != 0 || agent_result_parse(rs, res, &why) != 0) {
-		agent_strings_free(rs);
-		p11i_out_abort(out);
-		free(owhy);
-		return lost(c, "sent a malformed result");
-	}
-	for (size_t i = 0; c->verbose && i < res->n_verbose; i++)
-		fprintf(stderr, "p11smime: %s\n", rs->s[res->verbose[i]]);
-	if (res->rc != P11S_OK) {
-		free(owhy); /* a failed output open: the agent's reason wins */
-		owhy = NULL;
-	}
-	if (res->rc == P11S_OK && !discard && out == NULL && !write_failed) {
-		/* An empty output (nothing came) is still an output. */
-		rc = p11i_out_open(out_path, out_flags, sizeof(*out), &out, &owhy);
-		write_failed = rc != P11S_OK;
-	}
-	if (res->rc == P11S_OK && write_failed) {
-		if (out != NULL)
-			rc = p11i_out_explain(out, P11S_E_IO, &owhy);
-		p11i_out_abort(out);
-		agent_result_free(res);
-		agent_strings_free(rs);
-		if (owhy == NULL && rc != P11S_E_NOMEM) {
-			fprintf(stderr, "p11smime: %s\n", p11i_rc_name(rc));
-			return p11i_rc_exit_code(rc);
-		}
-		return fail(rc, owhy);
-	}
-	free(owhy);
-	*outp = out;
-	return 0;
-}
-
-static int commit(struct p11i_out *out)
-{
-	char *why = NULL;
-	p11s_rc rc;
-
-	if (out == NULL)
-		return 0;
-	rc = p11i_out_commit(out, &why);
-	return rc != P11S_OK ? fail(rc, why) : 0;
-}
-
-/* Open the input (first, as the command does), connect, read the greeting. */
-static int start(struct client *c, const char *in_path, int *in)
-{
-	struct agent_strings sl = {0};
-	struct agent_result res;
-	uint8_t type;
-	uint32_t len;
-	const char *why;
-	int r;
-
-	*in = input_open(in_path);
-	if (*in < 0)
-		return p11i_rc_exit_code(P11S_E_IO);
-	r = connect_agent(c);
-	if (r != 0)
-		return r;
-	r = agent_recv(c->fd, &type, &c->buf, &c->cap, &len);
-	if (r <= 0 || (type != AGENT_HELLO && type != AGENT_RESULT) ||
-	    agent_strings_parse(c->buf, len, &sl) != 0)
-		return lost(c, r == 0 ? "closed the connection" : "did not greet");
-	if (type == AGENT_RESULT) {
-		/* Refused before any request (another user, too many clients). */
-		if (agent_result_parse(&sl, &res, &why) != 0) {
-			agent_strings_free(&sl);
-			return lost(c, "sent a malformed result");
-		}
-		print_error(&sl, &res);
-		r = p11i_rc_exit_code((p11s_rc)res.rc);
-		agent_result_free(&res);
-		agent_strings_free(&sl);
-		return r ? r : 3;
-	}
-	r = hello(c, &sl);
-	agent_strings_free(&sl);
-	return r;
-}
-
-static void finish(struct client *c, int in)
-{
-	if (c->fd >= 0)
-		close(c->fd);
-	if (in > STDIN_FILENO)
-		close(in);
-	free(c->buf);
-}
-
 /*
  * sign through the agent, as cmd_sign.c and agent_client_sign() do it; or
  * HAND_OVER for what only the whole command line does: --at (the
  * library's time parser), --out-dir and --jobs (batches), --no-agent,
  * --help, and every usage error (its words are the command's).
  */
-static int thin_sign(struct client *c, int argc, char **argv)
+static int thin_sign(struct agent_conn *c, int argc, char **argv)
 {
 	const char *signer = NULL, *digest = NULL, *in_path = NULL, *out_path = NULL;
 	int opt, pss = 0, opaque = 0, detached = 0, have_form = 0, form = FORM_SMIME, ret;
 	struct agent_buf req = {0};
-	struct agent_strings rs = {0};
-	struct agent_result res;
-	struct p11i_out *out = NULL;
-	int in = -1;
 
 	agent_buf_str(&req, AGENT_PROTO_VERSION);
 	agent_buf_str(&req, "sign");
@@ -528,7 +173,7 @@ static int thin_sign(struct client *c, int argc, char **argv)
 		/* The agent's working directory is not ours. */
 		abs = realpath(optarg, NULL);
 		if (abs == NULL) {
-			fprintf(stderr, "p11smime: cannot read '%s': %s\n", safe(optarg),
+			fprintf(stderr, "p11smime: cannot read '%s': %s\n", cli_safe(optarg),
 			        strerror(errno));
 			agent_buf_free(&req);
 			return 4;
@@ -536,36 +181,17 @@ static int thin_sign(struct client *c, int argc, char **argv)
 		agent_buf_kv(&req, "chain", abs);
 		free(abs);
 	}
-	put_num(&req, "pss", pss);
-	put_num(&req, "opaque", opaque);
-	put_num(&req, "detached", detached);
-	put_num(&req, "form", form);
-	put_num(&req, "at", 0);
-	put_num(&req, "json", c->json);
-	put_num(&req, "verbose", c->verbose);
+	agent_put_num(&req, "pss", pss);
+	agent_put_num(&req, "opaque", opaque);
+	agent_put_num(&req, "detached", detached);
+	agent_put_num(&req, "form", form);
+	agent_put_num(&req, "at", 0);
+	agent_put_num(&req, "json", c->json);
+	agent_put_num(&req, "verbose", c->verbose);
 
 	c->command = "sign";
-	ret = start(c, in_path, &in);
-	if (ret == 0)
-		ret = exchange(c, &req, in, in_path, out_path, 0, 0, &out, &rs, &res);
+	ret = agent_conn_run(c, &req, in_path, out_path, 0, 0);
 	agent_buf_free(&req);
-	if (ret != 0) {
-		finish(c, in);
-		return ret;
-	}
-	if (res.rc != P11S_OK) {
-		p11i_out_abort(out);
-		print_error(&rs, &res);
-		ret = p11i_rc_exit_code((p11s_rc)res.rc);
-	} else {
-		ret = commit(out);
-		if (ret == 0 && c->json && res.json != NULL)
-			fprintf(out_path != NULL && strcmp(out_path, "-") != 0 ? stdout : stderr,
-			        "%s\n", res.json);
-	}
-	agent_result_free(&res);
-	agent_strings_free(&rs);
-	finish(c, in);
 	return ret;
 hand_over:
 	agent_buf_free(&req);
@@ -573,15 +199,11 @@ hand_over:
 }
 
 /* decrypt through the agent, as cmd_decrypt.c and agent_client_decrypt(); HAND_OVER as sign. */
-static int thin_decrypt(struct client *c, int argc, char **argv)
+static int thin_decrypt(struct agent_conn *c, int argc, char **argv)
 {
 	const char *key = NULL, *in_path = NULL, *out_path = NULL;
 	int opt, inform = INFORM_SMIME, keep = 0, entity = 0, discard, ret;
 	struct agent_buf req = {0};
-	struct agent_strings rs = {0};
-	struct agent_result res;
-	struct p11i_out *out = NULL;
-	int in = -1;
 
 	while ((opt = getopt_long(argc, argv, P11I_DECRYPT_SHORT, p11i_decrypt_opts, NULL)) != -1) {
 		switch (opt) {
@@ -622,41 +244,17 @@ static int thin_decrypt(struct client *c, int argc, char **argv)
 	agent_buf_str(&req, AGENT_PROTO_VERSION);
 	agent_buf_str(&req, "decrypt");
 	agent_buf_kv(&req, "key", key);
-	put_num(&req, "at", 0);
-	put_num(&req, "inform", inform);
-	put_num(&req, "keep-line-ends", keep);
-	put_num(&req, "entity", entity);
-	put_num(&req, "discard", discard);
-	put_num(&req, "json", c->json);
-	put_num(&req, "verbose", c->verbose);
+	agent_put_num(&req, "at", 0);
+	agent_put_num(&req, "inform", inform);
+	agent_put_num(&req, "keep-line-ends", keep);
+	agent_put_num(&req, "entity", entity);
+	agent_put_num(&req, "discard", discard);
+	agent_put_num(&req, "json", c->json);
+	agent_put_num(&req, "verbose", c->verbose);
 
 	c->command = "decrypt";
-	ret = start(c, in_path, &in);
-	if (ret == 0)
-		ret = exchange(c, &req, in, in_path, out_path, P11I_OUT_PRIVATE, discard, &out, &rs,
-		               &res);
+	ret = agent_conn_run(c, &req, in_path, out_path, P11I_OUT_PRIVATE, discard);
 	agent_buf_free(&req);
-	if (ret != 0) {
-		finish(c, in);
-		return ret;
-	}
-	if (res.rc != P11S_OK) {
-		p11i_out_abort(out);
-		if (c->json && res.json != NULL)
-			fprintf(stdout, "%s\n", res.json);
-		print_error(&rs, &res);
-		ret = p11i_rc_exit_code((p11s_rc)res.rc);
-	} else {
-		ret = commit(out);
-		for (size_t i = 0; ret == 0 && i < res.n_notes; i++)
-			fprintf(stderr, "p11smime: note: %s\n", rs.s[res.notes[i]]);
-		if (ret == 0 && c->json && res.json != NULL)
-			fprintf(out_path == NULL || strcmp(out_path, "-") != 0 ? stdout : stderr,
-			        "%s\n", res.json);
-	}
-	agent_result_free(&res);
-	agent_strings_free(&rs);
-	finish(c, in);
 	return ret;
 }
 
@@ -679,7 +277,7 @@ static int config_present(void)
 /* The agent path, or HAND_OVER.  Works on its own copy of argv (getopt permutes). */
 static int thin(int argc, char **argv)
 {
-	struct client c = {.fd = -1};
+	struct agent_conn c = {.fd = -1};
 	const char *env = getenv("P11SMIME_FULL_CLI");
 	int opt, ret;
 
