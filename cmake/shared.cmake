@@ -26,9 +26,12 @@ set_target_properties(p11smime_shared PROPERTIES
 target_include_directories(p11smime_shared PUBLIC ${CMAKE_SOURCE_DIR}/include)
 target_link_libraries(p11smime_shared
   PRIVATE -Wl,--whole-archive p11smime p11s_pkcs11 p11s_common -Wl,--no-whole-archive
-          PkgConfig::JANSSON PkgConfig::P11KIT ${CMAKE_DL_LIBS} Threads::Threads
+          PkgConfig::P11KIT ${CMAKE_DL_LIBS} Threads::Threads
           -Wl,--version-script=${P11S_VERSION_SCRIPT}
   PUBLIC PkgConfig::OPENSSL)
+# Only what it calls: libssl comes with the openssl package's flags, and each
+# library mapped costs every program that loads this one.
+target_link_options(p11smime_shared PRIVATE -Wl,--as-needed)
 # Sanitizer runtimes live in the executable: only a plain build can insist
 # that the library names every library it needs.
 if(NOT P11S_SANITIZE AND NOT P11S_FUZZ AND NOT P11S_TSAN)

@@ -41,6 +41,22 @@ fi
 P11SMIME_FULL_CLI=1 strace -f -e trace=openat -o full.trace "$P11SMIME" sign --signer rsa2048@example.org -i m.eml -o t.eml 2>/dev/null
 grep -v ENOENT full.trace | grep -q 'libcrypto' && pass "P11SMIME_FULL_CLI=1: the whole command line (libcrypto) runs" ||
 	fail "P11SMIME_FULL_CLI=1 did not load the command line"
+# The whole command line maps jansson only for a JSON report it renders, libmilter only
+# for the milter (src/cli/lazy.c): a signature on the token here, without the agent.
+strace -f -e trace=openat -o local.trace "$P11SMIME" --pin-source "$PF" sign --no-agent \
+	--signer rsa2048@example.org -i m.eml -o l.eml 2>/dev/null
+assert_file_present l.eml
+if grep -v ENOENT local.trace | grep -qE 'libjansson|libmilter'; then
+	fail "sign without --json mapped: $(grep -v ENOENT local.trace | grep -oE 'lib(jansson|milter)[^"]*' | sort -u | tr '\n' ' ')"
+else
+	pass "sign --no-agent without --json: no jansson, no libmilter mapped"
+fi
+strace -f -e trace=openat -o json.trace "$P11SMIME" --pin-source "$PF" --json sign --no-agent \
+	--signer rsa2048@example.org -i m.eml -o l.eml >l.json 2>/dev/null
+grep -v ENOENT json.trace | grep -q 'libjansson' && pass "with --json, jansson is mapped" ||
+	fail "--json did not map jansson"
+assert_json l.json '.signer | startswith("pkcs11:")' "the JSON report, through jansson loaded late"
+grep -v ENOENT json.trace | grep -q 'libmilter' && fail "--json mapped libmilter" || pass "--json: still no libmilter"
 LD_DEBUG=files "$P11SMIME" decrypt -i /dev/null -o /dev/null 2>ld.log >/dev/null
 grep -q 'file=libcrypto' ld.log && fail "decrypt through the agent loaded libcrypto" ||
 	pass "decrypt through the agent: LD_DEBUG shows no libcrypto"
