@@ -218,40 +218,6 @@ void p11s_ctx_set_allow_final_try(p11s_ctx *ctx, int allow)
 	ctx->allow_final_try = allow;
 }
 
-p11s_rc p11s_ctx_set_token_filter(p11s_ctx *ctx, const char *uri, p11s_error *err)
-{
-	P11KitUri *u = NULL;
-	CK_ULONG nattrs = 0;
-	p11s_rc rc;
-
-	if (ctx == NULL)
-		return p11i_err(err, P11S_E_USAGE, "p11s_ctx_set_token_filter: no context");
-	if (uri != NULL) {
-		rc = p11i_uri_parse(uri, &u, err);
-		if (rc != P11S_OK)
-			return rc;
-		/* An object attribute would be ignored here: better refused than misread. */
-		p11_kit_uri_get_attributes(u, &nattrs);
-		if (nattrs > 0) {
-			char *shown = p11i_uri_redact(uri);
-
-			p11_kit_uri_free(u);
-			rc =
-			    p11i_err(err, P11S_E_BAD_URI,
-			             "%s names objects (id, object, type); a token URI names only "
-			             "the token (token=, manufacturer=, model=, serial=, slot-...)",
-			             shown ? shown : "the URI");
-			free(shown);
-			return rc;
-		}
-	}
-	p11i_ctx_lock(ctx);
-	p11_kit_uri_free(ctx->token_filter);
-	ctx->token_filter = u;
-	p11i_ctx_unlock(ctx);
-	return P11S_OK;
-}
-
 struct p11i_slot_state *p11i_slot_state(p11s_ctx *ctx, CK_SLOT_ID id)
 {
 	struct p11i_slot_state **n, *st = NULL;
