@@ -1,5 +1,5 @@
 /*
- * The agent's wire format (src/cli/agent_proto.c): the input is a byte
+ * The agent's wire format (src/front/agent_proto.c): the input is a byte
  * stream as a client or an agent would receive it, read frame by frame
  * with the real reader (from a memfd), each frame's strings split and
  * read as a request and as a result.  Hostile peers are same-uid only,
@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "cli/agent_proto.c"
+#include "front/agent_proto.c"
 
 static int put_all(int fd, const uint8_t *p, size_t n)
 {

@@ -1,5 +1,5 @@
 /*
- * The agent's wire format (src/cli/agent_proto.c): frames and string lists
+ * The agent's wire format (src/front/agent_proto.c): frames and string lists
  * round-trip, and everything malformed a peer could send is refused.
  */
 #include <setjmp.h>
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "cli/agent_proto.c"
+#include "front/agent_proto.c"
 
 static void build(struct agent_buf *b, const char *const *s, size_t n)
 {
