@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: batch signing and p11smime agent against the token's own speed.
 #
-#   bench/agent.sh [-n MESSAGES] [-r RUNS] [-s SECONDS] [-b P11SMIME_BINARY]
+#   bench/agent.sh [-n MESSAGES] [-r RUNS] [-s SECONDS] [-b P11SMIME_BINARY] [-B]
 #
 # On one fresh SoftHSM token (softhsm-conf/provision.sh), in one run:
 #
@@ -20,6 +20,8 @@
 # (4) throughput through the agent, one process per message: 1 client
 #     against 4 clients at once (MESSAGES/4 per client... at least 40 each).
 #
+# -B runs (1) and (2) only: the batch against the token, no agent.
+#
 # Goals from issue 12: (2) RSA >= 0.85, P-256 >= 0.6; (3) <= 0.35;
 # (4) >= 1.5.  Figures are recorded by hand in docs/performance.md.
 set -euo pipefail
@@ -30,13 +32,15 @@ msgs=300
 runs=21
 secs=3
 bin=${P11SMIME:-$src/build/p11smime}
-while getopts "n:r:s:b:" o; do
+batch_only=0
+while getopts "n:r:s:b:B" o; do
 	case $o in
 	n) msgs=$OPTARG ;;
 	r) runs=$OPTARG ;;
 	s) secs=$OPTARG ;;
 	b) bin=$OPTARG ;;
-	*) echo "usage: $0 [-n MESSAGES] [-r RUNS] [-s SECONDS] [-b P11SMIME]" >&2; exit 2 ;;
+	B) batch_only=1 ;;
+	*) echo "usage: $0 [-n MESSAGES] [-r RUNS] [-s SECONDS] [-b P11SMIME] [-B]" >&2; exit 2 ;;
 	esac
 done
 [ -x "$bin" ] || { echo "agent.sh: no p11smime binary at $bin (build first, or -b PATH)" >&2; exit 2; }
@@ -118,6 +122,8 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then
 	awk -v b="$s_rsa" -v r="$raw_rsa" 'BEGIN { printf "RSA-2048   %8.1f msg/s   ratio to raw C_Sign %.2f\n", b, b / r }'
 	awk -v b="$s_ec" -v r="$raw_ec" 'BEGIN { printf "P-256      %8.1f msg/s   ratio to raw C_Sign %.2f\n", b, b / r }'
 fi
+
+[ "$batch_only" = 1 ] && exit 0
 
 # ------------------------------------------------- (3) latency through the agent
 eval "$("$bin" --pin-source "file:$P11S_PIN_FILE" agent --signer rsa2048@example.org)" >/dev/null
