@@ -88,10 +88,11 @@ int cli_batch_default_jobs(void)
  * Outputs committed together: one sync of the file system makes a group's
  * data durable (p11s_output_sync_group()) instead of one fsync per file.
  * Workers may run this far ahead of the files printed, which bounds the
- * open outputs.
+ * open outputs: three groups, so that they go on signing while the main
+ * thread waits for a group's sync (milliseconds on a disk).
  */
 #define GROUP       32
-#define AHEAD(jobs) (GROUP + 2 * (jobs))
+#define AHEAD(jobs) (3 * GROUP + 2 * (jobs))
 
 /* One file of a batch: what it printed and its output, kept until the files before it are done. */
 struct item {
@@ -123,11 +124,13 @@ struct run {
 	 * Signalled only when someone waits: on this VM a futex call costs as
 	 * much as a small mail's parsing, and one per file per thread showed.
 	 */
-	pthread_cond_t done_cond;   /* a file is done; the main thread waits for one */
+	pthread_cond_t done_cond;   /* files are done; the main thread waits for them */
 	pthread_cond_t window_cond; /* files were printed; workers wait to go on */
 	int main_waiting;
 	int workers_waiting;
 	int next;    /* the next file to take */
+	int done;    /* the files before this one are done */
+	int want;    /* the main thread waits until the file at this index is done */
 	int printed; /* the files before this one are printed */
 	int ahead;   /* AHEAD(jobs) */
 };
@@ -189,7 +192,9 @@ static void handle(struct worker *w, int i)
 	it->rc = rc;
 	it->output = output;
 	it->done = 1;
-	if (r->main_waiting)
+	while (r->done < r->nfiles && r->items[r->done].done)
+		r->done++;
+	if (r->main_waiting && r->done > r->want)
 		pthread_cond_signal(&r->done_cond);
 	pthread_mutex_unlock(&r->lock);
 }
@@ -286,7 +291,7 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 	                .done_cond = PTHREAD_COND_INITIALIZER,
 	                .window_cond = PTHREAD_COND_INITIALIZER};
 	struct worker *w;
-	int worst = 0, from = 0, outputs = 0, rc;
+	int worst = 0, from = 0, outputs = 0, started = 0, rc;
 
 	if (jobs < 1)
 		jobs = cli_batch_default_jobs(); /* asked only here: it reads /sys */
@@ -301,27 +306,32 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 		fprintf(stderr, "p11smime: out of memory\n");
 		return 4;
 	}
-	/* This thread is worker 0, with the run's own error; the others get theirs. */
-	w[0].run = &r;
-	w[0].cli = *cli;
-	for (int j = 1; j < jobs; j++) {
+	/*
+	 * @p jobs threads sign; this one commits and prints, so that the
+	 * workers go on while it waits for a group's sync.  Each worker has
+	 * its own error; the run's is this thread's.
+	 */
+	for (int j = 0; j < jobs; j++) {
 		w[j].run = &r;
 		w[j].cli = *cli;
 		w[j].cli.err = p11s_error_new();
 		if (w[j].cli.err == NULL || pthread_create(&w[j].tid, NULL, work, &w[j]) != 0) {
 			p11s_error_free(w[j].cli.err);
+			w[j].cli.err = cli->err;
 			break; /* fewer workers, still correct */
 		}
 		w[j].started = 1;
+		started++;
 	}
 	/*
-	 * Print (and commit) the files in their order; while the next one is
-	 * not done, work on one more rather than wait.
+	 * Print (and commit) the files in their order, a group at a time.
+	 * Without a worker (none could start) this thread signs too: while
+	 * the next file is not done, it works on one more rather than wait.
 	 */
 	for (int i = 0; i < nfiles; i++) {
 		pthread_mutex_lock(&r.lock);
 		while (!r.items[i].done) {
-			if (r.next < nfiles && r.next < r.printed + r.ahead) {
+			if (started == 0 && r.next < nfiles && r.next < r.printed + r.ahead) {
 				int mine = r.next++;
 
 				pthread_mutex_unlock(&r.lock);
@@ -329,6 +339,10 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 				pthread_mutex_lock(&r.lock);
 				continue;
 			}
+			/* Woken once for the rest of the group, not for each file. */
+			r.want = from + GROUP < nfiles ? from + GROUP - 1 : nfiles - 1;
+			if (r.want < i)
+				r.want = i;
 			r.main_waiting = 1;
 			pthread_cond_wait(&r.done_cond, &r.lock);
 			r.main_waiting = 0;
@@ -346,7 +360,7 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 			outputs = 0;
 		}
 	}
-	for (int j = 1; j < jobs; j++) {
+	for (int j = 0; j < jobs; j++) {
 		if (!w[j].started)
 			continue;
 		pthread_join(w[j].tid, NULL);
