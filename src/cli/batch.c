@@ -87,12 +87,15 @@ int cli_batch_default_jobs(void)
 /*
  * Outputs committed together: one sync of the file system makes a group's
  * data durable (p11s_output_sync_group()) instead of one fsync per file.
- * Workers may run this far ahead of the files printed, which bounds the
- * open outputs: three groups, so that they go on signing while the main
- * thread waits for a group's sync (milliseconds on a disk).
+ * A group has GROUP outputs, more (up to GROUP_MAX) when more are done by
+ * then: a slow sync (a disk busy with other writers: 2-60 ms here) makes
+ * the next group larger, and the syncs fewer.  Workers may run this far
+ * ahead of the files printed, which bounds the open outputs, so that they
+ * go on signing while the main thread waits for a sync.
  */
 #define GROUP       32
-#define AHEAD(jobs) (3 * GROUP + 2 * (jobs))
+#define GROUP_MAX   128
+#define AHEAD(jobs) (GROUP_MAX + GROUP + 2 * (jobs))
 
 /* One file of a batch: what it printed and its output, kept until the files before it are done. */
 struct item {
@@ -290,7 +293,7 @@ static int print_item(struct run *r, int i)
  */
 static int commit_group(struct run *r, int from, int to)
 {
-	p11s_output *outs[GROUP];
+	p11s_output *outs[GROUP_MAX];
 	int n = 0, worst = 0, rc;
 	p11s_rc crc;
 
@@ -372,6 +375,8 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 	 * the next file is not done, it works on one more rather than wait.
 	 */
 	for (int i = 0; i < nfiles; i++) {
+		int done;
+
 		pthread_mutex_lock(&r.lock);
 		while (!r.items[i].done) {
 			if (started == 0 && r.next < nfiles && r.next < r.printed + r.ahead) {
@@ -390,13 +395,16 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 			pthread_cond_wait(&r.done_cond, &r.lock);
 			r.main_waiting = 0;
 		}
+		done = r.done;
 		pthread_mutex_unlock(&r.lock);
 		outputs += r.items[i].output != NULL;
 		/*
-		 * A group ends when it is full, at the last file, or at a file
-		 * without output (a failure, whose message must not wait).
+		 * A group ends when it is full (GROUP, or GROUP_MAX while the
+		 * next file is done too), at the last file, or at a file without
+		 * output (a failure, whose message must not wait).
 		 */
-		if (outputs == GROUP || i == nfiles - 1 || r.items[i].output == NULL) {
+		if (outputs == GROUP_MAX || (outputs >= GROUP && done <= i + 1) ||
+		    i == nfiles - 1 || r.items[i].output == NULL) {
 			rc = commit_group(&r, from, i + 1);
 			worst = rc > worst ? rc : worst;
 			from = i + 1;
