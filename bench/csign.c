@@ -2,13 +2,16 @@
  * The token's own signing rate: C_SignInit/C_Sign in a loop on one logged-in
  * session, nothing else.  For bench/agent.sh.
  *
- *   csign MODULE TOKEN_LABEL PIN_FILE ID_HEX rsa|ec SECONDS
+ *   csign MODULE TOKEN_LABEL PIN_FILE ID_HEX rsa|ec SECONDS [THREADS]
  *
  * rsa: CKM_RSA_PKCS over a SHA-256 DigestInfo (what a CMS signature asks
  * of the token); ec: CKM_ECDSA over a 32-byte hash.  Prints signatures per
- * second.
+ * second.  With THREADS > 1, as many threads each sign on a session of
+ * their own at once (the module told CKF_OS_LOCKING_OK): what the token
+ * gives a batch's workers, its own locks included.
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,32 +33,76 @@ static void die(const char *what, CK_RV rv)
 	exit(1);
 }
 
+/* What every signing loop shares. */
+static CK_FUNCTION_LIST_PTR fl;
+static CK_SLOT_ID slot;
+static CK_OBJECT_HANDLE key;
+static CK_MECHANISM mech = {CKM_RSA_PKCS, NULL, 0};
+static unsigned char in[64];
+static CK_ULONG inlen;
+static double secs;
+
+/* Sign in a loop on session *@p arg (NULL: a session of its own) for secs; the count. */
+static void *loop(void *arg)
+{
+	CK_SESSION_HANDLE s = arg != NULL ? *(CK_SESSION_HANDLE *)arg : CK_INVALID_HANDLE;
+	unsigned char sig[1024];
+	CK_ULONG siglen;
+	long count = 0;
+	double t0;
+
+	if (arg == NULL && fl->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
+		die("C_OpenSession", 0);
+	t0 = now();
+	while (now() - t0 < secs) {
+		CK_RV rv = fl->C_SignInit(s, &mech, key);
+
+		if (rv != CKR_OK)
+			die("C_SignInit", rv);
+		siglen = sizeof(sig);
+		rv = fl->C_Sign(s, in, inlen, sig, &siglen);
+		if (rv != CKR_OK)
+			die("C_Sign", rv);
+		count++;
+	}
+	if (arg == NULL)
+		fl->C_CloseSession(s);
+	return (void *)count;
+}
+
 int main(int argc, char **argv)
 {
-	CK_FUNCTION_LIST_PTR fl;
 	CK_RV (*get)(CK_FUNCTION_LIST_PTR_PTR);
 	CK_SLOT_ID slots[64];
 	CK_ULONG nslots = 64, n;
 	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-	CK_OBJECT_HANDLE key;
 	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-	unsigned char id[64], in[64], sig[1024];
-	CK_ULONG idlen = 0, inlen, siglen;
-	CK_MECHANISM mech = {CKM_RSA_PKCS, NULL, 0};
+	CK_C_INITIALIZE_ARGS ia = {.flags = CKF_OS_LOCKING_OK};
+	unsigned char id[64];
+	CK_ULONG idlen = 0;
 	char pin[256];
 	FILE *pf;
 	void *h;
-	double t0, secs;
+	double t0;
 	long count = 0;
+	int threads = 1;
+	pthread_t tids[64];
 	/* SHA-256 DigestInfo prefix, then the hash. */
-	static const unsigned char di[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-	                                   0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
+	static const unsigned char di[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60,
+	                                   0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+	                                   0x01, 0x05, 0x00, 0x04, 0x20};
 
-	if (argc != 7) {
-		fprintf(stderr, "usage: csign MODULE TOKEN_LABEL PIN_FILE ID_HEX rsa|ec SECONDS\n");
+	if (argc != 7 && argc != 8) {
+		fprintf(
+		    stderr,
+		    "usage: csign MODULE TOKEN_LABEL PIN_FILE ID_HEX rsa|ec SECONDS [THREADS]\n");
 		return 2;
 	}
 	secs = atof(argv[6]);
+	if (argc == 8)
+		threads = atoi(argv[7]);
+	if (threads < 1 || threads > 64)
+		threads = 1;
 	for (const char *p = argv[4]; p[0] && p[1] && idlen < sizeof(id); p += 2) {
 		unsigned v;
 
@@ -84,7 +131,7 @@ int main(int argc, char **argv)
 	*(void **)&get = dlsym(h, "C_GetFunctionList");
 	if (get == NULL || get(&fl) != CKR_OK)
 		return 1;
-	if (fl->C_Initialize(NULL) != CKR_OK)
+	if (fl->C_Initialize(&ia) != CKR_OK)
 		return 1;
 	if (fl->C_GetSlotList(CK_TRUE, slots, &nslots) != CKR_OK)
 		return 1;
@@ -101,6 +148,7 @@ int main(int argc, char **argv)
 		if (strcmp(label, argv[2]) == 0 &&
 		    fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
 			die("C_OpenSession", 0);
+		slot = slots[i];
 	}
 	if (s == CK_INVALID_HANDLE) {
 		fprintf(stderr, "csign: no token '%s'\n", argv[2]);
@@ -117,16 +165,18 @@ int main(int argc, char **argv)
 		fl->C_FindObjectsFinal(s);
 	}
 	t0 = now();
-	while (now() - t0 < secs) {
-		CK_RV rv = fl->C_SignInit(s, &mech, key);
+	if (threads == 1) {
+		count = (long)loop(&s);
+	} else {
+		for (int i = 0; i < threads; i++)
+			if (pthread_create(&tids[i], NULL, loop, NULL) != 0)
+				die("pthread_create", 0);
+		for (int i = 0; i < threads; i++) {
+			void *c;
 
-		if (rv != CKR_OK)
-			die("C_SignInit", rv);
-		siglen = sizeof(sig);
-		rv = fl->C_Sign(s, in, inlen, sig, &siglen);
-		if (rv != CKR_OK)
-			die("C_Sign", rv);
-		count++;
+			pthread_join(tids[i], &c);
+			count += (long)c;
+		}
 	}
 	printf("%.1f\n", (double)count / (now() - t0));
 	fl->C_Logout(s);

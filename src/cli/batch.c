@@ -87,11 +87,15 @@ int cli_batch_default_jobs(void)
 /*
  * Outputs committed together: one sync of the file system makes a group's
  * data durable (p11s_output_sync_group()) instead of one fsync per file.
- * Workers may run this far ahead of the files printed, which bounds the
- * open outputs.
+ * A group has GROUP outputs, more (up to GROUP_MAX) when more are done by
+ * then: a slow sync (a disk busy with other writers: 2-60 ms here) makes
+ * the next group larger, and the syncs fewer.  Workers may run this far
+ * ahead of the files printed, which bounds the open outputs, so that they
+ * go on signing while the main thread waits for a sync.
  */
 #define GROUP       32
-#define AHEAD(jobs) (GROUP + 2 * (jobs))
+#define GROUP_MAX   128
+#define AHEAD(jobs) (GROUP_MAX + GROUP + 2 * (jobs))
 
 /* One file of a batch: what it printed and its output, kept until the files before it are done. */
 struct item {
@@ -123,11 +127,13 @@ struct run {
 	 * Signalled only when someone waits: on this VM a futex call costs as
 	 * much as a small mail's parsing, and one per file per thread showed.
 	 */
-	pthread_cond_t done_cond;   /* a file is done; the main thread waits for one */
+	pthread_cond_t done_cond;   /* files are done; the main thread waits for them */
 	pthread_cond_t window_cond; /* files were printed; workers wait to go on */
 	int main_waiting;
 	int workers_waiting;
 	int next;    /* the next file to take */
+	int done;    /* the files before this one are done */
+	int want;    /* the main thread waits until the file at this index is done */
 	int printed; /* the files before this one are printed */
 	int ahead;   /* AHEAD(jobs) */
 };
@@ -137,7 +143,43 @@ struct worker {
 	struct cli cli; /* the run's, with its own error and buffers */
 	pthread_t tid;
 	int started;
+	/*
+	 * What a file prints goes here, then into its item when there is
+	 * any: two streams a worker rather than two a file (opening and
+	 * closing them was 6% of the instructions of a small mail).
+	 */
+	FILE *out, *err;
+	char *obuf, *ebuf;
+	size_t olen, elen;
 };
+
+static void worker_streams_close(struct worker *w)
+{
+	if (w->out != NULL)
+		fclose(w->out);
+	if (w->err != NULL)
+		fclose(w->err);
+	free(w->obuf);
+	free(w->ebuf);
+	w->out = w->err = NULL;
+	w->obuf = w->ebuf = NULL;
+}
+
+/* A copy of the @p len bytes the stream holds in @p buf into *@p to (NULL when none); -1 if out of
+ * memory. */
+static int keep(const char *buf, size_t len, char **to, size_t *to_len)
+{
+	*to = NULL;
+	*to_len = 0;
+	if (len == 0)
+		return 0;
+	*to = malloc(len);
+	if (*to == NULL)
+		return -1;
+	memcpy(*to, buf, len);
+	*to_len = len;
+	return 0;
+}
 
 /* Run @p one for file @p i with its messages kept; prepare its output for the group. */
 static void handle(struct worker *w, int i)
@@ -146,25 +188,30 @@ static void handle(struct worker *w, int i)
 	struct item *it = &r->items[i];
 	const char *file = r->files[i];
 	p11s_output *output = NULL;
-	FILE *out = open_memstream(&it->out, &it->out_len);
-	FILE *err = open_memstream(&it->err, &it->err_len);
+	FILE *err;
 	p11s_rc prc;
 	int rc;
 
-	if (out == NULL || err == NULL) {
-		if (out != NULL)
-			fclose(out);
-		if (err != NULL)
-			fclose(err);
+	if (w->out == NULL)
+		w->out = open_memstream(&w->obuf, &w->olen);
+	if (w->err == NULL)
+		w->err = open_memstream(&w->ebuf, &w->elen);
+	/* Each file's messages from the start of the streams (a flush then gives their length). */
+	if (w->out == NULL || w->err == NULL || fseeko(w->out, 0, SEEK_SET) != 0 ||
+	    fseeko(w->err, 0, SEEK_SET) != 0) {
 		item_forget(it);
 		rc = -1; /* said when it is printed */
 	} else {
-		w->cli.outf = out;
-		w->cli.errf = err;
+		w->cli.outf = w->out;
+		w->cli.errf = w->err;
 		rc = r->one(&w->cli, r->arg, file, &output);
 		w->cli.outf = w->cli.errf = NULL;
-		if (fclose(out) != 0 || fclose(err) != 0)
+		if (fflush(w->out) != 0 || fflush(w->err) != 0 ||
+		    keep(w->obuf, w->olen, &it->out, &it->out_len) != 0 ||
+		    keep(w->ebuf, w->elen, &it->err, &it->err_len) != 0) {
+			item_forget(it);
 			rc = -1;
+		}
 	}
 	if (output != NULL && rc == 0) {
 		/* Written out here, in the worker; synced and linked in with its group. */
@@ -189,7 +236,9 @@ static void handle(struct worker *w, int i)
 	it->rc = rc;
 	it->output = output;
 	it->done = 1;
-	if (r->main_waiting)
+	while (r->done < r->nfiles && r->items[r->done].done)
+		r->done++;
+	if (r->main_waiting && r->done > r->want)
 		pthread_cond_signal(&r->done_cond);
 	pthread_mutex_unlock(&r->lock);
 }
@@ -209,8 +258,10 @@ static void *work(void *arg)
 		}
 		i = r->next < r->nfiles ? r->next++ : -1;
 		pthread_mutex_unlock(&r->lock);
-		if (i < 0)
+		if (i < 0) {
+			worker_streams_close(w);
 			return NULL;
+		}
 		handle(w, i);
 	}
 }
@@ -242,7 +293,7 @@ static int print_item(struct run *r, int i)
  */
 static int commit_group(struct run *r, int from, int to)
 {
-	p11s_output *outs[GROUP];
+	p11s_output *outs[GROUP_MAX];
 	int n = 0, worst = 0, rc;
 	p11s_rc crc;
 
@@ -286,7 +337,7 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 	                .done_cond = PTHREAD_COND_INITIALIZER,
 	                .window_cond = PTHREAD_COND_INITIALIZER};
 	struct worker *w;
-	int worst = 0, from = 0, outputs = 0, rc;
+	int worst = 0, from = 0, outputs = 0, started = 0, rc;
 
 	if (jobs < 1)
 		jobs = cli_batch_default_jobs(); /* asked only here: it reads /sys */
@@ -301,27 +352,34 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 		fprintf(stderr, "p11smime: out of memory\n");
 		return 4;
 	}
-	/* This thread is worker 0, with the run's own error; the others get theirs. */
-	w[0].run = &r;
-	w[0].cli = *cli;
-	for (int j = 1; j < jobs; j++) {
+	/*
+	 * @p jobs threads sign; this one commits and prints, so that the
+	 * workers go on while it waits for a group's sync.  Each worker has
+	 * its own error; the run's is this thread's.
+	 */
+	for (int j = 0; j < jobs; j++) {
 		w[j].run = &r;
 		w[j].cli = *cli;
 		w[j].cli.err = p11s_error_new();
 		if (w[j].cli.err == NULL || pthread_create(&w[j].tid, NULL, work, &w[j]) != 0) {
 			p11s_error_free(w[j].cli.err);
+			w[j].cli.err = cli->err;
 			break; /* fewer workers, still correct */
 		}
 		w[j].started = 1;
+		started++;
 	}
 	/*
-	 * Print (and commit) the files in their order; while the next one is
-	 * not done, work on one more rather than wait.
+	 * Print (and commit) the files in their order, a group at a time.
+	 * Without a worker (none could start) this thread signs too: while
+	 * the next file is not done, it works on one more rather than wait.
 	 */
 	for (int i = 0; i < nfiles; i++) {
+		int done;
+
 		pthread_mutex_lock(&r.lock);
 		while (!r.items[i].done) {
-			if (r.next < nfiles && r.next < r.printed + r.ahead) {
+			if (started == 0 && r.next < nfiles && r.next < r.printed + r.ahead) {
 				int mine = r.next++;
 
 				pthread_mutex_unlock(&r.lock);
@@ -329,29 +387,38 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 				pthread_mutex_lock(&r.lock);
 				continue;
 			}
+			/* Woken once for the rest of the group, not for each file. */
+			r.want = from + GROUP < nfiles ? from + GROUP - 1 : nfiles - 1;
+			if (r.want < i)
+				r.want = i;
 			r.main_waiting = 1;
 			pthread_cond_wait(&r.done_cond, &r.lock);
 			r.main_waiting = 0;
 		}
+		done = r.done;
 		pthread_mutex_unlock(&r.lock);
 		outputs += r.items[i].output != NULL;
 		/*
-		 * A group ends when it is full, at the last file, or at a file
-		 * without output (a failure, whose message must not wait).
+		 * A group ends when it is full (GROUP, or GROUP_MAX while the
+		 * next file is done too), at the last file, or at a file without
+		 * output (a failure, whose message must not wait).
 		 */
-		if (outputs == GROUP || i == nfiles - 1 || r.items[i].output == NULL) {
+		if (outputs == GROUP_MAX || (outputs >= GROUP && done <= i + 1) ||
+		    i == nfiles - 1 || r.items[i].output == NULL) {
 			rc = commit_group(&r, from, i + 1);
 			worst = rc > worst ? rc : worst;
 			from = i + 1;
 			outputs = 0;
 		}
 	}
-	for (int j = 1; j < jobs; j++) {
+	for (int j = 0; j < jobs; j++) {
 		if (!w[j].started)
 			continue;
 		pthread_join(w[j].tid, NULL);
 		p11s_error_free(w[j].cli.err);
 	}
+	if (started == 0)
+		worker_streams_close(&w[0]);
 	free(r.items);
 	free(w);
 	return worst;

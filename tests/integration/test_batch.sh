@@ -61,6 +61,34 @@ assert_eq "in/m1.eml in/m2.eml in/m3.eml in/m4.eml in/m5.eml in/m6.eml in/m7.eml
 	"$(jq -rs 'map(.file) | join(" ")' "$OUT")" "--jobs 3: one report per signed file, in the order of the files"
 assert_eq "out4/m7.eml" "$(jq -rs '.[6].output' "$OUT")" "each report names its output"
 assert_eq '"ecdsa"' "$(jq -s '.[11].signature_algorithm' "$OUT")" "the reports are the signer's"
+# Past several groups of durable outputs (32 each, up to 128 when more are
+# done): 400 files, a bad one among them, each report in order and each
+# output in place.
+mkdir many outmany
+for i in $(seq 1 400); do
+	printf 'From: p256@example.org\nTo: bob@example.net\nSubject: many %s\n\nMessage %s.\n' \
+		"$i" "$i" >"many/n$i.eml"
+done
+cp in/bad.eml many/n150.eml
+manyfiles=()
+for i in $(seq 1 400); do manyfiles+=("many/n$i.eml"); done
+# Not run_p11smime: it exports what was printed, and 399 reports are more
+# than an environment variable may hold.
+timeout -k 5 120 setsid -w "$P11SMIME" "${P[@]}" --json sign --jobs 2 --signer p256@example.org \
+	--out-dir outmany "${manyfiles[@]}" </dev/null >many.out 2>many.err
+assert_eq 4 "$?" "400 files, one bad: exit 4"
+assert_eq 1 "$(grep -c . many.err)" "400 files: one message, for the bad one"
+assert_eq 1 "$(grep -c '^p11smime: many/n150.eml: ' many.err)" "400 files: it names the bad one"
+expect=$(for i in $(seq 1 400); do [ "$i" = 150 ] || printf 'many/n%s.eml\n' "$i"; done)
+assert_eq "$expect" "$(jq -r '.file' many.out)" "400 files: a report for each good one, in order"
+assert_eq 399 "$(find outmany -type f | wc -l)" "399 outputs and nothing else in the directory"
+bad=0
+for i in 1 32 33 128 129 149 151 200 333 400; do
+	openssl cms -verify -CAfile "$CA_PEM" -in "outmany/n$i.eml" -out outmany.txt >/dev/null 2>&1 &&
+		grep -q "^Message $i\." outmany.txt || bad=$((bad + 1))
+done
+assert_eq 0 "$bad" "400 files: the outputs verify, each with its own message"
+
 for j in 0 65 x 2x; do
 	run_p11smime "${P[@]}" sign --jobs "$j" --signer rsa2048@example.org --out-dir out3 in/m1.eml
 	assert_exit 2 "--jobs $j is a usage error"

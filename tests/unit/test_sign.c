@@ -16,10 +16,12 @@
 #include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "hooks_internal.h"
 #include "mime.h"
 #include "p11smime/sign.h"
 
@@ -492,6 +494,145 @@ static void refusals(void **state)
 	p11s_error_free(err);
 }
 
+/* @p msg with its multipart boundary ("----=_p11s_" and 24 random hex digits) made constant. */
+static void same_boundary(char *msg)
+{
+	for (char *p = msg; (p = strstr(p, "_p11s_")) != NULL; p += 6)
+		for (int i = 0; i < 24 && p[6 + i] != '\0'; i++)
+			p[6 + i] = 'x';
+}
+
+/* The DER of the signature in @p signed_msg with the signature value emptied (ECDSA and PSS are
+ * random). */
+static unsigned char *der_unsigned(const char *signed_msg, int *len)
+{
+	BIO *in = BIO_new_mem_buf(signed_msg, (int)strlen(signed_msg)), *part = NULL;
+	CMS_ContentInfo *cms = SMIME_read_CMS(in, &part);
+	CMS_SignerInfo *si;
+	unsigned char *der = NULL;
+
+	assert_non_null(cms);
+	si = sk_CMS_SignerInfo_value(CMS_get0_SignerInfos(cms), 0);
+	assert_non_null(si);
+	assert_true(ASN1_STRING_set(CMS_SignerInfo_get0_signature(si), "", 0));
+	*len = i2d_CMS_ContentInfo(cms, &der);
+	assert_true(*len > 0);
+	CMS_ContentInfo_free(cms);
+	BIO_free(part);
+	BIO_free(in);
+	return der;
+}
+
+/*
+ * @p key as a "foreign" key: OpenSSL's legacy path, as the token's keys
+ * take (pkcs11/key.c gives them a method of their own).
+ */
+static EVP_PKEY *legacy_rsa(EVP_PKEY *key)
+{
+	static RSA_METHOD *meth;
+	RSA *r = EVP_PKEY_get1_RSA(key);
+	EVP_PKEY *pk = EVP_PKEY_new();
+
+	if (meth == NULL)
+		meth = RSA_meth_dup(RSA_get_default_method());
+	assert_non_null(r);
+	assert_non_null(meth);
+	assert_true(RSA_set_method(r, meth));
+	assert_true(EVP_PKEY_assign_RSA(pk, r));
+	return pk;
+}
+
+/*
+ * A detached signature from the signer's prepared template is the one
+ * OpenSSL's CMS code makes, byte for byte: RSA PKCS#1 v1.5 is
+ * deterministic, so whole messages compare (both signed within one second:
+ * a few tries); ECDSA and PSS compare with their signature values emptied.
+ */
+static void template_matches_openssl(void **state)
+{
+	X509 *rsa = ee_cert(rsa_key, "critical,digitalSignature,keyEncipherment");
+	X509 *ec = ee_cert(p256_key, "critical,digitalSignature");
+	X509 *ec384 = ee_cert(p384_key, "critical,digitalSignature");
+	EVP_PKEY *legacy = legacy_rsa(rsa_key);
+	struct {
+		X509 *cert;
+		EVP_PKEY *key;
+		int pss, exact, big_chain;
+		const char *digest;
+	} cases[] = {
+	    {rsa, rsa_key, 0, 1, 0, NULL},     {rsa, rsa_key, 0, 1, 0, "sha384"},
+	    {rsa, rsa_key, 0, 1, 0, "sha512"}, {rsa, rsa_key, 0, 1, 1, NULL},
+	    {rsa, rsa_key, 1, 0, 0, NULL},     {ec, p256_key, 0, 0, 0, NULL},
+	    {ec384, p384_key, 0, 0, 0, NULL},
+	};
+	const char *msgs[] = {plain_lf,
+	                      "Subject: x\r\nContent-Type: text/plain\r\n\r\nCRLF body\r\n"};
+	p11s_error *err = p11s_error_new();
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		p11s_sign_opts o;
+		p11s_signer *s = NULL;
+		STACK_OF(X509) *chain = sk_X509_new_null();
+
+		sk_X509_push(chain, ca_cert);
+		/* 100 more certificates: lengths of three bytes in the outer headers. */
+		for (int i = 0; cases[c].big_chain && i < 100; i++)
+			sk_X509_push(chain, make_cert(p256_key, ca_key, ca_cert, "CA n", NULL,
+			                              "critical,keyCertSign", 1, -1, 365));
+		p11s_sign_opts_init(&o);
+		o.pss = cases[c].pss;
+		o.digest = cases[c].digest;
+		assert_int_equal(p11s_signer_new(cases[c].cert, cases[c].key, chain, &o, &s, err),
+		                 P11S_OK);
+		for (size_t m = 0; m < sizeof(msgs) / sizeof(msgs[0]); m++) {
+			int same = 0;
+
+			for (int tries = 0; tries < 5 && !same; tries++) {
+				char *a = NULL, *b = NULL;
+
+				p11i_signer_set_template(s, 1);
+				assert_int_equal(sign_str(s, msgs[m], &a, NULL, err), P11S_OK);
+				p11i_signer_set_template(s, 0);
+				assert_int_equal(sign_str(s, msgs[m], &b, NULL, err), P11S_OK);
+				p11i_signer_set_template(s, 1);
+				same_boundary(a);
+				same_boundary(b);
+				if (cases[c].exact) {
+					same = strcmp(a, b) == 0;
+				} else {
+					int la, lb;
+					unsigned char *da = der_unsigned(a, &la),
+					              *db = der_unsigned(b, &lb);
+
+					same = la == lb && memcmp(da, db, (size_t)la) == 0;
+					OPENSSL_free(da);
+					OPENSSL_free(db);
+					/* The text around the signature: the same up to its base64.
+					 */
+					same = same &&
+					       strncmp(a, b,
+					               (size_t)(strstr(a, "smime.p7s\"") - a)) == 0;
+				}
+				free(a);
+				free(b);
+			}
+			if (!same)
+				fail_msg("case %zu, message %zu: the template's signature differs",
+				         c, m);
+		}
+		for (int i = 1; i < sk_X509_num(chain); i++)
+			X509_free(sk_X509_value(chain, i));
+		sk_X509_free(chain);
+		p11s_signer_free(s);
+	}
+	X509_free(rsa);
+	X509_free(ec);
+	X509_free(ec384);
+	EVP_PKEY_free(legacy);
+	p11s_error_free(err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -500,6 +641,7 @@ int main(void)
 	    cmocka_unit_test(opaque_and_entities),
 	    cmocka_unit_test(large_message_streams),
 	    cmocka_unit_test(refusals),
+	    cmocka_unit_test(template_matches_openssl),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
