@@ -1985,14 +1985,16 @@ static void emit_clean_block(struct canon *c, const char *p, size_t n, size_t *c
 }
 
 /*
- * The split: an LF file's clean block goes to the output as it is, and
- * only the digests see it in CRLF.  The canonical form went through the
- * digests and then a line-end filter that took each CRLF back to the LF
- * it was (a quarter of sign's own CPU for a large text part, two copies
- * and two scans of every byte); with nothing but digests between us and
- * that filter, the digests are fed directly and the filter is bypassed.
- * The output is the same bytes: the filter would have turned exactly
- * these CRLFs into exactly these LFs.
+ * The split: a clean block goes to the output as the file had it, and
+ * only the digests see its canonical form.  That form went through the
+ * digests and then a line-end filter that took each CRLF back to the
+ * file's line end (for an LF file a quarter of sign's own CPU for a large
+ * text part: two copies and two scans of every byte); with nothing but
+ * digests between us and that filter, the digests are fed directly and
+ * the filter is bypassed.  The output is the same bytes: the filter would
+ * have turned exactly these CRLFs into exactly these line ends.  Blocks
+ * where that is not so simple (a CR in an LF file, a line end other than
+ * one CR and an LF in a CRLF file) take the whole chain.
  */
 #define SPLIT_CHUNK ((OBUF_SIZE - 32) / 2)
 
@@ -2039,8 +2041,7 @@ static BIO *split_eol(struct canon *c)
 			if (BIO_method_type(b) == BIO_TYPE_MD)
 				continue;
 			if (eol_method != NULL && BIO_method_type(b) == eol_type &&
-			    BIO_next(b) != NULL &&
-			    ((struct eol_state *)BIO_get_data(b))->to == P11I_EOL_LF) {
+			    BIO_next(b) != NULL) {
 				c->split_eol = b;
 				c->split = 1;
 			}
@@ -2048,6 +2049,40 @@ static BIO *split_eol(struct canon *c)
 		}
 	}
 	return c->split > 0 ? c->split_eol : NULL;
+}
+
+/*
+ * A CRLF file's block whose every line ends in exactly one CR and an LF
+ * (each CR followed by an LF, each LF preceded by a CR, neither at an end
+ * of the block alone) is its own canonical form and its own output.
+ */
+static int crlf_exact(const char *p, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = 0;
+	unsigned carry = 0; /* a CR ended the last vector */
+
+	if (n == 0 || u[0] == '\n' || u[n - 1] == '\r')
+		return 0;
+#if defined(__SSE2__)
+	const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+
+	for (; i + 16 <= n; i += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
+		unsigned c = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cr));
+		unsigned l = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+
+		if ((((c << 1) | carry) & 0xffffu) != l)
+			return 0;
+		carry = c >> 15;
+	}
+#endif
+	for (; i < n; i++) {
+		if ((u[i] == '\n') != (carry != 0))
+			return 0;
+		carry = u[i] == '\r';
+	}
+	return carry == 0;
 }
 
 static void split_digest(struct canon *c, BIO *eol, const char *p, size_t n)
@@ -2060,44 +2095,85 @@ static void split_digest(struct canon *c, BIO *eol, const char *p, size_t n)
 	}
 }
 
-/* emit_clean_block() of a block with no CR, split. */
+/*
+ * emit_clean_block() of a block, split: with no CR at all to an LF filter
+ * (the digests get each LF as CRLF), or crlf_exact() to a CRLF filter (the
+ * digests get the block itself).
+ */
 static void split_block(struct canon *c, BIO *eol, const char *p, size_t n)
 {
-	/* A final LF stays owed, as emit_clean_block() leaves it pending. */
-	size_t m = p[n - 1] == '\n' ? n - 1 : n;
+	struct eol_state *es = BIO_get_data(eol);
+	int lf = es->to == P11I_EOL_LF;
+	/* A final line end stays owed, as emit_clean_block() leaves it pending. */
+	size_t m = p[n - 1] != '\n' ? n : lf ? n - 1 : n - 2;
 	BIO *next = BIO_next(eol);
 
 	if (c->pending) {
 		split_digest(c, eol, "\r\n", 2);
-		if (write_all(next, "\n", 1) != 0)
+		if (write_all(next, lf ? "\n" : "\r\n", lf ? 1 : 2) != 0)
 			c->ofail = 1;
 	}
-	for (size_t i = 0; i < m;) {
-		size_t k = m - i < SPLIT_CHUNK ? m - i : SPLIT_CHUNK;
+	if (lf) {
+		for (size_t i = 0; i < m;) {
+			size_t k = m - i < SPLIT_CHUNK ? m - i : SPLIT_CHUNK;
 
-		split_digest(c, eol, c->ob, lf_to_crlf(p + i, k, c->ob));
-		i += k;
+			split_digest(c, eol, c->ob, lf_to_crlf(p + i, k, c->ob));
+			i += k;
+		}
+	} else if (m > 0) {
+		split_digest(c, eol, p, m);
 	}
 	if (m > 0 && write_all(next, p, m) != 0)
 		c->ofail = 1;
 	c->pending = m < n;
+	/* The filter's state as if the block had gone through it: its last byte was no CR. */
+	es->w_cr = es->w_prev_cr = 0;
 }
 
 /* A clean block: split when it can be, else through the whole chain. */
 static void emit_block(struct canon *c, const char *p, size_t n, size_t *crs)
 {
-	BIO *eol = *crs == 0 && n > 0 ? split_eol(c) : NULL;
+	BIO *eol = n > 0 ? split_eol(c) : NULL;
+	struct eol_state *es = eol != NULL ? BIO_get_data(eol) : NULL;
+	size_t a = 0, b = n;
 
-	if (eol != NULL && !c->ofail) {
+	if (es == NULL || c->ofail) {
+		emit_clean_block(c, p, n, crs);
+		return;
+	}
+	if (es->to == P11I_EOL_CRLF) {
+		/*
+		 * A CRLF cut by an edge of the block goes the long way (the line
+		 * up to the first LF, the CRs after the last), the lines between
+		 * are split: blocks fall anywhere in a CRLF file.
+		 */
+		if (*crs > 0 || p[0] == '\n') {
+			const char *nl = memchr(p, '\n', n);
+
+			a = nl ? (size_t)(nl - p) + 1 : n;
+		}
+		if (a < n && p[n - 1] == '\r') {
+			for (b = n; b > a && p[b - 1] != '\n'; b--)
+				;
+		}
+		if (a > 0)
+			emit_clean_block(c, p, a, crs);
+	} else if (*crs > 0) {
+		emit_clean_block(c, p, n, crs);
+		return;
+	}
+	if (b > a) {
 		/* What is buffered goes first, through the filter, which then holds nothing. */
 		flush_out(c);
-		if (!c->ofail && !((struct eol_state *)BIO_get_data(eol))->w_cr &&
-		    memchr(p, '\r', n) == NULL) {
-			split_block(c, eol, p, n);
-			return;
-		}
+		if (!c->ofail && !es->w_cr &&
+		    (es->to == P11I_EOL_LF ? memchr(p + a, '\r', b - a) == NULL
+		                           : crlf_exact(p + a, b - a)))
+			split_block(c, eol, p + a, b - a);
+		else
+			emit_clean_block(c, p + a, b - a, crs);
 	}
-	emit_clean_block(c, p, n, crs);
+	if (b < n)
+		emit_clean_block(c, p + b, n - b, crs);
 }
 
 static void emit_clean_end(struct canon *c, size_t *crs)

@@ -3,7 +3,8 @@
  * through multipart descent, transfer-encoding choice, spooling and the
  * base64 and quoted-printable writers.  The first byte picks the header
  * classes and the line-end filter the output goes through; with bit 16,
- * sign's own chain (SHA-256, then the LF filter, then the output), where
+ * sign's own chain (SHA-256, then the LF filter, or with bit 32 the CRLF
+ * one, then the output), where
  * clean blocks take the split (the output as it was, the digest in CRLF):
  * its output and digest must be what the plain canonical form gives.
  */
@@ -26,11 +27,11 @@ static unsigned char *mem_copy(BIO *m, size_t *n)
 }
 
 /* sign's chain against the canonical form digested and then filtered. */
-static void split_check(const uint8_t *data, size_t size, unsigned classes)
+static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i_eol to)
 {
 	BIO *in = BIO_new_mem_buf(data, (int)size), *ref = BIO_new(BIO_s_mem());
-	BIO *mem = BIO_new(BIO_s_mem()), *eol = p11i_bio_eol_new(P11I_EOL_LF);
-	BIO *md = BIO_new(BIO_f_md()), *e2 = p11i_bio_eol_new(P11I_EOL_LF);
+	BIO *mem = BIO_new(BIO_s_mem()), *eol = p11i_bio_eol_new(to);
+	BIO *md = BIO_new(BIO_f_md()), *e2 = p11i_bio_eol_new(to);
 	BIO *m2 = BIO_new(BIO_s_mem());
 	p11i_headers *h = NULL;
 	p11s_rc a, b;
@@ -92,7 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	mode = data[0];
 	if (mode & 16) {
-		split_check(data + 1, size - 1, mode & 1 ? P11I_HDR_ALL : P11I_HDR_CONTENT);
+		split_check(data + 1, size - 1, mode & 1 ? P11I_HDR_ALL : P11I_HDR_CONTENT,
+		            mode & 32 ? P11I_EOL_CRLF : P11I_EOL_LF);
 		return 0;
 	}
 	in = BIO_new_mem_buf(data + 1, (int)(size - 1));

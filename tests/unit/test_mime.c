@@ -989,10 +989,10 @@ static long count_eol(BIO *b, int oper, const char *argp, size_t len, int argi, 
 }
 
 /* mode 0: from memory; 1: from a file; 2: from a file, written ahead. */
-static void canon_chain(const char *msg, size_t len, int mode, char **out, size_t *olen,
-                        unsigned char md[32], int *rewinds)
+static void canon_chain(const char *msg, size_t len, int mode, p11i_eol to, char **out,
+                        size_t *olen, unsigned char md[32], int *rewinds)
 {
-	BIO *in, *mem = BIO_new(BIO_s_mem()), *eol = p11i_bio_eol_new(P11I_EOL_LF);
+	BIO *in, *mem = BIO_new(BIO_s_mem()), *eol = p11i_bio_eol_new(to);
 	BIO *mdb = BIO_new(BIO_f_md());
 	p11i_headers *h = NULL;
 	struct chain_undo u = {0};
@@ -1061,7 +1061,11 @@ static void canon_split(void **state)
 	 * across a block edge); 4 as 0 with an 8-bit byte late (dirty: taken
 	 * back, encoded); 5 a body of one LF; 6 an empty body.
 	 */
-	for (size_t hi = 0; hi < sizeof(heads) / sizeof(heads[0]); hi++) {
+	for (size_t hc = 0; hc < 2 * sizeof(heads) / sizeof(heads[0]); hc++) {
+		/* The second round in CRLF: every LF of the message (headers too) is CRLF. */
+		size_t hi = hc % (sizeof(heads) / sizeof(heads[0]));
+		int crlf = hc >= sizeof(heads) / sizeof(heads[0]);
+
 		for (int kind = 0; kind < 7; kind++) {
 			size_t hl = strlen(heads[hi]), n = hl, bodylen = kind >= 5 ? 0 : BODY;
 			char *msg = malloc(hl + BODY + 1024), *ref, *conv, *got;
@@ -1093,12 +1097,26 @@ static void canon_split(void **state)
 				n--;
 			if (kind == 4)
 				msg[n - 1000] = (char)0xe9;
+			if (crlf) {
+				char *w = malloc(2 * n + 1);
+				size_t wn = 0;
+
+				for (size_t k = 0; k < n; k++) {
+					if (msg[k] == '\n')
+						w[wn++] = '\r';
+					w[wn++] = msg[k];
+				}
+				free(msg);
+				msg = w;
+				n = wn;
+			}
 
 			/* The reference: the canonical form, digested, then through the filter. */
 			assert_int_equal(canon(msg, n, P11I_HDR_ALL, &ref, &refl, NULL), P11S_OK);
 			assert_true(EVP_Digest(ref, refl, want_md, &mdl, EVP_sha256(), NULL));
-			{
-				BIO *e = p11i_bio_eol_new(P11I_EOL_LF), *m = BIO_new(BIO_s_mem());
+			for (int to = 0; to < 2; to++) {
+				BIO *e = p11i_bio_eol_new(to ? P11I_EOL_LF : P11I_EOL_CRLF),
+				    *m = BIO_new(BIO_s_mem());
 				char *d;
 				long dl;
 
@@ -1110,27 +1128,33 @@ static void canon_split(void **state)
 				memcpy(conv, d, (size_t)dl);
 				convl = (size_t)dl;
 				BIO_free_all(e);
-			}
-			for (int mode = 0; mode < 3; mode++) {
-				canon_chain(msg, n, mode, &got, &gotl, got_md, &rewinds);
-				if (gotl != convl || memcmp(got, conv, gotl) != 0) {
-					size_t d = 0;
+				for (int mode = 0; mode < 3; mode++) {
+					canon_chain(msg, n, mode, to ? P11I_EOL_LF : P11I_EOL_CRLF,
+					            &got, &gotl, got_md, &rewinds);
+					if (gotl != convl || memcmp(got, conv, gotl) != 0) {
+						size_t at = 0;
 
-					while (d < gotl && d < convl && got[d] == conv[d])
-						d++;
-					fail_msg("head %zu, body %d, mode %d: output differs at "
-					         "byte %zu "
-					         "(%zu and %zu bytes)",
-					         hi, kind, mode, d, gotl, convl);
+						while (at < gotl && at < convl &&
+						       got[at] == conv[at])
+							at++;
+						fail_msg(
+						    "head %zu%s, body %d, to %s, mode %d: output "
+						    "differs at byte %zu (%zu and %zu bytes)",
+						    hi, crlf ? " CRLF" : "", kind,
+						    to ? "LF" : "CRLF", mode, at, gotl, convl);
+					}
+					assert_memory_equal(got_md, want_md, 32);
+					assert_int_equal(rewinds, mode == 2 && kind == 4);
+					/*
+					 * A clean body whose line ends are the filter's own
+					 * bypasses it: only fields pass.
+					 */
+					if (kind <= 2 && crlf == (to == 0))
+						assert_true(through_eol < 1024);
+					free(got);
 				}
-				assert_memory_equal(got_md, want_md, 32);
-				assert_int_equal(rewinds, mode == 2 && kind == 4);
-				/* A CR-free clean body bypasses the filter: only fields pass. */
-				if (kind <= 2)
-					assert_true(through_eol < 1024);
-				free(got);
+				free(conv);
 			}
-			free(conv);
 			free(ref);
 			free(msg);
 		}
