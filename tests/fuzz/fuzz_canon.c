@@ -2,11 +2,11 @@
  * Canonicalisation (what sign does to an entity): headers, then the body
  * through multipart descent, transfer-encoding choice, spooling and the
  * base64 and quoted-printable writers.  The first byte picks the header
- * classes and the line-end filter the output goes through; with bit 16,
- * sign's own chain (SHA-256, then the LF filter, or with bit 32 the CRLF
- * one, then the output), where
- * clean blocks take the split (the output as it was, the digest in CRLF):
- * its output and digest must be what the plain canonical form gives.
+ * classes and the line-end filter the output goes through.  With bit 16,
+ * sign's own chain instead (SHA-256, then the LF filter, or with bit 32
+ * the CRLF one, then the output), where clean blocks take the split (the
+ * output as the input had it, the digest in CRLF): its output and digest
+ * must be what the plain canonical form gives.
  */
 #include "fuzz.h"
 
