@@ -2032,7 +2032,7 @@ static size_t lf_to_crlf(const char *p, size_t n, char *o)
 	return k;
 }
 
-/* The filter to bypass: the chain is digests, then our LF filter, then the output. */
+/* The filter to bypass: the chain is digests, then our line-end filter, then the output. */
 static BIO *split_eol(struct canon *c)
 {
 	if (c->split == 0) {
