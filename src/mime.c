@@ -1364,6 +1364,7 @@ struct canon {
 	/* The line-end filter a clean block may bypass (split_eol()): 0 not looked for, -1 none. */
 	int split;
 	BIO *split_eol;
+	char *sbuf; /* a block in CRLF for the digests (split_fast()) */
 	p11s_error *err;
 };
 
@@ -2100,7 +2101,8 @@ static void split_digest(struct canon *c, BIO *eol, const char *p, size_t n)
  * (the digests get each LF as CRLF), or crlf_exact() to a CRLF filter (the
  * digests get the block itself).
  */
-static void split_block(struct canon *c, BIO *eol, const char *p, size_t n)
+static void split_block(struct canon *c, BIO *eol, const char *p, size_t n, const char *conv,
+                        size_t convn)
 {
 	struct eol_state *es = BIO_get_data(eol);
 	int lf = es->to == P11I_EOL_LF;
@@ -2113,7 +2115,10 @@ static void split_block(struct canon *c, BIO *eol, const char *p, size_t n)
 		if (write_all(next, lf ? "\n" : "\r\n", lf ? 1 : 2) != 0)
 			c->ofail = 1;
 	}
-	if (lf) {
+	if (lf && conv != NULL) {
+		/* Converted already, the whole block: its last CRLF is the owed one. */
+		split_digest(c, eol, conv, m < n ? convn - 2 : convn);
+	} else if (lf) {
 		for (size_t i = 0; i < m;) {
 			size_t k = m - i < SPLIT_CHUNK ? m - i : SPLIT_CHUNK;
 
@@ -2168,12 +2173,93 @@ static void emit_block(struct canon *c, const char *p, size_t n, size_t *crs)
 		if (!c->ofail && !es->w_cr &&
 		    (es->to == P11I_EOL_LF ? memchr(p + a, '\r', b - a) == NULL
 		                           : crlf_exact(p + a, b - a)))
-			split_block(c, eol, p + a, b - a);
+			split_block(c, eol, p + a, b - a, NULL, 0);
 		else
 			emit_clean_block(c, p + a, b - a, crs);
 	}
 	if (b < n)
 		emit_clean_block(c, p + b, n - b, crs);
+}
+
+/*
+ * scan7_feed() and lf_to_crlf() in one pass, for an LF file's block:
+ * @p n bytes into @p o in CRLF, *linelen carried as the scan carries it;
+ * (size_t)-1 (nothing decided) at the first byte that is not plain text
+ * (CR, NUL, >= 0x80) or a line over MAX_LINE: the two passes then do it.
+ */
+static size_t scan_lf_crlf(const char *p, size_t n, char *o, size_t *linelen)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = 0, k = 0, ll = *linelen;
+
+#if defined(__SSE2__)
+	const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+	const __m128i zero = _mm_setzero_si128();
+
+	while (i + 16 <= n) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
+		unsigned bad = (unsigned)_mm_movemask_epi8(v) |
+		               (unsigned)_mm_movemask_epi8(
+		                   _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, zero)));
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+
+		if (m == 0) {
+			if (bad != 0 || (ll += 16) > MAX_LINE)
+				return (size_t)-1;
+			_mm_storeu_si128((__m128i *)(void *)(o + k), v);
+			i += 16;
+			k += 16;
+			continue;
+		}
+		m = (unsigned)__builtin_ctz(m);
+		/* Only the bytes up to the LF are this step's. */
+		if ((bad & ((1u << m) - 1u)) != 0 || ll + m > MAX_LINE)
+			return (size_t)-1;
+		_mm_storeu_si128((__m128i *)(void *)(o + k), v);
+		k += m;
+		o[k++] = '\r';
+		o[k++] = '\n';
+		i += m + 1;
+		ll = 0;
+	}
+#endif
+	for (; i < n; i++) {
+		if (u[i] == '\n') {
+			o[k++] = '\r';
+			ll = 0;
+		} else if (u[i] == '\r' || u[i] == 0 || u[i] >= 0x80 || ++ll > MAX_LINE) {
+			return (size_t)-1;
+		}
+		o[k++] = (char)u[i];
+	}
+	*linelen = ll;
+	return k;
+}
+
+/*
+ * speculate_leaf()'s block of an LF file in one pass: scanned, converted
+ * for the digests and split.  0 when it cannot be (nothing done: the scan
+ * and emit_block() follow), 1 when done.
+ */
+static int split_fast(struct canon *c, struct scan7 *s, const char *p, size_t n)
+{
+	BIO *eol = n > 0 && n <= LR_SIZE && s->crs == 0 ? split_eol(c) : NULL;
+	struct eol_state *es = eol != NULL ? BIO_get_data(eol) : NULL;
+	size_t ll = s->linelen, k;
+
+	if (es == NULL || es->to != P11I_EOL_LF || c->ofail)
+		return 0;
+	if (c->sbuf == NULL && (c->sbuf = malloc(2 * LR_SIZE + 32)) == NULL)
+		return 0;
+	k = scan_lf_crlf(p, n, c->sbuf, &ll);
+	if (k == (size_t)-1)
+		return 0;
+	flush_out(c);
+	if (c->ofail || es->w_cr)
+		return 0;
+	s->linelen = ll;
+	split_block(c, eol, p, n, c->sbuf, k);
+	return 1;
 }
 
 static void emit_clean_end(struct canon *c, size_t *crs)
@@ -2305,6 +2391,8 @@ static int speculate_leaf(struct canon *c, const p11i_headers *h, unsigned class
 	put_fields(c, h, classes, NULL);
 	c->pending = 1;
 	while ((r = body_block(c, &p, &n)) > 0) {
+		if (crs == 0 && split_fast(c, &s, p, n))
+			continue;
 		/* A block goes out only once the whole of it is known clean. */
 		scan7_feed(&s, p, n);
 		if (s.dirty)
@@ -2573,6 +2661,7 @@ out:
 	free(c->spool_r.buf);
 	BIO_free(c->spool);
 	free(c->ob);
+	free(c->sbuf);
 	free(c);
 	return rc;
 }

@@ -1059,15 +1059,17 @@ static void canon_split(void **state)
 	 * lines, LFs at block edges); 3 as 2 with CRLF lines in the second
 	 * half and CRs before LFs (blocks the split declines, and CRs held
 	 * across a block edge); 4 as 0 with an 8-bit byte late (dirty: taken
-	 * back, encoded); 5 a body of one LF; 6 an empty body.
+	 * back, encoded); 5 a body of one LF; 6 an empty body; 7 and 8 as 0
+	 * with a line of 998 bytes (clean) or 999 (dirty) late.
 	 */
 	for (size_t hc = 0; hc < 2 * sizeof(heads) / sizeof(heads[0]); hc++) {
 		/* The second round in CRLF: every LF of the message (headers too) is CRLF. */
 		size_t hi = hc % (sizeof(heads) / sizeof(heads[0]));
 		int crlf = hc >= sizeof(heads) / sizeof(heads[0]);
 
-		for (int kind = 0; kind < 7; kind++) {
-			size_t hl = strlen(heads[hi]), n = hl, bodylen = kind >= 5 ? 0 : BODY;
+		for (int kind = 0; kind < 9; kind++) {
+			size_t hl = strlen(heads[hi]), n = hl,
+			       bodylen = kind == 5 || kind == 6 ? 0 : BODY;
 			char *msg = malloc(hl + BODY + 1024), *ref, *conv, *got;
 			size_t refl, convl, gotl;
 			unsigned char want_md[32], got_md[32];
@@ -1097,6 +1099,16 @@ static void canon_split(void **state)
 				n--;
 			if (kind == 4)
 				msg[n - 1000] = (char)0xe9;
+			if (kind >= 7) {
+				/* A line of 998 bytes (still clean) or 999 (not) late in the body.
+				 */
+				size_t at = n - 5000, len = kind == 7 ? 998 : 999;
+
+				while (msg[at - 1] != '\n')
+					at--;
+				memset(msg + at, 'x', len);
+				msg[at + len] = '\n';
+			}
 			if (crlf) {
 				char *w = malloc(2 * n + 1);
 				size_t wn = 0;
@@ -1144,7 +1156,8 @@ static void canon_split(void **state)
 						    to ? "LF" : "CRLF", mode, at, gotl, convl);
 					}
 					assert_memory_equal(got_md, want_md, 32);
-					assert_int_equal(rewinds, mode == 2 && kind == 4);
+					assert_int_equal(rewinds,
+					                 mode == 2 && (kind == 4 || kind == 8));
 					/*
 					 * A clean body whose line ends are the filter's own
 					 * bypasses it: only fields pass.
