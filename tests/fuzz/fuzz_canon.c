@@ -6,8 +6,16 @@
  * sign's own chain instead (SHA-256, then the LF filter, or with bit 32
  * the CRLF one, then the output), where clean blocks take the split (the
  * output as the input had it, the digest in CRLF): its output and digest
- * must be what the plain canonical form gives.
+ * must be what the plain canonical form gives; bit 64 reads it from a
+ * regular file (a memfd), where a top-level part is written as it is
+ * scanned and taken back if it turns out to need an encoding.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "fuzz.h"
 
 #include "mime.h"
@@ -26,10 +34,67 @@ static unsigned char *mem_copy(BIO *m, size_t *n)
 	return c;
 }
 
-/* sign's chain against the canonical form digested and then filtered. */
-static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i_eol to)
+/* Taking back a part written ahead, as sign does: the digest and the output as they were. */
+struct undo {
+	BIO *md, *eol, *mem;
+	EVP_MD_CTX *saved;
+	long pos;
+};
+
+static int undo_mark(void *arg)
 {
-	BIO *in = BIO_new_mem_buf(data, (int)size), *ref = BIO_new(BIO_s_mem());
+	struct undo *u = arg;
+	EVP_MD_CTX *ctx = NULL;
+	char *d;
+
+	u->pos = BIO_get_mem_data(u->mem, &d);
+	if (BIO_get_md_ctx(u->md, &ctx) <= 0 ||
+	    (u->saved == NULL && (u->saved = EVP_MD_CTX_new()) == NULL) ||
+	    !EVP_MD_CTX_copy_ex(u->saved, ctx))
+		abort();
+	return 0;
+}
+
+static int undo_rewind(void *arg)
+{
+	struct undo *u = arg;
+	EVP_MD_CTX *ctx = NULL;
+	char *d, *keep;
+	long n = BIO_get_mem_data(u->mem, &d);
+
+	if (n < u->pos || BIO_get_md_ctx(u->md, &ctx) <= 0 || !EVP_MD_CTX_copy_ex(ctx, u->saved) ||
+	    (keep = malloc((size_t)u->pos + 1)) == NULL)
+		abort();
+	memcpy(keep, d, (size_t)u->pos);
+	/* The filter's reset goes on to the memory BIO and empties it. */
+	(void)BIO_ctrl(u->eol, BIO_CTRL_RESET, 0, NULL);
+	(void)BIO_reset(u->mem);
+	if (u->pos > 0 && BIO_write(u->mem, keep, (int)u->pos) != (int)u->pos)
+		abort();
+	free(keep);
+	return 0;
+}
+
+/* The input as a regular file (a memfd), where sign writes a top-level part ahead. */
+static BIO *file_bio(const uint8_t *data, size_t size)
+{
+	int fd = memfd_create("fuzz_canon", 0);
+	FILE *fp;
+
+	if (fd < 0 || (size > 0 && write(fd, data, size) != (ssize_t)size) ||
+	    lseek(fd, 0, SEEK_SET) != 0 || (fp = fdopen(fd, "rb")) == NULL)
+		abort();
+	return BIO_new_fp(fp, BIO_CLOSE);
+}
+
+/*
+ * sign's chain against the canonical form digested and then filtered;
+ * @p file: from a regular file, written ahead and taken back as sign does.
+ */
+static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i_eol to, int file)
+{
+	BIO *in = file ? file_bio(data, size) : BIO_new_mem_buf(data, (int)size);
+	BIO *ref = BIO_new(BIO_s_mem());
 	BIO *mem = BIO_new(BIO_s_mem()), *eol = p11i_bio_eol_new(to);
 	BIO *md = BIO_new(BIO_f_md()), *e2 = p11i_bio_eol_new(to);
 	BIO *m2 = BIO_new(BIO_s_mem());
@@ -48,7 +113,13 @@ static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i
 	BIO_push(e2, m2);
 	if (p11i_headers_read(in, 64 * 1024, &h, NULL) != 0)
 		goto out;
-	a = p11i_mime_canonicalize(h, classes, in, md, NULL);
+	{
+		struct undo u = {md, eol, mem, NULL, 0};
+		const p11i_canon_undo undo = {undo_mark, undo_rewind, &u};
+
+		a = p11i_mime_canonicalize_undo(h, classes, in, md, file ? &undo : NULL, NULL);
+		EVP_MD_CTX_free(u.saved);
+	}
 	p11i_headers_free(h);
 	h = NULL;
 	BIO_free(in);
@@ -94,7 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mode = data[0];
 	if (mode & 16) {
 		split_check(data + 1, size - 1, mode & 1 ? P11I_HDR_ALL : P11I_HDR_CONTENT,
-		            mode & 32 ? P11I_EOL_CRLF : P11I_EOL_LF);
+		            mode & 32 ? P11I_EOL_CRLF : P11I_EOL_LF, (mode & 64) != 0);
 		return 0;
 	}
 	in = BIO_new_mem_buf(data + 1, (int)(size - 1));
