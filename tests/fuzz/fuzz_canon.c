@@ -65,7 +65,8 @@ static int undo_rewind(void *arg)
 	if (n < u->pos || BIO_get_md_ctx(u->md, &ctx) <= 0 || !EVP_MD_CTX_copy_ex(ctx, u->saved) ||
 	    (keep = malloc((size_t)u->pos + 1)) == NULL)
 		abort();
-	memcpy(keep, d, (size_t)u->pos);
+	if (u->pos > 0)
+		memcpy(keep, d, (size_t)u->pos);
 	/* The filter's reset goes on to the memory BIO and empties it. */
 	(void)BIO_ctrl(u->eol, BIO_CTRL_RESET, 0, NULL);
 	(void)BIO_reset(u->mem);
