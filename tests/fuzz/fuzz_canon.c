@@ -124,7 +124,9 @@ static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i
 	p11i_headers_free(h);
 	h = NULL;
 	BIO_free(in);
-	in = BIO_new_mem_buf(data, (int)size);
+	/* The reference reads the same kind of BIO (a FILE's line reads treat a NUL unlike
+	 * memory's). */
+	in = file ? file_bio(data, size) : BIO_new_mem_buf(data, (int)size);
 	if (in == NULL || p11i_headers_read(in, 64 * 1024, &h, NULL) != 0)
 		abort();
 	b = p11i_mime_canonicalize(h, classes, in, ref, NULL);
