@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: large messages at disk speed (issue 11).
 #
-#   bench/large.sh [-m MIB] [-b P11SMIME_BINARY] [-r OLD_BINARY] [-k]
+#   bench/large.sh [-m MIB] [-b P11SMIME_BINARY] [-r OLD_BINARY] [-n RUNS] [-p] [-k]
 #
 # On a fresh SoftHSM token (softhsm-conf/provision.sh, in a temp dir), RSA-2048
 # key (id 01), prints in one run:
@@ -20,7 +20,11 @@
 #   - the same runs into tmpfs (/dev/shm: -o FILE, standard output and the
 #     spill file there), where no disk is waited for: the CPU-bound figure.
 # Goals: each ratio >= 0.50 and peak RSS <= 32 MiB.  -r times another
-# p11smime build alongside (before/after).  -k keeps the work directory.
+# p11smime build alongside (before/after), run for run in turn with this
+# one.  -n RUNS times each row RUNS times and prints the median of each
+# column (a machine shared with other work moves single runs by a third).
+# -p adds standard output into a pipe (| cat >/dev/null).  -k keeps the
+# work directory.
 # Needs about 5 x MIB of free space in $TMPDIR and 2 x MIB in /dev/shm (the
 # tmpfs rows are left out without it).  Use a Release build
 # (-DCMAKE_BUILD_TYPE=Release).  Figures go to docs/performance.md by hand.
@@ -32,13 +36,17 @@ mib=1024
 bin=${P11SMIME:-$src/build/p11smime}
 old=
 keep=0
-while getopts "m:b:r:k" o; do
+runs=1
+pipe=0
+while getopts "m:b:r:n:pk" o; do
 	case $o in
 	m) mib=$OPTARG ;;
 	b) bin=$OPTARG ;;
 	r) old=$OPTARG ;;
+	n) runs=$OPTARG ;;
+	p) pipe=1 ;;
 	k) keep=1 ;;
-	*) echo "usage: $0 [-m MIB] [-b P11SMIME] [-r OLD_P11SMIME] [-k]" >&2; exit 2 ;;
+	*) echo "usage: $0 [-m MIB] [-b P11SMIME] [-r OLD_P11SMIME] [-n RUNS] [-p] [-k]" >&2; exit 2 ;;
 	esac
 done
 for b in "$bin" ${old:+"$old"}; do
@@ -96,40 +104,69 @@ echo "payload $mib MiB; goals: ratio >= 0.50 (of SHA-256; on disk, of the disk w
 [ -n "$shm" ] || echo "(no room in /dev/shm: tmpfs rows left out)"
 printf '%-5s %-5s %-22s %7s %8s %6s %7s %8s %6s %6s %7s\n' build into run wall-s MB/s ratio cpu-s MB/s ratio "/disk" "RSS MiB"
 
-# run NAME BUILD-LABEL WHERE BINARY STDOUT-FILE ARGS...: time one command, print a row
-run() {
-	local name=$1 label=$2 where=$3 b=$4 out=$5
-	shift 5
+# once BINARY STDOUT-FILE ARGS...: time one command, append "wall rss-kb user sys" to $work/times
+once() {
+	local b=$1 out=$2
+	shift 2
 	sync
-	TMPDIR=${where_tmp:-${TMPDIR:-/tmp}} /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$b" \
-		--module "$module" --pin-source "file:$P11S_PIN_FILE" "$@" >"$out" 2>"$work/err" ||
-		{ cat "$work/err" >&2; echo "large.sh: $name failed" >&2; exit 1; }
-	read -r s kb us ss <"$work/time"
-	awk -v n="$name" -v l="$label" -v w="$where" -v s="$s" -v kb="$kb" -v us="$us" -v ss="$ss" \
-		-v bytes="$bytes" -v sha="$sha" -v disk="$disk" 'BEGIN {
-		if (s <= 0) s = 0.01
-		r = bytes / s / 1e6
-		c = us + ss
-		rc = bytes / (c > 0 ? c : 0.01) / 1e6
-		d = w == "disk" && n ~ /-o FILE/ ? sprintf("%6.2f", r / disk) : sprintf("%6s", "-")
-		printf "%-5s %-5s %-22s %7.2f %8.1f %6.2f %7.2f %8.1f %6.2f %s %7.1f\n", l, w, n, s, r, r / sha, c, rc, rc / sha, d, kb / 1024 }'
+	if [ "$out" = "|" ]; then
+		TMPDIR=${where_tmp:-${TMPDIR:-/tmp}} /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$b" \
+			--module "$module" --pin-source "file:$P11S_PIN_FILE" "$@" 2>"$work/err" | cat >/dev/null
+	else
+		TMPDIR=${where_tmp:-${TMPDIR:-/tmp}} /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$b" \
+			--module "$module" --pin-source "file:$P11S_PIN_FILE" "$@" >"$out" 2>"$work/err" || true
+	fi
+	if grep -q "exited with non-zero" "$work/time"; then
+		cat "$work/err" >&2
+		echo "large.sh: $* failed" >&2
+		exit 1
+	fi
+	tail -n 1 "$work/time" >>"$work/times.$label"
 	rm -f "$dir/out" "$dir/stdout"
 }
 
-for b in "$bin" ${old:+"$old"}; do
-	label=new
-	[ "$b" = "$old" ] && label=old
-	for where in disk tmpfs; do
-		dir=$work
-		where_tmp=
-		if [ $where = tmpfs ]; then
-			[ -n "$shm" ] || continue
-			dir=$shm
-			where_tmp=$shm
-		fi
-		run "sign -o FILE" $label $where "$b" /dev/null sign --signer "$uri" -i "$work/big.eml" -o "$dir/out"
-		run "sign > FILE" $label $where "$b" "$dir/stdout" sign --signer "$uri" -i "$work/big.eml"
-		run "decrypt -o FILE (GCM)" $label $where "$b" /dev/null decrypt -i "$work/big.p7m" -o "$dir/out"
-		run "decrypt > FILE (GCM)" $label $where "$b" "$dir/stdout" decrypt -i "$work/big.p7m"
+# row NAME WHERE STDOUT-FILE ARGS...: RUNS runs of each build in turn, a row of medians each
+row() {
+	local name=$1 where=$2 out=$3 b
+	shift 3
+	rm -f "$work"/times.*
+	for ((i = 0; i < runs; i++)); do
+		for b in "$bin" ${old:+"$old"}; do
+			label=new
+			[ "$b" = "$old" ] && label=old
+			once "$b" "$out" "$@"
+		done
 	done
+	for label in new ${old:+old}; do
+		awk -v n="$name" -v l="$label" -v w="$where" -v bytes="$bytes" -v sha="$sha" -v disk="$disk" '
+		function med(a, m,   i, j, t) {
+			for (i = 2; i <= m; i++)
+				for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+			return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+		}
+		{ sa[NR] = $1; ka[NR] = $2; ca[NR] = $3 + $4 }
+		END {
+			s = med(sa, NR); kb = med(ka, NR); c = med(ca, NR)
+			if (s <= 0) s = 0.01
+			r = bytes / s / 1e6
+			rc = bytes / (c > 0 ? c : 0.01) / 1e6
+			d = w == "disk" && n ~ /-o FILE/ ? sprintf("%6.2f", r / disk) : sprintf("%6s", "-")
+			printf "%-5s %-5s %-22s %7.2f %8.1f %6.2f %7.2f %8.1f %6.2f %s %7.1f\n", l, w, n, s, r, r / sha, c, rc, rc / sha, d, kb / 1024 }' "$work/times.$label"
+	done
+}
+
+for where in disk tmpfs; do
+	dir=$work
+	where_tmp=
+	if [ $where = tmpfs ]; then
+		[ -n "$shm" ] || continue
+		dir=$shm
+		where_tmp=$shm
+	fi
+	row "sign -o FILE" $where /dev/null sign --signer "$uri" -i "$work/big.eml" -o "$dir/out"
+	row "sign > FILE" $where "$dir/stdout" sign --signer "$uri" -i "$work/big.eml"
+	if [ $pipe = 1 ]; then row "sign | cat" $where "|" sign --signer "$uri" -i "$work/big.eml"; fi
+	row "decrypt -o FILE (GCM)" $where /dev/null decrypt -i "$work/big.p7m" -o "$dir/out"
+	row "decrypt > FILE (GCM)" $where "$dir/stdout" decrypt -i "$work/big.p7m"
+	if [ $pipe = 1 ]; then row "decrypt | cat (GCM)" $where "|" decrypt -i "$work/big.p7m"; fi
 done

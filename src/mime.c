@@ -1183,11 +1183,13 @@ static int eol_destroy(BIO *b)
 }
 
 static BIO_METHOD *eol_method;
+static int eol_type; /* its BIO_method_type(), to know it in a chain */
 static CRYPTO_ONCE eol_once = CRYPTO_ONCE_STATIC_INIT;
 
 static void eol_method_init(void)
 {
-	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_FILTER, "p11smime line ends");
+	int type = BIO_get_new_index() | BIO_TYPE_FILTER;
+	BIO_METHOD *m = BIO_meth_new(type, "p11smime line ends");
 
 	if (m == NULL)
 		return;
@@ -1198,6 +1200,7 @@ static void eol_method_init(void)
 	BIO_meth_set_callback_ctrl(m, eol_callback_ctrl);
 	BIO_meth_set_create(m, eol_create);
 	BIO_meth_set_destroy(m, eol_destroy);
+	eol_type = type;
 	eol_method = m;
 }
 
@@ -1358,6 +1361,10 @@ struct canon {
 	int ofail;
 	int pending; /* a line end is owed before the next output */
 	const p11i_canon_undo *undo;
+	/* The line-end filter a clean block may bypass (split_eol()): 0 not looked for, -1 none. */
+	int split;
+	BIO *split_eol;
+	char *sbuf; /* a block in CRLF for the digests (split_fast()) */
 	p11s_error *err;
 };
 
@@ -1978,6 +1985,283 @@ static void emit_clean_block(struct canon *c, const char *p, size_t n, size_t *c
 	}
 }
 
+/*
+ * The split: a clean block goes to the output as the file had it, and
+ * only the digests see its canonical form.  That form went through the
+ * digests and then a line-end filter that took each CRLF back to the
+ * file's line end (for an LF file a quarter of sign's own CPU for a large
+ * text part: two copies and two scans of every byte); with nothing but
+ * digests between us and that filter, the digests are fed directly and
+ * the filter is bypassed.  The output is the same bytes: the filter would
+ * have turned exactly these CRLFs into exactly these line ends.  Blocks
+ * where that is not so simple (a CR in an LF file, a line end other than
+ * one CR and an LF in a CRLF file) take the whole chain.
+ */
+#define SPLIT_CHUNK ((OBUF_SIZE - 32) / 2)
+
+/* @p n bytes with no CR into @p o, each LF as CRLF; the length (at most 2n). */
+static size_t lf_to_crlf(const char *p, size_t n, char *o)
+{
+	size_t i = 0, k = 0;
+
+#if defined(__SSE2__)
+	const __m128i lf = _mm_set1_epi8('\n');
+
+	/* Sixteen bytes stored at once; an LF's CRLF overwrites from where the LF went. */
+	while (i + 16 <= n) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+
+		_mm_storeu_si128((__m128i *)(void *)(o + k), v);
+		if (m == 0) {
+			i += 16;
+			k += 16;
+			continue;
+		}
+		m = (unsigned)__builtin_ctz(m);
+		k += m;
+		o[k++] = '\r';
+		o[k++] = '\n';
+		i += m + 1;
+	}
+#endif
+	for (; i < n; i++) {
+		if (p[i] == '\n')
+			o[k++] = '\r';
+		o[k++] = p[i];
+	}
+	return k;
+}
+
+/* The filter to bypass: the chain is digests, then our line-end filter, then the output. */
+static BIO *split_eol(struct canon *c)
+{
+	if (c->split == 0) {
+		c->split = -1;
+		for (BIO *b = c->out; b != NULL; b = BIO_next(b)) {
+			if (BIO_method_type(b) == BIO_TYPE_MD)
+				continue;
+			if (eol_method != NULL && BIO_method_type(b) == eol_type &&
+			    BIO_next(b) != NULL) {
+				c->split_eol = b;
+				c->split = 1;
+			}
+			break;
+		}
+	}
+	return c->split > 0 ? c->split_eol : NULL;
+}
+
+/*
+ * A CRLF file's block whose every line ends in exactly one CR and an LF
+ * (each CR followed by an LF, each LF preceded by a CR, neither at an end
+ * of the block alone) is its own canonical form and its own output.
+ */
+static int crlf_exact(const char *p, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = 0;
+	unsigned carry = 0; /* a CR ended the last vector */
+
+	if (n == 0 || u[0] == '\n' || u[n - 1] == '\r')
+		return 0;
+#if defined(__SSE2__)
+	const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+
+	for (; i + 16 <= n; i += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
+		unsigned c = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, cr));
+		unsigned l = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+
+		if ((((c << 1) | carry) & 0xffffu) != l)
+			return 0;
+		carry = c >> 15;
+	}
+#endif
+	for (; i < n; i++) {
+		if ((u[i] == '\n') != (carry != 0))
+			return 0;
+		carry = u[i] == '\r';
+	}
+	return carry == 0;
+}
+
+static void split_digest(struct canon *c, BIO *eol, const char *p, size_t n)
+{
+	for (BIO *b = c->out; b != eol; b = BIO_next(b)) {
+		EVP_MD_CTX *ctx = NULL;
+
+		if (BIO_get_md_ctx(b, &ctx) <= 0 || ctx == NULL || !EVP_DigestUpdate(ctx, p, n))
+			c->ofail = 1;
+	}
+}
+
+/*
+ * emit_clean_block() of a block, split: with no CR at all to an LF filter
+ * (the digests get each LF as CRLF), or crlf_exact() to a CRLF filter (the
+ * digests get the block itself).
+ */
+static void split_block(struct canon *c, BIO *eol, const char *p, size_t n, const char *conv,
+                        size_t convn)
+{
+	struct eol_state *es = BIO_get_data(eol);
+	int lf = es->to == P11I_EOL_LF;
+	/* A final line end stays owed, as emit_clean_block() leaves it pending. */
+	size_t m = p[n - 1] != '\n' ? n : lf ? n - 1 : n - 2;
+	BIO *next = BIO_next(eol);
+
+	if (c->pending) {
+		split_digest(c, eol, "\r\n", 2);
+		if (write_all(next, lf ? "\n" : "\r\n", lf ? 1 : 2) != 0)
+			c->ofail = 1;
+	}
+	if (lf && conv != NULL) {
+		/* Converted already, the whole block: its last CRLF is the owed one. */
+		split_digest(c, eol, conv, m < n ? convn - 2 : convn);
+	} else if (lf) {
+		for (size_t i = 0; i < m;) {
+			size_t k = m - i < SPLIT_CHUNK ? m - i : SPLIT_CHUNK;
+
+			split_digest(c, eol, c->ob, lf_to_crlf(p + i, k, c->ob));
+			i += k;
+		}
+	} else if (m > 0) {
+		split_digest(c, eol, p, m);
+	}
+	if (m > 0 && write_all(next, p, m) != 0)
+		c->ofail = 1;
+	c->pending = m < n;
+	/* The filter's state as if the block had gone through it: its last byte was no CR. */
+	es->w_cr = es->w_prev_cr = 0;
+}
+
+/* A clean block: split when it can be, else through the whole chain. */
+static void emit_block(struct canon *c, const char *p, size_t n, size_t *crs)
+{
+	BIO *eol = n > 0 ? split_eol(c) : NULL;
+	struct eol_state *es = eol != NULL ? BIO_get_data(eol) : NULL;
+	size_t a = 0, b = n;
+
+	if (es == NULL || c->ofail) {
+		emit_clean_block(c, p, n, crs);
+		return;
+	}
+	if (es->to == P11I_EOL_CRLF) {
+		/*
+		 * A CRLF cut by an edge of the block goes the long way (the line
+		 * up to the first LF, the CRs after the last), the lines between
+		 * are split: blocks fall anywhere in a CRLF file.
+		 */
+		if (*crs > 0 || p[0] == '\n') {
+			const char *nl = memchr(p, '\n', n);
+
+			a = nl ? (size_t)(nl - p) + 1 : n;
+		}
+		if (a < n && p[n - 1] == '\r') {
+			for (b = n; b > a && p[b - 1] != '\n'; b--)
+				;
+		}
+		if (a > 0)
+			emit_clean_block(c, p, a, crs);
+	} else if (*crs > 0) {
+		emit_clean_block(c, p, n, crs);
+		return;
+	}
+	if (b > a) {
+		/* What is buffered goes first, through the filter, which then holds nothing. */
+		flush_out(c);
+		if (!c->ofail && !es->w_cr &&
+		    (es->to == P11I_EOL_LF ? memchr(p + a, '\r', b - a) == NULL
+		                           : crlf_exact(p + a, b - a)))
+			split_block(c, eol, p + a, b - a, NULL, 0);
+		else
+			emit_clean_block(c, p + a, b - a, crs);
+	}
+	if (b < n)
+		emit_clean_block(c, p + b, n - b, crs);
+}
+
+/*
+ * scan7_feed() and lf_to_crlf() in one pass, for an LF file's block:
+ * @p n bytes into @p o in CRLF, *linelen carried as the scan carries it;
+ * (size_t)-1 (nothing decided) at the first byte that is not plain text
+ * (CR, NUL, >= 0x80) or a line over MAX_LINE: the two passes then do it.
+ */
+static size_t scan_lf_crlf(const char *p, size_t n, char *o, size_t *linelen)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = 0, k = 0, ll = *linelen;
+
+#if defined(__SSE2__)
+	const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+	const __m128i zero = _mm_setzero_si128();
+
+	while (i + 16 <= n) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
+		unsigned bad = (unsigned)_mm_movemask_epi8(v) |
+		               (unsigned)_mm_movemask_epi8(
+		                   _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, zero)));
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+
+		if (m == 0) {
+			if (bad != 0 || (ll += 16) > MAX_LINE)
+				return (size_t)-1;
+			_mm_storeu_si128((__m128i *)(void *)(o + k), v);
+			i += 16;
+			k += 16;
+			continue;
+		}
+		m = (unsigned)__builtin_ctz(m);
+		/* Only the bytes up to the LF are this step's. */
+		if ((bad & ((1u << m) - 1u)) != 0 || ll + m > MAX_LINE)
+			return (size_t)-1;
+		_mm_storeu_si128((__m128i *)(void *)(o + k), v);
+		k += m;
+		o[k++] = '\r';
+		o[k++] = '\n';
+		i += m + 1;
+		ll = 0;
+	}
+#endif
+	for (; i < n; i++) {
+		if (u[i] == '\n') {
+			o[k++] = '\r';
+			ll = 0;
+		} else if (u[i] == '\r' || u[i] == 0 || u[i] >= 0x80 || ++ll > MAX_LINE) {
+			return (size_t)-1;
+		}
+		o[k++] = (char)u[i];
+	}
+	*linelen = ll;
+	return k;
+}
+
+/*
+ * speculate_leaf()'s block of an LF file in one pass: scanned, converted
+ * for the digests and split.  0 when it cannot be (nothing done: the scan
+ * and emit_block() follow), 1 when done.
+ */
+static int split_fast(struct canon *c, struct scan7 *s, const char *p, size_t n)
+{
+	BIO *eol = n > 0 && n <= LR_SIZE && s->crs == 0 ? split_eol(c) : NULL;
+	struct eol_state *es = eol != NULL ? BIO_get_data(eol) : NULL;
+	size_t ll = s->linelen, k;
+
+	if (es == NULL || es->to != P11I_EOL_LF || c->ofail)
+		return 0;
+	if (c->sbuf == NULL && (c->sbuf = malloc(2 * LR_SIZE + 32)) == NULL)
+		return 0;
+	k = scan_lf_crlf(p, n, c->sbuf, &ll);
+	if (k == (size_t)-1)
+		return 0;
+	flush_out(c);
+	if (c->ofail || es->w_cr)
+		return 0;
+	s->linelen = ll;
+	split_block(c, eol, p, n, c->sbuf, k);
+	return 1;
+}
+
 static void emit_clean_end(struct canon *c, size_t *crs)
 {
 	if (*crs > 0) {
@@ -2000,7 +2284,7 @@ static p11s_rc emit_clean_blocks(struct canon *c)
 	int r;
 
 	while ((r = body_block(c, &p, &n)) > 0)
-		emit_clean_block(c, p, n, &crs);
+		emit_block(c, p, n, &crs);
 	if (r < 0)
 		return read_fail(c);
 	emit_clean_end(c, &crs);
@@ -2107,11 +2391,13 @@ static int speculate_leaf(struct canon *c, const p11i_headers *h, unsigned class
 	put_fields(c, h, classes, NULL);
 	c->pending = 1;
 	while ((r = body_block(c, &p, &n)) > 0) {
+		if (crs == 0 && split_fast(c, &s, p, n))
+			continue;
 		/* A block goes out only once the whole of it is known clean. */
 		scan7_feed(&s, p, n);
 		if (s.dirty)
 			break;
-		emit_clean_block(c, p, n, &crs);
+		emit_block(c, p, n, &crs);
 	}
 	if (r < 0)
 		return read_fail(c), -1;
@@ -2375,6 +2661,7 @@ out:
 	free(c->spool_r.buf);
 	BIO_free(c->spool);
 	free(c->ob);
+	free(c->sbuf);
 	free(c);
 	return rc;
 }

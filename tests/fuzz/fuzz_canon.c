@@ -2,11 +2,159 @@
  * Canonicalisation (what sign does to an entity): headers, then the body
  * through multipart descent, transfer-encoding choice, spooling and the
  * base64 and quoted-printable writers.  The first byte picks the header
- * classes and the line-end filter the output goes through.
+ * classes and the line-end filter the output goes through.  With bit 16,
+ * sign's own chain instead (SHA-256, then the LF filter, or with bit 32
+ * the CRLF one, then the output), where clean blocks take the split (the
+ * output as the input had it, the digest in CRLF): its output and digest
+ * must be what the plain canonical form gives; bit 64 reads it from a
+ * regular file (a memfd), where a top-level part is written as it is
+ * scanned and taken back if it turns out to need an encoding.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "fuzz.h"
 
 #include "mime.h"
+
+static unsigned char *mem_copy(BIO *m, size_t *n)
+{
+	char *d;
+	long l = BIO_get_mem_data(m, &d);
+	unsigned char *c = malloc(l > 0 ? (size_t)l : 1);
+
+	if (c == NULL)
+		abort();
+	if (l > 0)
+		memcpy(c, d, (size_t)l);
+	*n = l > 0 ? (size_t)l : 0;
+	return c;
+}
+
+/* Taking back a part written ahead, as sign does: the digest and the output as they were. */
+struct undo {
+	BIO *md, *eol, *mem;
+	EVP_MD_CTX *saved;
+	long pos;
+};
+
+static int undo_mark(void *arg)
+{
+	struct undo *u = arg;
+	EVP_MD_CTX *ctx = NULL;
+	char *d;
+
+	u->pos = BIO_get_mem_data(u->mem, &d);
+	if (BIO_get_md_ctx(u->md, &ctx) <= 0 ||
+	    (u->saved == NULL && (u->saved = EVP_MD_CTX_new()) == NULL) ||
+	    !EVP_MD_CTX_copy_ex(u->saved, ctx))
+		abort();
+	return 0;
+}
+
+static int undo_rewind(void *arg)
+{
+	struct undo *u = arg;
+	EVP_MD_CTX *ctx = NULL;
+	char *d, *keep;
+	long n = BIO_get_mem_data(u->mem, &d);
+
+	if (n < u->pos || BIO_get_md_ctx(u->md, &ctx) <= 0 || !EVP_MD_CTX_copy_ex(ctx, u->saved) ||
+	    (keep = malloc((size_t)u->pos + 1)) == NULL)
+		abort();
+	if (u->pos > 0)
+		memcpy(keep, d, (size_t)u->pos);
+	/* The filter's reset goes on to the memory BIO and empties it. */
+	(void)BIO_ctrl(u->eol, BIO_CTRL_RESET, 0, NULL);
+	(void)BIO_reset(u->mem);
+	if (u->pos > 0 && BIO_write(u->mem, keep, (int)u->pos) != (int)u->pos)
+		abort();
+	free(keep);
+	return 0;
+}
+
+/* The input as a regular file (a memfd), where sign writes a top-level part ahead. */
+static BIO *file_bio(const uint8_t *data, size_t size)
+{
+	int fd = memfd_create("fuzz_canon", 0);
+	FILE *fp;
+
+	if (fd < 0 || (size > 0 && write(fd, data, size) != (ssize_t)size) ||
+	    lseek(fd, 0, SEEK_SET) != 0 || (fp = fdopen(fd, "rb")) == NULL)
+		abort();
+	return BIO_new_fp(fp, BIO_CLOSE);
+}
+
+/*
+ * sign's chain against the canonical form digested and then filtered;
+ * @p file: from a regular file, written ahead and taken back as sign does.
+ */
+static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i_eol to, int file)
+{
+	BIO *in = file ? file_bio(data, size) : BIO_new_mem_buf(data, (int)size);
+	BIO *ref = BIO_new(BIO_s_mem());
+	BIO *mem = BIO_new(BIO_s_mem()), *eol = p11i_bio_eol_new(to);
+	BIO *md = BIO_new(BIO_f_md()), *e2 = p11i_bio_eol_new(to);
+	BIO *m2 = BIO_new(BIO_s_mem());
+	p11i_headers *h = NULL;
+	p11s_rc a, b;
+	unsigned char dig[32], want[32], *got, *can, *conv;
+	size_t gl, cl, vl;
+	unsigned int dl;
+	EVP_MD_CTX *ctx = NULL;
+
+	if (in == NULL || ref == NULL || mem == NULL || eol == NULL || md == NULL || e2 == NULL ||
+	    m2 == NULL || BIO_set_md(md, EVP_sha256()) <= 0)
+		abort();
+	BIO_push(md, eol);
+	BIO_push(eol, mem);
+	BIO_push(e2, m2);
+	if (p11i_headers_read(in, 64 * 1024, &h, NULL) != 0)
+		goto out;
+	{
+		struct undo u = {md, eol, mem, NULL, 0};
+		const p11i_canon_undo undo = {undo_mark, undo_rewind, &u};
+
+		a = p11i_mime_canonicalize_undo(h, classes, in, md, file ? &undo : NULL, NULL);
+		EVP_MD_CTX_free(u.saved);
+	}
+	p11i_headers_free(h);
+	h = NULL;
+	BIO_free(in);
+	/* The reference reads the same kind of BIO (a FILE's line reads treat a NUL unlike
+	 * memory's). */
+	in = file ? file_bio(data, size) : BIO_new_mem_buf(data, (int)size);
+	if (in == NULL || p11i_headers_read(in, 64 * 1024, &h, NULL) != 0)
+		abort();
+	b = p11i_mime_canonicalize(h, classes, in, ref, NULL);
+	if (a != b)
+		abort();
+	if (a != 0)
+		goto out;
+	if (BIO_flush(md) != 1 || BIO_get_md_ctx(md, &ctx) <= 0 ||
+	    !EVP_DigestFinal_ex(ctx, dig, &dl))
+		abort();
+	can = mem_copy(ref, &cl);
+	if (!EVP_Digest(can, cl, want, &dl, EVP_sha256(), NULL) ||
+	    (cl > 0 && BIO_write(e2, can, (int)cl) != (int)cl) || BIO_flush(e2) != 1)
+		abort();
+	got = mem_copy(mem, &gl);
+	conv = mem_copy(m2, &vl);
+	if (memcmp(dig, want, 32) != 0 || gl != vl || memcmp(got, conv, gl) != 0)
+		abort();
+	free(can);
+	free(got);
+	free(conv);
+out:
+	p11i_headers_free(h);
+	BIO_free(in);
+	BIO_free(ref);
+	BIO_free_all(md);
+	BIO_free_all(e2);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -18,6 +166,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	mode = data[0];
+	if (mode & 16) {
+		split_check(data + 1, size - 1, mode & 1 ? P11I_HDR_ALL : P11I_HDR_CONTENT,
+		            mode & 32 ? P11I_EOL_CRLF : P11I_EOL_LF, (mode & 64) != 0);
+		return 0;
+	}
 	in = BIO_new_mem_buf(data + 1, (int)(size - 1));
 	out = fuzz_null();
 	err = p11s_error_new();

@@ -262,7 +262,18 @@ assert_json "$OUT" '(.signer | startswith("pkcs11:")) and (.key | test("type=pri
 	printf 'From: rsa2048@example.org\nSubject: clean\nContent-Type: text/plain\n\n'
 	head -c 2200000 /dev/urandom | base64 -w 64
 } >"$M/clean-large.eml"
-for m in late8 late8-rfc822 clean-large; do
+# A CRLF file (its clean blocks are written and digested as they are) and one
+# whose lines end in LF, CRLF or CRCRLF by turns (blocks that take the long
+# way, CRLFs cut by the edges of the blocks).
+{
+	printf 'From: rsa2048@example.org\r\nSubject: crlf\r\nContent-Type: text/plain\r\n\r\n'
+	head -c 2200000 /dev/urandom | base64 -w 70 | sed 's/$/\r/'
+} >"$M/clean-crlf.eml"
+{
+	printf 'From: rsa2048@example.org\r\nSubject: mixed\r\nContent-Type: text/plain\r\n\r\n'
+	head -c 2200000 /dev/urandom | base64 -w 70 | awk '{ e = NR % 7 == 0 ? "" : NR % 5 == 0 ? "\r\r" : "\r"; printf "%s%s\n", $0, e }'
+} >"$M/mixed-crlf.eml"
+for m in late8 late8-rfc822 clean-large clean-crlf mixed-crlf; do
 	# Not run_p11smime: its $STDOUT copy of megabytes would not fit in the environment.
 	"$P11SMIME" --pin-source "file:$PIN_FILE" sign --signer "$RSA" -i "$M/$m.eml" -o "$TEST_TMP/$m.file" \
 		</dev/null 2>"$TEST_TMP/$m.err" && pass "$m: signed to a file" ||
