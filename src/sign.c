@@ -4,6 +4,7 @@
  * digest BIOs and is signed on the token at the end.
  */
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -31,8 +32,15 @@ struct p11s_signer {
 	STACK_OF(X509) * certs; /* included after the signer's, in order */
 	p11i_certset *seen;     /* the signer's and those in certs */
 	const EVP_MD *md;
-	EVP_MD *md_fetched;      /* md, fetched once (each init with md would fetch it again) */
-	struct sd_template *tpl; /* a detached signature's fixed parts; NULL: OpenSSL builds each */
+	EVP_MD *md_fetched; /* md, fetched once (each init with md would fetch it again) */
+	/*
+	 * A detached signature's fixed parts (NULL: OpenSSL builds the message's
+	 * CMS).  Made at the signer's second message (signer_template()): set
+	 * once, then read by every thread sharing the signer.
+	 */
+	_Atomic(struct sd_template *) tpl;
+	atomic_int tpl_ok;    /* the signer's shape has a template (template_fits()) */
+	atomic_uint messages; /* messages begun, to know the second */
 	const char *digest, *micalg, *algorithm, *mechanism;
 	int pss, opaque;
 	char *uri, *key_uri, *subject;
@@ -56,7 +64,7 @@ void p11s_signer_free(p11s_signer *s)
 	sk_X509_pop_free(s->certs, X509_free);
 	p11i_certset_free(s->seen);
 	EVP_MD_free(s->md_fetched);
-	template_free(s->tpl);
+	template_free(atomic_load(&s->tpl));
 	free(s->uri);
 	free(s->key_uri);
 	free(s->subject);
@@ -727,7 +735,8 @@ static struct sd_template *template_new(p11s_signer *s)
 
 	if (t == NULL)
 		return NULL;
-	cms = p11i_signer_cms_new(s, 1, NULL);
+	/* The signer is detached (template_fits()): new_cms() builds that, changing nothing in s. */
+	cms = new_cms(s, NULL);
 	si = cms != NULL ? sk_CMS_SignerInfo_value(CMS_get0_SignerInfos(cms), 0) : NULL;
 	/* What CMS_dataFinal() adds besides signingTime and messageDigest. */
 	if (si != NULL && CMS_signed_add1_attr_by_NID(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
@@ -857,7 +866,8 @@ out:
 static p11s_rc template_sign(p11s_signer *s, const unsigned char *md, size_t mdlen,
                              unsigned char **der, size_t *derlen, p11s_error *err)
 {
-	const struct sd_template *t = s->tpl;
+	/* Set before the message began (signer_template()), and kept until the signer goes. */
+	const struct sd_template *t = atomic_load(&s->tpl);
 	unsigned char st[64], mdat[32 + EVP_MAX_MD_SIZE], *attrs = NULL, *sig = NULL, *out;
 	unsigned char h[6][8];
 	size_t hl[6], alen = 0, slen, siglen = 0, si_len, set_len, sd_len, a0_len, ci_len, o;
@@ -979,23 +989,48 @@ static int template_fits(const p11s_signer *s)
 	return !s->opaque && !(s->pss && s->key == NULL && EVP_PKEY_get0_provider(s->pkey) != NULL);
 }
 
-/* Prepare @p s's template and digest; without them, messages are signed as before. */
+/* Prepare @p s's digest; its template comes with its second message. */
 static void signer_prepare(p11s_signer *s)
 {
 	s->md_fetched = EVP_MD_fetch(NULL, EVP_MD_get0_name(s->md), NULL);
-	if (template_fits(s))
-		s->tpl = template_new(s);
+	atomic_store(&s->tpl_ok, template_fits(s));
 	ERR_clear_error();
+}
+
+/*
+ * The template for this message, or NULL (OpenSSL builds the CMS).  It is
+ * made at the second message, not when the signer is opened: it costs
+ * about one message's CMS, which a process signing one message (a
+ * one-shot `sign`) would otherwise pay twice.  Threads racing to make it
+ * keep the first one stored.
+ */
+static struct sd_template *signer_template(p11s_signer *s)
+{
+	struct sd_template *t = atomic_load(&s->tpl), *fresh;
+
+	if (t != NULL || !atomic_load(&s->tpl_ok) || atomic_fetch_add(&s->messages, 1) == 0)
+		return t;
+	fresh = template_new(s);
+	ERR_clear_error();
+	if (fresh == NULL) {
+		atomic_store(&s->tpl_ok, 0); /* no second try per message */
+		return NULL;
+	}
+	if (!atomic_compare_exchange_strong(&s->tpl, &t, fresh)) {
+		template_free(fresh);
+		return t;
+	}
+	return fresh;
 }
 
 void p11i_signer_set_template(p11s_signer *s, int on)
 {
-	if (!on) {
-		template_free(s->tpl);
-		s->tpl = NULL;
-	} else if (s->tpl == NULL && template_fits(s)) {
-		s->tpl = template_new(s);
-	}
+	struct sd_template *t = atomic_exchange(&s->tpl, NULL);
+
+	template_free(t);
+	atomic_store(&s->tpl_ok, on && template_fits(s));
+	if (atomic_load(&s->tpl_ok))
+		atomic_store(&s->tpl, template_new(s));
 }
 
 static p11s_rc put(BIO *b, const char *s, p11s_error *err)
@@ -1236,6 +1271,7 @@ out:
 
 p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
 {
+	const struct sd_template *tpl;
 	p11i_headers *h = NULL;
 	CMS_ContentInfo *cms = NULL;
 	BIO *sink = NULL;
@@ -1249,11 +1285,11 @@ p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
 	/* Everything below is written with CRLF; the sink gives the input's line ends. */
 	sink = p11i_bio_eol_new(p11i_headers_eol(h));
 	/* A prepared detached signature needs no CMS structure (see template_sign()). */
-	if (s->opaque || s->tpl == NULL)
+	tpl = s->opaque ? NULL : signer_template(s);
+	if (tpl == NULL)
 		cms = new_cms(s, err);
-	if (sink == NULL || (cms == NULL && (s->opaque || s->tpl == NULL))) {
-		rc = cms == NULL && (s->opaque || s->tpl == NULL) ? p11s_error_rc(err)
-		                                                  : p11i_err_nomem(err);
+	if (sink == NULL || (cms == NULL && tpl == NULL)) {
+		rc = cms == NULL && tpl == NULL ? p11s_error_rc(err) : p11i_err_nomem(err);
 		goto out;
 	}
 	BIO_push(sink, out);
