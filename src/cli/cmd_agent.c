@@ -28,6 +28,7 @@
 
 #include "agent_proto.h"
 #include "cli.h"
+#include "outcore.h"
 #include "p11smime/hooks.h"
 
 #define MAX_CLIENTS       64
@@ -482,19 +483,18 @@ struct spool {
 };
 
 static int spool_file(void);
-static int write_fd(int fd, const unsigned char *p, size_t len);
 
 static int spool_put(struct spool *sp, const unsigned char *p, size_t n)
 {
 	if (sp->fd < 0 && sp->len + n > SPOOL_MEM) {
 		sp->fd = spool_file();
-		if (sp->fd < 0 || write_fd(sp->fd, sp->buf, sp->len) != 0)
+		if (sp->fd < 0 || p11i_write_full(sp->fd, sp->buf, sp->len) != 0)
 			return -1;
 		OPENSSL_cleanse(sp->buf, sp->len);
 		sp->len = 0;
 	}
 	if (sp->fd >= 0)
-		return write_fd(sp->fd, p, n);
+		return p11i_write_full(sp->fd, p, n);
 	if (sp->len + n > sp->cap) {
 		size_t cap = sp->cap ? sp->cap : 16 * 1024;
 		unsigned char *nb;
@@ -687,21 +687,6 @@ static int spool_file(void)
 		unlink(path);
 	free(path);
 	return fd;
-}
-
-static int write_fd(int fd, const unsigned char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 /* One client, from greeting to result. */
