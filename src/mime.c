@@ -25,6 +25,18 @@
 #include "common.h"
 #include "mime.h"
 
+#if defined(__SSE2__)
+/* A bit for each byte of @p v that leaves 7-bit text's fast path: >= 0x80, CR or NUL. */
+static inline unsigned sse_not_plain(__m128i v)
+{
+	const __m128i cr = _mm_set1_epi8('\r'), zero = _mm_setzero_si128();
+
+	return (unsigned)_mm_movemask_epi8(v) |
+	       (unsigned)_mm_movemask_epi8(
+	           _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, zero)));
+}
+#endif
+
 /* ------------------------------------------------------------ headers */
 
 struct field {
@@ -1713,14 +1725,11 @@ static size_t scan7_feed(struct scan7 *s, const char *p, size_t n)
 #if defined(__SSE2__)
 			/* Sixteen at a time, line ends included (a line a few vectors long is the
 			 * rule). */
-			const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
-			const __m128i zero = _mm_setzero_si128();
+			const __m128i lf = _mm_set1_epi8('\n');
 
 			while (i + 16 <= n) {
 				__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
-				unsigned bad = (unsigned)_mm_movemask_epi8(v) |
-				               (unsigned)_mm_movemask_epi8(_mm_or_si128(
-				                   _mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, zero)));
+				unsigned bad = sse_not_plain(v);
 				unsigned lfs = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
 
 				if (bad != 0)
@@ -2193,14 +2202,11 @@ static size_t scan_lf_crlf(const char *p, size_t n, char *o, size_t *linelen)
 	size_t i = 0, k = 0, ll = *linelen;
 
 #if defined(__SSE2__)
-	const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
-	const __m128i zero = _mm_setzero_si128();
+	const __m128i lf = _mm_set1_epi8('\n');
 
 	while (i + 16 <= n) {
 		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
-		unsigned bad = (unsigned)_mm_movemask_epi8(v) |
-		               (unsigned)_mm_movemask_epi8(
-		                   _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, zero)));
+		unsigned bad = sse_not_plain(v);
 		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
 
 		if (m == 0) {

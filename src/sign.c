@@ -633,6 +633,20 @@ static const unsigned char oid_signing_time[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0
 static const unsigned char oid_message_digest[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
                                                    0xf7, 0x0d, 0x01, 0x09, 0x04};
 
+/* The one TLV filling [*p, *end) must be a @p tag; [*p, *end) becomes its content.  0 if not. */
+static int enter(const unsigned char **p, const unsigned char **end, unsigned char tag)
+{
+	const unsigned char *c;
+	unsigned char got;
+	size_t n;
+
+	if (!tlv(p, *end, &got, &c, &n) || got != tag || *p != *end)
+		return 0;
+	*p = c;
+	*end = c + n;
+	return 1;
+}
+
 /* The pieces of @p t->der (a ContentInfo with one SignerInfo, its signature empty); 0 if its shape
  * is another. */
 static int template_parse(struct sd_template *t, size_t len)
@@ -640,46 +654,32 @@ static int template_parse(struct sd_template *t, size_t len)
 	const unsigned char *p = t->der, *end = t->der + len, *c, *q, *last = NULL;
 	const unsigned char *a, *aend, *attrs = NULL, *sig_alg = NULL;
 	size_t n, attrs_len = 0;
-	unsigned char tag, last_tag = 0;
+	unsigned char tag;
 
 	/* ContentInfo { contentType, [0] SignedData } */
-	if (!tlv(&p, end, &tag, &c, &n) || tag != 0x30 || p != end)
+	if (!enter(&p, &end, 0x30))
 		return 0;
-	p = c;
-	end = c + n;
 	q = p;
 	if (!tlv(&p, end, &tag, &c, &n) || tag != 0x06)
 		return 0;
 	t->ci_oid = q;
 	t->ci_oid_len = (size_t)(p - q);
-	if (!tlv(&p, end, &tag, &c, &n) || tag != 0xa0 || p != end)
-		return 0;
-	p = c;
-	end = c + n;
-	if (!tlv(&p, end, &tag, &c, &n) || tag != 0x30 || p != end)
+	if (!enter(&p, &end, 0xa0) || !enter(&p, &end, 0x30))
 		return 0;
 	/* SignedData: everything before signerInfos, which comes last. */
-	p = c;
-	end = c + n;
 	t->sd_head = p;
 	while (p < end) {
 		last = p;
-		if (!tlv(&p, end, &last_tag, &c, &n))
+		if (!tlv(&p, end, &tag, &c, &n))
 			return 0;
 	}
-	if (last == NULL || last_tag != 0x31)
+	if (last == NULL)
 		return 0;
 	t->sd_head_len = (size_t)(last - t->sd_head);
+	/* signerInfos, the last element, holding one SignerInfo. */
 	p = last;
-	if (!tlv(&p, end, &tag, &c, &n))
+	if (!enter(&p, &end, 0x31) || !enter(&p, &end, 0x30))
 		return 0;
-	/* One SignerInfo. */
-	p = c;
-	end = c + n;
-	if (!tlv(&p, end, &tag, &c, &n) || tag != 0x30 || p != end)
-		return 0;
-	p = c;
-	end = c + n;
 	t->si_head = p;
 	for (;;) {
 		q = p;
@@ -735,7 +735,8 @@ static struct sd_template *template_new(p11s_signer *s)
 
 	if (t == NULL)
 		return NULL;
-	/* The signer is detached (template_fits()): new_cms() builds that, changing nothing in s. */
+	/* The signer is detached (template_fits()): new_cms() builds that, changing nothing in s.
+	 */
 	cms = new_cms(s, NULL);
 	si = cms != NULL ? sk_CMS_SignerInfo_value(CMS_get0_SignerInfos(cms), 0) : NULL;
 	/* What CMS_dataFinal() adds besides signingTime and messageDigest. */

@@ -482,12 +482,10 @@ struct spool {
 	int fd; /* -1 while in memory */
 };
 
-static int spool_file(void);
-
 static int spool_put(struct spool *sp, const unsigned char *p, size_t n)
 {
 	if (sp->fd < 0 && sp->len + n > SPOOL_MEM) {
-		sp->fd = spool_file();
+		sp->fd = p11i_tmpfile(NULL); /* unnamed, 0600: readable by us alone */
 		if (sp->fd < 0 || p11i_write_full(sp->fd, sp->buf, sp->len) != 0)
 			return -1;
 		OPENSSL_cleanse(sp->buf, sp->len);
@@ -666,27 +664,6 @@ static p11s_rc run_request(struct agent *a, const struct agent_request *rq, stru
 	BIO_free_all(out);
 	p11s_error_free(rcli.err);
 	return rc;
-}
-
-/* An unnamed file for a request's message or output, readable by us alone. */
-static int spool_file(void)
-{
-	const char *dir = getenv("TMPDIR");
-	char *path = NULL;
-	int fd;
-
-	if (dir == NULL || *dir == '\0')
-		dir = "/tmp";
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		return fd;
-	if (asprintf(&path, "%s/.p11smime-agent-XXXXXX", dir) < 0)
-		return -1;
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd >= 0)
-		unlink(path);
-	free(path);
-	return fd;
 }
 
 /* One client, from greeting to result. */
