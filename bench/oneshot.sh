@@ -9,6 +9,9 @@
 # rounds, each round running once, in an order that rotates from round to
 # round so that drift and position hit every tool alike:
 #   p11smime sign --signer URI       pkcs11:token=...;id=%01;type=cert
+#                                    (-o FILE: temporary file, fsync, rename)
+#   p11smime sign ... > FILE         the same to standard output (written
+#                                    at the end, no fsync, as openssl's -out)
 #   p11smime sign --signer ADDRESS   rsa2048@example.org (no template can
 #                                    name a SAN: every certificate is read)
 #   openssl cms -sign -engine pkcs11 -keyform engine -inkey 'pkcs11:...'
@@ -122,6 +125,9 @@ bench_token() { # NAME DIR
 	# pre: nothing when timed; strace for the count of files and locks.
 	pre=()
 	run_uri() { "${pre[@]}" "$bin" --module "$module" --pin-source "file:$P11S_PIN_FILE" sign --signer "$uri" -i "$work/mail.eml" -o "$work/out.uri"; }
+	# The same to standard output: the output kept in memory and written at
+	# the end, no fsync, as openssl cms -out writes its file.
+	run_uso() { "${pre[@]}" "$bin" --module "$module" --pin-source "file:$P11S_PIN_FILE" sign --signer "$uri" -i "$work/mail.eml" >"$work/out.uso"; }
 	run_addr() { "${pre[@]}" "$bin" --module "$module" --pin-source "file:$P11S_PIN_FILE" sign --signer rsa2048@example.org -i "$work/mail.eml" -o "$work/out.addr"; }
 	run_ref() { "${pre[@]}" "$ref" --module "$module" --pin-source "file:$P11S_PIN_FILE" sign --signer "$uri" -i "$work/mail.eml" -o "$work/out.ref"; }
 	run_ossl() {
@@ -132,7 +138,7 @@ bench_token() { # NAME DIR
 		"${pre[@]}" pkcs11-tool --module "$module" --token-label "$P11S_TOKEN_LABEL" --login --pin "$pin" --sign \
 			--mechanism RSA-PKCS --id 01 -i "$work/digestinfo" -o "$work/out.tool" >/dev/null 2>&1
 	}
-	local tools=(uri addr ossl tool)
+	local tools=(uri uso addr ossl tool)
 	[ -n "$ref" ] && tools+=(ref)
 
 	# Every output checked once, before timing.
@@ -141,7 +147,7 @@ bench_token() { # NAME DIR
 		: >"$work/t.$who"
 		: >"$work/c.$who"
 	done
-	for who in uri addr ossl ${ref:+ref}; do
+	for who in uri uso addr ossl ${ref:+ref}; do
 		openssl cms -verify -in "$work/out.$who" -CAfile "$dir/ca/ca.pem" -out /dev/null 2>/dev/null ||
 			{ echo "oneshot.sh: $name: the $who signature does not verify" >&2; exit 1; }
 	done
@@ -186,6 +192,7 @@ bench_token() { # NAME DIR
 			"$(awk -v u="${cpu[$2]}" 'BEGIN { print u / 1000 }')" "${files[$2]}" "${locks[$2]}"
 	}
 	line "p11smime sign --signer URI" uri
+	line "p11smime sign --signer URI > FILE" uso
 	line "p11smime sign --signer ADDRESS" addr
 	[ -n "$ref" ] && line "p11smime sign --signer URI (-r build)" ref
 	line "openssl cms -sign -engine pkcs11" ossl
@@ -196,6 +203,7 @@ bench_token() { # NAME DIR
 	}
 	ratio "ratio URI / openssl      (goal <= 1.00)" uri ossl
 	ratio "ratio URI / pkcs11-tool  (goal <= 1.15)" uri tool
+	ratio "ratio URI > FILE / openssl (no fsync)" uso ossl
 	ratio "ratio ADDRESS / openssl" addr ossl
 	ratio "ratio ADDRESS / pkcs11-tool" addr tool
 	[ -n "$ref" ] && ratio "ratio URI / URI (-r build)" uri ref

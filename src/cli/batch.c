@@ -27,26 +27,63 @@ char *cli_batch_path(const char *dir, const char *file)
 	return p;
 }
 
+/* For cli_batch_check(): files by output name, then by their place on the command line. */
+struct named {
+	const char *name;
+	int index;
+};
+
+static int named_cmp(const void *a, const void *b)
+{
+	const struct named *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	return c != 0 ? c : (x->index > y->index) - (x->index < y->index);
+}
+
 int cli_batch_check(const char *command, const char *dir, char **files, int nfiles)
 {
+	struct named *v;
 	struct stat st;
+	int bad = nfiles, dup = nfiles, dup_of = 0, first = 0;
 
 	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
 		return cli_usage_error(command, "--out-dir '%s' is not a directory", cli_safe(dir));
-	for (int i = 0; i < nfiles; i++) {
+	for (int i = 0; i < nfiles && bad == nfiles; i++) {
 		const char *name = last_component(files[i]);
 
 		if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-			return cli_usage_error(command, "'%s' does not name a file",
-			                       cli_safe(files[i]));
-		for (int j = 0; j < i; j++)
-			if (strcmp(name, last_component(files[j])) == 0)
-				return cli_usage_error(command,
-				                       "'%s' and '%s' would both be written to "
-				                       "'%s/%s'",
-				                       cli_safe(files[j]), cli_safe(files[i]),
-				                       cli_safe(dir), cli_safe(name));
+			bad = i;
 	}
+	/*
+	 * Sorted, not each name against every earlier one: that was 4.5
+	 * million strcmp for a batch of 3,000 files, before any signing.  The
+	 * report is the same: the first file (in command-line order) whose
+	 * name an earlier one has, with the first of those.
+	 */
+	v = malloc((size_t)(nfiles > 0 ? nfiles : 1) * sizeof(*v));
+	if (v == NULL) {
+		fprintf(stderr, "p11smime: %s: out of memory\n", command);
+		return 4;
+	}
+	for (int i = 0; i < nfiles; i++)
+		v[i] = (struct named){last_component(files[i]), i};
+	qsort(v, (size_t)nfiles, sizeof(*v), named_cmp);
+	for (int k = 1; k < nfiles; k++) {
+		if (strcmp(v[k].name, v[first].name) != 0) {
+			first = k;
+		} else if (k == first + 1 && v[k].index < dup) {
+			dup = v[k].index;
+			dup_of = v[first].index;
+		}
+	}
+	free(v);
+	if (bad < nfiles && bad <= dup)
+		return cli_usage_error(command, "'%s' does not name a file", cli_safe(files[bad]));
+	if (dup < nfiles)
+		return cli_usage_error(command, "'%s' and '%s' would both be written to '%s/%s'",
+		                       cli_safe(files[dup_of]), cli_safe(files[dup]), cli_safe(dir),
+		                       cli_safe(last_component(files[dup])));
 	return 0;
 }
 

@@ -161,7 +161,8 @@ int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_o
 char *cli_batch_path(const char *dir, const char *file);
 /*
  * DIR is a directory and no two FILEs have the same name (one would
- * replace the other); else print why and return 2.
+ * replace the other): 0; else print why and return the exit code (2, or 4
+ * when out of memory).
  */
 int cli_batch_check(const char *command, const char *dir, char **files, int nfiles);
 /* As cli_fail(), the message prefixed with "FILE: ". */

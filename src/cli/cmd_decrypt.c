@@ -158,8 +158,10 @@ static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char
 {
 	struct decrypt_batch b = {no_agent ? NULL : agent_socket(), o, dir};
 
-	if (cli_batch_check("decrypt", dir, files, nfiles) != 0)
-		return 2;
+	int bad = cli_batch_check("decrypt", dir, files, nfiles);
+
+	if (bad != 0)
+		return bad;
 	if (b.agent != NULL)
 		jobs = 1; /* the agent serves several clients; one request at a time from here */
 	else if (cli_ctx(cli) == NULL)

@@ -124,8 +124,9 @@ static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p
 	p11s_rc rc;
 	int worst;
 
-	if (cli_batch_check("sign", dir, files, nfiles) != 0)
-		return 2;
+	worst = cli_batch_check("sign", dir, files, nfiles);
+	if (worst != 0)
+		return worst;
 	if (b.agent == NULL) {
 		ctx = cli_ctx(cli);
 		if (ctx == NULL)

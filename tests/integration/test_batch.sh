@@ -106,6 +106,14 @@ mkdir -p other && cp in/m1.eml other/
 run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out in/m1.eml other/m1.eml
 assert_exit 2 "two files of the same name"
 assert_contains "$ERR" "would both be written"
+# The first file (in command-line order) whose name an earlier one has, with that one.
+cp in/m2.eml other/
+run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out in/m2.eml in/m1.eml other/m2.eml other/m1.eml
+assert_exit 2 "two pairs of the same names"
+assert_contains "$ERR" "'in/m2.eml' and 'other/m2.eml' would both be written to 'out/m2.eml'"
+run_p11smime "${P[@]}" sign --signer rsa2048@example.org --out-dir out in/m1.eml in/.. other/m1.eml
+assert_exit 2 "a file that is no file, before a repeated name"
+assert_contains "$ERR" "'in/..' does not name a file"
 run_p11smime "${P[@]}" sign --signer nobody@example.org --out-dir out in/m1.eml
 assert_exit 3 "an unknown signer stops the batch before any file"
 
