@@ -74,7 +74,8 @@ int main(int argc, char **argv)
 	if (buf == NULL)
 		die("malloc");
 	for (size_t i = 0; i < block; i++)
-		buf[i] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz+/\n"[i % 65];
+		buf[i] =
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyz+/\n"[i % 65];
 	c0 = cpu();
 	t0 = now();
 	for (size_t o = 0; o < size; o += block)
