@@ -116,7 +116,7 @@ static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i
 		goto out;
 	{
 		struct undo u = {md, eol, mem, NULL, 0};
-		const p11i_canon_undo undo = {undo_mark, undo_rewind, &u};
+		const p11i_canon_undo undo = {undo_mark, undo_rewind, &u, NULL};
 
 		a = p11i_mime_canonicalize_undo(h, classes, in, md, file ? &undo : NULL, NULL);
 		EVP_MD_CTX_free(u.saved);
