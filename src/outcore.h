@@ -80,6 +80,13 @@ int p11i_out_write(struct p11i_out *o, const void *p, size_t n);
  */
 int p11i_out_write_ref(struct p11i_out *o, int fd, const struct stat *st, off_t off, const void *p,
                        size_t n);
+/*
+ * The identity of the input @p fd as its reading starts, for
+ * p11i_out_write_ref(): 0; -1 when it is no regular file, or when it
+ * changed in the current tick of the clock the kernel stamps files with (a
+ * change later in that tick would leave its times as they are).
+ */
+int p11i_out_identity(int fd, struct stat *st);
 /* A flush: a file's buffer is written; standard output stays in memory. 0 or -1. */
 int p11i_out_flush(struct p11i_out *o);
 /*

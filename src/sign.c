@@ -24,6 +24,7 @@
 #include "mailbox.h"
 #include "p11smime/certs.h"
 #include "mime.h"
+#include "outcore.h"
 #include "p11smime/rules.h"
 #include "p11smime/sign.h"
 
@@ -1282,7 +1283,7 @@ static const struct stat *input_identity(BIO *in, struct stat *st)
 	FILE *fp = NULL;
 
 	if (BIO_method_type(in) != BIO_TYPE_FILE || BIO_get_fp(in, &fp) <= 0 || fp == NULL ||
-	    fstat(fileno(fp), st) != 0 || !S_ISREG(st->st_mode))
+	    p11i_out_identity(fileno(fp), st) != 0)
 		return NULL;
 	return st;
 }
