@@ -12,6 +12,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/cms.h>
 #include <openssl/err.h>
@@ -1281,9 +1282,14 @@ out:
 static const struct stat *input_identity(BIO *in, struct stat *st)
 {
 	FILE *fp = NULL;
+	long t;
 
 	if (BIO_method_type(in) != BIO_TYPE_FILE || BIO_get_fp(in, &fp) <= 0 || fp == NULL ||
 	    p11i_out_identity(fileno(fp), st) != 0)
+		return NULL;
+	/* Bytes stdio read ahead before now were read before the identity: none may be. */
+	t = ftell(fp);
+	if (t < 0 || t != (long)lseek(fileno(fp), 0, SEEK_CUR))
 		return NULL;
 	return st;
 }

@@ -64,6 +64,34 @@ for k in lf crlf; do
 	fi
 done
 
+# Clean for 3 MiB, then an 8-bit byte: the part written ahead (ranges
+# included) is taken back and the part is encoded; the same as -o FILE.
+{
+	printf 'From: rsa2048@example.org\nContent-Type: text/plain; charset=utf-8\n\n'
+	head -c 3000000 body.lf
+	printf 'caf\xc3\xa9\n'
+	tail -c 2000000 body.lf
+} >dirty.eml
+"$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i dirty.eml >dirty.stdout 2>dirty.err
+assert_eq 0 $? "sign -i dirty.eml > FILE (clean at first, then 8-bit)"
+run_p11smime "${P[@]}" sign --signer "$SIGNER" -i dirty.eml -o dirty.file
+assert_exit 0 "sign -i dirty.eml -o FILE"
+assert_contains dirty.stdout "Content-Transfer-Encoding: quoted-printable" \
+	"the part that turned 8-bit is encoded"
+content dirty.stdout dirty.stdout.body && content dirty.file dirty.file.body &&
+	cmp -s dirty.stdout.body.ent dirty.file.body.ent &&
+	pass "taken back: stdout's message verifies and carries -o's entity" ||
+	fail "taken back: stdout's message does not verify or differs from -o's"
+
+# Appended to the input itself: its ranges would grow as they are copied.
+cp lf.eml self.eml
+"$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i self.eml >>self.eml 2>self.err
+assert_eq 0 $? "sign -i self.eml >> self.eml"
+tail -c +$((size + 1)) self.eml >self.signed
+content self.signed self.body && cmp -s self.body body.lf &&
+	pass ">> the input: the appended message verifies, its content is the input's" ||
+	fail ">> the input: the appended message does not verify: $(cat self.body.err)"
+
 # From a pipe: the spill file, as before.
 cat lf.eml | "$P11SMIME" "${P[@]}" sign --signer "$SIGNER" >pipe.stdout 2>pipe.err
 assert_eq 0 $? "cat lf.eml | sign > FILE"
