@@ -130,6 +130,8 @@ if command -v strace >/dev/null; then
 	# seconds, the first (the header fields, from the spill file) shows
 	# when the commit has begun.
 	cp lf.eml change.eml
+	# A file changed in the current tick of the kernel's clock is not referenced.
+	sleep 0.1
 	ASAN_OPTIONS=detect_leaks=0 strace -f -o /dev/null -e trace=copy_file_range \
 		-e inject=copy_file_range:delay_enter=2000000:when=2 \
 		"$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i change.eml >change.stdout 2>change.err &
