@@ -2157,7 +2157,7 @@ static void split_block(struct canon *c, BIO *eol, const char *p, size_t n, cons
 	long long off = as_read_offset(c, next, p);
 
 	if (c->pending) {
-		/* The line end the last block held back is where that block ended, mostly. */
+		/* The line end a block held back: by reference where the file has those bytes. */
 		split_digest(c, eol, "\r\n", 2);
 		as_read(c, next, c->hold_len == (lf ? 1u : 2u) ? c->hold_off : -1,
 		        lf ? "\n" : "\r\n", lf ? 1 : 2);
