@@ -53,6 +53,23 @@ p11s_rc p11i_err_nomem(p11s_error *err);
  */
 #define P11I_BIO_CTRL_TELL   0x7f11
 #define P11I_BIO_CTRL_REWIND 0x7f12
+/*
+ * WRITE_REF (ptr: a struct p11i_bio_ref): bytes that are a range of a
+ * regular input file (src/outcore.c's p11i_out_write_ref()).  The output
+ * BIO answers P11I_BIO_CTRL_WRITE_REF itself when it took them; any other
+ * answer: write the bytes.  Sent only to the last BIO of a chain, as a
+ * filter would pass it on past itself.
+ */
+#define P11I_BIO_CTRL_WRITE_REF 0x7f13
+
+struct stat;
+struct p11i_bio_ref {
+	int fd;                /* the input */
+	const struct stat *st; /* its identity when its reading started */
+	long long off;         /* where the bytes are in it */
+	const void *p;
+	size_t n;
+};
 
 /*
  * OpenSSL's reason for the error @p e in words into @p buf, or "" when it

@@ -1377,6 +1377,12 @@ struct canon {
 	int split;
 	BIO *split_eol;
 	char *sbuf; /* a block in CRLF for the digests (split_fast()) */
+	/* The body, whose clean blocks the output may take as ranges of it (as_read()). */
+	int ref_fd; /* -1: none */
+	const struct stat *ref_st;
+	/* The line end split_block() left owed: where the file has it (hold_len 0: nowhere). */
+	long long hold_off;
+	size_t hold_len;
 	p11s_error *err;
 };
 
@@ -2106,6 +2112,36 @@ static void split_digest(struct canon *c, BIO *eol, const char *p, size_t n)
 }
 
 /*
+ * Where the body reader's @p p (a block as the file has it) is in the
+ * file, or -1 when the output is not to take it by reference: no file, a
+ * replay, or an output that is not the end of the chain.
+ */
+static long long as_read_offset(struct canon *c, BIO *next, const char *p)
+{
+	long t;
+
+	if (c->ref_fd < 0 || c->spooling || c->r.limited || p < c->r.buf ||
+	    p >= c->r.buf + c->r.end || BIO_next(next) != NULL)
+		return -1;
+	t = BIO_tell(c->r.in);
+	if (t < 0 || (size_t)t < c->r.end)
+		return -1;
+	return (long long)t - (long long)(c->r.end - (size_t)(p - c->r.buf));
+}
+
+/* @p n bytes to @p next that are the file's at @p off (-1: not known to be): by reference if it
+ * can. */
+static void as_read(struct canon *c, BIO *next, long long off, const char *p, size_t n)
+{
+	struct p11i_bio_ref ref = {c->ref_fd, c->ref_st, off, p, n};
+
+	if (off >= 0 && BIO_ctrl(next, P11I_BIO_CTRL_WRITE_REF, 0, &ref) == P11I_BIO_CTRL_WRITE_REF)
+		return;
+	if (write_all(next, p, n) != 0)
+		c->ofail = 1;
+}
+
+/*
  * emit_clean_block() of a block, split: with no CR at all to an LF filter
  * (the digests get each LF as CRLF), or crlf_exact() to a CRLF filter (the
  * digests get the block itself).
@@ -2118,12 +2154,15 @@ static void split_block(struct canon *c, BIO *eol, const char *p, size_t n, cons
 	/* A final line end stays owed, as emit_clean_block() leaves it pending. */
 	size_t m = p[n - 1] != '\n' ? n : lf ? n - 1 : n - 2;
 	BIO *next = BIO_next(eol);
+	long long off = as_read_offset(c, next, p);
 
 	if (c->pending) {
+		/* The line end a block held back: by reference where the file has those bytes. */
 		split_digest(c, eol, "\r\n", 2);
-		if (write_all(next, lf ? "\n" : "\r\n", lf ? 1 : 2) != 0)
-			c->ofail = 1;
+		as_read(c, next, c->hold_len == (lf ? 1u : 2u) ? c->hold_off : -1,
+		        lf ? "\n" : "\r\n", lf ? 1 : 2);
 	}
+	c->hold_len = 0;
 	if (lf && conv != NULL) {
 		/* Converted already, the whole block: its last CRLF is the owed one. */
 		split_digest(c, eol, conv, m < n ? convn - 2 : convn);
@@ -2137,9 +2176,14 @@ static void split_block(struct canon *c, BIO *eol, const char *p, size_t n, cons
 	} else if (m > 0) {
 		split_digest(c, eol, p, m);
 	}
-	if (m > 0 && write_all(next, p, m) != 0)
-		c->ofail = 1;
+	if (m > 0)
+		as_read(c, next, off, p, m);
 	c->pending = m < n;
+	/* Held back: p[m..n), the very bytes (LF, or CR LF) the filter will write for it. */
+	if (m < n && off >= 0 && memcmp(p + m, lf ? "\n" : "\r\n", n - m) == 0) {
+		c->hold_off = off + (long long)m;
+		c->hold_len = n - m;
+	}
 	/* The filter's state as if the block had gone through it: its last byte was no CR. */
 	es->w_cr = es->w_prev_cr = 0;
 }
@@ -2647,6 +2691,16 @@ p11s_rc p11i_mime_canonicalize_undo(const p11i_headers *h, unsigned classes, BIO
 	c->undo = undo;
 	c->err = err;
 	c->bol = 1;
+	c->ref_fd = -1;
+	if (undo != NULL && undo->in_st != NULL && S_ISREG(undo->in_st->st_mode) &&
+	    BIO_method_type(body) == BIO_TYPE_FILE) {
+		FILE *fp = NULL;
+
+		if (BIO_get_fp(body, &fp) > 0 && fp != NULL) {
+			c->ref_fd = fileno(fp);
+			c->ref_st = undo->in_st;
+		}
+	}
 	c->ob = malloc(OBUF_SIZE);
 	if (c->ob == NULL || lr_init(&c->r, body) != 0) {
 		rc = p11i_err_nomem(err);

@@ -197,10 +197,17 @@ p11s_rc p11i_mime_canonicalize(const p11i_headers *h, unsigned classes, BIO *bod
  * stays (0; -1 when the output cannot be taken back), rewind() takes the
  * output, and whatever it feeds (a digest), back to the mark (0 or -1).
  */
+struct stat;
 typedef struct p11i_canon_undo {
 	int (*mark)(void *arg);
 	int (*rewind)(void *arg);
 	void *arg;
+	/*
+	 * The body's identity (fstat) when its reading started, or NULL.  Given,
+	 * a clean part written as the file has it goes to the output as ranges
+	 * of the file (P11I_BIO_CTRL_WRITE_REF) where the output takes them.
+	 */
+	const struct stat *in_st;
 } p11i_canon_undo;
 
 /**

@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "outcore.h"
@@ -39,6 +40,13 @@ static unsigned long open_seq;
 #define MEM_MAX (1024 * 1024)
 /* A file's writeback is started every this many bytes (see out_wrote()). */
 #define WRITEBACK_STEP (8 * 1024 * 1024)
+/*
+ * Ranges of the input (p11i_out_write_ref()): a new one from this size on
+ * (a smaller one is cheaper written), and at most this many (32 bytes
+ * each); past that the bytes are written.
+ */
+#define REF_MIN (16 * 1024)
+#define EXT_MAX (64 * 1024)
 
 #define OUT_FILE   P11I_OUT_FILE
 #define OUT_STDOUT P11I_OUT_STDOUT
@@ -250,7 +258,7 @@ long long p11i_out_tell(const struct p11i_out *o)
 {
 	if (o == NULL || o->kind == OUT_DIRECT || o->werr)
 		return -1;
-	return (long long)o->written + (long long)o->len;
+	return (long long)o->written + (long long)o->len + (long long)o->ext_bytes;
 }
 
 int p11i_out_rewind(struct p11i_out *o, long long off)
@@ -258,8 +266,24 @@ int p11i_out_rewind(struct p11i_out *o, long long off)
 	off_t to = (off_t)off;
 
 	if (o == NULL || o->kind == OUT_DIRECT || o->werr || off < 0 ||
-	    to > o->written + (off_t)o->len)
+	    to > o->written + (off_t)o->len + o->ext_bytes)
 		return -1;
+	/* Ranges of the input at or past the mark go; one the mark cuts is shortened. */
+	while (o->next > 0) {
+		struct p11i_out_ext *e = &o->ext[o->next - 1];
+
+		if (to >= e->at + e->len)
+			break;
+		if (to > e->at) {
+			o->ext_bytes -= e->at + e->len - to;
+			e->len = to - e->at;
+			break;
+		}
+		o->ext_bytes -= e->len;
+		o->next--;
+	}
+	/* What is left of the mark, in the spill file's bytes. */
+	to -= o->ext_bytes;
 	if (to >= o->written) {
 		o->len = (size_t)(to - o->written);
 		return 0;
@@ -272,6 +296,121 @@ int p11i_out_rewind(struct p11i_out *o, long long off)
 	o->len = 0;
 	if (o->started > to)
 		o->started = to;
+	return 0;
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+static int same_time(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+static int same_input(const struct stat *a, const struct stat *b)
+{
+	return same_file(a, b) && a->st_size == b->st_size && same_time(&a->st_mtim, &b->st_mtim) &&
+	       same_time(&a->st_ctim, &b->st_ctim);
+}
+
+/*
+ * The identity of the input when its reading started against what it is
+ * now: NULL, or how it changed.  Size and times move with any write the
+ * file system records (a writer within one tick of its clock after the
+ * reading started can go unseen where its timestamps are that coarse).
+ */
+static const char *ref_changed(const struct p11i_out *o)
+{
+	struct stat st;
+	const struct stat *a = &o->ref_st;
+
+	if (fstat(o->ref_fd, &st) != 0)
+		return "it cannot be looked at any more";
+	if (!same_file(a, &st))
+		return "it is another file";
+	if (a->st_size != st.st_size)
+		return "its size changed";
+	if (!same_time(&a->st_mtim, &st.st_mtim) || !same_time(&a->st_ctim, &st.st_ctim))
+		return "it was written to";
+	return NULL;
+}
+
+int p11i_out_identity(int fd, struct stat *st)
+{
+	struct timespec now;
+
+	/* The clock first: a change after it is in this tick or a later one. */
+	if (clock_gettime(CLOCK_REALTIME_COARSE, &now) != 0 || fstat(fd, st) != 0 ||
+	    !S_ISREG(st->st_mode))
+		return -1;
+	if (st->st_ctim.tv_sec > now.tv_sec ||
+	    (st->st_ctim.tv_sec == now.tv_sec && st->st_ctim.tv_nsec >= now.tv_nsec))
+		return -1;
+	return 0;
+}
+
+/* Taking ranges of the input @p fd: 0, or -1 when its bytes are to be written instead. */
+static int ref_start(struct p11i_out *o, int fd, const struct stat *st)
+{
+	struct stat out;
+
+	/* One input per output: its identity is checked at the commit. */
+	if (o->ref_fd >= 0)
+		return same_input(&o->ref_st, st) ? 0 : -1;
+	/* Standard output onto the input itself (>> the same file): it grows as we copy. */
+	if (fstat(STDOUT_FILENO, &out) == 0 && same_file(&out, st))
+		return -1;
+	o->ref_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (o->ref_fd < 0)
+		return -1;
+	o->ref_st = *st;
+	return 0;
+}
+
+int p11i_out_write_ref(struct p11i_out *o, int fd, const struct stat *st, off_t off, const void *p,
+                       size_t n)
+{
+	struct p11i_out_ext *e;
+
+	if (o == NULL || o->werr)
+		return -1;
+	if (n == 0)
+		return 0;
+	if (o->kind != OUT_STDOUT || fd < 0 || st == NULL || !S_ISREG(st->st_mode) || off < 0 ||
+	    off > st->st_size || (off_t)n > st->st_size - off)
+		return p11i_out_write(o, p, n);
+	e = o->next > 0 ? &o->ext[o->next - 1] : NULL;
+	/* Right after the last range, in the input and in the output: the same range. */
+	if (e != NULL && o->len == 0 && o->written == e->spool && e->off + e->len == off &&
+	    same_input(&o->ref_st, st)) {
+		e->len += (off_t)n;
+		o->ext_bytes += (off_t)n;
+		return 0;
+	}
+	/* Small outputs stay in memory (no file at all); small ranges are written. */
+	if ((o->fd < 0 && o->next == 0 && o->len + n <= MEM_MAX) || n < REF_MIN ||
+	    o->next == EXT_MAX || ref_start(o, fd, st) != 0)
+		return p11i_out_write(o, p, n);
+	if (o->next == o->ext_cap) {
+		size_t cap = o->ext_cap ? o->ext_cap * 2 : 16;
+
+		e = realloc(o->ext, cap * sizeof(*e));
+		if (e == NULL)
+			return p11i_out_write(o, p, n);
+		o->ext = e;
+		o->ext_cap = cap;
+	}
+	/* What is buffered comes before the range: into the spill file. */
+	if (out_drain(o) != 0)
+		return -1;
+	e = &o->ext[o->next++];
+	e->at = o->written + o->ext_bytes;
+	e->spool = o->written;
+	e->off = off;
+	e->len = (off_t)n;
+	o->ext_bytes += (off_t)n;
 	return 0;
 }
 
@@ -441,6 +580,7 @@ p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i
 	if (o == NULL)
 		return nomem(why);
 	o->fd = -1;
+	o->ref_fd = -1;
 	o->flags = flags;
 	if (path != NULL && strcmp(path, "-") != 0) {
 		o->kind = OUT_FILE;
@@ -478,6 +618,9 @@ static void output_free(struct p11i_out *o)
 {
 	if (o->fd >= 0)
 		close(o->fd);
+	if (o->ref_fd >= 0)
+		close(o->ref_fd);
+	free(o->ext);
 	if (o->buf != NULL) {
 		/*
 		 * It may be plaintext.  Only what was written: wiping the whole
@@ -513,28 +656,35 @@ p11s_rc p11i_out_explain(const struct p11i_out *o, p11s_rc rc, char **why)
 
 /* ------------------------------------------------------------ commit */
 
-/* Copy the spill file to standard output in the kernel where it can. */
-static int copy_spill(int from, int to, off_t size)
+/*
+ * Copy @p size bytes at @p off of @p from to @p to (at its position), in
+ * the kernel where it can: 0; -1 (errno); -2 when @p from ended before
+ * (a file cut short: not an error to paper over).
+ */
+static int copy_range(int from, off_t off, off_t size, int to)
 {
 	unsigned char *buf;
-	off_t off = 0;
+	off_t end = off + size;
 	ssize_t n;
 
-	while (off < size) {
-		n = copy_file_range(from, &off, to, NULL, (size_t)(size - off), 0);
+	while (off < end) {
+		n = copy_file_range(from, &off, to, NULL, (size_t)(end - off), 0);
+		/* 0 is the end of @p from; sendfile() says so again, or copies on. */
 		if (n <= 0)
 			break;
 	}
-	while (off < size) {
-		n = sendfile(to, from, &off, (size_t)(size - off));
+	while (off < end) {
+		n = sendfile(to, from, &off, (size_t)(end - off));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EINVAL || errno == ENOSYS))
 			break;
-		if (n <= 0)
-			return n == 0 ? (errno = EIO, -1) : -1;
+		if (n == 0)
+			return -2;
+		if (n < 0)
+			return -1;
 	}
-	if (off >= size)
+	if (off >= end)
 		return 0;
 	/* Neither works between these two (an O_APPEND file, say): a plain loop. */
 	buf = malloc(OUT_BUF);
@@ -542,15 +692,13 @@ static int copy_spill(int from, int to, off_t size)
 		errno = ENOMEM;
 		return -1;
 	}
-	while (off < size) {
-		n = pread(from, buf, OUT_BUF, off);
+	while (off < end) {
+		n = pread(from, buf, end - off < OUT_BUF ? (size_t)(end - off) : OUT_BUF, off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0 || p11i_write_full(to, buf, (size_t)n) != 0) {
-			if (n == 0)
-				errno = EIO;
 			free(buf);
-			return -1;
+			return n == 0 ? -2 : -1;
 		}
 		off += n;
 	}
@@ -558,30 +706,66 @@ static int copy_spill(int from, int to, off_t size)
 	return 0;
 }
 
+/*
+ * The spill file, the ranges of the input between its parts, in order.
+ * 0, -1 (errno), or -2: the input changed (*what says how).
+ */
+static int copy_parts(struct p11i_out *o, int to, const char **what)
+{
+	off_t spooled = 0, size = o->fd >= 0 ? lseek(o->fd, 0, SEEK_END) : 0;
+	int r = 0;
+
+	if (size < 0)
+		return -1;
+	for (size_t i = 0; i <= o->next && r == 0; i++) {
+		off_t upto = i < o->next ? o->ext[i].spool : size;
+
+		if (upto > spooled && (r = copy_range(o->fd, spooled, upto - spooled, to)) == -2) {
+			errno = EIO;
+			r = -1;
+		}
+		spooled = upto;
+		if (r == 0 && i < o->next &&
+		    (r = copy_range(o->ref_fd, o->ext[i].off, o->ext[i].len, to)) == -2)
+			*what = "it is shorter than it was";
+	}
+	/* Copied from a file still the same at the end: the bytes were the ones signed. */
+	if (r == 0 && o->next > 0 && (*what = ref_changed(o)) != NULL)
+		r = -2;
+	return r;
+}
+
 static p11s_rc commit_stdout(struct p11i_out *o, char **why)
 {
 	struct stat st;
 	off_t start = -1;
-	int regular = fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode);
-	int fail;
+	const char *what = NULL;
+	int regular, r;
 
+	/* Nothing reaches standard output when the ranges would not be what was signed. */
+	if (o->next > 0 && (what = ref_changed(o)) != NULL)
+		return fail(why, P11S_E_INPUT,
+		            "the input changed while it was signed: %s (nothing was written)",
+		            what);
+	regular = fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode);
 	/* Whatever stdio holds goes first (nothing should, but keep the order). */
 	fflush(stdout);
 	if (regular)
 		start = lseek(STDOUT_FILENO, 0, SEEK_CUR);
-	if (o->fd < 0) {
-		fail = p11i_write_full(STDOUT_FILENO, o->buf, o->len);
-	} else {
-		off_t size = lseek(o->fd, 0, SEEK_END);
-
-		fail = size < 0 || copy_spill(o->fd, STDOUT_FILENO, size);
-	}
-	if (!fail)
+	if (o->fd < 0 && o->next == 0)
+		r = p11i_write_full(STDOUT_FILENO, o->buf, o->len);
+	else
+		r = copy_parts(o, STDOUT_FILENO, &what);
+	if (r == 0)
 		return P11S_OK;
-	o->werr = errno;
+	o->werr = r == -2 ? 0 : errno;
 	/* A file on standard output (disk full): take back the part written. */
 	if (start >= 0 && ftruncate(STDOUT_FILENO, start) == 0)
 		lseek(STDOUT_FILENO, start, SEEK_SET);
+	if (r == -2)
+		return fail(why, P11S_E_INPUT, "the input changed while it was signed: %s%s", what,
+		            start >= 0 ? " (what was written is taken back)"
+		                       : " (standard output has part of the message)");
 	return p11i_out_explain(o, P11S_E_IO, why);
 }
 
@@ -766,7 +950,7 @@ p11s_rc p11i_out_commit(struct p11i_out *o, char **why)
 		return fail(why, P11S_E_INTERNAL, "no output");
 	if (o->kind != OUT_STDOUT && out_drain(o) != 0)
 		rc = p11i_out_explain(o, P11S_E_IO, why);
-	else if (o->kind == OUT_STDOUT && o->fd >= 0 && out_drain(o) != 0)
+	else if (o->kind == OUT_STDOUT && (o->fd >= 0 || o->next > 0) && out_drain(o) != 0)
 		rc = p11i_out_explain(o, P11S_E_IO, why);
 	else if (o->werr)
 		rc = p11i_out_explain(o, P11S_E_IO, why);

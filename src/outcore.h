@@ -22,6 +22,13 @@ enum p11i_out_kind {
 /* For p11i_out_open(): a new file gets mode 0600 (P11S_OUTPUT_PRIVATE's value). */
 #define P11I_OUT_PRIVATE 1u
 
+/* A range of standard output that is a range of an input file (p11i_out_write_ref()). */
+struct p11i_out_ext {
+	off_t at;    /* where it starts in the output */
+	off_t spool; /* the spill file's bytes that come before it */
+	off_t off, len;
+};
+
 struct p11i_out {
 	enum p11i_out_kind kind;
 	char *shown;    /* the name the user gave, for messages */
@@ -40,6 +47,13 @@ struct p11i_out {
 	int synced;             /* p11i_out_sync_group(): the data is on the disk already */
 	unsigned long seq;      /* order of opening, for p11i_out_sync_group() */
 	off_t written, started; /* bytes in the file; how many of them are under writeback */
+	/* Standard output's ranges of the input, copied from it at commit (p11i_out_write_ref()).
+	 */
+	struct p11i_out_ext *ext;
+	size_t next, ext_cap;
+	off_t ext_bytes; /* their total length */
+	int ref_fd;      /* the input (a duplicate), or -1 */
+	struct stat ref_st;
 };
 
 /*
@@ -56,6 +70,23 @@ p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i
                       char **why);
 /* Append @p n bytes; 0, or -1 (o->werr says why, p11i_out_explain() in words). */
 int p11i_out_write(struct p11i_out *o, const void *p, size_t n);
+/*
+ * p11i_out_write() of @p n bytes that are the bytes at @p off of the
+ * regular file @p fd, whose identity was @p st when its reading started
+ * (before these bytes were read).  Standard output past its memory keeps
+ * only the range, merged with the one before when they meet; the commit
+ * copies it from the file, after checking that the file is still what @p st
+ * says (and again after the copy).  Anything else takes the bytes.  0 or -1.
+ */
+int p11i_out_write_ref(struct p11i_out *o, int fd, const struct stat *st, off_t off, const void *p,
+                       size_t n);
+/*
+ * The identity of the input @p fd as its reading starts, for
+ * p11i_out_write_ref(): 0; -1 when it is no regular file, or when it
+ * changed in the current tick of the clock the kernel stamps files with (a
+ * change later in that tick would leave its times as they are).
+ */
+int p11i_out_identity(int fd, struct stat *st);
 /* A flush: a file's buffer is written; standard output stays in memory. 0 or -1. */
 int p11i_out_flush(struct p11i_out *o);
 /*

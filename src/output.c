@@ -153,6 +153,15 @@ static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
 	}
 	case P11I_BIO_CTRL_REWIND:
 		return p11i_out_rewind(&o->core, num) == 0 ? 1 : 0;
+	case P11I_BIO_CTRL_WRITE_REF: {
+		const struct p11i_bio_ref *r = ptr;
+
+		return o != NULL && r != NULL &&
+		               p11i_out_write_ref(&o->core, r->fd, r->st, (off_t)r->off, r->p,
+		                                  r->n) == 0
+		           ? P11I_BIO_CTRL_WRITE_REF
+		           : 0;
+	}
 	case BIO_CTRL_PENDING:
 		return 0;
 	case BIO_CTRL_EOF:

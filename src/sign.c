@@ -5,11 +5,14 @@
  */
 #include <limits.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/cms.h>
 #include <openssl/err.h>
@@ -22,6 +25,7 @@
 #include "mailbox.h"
 #include "p11smime/certs.h"
 #include "mime.h"
+#include "outcore.h"
 #include "p11smime/rules.h"
 #include "p11smime/sign.h"
 
@@ -1122,14 +1126,14 @@ static void undo_free(struct undo *u)
 }
 
 static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_headers *h, BIO *in,
-                             BIO *sink, p11s_error *err)
+                             const struct stat *in_st, BIO *sink, p11s_error *err)
 {
 	unsigned char rnd[12], *der = NULL;
 	size_t der_len = 0;
 	char *hex, *head = NULL;
 	BIO *chain = NULL;
 	struct undo u = {0};
-	const p11i_canon_undo undo = {undo_mark, undo_rewind, &u};
+	const p11i_canon_undo undo = {undo_mark, undo_rewind, &u, in_st};
 	p11s_rc rc;
 
 	/*
@@ -1270,16 +1274,39 @@ out:
 	return rc;
 }
 
+/*
+ * A regular file's identity before anything of it is read: the output may
+ * copy clean parts from the file itself at its commit, once it has checked
+ * the file against this (src/outcore.c).  NULL: no such input.
+ */
+static const struct stat *input_identity(BIO *in, struct stat *st)
+{
+	FILE *fp = NULL;
+	long t;
+
+	if (BIO_method_type(in) != BIO_TYPE_FILE || BIO_get_fp(in, &fp) <= 0 || fp == NULL ||
+	    p11i_out_identity(fileno(fp), st) != 0)
+		return NULL;
+	/* Bytes stdio read ahead before now were read before the identity: none may be. */
+	t = ftell(fp);
+	if (t < 0 || t != (long)lseek(fileno(fp), 0, SEEK_CUR))
+		return NULL;
+	return st;
+}
+
 p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
 {
 	const struct sd_template *tpl;
 	p11i_headers *h = NULL;
 	CMS_ContentInfo *cms = NULL;
 	BIO *sink = NULL;
+	struct stat st;
+	const struct stat *in_st;
 	p11s_rc rc;
 
 	if (s == NULL || in == NULL || out == NULL)
 		return p11i_err(err, P11S_E_USAGE, "nothing to sign");
+	in_st = input_identity(in, &st);
 	rc = p11i_headers_read(in, 0, &h, err);
 	if (rc != P11S_OK)
 		return rc;
@@ -1299,7 +1326,7 @@ p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
 		rc = put(sink, "MIME-Version: 1.0\r\n", err);
 	if (rc == P11S_OK)
 		rc = s->opaque ? sign_opaque(s, cms, h, in, sink, err)
-		               : sign_detached(s, cms, h, in, sink, err);
+		               : sign_detached(s, cms, h, in, in_st, sink, err);
 	if (rc == P11S_OK && BIO_flush(sink) <= 0)
 		rc = p11i_err(err, P11S_E_IO, "cannot write the signed message");
 out:

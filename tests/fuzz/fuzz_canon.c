@@ -8,16 +8,20 @@
  * output as the input had it, the digest in CRLF): its output and digest
  * must be what the plain canonical form gives; bit 64 reads it from a
  * regular file (a memfd), where a top-level part is written as it is
- * scanned and taken back if it turns out to need an encoding.
+ * scanned and taken back if it turns out to need an encoding, and where
+ * the output takes clean blocks as ranges of the file
+ * (P11I_BIO_CTRL_WRITE_REF): each must be the file's bytes at its offset.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fuzz.h"
 
+#include "common.h"
 #include "mime.h"
 
 static unsigned char *mem_copy(BIO *m, size_t *n)
@@ -32,6 +36,58 @@ static unsigned char *mem_copy(BIO *m, size_t *n)
 		memcpy(c, d, (size_t)l);
 	*n = l > 0 ? (size_t)l : 0;
 	return c;
+}
+
+/*
+ * The end of the chain, in front of a memory BIO: it takes a range of the
+ * input by reference as the output does, once it has read the same bytes
+ * at that offset of the file.
+ */
+static long ref_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	BIO *mem = BIO_get_data(b);
+
+	if (cmd == P11I_BIO_CTRL_WRITE_REF) {
+		const struct p11i_bio_ref *r = ptr;
+		unsigned char *buf = malloc(r->n ? r->n : 1);
+
+		if (buf == NULL || !S_ISREG(r->st->st_mode) ||
+		    pread(r->fd, buf, r->n, (off_t)r->off) != (ssize_t)r->n ||
+		    memcmp(buf, r->p, r->n) != 0)
+			abort();
+		free(buf);
+		return BIO_write(mem, r->p, (int)r->n) == (int)r->n ? P11I_BIO_CTRL_WRITE_REF : 0;
+	}
+	return BIO_ctrl(mem, cmd, num, ptr);
+}
+
+static int ref_write(BIO *b, const char *p, int n)
+{
+	return BIO_write(BIO_get_data(b), p, n);
+}
+
+static int ref_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static BIO *ref_sink(BIO *mem)
+{
+	static BIO_METHOD *m;
+	BIO *b;
+
+	if (m == NULL) {
+		m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "fuzz reference sink");
+		if (m == NULL || !BIO_meth_set_write(m, ref_write) ||
+		    !BIO_meth_set_ctrl(m, ref_ctrl) || !BIO_meth_set_create(m, ref_create))
+			abort();
+	}
+	b = BIO_new(m);
+	if (b == NULL)
+		abort();
+	BIO_set_data(b, mem);
+	return b;
 }
 
 /* Taking back a part written ahead, as sign does: the digest and the output as they were. */
@@ -98,7 +154,9 @@ static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i
 	BIO *ref = BIO_new(BIO_s_mem());
 	BIO *mem = BIO_new(BIO_s_mem()), *eol = p11i_bio_eol_new(to);
 	BIO *md = BIO_new(BIO_f_md()), *e2 = p11i_bio_eol_new(to);
-	BIO *m2 = BIO_new(BIO_s_mem());
+	BIO *m2 = BIO_new(BIO_s_mem()), *sink = mem != NULL ? ref_sink(mem) : NULL;
+	struct stat st;
+	FILE *fp = NULL;
 	p11i_headers *h = NULL;
 	p11s_rc a, b;
 	unsigned char dig[32], want[32], *got, *can, *conv;
@@ -109,14 +167,16 @@ static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i
 	if (in == NULL || ref == NULL || mem == NULL || eol == NULL || md == NULL || e2 == NULL ||
 	    m2 == NULL || BIO_set_md(md, EVP_sha256()) <= 0)
 		abort();
+	if (file && (BIO_get_fp(in, &fp) <= 0 || fp == NULL || fstat(fileno(fp), &st) != 0))
+		abort();
 	BIO_push(md, eol);
-	BIO_push(eol, mem);
+	BIO_push(eol, sink);
 	BIO_push(e2, m2);
 	if (p11i_headers_read(in, 64 * 1024, &h, NULL) != 0)
 		goto out;
 	{
 		struct undo u = {md, eol, mem, NULL, 0};
-		const p11i_canon_undo undo = {undo_mark, undo_rewind, &u};
+		const p11i_canon_undo undo = {undo_mark, undo_rewind, &u, file ? &st : NULL};
 
 		a = p11i_mime_canonicalize_undo(h, classes, in, md, file ? &undo : NULL, NULL);
 		EVP_MD_CTX_free(u.saved);
@@ -153,6 +213,7 @@ out:
 	BIO_free(in);
 	BIO_free(ref);
 	BIO_free_all(md);
+	BIO_free(mem);
 	BIO_free_all(e2);
 }
 

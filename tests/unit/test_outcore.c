@@ -1,0 +1,385 @@
+/*
+ * Standard output's ranges of an input file (src/outcore.c,
+ * p11i_out_write_ref()): put together in order at the commit, merged,
+ * taken back by a rewind, and never copied from an input that changed.
+ * Standard output is a temporary file here (dup2).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "outcore.h"
+
+#define MIB (1024 * 1024)
+
+static char dir[] = "/tmp/p11s-outcore-XXXXXX";
+static char in_path[300], out_path[300];
+static unsigned char *in_data;
+static const size_t in_size = 4u * MIB + 123;
+static int saved_stdout = -1;
+
+/* The input: 4 MiB of bytes that differ at every offset mod 251. */
+static int setup(void **state)
+{
+	char spool[300];
+
+	(void)state;
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(spool, sizeof(spool), "%s/spool", dir);
+	if (mkdir(spool, 0700) != 0)
+		return -1;
+	setenv("TMPDIR", spool, 1);
+	snprintf(in_path, sizeof(in_path), "%s/in", dir);
+	snprintf(out_path, sizeof(out_path), "%s/stdout", dir);
+	in_data = malloc(in_size);
+	if (in_data == NULL)
+		return -1;
+	for (size_t i = 0; i < in_size; i++)
+		in_data[i] = (unsigned char)('!' + i % 251 % 90);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	free(in_data);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A fresh input and its identity, taken a clock tick after it was written. */
+static int open_input(struct stat *st)
+{
+	int fd = open(in_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	struct timespec pause = {0, 30 * 1000 * 1000};
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, in_data, in_size), (ssize_t)in_size);
+	nanosleep(&pause, NULL);
+	assert_int_equal(p11i_out_identity(fd, st), 0);
+	return fd;
+}
+
+/* Standard output onto an empty temporary file. */
+static void stdout_to_file(void)
+{
+	int fd;
+
+	fflush(stdout);
+	saved_stdout = dup(STDOUT_FILENO);
+	fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved_stdout >= 0 && fd >= 0);
+	assert_int_equal(dup2(fd, STDOUT_FILENO), STDOUT_FILENO);
+	close(fd);
+}
+
+/* Standard output back; what the file got, malloc'd, its size in *n. */
+static unsigned char *stdout_back(size_t *n)
+{
+	unsigned char *buf;
+	struct stat st;
+	FILE *fp;
+
+	dup2(saved_stdout, STDOUT_FILENO);
+	close(saved_stdout);
+	assert_int_equal(stat(out_path, &st), 0);
+	*n = (size_t)st.st_size;
+	buf = malloc(*n + 1);
+	assert_non_null(buf);
+	fp = fopen(out_path, "rb");
+	assert_non_null(fp);
+	assert_int_equal(fread(buf, 1, *n, fp), *n);
+	fclose(fp);
+	return buf;
+}
+
+static struct p11i_out *open_stdout(void)
+{
+	struct p11i_out *o = NULL;
+	char *why = NULL;
+
+	assert_int_equal(p11i_out_open(NULL, 0, sizeof(*o), &o, &why), P11S_OK);
+	assert_int_equal(o->kind, P11I_OUT_STDOUT);
+	return o;
+}
+
+/* Appends @p n bytes at @p off of the input to @p want (at *wn) and to @p o by reference. */
+static void ref(struct p11i_out *o, int fd, const struct stat *st, size_t off, size_t n,
+                unsigned char *want, size_t *wn)
+{
+	assert_int_equal(p11i_out_write_ref(o, fd, st, (off_t)off, in_data + off, n), 0);
+	memcpy(want + *wn, in_data + off, n);
+	*wn += n;
+}
+
+static void bytes(struct p11i_out *o, const char *s, unsigned char *want, size_t *wn)
+{
+	assert_int_equal(p11i_out_write(o, s, strlen(s)), 0);
+	memcpy(want + *wn, s, strlen(s));
+	*wn += strlen(s);
+}
+
+static void commit_ok(struct p11i_out *o)
+{
+	char *why = NULL;
+	p11s_rc rc = p11i_out_commit(o, &why);
+
+	if (rc != P11S_OK)
+		fail_msg("commit: %s", why ? why : "?");
+}
+
+/* Header bytes, ranges, bytes between and after: all in order, the ranges not spooled. */
+static void ranges_in_order(void **state)
+{
+	unsigned char *want = malloc(in_size * 2), *got;
+	size_t wn = 0, gn;
+	struct stat st;
+	int fd = open_input(&st);
+	struct p11i_out *o;
+
+	(void)state;
+	stdout_to_file();
+	o = open_stdout();
+	bytes(o, "Header: one\r\n\r\n", want, &wn);
+	/* Small: still in memory, taken as bytes. */
+	ref(o, fd, &st, 10, 100000, want, &wn);
+	assert_int_equal(o->next, 0);
+	/* Past the memory: a range; the bytes before it went to the spill file. */
+	ref(o, fd, &st, 100000, 2 * MIB, want, &wn);
+	assert_int_equal(o->next, 1);
+	assert_true(o->fd >= 0);
+	bytes(o, "\r\n--between--\r\n", want, &wn);
+	ref(o, fd, &st, 3 * MIB, 500000, want, &wn);
+	assert_int_equal(o->next, 2);
+	/* A small range is written, not kept. */
+	ref(o, fd, &st, 7, 100, want, &wn);
+	assert_int_equal(o->next, 2);
+	bytes(o, "\r\n--end--\r\n", want, &wn);
+	assert_int_equal(p11i_out_tell(o), (long long)wn);
+	/* The spill file holds the bytes only, not the ranges. */
+	assert_true(lseek(o->fd, 0, SEEK_END) < (off_t)(MIB + 200000));
+	commit_ok(o);
+	got = stdout_back(&gn);
+	assert_int_equal(gn, wn);
+	assert_memory_equal(got, want, wn);
+	close(fd);
+	free(got);
+	free(want);
+}
+
+/* A range right after the last one, with nothing written between: the same range. */
+static void contiguous_ranges_merge(void **state)
+{
+	unsigned char *want = malloc(in_size * 2), *got;
+	size_t wn = 0, gn;
+	struct stat st;
+	int fd = open_input(&st);
+	struct p11i_out *o;
+
+	(void)state;
+	stdout_to_file();
+	o = open_stdout();
+	bytes(o, "H\r\n\r\n", want, &wn);
+	for (size_t off = 0; off + 65536 <= in_size; off += 65536) {
+		ref(o, fd, &st, off, 65535, want, &wn);
+		/* A block's held-back line end: one byte, where it was. */
+		ref(o, fd, &st, off + 65535, 1, want, &wn);
+	}
+	/* The first MiB in memory, the rest one range to the last block's end. */
+	assert_int_equal(o->next, 1);
+	assert_true(o->ext[0].off > 0 && o->ext[0].off <= MIB);
+	assert_int_equal(o->ext[0].off + o->ext[0].len, (off_t)(in_size / 65536 * 65536));
+	bytes(o, "tail", want, &wn);
+	/* After other bytes, a new range. */
+	ref(o, fd, &st, 0, 65536, want, &wn);
+	assert_int_equal(o->next, 2);
+	commit_ok(o);
+	got = stdout_back(&gn);
+	assert_int_equal(gn, wn);
+	assert_memory_equal(got, want, wn);
+	close(fd);
+	free(got);
+	free(want);
+}
+
+/* A rewind drops the ranges past the mark, cuts the one it falls in. */
+static void rewind_over_ranges(void **state)
+{
+	unsigned char *want = malloc(in_size * 3), *got;
+	size_t wn = 0, gn, keep;
+	long long mark, mark2;
+	struct stat st;
+	int fd = open_input(&st);
+	struct p11i_out *o;
+
+	(void)state;
+	stdout_to_file();
+	o = open_stdout();
+	bytes(o, "Header\r\n\r\n", want, &wn);
+	ref(o, fd, &st, 0, 2 * MIB, want, &wn);
+	bytes(o, "--b1--", want, &wn);
+	mark = p11i_out_tell(o);
+	assert_int_equal(mark, (long long)wn);
+	keep = wn;
+	/* Speculation: a range, bytes, a range, then taken back. */
+	ref(o, fd, &st, 2 * MIB, MIB, want, &wn);
+	bytes(o, "not clean", want, &wn);
+	ref(o, fd, &st, 100, MIB, want, &wn);
+	assert_int_equal(o->next, 3);
+	assert_int_equal(p11i_out_rewind(o, mark), 0);
+	assert_int_equal(o->next, 1);
+	assert_int_equal(p11i_out_tell(o), mark);
+	wn = keep;
+	/* Into the middle of a range: it is cut there. */
+	ref(o, fd, &st, 3 * MIB, MIB, want, &wn);
+	mark2 = p11i_out_tell(o) - 300000;
+	assert_int_equal(p11i_out_rewind(o, mark2), 0);
+	assert_int_equal(o->next, 2);
+	assert_int_equal(o->ext[1].len, (off_t)(MIB - 300000));
+	wn -= 300000;
+	bytes(o, "encoded instead", want, &wn);
+	/* Into the bytes between two ranges (the spill file is cut). */
+	ref(o, fd, &st, 0, 65536, want, &wn);
+	bytes(o, "0123456789", want, &wn);
+	assert_int_equal(p11i_out_rewind(o, p11i_out_tell(o) - 4), 0);
+	wn -= 4;
+	bytes(o, "end", want, &wn);
+	assert_int_equal(p11i_out_tell(o), (long long)wn);
+	commit_ok(o);
+	got = stdout_back(&gn);
+	assert_int_equal(gn, wn);
+	assert_memory_equal(got, want, wn);
+	close(fd);
+	free(got);
+	free(want);
+}
+
+/* Changed between the reading and the commit: an error, and nothing on standard output. */
+static void changed_input_writes_nothing(void **state)
+{
+	static const struct {
+		const char *how;
+		off_t at;
+	} changes[] = {{"same size", 1000}, {"longer", -1}, {"shorter", -2}};
+	struct timespec pause = {0, 30 * 1000 * 1000};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
+		size_t gn;
+		struct stat st;
+		int fd = open_input(&st);
+		struct p11i_out *o;
+		unsigned char *got;
+		char *why = NULL;
+		p11s_rc rc;
+
+		stdout_to_file();
+		o = open_stdout();
+		assert_int_equal(p11i_out_write(o, "H\r\n\r\n", 5), 0);
+		assert_int_equal(p11i_out_write_ref(o, fd, &st, 0, in_data, 3 * MIB), 0);
+		assert_int_equal(o->next, 1);
+		assert_int_equal(p11i_out_write(o, "sig", 3), 0);
+		nanosleep(&pause, NULL);
+		if (changes[i].at >= 0)
+			assert_int_equal(pwrite(fd, "X", 1, changes[i].at), 1);
+		else if (changes[i].at == -1)
+			assert_int_equal(pwrite(fd, "X", 1, (off_t)in_size), 1);
+		else
+			assert_int_equal(ftruncate(fd, MIB), 0);
+		rc = p11i_out_commit(o, &why);
+		got = stdout_back(&gn);
+		assert_int_equal(rc, P11S_E_INPUT);
+		assert_non_null(why);
+		if (strstr(why, "the input changed while it was signed") == NULL)
+			fail_msg("%s: %s", changes[i].how, why);
+		assert_int_equal(gn, 0);
+		free(why);
+		free(got);
+		close(fd);
+	}
+}
+
+/* A file cut short while it is copied: the copy comes back short, an error. */
+static void short_copy_is_an_error(void **state)
+{
+	size_t gn;
+	struct stat st;
+	int fd = open_input(&st);
+	struct p11i_out *o;
+	unsigned char *got;
+	char *why = NULL;
+	p11s_rc rc;
+
+	(void)state;
+	stdout_to_file();
+	o = open_stdout();
+	assert_int_equal(p11i_out_write(o, "H\r\n\r\n", 5), 0);
+	assert_int_equal(p11i_out_write_ref(o, fd, &st, 0, in_data, 3 * MIB), 0);
+	/* A range past the end (as a truncation between the checks would leave it). */
+	o->ext[0].off = (off_t)in_size - MIB;
+	rc = p11i_out_commit(o, &why);
+	got = stdout_back(&gn);
+	assert_int_equal(rc, P11S_E_INPUT);
+	assert_non_null(why);
+	assert_non_null(strstr(why, "shorter"));
+	/* Standard output is a file: what was written is taken back. */
+	assert_int_equal(gn, 0);
+	free(why);
+	free(got);
+	close(fd);
+}
+
+/* Not standard output, or an input that just changed: the bytes, as before. */
+static void others_take_the_bytes(void **state)
+{
+	char path[300], *why = NULL;
+	struct p11i_out *o = NULL;
+	struct stat st;
+	int fd = open_input(&st);
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/file.out", dir);
+	assert_int_equal(p11i_out_open(path, 0, sizeof(*o), &o, &why), P11S_OK);
+	assert_int_equal(p11i_out_write_ref(o, fd, &st, 0, in_data, 2 * MIB), 0);
+	assert_int_equal(o->next, 0);
+	assert_int_equal(p11i_out_commit(o, &why), P11S_OK);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 2 * MIB);
+	/* Written a moment ago: its times could hide another change in the same tick. */
+	assert_int_equal(pwrite(fd, "Y", 1, 0), 1);
+	assert_int_equal(p11i_out_identity(fd, &st), -1);
+	close(fd);
+	/* A pipe is no input to refer to. */
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(p11i_out_identity(p[0], &st), -1);
+	close(p[0]);
+	close(p[1]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(ranges_in_order),
+	    cmocka_unit_test(contiguous_ranges_merge),
+	    cmocka_unit_test(rewind_over_ranges),
+	    cmocka_unit_test(changed_input_writes_nothing),
+	    cmocka_unit_test(short_copy_is_an_error),
+	    cmocka_unit_test(others_take_the_bytes),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
