@@ -38,6 +38,8 @@ static unsigned long open_seq;
 #define OUT_BUF (256 * 1024)
 /* Standard output is kept in memory up to this, then spilled to a file. */
 #define MEM_MAX (1024 * 1024)
+/* Standard output's spill file is copied and freed this much at a time (copy_spill()). */
+#define SPILL_STEP (8 * 1024 * 1024)
 /* A file's writeback is started every this many bytes (see out_wrote()). */
 #define WRITEBACK_STEP (8 * 1024 * 1024)
 /*
@@ -707,6 +709,34 @@ static int copy_range(int from, off_t off, off_t size, int to)
 }
 
 /*
+ * Part of the spill file to @p to, a step at a time, each step's pages
+ * given back (a hole punched) once they are copied: the copy's new pages
+ * are then the ones just freed.  A 1 GiB decrypt to standard output on
+ * tmpfs spent more on the page allocator than on the copy (0.5 to 1.5 s
+ * of CPU; 0.3 s with the holes), and the spill and the output no longer
+ * take twice the message's memory at once.  Nothing reads the spill again:
+ * a commit that fails is not retried.  0 or -1 (errno).
+ */
+static int copy_spill(int from, off_t off, off_t size, int to)
+{
+	off_t end = off + size, step;
+
+	for (; off < end; off += step) {
+		step = end - off < SPILL_STEP ? end - off : SPILL_STEP;
+		int r = copy_range(from, off, step, to);
+
+		if (r != 0) {
+			if (r == -2) /* our own file, shorter than written */
+				errno = EIO;
+			return -1;
+		}
+		/* Where holes cannot be punched the pages go at close, as before. */
+		(void)fallocate(from, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, step);
+	}
+	return 0;
+}
+
+/*
  * The spill file, the ranges of the input between its parts, in order.
  * 0, -1 (errno), or -2: the input changed (*what says how).
  */
@@ -720,10 +750,8 @@ static int copy_parts(struct p11i_out *o, int to, const char **what)
 	for (size_t i = 0; i <= o->next && r == 0; i++) {
 		off_t upto = i < o->next ? o->ext[i].spool : size;
 
-		if (upto > spooled && (r = copy_range(o->fd, spooled, upto - spooled, to)) == -2) {
-			errno = EIO;
-			r = -1;
-		}
+		if (upto > spooled)
+			r = copy_spill(o->fd, spooled, upto - spooled, to);
 		spooled = upto;
 		if (r == 0 && i < o->next &&
 		    (r = copy_range(o->ref_fd, o->ext[i].off, o->ext[i].len, to)) == -2)

@@ -180,6 +180,65 @@ static void ranges_in_order(void **state)
 	free(want);
 }
 
+/*
+ * A spill file of several copy steps (8 MiB), cut by a range at no step's
+ * edge: every byte in order, and the spill file's blocks given back as it
+ * was copied (the old commit kept them all until the file was closed).
+ */
+static void long_spill_in_steps(void **state)
+{
+	const size_t total = 21u * MIB + 4321;
+	unsigned char *want = malloc(total + in_size), *pat = malloc(total), *got;
+	size_t wn = 0, gn, k;
+	struct stat st, sp;
+	int fd = open_input(&st), spill;
+	struct p11i_out *o;
+
+	(void)state;
+	assert_non_null(want);
+	assert_non_null(pat);
+	for (k = 0; k < total; k++)
+		pat[k] = (unsigned char)(k * 7 + k / 4099);
+	stdout_to_file();
+	o = open_stdout();
+	/* Odd-sized writes, so that no part ends on a step. */
+	for (k = 0; k < 13u * MIB + 777;) {
+		size_t n = 65537 < 13u * MIB + 777 - k ? 65537 : 13u * MIB + 777 - k;
+
+		assert_int_equal(p11i_out_write(o, pat + k, n), 0);
+		k += n;
+	}
+	memcpy(want, pat, k);
+	wn = k;
+	ref(o, fd, &st, 1000, 2 * MIB, want, &wn);
+	assert_int_equal(o->next, 1);
+	assert_int_equal(p11i_out_write(o, pat + k, total - k), 0);
+	memcpy(want + wn, pat + k, total - k);
+	wn += total - k;
+	assert_int_equal(p11i_out_flush(o), 0);
+	spill = dup(o->fd);
+	assert_true(spill >= 0);
+	commit_ok(o);
+	got = stdout_back(&gn);
+	assert_int_equal(gn, wn);
+	assert_memory_equal(got, want, wn);
+	/*
+	 * Its size stays, its pages went (a few blocks may stay on file
+	 * systems that round), where $TMPDIR's file system punches holes.
+	 */
+	assert_int_equal(fstat(spill, &sp), 0);
+	assert_true(sp.st_size >= (off_t)(total - 4u * MIB));
+	if (fallocate(spill, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) == 0)
+		assert_true(sp.st_blocks * 512 < (blkcnt_t)MIB);
+	else
+		print_message("no holes in $TMPDIR's file system: the blocks are not checked\n");
+	close(spill);
+	close(fd);
+	free(got);
+	free(want);
+	free(pat);
+}
+
 /* A range right after the last one, with nothing written between: the same range. */
 static void contiguous_ranges_merge(void **state)
 {
@@ -374,6 +433,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(ranges_in_order),
+	    cmocka_unit_test(long_spill_in_steps),
 	    cmocka_unit_test(contiguous_ranges_merge),
 	    cmocka_unit_test(rewind_over_ranges),
 	    cmocka_unit_test(changed_input_writes_nothing),
