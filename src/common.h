@@ -58,7 +58,8 @@ p11s_rc p11i_err_nomem(p11s_error *err);
  * regular input file (src/outcore.c's p11i_out_write_ref()).  The output
  * BIO answers P11I_BIO_CTRL_WRITE_REF itself when it took them; any other
  * answer: write the bytes.  Sent only to the last BIO of a chain, as a
- * filter would pass it on past itself.
+ * filter would pass it on past itself.  With a NULL ptr, a question: the
+ * same answer when the output may take ranges at all (standard output).
  */
 #define P11I_BIO_CTRL_WRITE_REF 0x7f13
 

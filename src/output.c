@@ -156,9 +156,13 @@ static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
 	case P11I_BIO_CTRL_WRITE_REF: {
 		const struct p11i_bio_ref *r = ptr;
 
-		return o != NULL && r != NULL &&
-		               p11i_out_write_ref(&o->core, r->fd, r->st, (off_t)r->off, r->p,
-		                                  r->n) == 0
+		/* The question whether ranges may come at all: to standard output only. */
+		if (r == NULL)
+			return o != NULL && o->core.kind == P11I_OUT_STDOUT
+			           ? P11I_BIO_CTRL_WRITE_REF
+			           : 0;
+		return o != NULL && p11i_out_write_ref(&o->core, r->fd, r->st, (off_t)r->off, r->p,
+		                                       r->n) == 0
 		           ? P11I_BIO_CTRL_WRITE_REF
 		           : 0;
 	}

@@ -1299,14 +1299,19 @@ p11s_rc p11s_signer_sign(p11s_signer *s, BIO *in, BIO *out, p11s_error *err)
 	const struct sd_template *tpl;
 	p11i_headers *h = NULL;
 	CMS_ContentInfo *cms = NULL;
-	BIO *sink = NULL;
+	BIO *sink = NULL, *last;
 	struct stat st;
 	const struct stat *in_st;
 	p11s_rc rc;
 
 	if (s == NULL || in == NULL || out == NULL)
 		return p11i_err(err, P11S_E_USAGE, "nothing to sign");
-	in_st = input_identity(in, &st);
+	/* Asked only where it can serve: its system calls were per message of a batch. */
+	for (last = out; BIO_next(last) != NULL; last = BIO_next(last))
+		;
+	in_st = BIO_ctrl(last, P11I_BIO_CTRL_WRITE_REF, 0, NULL) == P11I_BIO_CTRL_WRITE_REF
+	            ? input_identity(in, &st)
+	            : NULL;
 	rc = p11i_headers_read(in, 0, &h, err);
 	if (rc != P11S_OK)
 		return rc;
