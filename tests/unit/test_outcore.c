@@ -141,11 +141,24 @@ static void commit_ok(struct p11i_out *o)
 		fail_msg("commit: %s", why ? why : "?");
 }
 
+/* Commit @p o, standard output back: it holds @p want's @p wn bytes, exactly. */
+static void commit_gives(struct p11i_out *o, const unsigned char *want, size_t wn)
+{
+	unsigned char *got;
+	size_t gn;
+
+	commit_ok(o);
+	got = stdout_back(&gn);
+	assert_int_equal(gn, wn);
+	assert_memory_equal(got, want, wn);
+	free(got);
+}
+
 /* Header bytes, ranges, bytes between and after: all in order, the ranges not spooled. */
 static void ranges_in_order(void **state)
 {
-	unsigned char *want = malloc(in_size * 2), *got;
-	size_t wn = 0, gn;
+	unsigned char *want = malloc(in_size * 2);
+	size_t wn = 0;
 	struct stat st;
 	int fd = open_input(&st);
 	struct p11i_out *o;
@@ -171,12 +184,8 @@ static void ranges_in_order(void **state)
 	assert_int_equal(p11i_out_tell(o), (long long)wn);
 	/* The spill file holds the bytes only, not the ranges. */
 	assert_true(lseek(o->fd, 0, SEEK_END) < (off_t)(MIB + 200000));
-	commit_ok(o);
-	got = stdout_back(&gn);
-	assert_int_equal(gn, wn);
-	assert_memory_equal(got, want, wn);
+	commit_gives(o, want, wn);
 	close(fd);
-	free(got);
 	free(want);
 }
 
@@ -188,8 +197,8 @@ static void ranges_in_order(void **state)
 static void long_spill_in_steps(void **state)
 {
 	const size_t total = 21u * MIB + 4321;
-	unsigned char *want = malloc(total + in_size), *pat = malloc(total), *got;
-	size_t wn = 0, gn, k;
+	unsigned char *want = malloc(total + in_size), *pat = malloc(total);
+	size_t wn = 0, k;
 	struct stat st, sp;
 	int fd = open_input(&st), spill;
 	struct p11i_out *o;
@@ -218,10 +227,7 @@ static void long_spill_in_steps(void **state)
 	assert_int_equal(p11i_out_flush(o), 0);
 	spill = dup(o->fd);
 	assert_true(spill >= 0);
-	commit_ok(o);
-	got = stdout_back(&gn);
-	assert_int_equal(gn, wn);
-	assert_memory_equal(got, want, wn);
+	commit_gives(o, want, wn);
 	/*
 	 * Its size stays, its pages went (a few blocks may stay on file
 	 * systems that round), where $TMPDIR's file system punches holes.
@@ -234,7 +240,6 @@ static void long_spill_in_steps(void **state)
 		print_message("no holes in $TMPDIR's file system: the blocks are not checked\n");
 	close(spill);
 	close(fd);
-	free(got);
 	free(want);
 	free(pat);
 }
@@ -242,8 +247,8 @@ static void long_spill_in_steps(void **state)
 /* A range right after the last one, with nothing written between: the same range. */
 static void contiguous_ranges_merge(void **state)
 {
-	unsigned char *want = malloc(in_size * 2), *got;
-	size_t wn = 0, gn;
+	unsigned char *want = malloc(in_size * 2);
+	size_t wn = 0;
 	struct stat st;
 	int fd = open_input(&st);
 	struct p11i_out *o;
@@ -265,20 +270,16 @@ static void contiguous_ranges_merge(void **state)
 	/* After other bytes, a new range. */
 	ref(o, fd, &st, 0, 65536, want, &wn);
 	assert_int_equal(o->next, 2);
-	commit_ok(o);
-	got = stdout_back(&gn);
-	assert_int_equal(gn, wn);
-	assert_memory_equal(got, want, wn);
+	commit_gives(o, want, wn);
 	close(fd);
-	free(got);
 	free(want);
 }
 
 /* A rewind drops the ranges past the mark, cuts the one it falls in. */
 static void rewind_over_ranges(void **state)
 {
-	unsigned char *want = malloc(in_size * 3), *got;
-	size_t wn = 0, gn, keep;
+	unsigned char *want = malloc(in_size * 3);
+	size_t wn = 0, keep;
 	long long mark, mark2;
 	struct stat st;
 	int fd = open_input(&st);
@@ -317,12 +318,8 @@ static void rewind_over_ranges(void **state)
 	wn -= 4;
 	bytes(o, "end", want, &wn);
 	assert_int_equal(p11i_out_tell(o), (long long)wn);
-	commit_ok(o);
-	got = stdout_back(&gn);
-	assert_int_equal(gn, wn);
-	assert_memory_equal(got, want, wn);
+	commit_gives(o, want, wn);
 	close(fd);
-	free(got);
 	free(want);
 }
 
