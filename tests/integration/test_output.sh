@@ -196,6 +196,20 @@ if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
 	assert_contains full4.err "cannot write to standard output: No space left on device" \
 		"standard output spilled to a full \$TMPDIR: a write error"
 	assert_not_contains full4.out "Content-Type" "nothing reached standard output"
+	# Standard output's own file system fills in the middle of the commit's
+	# copy: of decrypt's spill (given back as it goes), and of sign's ranges
+	# of the input.  Exit 4, and the file cut back to where it began.
+	stdout_full() { # CMD...: run with standard output a file on the full tiny/
+		full_run bash -c '"$@" >tiny/stdout.eml; echo "inner=$?"; stat -c "size=%s" tiny/stdout.eml' _ "$@"
+	}
+	stdout_full "$P11SMIME" "${P[@]}" decrypt --inform der -i big.p7m >full5.out 2>full5.err
+	assert_contains full5.out "inner=4" "decrypt > a full disk: exit 4"
+	assert_contains full5.out "size=0" "standard output's file cut back to empty"
+	assert_contains full5.err "cannot write to standard output: No space left on device" "a write error, in words"
+	stdout_full "$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i big.eml >full6.out 2>full6.err
+	assert_contains full6.out "inner=4" "sign > a full disk: exit 4"
+	assert_contains full6.out "size=0" "standard output's file cut back to empty"
+	assert_contains full6.err "cannot write to standard output: No space left on device" "a write error, in words"
 fi
 
 finish
