@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include <openssl/types.h>
@@ -113,6 +114,9 @@ int p11i_write_full(int fd, const void *buf, size_t n);
  * @p err (which may be NULL; errno is kept).
  */
 BIO *p11i_spool_new(p11s_error *err);
+
+/* The stdio stream behind a file BIO (BIO_new_file() and the like), else NULL; the BIO's. */
+FILE *p11i_bio_fp(BIO *b);
 
 /*
  * Free the BIOs of a chain from @p top down to, not including, @p keep

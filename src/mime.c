@@ -238,11 +238,10 @@ static int gets_seg(void *arg, const char **p, size_t *n)
 	 */
 	if (r >= 0 && r < (int)sizeof(s->buf) - 1 && (r == 0 || s->buf[r - 1] != '\n') &&
 	    !BIO_eof(s->in)) {
-		FILE *fp = NULL;
+		FILE *fp = p11i_bio_fp(s->in);
 
 		/* Unless the read failed, which fgets() does not tell either. */
-		if (BIO_method_type(s->in) == BIO_TYPE_FILE && BIO_get_fp(s->in, &fp) > 0 &&
-		    fp != NULL && ferror(fp))
+		if (fp != NULL && ferror(fp))
 			return -1;
 		return SEG_NUL;
 	}
@@ -1806,13 +1805,11 @@ static int stage_flush(struct canon *c, char *stage, size_t *sn)
 /* Where the body reader's next segment starts in a regular file, or -1. */
 static long body_offset(struct canon *c)
 {
-	FILE *fp = NULL;
+	FILE *fp = c->spooling ? NULL : p11i_bio_fp(c->r.in);
 	struct stat st;
 	long t;
 
-	if (c->spooling || BIO_method_type(c->r.in) != BIO_TYPE_FILE ||
-	    BIO_get_fp(c->r.in, &fp) <= 0 || fp == NULL || fstat(fileno(fp), &st) != 0 ||
-	    !S_ISREG(st.st_mode))
+	if (fp == NULL || fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode))
 		return -1;
 	t = BIO_tell(c->r.in);
 	if (t < 0 || (size_t)t < c->r.end - c->r.start)
@@ -2014,37 +2011,60 @@ static void emit_clean_block(struct canon *c, const char *p, size_t n, size_t *c
  */
 #define SPLIT_CHUNK ((OBUF_SIZE - 32) / 2)
 
-/* @p n bytes with no CR into @p o, each LF as CRLF; the length (at most 2n). */
-static size_t lf_to_crlf(const char *p, size_t n, char *o)
+/*
+ * @p n bytes into @p o, each LF as CRLF; the length (at most 2n).  With
+ * @p scan (a constant: each caller gets its own copy), also scan7_feed()'s
+ * test, *linelen carried as the scan carries it: (size_t)-1 (nothing
+ * decided) at the first byte that is not plain text (CR, NUL, >= 0x80) or
+ * a line over MAX_LINE, and the two passes then do it.  Without, @p p
+ * holds no CR.
+ */
+static inline __attribute__((always_inline)) size_t to_crlf(const char *p, size_t n, char *o,
+                                                            size_t *linelen, int scan)
 {
-	size_t i = 0, k = 0;
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = 0, k = 0, ll = scan ? *linelen : 0;
 
 #if defined(__SSE2__)
 	const __m128i lf = _mm_set1_epi8('\n');
 
 	/* Sixteen bytes stored at once; an LF's CRLF overwrites from where the LF went. */
 	while (i + 16 <= n) {
-		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
+		unsigned bad = scan ? sse_not_plain(v) : 0;
 		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
 
-		_mm_storeu_si128((__m128i *)(void *)(o + k), v);
 		if (m == 0) {
+			if (scan && (bad != 0 || (ll += 16) > MAX_LINE))
+				return (size_t)-1;
+			_mm_storeu_si128((__m128i *)(void *)(o + k), v);
 			i += 16;
 			k += 16;
 			continue;
 		}
 		m = (unsigned)__builtin_ctz(m);
+		/* Only the bytes up to the LF are this step's. */
+		if (scan && ((bad & ((1u << m) - 1u)) != 0 || ll + m > MAX_LINE))
+			return (size_t)-1;
+		_mm_storeu_si128((__m128i *)(void *)(o + k), v);
 		k += m;
 		o[k++] = '\r';
 		o[k++] = '\n';
 		i += m + 1;
+		ll = 0;
 	}
 #endif
 	for (; i < n; i++) {
-		if (p[i] == '\n')
+		if (u[i] == '\n') {
 			o[k++] = '\r';
-		o[k++] = p[i];
+			ll = 0;
+		} else if (scan && (u[i] == '\r' || u[i] == 0 || u[i] >= 0x80 || ++ll > MAX_LINE)) {
+			return (size_t)-1;
+		}
+		o[k++] = (char)u[i];
 	}
+	if (scan)
+		*linelen = ll;
 	return k;
 }
 
@@ -2170,7 +2190,7 @@ static void split_block(struct canon *c, BIO *eol, const char *p, size_t n, cons
 		for (size_t i = 0; i < m;) {
 			size_t k = m - i < SPLIT_CHUNK ? m - i : SPLIT_CHUNK;
 
-			split_digest(c, eol, c->ob, lf_to_crlf(p + i, k, c->ob));
+			split_digest(c, eol, c->ob, to_crlf(p + i, k, c->ob, NULL, 0));
 			i += k;
 		}
 	} else if (m > 0) {
@@ -2235,58 +2255,6 @@ static void emit_block(struct canon *c, const char *p, size_t n, size_t *crs)
 }
 
 /*
- * scan7_feed() and lf_to_crlf() in one pass, for an LF file's block:
- * @p n bytes into @p o in CRLF, *linelen carried as the scan carries it;
- * (size_t)-1 (nothing decided) at the first byte that is not plain text
- * (CR, NUL, >= 0x80) or a line over MAX_LINE: the two passes then do it.
- */
-static size_t scan_lf_crlf(const char *p, size_t n, char *o, size_t *linelen)
-{
-	const unsigned char *u = (const unsigned char *)p;
-	size_t i = 0, k = 0, ll = *linelen;
-
-#if defined(__SSE2__)
-	const __m128i lf = _mm_set1_epi8('\n');
-
-	while (i + 16 <= n) {
-		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
-		unsigned bad = sse_not_plain(v);
-		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
-
-		if (m == 0) {
-			if (bad != 0 || (ll += 16) > MAX_LINE)
-				return (size_t)-1;
-			_mm_storeu_si128((__m128i *)(void *)(o + k), v);
-			i += 16;
-			k += 16;
-			continue;
-		}
-		m = (unsigned)__builtin_ctz(m);
-		/* Only the bytes up to the LF are this step's. */
-		if ((bad & ((1u << m) - 1u)) != 0 || ll + m > MAX_LINE)
-			return (size_t)-1;
-		_mm_storeu_si128((__m128i *)(void *)(o + k), v);
-		k += m;
-		o[k++] = '\r';
-		o[k++] = '\n';
-		i += m + 1;
-		ll = 0;
-	}
-#endif
-	for (; i < n; i++) {
-		if (u[i] == '\n') {
-			o[k++] = '\r';
-			ll = 0;
-		} else if (u[i] == '\r' || u[i] == 0 || u[i] >= 0x80 || ++ll > MAX_LINE) {
-			return (size_t)-1;
-		}
-		o[k++] = (char)u[i];
-	}
-	*linelen = ll;
-	return k;
-}
-
-/*
  * speculate_leaf()'s block of an LF file in one pass: scanned, converted
  * for the digests and split.  0 when it cannot be (nothing done: the scan
  * and emit_block() follow), 1 when done.
@@ -2301,7 +2269,7 @@ static int split_fast(struct canon *c, struct scan7 *s, const char *p, size_t n)
 		return 0;
 	if (c->sbuf == NULL && (c->sbuf = malloc(2 * LR_SIZE + 32)) == NULL)
 		return 0;
-	k = scan_lf_crlf(p, n, c->sbuf, &ll);
+	k = to_crlf(p, n, c->sbuf, &ll, 1);
 	if (k == (size_t)-1)
 		return 0;
 	flush_out(c);
@@ -2692,11 +2660,10 @@ p11s_rc p11i_mime_canonicalize_undo(const p11i_headers *h, unsigned classes, BIO
 	c->err = err;
 	c->bol = 1;
 	c->ref_fd = -1;
-	if (undo != NULL && undo->in_st != NULL && S_ISREG(undo->in_st->st_mode) &&
-	    BIO_method_type(body) == BIO_TYPE_FILE) {
-		FILE *fp = NULL;
+	if (undo != NULL && undo->in_st != NULL && S_ISREG(undo->in_st->st_mode)) {
+		FILE *fp = p11i_bio_fp(body);
 
-		if (BIO_get_fp(body, &fp) > 0 && fp != NULL) {
+		if (fp != NULL) {
 			c->ref_fd = fileno(fp);
 			c->ref_st = undo->in_st;
 		}

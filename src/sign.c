@@ -1048,20 +1048,18 @@ static p11s_rc put(BIO *b, const char *s, p11s_error *err)
 }
 
 /* Base64 of the finished signature, then BIO_f_base64's "\n" ends made right by @p sink. */
+/* @p cms's DER in base64 into @p sink, as a prepared signature's (write_base64()). */
 static p11s_rc write_der_base64(BIO *sink, CMS_ContentInfo *cms, p11s_error *err)
 {
-	BIO *b64 = BIO_new(BIO_f_base64());
-	int ok;
+	unsigned char *der = NULL;
+	int len = i2d_CMS_ContentInfo(cms, &der);
+	p11s_rc rc;
 
-	if (b64 == NULL)
-		return p11i_err_nomem(err);
-	BIO_push(b64, sink);
-	ok = i2d_CMS_bio(b64, cms) > 0 && BIO_flush(b64) > 0;
-	BIO_pop(b64);
-	BIO_free(b64);
-	if (!ok)
-		return p11i_err_ossl(err, P11S_E_IO, "cannot write the signature");
-	return P11S_OK;
+	if (len <= 0)
+		return p11i_err_ossl(err, P11S_E_CRYPTO, "cannot encode the signature");
+	rc = write_base64(sink, der, (size_t)len, err);
+	OPENSSL_free(der);
+	return rc;
 }
 
 /*
@@ -1281,11 +1279,10 @@ out:
  */
 static const struct stat *input_identity(BIO *in, struct stat *st)
 {
-	FILE *fp = NULL;
+	FILE *fp = p11i_bio_fp(in);
 	long t;
 
-	if (BIO_method_type(in) != BIO_TYPE_FILE || BIO_get_fp(in, &fp) <= 0 || fp == NULL ||
-	    p11i_out_identity(fileno(fp), st) != 0)
+	if (fp == NULL || p11i_out_identity(fileno(fp), st) != 0)
 		return NULL;
 	/* Bytes stdio read ahead before now were read before the identity: none may be. */
 	t = ftell(fp);

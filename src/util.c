@@ -304,6 +304,15 @@ BIO *p11i_spool_new(p11s_error *err)
 	return b;
 }
 
+FILE *p11i_bio_fp(BIO *b)
+{
+	FILE *fp = NULL;
+
+	if (b == NULL || BIO_method_type(b) != BIO_TYPE_FILE || BIO_get_fp(b, &fp) <= 0)
+		return NULL;
+	return fp;
+}
+
 void p11i_bio_free_upto(BIO *top, BIO *keep)
 {
 	while (top != NULL && top != keep) {
