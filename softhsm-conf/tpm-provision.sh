@@ -64,8 +64,11 @@ chmod +x "$dir/stop"
 trap 'rc=$?; [ $rc = 0 ] || "$dir/stop"; exit $rc' EXIT
 
 # Two free ports next to each other: the swtpm TCTI finds the control
-# port at port + 1.
-read -r port ctrl < <(python3 -c '
+# port at port + 1.  They are free when looked at, not when swtpm binds
+# them: another test starting a server in between takes them, so a few
+# tries.
+free_ports() {
+	python3 -c '
 import socket
 for _ in range(100):
     a, b = socket.socket(), socket.socket()
@@ -76,14 +79,22 @@ for _ in range(100):
     except OSError:
         continue
     print(p, p + 1)
-    break')
-[ -n "${ctrl:-}" ] || die "no two free ports next to each other"
-
-swtpm socket --tpm2 --tpmstate dir="$dir/tpm" \
-	--server type=tcp,port="$port",bindaddr=127.0.0.1 \
-	--ctrl type=tcp,port="$ctrl",bindaddr=127.0.0.1 \
-	--flags not-need-init,startup-clear --pid file="$dir/swtpm.pid" \
-	--log file="$dir/log/swtpm.log" --daemon
+    break'
+}
+started=
+for try in 1 2 3 4 5; do
+	read -r port ctrl < <(free_ports)
+	[ -n "${ctrl:-}" ] || die "no two free ports next to each other"
+	if swtpm socket --tpm2 --tpmstate dir="$dir/tpm" \
+		--server type=tcp,port="$port",bindaddr=127.0.0.1 \
+		--ctrl type=tcp,port="$ctrl",bindaddr=127.0.0.1 \
+		--flags not-need-init,startup-clear --pid file="$dir/swtpm.pid" \
+		--log file="$dir/log/swtpm.log" --daemon; then
+		started=1
+		break
+	fi
+done
+[ -n "$started" ] || die "swtpm did not start (see $dir/log/swtpm.log)"
 cat "$dir/swtpm.pid" >>"$dir/pids"
 echo >>"$dir/pids"
 
