@@ -16,7 +16,7 @@
 #include "report.h"
 
 static void conn_init(struct agent_conn *c, const struct cli *cli, const char *sock,
-                      const char *command, const char *label)
+                      const char *command, const char *label, struct p11i_out **keep)
 {
 	memset(c, 0, sizeof(*c));
 	c->sock = sock;
@@ -27,17 +27,20 @@ static void conn_init(struct agent_conn *c, const struct cli *cli, const char *s
 	c->verbose = cli->verbose;
 	c->relabel = report_batch_json;
 	c->fd = -1;
+	c->errf = cli_err(cli);
+	c->outf = cli_out(cli);
+	c->keep = keep;
 }
 
 int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *so, int detached,
                       p11s_outform form, const char *in_path, const char *out_path,
-                      const char *label)
+                      const char *label, struct p11i_out **keep)
 {
 	struct agent_conn c;
 	struct agent_buf req = {0};
 	int ret;
 
-	conn_init(&c, cli, sock, "sign", label);
+	conn_init(&c, cli, sock, "sign", label, keep);
 	agent_buf_str(&req, AGENT_PROTO_VERSION);
 	agent_buf_str(&req, "sign");
 	agent_buf_kv(&req, "signer", so->signer);
@@ -47,7 +50,7 @@ int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *s
 		char *abs = realpath(so->chain_files[i], NULL);
 
 		if (abs == NULL) {
-			fprintf(stderr, "p11smime: cannot read '%s': %s\n",
+			fprintf(cli_err(cli), "p11smime: cannot read '%s': %s\n",
 			        cli_safe(so->chain_files[i]), strerror(errno));
 			agent_buf_free(&req);
 			return 4;
@@ -68,7 +71,8 @@ int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *s
 }
 
 int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_opts *o,
-                         const char *in_path, const char *out_path, const char *label)
+                         const char *in_path, const char *out_path, const char *label,
+                         struct p11i_out **keep)
 {
 	struct agent_conn c;
 	struct agent_buf req = {0};
@@ -77,7 +81,7 @@ int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_o
 	int discard = cli->json && out_path == NULL;
 	int ret;
 
-	conn_init(&c, cli, sock, "decrypt", label);
+	conn_init(&c, cli, sock, "decrypt", label, keep);
 	agent_buf_str(&req, AGENT_PROTO_VERSION);
 	agent_buf_str(&req, "decrypt");
 	agent_buf_kv(&req, "key", o->key);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "outcore.h"
 
 static const char *last_component(const char *file)
 {
@@ -138,10 +139,24 @@ int cli_batch_default_jobs(void)
 struct item {
 	char *out, *err;
 	size_t out_len, err_len;
-	int rc;              /* exit code; -1 when its messages were lost (out of memory) */
-	p11s_output *output; /* complete and prepared, to commit; NULL if none */
+	int rc; /* exit code; -1 when its messages were lost (out of memory) */
+	/* Complete and prepared, to commit; neither if none. */
+	struct cli_batch_output output;
 	int done;
 };
+
+static int has_output(const struct cli_batch_output *o)
+{
+	return o->lib != NULL || o->agent != NULL;
+}
+
+static void output_abort(struct cli_batch_output *o)
+{
+	p11s_output_abort(o->lib);
+	p11i_out_abort(o->agent);
+	o->lib = NULL;
+	o->agent = NULL;
+}
 
 /* Drop what a file printed: it failed after all, or its messages were lost. */
 static void item_forget(struct item *it)
@@ -224,7 +239,7 @@ static void handle(struct worker *w, int i)
 	struct run *r = w->run;
 	struct item *it = &r->items[i];
 	const char *file = r->files[i];
-	p11s_output *output = NULL;
+	struct cli_batch_output output = {NULL, NULL};
 	FILE *err;
 	p11s_rc prc;
 	int rc;
@@ -250,12 +265,11 @@ static void handle(struct worker *w, int i)
 			rc = -1;
 		}
 	}
-	if (output != NULL && rc == 0) {
+	if (output.lib != NULL && rc == 0) {
 		/* Written out here, in the worker; synced and linked in with its group. */
-		prc = p11s_output_prepare(output, w->cli.err);
+		prc = p11s_output_prepare(output.lib, w->cli.err);
 		if (prc != P11S_OK) {
-			p11s_output_abort(output);
-			output = NULL;
+			output_abort(&output);
 			/* What it printed was its report: it failed after all. */
 			item_forget(it);
 			err = open_memstream(&it->err, &it->err_len);
@@ -265,9 +279,9 @@ static void handle(struct worker *w, int i)
 			if (err != NULL && fclose(err) != 0)
 				rc = -1;
 		}
-	} else if (output != NULL) {
-		p11s_output_abort(output);
-		output = NULL;
+	} else if (rc != 0) {
+		/* The agent's client prepared its own: it is dropped as any other. */
+		output_abort(&output);
 	}
 	pthread_mutex_lock(&r->lock);
 	it->rc = rc;
@@ -331,25 +345,47 @@ static int print_item(struct run *r, int i)
 static int commit_group(struct run *r, int from, int to)
 {
 	p11s_output *outs[GROUP_MAX];
-	int n = 0, worst = 0, rc;
+	struct p11i_out *aouts[GROUP_MAX];
+	int n = 0, an = 0, worst = 0, rc;
 	p11s_rc crc;
+	char *why = NULL;
 
-	for (int i = from; i < to; i++)
-		if (r->items[i].output != NULL)
-			outs[n++] = r->items[i].output;
+	for (int i = from; i < to; i++) {
+		if (r->items[i].output.lib != NULL)
+			outs[n++] = r->items[i].output.lib;
+		else if (r->items[i].output.agent != NULL)
+			aouts[an++] = r->items[i].output.agent;
+	}
 	/* On failure each commit below syncs its own file, and says whose failed. */
 	if (n > 1 && p11s_output_sync_group(outs, (size_t)n, r->cli->err) != P11S_OK)
 		p11s_error_clear(r->cli->err);
+	if (an > 1 && p11i_out_sync_group(aouts, (size_t)an, &why) != P11S_OK) {
+		free(why);
+		why = NULL;
+	}
 	for (int i = from; i < to; i++) {
 		struct item *it = &r->items[i];
 
-		if (it->output != NULL) {
-			crc = p11s_output_commit(it->output, r->cli->err);
-			it->output = NULL;
+		if (it->output.lib != NULL) {
+			crc = p11s_output_commit(it->output.lib, r->cli->err);
+			it->output.lib = NULL;
 			if (crc != P11S_OK) {
 				item_forget(it);
 				fflush(stdout);
 				it->rc = cli_fail_file(r->cli, r->files[i], crc);
+			}
+		} else if (it->output.agent != NULL) {
+			crc = p11i_out_commit(it->output.agent, &why);
+			it->output.agent = NULL;
+			if (crc != P11S_OK) {
+				/* As the agent's client says it when it commits one file itself. */
+				item_forget(it);
+				fflush(stdout);
+				fprintf(stderr, "p11smime: %s: %s\n", cli_safe(r->files[i]),
+				        why != NULL ? why : "out of memory");
+				free(why);
+				why = NULL;
+				it->rc = p11s_rc_exit_code(crc);
 			}
 		}
 		rc = print_item(r, i);
@@ -434,14 +470,14 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 		}
 		done = r.done;
 		pthread_mutex_unlock(&r.lock);
-		outputs += r.items[i].output != NULL;
+		outputs += has_output(&r.items[i].output);
 		/*
 		 * A group ends when it is full (GROUP, or GROUP_MAX while the
 		 * next file is done too), at the last file, or at a file without
 		 * output (a failure, whose message must not wait).
 		 */
 		if (outputs == GROUP_MAX || (outputs >= GROUP && done <= i + 1) ||
-		    i == nfiles - 1 || r.items[i].output == NULL) {
+		    i == nfiles - 1 || !has_output(&r.items[i].output)) {
 			rc = commit_group(&r, from, i + 1);
 			worst = rc > worst ? rc : worst;
 			from = i + 1;

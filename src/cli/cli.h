@@ -146,15 +146,19 @@ void cmd_decrypt_summary(const struct cli *cli, const p11s_decrypt_report *repor
  * The client side of the agent (src/cli/agent_client.c).  agent_socket():
  * the agent's socket from $P11SMIME_AGENT_SOCK, or NULL to work alone.
  * The two requests take the options sign and decrypt parsed and return
- * the exit code, having printed what the command would have; @p label
- * (a batch's input file, or NULL) prefixes the error message.
+ * the exit code, having printed what the command would have (to
+ * cli_out() and cli_err()); @p label (a batch's input file, or NULL)
+ * prefixes the error message.  @p keep (a batch's, or NULL): the output
+ * file, prepared and not committed, as struct agent_conn's keep.
  */
 const char *agent_socket(void);
+struct p11i_out;
 int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *so, int detached,
                       p11s_outform form, const char *in_path, const char *out_path,
-                      const char *label);
+                      const char *label, struct p11i_out **keep);
 int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_opts *o,
-                         const char *in_path, const char *out_path, const char *label);
+                         const char *in_path, const char *out_path, const char *label,
+                         struct p11i_out **keep);
 
 /* --out-dir (src/cli/batch.c). */
 /* DIR/<last component of FILE>; caller frees.  NULL when out of memory. */
@@ -179,7 +183,13 @@ int cli_fail_file(struct cli *cli, const char *file, p11s_rc rc);
  * it is in place, or the commit's failure instead.  The batch's exit code
  * is the highest.
  */
-typedef int (*cli_batch_one)(struct cli *cli, void *arg, const char *file, p11s_output **out);
+struct cli_batch_output {
+	p11s_output *lib; /* made by the library */
+	/* Or, through the agent, its client's output (src/front/agent_conn.c), prepared. */
+	struct p11i_out *agent;
+};
+typedef int (*cli_batch_one)(struct cli *cli, void *arg, const char *file,
+                             struct cli_batch_output *out);
 int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch_one one,
                   void *arg);
 /* --jobs N: 1 to CLI_BATCH_JOBS_MAX; prints and returns 2 when not. */

@@ -98,7 +98,8 @@ struct decrypt_batch {
  * One file of a batch into its directory, its output left in *outp for
  * the batch to commit; its failure printed with its name.  Exit code.
  */
-static int decrypt_one_file(struct cli *cli, void *arg, const char *file, p11s_output **outp)
+static int decrypt_one_file(struct cli *cli, void *arg, const char *file,
+                            struct cli_batch_output *outp)
 {
 	const struct decrypt_batch *b = arg;
 	char *out_path = cli_batch_path(b->dir, file);
@@ -113,7 +114,7 @@ static int decrypt_one_file(struct cli *cli, void *arg, const char *file, p11s_o
 		return 4;
 	}
 	if (b->agent != NULL) {
-		ret = agent_client_decrypt(cli, b->agent, b->o, file, out_path, file);
+		ret = agent_client_decrypt(cli, b->agent, b->o, file, out_path, file, &outp->agent);
 		free(out_path);
 		return ret;
 	}
@@ -145,7 +146,7 @@ static int decrypt_one_file(struct cli *cli, void *arg, const char *file, p11s_o
 	free(out_path);
 	p11s_decrypt_report_free(report);
 	/* Committed by the batch, with others; the notes and report wait for it. */
-	*outp = out;
+	outp->lib = out;
 	return 0;
 }
 
@@ -238,7 +239,7 @@ int cmd_decrypt(struct cli *cli, int argc, char **argv)
 	if (optind < argc)
 		return cli_usage_error("decrypt", "unexpected argument '%s'", argv[optind]);
 	if (!no_agent && agent_socket() != NULL)
-		return agent_client_decrypt(cli, agent_socket(), &o, in_path, out_path, NULL);
+		return agent_client_decrypt(cli, agent_socket(), &o, in_path, out_path, NULL, NULL);
 
 	rc = p11s_input_open(in_path, &in, cli->err);
 	if (rc != P11S_OK)

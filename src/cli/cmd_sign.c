@@ -67,7 +67,8 @@ struct sign_batch {
  * One file of a batch into its directory, its output left in *outp for
  * the batch to commit; its failure printed with its name.  Exit code.
  */
-static int sign_one_file(struct cli *cli, void *arg, const char *file, p11s_output **outp)
+static int sign_one_file(struct cli *cli, void *arg, const char *file,
+                         struct cli_batch_output *outp)
 {
 	const struct sign_batch *b = arg;
 	char *out_path = cli_batch_path(b->dir, file);
@@ -82,7 +83,7 @@ static int sign_one_file(struct cli *cli, void *arg, const char *file, p11s_outp
 	}
 	if (b->agent != NULL) {
 		ret = agent_client_sign(cli, b->agent, b->so, b->detached, b->form, file, out_path,
-		                        file);
+		                        file, &outp->agent);
 		free(out_path);
 		return ret;
 	}
@@ -103,7 +104,7 @@ static int sign_one_file(struct cli *cli, void *arg, const char *file, p11s_outp
 		return cli_fail_file(cli, file, rc);
 	}
 	/* Committed by the batch, with others; the report is printed once it is in place. */
-	*outp = output;
+	outp->lib = output;
 	if (cli->json)
 		cli_print_json_to(cli,
 		                  report_batch_json(report_signer_json(b->signer), file, out_path));
@@ -272,7 +273,7 @@ int cmd_sign(struct cli *cli, int argc, char **argv)
 	}
 	if (!no_agent && agent_socket() != NULL) {
 		ret = agent_client_sign(cli, agent_socket(), &so, detached_sig, form, in_path,
-		                        out_path, NULL);
+		                        out_path, NULL, NULL);
 		free(chain);
 		return ret;
 	}

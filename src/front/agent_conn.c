@@ -53,16 +53,36 @@ const char *cli_safe(const char *s)
 	return out;
 }
 
+static int vusage(FILE *fp, const char *command, const char *fmt, va_list ap)
+{
+	fprintf(fp, "p11smime: %s: ", command);
+	vfprintf(fp, fmt, ap);
+	fprintf(fp, "\nTry 'p11smime %s --help'.\n", command);
+	return 2;
+}
+
 int cli_usage_error(const char *command, const char *fmt, ...)
 {
 	va_list ap;
+	int r;
 
-	fprintf(stderr, "p11smime: %s: ", command);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	r = vusage(stderr, command, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry 'p11smime %s --help'.\n", command);
-	return 2;
+	return r;
+}
+
+/* cli_usage_error() to where this request's messages go. */
+static int __attribute__((format(printf, 2, 3)))
+usage(const struct agent_conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vusage(c->errf != NULL ? c->errf : stderr, c->command, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 void agent_put_num(struct agent_buf *b, const char *key, long long v)
@@ -73,12 +93,17 @@ void agent_put_num(struct agent_buf *b, const char *key, long long v)
 	agent_buf_kv(b, key, num);
 }
 
+static FILE *errs(const struct agent_conn *c)
+{
+	return c->errf != NULL ? c->errf : stderr;
+}
+
 /* "p11smime: [FILE: ]MESSAGE" (NULL: out of memory), freed; the exit code of @p rc. */
 static int fail(const struct agent_conn *c, p11s_rc rc, char *why)
 {
 	if (why == NULL && rc != P11S_E_NOMEM)
 		why = strdup(p11i_rc_name(rc));
-	fprintf(stderr, "p11smime: %s%s%s\n", c->label ? cli_safe(c->label) : "",
+	fprintf(errs(c), "p11smime: %s%s%s\n", c->label ? cli_safe(c->label) : "",
 	        c->label ? ": " : "", why != NULL ? why : "out of memory");
 	free(why);
 	return p11i_rc_exit_code(rc);
@@ -86,7 +111,7 @@ static int fail(const struct agent_conn *c, p11s_rc rc, char *why)
 
 static int lost(const struct agent_conn *c, const char *what)
 {
-	fprintf(stderr, "p11smime: %s%sthe agent at '%s' %s; nothing was written\n",
+	fprintf(errs(c), "p11smime: %s%sthe agent at '%s' %s; nothing was written\n",
 	        c->label ? cli_safe(c->label) : "", c->label ? ": " : "", cli_safe(c->sock), what);
 	return 3;
 }
@@ -96,13 +121,13 @@ static int connect_agent(struct agent_conn *c)
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 
 	if (strlen(c->sock) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "p11smime: P11SMIME_AGENT_SOCK is too long for a socket path\n");
+		fprintf(errs(c), "p11smime: P11SMIME_AGENT_SOCK is too long for a socket path\n");
 		return 3;
 	}
 	memcpy(sa.sun_path, c->sock, strlen(c->sock) + 1);
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		fprintf(stderr,
+		fprintf(errs(c),
 		        "p11smime: cannot reach the agent at '%s' (P11SMIME_AGENT_SOCK): %s; "
 		        "--no-agent works without it\n",
 		        cli_safe(c->sock), strerror(errno));
@@ -127,19 +152,19 @@ static int hello(const struct agent_conn *c, const struct agent_strings *sl)
 	const char *mine = c->module ? c->module : getenv("P11SMIME_MODULE");
 
 	if (sl->n < 2 || strcmp(sl->s[0], AGENT_PROTO_VERSION) != 0) {
-		fprintf(stderr,
+		fprintf(errs(c),
 		        "p11smime: the agent at '%s' speaks another protocol version; restart it "
 		        "with this p11smime, or use --no-agent\n",
 		        cli_safe(c->sock));
 		return 3;
 	}
 	if (mine != NULL && *mine != '\0' && !same_module(mine, sl->s[1]))
-		return cli_usage_error(c->command,
-		                       "--module '%s' is not the agent's module ('%s'); "
-		                       "use --no-agent to load it here",
-		                       cli_safe(mine), cli_safe(sl->s[1]));
+		return usage(c,
+		             "--module '%s' is not the agent's module ('%s'); "
+		             "use --no-agent to load it here",
+		             cli_safe(mine), cli_safe(sl->s[1]));
 	if (c->verbose)
-		fprintf(stderr, "p11smime: module: %s\n", sl->s[1]);
+		fprintf(errs(c), "p11smime: module: %s\n", sl->s[1]);
 	return 0;
 }
 
@@ -218,10 +243,10 @@ static void print_error(const struct agent_conn *c, const struct agent_strings *
 {
 	const char *msg = r->message && *r->message ? r->message : p11i_rc_name((p11s_rc)r->rc);
 
-	fprintf(stderr, "p11smime: %s%s%s\n", c->label ? cli_safe(c->label) : "",
+	fprintf(errs(c), "p11smime: %s%s%s\n", c->label ? cli_safe(c->label) : "",
 	        c->label ? ": " : "", msg);
 	for (size_t i = 0; i < r->n_candidates; i++)
-		fprintf(stderr, "  %s\n", sl->s[r->candidates[i]]);
+		fprintf(errs(c), "  %s\n", sl->s[r->candidates[i]]);
 }
 
 /* Connect and read the greeting: 0, or the exit code after printing. */
@@ -275,14 +300,14 @@ static int exchange(struct agent_conn *c, const struct agent_buf *req, int in, c
 	char *owhy = NULL;
 
 	if (req->oom || req->len > AGENT_MSG_MAX) {
-		fprintf(stderr, "p11smime: the request is too large for the agent\n");
+		fprintf(errs(c), "p11smime: the request is too large for the agent\n");
 		return 4;
 	}
 	/* A failed send is not final: the agent may have answered why it stopped reading. */
 	if (agent_send(c->fd, AGENT_REQUEST, req->p, (uint32_t)req->len) == 0)
 		send_input(c, in, &read_failed);
 	if (read_failed) {
-		fprintf(stderr, "p11smime: cannot read '%s': %s\n",
+		fprintf(errs(c), "p11smime: cannot read '%s': %s\n",
 		        in_path ? cli_safe(in_path) : "standard input", strerror(errno));
 		return 4;
 	}
@@ -321,7 +346,7 @@ static int exchange(struct agent_conn *c, const struct agent_buf *req, int in, c
 		return lost(c, "sent a malformed result");
 	}
 	for (size_t i = 0; c->verbose && i < res->n_verbose; i++)
-		fprintf(stderr, "p11smime: %s\n", rs->s[res->verbose[i]]);
+		fprintf(errs(c), "p11smime: %s\n", rs->s[res->verbose[i]]);
 	if (res->rc != P11S_OK) {
 		free(owhy); /* a failed output open: the agent's reason wins */
 		owhy = NULL;
@@ -348,14 +373,14 @@ static int exchange(struct agent_conn *c, const struct agent_buf *req, int in, c
 static void print_report(const struct agent_conn *c, const char *json, const char *out_path,
                          int on_stdout)
 {
-	FILE *fp = on_stdout ? stdout : stderr;
+	FILE *fp = on_stdout ? (c->outf != NULL ? c->outf : stdout) : errs(c);
 	char *doc = NULL;
 
 	if (c->relabel != NULL && c->label != NULL) {
 		doc = strdup(json);
 		doc = doc != NULL ? c->relabel(doc, c->label, out_path) : NULL;
 		if (doc == NULL) {
-			fprintf(stderr, "p11smime: %s: out of memory: no report\n",
+			fprintf(errs(c), "p11smime: %s: out of memory: no report\n",
 			        cli_safe(c->label));
 			return;
 		}
@@ -396,10 +421,22 @@ int agent_conn_run(struct agent_conn *c, const struct agent_buf *req, const char
 		print_error(c, &rs, &res);
 		ret = p11i_rc_exit_code((p11s_rc)res.rc);
 	} else {
-		rc = out != NULL ? p11i_out_commit(out, &why) : P11S_OK;
+		if (out == NULL) {
+			rc = P11S_OK;
+		} else if (c->keep != NULL && to_file) {
+			/* Written out here; synced and put in place with the batch's group. */
+			rc = p11i_out_prepare(out, &why);
+			if (rc == P11S_OK)
+				*c->keep = out;
+			else
+				p11i_out_abort(out);
+		} else {
+			rc = p11i_out_commit(out, &why);
+		}
+		out = NULL;
 		ret = rc != P11S_OK ? fail(c, rc, why) : 0;
 		for (size_t i = 0; ret == 0 && i < res.n_notes; i++)
-			fprintf(stderr, "p11smime: %s%snote: %s\n",
+			fprintf(errs(c), "p11smime: %s%snote: %s\n",
 			        c->label ? cli_safe(c->label) : "", c->label ? ": " : "",
 			        rs.s[res.notes[i]]);
 		/* The report takes standard output unless the message does. */

@@ -5,15 +5,19 @@
  * executable (src/front/thin.c) and the whole command line
  * (src/cli/agent_client.c, batches included) both go through it, so a
  * message through the agent gives the same bytes, words and exit code
- * whichever front end sent it.  Not thread-safe: one request per
- * struct agent_conn, and the messages go to stderr.
+ * whichever front end sent it.  One request per struct agent_conn;
+ * requests on separate structs may run in separate threads at once (a
+ * batch's workers do), each printing to its own errf/outf.
  */
 #ifndef P11I_AGENT_CONN_H
 #define P11I_AGENT_CONN_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "agent_proto.h"
+
+struct p11i_out;
 
 struct agent_conn {
 	const char *sock;    /* $P11SMIME_AGENT_SOCK */
@@ -27,6 +31,16 @@ struct agent_conn {
 	 * printed as it came.
 	 */
 	char *(*relabel)(char *doc, const char *label, const char *out_path);
+	/* Where messages and reports go: NULL for stderr and stdout. */
+	FILE *errf, *outf;
+	/*
+	 * A batch commits its outputs in groups, with one sync each
+	 * (p11i_out_sync_group()): when set, a file output that succeeded is
+	 * prepared (p11i_out_prepare()) and left in *keep, not committed,
+	 * and what is printed after a commit is printed at once: the batch
+	 * commits it, and drops what was printed if that fails.
+	 */
+	struct p11i_out **keep;
 	/* Filled in by agent_conn_run(). */
 	int fd;
 	unsigned char *buf;

@@ -187,5 +187,59 @@ assert_contains "$ERR" "in/nobody.p7m: "
 same=0
 for f in e1 g1 e2 g2 e3 g3; do cmp -s "dec/$f.p7m" "dec2/$f.p7m" && same=$((same + 1)); done
 assert_eq 6 "$same" "agent: the same decrypted bytes as without it"
+# Several workers through the agent: the messages and reports in the order
+# of the files, as without it (each worker's requests print into its own
+# buffers), and the outputs committed in groups: one sync of the file
+# system, no fsync per file (each output used to be committed, fsync and
+# all, by its own request).
+mkdir out5 out6
+run_p11smime --json sign --jobs 3 --signer rsa2048@example.org --out-dir out5 "${files[@]}"
+assert_exit 4 "agent: sign --json --jobs 3"
+assert_eq "in/m1.eml in/m2.eml in/m3.eml in/m4.eml in/m5.eml in/m6.eml in/m7.eml in/m8.eml in/m9.eml in/m10.eml in/m11.eml in/m12.eml" \
+	"$(jq -rs 'map(.file) | join(" ")' "$OUT")" "agent, --jobs 3: one report per signed file, in the order of the files"
+assert_eq "out5/m7.eml" "$(jq -rs '.[6].output' "$OUT")" "agent: each report names its output"
+assert_eq 1 "$(grep -c . "$ERR")" "agent, --jobs 3: one message, for the one bad file"
+assert_contains "$ERR" "in/bad.eml: "
+assert_file_absent out5/bad.eml
+verify_all out5 "agent: sign --jobs 3"
+if command -v strace >/dev/null; then
+	ASAN_OPTIONS=detect_leaks=0 strace -f -o trace -e trace=fsync,fdatasync,syncfs \
+		"$P11SMIME" sign --jobs 1 --signer rsa2048@example.org --out-dir out6 in/m1.eml in/m2.eml \
+		in/m3.eml in/m4.eml >/dev/null 2>strace.err
+	assert_eq 0 $? "agent: sign --out-dir of 4 files under strace"
+	assert_eq 0 "$(grep -c 'fsync(' trace)" "agent: no fsync per output"
+	assert_eq 1 "$(grep -c 'syncfs(' trace)" "agent: one syncfs for the group of 4 outputs"
+	verify_all_n() { # DIR N
+		local bad=0
+		for i in $(seq 1 "$2"); do
+			openssl cms -verify -CAfile "$CA_PEM" -in "$1/m$i.eml" -out /dev/null >/dev/null 2>&1 ||
+				bad=$((bad + 1))
+		done
+		echo "$bad"
+	}
+	assert_eq 0 "$(verify_all_n out6 4)" "agent: the 4 outputs of the group are in place and verify"
+else
+	echo "# strace is not installed: the agent's group sync is not counted"
+fi
+# A file system that fills up during an agent batch (a 512 KiB tmpfs in a
+# mount namespace of the client's): the output too large for it fails,
+# named, with the system's reason; the others are in place, whole; no
+# temporary file is left; exit 4.
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+	mkdir tiny
+	{
+		printf 'From: rsa2048@example.org\nTo: bob@example.net\nSubject: big\n\n'
+		for i in $(seq 1 14000); do printf 'Line %05d of a mail too large for the file system.\n' "$i"; done
+	} >in/big.eml
+	unshare -m bash -c 'mount -t tmpfs -o size=512k tmpfs tiny && "$@"; echo "rc=$?"; ls -A tiny' _ \
+		"$P11SMIME" sign --jobs 2 --signer rsa2048@example.org --out-dir tiny in/m1.eml in/m2.eml \
+		in/big.eml in/m3.eml in/m4.eml >full.out 2>full.err
+	assert_contains full.out "rc=4" "agent: sign --out-dir onto a full file system: exit 4"
+	assert_contains full.err "in/big.eml: cannot write 'tiny/big.eml': No space left on device" \
+		"agent: the output that did not fit is named, with the reason"
+	assert_eq 1 "$(grep -c . full.err)" "agent: one message, for that file"
+	assert_eq "m1.eml m2.eml m3.eml m4.eml" "$(grep -v '^rc=' full.out | sort | tr '\n' ' ' | sed 's/ $//')" \
+		"agent: the other outputs are in place, and nothing else (no temporary file)"
+fi
 "$P11SMIME" agent -k >/dev/null
 finish
