@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: batch signing and p11smime agent against the token's own speed.
 #
-#   bench/agent.sh [-n MESSAGES] [-r RUNS] [-s SECONDS] [-b P11SMIME_BINARY] [-B]
+#   bench/agent.sh [-n MESSAGES] [-r RUNS] [-s SECONDS] [-p PAIRS] [-b P11SMIME_BINARY] [-B]
 #
 # On one fresh SoftHSM token (softhsm-conf/provision.sh), in one run:
 #
@@ -10,18 +10,28 @@
 #     CKM_RSA_PKCS over a SHA-256 DigestInfo and P-256 CKM_ECDSA, SECONDS
 #     (default 3) each; and the same from one thread and session per
 #     processor (what the token gives a batch's workers);
-# (2) batch signing: `p11smime sign --out-dir DIR` of MESSAGES (default 300)
+# (2) batch signing: `p11smime sign --out-dir DIR` of MESSAGES (default 1000)
 #     4 KiB mails with each key, with the default workers and with --jobs 1,
-#     messages per second as a ratio of (1): the whole batch's rate, and the
-#     rate beyond a one-file batch's time (module, C_Initialize, login,
-#     signer: the setup that (1)'s loop does not time either);
+#     messages per second as a ratio of the raw one-session rate: the whole
+#     batch's rate, and the rate beyond a one-file batch's time (module,
+#     C_Initialize, login, signer: the setup that (1)'s loop does not time
+#     either).  Each ratio is paired: the raw loop runs 1 s just before and
+#     just after each batch, the batch's rate is divided by their mean, and
+#     the median of PAIRS (default 3) such ratios is printed (this VM's
+#     speed drifts by up to 2x within minutes: a raw rate taken once, at
+#     the start, moved the ratios by a third);
 # (3) one process per message: median wall time of `p11smime sign` through
 #     `p11smime agent` against `openssl cms -sign -engine pkcs11` (libp11's
 #     engine, key on the token), RUNS (default 21) paired runs, alternating;
 #     then (3') the same timed with bash's $EPOCHREALTIME, without the forks
 #     of date(1) that the first figures include;
 # (4) throughput through the agent, one process per message: 1 client
-#     against 4 clients at once (MESSAGES/4 per client... at least 40 each).
+#     against 4 clients at once (MESSAGES/4 per client... at least 40 each);
+#     beside it the same for /bin/true, what starting processes alone gives
+#     from 4 loops at once on this machine: the ceiling of (4);
+# (4b) the agent's own concurrency, without a process per message: 4 batch
+#     clients at once (`sign --jobs 1 --out-dir`, MESSAGES/4 files each, a
+#     request per file) against one batch of MESSAGES files, PAIRS times.
 #
 # -B runs (1) and (2) only: the batch against the token, no agent.
 #
@@ -31,19 +41,21 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/.." && pwd)
-msgs=300
+msgs=1000
 runs=21
 secs=3
+pairs=3
 bin=${P11SMIME:-$src/build/p11smime}
 batch_only=0
-while getopts "n:r:s:b:B" o; do
+while getopts "n:r:s:b:p:B" o; do
 	case $o in
 	n) msgs=$OPTARG ;;
+	p) pairs=$OPTARG ;;
 	r) runs=$OPTARG ;;
 	s) secs=$OPTARG ;;
 	b) bin=$OPTARG ;;
 	B) batch_only=1 ;;
-	*) echo "usage: $0 [-n MESSAGES] [-r RUNS] [-s SECONDS] [-b P11SMIME] [-B]" >&2; exit 2 ;;
+	*) echo "usage: $0 [-n MESSAGES] [-r RUNS] [-s SECONDS] [-p PAIRS] [-b P11SMIME] [-B]" >&2; exit 2 ;;
 	esac
 done
 [ -x "$bin" ] || { echo "agent.sh: no p11smime binary at $bin (build first, or -b PATH)" >&2; exit 2; }
@@ -120,45 +132,62 @@ batch_us() { # SIGNER JOBS FILE... -> microseconds
 }
 # A batch of the MESSAGES files, and the same batch of one file (median of
 # 5): the fixed part (load the module, C_Initialize, log in, open the
-# signer), which the raw loop of (1) leaves out too.  Prints the batch's
-# messages per second, and the rate of the messages beyond that fixed part:
-# (MESSAGES - 1) / (batch time - one-file time).
-batch() { # SIGNER [JOBS] -> "RATE RATE_BEYOND_SETUP ONE_FILE_MS"
-	local all one
-	all=$(batch_us "$1" "${2:-}" "$work"/in/*.eml)
-	one=$(for i in 1 2 3 4 5; do batch_us "$1" "${2:-}" "$work/in/m1.eml"; done | median)
-	awk -v n="$msgs" -v a="$all" -v o="$one" 'BEGIN {
-		printf "%.1f %.1f %.1f", n / (a / 1e6), (a > o ? (n - 1) / ((a - o) / 1e6) : 0), o / 1000 }'
+# signer), which the raw loop of (1) leaves out too.  Each batch of the
+# MESSAGES files sits between two 1-second raw loops on the same key; per
+# pair: the batch's messages per second, the rate of the messages beyond
+# the fixed part ((MESSAGES - 1) / (batch time - one-file time)), the mean
+# raw rate, and both rates' ratios to it.  Prints the median of each.
+batch() { # SIGNER KEY_ID rsa|ec [JOBS] -> "RATE BEYOND ONE_MS RAW RATIO RATIO_BEYOND RATIOS..."
+	local all one before after p
+	one=$(for i in 1 2 3 4 5; do batch_us "$1" "${4:-}" "$work/in/m1.eml"; done | median)
+	for p in $(seq 1 "$pairs"); do
+		before=$("$work/csign" "$module" "$P11S_TOKEN_LABEL" "$P11S_PIN_FILE" "$2" "$3" 1)
+		all=$(batch_us "$1" "${4:-}" "$work"/in/*.eml)
+		after=$("$work/csign" "$module" "$P11S_TOKEN_LABEL" "$P11S_PIN_FILE" "$2" "$3" 1)
+		awk -v n="$msgs" -v a="$all" -v o="$one" -v b="$before" -v f="$after" 'BEGIN {
+			rate = n / (a / 1e6); beyond = (a > o ? (n - 1) / ((a - o) / 1e6) : 0); raw = (b + f) / 2
+			printf "%.1f %.1f %.1f %.4f %.4f\n", rate, beyond, raw, rate / raw, beyond / raw }'
+	done >"$work/pairs"
+	awk -v o="$one" '{ for (c = 1; c <= 5; c++) v[c, NR] = $c; r = r sprintf(" %.2f", $4) }
+		function med(c,   i, j, t, a) {
+			for (i = 1; i <= NR; i++) a[i] = v[c, i]
+			for (i = 2; i <= NR; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+			return (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }
+		END { printf "%.1f %.1f %.1f %.1f %.2f %.2f%s", med(1), med(2), o / 1000, med(3), med(4), med(5), r }' "$work/pairs"
 }
-show() { # LABEL "RATE BEYOND ONE_MS" RAW [GOAL]
-	set -- "$1" $2 "$3" "${4:-}"
-	awk -v l="$1" -v b="$2" -v s="$3" -v o="$4" -v r="$5" -v g="$6" 'BEGIN {
-		printf "%-20s %8.1f msg/s  ratio %.2f;  beyond the one-file batch (%.1f ms): %8.1f msg/s  ratio %.2f%s\n",
-			l, b, b / r, o, s, s / r, (g != "" ? "  (goal >= " g ")" : "") }'
+show() { # LABEL "RATE BEYOND ONE_MS RAW RATIO RATIO_BEYOND RATIOS..." [GOAL]
+	local label=$1 goal=${3:-}
+	set -- $2
+	local rate=$1 beyond=$2 one=$3 raw=$4 ratio=$5 rbeyond=$6
+	shift 6
+	awk -v l="$label" -v b="$rate" -v s="$beyond" -v o="$one" -v w="$raw" -v r="$ratio" -v rs="$rbeyond" \
+		-v g="$goal" -v all="$*" 'BEGIN {
+		printf "%-20s %8.1f msg/s  raw %8.1f /s  ratio %.2f;  beyond the one-file batch (%.1f ms): %8.1f msg/s  ratio %.2f%s  (pairs: %s)\n",
+			l, b, w, r, o, s, rs, (g != "" ? "  (goal >= " g ")" : ""), all }'
 }
 # The default --jobs (the processors online) and one worker (--jobs 1).
-b_rsa=$(batch rsa2048@example.org)
-b_ec=$(batch p256@example.org)
-b1_rsa=$(batch rsa2048@example.org 1)
-b1_ec=$(batch p256@example.org 1)
-echo "== (2) sign --out-dir, $msgs messages of 4 KiB, one process, into a new directory in $work (durable: one syncfs per 32 outputs); ratios to raw C_Sign, one session"
-show "RSA-2048, $ncpu workers" "$b_rsa" "$raw_rsa" 0.85
-show "P-256, $ncpu workers" "$b_ec" "$raw_ec" 0.6
-show "RSA-2048, --jobs 1" "$b1_rsa" "$raw_rsa"
-show "P-256, --jobs 1" "$b1_ec" "$raw_ec"
+b_rsa=$(batch rsa2048@example.org 01 rsa)
+b_ec=$(batch p256@example.org 03 ec)
+b1_rsa=$(batch rsa2048@example.org 01 rsa 1)
+b1_ec=$(batch p256@example.org 03 ec 1)
+echo "== (2) sign --out-dir, $msgs messages of 4 KiB, one process, into a new directory in $work (durable: one syncfs per 32 outputs); ratios to the raw one-session rate around each batch, median of $pairs pairs"
+show "RSA-2048, $ncpu workers" "$b_rsa" 0.85
+show "P-256, $ncpu workers" "$b_ec" 0.6
+show "RSA-2048, --jobs 1" "$b1_rsa"
+show "P-256, --jobs 1" "$b1_ec"
 awk -v b="${b_rsa%% *}" -v rn="$raw_rsa_n" -v e="${b_ec%% *}" -v en="$raw_ec_n" -v n="$ncpu" \
-	'BEGIN { printf "to the raw rate from %d threads: RSA-2048 %.2f, P-256 %.2f\n", n, b / rn, e / en }'
+	'BEGIN { printf "to the raw rate from %d threads, taken once in (1): RSA-2048 %.2f, P-256 %.2f\n", n, b / rn, e / en }'
 # The same into tmpfs: what the disk's syncs cost, apart from the work.
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
 	shm=$(mktemp -d /dev/shm/p11s-bench-agent.XXXXXX)
 	mv "$work/out" "$work/out.disk" && ln -s "$shm" "$work/out"
-	s_rsa=$(batch rsa2048@example.org)
-	s_ec=$(batch p256@example.org)
+	s_rsa=$(batch rsa2048@example.org 01 rsa)
+	s_ec=$(batch p256@example.org 03 ec)
 	rm -f "$work/out" && mv "$work/out.disk" "$work/out"
 	rm -rf "$shm"
 	echo "== (2b) the same into tmpfs (/dev/shm), default workers"
-	show "RSA-2048" "$s_rsa" "$raw_rsa" 0.85
-	show "P-256" "$s_ec" "$raw_ec" 0.6
+	show "RSA-2048" "$s_rsa" 0.85
+	show "P-256" "$s_ec" 0.6
 fi
 
 rm -rf "$work/out" && mkdir "$work/out"
@@ -266,8 +295,71 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 t1=$(now_ns)
 four=$(awk -v n="$((per * 2))" -v ns="$((t1 - t0))" 'BEGIN { printf "%.1f", n / (ns / 1e9) }')
+# The machine's own ceiling for that: the same loops of /bin/true.
+truel() { for i in $(seq 1 "$1"); do /bin/true; done; }
+t0=$(now_ns)
+truel $((per * 2))
+t1=$(now_ns)
+tone=$(awk -v n="$((per * 2))" -v ns="$((t1 - t0))" 'BEGIN { printf "%.1f", n / (ns / 1e9) }')
+t0=$(now_ns)
+pids=()
+for c in 1 2 3 4; do
+	truel $((per / 2)) &
+	pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+t1=$(now_ns)
+tfour=$(awk -v n="$((per * 2))" -v ns="$((t1 - t0))" 'BEGIN { printf "%.1f", n / (ns / 1e9) }')
 echo "== (4) through the agent, one process per message, $((per * 2)) messages ($(nproc) CPUs)"
-awk -v a="$one" -v b="$four" 'BEGIN {
+awk -v a="$one" -v b="$four" -v ta="$tone" -v tb="$tfour" 'BEGIN {
 	printf "1 client                  %7.1f msg/s\n", a
 	printf "4 clients at once         %7.1f msg/s\n", b
-	printf "ratio 4 / 1               %.2f (goal >= 1.5)\n", b / a }'
+	printf "ratio 4 / 1               %.2f (goal >= 1.5)\n", b / a
+	printf "/bin/true, 1 loop         %7.1f /s\n", ta
+	printf "/bin/true, 4 loops        %7.1f /s\n", tb
+	printf "ratio 4 / 1               %.2f (what starting processes allows here)\n", tb / ta }'
+
+# ------------------------- (4b) 4 batch clients through the agent against 1
+# No process per message: each client is one `sign --jobs 1 --out-dir`
+# sending a request per file, so this is the agent's concurrency (its
+# session pool and threads) and the token's.
+quarter=$((msgs / 4))
+[ "$quarter" -lt 1 ] && quarter=1
+all_in=("$work"/in/*.eml)
+agent_batch_us() { # JOBS FILE... -> microseconds of one batch client through the agent
+	local t0 t1 out jobs=$1
+	shift
+	out=$(mktemp -d "$work/out/a.XXXXXX")
+	t0=${EPOCHREALTIME//[.,]/}
+	"$bin" sign ${jobs:+--jobs "$jobs"} --signer rsa2048@example.org --out-dir "$out" "$@"
+	t1=${EPOCHREALTIME//[.,]/}
+	echo $((t1 - t0))
+}
+: >"$work/pairs4"
+for p in $(seq 1 "$pairs"); do
+	a1=$(agent_batch_us 1 "${all_in[@]:0:$((quarter * 4))}")
+	t0=${EPOCHREALTIME//[.,]/}
+	pids=()
+	for c in 0 1 2 3; do
+		agent_batch_us 1 "${all_in[@]:$((c * quarter)):$quarter}" >/dev/null &
+		pids+=($!)
+	done
+	for q in "${pids[@]}"; do wait "$q"; done
+	t1=${EPOCHREALTIME//[.,]/}
+	ad=$(agent_batch_us "" "${all_in[@]:0:$((quarter * 4))}")
+	echo "$a1 $((t1 - t0)) $ad" >>"$work/pairs4"
+done
+for d in "$work"/out/a.*; do
+	openssl cms -verify -in "$(ls "$d"/*.eml | head -n1)" -CAfile "$tok/ca/ca.pem" -out /dev/null 2>/dev/null ||
+		{ echo "agent.sh: an agent batch's output does not verify" >&2; exit 1; }
+done
+echo "== (4b) through the agent, no process per message: batch clients (sign --jobs 1 --out-dir), RSA-2048, $((quarter * 4)) messages, median of $pairs pairs"
+awk -v n="$((quarter * 4))" -v j="$ncpu" '{ one[NR] = n / ($1 / 1e6); four[NR] = n / ($2 / 1e6); dj[NR] = n / ($3 / 1e6); r[NR] = $1 / $2; rs = rs sprintf(" %.2f", $1 / $2) }
+	function med(a,   i, j, t) {
+		for (i = 2; i <= NR; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+		return (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }
+	END {
+		printf "1 batch client            %7.1f msg/s\n", med(one)
+		printf "4 batch clients at once   %7.1f msg/s\n", med(four)
+		printf "ratio 4 / 1               %.2f (goal >= 1.5; pairs:%s)\n", med(r), rs
+		printf "1 batch client, %d jobs    %7.1f msg/s (its requests at once)\n", j, med(dj) }' "$work/pairs4"

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -69,13 +70,28 @@ struct agent {
 	int active;
 	int clients[MAX_CLIENTS]; /* their sockets, -1 when free; shut down on SIGTERM */
 	char *fault;              /* a token fault the agent has not recovered from */
+	/*
+	 * A client's thread waits a while for the next connection rather than
+	 * exit: a thread's start and end (its stack given back) cost system
+	 * calls and, once two processors run the agent, a TLB shootdown each,
+	 * per request.  Accepted connections wait in @p queue for them.
+	 */
+	pthread_cond_t work;
+	struct conn *queue; /* FIFO, through conn.next */
+	struct conn **queue_end;
+	int threads; /* live client threads */
+	int waiting; /* of them, waiting for a connection */
+	int stopping;
 };
 
 struct conn {
 	struct agent *a;
 	int fd;
 	int slot;
+	struct conn *next;
 };
+
+#define THREAD_LINGER 30 /* s: an idle client thread waits this long for another connection */
 
 static int sig_pipe[2] = {-1, -1};
 
@@ -766,15 +782,36 @@ static void *client_thread(void *arg)
 {
 	struct conn *c = arg;
 	struct agent *a = c->a;
+	struct timespec until;
 
-	serve(a, c->fd);
-	pthread_mutex_lock(&a->mu);
-	a->clients[c->slot] = -1;
-	close(c->fd);
-	if (--a->active == 0)
-		pthread_cond_broadcast(&a->idle);
-	pthread_mutex_unlock(&a->mu);
-	free(c);
+	while (c != NULL) {
+		serve(a, c->fd);
+		pthread_mutex_lock(&a->mu);
+		a->clients[c->slot] = -1;
+		close(c->fd);
+		free(c);
+		c = NULL;
+		a->active--;
+		/* The next connection, if one comes before long. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += THREAD_LINGER;
+		a->waiting++;
+		while (a->queue == NULL && !a->stopping &&
+		       pthread_cond_timedwait(&a->work, &a->mu, &until) == 0)
+			;
+		a->waiting--;
+		if (a->queue != NULL) {
+			c = a->queue;
+			a->queue = c->next;
+			if (a->queue == NULL)
+				a->queue_end = &a->queue;
+		} else {
+			a->threads--;
+		}
+		if (a->active == 0 || a->threads == 0)
+			pthread_cond_broadcast(&a->idle);
+		pthread_mutex_unlock(&a->mu);
+	}
 	return NULL;
 }
 
@@ -808,6 +845,24 @@ static void accept_one(struct agent *a, int lfd)
 		c->a = a;
 		c->fd = fd;
 		c->slot = slot;
+		c->next = NULL;
+		pthread_mutex_lock(&a->mu);
+		/* To a waiting thread not promised to a connection queued before. */
+		if (a->waiting > 0 && !a->stopping) {
+			int queued = 0;
+
+			for (const struct conn *q = a->queue; q != NULL; q = q->next)
+				queued++;
+			if (queued < a->waiting) {
+				*a->queue_end = c;
+				a->queue_end = &c->next;
+				pthread_cond_signal(&a->work);
+				pthread_mutex_unlock(&a->mu);
+				return;
+			}
+		}
+		a->threads++;
+		pthread_mutex_unlock(&a->mu);
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &attr, client_thread, c) == 0) {
@@ -815,6 +870,9 @@ static void accept_one(struct agent *a, int lfd)
 			return;
 		}
 		pthread_attr_destroy(&attr);
+		pthread_mutex_lock(&a->mu);
+		a->threads--;
+		pthread_mutex_unlock(&a->mu);
 		free(c);
 	}
 	pthread_mutex_lock(&a->mu);
@@ -883,7 +941,10 @@ static void serve_loop(struct agent *a, int lfd)
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		if (a->clients[i] >= 0)
 			shutdown(a->clients[i], SHUT_RDWR);
-	while (a->active > 0)
+	/* Idle threads end; a queued connection is still served (shut down: it ends at once). */
+	a->stopping = 1;
+	pthread_cond_broadcast(&a->work);
+	while (a->active > 0 || a->threads > 0)
 		pthread_cond_wait(&a->idle, &a->mu);
 	drop_signers(a);
 	pthread_mutex_unlock(&a->mu);
@@ -1067,6 +1128,8 @@ int cmd_agent(struct cli *cli, int argc, char **argv)
 	pthread_rwlock_init(&a.ctx_lock, NULL);
 	pthread_mutex_init(&a.mu, NULL);
 	pthread_cond_init(&a.idle, NULL);
+	pthread_cond_init(&a.work, NULL);
+	a.queue_end = &a.queue;
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		a.clients[i] = -1;
 	ret = agent_setup(&a, sock, &lfd);
@@ -1105,6 +1168,14 @@ int cmd_agent(struct cli *cli, int argc, char **argv)
 				/* Paths from clients are absolute; nothing depends on it. */
 			}
 		}
+		/*
+		 * A request's buffers are freed as it ends, and glibc gives the
+		 * top of a thread's arena back (madvise) each time more than 128
+		 * KiB is free there: two system calls a request, and with the
+		 * agent on two processors a TLB shootdown each.  An arena keeps
+		 * up to 4 MiB free instead (glibc makes at most 8 per processor).
+		 */
+		mallopt(M_TRIM_THRESHOLD, 4 << 20);
 		serve_loop(&a, lfd);
 	}
 	if (lfd >= 0) {
@@ -1125,6 +1196,7 @@ int cmd_agent(struct cli *cli, int argc, char **argv)
 		if (sig_pipe[i] >= 0)
 			close(sig_pipe[i]);
 	pthread_cond_destroy(&a.idle);
+	pthread_cond_destroy(&a.work);
 	pthread_mutex_destroy(&a.mu);
 	pthread_rwlock_destroy(&a.ctx_lock);
 	return ret;

@@ -163,10 +163,17 @@ static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char
 
 	if (bad != 0)
 		return bad;
-	if (b.agent != NULL)
-		jobs = 1; /* the agent serves several clients; one request at a time from here */
-	else if (cli_ctx(cli) == NULL)
+	if (b.agent != NULL) {
+		/*
+		 * Each worker sends its files as requests of its own, served at
+		 * once by the agent; its 64 connections are shared with other
+		 * clients, so a batch takes at most a quarter of them.
+		 */
+		if (jobs > AGENT_BATCH_JOBS_MAX)
+			jobs = AGENT_BATCH_JOBS_MAX;
+	} else if (cli_ctx(cli) == NULL) {
 		return cli->ctx_exit; /* a module that fails once fails for every file */
+	}
 	return cli_batch_run(cli, files, nfiles, jobs, decrypt_one_file, &b);
 }
 

@@ -137,7 +137,13 @@ static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p
 			return cli_fail(cli, rc);
 		cmd_sign_verbose(cli, b.signer);
 	} else {
-		jobs = 1; /* the agent serves several clients; one request at a time from here */
+		/*
+		 * Each worker sends its files as requests of its own, served at
+		 * once by the agent; its 64 connections are shared with other
+		 * clients, so a batch takes at most a quarter of them.
+		 */
+		if (jobs > AGENT_BATCH_JOBS_MAX)
+			jobs = AGENT_BATCH_JOBS_MAX;
 	}
 	worst = cli_batch_run(cli, files, nfiles, jobs, sign_one_file, &b);
 	p11s_signer_free(b.signer);
