@@ -13,6 +13,10 @@
 #     ratio to the SHA-256 rate, peak RSS (/usr/bin/time -f %M); and the
 #     same rate on the process's CPU time (user + system), which a machine
 #     shared with other work does not distort as much as wall time;
+#   - "paired": that CPU rate as a ratio of a SHA-256 rate measured (1 s of
+#     openssl speed) just before each run, the median over the runs: this
+#     VM's speed drifts by up to 2x within minutes, and a ratio to the rate
+#     taken once at the start carries that drift into every row;
 #   - the disk's own rate (dd of MIB MiB with conv=fsync, in $TMPDIR) and
 #     each -o FILE run's rate on disk as a ratio to it ("/disk"): -o FILE
 #     ends with an fsync, so on a disk slower than half the SHA-256 rate
@@ -102,13 +106,21 @@ echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -m), $(nproc) cores, $(awk -F
 echo "openssl speed -evp sha256 (16 KiB): $sha MB/s; disk ($(df -PT "$work" | awk 'NR == 2 { print $2 }'), dd conv=fsync, $mib MiB): $disk MB/s"
 echo "payload $mib MiB; goals: ratio >= 0.50 (of SHA-256; on disk, of the disk where it is the slower), RSS <= 32 MiB"
 [ -n "$shm" ] || echo "(no room in /dev/shm: tmpfs rows left out)"
-printf '%-5s %-5s %-22s %7s %8s %6s %7s %8s %6s %6s %7s\n' build into run wall-s MB/s ratio cpu-s MB/s ratio "/disk" "RSS MiB"
+printf '%-5s %-5s %-22s %7s %8s %6s %7s %8s %6s %6s %6s %7s\n' build into run wall-s MB/s ratio cpu-s MB/s ratio paired "/disk" "RSS MiB"
 
-# once BINARY STDOUT-FILE ARGS...: time one command, append "wall rss-kb user sys" to $work/times
+# The SHA-256 rate in MB/s now: 1 s of `openssl speed`, the pair of each run.
+sha_now() {
+	openssl speed -evp sha256 -bytes 16384 -seconds 1 2>/dev/null |
+		awk '/^sha256/ { v = $NF; sub(/k$/, "", v); printf "%.1f", v * 1000 / 1e6 }'
+}
+
+# once BINARY STDOUT-FILE ARGS...: time one command, append "wall rss-kb user sys sha" to
+# $work/times, sha being the SHA-256 rate measured just before it
 once() {
-	local b=$1 out=$2
+	local b=$1 out=$2 now
 	shift 2
 	sync
+	now=$(sha_now)
 	if [ "$out" = "|" ]; then
 		TMPDIR=${where_tmp:-${TMPDIR:-/tmp}} /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$b" \
 			--module "$module" --pin-source "file:$P11S_PIN_FILE" "$@" 2>"$work/err" | cat >/dev/null
@@ -121,7 +133,7 @@ once() {
 		echo "large.sh: $* failed" >&2
 		exit 1
 	fi
-	tail -n 1 "$work/time" >>"$work/times.$label"
+	echo "$(tail -n 1 "$work/time") $now" >>"$work/times.$label"
 	rm -f "$dir/out" "$dir/stdout"
 }
 
@@ -144,14 +156,15 @@ row() {
 				for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
 			return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
 		}
-		{ sa[NR] = $1; ka[NR] = $2; ca[NR] = $3 + $4 }
+		{ sa[NR] = $1; ka[NR] = $2; ca[NR] = $3 + $4
+		  pa[NR] = ($5 > 0 ? bytes / ($3 + $4 > 0 ? $3 + $4 : 0.01) / 1e6 / $5 : 0) }
 		END {
-			s = med(sa, NR); kb = med(ka, NR); c = med(ca, NR)
+			s = med(sa, NR); kb = med(ka, NR); c = med(ca, NR); p = med(pa, NR)
 			if (s <= 0) s = 0.01
 			r = bytes / s / 1e6
 			rc = bytes / (c > 0 ? c : 0.01) / 1e6
 			d = w == "disk" && n ~ /-o FILE/ ? sprintf("%6.2f", r / disk) : sprintf("%6s", "-")
-			printf "%-5s %-5s %-22s %7.2f %8.1f %6.2f %7.2f %8.1f %6.2f %s %7.1f\n", l, w, n, s, r, r / sha, c, rc, rc / sha, d, kb / 1024 }' "$work/times.$label"
+			printf "%-5s %-5s %-22s %7.2f %8.1f %6.2f %7.2f %8.1f %6.2f %6.2f %s %7.1f\n", l, w, n, s, r, r / sha, c, rc, rc / sha, p, d, kb / 1024 }' "$work/times.$label"
 	done
 }
 
