@@ -4,8 +4,8 @@
 #   1. clang-14 -Werror (Debug), unit tests
 #   2. hardening builds (-O2 -D_FORTIFY_SOURCE=2 ...; P11S_HARDEN): gcc, unit
 #      tests; clang, build only
-#   3. ThreadSanitizer (clang): the library, the CLI, the threads test and
-#      the batch test (--jobs; P11S_TSAN; tests/integration/test_threads.sh, suppressions for
+#   3. ThreadSanitizer (clang): the library, the CLI, the threads test, the
+#      batch test and the agent's (--jobs, the agent's threads; P11S_TSAN; tests/integration/test_threads.sh, suppressions for
 #      SoftHSM alone in tests/tsan.supp); about 2 minutes
 #   4. the fuzz build (clang, libFuzzer, ASan+UBSan): every seed and past
 #      crash once (ctest -L fuzz), then each target fuzzed for
@@ -50,13 +50,13 @@ build "$out/harden-gcc" gcc -DCMAKE_BUILD_TYPE= -DP11S_HARDEN=ON
 step "hardening build, clang-14"
 build "$out/harden-clang" clang-14 -DCMAKE_BUILD_TYPE= -DP11S_HARDEN=ON -DP11S_TESTS=OFF
 
-step "ThreadSanitizer build, threads and batch tests"
+step "ThreadSanitizer build, threads, batch and agent tests"
 CC=clang-14 cmake -S "$top" -B "$out/tsan" -DP11S_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DP11S_TSAN=ON >/dev/null
 cmake --build "$out/tsan" -j"$jobs" --target p11smime_cli p11s_test_threads p11s_mock_pkcs11
 # Any report fails the test (TSan's exit code); none is suppressed in our code.
 (cd "$out/tsan" && P11S_THREADS_N=8 TSAN_OPTIONS="suppressions=$top/tests/tsan.supp history_size=4" \
-	ctest -R '^integration/(provision-template|test_threads|test_batch)$' --output-on-failure)
+	ctest -R '^integration/(provision-template|test_threads|test_batch|test_agent)$' --output-on-failure)
 
 step "fuzz build, seeds and regressions"
 build "$out/fuzz" clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DP11S_FUZZ=ON -DP11S_TESTS=OFF -DP11S_SHARED=OFF

@@ -53,7 +53,8 @@ const char *cli_safe(const char *s)
 	return out;
 }
 
-static int vusage(FILE *fp, const char *command, const char *fmt, va_list ap)
+static int __attribute__((format(printf, 3, 0)))
+vusage(FILE *fp, const char *command, const char *fmt, va_list ap)
 {
 	fprintf(fp, "p11smime: %s: ", command);
 	vfprintf(fp, fmt, ap);
