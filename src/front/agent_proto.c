@@ -7,7 +7,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "agent_proto.h"
@@ -356,11 +358,33 @@ int agent_read_full(int fd, void *buf, size_t len)
 int agent_send(int fd, uint8_t type, const void *buf, uint32_t len)
 {
 	unsigned char hdr[AGENT_HDR_LEN];
+	/* Header and payload in one system call: a frame is a send, not two. */
+	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)(uintptr_t)buf, len}};
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len > 0 ? 2 : 1};
 
 	agent_frame_header_put(hdr, type, len);
-	if (agent_write_all(fd, hdr, sizeof(hdr)) != 0)
-		return -1;
-	return len == 0 ? 0 : agent_write_all(fd, buf, len);
+	while (mh.msg_iovlen > 0) {
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		/* Past the @p n bytes sent (n > 0: the loop advances; no iovec is empty). */
+		while (n > 0) {
+			size_t k =
+			    (size_t)n < mh.msg_iov->iov_len ? (size_t)n : mh.msg_iov->iov_len;
+
+			mh.msg_iov->iov_base = (unsigned char *)mh.msg_iov->iov_base + k;
+			mh.msg_iov->iov_len -= k;
+			n -= (ssize_t)k;
+			if (mh.msg_iov->iov_len == 0) {
+				mh.msg_iov++;
+				mh.msg_iovlen--;
+			}
+		}
+	}
+	return 0;
 }
 
 int agent_recv(int fd, uint8_t *type, unsigned char **buf, size_t *cap, uint32_t *len)

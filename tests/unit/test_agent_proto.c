@@ -2,13 +2,16 @@
  * The agent's wire format (src/front/agent_proto.c): frames and string lists
  * round-trip, and everything malformed a peer could send is refused.
  */
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -136,6 +139,71 @@ static void test_frames_over_a_socket(void **state)
 	free(buf);
 }
 
+struct drain {
+	int fd;
+	unsigned char *buf;
+	size_t cap;
+	uint8_t type;
+	uint32_t len;
+	int r;
+};
+
+static void *drain_one(void *arg)
+{
+	struct drain *d = arg;
+
+	/* Slowly: the sender meets a full socket buffer and sends in pieces. */
+	usleep(20000);
+	d->r = agent_recv(d->fd, &d->type, &d->buf, &d->cap, &d->len);
+	return NULL;
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * A frame larger than the socket's buffer, its send interrupted again and
+ * again by a signal (no SA_RESTART): each partial send is resumed where it
+ * stopped, and the frame arrives whole.
+ */
+static void test_frame_in_pieces(void **state)
+{
+	int sv[2], small = 4096;
+	size_t n = AGENT_DATA_MAX;
+	unsigned char *big = malloc(n);
+	struct drain d = {0};
+	struct sigaction sa = {.sa_handler = on_alarm}, old;
+	struct itimerval every = {{0, 1000}, {0, 1000}}, off = {{0, 0}, {0, 0}};
+	pthread_t t;
+
+	(void)state;
+	assert_non_null(big);
+	for (size_t i = 0; i < n; i++)
+		big[i] = (unsigned char)(i * 7 + (i >> 11));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	d.fd = sv[1];
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+	assert_int_equal(pthread_create(&t, NULL, drain_one, &d), 0);
+	assert_int_equal(setitimer(ITIMER_REAL, &every, NULL), 0);
+	assert_int_equal(agent_send(sv[0], AGENT_DATA, big, (uint32_t)n), 0);
+	assert_int_equal(setitimer(ITIMER_REAL, &off, NULL), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	sigaction(SIGALRM, &old, NULL);
+	assert_int_equal(d.r, 1);
+	assert_int_equal(d.type, AGENT_DATA);
+	assert_int_equal(d.len, n);
+	assert_memory_equal(d.buf, big, n);
+	close(sv[0]);
+	close(sv[1]);
+	free(d.buf);
+	free(big);
+}
+
 static void test_request(void **state)
 {
 	const char *ok[] = {"1",    "sign", "signer", "a@example.org", "pss",   "1",
@@ -226,6 +294,7 @@ int main(void)
 	    cmocka_unit_test(test_strings_hostile),
 	    cmocka_unit_test(test_frame_bounds),
 	    cmocka_unit_test(test_frames_over_a_socket),
+	    cmocka_unit_test(test_frame_in_pieces),
 	    cmocka_unit_test(test_request),
 	    cmocka_unit_test(test_result),
 	};
