@@ -158,7 +158,32 @@ static int open_unnamed(const char *dir, mode_t mode)
 	return fd;
 }
 
-/* Write out the buffer (spilling standard output to a file first if needed). */
+/*
+ * /proc/self/fd is there to be used (see unnamed_linkable()); asked once a
+ * process, not once a file: a batch paid a system call a file (two where
+ * not root) for an answer that does not change while it runs.
+ */
+static pthread_once_t proc_once = PTHREAD_ONCE_INIT;
+static int proc_fd_ok;
+
+static void proc_fd_check(void)
+{
+	proc_fd_ok = access("/proc/self/fd", X_OK) == 0;
+}
+
+/*
+ * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH (root's
+ * AT_EMPTY_PATH) or /proc/self/fd: without either (a bare container), a
+ * named one is used.  With /proc, the effective user does not matter, and
+ * is not asked.  Should /proc go away after the question, the link fails
+ * at the commit and nothing reaches the path: no output is ever half there.
+ */
+static int unnamed_linkable(void)
+{
+	pthread_once(&proc_once, proc_fd_check);
+	return proc_fd_ok || geteuid() == 0;
+}
+
 /*
  * @p n more bytes are in the file.  The disk starts on them as they come
  * rather than at the commit's fsync: on a disk slower than the work, the
@@ -175,6 +200,7 @@ static void out_wrote(struct p11i_out *o, size_t n)
 	}
 }
 
+/* Write out the buffer (spilling standard output to a file first if needed). */
 static int out_drain(struct p11i_out *o)
 {
 	if (o->werr)
@@ -518,10 +544,6 @@ static p11s_rc open_file(struct p11i_out *o, char **why)
 	if (dir == NULL)
 		return nomem(why);
 	/*
-	 * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH or
-	 * /proc/self/fd: without either (a bare container), use a named one.
-	 */
-	/*
 	 * A new file is created with its final mode, the umask applied by the
 	 * kernel as for any new file: no fchmod at commit, and no umask(2)
 	 * dance, which is not safe while other threads create files.  Nobody
@@ -529,7 +551,7 @@ static p11s_rc open_file(struct p11i_out *o, char **why)
 	 */
 	mode = o->exists ? 0600 : (o->flags & P11I_OUT_PRIVATE) ? 0600 : 0666;
 	pthread_mutex_lock(&open_lock);
-	if (geteuid() != 0 && access("/proc/self/fd", X_OK) != 0) {
+	if (!unnamed_linkable()) {
 		o->fd = -1;
 		errno = EOPNOTSUPP;
 	} else {
