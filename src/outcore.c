@@ -149,9 +149,9 @@ static char *dir_of(const char *path)
  * A file in @p dir with no name: nothing is left if we die.  -1 with errno
  * EOPNOTSUPP (and friends) when the file system cannot.
  */
-static int open_unnamed(const char *dir, mode_t mode)
+static int open_unnamed(int at, const char *dir, mode_t mode)
 {
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+	int fd = openat(at, dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
 
 	if (fd < 0 && (errno == EISDIR || errno == EINVAL || errno == EOPNOTSUPP))
 		errno = EOPNOTSUPP;
@@ -505,7 +505,7 @@ static p11s_rc resolve_link(struct p11i_out *o, char **why)
 	return P11S_OK;
 }
 
-static p11s_rc open_file(struct p11i_out *o, char **why)
+static p11s_rc open_file(struct p11i_out *o, const struct p11i_out_dir *d, char **why)
 {
 	char *dir;
 	mode_t mode;
@@ -550,12 +550,25 @@ static p11s_rc open_file(struct p11i_out *o, char **why)
 	 * else can open it before it has its name and its whole content.
 	 */
 	mode = o->exists ? 0600 : (o->flags & P11I_OUT_PRIVATE) ? 0600 : 0666;
+	/* The directory opened for a batch, when this is it: no lookup, and its file system known. */
+	if (d != NULL && strcmp(dir, d->path) != 0)
+		d = NULL;
 	pthread_mutex_lock(&open_lock);
 	if (!unnamed_linkable()) {
 		o->fd = -1;
 		errno = EOPNOTSUPP;
 	} else {
-		o->fd = open_unnamed(dir, mode);
+		o->fd = open_unnamed(d != NULL ? d->fd : AT_FDCWD, d != NULL ? "." : dir, mode);
+		/*
+		 * An unnamed file is on its directory's file system: the group
+		 * sync need not ask (an fstat a file of a batch).  It is linked
+		 * in by its path: should that name another file system by then
+		 * (the directory moved), the link fails and nothing is placed.
+		 */
+		if (o->fd >= 0 && d != NULL) {
+			o->dev_known = 1;
+			o->dev = d->dev;
+		}
 	}
 	if (o->fd < 0 && errno == EOPNOTSUPP) {
 		/* No O_TMPFILE here (NFS, old kernels): a named file, renamed at commit. */
@@ -593,8 +606,46 @@ static p11s_rc open_file(struct p11i_out *o, char **why)
 	return P11S_OK;
 }
 
+p11s_rc p11i_out_dir_open(const char *path, struct p11i_out_dir **out, char **why)
+{
+	struct p11i_out_dir *d = calloc(1, sizeof(*d));
+	struct stat st;
+
+	if (d == NULL || (d->path = strdup(path)) == NULL) {
+		free(d);
+		return nomem(why);
+	}
+	d->fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (d->fd < 0 || fstat(d->fd, &st) != 0) {
+		p11s_rc rc = fail(why, P11S_E_IO, "cannot open the directory '%s': %s", path,
+		                  strerror(errno));
+
+		p11i_out_dir_free(d);
+		return rc;
+	}
+	d->dev = st.st_dev;
+	*out = d;
+	return P11S_OK;
+}
+
+void p11i_out_dir_free(struct p11i_out_dir *d)
+{
+	if (d == NULL)
+		return;
+	if (d->fd >= 0)
+		close(d->fd);
+	free(d->path);
+	free(d);
+}
+
 p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i_out **out,
                       char **why)
+{
+	return p11i_out_open_in(NULL, path, flags, size, out, why);
+}
+
+p11s_rc p11i_out_open_in(const struct p11i_out_dir *d, const char *path, unsigned flags,
+                         size_t size, struct p11i_out **out, char **why)
 {
 	struct p11i_out *o;
 	struct stat st, null_st;
@@ -611,7 +662,7 @@ p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i
 		o->shown = strdup(path);
 		if (o->shown == NULL)
 			return open_fail(o, nomem(why));
-		rc = open_file(o, why);
+		rc = open_file(o, d, why);
 		if (rc != P11S_OK)
 			return open_fail(o, rc);
 	} else {
@@ -961,9 +1012,12 @@ p11s_rc p11i_out_sync_group(struct p11i_out *const *outs, size_t n, char **why)
 			continue;
 		if (!o->prepared)
 			return fail(why, P11S_E_INTERNAL, "'%s' was not prepared", o->shown);
-		if (fstat(o->fd, &st) != 0)
+		if (o->dev_known) {
+			st.st_dev = o->dev;
+		} else if (fstat(o->fd, &st) != 0) {
 			return fail(why, P11S_E_IO, "cannot sync '%s': %s", o->shown,
 			            strerror(errno));
+		}
 		for (j = 0; j < nfs && fs[j].dev != st.st_dev; j++)
 			;
 		if (j == nfs) {

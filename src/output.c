@@ -278,7 +278,37 @@ static void out_method_init(void)
 	out_method = m;
 }
 
+struct p11s_output_dir {
+	struct p11i_out_dir core;
+};
+
+p11s_rc p11s_output_dir_open(const char *path, p11s_output_dir **out, p11s_error *err)
+{
+	struct p11i_out_dir *d = NULL;
+	char *why = NULL;
+	p11s_rc rc;
+
+	if (path == NULL || out == NULL)
+		return p11i_err(err, P11S_E_USAGE, "no directory");
+	rc = p11i_out_dir_open(path, &d, &why);
+	if (rc != P11S_OK)
+		return said(err, rc, why);
+	*out = (p11s_output_dir *)d;
+	return P11S_OK;
+}
+
+void p11s_output_dir_free(p11s_output_dir *d)
+{
+	p11i_out_dir_free(d != NULL ? &d->core : NULL);
+}
+
 p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out, p11s_error *err)
+{
+	return p11s_output_open_in(NULL, path, flags, out, err);
+}
+
+p11s_rc p11s_output_open_in(const p11s_output_dir *dir, const char *path, unsigned flags,
+                            p11s_output **out, p11s_error *err)
 {
 	struct p11i_out *core = NULL;
 	char *why = NULL;
@@ -287,8 +317,9 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 
 	if (!CRYPTO_THREAD_run_once(&out_once, out_method_init) || out_method == NULL)
 		return p11i_err_nomem(err);
-	rc = p11i_out_open(path, flags & P11S_OUTPUT_PRIVATE ? P11I_OUT_PRIVATE : 0,
-	                   sizeof(p11s_output), &core, &why);
+	rc = p11i_out_open_in(dir != NULL ? &dir->core : NULL, path,
+	                      flags & P11S_OUTPUT_PRIVATE ? P11I_OUT_PRIVATE : 0,
+	                      sizeof(p11s_output), &core, &why);
 	if (rc != P11S_OK)
 		return said(err, rc, why);
 	o = (p11s_output *)core;
