@@ -2679,12 +2679,14 @@ p11s_rc p11i_mime_canonicalize_undo(const p11i_headers *h, unsigned classes, BIO
 	c->bol = 1;
 	c->ref_fd = -1;
 	if (undo != NULL && undo->in_st != NULL && S_ISREG(undo->in_st->st_mode)) {
-		FILE *fp = p11i_bio_fp(body);
+		FILE *fp;
 
-		if (fp != NULL) {
+		/* Not from the BIO's FILE where the input has its own: its position stays known. */
+		c->ref_fd = p11i_input_fd(body);
+		if (c->ref_fd < 0 && (fp = p11i_bio_fp(body)) != NULL)
 			c->ref_fd = fileno(fp);
+		if (c->ref_fd >= 0)
 			c->ref_st = undo->in_st;
-		}
 	}
 	c->ob = malloc(OBUF_SIZE);
 	if (c->ob == NULL || lr_init(&c->r, body) != 0) {

@@ -44,6 +44,7 @@ struct p11s_output {
  * frees it.
  */
 struct input_state {
+	FILE *fp;    /* the file (p11i_input_fd(), without handing it out) */
 	long pos;    /* where the next byte comes from, when known */
 	int known;   /* pos is right: every move went through the BIO */
 	int regular; /* a regular file (seekable, read again where that pays) */
@@ -128,6 +129,16 @@ int p11i_input_pos(BIO *b, long *pos)
 	return 1;
 }
 
+int p11i_input_fd(BIO *b)
+{
+	const struct input_state *st;
+
+	if (b == NULL || BIO_get_callback_ex(b) != input_cb ||
+	    (st = (const struct input_state *)BIO_get_callback_arg(b)) == NULL)
+		return -1;
+	return fileno(st->fp);
+}
+
 p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 {
 	const char *name = path && strcmp(path, "-") != 0 ? path : "standard input";
@@ -174,6 +185,7 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 	} else {
 		ist = malloc(sizeof(*ist) + IN_BUF);
 		if (ist != NULL && setvbuf(fp, ist->vbuf, _IOFBF, IN_BUF) == 0) {
+			ist->fp = fp;
 			ist->pos = 0;
 			ist->regular = stat_ok && S_ISREG(st.st_mode);
 			ist->known = stat_ok;

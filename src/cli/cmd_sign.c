@@ -120,7 +120,8 @@ static int sign_one_file(struct cli *cli, void *arg, const char *file, p11s_outp
 static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p11s_outform form,
                       const char *dir, char **files, int nfiles, int no_agent, int jobs)
 {
-	struct sign_batch b = {NULL, no_agent ? NULL : agent_socket(), so, detached, form, dir, NULL};
+	struct sign_batch b = {NULL, no_agent ? NULL : agent_socket(), so, detached, form, dir,
+	                       NULL};
 	p11s_ctx *ctx;
 	p11s_rc rc;
 	int worst;
