@@ -550,8 +550,7 @@ static p11s_rc open_file(struct p11i_out *o, const struct p11i_out_dir *d, char 
 	 * else can open it before it has its name and its whole content.
 	 */
 	mode = o->exists ? 0600 : (o->flags & P11I_OUT_PRIVATE) ? 0600 : 0666;
-	/* The directory opened for a batch, when this is it: no lookup, and its file system known.
-	 */
+	/* The batch's directory, held open: no lookup, and its file system known. */
 	if (d != NULL && strcmp(dir, d->path) != 0)
 		d = NULL;
 	pthread_mutex_lock(&open_lock);

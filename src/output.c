@@ -51,8 +51,7 @@ struct input_state {
 	char vbuf[];
 };
 
-/* After a gets of @p n bytes into @p buf of @p size: did fgets() take exactly those from the file?
- */
+/* A gets of @p n bytes into @p buf of @p size: did fgets() take exactly those from the file? */
 static int gets_exact(const char *buf, int size, size_t n)
 {
 	/* A NUL byte ends what strlen() counts, never what fgets() read. */
