@@ -115,6 +115,20 @@ int p11i_write_full(int fd, const void *buf, size_t n);
  */
 BIO *p11i_spool_new(p11s_error *err);
 
+/*
+ * For an input from p11s_input_open(), without a system call: 1 with its
+ * position in *@p pos (what BIO_tell() would say) when it is a regular
+ * file; 0 when it is known to be none; -1 when the BIO does not know (any
+ * other BIO, standard input, a move it could not follow): ask the file.
+ */
+int p11i_input_pos(BIO *b, long *pos);
+/*
+ * The descriptor of an input from p11s_input_open(), else -1: for reads at
+ * offsets (pread, copy_file_range), which leave its position as it is.
+ * Asking the BIO for its FILE instead makes the position unknown.
+ */
+int p11i_input_fd(BIO *b);
+
 /* The stdio stream behind a file BIO (BIO_new_file() and the like), else NULL; the BIO's. */
 FILE *p11i_bio_fp(BIO *b);
 

@@ -1802,16 +1802,34 @@ static int stage_flush(struct canon *c, char *stage, size_t *sn)
 	return 0;
 }
 
+/*
+ * Where the reader @p in is, as BIO_tell() says it: from the input's own
+ * count when it keeps one (no system call), else from stdio (an lseek).
+ */
+static long in_tell(BIO *in)
+{
+	long t;
+
+	return p11i_input_pos(in, &t) == 1 ? t : BIO_tell(in);
+}
+
 /* Where the body reader's next segment starts in a regular file, or -1. */
 static long body_offset(struct canon *c)
 {
-	FILE *fp = c->spooling ? NULL : p11i_bio_fp(c->r.in);
+	FILE *fp;
 	struct stat st;
 	long t;
+	int known = c->spooling ? 0 : p11i_input_pos(c->r.in, &t);
 
-	if (fp == NULL || fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode))
+	if (c->spooling || known == 0)
 		return -1;
-	t = BIO_tell(c->r.in);
+	if (known < 0) {
+		/* Not an input that knows itself (standard input, another BIO): ask the file. */
+		fp = p11i_bio_fp(c->r.in);
+		if (fp == NULL || fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode))
+			return -1;
+		t = BIO_tell(c->r.in);
+	}
 	if (t < 0 || (size_t)t < c->r.end - c->r.start)
 		return -1;
 	return t - (long)(c->r.end - c->r.start);
@@ -1863,7 +1881,7 @@ static int scan_leaf_seekable(struct canon *c, long start)
 		scanned += n;
 	if (r < 0)
 		return read_fail(c), -1;
-	c->resume = BIO_tell(c->r.in);
+	c->resume = in_tell(c->r.in);
 	if (c->resume < 0 || BIO_seek(c->r.in, start) != 0)
 		return p11i_err(c->err, P11S_E_IO, "cannot read the input a second time"), -1;
 	if (lr_init(&c->spool_r, c->r.in) != 0)
@@ -2143,7 +2161,7 @@ static long long as_read_offset(struct canon *c, BIO *next, const char *p)
 	if (c->ref_fd < 0 || c->spooling || c->r.limited || p < c->r.buf ||
 	    p >= c->r.buf + c->r.end || BIO_next(next) != NULL)
 		return -1;
-	t = BIO_tell(c->r.in);
+	t = in_tell(c->r.in);
 	if (t < 0 || (size_t)t < c->r.end)
 		return -1;
 	return (long long)t - (long long)(c->r.end - (size_t)(p - c->r.buf));
@@ -2661,12 +2679,14 @@ p11s_rc p11i_mime_canonicalize_undo(const p11i_headers *h, unsigned classes, BIO
 	c->bol = 1;
 	c->ref_fd = -1;
 	if (undo != NULL && undo->in_st != NULL && S_ISREG(undo->in_st->st_mode)) {
-		FILE *fp = p11i_bio_fp(body);
+		FILE *fp;
 
-		if (fp != NULL) {
+		/* Not from the BIO's FILE where the input has its own: its position stays known. */
+		c->ref_fd = p11i_input_fd(body);
+		if (c->ref_fd < 0 && (fp = p11i_bio_fp(body)) != NULL)
 			c->ref_fd = fileno(fp);
+		if (c->ref_fd >= 0)
 			c->ref_st = undo->in_st;
-		}
 	}
 	c->ob = malloc(OBUF_SIZE);
 	if (c->ob == NULL || lr_init(&c->r, body) != 0) {

@@ -149,16 +149,41 @@ static char *dir_of(const char *path)
  * A file in @p dir with no name: nothing is left if we die.  -1 with errno
  * EOPNOTSUPP (and friends) when the file system cannot.
  */
-static int open_unnamed(const char *dir, mode_t mode)
+static int open_unnamed(int at, const char *dir, mode_t mode)
 {
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+	int fd = openat(at, dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
 
 	if (fd < 0 && (errno == EISDIR || errno == EINVAL || errno == EOPNOTSUPP))
 		errno = EOPNOTSUPP;
 	return fd;
 }
 
-/* Write out the buffer (spilling standard output to a file first if needed). */
+/*
+ * /proc/self/fd is there to be used (see unnamed_linkable()); asked once a
+ * process, not once a file: a batch paid a system call a file (two where
+ * not root) for an answer that does not change while it runs.
+ */
+static pthread_once_t proc_once = PTHREAD_ONCE_INIT;
+static int proc_fd_ok;
+
+static void proc_fd_check(void)
+{
+	proc_fd_ok = access("/proc/self/fd", X_OK) == 0;
+}
+
+/*
+ * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH (root's
+ * AT_EMPTY_PATH) or /proc/self/fd: without either (a bare container), a
+ * named one is used.  With /proc, the effective user does not matter, and
+ * is not asked.  Should /proc go away after the question, the link fails
+ * at the commit and nothing reaches the path: no output is ever half there.
+ */
+static int unnamed_linkable(void)
+{
+	pthread_once(&proc_once, proc_fd_check);
+	return proc_fd_ok || geteuid() == 0;
+}
+
 /*
  * @p n more bytes are in the file.  The disk starts on them as they come
  * rather than at the commit's fsync: on a disk slower than the work, the
@@ -175,6 +200,7 @@ static void out_wrote(struct p11i_out *o, size_t n)
 	}
 }
 
+/* Write out the buffer (spilling standard output to a file first if needed). */
 static int out_drain(struct p11i_out *o)
 {
 	if (o->werr)
@@ -479,7 +505,7 @@ static p11s_rc resolve_link(struct p11i_out *o, char **why)
 	return P11S_OK;
 }
 
-static p11s_rc open_file(struct p11i_out *o, char **why)
+static p11s_rc open_file(struct p11i_out *o, const struct p11i_out_dir *d, char **why)
 {
 	char *dir;
 	mode_t mode;
@@ -518,22 +544,31 @@ static p11s_rc open_file(struct p11i_out *o, char **why)
 	if (dir == NULL)
 		return nomem(why);
 	/*
-	 * Linking an unnamed file in later needs CAP_DAC_READ_SEARCH or
-	 * /proc/self/fd: without either (a bare container), use a named one.
-	 */
-	/*
 	 * A new file is created with its final mode, the umask applied by the
 	 * kernel as for any new file: no fchmod at commit, and no umask(2)
 	 * dance, which is not safe while other threads create files.  Nobody
 	 * else can open it before it has its name and its whole content.
 	 */
 	mode = o->exists ? 0600 : (o->flags & P11I_OUT_PRIVATE) ? 0600 : 0666;
+	/* The batch's directory, held open: no lookup, and its file system known. */
+	if (d != NULL && strcmp(dir, d->path) != 0)
+		d = NULL;
 	pthread_mutex_lock(&open_lock);
-	if (geteuid() != 0 && access("/proc/self/fd", X_OK) != 0) {
+	if (!unnamed_linkable()) {
 		o->fd = -1;
 		errno = EOPNOTSUPP;
 	} else {
-		o->fd = open_unnamed(dir, mode);
+		o->fd = open_unnamed(d != NULL ? d->fd : AT_FDCWD, d != NULL ? "." : dir, mode);
+		/*
+		 * An unnamed file is on its directory's file system: the group
+		 * sync need not ask (an fstat a file of a batch).  It is linked
+		 * in by its path: should that name another file system by then
+		 * (the directory moved), the link fails and nothing is placed.
+		 */
+		if (o->fd >= 0 && d != NULL) {
+			o->dev_known = 1;
+			o->dev = d->dev;
+		}
 	}
 	if (o->fd < 0 && errno == EOPNOTSUPP) {
 		/* No O_TMPFILE here (NFS, old kernels): a named file, renamed at commit. */
@@ -571,8 +606,46 @@ static p11s_rc open_file(struct p11i_out *o, char **why)
 	return P11S_OK;
 }
 
+p11s_rc p11i_out_dir_open(const char *path, struct p11i_out_dir **out, char **why)
+{
+	struct p11i_out_dir *d = calloc(1, sizeof(*d));
+	struct stat st;
+
+	if (d == NULL || (d->path = strdup(path)) == NULL) {
+		free(d);
+		return nomem(why);
+	}
+	d->fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (d->fd < 0 || fstat(d->fd, &st) != 0) {
+		p11s_rc rc = fail(why, P11S_E_IO, "cannot open the directory '%s': %s", path,
+		                  strerror(errno));
+
+		p11i_out_dir_free(d);
+		return rc;
+	}
+	d->dev = st.st_dev;
+	*out = d;
+	return P11S_OK;
+}
+
+void p11i_out_dir_free(struct p11i_out_dir *d)
+{
+	if (d == NULL)
+		return;
+	if (d->fd >= 0)
+		close(d->fd);
+	free(d->path);
+	free(d);
+}
+
 p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i_out **out,
                       char **why)
+{
+	return p11i_out_open_in(NULL, path, flags, size, out, why);
+}
+
+p11s_rc p11i_out_open_in(const struct p11i_out_dir *d, const char *path, unsigned flags,
+                         size_t size, struct p11i_out **out, char **why)
 {
 	struct p11i_out *o;
 	struct stat st, null_st;
@@ -589,7 +662,7 @@ p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i
 		o->shown = strdup(path);
 		if (o->shown == NULL)
 			return open_fail(o, nomem(why));
-		rc = open_file(o, why);
+		rc = open_file(o, d, why);
 		if (rc != P11S_OK)
 			return open_fail(o, rc);
 	} else {
@@ -939,9 +1012,12 @@ p11s_rc p11i_out_sync_group(struct p11i_out *const *outs, size_t n, char **why)
 			continue;
 		if (!o->prepared)
 			return fail(why, P11S_E_INTERNAL, "'%s' was not prepared", o->shown);
-		if (fstat(o->fd, &st) != 0)
+		if (o->dev_known) {
+			st.st_dev = o->dev;
+		} else if (fstat(o->fd, &st) != 0) {
 			return fail(why, P11S_E_IO, "cannot sync '%s': %s", o->shown,
 			            strerror(errno));
+		}
 		for (j = 0; j < nfs && fs[j].dev != st.st_dev; j++)
 			;
 		if (j == nfs) {

@@ -38,6 +38,9 @@ struct p11i_out {
 	unsigned flags;
 	int exists; /* path existed at open: its mode and owner are kept */
 	struct stat st;
+	/* The file system the temporary file is on, when known at open (p11i_out_sync_group()). */
+	int dev_known;
+	dev_t dev;
 	unsigned char *buf;
 	size_t len, cap;
 	/* The most of buf ever written: what a wipe must cover (the rest was never touched). */
@@ -56,6 +59,13 @@ struct p11i_out {
 	struct stat ref_st;
 };
 
+/* A directory outputs are made in, opened once (p11s_output_dir_open()). */
+struct p11i_out_dir {
+	int fd;     /* O_PATH | O_DIRECTORY */
+	dev_t dev;  /* its file system */
+	char *path; /* as given: an output whose directory is this string is made in it */
+};
+
 /*
  * Every function that can fail returns a p11s_rc and, on failure, puts in
  * *why its message (malloc'd; NULL when out of memory: the caller says
@@ -68,6 +78,15 @@ struct p11i_out {
  */
 p11s_rc p11i_out_open(const char *path, unsigned flags, size_t size, struct p11i_out **out,
                       char **why);
+/*
+ * p11i_out_open() of a file whose directory is @p d's (or NULL): see
+ * p11s_output_open_in().
+ */
+p11s_rc p11i_out_open_in(const struct p11i_out_dir *d, const char *path, unsigned flags,
+                         size_t size, struct p11i_out **out, char **why);
+/* See p11s_output_dir_open() and p11s_output_dir_free(). */
+p11s_rc p11i_out_dir_open(const char *path, struct p11i_out_dir **out, char **why);
+void p11i_out_dir_free(struct p11i_out_dir *d);
 /* Append @p n bytes; 0, or -1 (o->werr says why, p11i_out_explain() in words). */
 int p11i_out_write(struct p11i_out *o, const void *p, size_t n);
 /*

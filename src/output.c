@@ -30,33 +30,120 @@ struct p11s_output {
 };
 
 /*
- * The stdio buffer of an input file (setvbuf() needs one that outlives
- * fclose()): the BIO's free callback closes the file itself, then frees it.
+ * What an input file's BIO knows of it, so that the readers need not ask
+ * the kernel again for each part of each message (an fstat and an lseek
+ * a leaf, 2-5 us each on a paravirtualised guest): whether it is a
+ * regular file (p11s_input_open() looked), and where stdio's next byte is
+ * in it.  The position is counted from 0 (fopen() starts there) by the
+ * BIO's callback, which sees every read, gets and seek that goes through
+ * the BIO; anything it cannot account for (a control it does not know,
+ * the FILE handed out, a write, a line with a NUL byte in it, which
+ * fgets() reads past) makes it unknown for good, and the readers then ask
+ * the kernel as before.  Also the stdio buffer (setvbuf() needs one that
+ * outlives fclose()): the BIO's free callback closes the file itself, then
+ * frees it.
  */
-static long input_free_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
-                          int ret, size_t *processed)
+struct input_state {
+	FILE *fp;    /* the file (p11i_input_fd(), without handing it out) */
+	long pos;    /* where the next byte comes from, when known */
+	int known;   /* pos is right: every move went through the BIO */
+	int regular; /* a regular file (seekable, read again where that pays) */
+	char vbuf[];
+};
+
+/* A gets of @p n bytes into @p buf of @p size: did fgets() take exactly those from the file? */
+static int gets_exact(const char *buf, int size, size_t n)
 {
+	/* A NUL byte ends what strlen() counts, never what fgets() read. */
+	return n > 0 && (buf[n - 1] == '\n' || n == (size_t)size - 1);
+}
+
+static long input_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+                     size_t *processed)
+{
+	struct input_state *st = (struct input_state *)BIO_get_callback_arg(b);
 	FILE *fp = NULL;
 
-	(void)argp;
-	(void)len;
-	(void)argi;
-	(void)argl;
-	(void)processed;
-	if (oper == BIO_CB_FREE) {
+	switch (oper) {
+	case BIO_CB_FREE:
 		if (BIO_get_fp(b, &fp) > 0 && fp != NULL && fp != stdin) {
 			BIO_set_close(b, BIO_NOCLOSE);
 			fclose(fp);
 		}
-		free(BIO_get_callback_arg(b));
+		free(st);
+		BIO_set_callback_arg(b, NULL);
+		break;
+	case BIO_CB_READ | BIO_CB_RETURN:
+		if (processed != NULL)
+			st->pos += (long)*processed;
+		break;
+	case BIO_CB_GETS | BIO_CB_RETURN:
+		/* A failed fgets() may have taken bytes all the same. */
+		if (ret > 0 && processed != NULL && gets_exact(argp, (int)len, *processed))
+			st->pos += (long)*processed;
+		else
+			st->known = 0;
+		break;
+	case BIO_CB_CTRL | BIO_CB_RETURN:
+		switch (argi) {
+		case BIO_C_FILE_SEEK:
+		case BIO_CTRL_RESET:
+			st->pos = argi == BIO_CTRL_RESET ? 0 : argl;
+			if (ret != 0 || argl < 0)
+				st->known = 0;
+			break;
+		case BIO_C_FILE_TELL:
+		case BIO_CTRL_INFO:
+		case BIO_CTRL_EOF:
+		case BIO_CTRL_PENDING:
+		case BIO_CTRL_WPENDING:
+		case BIO_CTRL_FLUSH:
+		case BIO_CTRL_GET_CLOSE:
+		case BIO_CTRL_SET_CLOSE:
+			break;
+		default:
+			st->known = 0;
+		}
+		break;
+	case BIO_CB_READ:
+	case BIO_CB_GETS:
+	case BIO_CB_CTRL:
+		break;
+	default: /* a write, a puts: not an input's */
+		st->known = 0;
 	}
 	return ret;
+}
+
+int p11i_input_pos(BIO *b, long *pos)
+{
+	const struct input_state *st;
+
+	if (b == NULL || BIO_get_callback_ex(b) != input_cb ||
+	    (st = (const struct input_state *)BIO_get_callback_arg(b)) == NULL || !st->known)
+		return -1;
+	if (!st->regular)
+		return 0;
+	*pos = st->pos;
+	return 1;
+}
+
+int p11i_input_fd(BIO *b)
+{
+	const struct input_state *st;
+
+	if (b == NULL || BIO_get_callback_ex(b) != input_cb ||
+	    (st = (const struct input_state *)BIO_get_callback_arg(b)) == NULL)
+		return -1;
+	return fileno(st->fp);
 }
 
 p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 {
 	const char *name = path && strcmp(path, "-") != 0 ? path : "standard input";
+	struct input_state *ist;
 	struct stat st;
+	int stat_ok;
 	FILE *fp;
 	BIO *b;
 
@@ -69,7 +156,8 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 			                strerror(errno));
 	}
 	/* fopen() takes a directory; its first read fails, which readers would take for an end. */
-	if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+	stat_ok = fstat(fileno(fp), &st) == 0;
+	if (stat_ok && S_ISDIR(st.st_mode)) {
 		if (fp != stdin)
 			fclose(fp);
 		return p11i_err(err, P11S_E_IO, "cannot read '%s': it is a directory", name);
@@ -83,7 +171,8 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 	/*
 	 * Readers ask for 64 KiB at a time, and stdio's 4 KiB buffer splits that
 	 * into two reads: read in 256 KiB blocks.  Standard input gets a static
-	 * buffer, once (setvbuf() must come before its first read).
+	 * buffer, once (setvbuf() must come before its first read), and no
+	 * position: it may not start at 0.
 	 */
 	if (fp == stdin) {
 		static char stdin_buf[IN_BUF];
@@ -93,13 +182,16 @@ p11s_rc p11s_input_open(const char *path, BIO **out, p11s_error *err)
 			setvbuf(stdin, stdin_buf, _IOFBF, sizeof(stdin_buf));
 		stdin_set = 1;
 	} else {
-		char *vbuf = malloc(IN_BUF);
-
-		if (vbuf != NULL && setvbuf(fp, vbuf, _IOFBF, IN_BUF) == 0) {
-			BIO_set_callback_arg(b, vbuf);
-			BIO_set_callback_ex(b, input_free_cb);
+		ist = malloc(sizeof(*ist) + IN_BUF);
+		if (ist != NULL && setvbuf(fp, ist->vbuf, _IOFBF, IN_BUF) == 0) {
+			ist->fp = fp;
+			ist->pos = 0;
+			ist->regular = stat_ok && S_ISREG(st.st_mode);
+			ist->known = stat_ok;
+			BIO_set_callback_arg(b, (char *)ist);
+			BIO_set_callback_ex(b, input_cb);
 		} else {
-			free(vbuf);
+			free(ist);
 		}
 	}
 	*out = b;
@@ -197,7 +289,37 @@ static void out_method_init(void)
 	out_method = m;
 }
 
+struct p11s_output_dir {
+	struct p11i_out_dir core;
+};
+
+p11s_rc p11s_output_dir_open(const char *path, p11s_output_dir **out, p11s_error *err)
+{
+	struct p11i_out_dir *d = NULL;
+	char *why = NULL;
+	p11s_rc rc;
+
+	if (path == NULL || out == NULL)
+		return p11i_err(err, P11S_E_USAGE, "no directory");
+	rc = p11i_out_dir_open(path, &d, &why);
+	if (rc != P11S_OK)
+		return said(err, rc, why);
+	*out = (p11s_output_dir *)d;
+	return P11S_OK;
+}
+
+void p11s_output_dir_free(p11s_output_dir *d)
+{
+	p11i_out_dir_free(d != NULL ? &d->core : NULL);
+}
+
 p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out, p11s_error *err)
+{
+	return p11s_output_open_in(NULL, path, flags, out, err);
+}
+
+p11s_rc p11s_output_open_in(const p11s_output_dir *dir, const char *path, unsigned flags,
+                            p11s_output **out, p11s_error *err)
 {
 	struct p11i_out *core = NULL;
 	char *why = NULL;
@@ -206,8 +328,9 @@ p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out,
 
 	if (!CRYPTO_THREAD_run_once(&out_once, out_method_init) || out_method == NULL)
 		return p11i_err_nomem(err);
-	rc = p11i_out_open(path, flags & P11S_OUTPUT_PRIVATE ? P11I_OUT_PRIVATE : 0,
-	                   sizeof(p11s_output), &core, &why);
+	rc = p11i_out_open_in(dir != NULL ? &dir->core : NULL, path,
+	                      flags & P11S_OUTPUT_PRIVATE ? P11I_OUT_PRIVATE : 0,
+	                      sizeof(p11s_output), &core, &why);
 	if (rc != P11S_OK)
 		return said(err, rc, why);
 	o = (p11s_output *)core;

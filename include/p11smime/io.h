@@ -54,6 +54,28 @@ p11s_rc p11s_output_open(const char *path, p11s_output **out, p11s_error *err);
 
 /** p11s_output_open() with flags (P11S_OUTPUT_PRIVATE). */
 p11s_rc p11s_output_open_ex(const char *path, unsigned flags, p11s_output **out, p11s_error *err);
+/** A directory a batch writes its outputs in (p11s_output_open_in()). */
+typedef struct p11s_output_dir p11s_output_dir;
+
+/**
+ * Open the directory @p path once for a batch of outputs in it.  P11S_E_IO
+ * when it cannot be opened (or is no directory).
+ */
+p11s_rc p11s_output_dir_open(const char *path, p11s_output_dir **out, p11s_error *err);
+/** Close it; NULL is fine.  Outputs opened in it are not affected. */
+void p11s_output_dir_free(p11s_output_dir *d);
+/**
+ * p11s_output_open_ex() of @p path, a file in @p dir (the string @p dir
+ * was opened with, '/', a name): its temporary file is made in the
+ * directory @p dir holds open, with no lookup of the directory's path,
+ * and p11s_output_sync_group() knows its file system without asking.
+ * Everything else, the commit included, goes by @p path as before: should
+ * the directory be moved meanwhile to another file system, the commit
+ * fails and nothing is placed.  A @p path in another directory, or a
+ * NULL @p dir: p11s_output_open_ex().
+ */
+p11s_rc p11s_output_open_in(const p11s_output_dir *dir, const char *path, unsigned flags,
+                            p11s_output **out, p11s_error *err);
 /** The BIO to write to; owned by @p o. */
 BIO *p11s_output_bio(p11s_output *o);
 /**

@@ -61,6 +61,7 @@ struct sign_batch {
 	int detached;
 	p11s_outform form;
 	const char *dir;
+	p11s_output_dir *odir; /* dir, held open (NULL: each output looks it up) */
 };
 
 /*
@@ -89,7 +90,7 @@ static int sign_one_file(struct cli *cli, void *arg, const char *file,
 	}
 	rc = p11s_input_open(file, &in, cli->err);
 	if (rc == P11S_OK)
-		rc = p11s_output_open(out_path, &output, cli->err);
+		rc = p11s_output_open_in(b->odir, out_path, 0, &output, cli->err);
 	if (rc == P11S_OK && b->form != P11S_FORM_SMIME)
 		rc = p11s_signer_sign_entity(b->signer, in, p11s_output_bio(output), b->detached,
 		                             b->form, cli->err);
@@ -120,7 +121,8 @@ static int sign_one_file(struct cli *cli, void *arg, const char *file,
 static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p11s_outform form,
                       const char *dir, char **files, int nfiles, int no_agent, int jobs)
 {
-	struct sign_batch b = {NULL, no_agent ? NULL : agent_socket(), so, detached, form, dir};
+	struct sign_batch b = {NULL, no_agent ? NULL : agent_socket(), so, detached, form, dir,
+	                       NULL};
 	p11s_ctx *ctx;
 	p11s_rc rc;
 	int worst;
@@ -136,6 +138,9 @@ static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p
 		if (rc != P11S_OK)
 			return cli_fail(cli, rc);
 		cmd_sign_verbose(cli, b.signer);
+		/* Without it (it went away?) each file says why when it gets there. */
+		if (p11s_output_dir_open(dir, &b.odir, cli->err) != P11S_OK)
+			p11s_error_clear(cli->err);
 	} else {
 		/*
 		 * Each worker sends its files as requests of its own, served at
@@ -146,6 +151,7 @@ static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p
 			jobs = AGENT_BATCH_JOBS_MAX;
 	}
 	worst = cli_batch_run(cli, files, nfiles, jobs, sign_one_file, &b);
+	p11s_output_dir_free(b.odir);
 	p11s_signer_free(b.signer);
 	return worst;
 }

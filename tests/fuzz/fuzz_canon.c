@@ -11,6 +11,9 @@
  * scanned and taken back if it turns out to need an encoding, and where
  * the output takes clean blocks as ranges of the file
  * (P11I_BIO_CTRL_WRITE_REF): each must be the file's bytes at its offset.
+ * With bit 2 as well, the file is opened as the command opens one
+ * (p11s_input_open()): its BIO counts its own position instead of asking
+ * the kernel, and the readers' offsets come from that count.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -23,6 +26,7 @@
 
 #include "common.h"
 #include "mime.h"
+#include "p11smime/io.h"
 
 static unsigned char *mem_copy(BIO *m, size_t *n)
 {
@@ -132,14 +136,29 @@ static int undo_rewind(void *arg)
 	return 0;
 }
 
-/* The input as a regular file (a memfd), where sign writes a top-level part ahead. */
-static BIO *file_bio(const uint8_t *data, size_t size)
+/*
+ * The input as a regular file (a memfd), where sign writes a top-level
+ * part ahead; @p file 2: through p11s_input_open().  Its identity in *@p st.
+ */
+static BIO *file_bio(const uint8_t *data, size_t size, int file, struct stat *st)
 {
 	int fd = memfd_create("fuzz_canon", 0);
+	char path[64];
 	FILE *fp;
+	BIO *b = NULL;
 
 	if (fd < 0 || (size > 0 && write(fd, data, size) != (ssize_t)size) ||
-	    lseek(fd, 0, SEEK_SET) != 0 || (fp = fdopen(fd, "rb")) == NULL)
+	    lseek(fd, 0, SEEK_SET) != 0 || fstat(fd, st) != 0)
+		abort();
+	if (file == 2) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		if (p11s_input_open(path, &b, NULL) != P11S_OK ||
+		    p11i_input_pos(b, &(long){0}) != 1)
+			abort();
+		close(fd);
+		return b;
+	}
+	if ((fp = fdopen(fd, "rb")) == NULL)
 		abort();
 	return BIO_new_fp(fp, BIO_CLOSE);
 }
@@ -150,13 +169,12 @@ static BIO *file_bio(const uint8_t *data, size_t size)
  */
 static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i_eol to, int file)
 {
-	BIO *in = file ? file_bio(data, size) : BIO_new_mem_buf(data, (int)size);
+	struct stat st;
+	BIO *in = file ? file_bio(data, size, file, &st) : BIO_new_mem_buf(data, (int)size);
 	BIO *ref = BIO_new(BIO_s_mem());
 	BIO *mem = BIO_new(BIO_s_mem()), *eol = p11i_bio_eol_new(to);
 	BIO *md = BIO_new(BIO_f_md()), *e2 = p11i_bio_eol_new(to);
 	BIO *m2 = BIO_new(BIO_s_mem()), *sink = mem != NULL ? ref_sink(mem) : NULL;
-	struct stat st;
-	FILE *fp = NULL;
 	p11i_headers *h = NULL;
 	p11s_rc a, b;
 	unsigned char dig[32], want[32], *got, *can, *conv;
@@ -166,8 +184,6 @@ static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i
 
 	if (in == NULL || ref == NULL || mem == NULL || eol == NULL || md == NULL || e2 == NULL ||
 	    m2 == NULL || BIO_set_md(md, EVP_sha256()) <= 0)
-		abort();
-	if (file && (BIO_get_fp(in, &fp) <= 0 || fp == NULL || fstat(fileno(fp), &st) != 0))
 		abort();
 	BIO_push(md, eol);
 	BIO_push(eol, sink);
@@ -186,7 +202,7 @@ static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i
 	BIO_free(in);
 	/* The reference reads the same kind of BIO (a FILE's line reads treat a NUL unlike
 	 * memory's). */
-	in = file ? file_bio(data, size) : BIO_new_mem_buf(data, (int)size);
+	in = file ? file_bio(data, size, file, &st) : BIO_new_mem_buf(data, (int)size);
 	if (in == NULL || p11i_headers_read(in, 64 * 1024, &h, NULL) != 0)
 		abort();
 	b = p11i_mime_canonicalize(h, classes, in, ref, NULL);
@@ -229,7 +245,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mode = data[0];
 	if (mode & 16) {
 		split_check(data + 1, size - 1, mode & 1 ? P11I_HDR_ALL : P11I_HDR_CONTENT,
-		            mode & 32 ? P11I_EOL_CRLF : P11I_EOL_LF, (mode & 64) != 0);
+		            mode & 32 ? P11I_EOL_CRLF : P11I_EOL_LF,
+		            mode & 64 ? (mode & 2 ? 2 : 1) : 0);
 		return 0;
 	}
 	in = BIO_new_mem_buf(data + 1, (int)(size - 1));

@@ -2,7 +2,8 @@
  * Standard output's ranges of an input file (src/outcore.c,
  * p11i_out_write_ref()): put together in order at the commit, merged,
  * taken back by a rewind, and never copied from an input that changed.
- * Standard output is a temporary file here (dup2).
+ * Standard output is a temporary file here (dup2).  And files in a
+ * directory opened once (p11i_out_open_in()), and the group sync.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,22 @@
 #include <cmocka.h>
 
 #include "outcore.h"
+
+/* The file systems syncfs() was asked for, in order (this definition stands in for libc's). */
+static dev_t synced[8];
+static int nsynced;
+
+int syncfs(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) != 0)
+		return -1;
+	if (nsynced < 8)
+		synced[nsynced] = st.st_dev;
+	nsynced++;
+	return 0;
+}
 
 #define MIB (1024 * 1024)
 
@@ -446,6 +463,147 @@ static void others_take_the_bytes(void **state)
 	close(p[1]);
 }
 
+/* A prepared file output at @p path holding @p text; through @p d when given. */
+static struct p11i_out *prepared(const struct p11i_out_dir *d, const char *path, const char *text)
+{
+	struct p11i_out *o = NULL;
+	char *why = NULL;
+
+	if (p11i_out_open_in(d, path, 0, sizeof(*o), &o, &why) != P11S_OK)
+		fail_msg("open '%s': %s", path, why ? why : "?");
+	assert_int_equal(p11i_out_write(o, text, strlen(text)), 0);
+	assert_int_equal(p11i_out_prepare(o, &why), P11S_OK);
+	return o;
+}
+
+static void file_is(const char *path, const char *text)
+{
+	char buf[256];
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	assert_int_equal(n, (ssize_t)strlen(text));
+	assert_memory_equal(buf, text, strlen(text));
+}
+
+/*
+ * A batch's directory opened once: its files' file system is known without
+ * asking, and a group on two file systems is synced on both, once each,
+ * through the file opened first on each.
+ */
+static void group_sync_covers_two_file_systems(void **state)
+{
+	char shm[] = "/dev/shm/p11s-outcore-XXXXXX", a[400], b[400], c[400], *why = NULL;
+	struct p11i_out_dir *d = NULL;
+	struct p11i_out *outs[3];
+	struct stat st_tmp, st_shm;
+
+	(void)state;
+	if (mkdtemp(shm) == NULL || stat(dir, &st_tmp) != 0 || stat(shm, &st_shm) != 0 ||
+	    st_tmp.st_dev == st_shm.st_dev) {
+		rmdir(shm);
+		skip();
+	}
+	snprintf(a, sizeof(a), "%s/a.eml", dir);
+	snprintf(b, sizeof(b), "%s/b.eml", shm);
+	snprintf(c, sizeof(c), "%s/c.eml", dir);
+	assert_int_equal(p11i_out_dir_open(dir, &d, &why), P11S_OK);
+	outs[0] = prepared(d, a, "first\n");
+	outs[1] = prepared(d, b, "second\n"); /* not in d: looked up by its path */
+	outs[2] = prepared(d, c, "third\n");
+	p11i_out_dir_free(d); /* the outputs do not need it any more */
+	assert_true(outs[0]->dev_known);
+	assert_int_equal(outs[0]->dev, st_tmp.st_dev);
+	assert_false(outs[1]->dev_known);
+	nsynced = 0;
+	assert_int_equal(p11i_out_sync_group(outs, 3, &why), P11S_OK);
+	assert_int_equal(nsynced, 2);
+	assert_true(synced[0] == st_tmp.st_dev || synced[1] == st_tmp.st_dev);
+	assert_true(synced[0] == st_shm.st_dev || synced[1] == st_shm.st_dev);
+	for (int i = 0; i < 3; i++) {
+		assert_true(outs[i]->synced);
+		commit_ok(outs[i]);
+	}
+	file_is(a, "first\n");
+	file_is(b, "second\n");
+	file_is(c, "third\n");
+	unlink(a);
+	unlink(b);
+	unlink(c);
+	rmdir(shm);
+}
+
+/*
+ * Through a directory opened once, an output keeps its promises: an
+ * existing file is replaced whole and keeps its mode, a directory in the
+ * way is refused, and when the directory's path has come to name another
+ * file system (moved, a link put in its place) the commit fails and
+ * nothing appears anywhere.
+ */
+static void dir_opened_once_keeps_the_promises(void **state)
+{
+	char shm[] = "/dev/shm/p11s-outcore-XXXXXX", sub[300], moved[300], p[400], q[400];
+	char *why = NULL;
+	struct p11i_out_dir *d = NULL;
+	struct p11i_out *o = NULL;
+	struct stat st;
+	int fd;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/outdir", dir);
+	snprintf(moved, sizeof(moved), "%s/outdir.old", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	assert_int_equal(p11i_out_dir_open(sub, &d, &why), P11S_OK);
+
+	/* An existing file: replaced whole, its mode kept. */
+	snprintf(p, sizeof(p), "%s/exists.eml", sub);
+	fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0640);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "old\n", 4), 4);
+	close(fd);
+	assert_int_equal(chmod(p, 0640), 0);
+	o = prepared(d, p, "new\n");
+	file_is(p, "old\n");
+	commit_ok(o);
+	file_is(p, "new\n");
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+
+	/* A directory in the way. */
+	snprintf(q, sizeof(q), "%s/adir.eml", sub);
+	assert_int_equal(mkdir(q, 0700), 0);
+	o = NULL;
+	assert_int_equal(p11i_out_open_in(d, q, 0, sizeof(*o), &o, &why), P11S_E_IO);
+	assert_non_null(strstr(why, "is a directory"));
+	free(why);
+	why = NULL;
+
+	/* The directory moved, its name now another file system's: nothing placed. */
+	snprintf(q, sizeof(q), "%s/late.eml", sub);
+	o = prepared(d, q, "late\n");
+	if (mkdtemp(shm) != NULL && stat(shm, &st) == 0 && st.st_dev != o->dev) {
+		char there[400];
+
+		assert_int_equal(rename(sub, moved), 0);
+		assert_int_equal(symlink(shm, sub), 0);
+		assert_int_not_equal(p11i_out_commit(o, &why), P11S_OK);
+		free(why);
+		snprintf(there, sizeof(there), "%s/late.eml", shm);
+		assert_int_equal(access(there, F_OK), -1);
+		snprintf(there, sizeof(there), "%s/late.eml", moved);
+		assert_int_equal(access(there, F_OK), -1);
+		unlink(sub);
+		rename(moved, sub);
+	} else {
+		p11i_out_abort(o);
+	}
+	rmdir(shm);
+	p11i_out_dir_free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +614,8 @@ int main(void)
 	    cmocka_unit_test(changed_input_writes_nothing),
 	    cmocka_unit_test(short_copy_is_an_error),
 	    cmocka_unit_test(others_take_the_bytes),
+	    cmocka_unit_test(group_sync_covers_two_file_systems),
+	    cmocka_unit_test(dir_opened_once_keeps_the_promises),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "common.h"
 #include "p11smime/io.h"
 
 static char dir[] = "/tmp/p11s-output-XXXXXX";
@@ -201,6 +202,89 @@ static void directory_is_not_an_input(void **state)
 	p11s_error_free(err);
 }
 
+/* What the input's own count says against what stdio says (BIO_tell(): an lseek). */
+static void pos_is_tell(BIO *in)
+{
+	long pos = -1;
+
+	assert_int_equal(p11i_input_pos(in, &pos), 1);
+	assert_int_equal(pos, BIO_tell(in));
+}
+
+/*
+ * An input file counts its position through reads, line reads and seeks,
+ * and gives up (the readers then ask the kernel) where it cannot follow: a
+ * line with a NUL byte, its FILE handed out.  Standard input and a FIFO
+ * are not counted as regular files.
+ */
+static void input_counts_its_position(void **state)
+{
+	static const char text[] = "From: a@example.org\nSubject: s\n\nbody line\nmore of it\n"
+	                           "nul \0 inside\nlast\n";
+	char path[300], line[64], buf[16];
+	BIO *in = NULL;
+	FILE *fp;
+	long pos;
+	int fd;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/pos.eml", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+	close(fd);
+
+	assert_int_equal(p11s_input_open(path, &in, NULL), P11S_OK);
+	pos_is_tell(in);
+	assert_int_equal(BIO_gets(in, line, sizeof(line)), 20);
+	pos_is_tell(in);
+	assert_int_equal(BIO_gets(in, line, 5), 4); /* a line cut by the buffer */
+	pos_is_tell(in);
+	assert_int_equal(BIO_read(in, buf, 7), 7);
+	pos_is_tell(in);
+	assert_int_equal(BIO_seek(in, 3), 0);
+	pos_is_tell(in);
+	assert_int_equal(BIO_reset(in), 0);
+	pos_is_tell(in);
+	assert_int_equal(BIO_seek(in, 53), 0);
+	pos_is_tell(in);
+	assert_true(BIO_eof(in) == 0);
+	pos_is_tell(in);
+	/* "nul \0 inside\n": fgets() reads the line, strlen() counts 4. */
+	assert_int_equal(BIO_gets(in, line, sizeof(line)), 4);
+	assert_int_equal(p11i_input_pos(in, &pos), -1);
+	BIO_free_all(in);
+
+	/* Reads to the end, then the FILE handed out. */
+	assert_int_equal(p11s_input_open(path, &in, NULL), P11S_OK);
+	while (BIO_read(in, buf, sizeof(buf)) > 0)
+		pos_is_tell(in);
+	pos_is_tell(in);
+	assert_int_equal(p11i_input_pos(in, &pos), 1);
+	assert_int_equal(pos, (long)sizeof(text) - 1);
+	assert_true(BIO_get_fp(in, &fp) > 0);
+	assert_int_equal(p11i_input_pos(in, &pos), -1);
+	assert_true(p11i_input_fd(in) >= 0);
+	BIO_free_all(in);
+
+	/* A FIFO: no position to keep. */
+	snprintf(path, sizeof(path), "%s/fifo", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	fd = open(path, O_RDWR); /* so that opening it to read does not wait */
+	assert_true(fd >= 0);
+	assert_int_equal(p11s_input_open(path, &in, NULL), P11S_OK);
+	assert_int_equal(p11i_input_pos(in, &pos), 0);
+	BIO_free_all(in);
+	close(fd);
+	unlink(path);
+
+	/* Standard input: it may not start at 0, and is not counted. */
+	assert_int_equal(p11s_input_open("-", &in, NULL), P11S_OK);
+	assert_int_equal(p11i_input_pos(in, &pos), -1);
+	assert_int_equal(p11i_input_fd(in), -1);
+	BIO_free_all(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -209,6 +293,7 @@ int main(void)
 	    cmocka_unit_test(device_is_written_not_replaced),
 	    cmocka_unit_test(unwritable_dir_is_an_io_error),
 	    cmocka_unit_test(directory_is_not_an_input),
+	    cmocka_unit_test(input_counts_its_position),
 	    cmocka_unit_test(stdout_spills_unnamed_and_appears_whole),
 	    cmocka_unit_test(write_error_is_explained),
 	};

@@ -7,8 +7,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -23,6 +26,7 @@
 #include "common.h"
 #include "hooks_internal.h"
 #include "mime.h"
+#include "p11smime/io.h"
 #include "p11smime/sign.h"
 
 static EVP_PKEY *ca_key, *rsa_key, *p256_key, *p384_key;
@@ -633,6 +637,163 @@ static void template_matches_openssl(void **state)
 	p11s_error_free(err);
 }
 
+/* The canonical entity sign signs of @p msg, computed from memory. */
+static char *canonical(const char *msg)
+{
+	BIO *in = BIO_new_mem_buf(msg, (int)strlen(msg)), *out = BIO_new(BIO_s_mem());
+	p11i_headers *h = NULL;
+	char *data, *copy;
+	long n;
+
+	assert_int_equal(p11i_headers_read(in, 0, &h, NULL), P11S_OK);
+	assert_int_equal(p11i_mime_canonicalize(h, P11I_HDR_CONTENT, in, out, NULL), P11S_OK);
+	n = BIO_get_mem_data(out, &data);
+	copy = malloc((size_t)n + 1);
+	memcpy(copy, data, (size_t)n);
+	copy[n] = '\0';
+	p11i_headers_free(h);
+	BIO_free(in);
+	BIO_free(out);
+	return copy;
+}
+
+/*
+ * From a file opened as the command opens one (its position counted by
+ * its BIO, parts read again from the file, a top-level part written ahead
+ * and taken back): the same message as from memory, whose signature is
+ * over the same canonical entity.
+ */
+static void file_input_signs_as_memory(void **state)
+{
+	static const char multi[] =
+	    /* A part declared 7bit that is not: scanned, then read again from the file. */
+	    "From: a@example.org\nMIME-Version: 1.0\n"
+	    "Content-Type: multipart/mixed; boundary=b\n\npreamble\n--b\n"
+	    "Content-Type: text/plain\n\nclean text\n--b\n"
+	    "Content-Type: text/plain; charset=utf-8\n\ncaf\xc3\xa9 au lait\n--b\n"
+	    "Content-Type: text/plain\n\nlast\n--b--\nepilogue\n";
+	/* A top-level part found 8-bit halfway: written ahead, taken back, encoded. */
+	static const char top8[] =
+	    "From: a@example.org\nContent-Type: text/plain; charset=utf-8\n\n"
+	    "first line\nsecond line \xe2\x82\xac\n";
+	static const char head[] = "From: a@example.org\nContent-Type: text/plain\n\n";
+	static const char line[] = "a line of some thirty bytes..\n";
+	const char *msgs[5] = {plain_lf, multi, top8, NULL, NULL};
+	X509 *cert = ee_cert(p256_key, "critical,digitalSignature");
+	p11s_signer *s = new_signer(cert, p256_key, 0, 0, NULL);
+	p11s_error *err = p11s_error_new();
+	char path[] = "/tmp/p11s-sign-file-XXXXXX", *big, *mem_out, *file_out, *entity;
+	size_t n = sizeof(head) - 1;
+
+	(void)state;
+	/* A long one too: past the readers' blocks. */
+	big = malloc(n + 10000 * (sizeof(line) - 1) + 1);
+	memcpy(big, head, n);
+	for (int i = 0; i < 10000; i++, n += sizeof(line) - 1)
+		memcpy(big + n, line, sizeof(line) - 1);
+	big[n] = '\0';
+	msgs[3] = big;
+	for (int i = 0; msgs[i] != NULL; i++) {
+		const char *m = msgs[i];
+		int fd = mkstemp(path);
+		BIO *in = NULL, *out = BIO_new(BIO_s_mem());
+		char *data;
+		long len;
+
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, m, strlen(m)), (ssize_t)strlen(m));
+		close(fd);
+		assert_int_equal(p11s_input_open(path, &in, err), P11S_OK);
+		assert_int_equal(p11s_signer_sign(s, in, out, err), P11S_OK);
+		BIO_free_all(in);
+		unlink(path);
+		strcpy(path + strlen(path) - 6, "XXXXXX");
+		len = BIO_get_mem_data(out, &data);
+		file_out = strndup(data, (size_t)len);
+		BIO_free(out);
+		assert_int_equal(sign_str(s, m, &mem_out, NULL, err), P11S_OK);
+		entity = canonical(m);
+		assert_true(verify(file_out, entity, 0, NULL));
+		/* The same bytes up to the signature (ECDSA's differ every time). */
+		same_boundary(file_out);
+		same_boundary(mem_out);
+		*strstr(file_out, "Content-Type: application/pkcs7-signature") = '\0';
+		*strstr(mem_out, "Content-Type: application/pkcs7-signature") = '\0';
+		assert_string_equal(file_out, mem_out);
+		free(entity);
+		free(file_out);
+		free(mem_out);
+	}
+	free(big);
+	p11s_signer_free(s);
+	X509_free(cert);
+	p11s_error_free(err);
+}
+
+/* The 24 hex digits of @p signed_msg's boundary. */
+static void boundary_of(const char *signed_msg, char out[25])
+{
+	const char *p = strstr(signed_msg, "_p11s_");
+
+	assert_non_null(p);
+	memcpy(out, p + 6, 24);
+	out[24] = '\0';
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/*
+ * Boundaries come from a page of the kernel's random bytes: all differ,
+ * across the page's refills, and a child after fork() does not hand out
+ * the bytes its parent goes on with.
+ */
+static void boundaries_differ_across_fork(void **state)
+{
+	enum { N = 800 };
+	X509 *cert = ee_cert(p256_key, "critical,digitalSignature");
+	p11s_signer *s = new_signer(cert, p256_key, 0, 0, NULL);
+	p11s_error *err = p11s_error_new();
+	char(*seen)[25] = calloc(N + 2, 25), *out;
+	int p[2], status;
+	pid_t pid;
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(sign_str(s, plain_lf, &out, NULL, err), P11S_OK);
+		boundary_of(out, seen[i]);
+		free(out);
+	}
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char b[25];
+
+		if (sign_str(s, plain_lf, &out, NULL, err) != P11S_OK)
+			_exit(1);
+		boundary_of(out, b);
+		_exit(write(p[1], b, 24) == 24 ? 0 : 1);
+	}
+	close(p[1]);
+	assert_int_equal(read(p[0], seen[N], 24), 24);
+	close(p[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(sign_str(s, plain_lf, &out, NULL, err), P11S_OK);
+	boundary_of(out, seen[N + 1]);
+	free(out);
+	qsort(seen, N + 2, 25, cmp_str);
+	for (int i = 1; i < N + 2; i++)
+		assert_string_not_equal(seen[i - 1], seen[i]);
+	free(seen);
+	p11s_signer_free(s);
+	X509_free(cert);
+	p11s_error_free(err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -642,6 +803,8 @@ int main(void)
 	    cmocka_unit_test(large_message_streams),
 	    cmocka_unit_test(refusals),
 	    cmocka_unit_test(template_matches_openssl),
+	    cmocka_unit_test(file_input_signs_as_memory),
+	    cmocka_unit_test(boundaries_differ_across_fork),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
