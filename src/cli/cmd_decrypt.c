@@ -92,6 +92,7 @@ struct decrypt_batch {
 	const char *agent; /* NULL: here, through cli_ctx() */
 	const p11s_decrypt_opts *o;
 	const char *dir;
+	p11s_output_dir *odir; /* dir, held open (NULL: each output looks it up) */
 };
 
 /*
@@ -120,7 +121,7 @@ static int decrypt_one_file(struct cli *cli, void *arg, const char *file,
 	}
 	rc = p11s_input_open(file, &in, cli->err);
 	if (rc == P11S_OK)
-		rc = p11s_output_open_ex(out_path, P11S_OUTPUT_PRIVATE, &out, cli->err);
+		rc = p11s_output_open_in(b->odir, out_path, P11S_OUTPUT_PRIVATE, &out, cli->err);
 	if (rc == P11S_OK) {
 		rc = p11s_decrypt(cli->ctx, b->o, in, p11s_output_bio(out), &report, cli->err);
 		if (rc != P11S_OK)
@@ -157,8 +158,7 @@ static int decrypt_one_file(struct cli *cli, void *arg, const char *file,
 static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char *dir, char **files,
                          int nfiles, int no_agent, int jobs)
 {
-	struct decrypt_batch b = {no_agent ? NULL : agent_socket(), o, dir};
-
+	struct decrypt_batch b = {no_agent ? NULL : agent_socket(), o, dir, NULL};
 	int bad = cli_batch_check("decrypt", dir, files, nfiles);
 
 	if (bad != 0)
@@ -173,8 +173,13 @@ static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char
 			jobs = AGENT_BATCH_JOBS_MAX;
 	} else if (cli_ctx(cli) == NULL) {
 		return cli->ctx_exit; /* a module that fails once fails for every file */
+	} else if (p11s_output_dir_open(dir, &b.odir, cli->err) != P11S_OK) {
+		/* Without it (it went away?) each file says why when it gets there. */
+		p11s_error_clear(cli->err);
 	}
-	return cli_batch_run(cli, files, nfiles, jobs, decrypt_one_file, &b);
+	bad = cli_batch_run(cli, files, nfiles, jobs, decrypt_one_file, &b);
+	p11s_output_dir_free(b.odir);
+	return bad;
 }
 
 int cmd_decrypt(struct cli *cli, int argc, char **argv)
