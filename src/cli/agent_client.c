@@ -30,6 +30,18 @@ static void conn_init(struct agent_conn *c, const struct cli *cli, const char *s
 	c->errf = cli_err(cli);
 	c->outf = cli_out(cli);
 	c->keep = keep;
+	/* A batch's worker sends its files on one connection. */
+	if (keep != NULL && cli->agent_fd != NULL) {
+		c->reuse = 1;
+		c->fd = *cli->agent_fd;
+	}
+}
+
+/* After a request: what the connection is now, for the worker's next file. */
+static void conn_done(struct cli *cli, const struct agent_conn *c)
+{
+	if (c->reuse)
+		*cli->agent_fd = c->fd;
 }
 
 int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *so, int detached,
@@ -66,6 +78,7 @@ int agent_client_sign(struct cli *cli, const char *sock, const p11s_sign_opts *s
 	agent_put_num(&req, "json", cli->json);
 	agent_put_num(&req, "verbose", cli->verbose);
 	ret = agent_conn_run(&c, &req, in_path, out_path, 0, 0);
+	conn_done(cli, &c);
 	agent_buf_free(&req);
 	return ret;
 }
@@ -93,6 +106,7 @@ int agent_client_decrypt(struct cli *cli, const char *sock, const p11s_decrypt_o
 	agent_put_num(&req, "json", cli->json);
 	agent_put_num(&req, "verbose", cli->verbose);
 	ret = agent_conn_run(&c, &req, in_path, out_path, P11I_OUT_PRIVATE, discard);
+	conn_done(cli, &c);
 	agent_buf_free(&req);
 	return ret;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "agent_conn.h"
 #include "outcore.h"
 
 static const char *last_component(const char *file)
@@ -203,9 +204,11 @@ struct worker {
 	FILE *out, *err;
 	char *obuf, *ebuf;
 	size_t olen, elen;
+	int agent_fd; /* its connection to the agent, kept from file to file; -1: none */
 };
 
-static void worker_streams_close(struct worker *w)
+/* A worker is done: its buffers, and its connection to the agent. */
+static void worker_close(struct worker *w)
 {
 	if (w->out != NULL)
 		fclose(w->out);
@@ -215,6 +218,8 @@ static void worker_streams_close(struct worker *w)
 	free(w->ebuf);
 	w->out = w->err = NULL;
 	w->obuf = w->ebuf = NULL;
+	agent_conn_close(w->agent_fd);
+	w->agent_fd = -1;
 }
 
 /* A copy of the @p len bytes the stream holds in @p buf into *@p to (NULL when none); -1 if out of
@@ -310,7 +315,7 @@ static void *work(void *arg)
 		i = r->next < r->nfiles ? r->next++ : -1;
 		pthread_mutex_unlock(&r->lock);
 		if (i < 0) {
-			worker_streams_close(w);
+			worker_close(w);
 			return NULL;
 		}
 		handle(w, i);
@@ -433,6 +438,8 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 	for (int j = 0; j < jobs; j++) {
 		w[j].run = &r;
 		w[j].cli = *cli;
+		w[j].agent_fd = -1;
+		w[j].cli.agent_fd = &w[j].agent_fd;
 		w[j].cli.err = p11s_error_new();
 		if (w[j].cli.err == NULL || pthread_create(&w[j].tid, NULL, work, &w[j]) != 0) {
 			p11s_error_free(w[j].cli.err);
@@ -491,7 +498,7 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
 		p11s_error_free(w[j].cli.err);
 	}
 	if (started == 0)
-		worker_streams_close(&w[0]);
+		worker_close(&w[0]);
 	free(r.items);
 	free(w);
 	return worst;

@@ -40,6 +40,11 @@ struct cli {
 	 * file's buffers, printed in the order of the files.
 	 */
 	FILE *outf, *errf;
+	/*
+	 * A batch worker's connection to the agent, kept from one file to the
+	 * next (-1: none yet; the worker closes it); NULL outside batches.
+	 */
+	int *agent_fd;
 };
 
 /* The command's standard output and standard error (see struct cli). */

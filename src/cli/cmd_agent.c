@@ -682,40 +682,27 @@ static p11s_rc run_request(struct agent *a, const struct agent_request *rq, stru
 	return rc;
 }
 
-/* One client, from greeting to result. */
-static void serve(struct agent *a, int fd)
+/*
+ * One request on a connection, after the greeting: the request, the
+ * message, the output and the result.  1 when the connection may carry
+ * another request, 0 when it ends here (the client went away, a frame out
+ * of turn, a refusal, a failed send).
+ */
+static int serve_request(struct agent *a, int fd, unsigned char **buf, size_t *cap)
 {
-	struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
-	socklen_t crlen = sizeof(cr);
-	struct timeval tv = {.tv_sec = CLIENT_TIMEOUT};
-	struct agent_buf hello = {0}, res = {0};
+	struct agent_buf res = {0};
 	struct agent_strings sl = {0};
 	struct agent_request rq;
-	unsigned char *buf = NULL;
-	size_t cap = 0;
 	uint8_t type;
 	uint32_t len;
 	struct spool in_sp = {.fd = -1}, out_sp = {.fd = -1};
-	int r, ok;
+	int ok, more = 0;
 	const char *why;
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 || cr.uid != a->uid) {
-		agent_log(a, "refused a client of uid %ld", (long)cr.uid);
-		refuse(fd, P11S_E_TOKEN, "the agent serves uid %ld only; uid %ld is refused",
-		       (long)a->uid, (long)cr.uid);
-		return;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	agent_buf_str(&hello, AGENT_PROTO_VERSION);
-	agent_buf_str(&hello, a->module);
-	r = hello.oom ? -1 : agent_send(fd, AGENT_HELLO, hello.p, (uint32_t)hello.len);
-	agent_buf_free(&hello);
-	if (r != 0)
-		return;
-	if (agent_recv(fd, &type, &buf, &cap, &len) != 1 || type != AGENT_REQUEST)
+	/* Between requests the client may end the connection: no request, nothing to answer. */
+	if (agent_recv(fd, &type, buf, cap, &len) != 1 || type != AGENT_REQUEST)
 		goto out;
-	if (agent_strings_parse(buf, len, &sl) != 0) {
+	if (agent_strings_parse(*buf, len, &sl) != 0) {
 		refuse(fd, P11S_E_INTERNAL, "the agent could not read the request");
 		goto out;
 	}
@@ -725,13 +712,13 @@ static void serve(struct agent *a, int fd)
 	}
 	/* The whole message first: in memory, or a file the library reads at disk speed. */
 	for (;;) {
-		if (agent_recv(fd, &type, &buf, &cap, &len) != 1)
+		if (agent_recv(fd, &type, buf, cap, &len) != 1)
 			goto out; /* the client went away: nothing to answer */
 		if (type == AGENT_END)
 			break;
 		if (type != AGENT_DATA)
 			goto out;
-		if (spool_put(&in_sp, buf, len) != 0) {
+		if (spool_put(&in_sp, *buf, len) != 0) {
 			refuse(fd, P11S_E_IO, "the agent cannot spool the message: %s",
 			       strerror(errno));
 			goto out;
@@ -755,27 +742,63 @@ static void serve(struct agent *a, int fd)
 
 		if (lseek(out_fd, 0, SEEK_SET) != 0)
 			goto out;
-		if (cap < AGENT_DATA_MAX) {
-			unsigned char *p = realloc(buf, AGENT_DATA_MAX);
+		if (*cap < AGENT_DATA_MAX) {
+			unsigned char *p = realloc(*buf, AGENT_DATA_MAX);
 
 			if (p == NULL)
 				goto out;
-			buf = p;
-			cap = AGENT_DATA_MAX;
+			*buf = p;
+			*cap = AGENT_DATA_MAX;
 		}
-		while ((n = read(out_fd, buf, AGENT_DATA_MAX)) > 0)
-			if (agent_send(fd, AGENT_DATA, buf, (uint32_t)n) != 0)
+		while ((n = read(out_fd, *buf, AGENT_DATA_MAX)) > 0)
+			if (agent_send(fd, AGENT_DATA, *buf, (uint32_t)n) != 0)
 				goto out;
 		if (n < 0)
 			goto out; /* no result: the client reports a broken request */
 	}
-	send_result(fd, &res);
+	more = send_result(fd, &res) == 0;
 out:
 	agent_buf_free(&res);
 	agent_strings_free(&sl);
-	free(buf);
 	spool_free(&in_sp);
 	spool_free(&out_sp);
+	return more;
+}
+
+/*
+ * One client, from greeting to its last result.  The greeting offers
+ * "reuse": a client that takes it (a batch's worker) sends its next
+ * request on the same connection, without a connect, a greeting and a
+ * thread's hand-over per file; any other client closes after its result.
+ */
+static void serve(struct agent *a, int fd)
+{
+	struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+	socklen_t crlen = sizeof(cr);
+	struct timeval tv = {.tv_sec = CLIENT_TIMEOUT};
+	struct agent_buf hello = {0};
+	unsigned char *buf = NULL;
+	size_t cap = 0;
+	int r;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 || cr.uid != a->uid) {
+		agent_log(a, "refused a client of uid %ld", (long)cr.uid);
+		refuse(fd, P11S_E_TOKEN, "the agent serves uid %ld only; uid %ld is refused",
+		       (long)a->uid, (long)cr.uid);
+		return;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	agent_buf_str(&hello, AGENT_PROTO_VERSION);
+	agent_buf_str(&hello, a->module);
+	agent_buf_str(&hello, AGENT_HELLO_REUSE);
+	r = hello.oom ? -1 : agent_send(fd, AGENT_HELLO, hello.p, (uint32_t)hello.len);
+	agent_buf_free(&hello);
+	if (r != 0)
+		return;
+	while (serve_request(a, fd, &buf, &cap))
+		;
+	free(buf);
 }
 
 static void *client_thread(void *arg)

@@ -169,6 +169,15 @@ static int hello(const struct agent_conn *c, const struct agent_strings *sl)
 	return 0;
 }
 
+/* Whether a greeting offers more than one request on the connection. */
+static int offers_reuse(const struct agent_strings *sl)
+{
+	for (size_t i = 2; i < sl->n; i++)
+		if (strcmp(sl->s[i], AGENT_HELLO_REUSE) == 0)
+			return 1;
+	return 0;
+}
+
 /* As p11s_input_open(): the file or standard input, never a directory.  -1 after printing. */
 static int input_open(const struct agent_conn *c, const char *path)
 {
@@ -279,6 +288,7 @@ static int start(struct agent_conn *c)
 		return r ? r : 3;
 	}
 	r = hello(c, &sl);
+	c->can_reuse = r == 0 && offers_reuse(&sl);
 	agent_strings_free(&sl);
 	return r;
 }
@@ -346,6 +356,8 @@ static int exchange(struct agent_conn *c, const struct agent_buf *req, int in, c
 		free(owhy);
 		return lost(c, "sent a malformed result");
 	}
+	/* The exchange is whole: the connection may carry another. */
+	c->clean = 1;
 	for (size_t i = 0; c->verbose && i < res->n_verbose; i++)
 		fprintf(errs(c), "p11smime: %s\n", rs->s[res->verbose[i]]);
 	if (res->rc != P11S_OK) {
@@ -402,14 +414,19 @@ int agent_conn_run(struct agent_conn *c, const struct agent_buf *req, const char
 	int in, ret;
 	p11s_rc rc;
 
-	c->fd = -1;
+	if (!c->reuse)
+		c->fd = -1;
+	else if (c->fd >= 0)
+		c->can_reuse = 1; /* kept only where the greeting offered it */
 	c->buf = NULL;
 	c->cap = 0;
+	c->clean = 0;
 	/* The input first, as the command opens it before it loads anything. */
 	in = input_open(c, in_path);
 	if (in < 0)
 		return p11i_rc_exit_code(P11S_E_IO);
-	ret = start(c);
+	/* A kept connection is greeted already. */
+	ret = c->fd >= 0 ? 0 : start(c);
 	if (ret == 0)
 		ret = exchange(c, req, in, in_path, out_path, out_flags, discard, &out, &rs, &res);
 	if (ret != 0)
@@ -448,12 +465,19 @@ int agent_conn_run(struct agent_conn *c, const struct agent_buf *req, const char
 	agent_result_free(&res);
 	agent_strings_free(&rs);
 done:
-	if (c->fd >= 0)
+	if (c->fd >= 0 && !(c->reuse && c->can_reuse && c->clean)) {
 		close(c->fd);
-	c->fd = -1;
+		c->fd = -1;
+	}
 	if (in > STDIN_FILENO)
 		close(in);
 	free(c->buf);
 	c->buf = NULL;
 	return ret;
+}
+
+void agent_conn_close(int fd)
+{
+	if (fd >= 0)
+		close(fd);
 }

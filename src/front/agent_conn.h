@@ -41,8 +41,18 @@ struct agent_conn {
 	 * commits it, and drops what was printed if that fails.
 	 */
 	struct p11i_out **keep;
+	/*
+	 * Keep the connection for the next request (a batch's worker): with
+	 * @p reuse set, agent_conn_run() uses c->fd when it is open, and
+	 * leaves it open after a complete exchange when the agent offers
+	 * reuse; the caller closes it (agent_conn_close()).  Otherwise c->fd
+	 * is the call's own.
+	 */
+	int reuse;
 	/* Filled in by agent_conn_run(). */
 	int fd;
+	int can_reuse; /* the agent's greeting offered reuse */
+	int clean;     /* the last exchange ended with its result: the connection is usable */
 	unsigned char *buf;
 	size_t cap;
 };
@@ -64,6 +74,8 @@ void agent_put_num(struct agent_buf *b, const char *key, long long v);
  */
 int agent_conn_run(struct agent_conn *c, const struct agent_buf *req, const char *in_path,
                    const char *out_path, unsigned out_flags, int discard);
+/* Close a connection kept for reuse; -1 is fine. */
+void agent_conn_close(int fd);
 
 /*
  * Control characters (C0, DEL, C1) of a name shown in a message become

@@ -25,6 +25,13 @@ enum agent_frame_type {
 	AGENT_RESULT = 'R',  /* agent -> client, last: the outcome and the report */
 };
 
+/*
+ * The greeting's third string, when the agent takes more than one request
+ * on a connection (a batch's worker sends its files one after another on
+ * one); a client that does not see it closes after its result.
+ */
+#define AGENT_HELLO_REUSE "reuse"
+
 #define AGENT_HDR_LEN     5
 #define AGENT_DATA_MAX    (64u * 1024)   /* D frames; the client sends this much at most */
 #define AGENT_MSG_MAX     (64u * 1024)   /* Q and H frames */

@@ -218,6 +218,23 @@ if command -v strace >/dev/null; then
 		echo "$bad"
 	}
 	assert_eq 0 "$(verify_all_n out6 4)" "agent: the 4 outputs of the group are in place and verify"
+	# One connection a worker, whatever its files do: a malformed one (the
+	# agent's refusal) and a missing one (nothing sent) in the middle leave
+	# it usable for the next.
+	mkdir out8
+	ASAN_OPTIONS=detect_leaks=0 strace -f -o trace8 -e trace=connect \
+		"$P11SMIME" sign --jobs 1 --signer rsa2048@example.org --out-dir out8 in/m1.eml in/bad.eml \
+		in/m2.eml in/missing.eml in/m3.eml in/m4.eml >/dev/null 2>strace8.err
+	assert_eq 4 $? "agent: a bad and a missing file among six: exit 4"
+	assert_eq 1 "$(grep -c 'connect(' trace8)" "agent: one connection for the worker's six files"
+	assert_eq 2 "$(grep -c 'in/bad.eml: \|in/missing.eml: ' strace8.err)" "agent: the two failures named"
+	assert_eq 0 "$(verify_all_n out8 4)" "agent: the four good files signed on that connection"
+	mkdir out9
+	ASAN_OPTIONS=detect_leaks=0 strace -f -o trace9 -e trace=connect \
+		"$P11SMIME" sign --jobs 2 --signer rsa2048@example.org --out-dir out9 "${files[@]}" >/dev/null 2>&1
+	n=$(grep -c 'connect(' trace9)
+	[ "$n" -ge 1 ] && [ "$n" -le 2 ] && pass "agent: --jobs 2, $n connections for 13 files" ||
+		fail "agent: --jobs 2, $n connections for 13 files"
 else
 	echo "# strace is not installed: the agent's group sync is not counted"
 fi
