@@ -235,6 +235,23 @@ if command -v strace >/dev/null; then
 	n=$(grep -c 'connect(' trace9)
 	[ "$n" -ge 1 ] && [ "$n" -le 2 ] && pass "agent: --jobs 2, $n connections for 13 files" ||
 		fail "agent: --jobs 2, $n connections for 13 files"
+	# An agent that does not offer "reuse" (the first wire format): a
+	# connection for each file, and every file done.
+	if command -v python3 >/dev/null; then
+		mkdir out10
+		python3 "$(dirname "$0")/old_agent.py" "$TEST_TMP/old.sock" "$TEST_TMP/old.ready" &
+		oldpid=$!
+		for _ in $(seq 1 50); do [ -e "$TEST_TMP/old.ready" ] && break; sleep 0.1; done
+		P11SMIME_AGENT_SOCK=$TEST_TMP/old.sock ASAN_OPTIONS=detect_leaks=0 strace -f -o trace10 \
+			-e trace=connect "$P11SMIME" sign --jobs 1 --signer rsa2048@example.org --out-dir out10 \
+			in/m1.eml in/m2.eml in/m3.eml >/dev/null 2>old.err
+		assert_eq 0 $? "an older agent: sign --out-dir of 3 files"
+		assert_eq 3 "$(grep -c 'connect(' trace10)" "an older agent: a connection for each file"
+		assert_eq "3" "$(cat out10/m1.eml out10/m2.eml out10/m3.eml | grep -c 'from the older agent')" \
+			"an older agent: each file has its output"
+		kill "$oldpid" 2>/dev/null
+		wait "$oldpid" 2>/dev/null
+	fi
 else
 	echo "# strace is not installed: the agent's group sync is not counted"
 fi
