@@ -1345,14 +1345,23 @@ out:
  */
 static const struct stat *input_identity(BIO *in, struct stat *st)
 {
-	FILE *fp = p11i_bio_fp(in);
+	/* The input's own descriptor and count where it has them: its FILE asked for, the count
+	 * is lost for the readers after. */
+	FILE *fp = NULL;
+	int fd = p11i_input_fd(in);
 	long t;
 
-	if (fp == NULL || p11i_out_identity(fileno(fp), st) != 0)
+	if (fd < 0 && (fp = p11i_bio_fp(in)) != NULL)
+		fd = fileno(fp);
+	if (fd < 0 || p11i_out_identity(fd, st) != 0)
 		return NULL;
 	/* Bytes stdio read ahead before now were read before the identity: none may be. */
-	t = ftell(fp);
-	if (t < 0 || t != (long)lseek(fileno(fp), 0, SEEK_CUR))
+	if (p11i_input_pos(in, &t) != 1) {
+		if (fp == NULL)
+			fp = p11i_bio_fp(in);
+		t = fp != NULL ? ftell(fp) : -1;
+	}
+	if (t < 0 || t != (long)lseek(fd, 0, SEEK_CUR))
 		return NULL;
 	return st;
 }

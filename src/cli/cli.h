@@ -199,8 +199,16 @@ int cli_batch_run(struct cli *cli, char **files, int nfiles, int jobs, cli_batch
                   void *arg);
 /* --jobs N: 1 to CLI_BATCH_JOBS_MAX; prints and returns 2 when not. */
 #define CLI_BATCH_JOBS_MAX 64
-/* Through the agent, at most this many of a batch's requests at once. */
+/*
+ * Through the agent, each worker sends its files as requests of its own,
+ * served at once by the agent; its 64 connections are shared with other
+ * clients, so a batch takes at most a quarter of them.
+ */
 #define AGENT_BATCH_JOBS_MAX 16
+static inline int cli_batch_agent_jobs(int jobs)
+{
+	return jobs > AGENT_BATCH_JOBS_MAX ? AGENT_BATCH_JOBS_MAX : jobs;
+}
 int cli_batch_jobs(const char *command, const char *text, int *jobs);
 /*
  * Without --jobs (@p jobs 0 for cli_batch_run()): the processors online (the

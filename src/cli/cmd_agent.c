@@ -798,7 +798,8 @@ static void serve(struct agent *a, int fd)
 		return;
 	while (serve_request(a, fd, &buf, &cap))
 		;
-	free(buf);
+	/* Frames of messages and of decrypted content passed through it. */
+	OPENSSL_clear_free(buf, cap);
 }
 
 static void *client_thread(void *arg)

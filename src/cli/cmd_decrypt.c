@@ -164,13 +164,7 @@ static int decrypt_batch(struct cli *cli, const p11s_decrypt_opts *o, const char
 	if (bad != 0)
 		return bad;
 	if (b.agent != NULL) {
-		/*
-		 * Each worker sends its files as requests of its own, served at
-		 * once by the agent; its 64 connections are shared with other
-		 * clients, so a batch takes at most a quarter of them.
-		 */
-		if (jobs > AGENT_BATCH_JOBS_MAX)
-			jobs = AGENT_BATCH_JOBS_MAX;
+		jobs = cli_batch_agent_jobs(jobs);
 	} else if (cli_ctx(cli) == NULL) {
 		return cli->ctx_exit; /* a module that fails once fails for every file */
 	} else if (p11s_output_dir_open(dir, &b.odir, cli->err) != P11S_OK) {

@@ -142,13 +142,7 @@ static int sign_batch(struct cli *cli, const p11s_sign_opts *so, int detached, p
 		if (p11s_output_dir_open(dir, &b.odir, cli->err) != P11S_OK)
 			p11s_error_clear(cli->err);
 	} else {
-		/*
-		 * Each worker sends its files as requests of its own, served at
-		 * once by the agent; its 64 connections are shared with other
-		 * clients, so a batch takes at most a quarter of them.
-		 */
-		if (jobs > AGENT_BATCH_JOBS_MAX)
-			jobs = AGENT_BATCH_JOBS_MAX;
+		jobs = cli_batch_agent_jobs(jobs);
 	}
 	worst = cli_batch_run(cli, files, nfiles, jobs, sign_one_file, &b);
 	p11s_output_dir_free(b.odir);

@@ -471,6 +471,9 @@ done:
 	}
 	if (in > STDIN_FILENO)
 		close(in);
+	/* Frames of the message and of its output (decrypted content) passed through it. */
+	if (c->buf != NULL)
+		explicit_bzero(c->buf, c->cap);
 	free(c->buf);
 	c->buf = NULL;
 	return ret;
