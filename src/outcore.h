@@ -50,6 +50,7 @@ struct p11i_out {
 	int synced;             /* p11i_out_sync_group(): the data is on the disk already */
 	unsigned long seq;      /* order of opening, for p11i_out_sync_group() */
 	off_t written, started; /* bytes in the file; how many of them are under writeback */
+	off_t dropped;          /* how many of them are on the disk and out of the page cache */
 	/* Standard output's ranges of the input, copied from it at commit (p11i_out_write_ref()).
 	 */
 	struct p11i_out_ext *ext;

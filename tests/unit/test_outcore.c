@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -604,6 +607,116 @@ static void dir_opened_once_keeps_the_promises(void **state)
 	p11i_out_dir_free(d);
 }
 
+/* How many bytes of @p fd's first @p size are in the page cache. */
+static size_t resident(int fd, size_t size)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	size_t pages = (size + (size_t)pg - 1) / (size_t)pg, n = 0;
+	unsigned char *vec = malloc(pages);
+	void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+
+	assert_non_null(vec);
+	assert_true(map != MAP_FAILED);
+	assert_int_equal(mincore(map, size, vec), 0);
+	for (size_t i = 0; i < pages; i++)
+		n += vec[i] & 1;
+	munmap(map, size);
+	free(vec);
+	return n * (size_t)pg;
+}
+
+/* @p path holds @p want's @p n bytes, exactly. */
+static void file_holds(const char *path, const unsigned char *want, size_t n)
+{
+	unsigned char *got = malloc(n + 1);
+	int fd = open(path, O_RDONLY);
+
+	assert_non_null(got);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, got, n + 1), (ssize_t)n);
+	assert_memory_equal(got, want, n);
+	close(fd);
+	free(got);
+}
+
+/*
+ * A large output streams through the page cache: a 48 MiB file output
+ * keeps at most its last steps there once committed (the writes took the
+ * pages the disk had finished with), every byte in place.  Standard output
+ * does the same without waiting for the disk, so what stays there is not
+ * asserted, only that a 40 MiB range of an input comes out whole through
+ * it, copied a step at a time.  On tmpfs pages are the file: nothing to
+ * check there.
+ */
+static void large_outputs_leave_the_cache(void **state)
+{
+	const size_t total = 48u * MIB + 4321, big = 40u * MIB + 99;
+	unsigned char *pat = malloc(total), *want = malloc(big + 64);
+	char path[400], big_path[400], *why = NULL;
+	struct p11i_out *o = NULL;
+	struct statfs sf;
+	struct stat st;
+	size_t k, wn = 0;
+	int fd;
+
+	(void)state;
+	assert_non_null(pat);
+	assert_non_null(want);
+	assert_int_equal(statfs(dir, &sf), 0);
+	if (sf.f_type == TMPFS_MAGIC) {
+		print_message("%s is on tmpfs: its pages cannot leave the cache, skipped\n", dir);
+		free(pat);
+		free(want);
+		skip();
+	}
+	for (k = 0; k < total; k++)
+		pat[k] = (unsigned char)(k * 13 + k / 8191);
+	snprintf(path, sizeof(path), "%s/large", dir);
+	assert_int_equal(p11i_out_open(path, 0, sizeof(*o), &o, &why), P11S_OK);
+	for (k = 0; k < total;) {
+		size_t n = 100003 < total - k ? 100003 : total - k;
+
+		assert_int_equal(p11i_out_write(o, pat + k, n), 0);
+		k += n;
+	}
+	commit_ok(o);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	k = resident(fd, total);
+	print_message("48 MiB written: %zu KiB of it in the page cache\n", k / 1024);
+	/* Without the drop the whole file is there: the last three steps at most now. */
+	assert_true(k <= 24u * MIB + 8192);
+	close(fd);
+	file_holds(path, pat, total);
+
+	/* Standard output: a header, 40 MiB of an input file by reference, a trailer. */
+	snprintf(big_path, sizeof(big_path), "%s/big-in", dir);
+	fd = open(big_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, pat, big), (ssize_t)big);
+	{
+		struct timespec pause = {0, 30 * 1000 * 1000};
+
+		nanosleep(&pause, NULL);
+	}
+	assert_int_equal(p11i_out_identity(fd, &st), 0);
+	stdout_to_file();
+	o = open_stdout();
+	bytes(o, "Header: yes\n\n", want, &wn);
+	/* Past standard output's memory first, so that the range is kept as a range. */
+	assert_int_equal(p11i_out_write_ref(o, fd, &st, 0, pat, 2u * MIB), 0);
+	assert_int_equal(p11i_out_write_ref(o, fd, &st, 2u * MIB, pat + 2u * MIB, big - 2u * MIB),
+	                 0);
+	memcpy(want + wn, pat, big);
+	wn += big;
+	bytes(o, "trailer\n", want, &wn);
+	assert_true(o->next >= 1);
+	commit_gives(o, want, wn);
+	close(fd);
+	free(pat);
+	free(want);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -616,6 +729,7 @@ int main(void)
 	    cmocka_unit_test(others_take_the_bytes),
 	    cmocka_unit_test(group_sync_covers_two_file_systems),
 	    cmocka_unit_test(dir_opened_once_keeps_the_promises),
+	    cmocka_unit_test(large_outputs_leave_the_cache),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
