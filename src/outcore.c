@@ -190,10 +190,12 @@ static int unnamed_linkable(void)
  * work, the commit's fsync then waits for the last step only), and what
  * the disk has had for a whole step already is dropped from the cache, so
  * that the next step's writes take the pages just freed.  Taking fresh
- * pages instead is most of the cost of writing a large file where memory
- * is slow to hand out (a 1 GiB write on the development VM: 1.4-1.9 s of
- * system time with fresh pages, 0.13-0.18 s with reused ones), and a
- * 1 GiB output would push 1 GiB of other files' pages out of the cache.
+ * pages instead costs whatever the system makes a new page cost: on the
+ * development VM, whose hypervisor takes back memory the guest leaves
+ * free, a 1 GiB `sign -o FILE` took 1.12-2.19 s of CPU time (median 1.95
+ * s, eight runs) that way and 1.15-1.20 s with the pages reused.  And a
+ * 1 GiB output no longer pushes 1 GiB of other files' pages out of the
+ * cache.
  *
  * @p wait: a file the commit makes durable waits for the step two behind
  * (rarely at all: the disk was given it a step ago), since its fsync would
@@ -789,11 +791,11 @@ static void sink_copied(struct sink *k, off_t n)
  *
  * Into a pipe or a device the kernel moves the pages (sendfile(): a
  * splice, no copy on our side).  Into a regular file it would copy page
- * to page, which measured slower than reading into a buffer and writing
- * it out: 1 GiB from ext4's cache took 0.34-0.74 s of system time onto
- * ext4 and 0.77-1.45 s onto tmpfs through sendfile() (copy_file_range()
- * between two file systems takes the same path), 0.27-0.30 s through a
- * 256 KiB buffer, on the development VM.  A file system that could share
+ * to page; a 256 KiB buffer does as well or better there: `sign > FILE`
+ * of 1 GiB, eight runs of each in turn on the development VM, took a
+ * median 1.27 s of CPU time onto ext4 against 1.36 s with
+ * copy_file_range()/sendfile(), the same onto tmpfs (1.23 / 1.26 s), and
+ * decrypt's spill the same either way.  A file system that could share
  * the blocks instead (a reflink) cannot for these ranges: they are not
  * block-aligned.
  */
