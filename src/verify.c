@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/buffer.h>
@@ -459,8 +460,14 @@ static p11s_rc judge(p11s_verify_report *r)
 	return r->summary ? P11S_OK : P11S_E_NOMEM;
 }
 
-/* The most of a message verify takes (spooled to a temporary file, not held). */
-#define VERIFY_MAX (1024u * 1024 * 1024)
+/*
+ * The most of a message verify takes (spooled to a temporary file, not
+ * held).  Above what sign makes of the largest mail it is measured with
+ * (1 GiB: a few KiB more detached, a third more opaque), which a limit of
+ * 1 GiB refused; it bounds the temporary files (twice this) that a
+ * hostile message can take.
+ */
+#define VERIFY_MAX (4ull * 1024 * 1024 * 1024)
 /* The signature part of multipart/signed is held: signatures and certificates, not content. */
 #define SIG_PART_MAX (16u * 1024 * 1024)
 /* OpenSSL's MIME reader's line length (MAX_SMLEN): lines are cut where it cuts them. */
@@ -473,12 +480,22 @@ static p11s_rc judge(p11s_verify_report *r)
  */
 static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
 {
-	BIO *f = p11i_spool_new(err);
+	BIO *f;
 	char buf[65536];
-	size_t total = 0;
-	int n;
+	unsigned long long total = 0;
+	struct stat st;
+	long pos;
+	int n, fd = p11i_input_fd(in);
 
 	*out = NULL;
+	/* A file known to be too large is refused before gigabytes are copied. */
+	if (fd >= 0 && p11i_input_pos(in, &pos) == 1 && fstat(fd, &st) == 0 &&
+	    S_ISREG(st.st_mode) && st.st_size > pos &&
+	    (unsigned long long)(st.st_size - pos) > VERIFY_MAX)
+		return p11i_err(err, P11S_E_INPUT,
+		                "the message is too large to verify (over %llu MiB)",
+		                VERIFY_MAX >> 20);
+	f = p11i_spool_new(err);
 	if (f == NULL)
 		return p11s_error_rc(err);
 	while ((n = BIO_read(in, buf, sizeof(buf))) > 0) {
@@ -486,7 +503,7 @@ static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
 		if (total > VERIFY_MAX) {
 			BIO_free(f);
 			return p11i_err(err, P11S_E_INPUT,
-			                "the message is too large to verify (over %u MiB)",
+			                "the message is too large to verify (over %llu MiB)",
 			                VERIFY_MAX >> 20);
 		}
 		if (BIO_write(f, buf, n) != n) {

@@ -200,4 +200,16 @@ assert_exit 0 "-o to a device is written straight to it (nothing to rename into 
 run_p11smime verify --trust "$T/plain.eml" -i "$T/detached.eml"
 assert_exit 4 "a --trust file without certificates"
 
+# Past the limit (4 GiB): a file is refused from its size, before anything
+# is copied.  A sparse 5 GiB file, and at most 32 MiB for any file this
+# process writes: copying it to the temporary file would fail ("cannot
+# write a temporary file") instead of naming the size.
+truncate -s 5G "$T/huge.eml"
+(ulimit -f 65536 && exec "$P11SMIME" verify --trust "$CA_PEM" -i "$T/huge.eml") \
+	</dev/null >"$T/huge.out" 2>"$T/huge.err"
+RC=$?
+assert_exit 4 "a 5 GiB message is refused"
+assert_contains "$T/huge.err" "the message is too large to verify (over 4096 MiB)"
+rm -f "$T/huge.eml"
+
 finish
