@@ -298,9 +298,12 @@ static int start(struct agent_conn *c)
  * output and the result.  *rs and *res receive the result on success.
  * 0, or the exit code after printing.
  */
+/* exchange(): a kept connection closed before the answer began; nothing was printed. */
+#define EXCHANGE_AGAIN (-1)
+
 static int exchange(struct agent_conn *c, const struct agent_buf *req, int in, const char *in_path,
-                    const char *out_path, unsigned out_flags, int discard, struct p11i_out **outp,
-                    struct agent_strings *rs, struct agent_result *res)
+                    const char *out_path, unsigned out_flags, int discard, int kept,
+                    struct p11i_out **outp, struct agent_strings *rs, struct agent_result *res)
 {
 	struct p11i_out *out = NULL;
 	uint8_t type;
@@ -322,8 +325,17 @@ static int exchange(struct agent_conn *c, const struct agent_buf *req, int in, c
 		        in_path ? cli_safe(in_path) : "standard input", strerror(errno));
 		return 4;
 	}
-	for (;;) {
+	for (int frames = 0;; frames++) {
 		r = agent_recv(c->fd, &type, &c->buf, &c->cap, &len);
+		/*
+		 * A connection kept from the last file that ends before any
+		 * answer was closed by the agent between the two (its idle
+		 * timeout, a restart): the request is sent again on a new one.
+		 * One that ends later, or a new one, is the agent stopping
+		 * during the request.
+		 */
+		if (r <= 0 && kept && frames == 0)
+			return EXCHANGE_AGAIN;
 		if (r <= 0) {
 			p11i_out_abort(out);
 			free(owhy);
@@ -411,7 +423,8 @@ int agent_conn_run(struct agent_conn *c, const struct agent_buf *req, const char
 	struct agent_result res;
 	struct p11i_out *out = NULL;
 	char *why = NULL;
-	int in, ret;
+	int in, ret, kept;
+	off_t in_at;
 	p11s_rc rc;
 
 	if (!c->reuse)
@@ -425,10 +438,23 @@ int agent_conn_run(struct agent_conn *c, const struct agent_buf *req, const char
 	in = input_open(c, in_path);
 	if (in < 0)
 		return p11i_rc_exit_code(P11S_E_IO);
+	kept = c->fd >= 0;
+	in_at = kept ? lseek(in, 0, SEEK_CUR) : -1;
 	/* A kept connection is greeted already. */
-	ret = c->fd >= 0 ? 0 : start(c);
+	ret = kept ? 0 : start(c);
 	if (ret == 0)
-		ret = exchange(c, req, in, in_path, out_path, out_flags, discard, &out, &rs, &res);
+		ret = exchange(c, req, in, in_path, out_path, out_flags, discard, kept, &out, &rs,
+		               &res);
+	if (ret == EXCHANGE_AGAIN) {
+		close(c->fd);
+		c->fd = -1;
+		/* The message again from its start: a file can be read again, a pipe cannot. */
+		if (in_at < 0 || lseek(in, in_at, SEEK_SET) != in_at)
+			ret = lost(c, "closed the connection");
+		else if ((ret = start(c)) == 0)
+			ret = exchange(c, req, in, in_path, out_path, out_flags, discard, 0, &out,
+			               &rs, &res);
+	}
 	if (ret != 0)
 		goto done;
 	if (res.rc != P11S_OK) {

@@ -4,7 +4,12 @@ connection and does not offer "reuse" in its greeting: what a newer
 client must still work with (it connects for each file).  It answers every
 request with the same few bytes of output and rc 0.
 
-    old_agent.py SOCKET READY_FILE
+    old_agent.py SOCKET READY_FILE [drop]
+
+With "drop" it offers "reuse" and still closes each connection after one
+request, as an agent does whose idle timeout ends a kept connection, or
+that was restarted, between two files: a client that kept the connection
+must send the next file again on a new one.
 """
 import os
 import socket
@@ -30,8 +35,9 @@ def read_exact(conn, n):
     return data
 
 
-def serve(conn):
-    conn.sendall(frame(b"H", strings(b"1", os.environ.get("P11SMIME_MODULE", "").encode())))
+def serve(conn, drop):
+    hello = [b"1", os.environ.get("P11SMIME_MODULE", "").encode()] + ([b"reuse"] if drop else [])
+    conn.sendall(frame(b"H", strings(*hello)))
     while True:
         kind, length = struct.unpack(">cI", read_exact(conn, 5))
         read_exact(conn, length)
@@ -42,6 +48,7 @@ def serve(conn):
 
 def main():
     path, ready = sys.argv[1], sys.argv[2]
+    drop = len(sys.argv) > 3 and sys.argv[3] == "drop"
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(8)
@@ -49,7 +56,7 @@ def main():
     while True:
         conn, _ = srv.accept()
         try:
-            serve(conn)
+            serve(conn, drop)
         except (EOFError, OSError):
             pass
         finally:

@@ -251,6 +251,23 @@ if command -v strace >/dev/null; then
 			"an older agent: each file has its output"
 		kill "$oldpid" 2>/dev/null
 		wait "$oldpid" 2>/dev/null
+		# An agent that offers "reuse" but closes the kept connection
+		# between two files (its idle timeout, a restart): each next file
+		# is sent again on a new connection, and every file is done.
+		mkdir out11
+		python3 "$(dirname "$0")/old_agent.py" "$TEST_TMP/drop.sock" "$TEST_TMP/drop.ready" drop &
+		oldpid=$!
+		for _ in $(seq 1 50); do [ -e "$TEST_TMP/drop.ready" ] && break; sleep 0.1; done
+		P11SMIME_AGENT_SOCK=$TEST_TMP/drop.sock ASAN_OPTIONS=detect_leaks=0 strace -f -o trace11 \
+			-e trace=connect "$P11SMIME" sign --jobs 1 --signer rsa2048@example.org --out-dir out11 \
+			in/m1.eml in/m2.eml in/m3.eml >/dev/null 2>drop.err
+		assert_eq 0 $? "a kept connection closed between files: sign --out-dir of 3 files"
+		assert_eq 3 "$(grep -c 'connect(' trace11)" "a kept connection closed: a new one for each next file"
+		assert_eq "3" "$(cat out11/m1.eml out11/m2.eml out11/m3.eml | grep -c 'from the older agent')" \
+			"a kept connection closed: each file has its output"
+		assert_eq 0 "$(wc -c <drop.err)" "a kept connection closed: nothing said about it"
+		kill "$oldpid" 2>/dev/null
+		wait "$oldpid" 2>/dev/null
 	fi
 else
 	echo "# strace is not installed: the agent's group sync is not counted"
