@@ -235,39 +235,40 @@ if command -v strace >/dev/null; then
 	n=$(grep -c 'connect(' trace9)
 	[ "$n" -ge 1 ] && [ "$n" -le 2 ] && pass "agent: --jobs 2, $n connections for 13 files" ||
 		fail "agent: --jobs 2, $n connections for 13 files"
-	# An agent that does not offer "reuse" (the first wire format): a
-	# connection for each file, and every file done.
+	# stand_in NAME [drop]: sign --out-dir of in/m1..m3.eml into outNAME
+	# through tests/integration/old_agent.py (strace of its connects in
+	# traceNAME, stderr in NAME.err); the exit code.
+	stand_in() {
+		local name=$1 rc pid
+		mkdir "out$name"
+		python3 "$(dirname "$0")/old_agent.py" "$TEST_TMP/$name.sock" "$TEST_TMP/$name.ready" ${2:-} &
+		pid=$!
+		for _ in $(seq 1 50); do [ -e "$TEST_TMP/$name.ready" ] && break; sleep 0.1; done
+		P11SMIME_AGENT_SOCK=$TEST_TMP/$name.sock ASAN_OPTIONS=detect_leaks=0 strace -f -o "trace$name" \
+			-e trace=connect "$P11SMIME" sign --jobs 1 --signer rsa2048@example.org --out-dir "out$name" \
+			in/m1.eml in/m2.eml in/m3.eml >/dev/null 2>"$name.err"
+		rc=$?
+		kill "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		return $rc
+	}
+	# outputs NAME: how many of the three files have the stand-in's output
+	outputs() { cat "out$1/m1.eml" "out$1/m2.eml" "out$1/m3.eml" | grep -c 'from the older agent'; }
 	if command -v python3 >/dev/null; then
-		mkdir out10
-		python3 "$(dirname "$0")/old_agent.py" "$TEST_TMP/old.sock" "$TEST_TMP/old.ready" &
-		oldpid=$!
-		for _ in $(seq 1 50); do [ -e "$TEST_TMP/old.ready" ] && break; sleep 0.1; done
-		P11SMIME_AGENT_SOCK=$TEST_TMP/old.sock ASAN_OPTIONS=detect_leaks=0 strace -f -o trace10 \
-			-e trace=connect "$P11SMIME" sign --jobs 1 --signer rsa2048@example.org --out-dir out10 \
-			in/m1.eml in/m2.eml in/m3.eml >/dev/null 2>old.err
+		# An agent that does not offer "reuse" (the first wire format): a
+		# connection for each file, and every file done.
+		stand_in old
 		assert_eq 0 $? "an older agent: sign --out-dir of 3 files"
-		assert_eq 3 "$(grep -c 'connect(' trace10)" "an older agent: a connection for each file"
-		assert_eq "3" "$(cat out10/m1.eml out10/m2.eml out10/m3.eml | grep -c 'from the older agent')" \
-			"an older agent: each file has its output"
-		kill "$oldpid" 2>/dev/null
-		wait "$oldpid" 2>/dev/null
+		assert_eq 3 "$(grep -c 'connect(' traceold)" "an older agent: a connection for each file"
+		assert_eq 3 "$(outputs old)" "an older agent: each file has its output"
 		# An agent that offers "reuse" but closes the kept connection
 		# between two files (its idle timeout, a restart): each next file
 		# is sent again on a new connection, and every file is done.
-		mkdir out11
-		python3 "$(dirname "$0")/old_agent.py" "$TEST_TMP/drop.sock" "$TEST_TMP/drop.ready" drop &
-		oldpid=$!
-		for _ in $(seq 1 50); do [ -e "$TEST_TMP/drop.ready" ] && break; sleep 0.1; done
-		P11SMIME_AGENT_SOCK=$TEST_TMP/drop.sock ASAN_OPTIONS=detect_leaks=0 strace -f -o trace11 \
-			-e trace=connect "$P11SMIME" sign --jobs 1 --signer rsa2048@example.org --out-dir out11 \
-			in/m1.eml in/m2.eml in/m3.eml >/dev/null 2>drop.err
+		stand_in drop drop
 		assert_eq 0 $? "a kept connection closed between files: sign --out-dir of 3 files"
-		assert_eq 3 "$(grep -c 'connect(' trace11)" "a kept connection closed: a new one for each next file"
-		assert_eq "3" "$(cat out11/m1.eml out11/m2.eml out11/m3.eml | grep -c 'from the older agent')" \
-			"a kept connection closed: each file has its output"
+		assert_eq 3 "$(grep -c 'connect(' tracedrop)" "a kept connection closed: a new one for each next file"
+		assert_eq 3 "$(outputs drop)" "a kept connection closed: each file has its output"
 		assert_eq 0 "$(wc -c <drop.err)" "a kept connection closed: nothing said about it"
-		kill "$oldpid" 2>/dev/null
-		wait "$oldpid" 2>/dev/null
 	fi
 else
 	echo "# strace is not installed: the agent's group sync is not counted"
