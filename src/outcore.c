@@ -908,18 +908,29 @@ static p11s_rc commit_stdout(struct p11i_out *o, char **why)
 	struct stat st;
 	off_t start = -1;
 	const char *what = NULL;
-	int regular, r;
+	int regular, undo = 0, r;
 
 	/* Nothing reaches standard output when the ranges would not be what was signed. */
 	if (o->next > 0 && (what = ref_changed(o)) != NULL)
 		return fail(why, P11S_E_INPUT,
 		            "the input changed while it was signed: %s (nothing was written)",
 		            what);
-	regular = fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode);
 	/* Whatever stdio holds goes first (nothing should, but keep the order). */
 	fflush(stdout);
-	if (regular)
-		start = lseek(STDOUT_FILENO, 0, SEEK_CUR);
+	regular = fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode);
+	if (regular) {
+		int fl = fcntl(STDOUT_FILENO, F_GETFL);
+
+		/*
+		 * Where the bytes go: the end of a file opened for appending
+		 * (>>), whose offset says nothing before the first write (it
+		 * was taken for the start: a failed commit emptied the
+		 * mailbox it appended to); else the offset.
+		 */
+		start = fl >= 0 && (fl & O_APPEND) ? st.st_size : lseek(STDOUT_FILENO, 0, SEEK_CUR);
+		/* Only an end can be taken back: what was written over a file's middle cannot. */
+		undo = start >= 0 && start == st.st_size;
+	}
 	if (o->fd < 0 && o->next == 0) {
 		r = p11i_write_full(STDOUT_FILENO, o->buf, o->len);
 	} else {
@@ -936,12 +947,14 @@ static p11s_rc commit_stdout(struct p11i_out *o, char **why)
 		return P11S_OK;
 	o->werr = r == -2 ? 0 : errno;
 	/* A file on standard output (disk full): take back the part written. */
-	if (start >= 0 && ftruncate(STDOUT_FILENO, start) == 0)
+	if (undo && ftruncate(STDOUT_FILENO, start) == 0)
 		lseek(STDOUT_FILENO, start, SEEK_SET);
+	else
+		undo = 0;
 	if (r == -2)
 		return fail(why, P11S_E_INPUT, "the input changed while it was signed: %s%s", what,
-		            start >= 0 ? " (what was written is taken back)"
-		                       : " (standard output has part of the message)");
+		            undo ? " (what was written is taken back)"
+		                 : " (standard output has part of the message)");
 	return p11i_out_explain(o, P11S_E_IO, why);
 }
 

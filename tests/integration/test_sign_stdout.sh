@@ -153,6 +153,38 @@ if command -v strace >/dev/null; then
 	assert_contains change.err "the input changed while it was signed" \
 		"an input changed during the copy is named"
 	assert_eq 0 "$(stat -c %s change.stdout)" "what was copied to standard output is taken back"
+
+	# The same onto a mailbox opened for appending (>>): what was taken
+	# back is this message, not the mailbox before it (the offset of an
+	# O_APPEND file says 0 before the first write: the commit took it
+	# for the start and emptied the mailbox).
+	cp lf.eml change.eml
+	printf 'From someone Sat Dec  5 05:00:00 2026\nSubject: an earlier mail\n\nkept\n' >mbox
+	cp mbox mbox.before
+	sleep 0.1
+	ASAN_OPTIONS=detect_leaks=0 strace -f -o /dev/null -e trace=pread64 \
+		-e inject=pread64:delay_enter=100000 \
+		"$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i change.eml >>mbox 2>append.err &
+	pid=$!
+	for _ in $(seq 600); do
+		[ "$(stat -c %s mbox)" -gt "$(stat -c %s mbox.before)" ] && break
+		sleep 0.05
+	done
+	printf 'tampered' | dd of=change.eml bs=1 seek=100000 conv=notrunc status=none
+	wait $pid
+	assert_eq 4 $? ">> MAILBOX, the input changed during the copy: exit 4"
+	assert_contains append.err "(what was written is taken back)" ">> MAILBOX: taken back"
+	cmp -s mbox mbox.before && pass ">> MAILBOX: the mailbox is as it was" ||
+		fail ">> MAILBOX: the mailbox changed ($(stat -c %s mbox) bytes, $(stat -c %s mbox.before) before)"
 fi
+
+# >> MAILBOX that succeeds: the mailbox's mail, then the signed message.
+printf 'From someone Sat Dec  5 05:00:00 2026\nSubject: an earlier mail\n\nkept\n' >mbox2
+"$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i lf.eml >>mbox2 2>append2.err
+assert_eq 0 $? "sign >> MAILBOX"
+sed '1,4d' mbox2 >mbox2.msg
+[ "$(head -n 4 mbox2 | tail -n 1)" = kept ] && content mbox2.msg mbox2.body && cmp -s mbox2.body body.lf &&
+	pass ">> MAILBOX: the earlier mail, then a message that verifies" ||
+	fail ">> MAILBOX: the mailbox does not hold the earlier mail and the message"
 
 finish
