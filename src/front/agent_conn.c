@@ -293,14 +293,15 @@ static int start(struct agent_conn *c)
 	return r;
 }
 
-/*
- * The request after the greeting: send it and the message, take the
- * output and the result.  *rs and *res receive the result on success.
- * 0, or the exit code after printing.
- */
 /* exchange(): a kept connection closed before the answer began; nothing was printed. */
 #define EXCHANGE_AGAIN (-1)
 
+/*
+ * The request after the greeting: send it and the message, take the
+ * output and the result.  *rs and *res receive the result on success.
+ * 0, or the exit code after printing; EXCHANGE_AGAIN, printing nothing,
+ * when @p kept (the connection served the file before) ends first.
+ */
 static int exchange(struct agent_conn *c, const struct agent_buf *req, int in, const char *in_path,
                     const char *out_path, unsigned out_flags, int discard, int kept,
                     struct p11i_out **outp, struct agent_strings *rs, struct agent_result *res)
