@@ -22,7 +22,10 @@
 #     ends with an fsync, so on a disk slower than half the SHA-256 rate
 #     this is the honest figure;
 #   - the same runs into tmpfs (/dev/shm: -o FILE, standard output and the
-#     spill file there), where no disk is waited for: the CPU-bound figure.
+#     spill file there), where no disk is waited for: the CPU-bound figure;
+#   - before and after the rows, the system time of writing 1 GiB of new
+#     pages (dd into tmpfs): what the machine charges for fresh memory at
+#     the time, which moves every row that makes a large output.
 # Goals: each ratio >= 0.50 and peak RSS <= 32 MiB.  -r times another
 # p11smime build alongside (before/after), run for run in turn with this
 # one.  -n RUNS times each row RUNS times and prints the median of each
@@ -104,6 +107,24 @@ fi
 
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -m), $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "openssl speed -evp sha256 (16 KiB): $sha MB/s; disk ($(df -PT "$work" | awk 'NR == 2 { print $2 }'), dd conv=fsync, $mib MiB): $disk MB/s"
+# What new pages cost now: system time of dd writing 1 GiB into tmpfs, every
+# page a new one.  A VM whose host takes back the memory its guest leaves
+# free charges several times more for them some minutes than others, and
+# every row that makes a large output pays it (docs/performance.md, sixth
+# round); printed before and after the rows.
+new_pages() {
+	if [ -z "$shm" ] || [ "$(df -Pk /dev/shm | awk 'NR == 2 { print $4 }')" -lt $((1024 * 1024 + 65536)) ]; then
+		echo "(no room for 1 GiB in /dev/shm)"
+		return
+	fi
+	if /usr/bin/time -f "%S" -o "$work/np" dd if=/dev/zero of="$shm/np" bs=256k count=4096 status=none; then
+		echo "$(tail -n 1 "$work/np") s of system time for 1 GiB of new pages (dd into tmpfs)"
+	else
+		echo "(dd into /dev/shm failed)"
+	fi
+	rm -f "$shm/np"
+}
+echo "new pages: $(new_pages)"
 echo "payload $mib MiB; goals: ratio >= 0.50 (of SHA-256; on disk, of the disk where it is the slower), RSS <= 32 MiB"
 [ -n "$shm" ] || echo "(no room in /dev/shm: tmpfs rows left out)"
 printf '%-5s %-5s %-22s %7s %8s %6s %7s %8s %6s %6s %6s %7s\n' build into run wall-s MB/s ratio cpu-s MB/s ratio paired "/disk" "RSS MiB"
@@ -183,3 +204,4 @@ for where in disk tmpfs; do
 	row "decrypt > FILE (GCM)" $where "$dir/stdout" decrypt -i "$work/big.p7m"
 	if [ $pipe = 1 ]; then row "decrypt | cat (GCM)" $where "|" decrypt -i "$work/big.p7m"; fi
 done
+echo "new pages, after the rows: $(new_pages)"
