@@ -468,6 +468,13 @@ static p11s_rc judge(p11s_verify_report *r)
  * hostile message can take.
  */
 #define VERIFY_MAX (4ull * 1024 * 1024 * 1024)
+/*
+ * The most of a message that is not multipart/signed: OpenSSL's reader
+ * holds an opaque message, and its content, in memory (about three times
+ * the message), so the limit there stays what it was before the one above
+ * was raised.
+ */
+#define HELD_MAX (1024ull * 1024 * 1024)
 /* The signature part of multipart/signed is held: signatures and certificates, not content. */
 #define SIG_PART_MAX (16u * 1024 * 1024)
 /* OpenSSL's MIME reader's line length (MAX_SMLEN): lines are cut where it cuts them. */
@@ -478,7 +485,13 @@ static p11s_rc judge(p11s_verify_report *r)
  * the rest is parsed, and holding the message would take its size in
  * memory (three times, with OpenSSL's copies).
  */
-static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
+static p11s_rc too_large(p11s_error *err, unsigned long long max, const char *how)
+{
+	return p11i_err(err, P11S_E_INPUT, "the message is too large to verify%s (over %llu MiB)",
+	                how, max >> 20);
+}
+
+static p11s_rc spool(BIO *in, BIO **out, unsigned long long *size, p11s_error *err)
 {
 	BIO *f;
 	char buf[65536];
@@ -492,9 +505,7 @@ static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
 	if (fd >= 0 && p11i_input_pos(in, &pos) == 1 && fstat(fd, &st) == 0 &&
 	    S_ISREG(st.st_mode) && st.st_size > pos &&
 	    (unsigned long long)(st.st_size - pos) > VERIFY_MAX)
-		return p11i_err(err, P11S_E_INPUT,
-		                "the message is too large to verify (over %llu MiB)",
-		                VERIFY_MAX >> 20);
+		return too_large(err, VERIFY_MAX, "");
 	f = p11i_spool_new(err);
 	if (f == NULL)
 		return p11s_error_rc(err);
@@ -502,9 +513,7 @@ static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
 		total += (size_t)n;
 		if (total > VERIFY_MAX) {
 			BIO_free(f);
-			return p11i_err(err, P11S_E_INPUT,
-			                "the message is too large to verify (over %llu MiB)",
-			                VERIFY_MAX >> 20);
+			return too_large(err, VERIFY_MAX, "");
 		}
 		if (BIO_write(f, buf, n) != n) {
 			BIO_free(f);
@@ -526,6 +535,7 @@ static p11s_rc spool(BIO *in, BIO **out, p11s_error *err)
 		return p11i_err(err, P11S_E_INPUT, "the input is empty");
 	}
 	*out = f;
+	*size = total;
 	return P11S_OK;
 }
 
@@ -681,10 +691,11 @@ out:
  * The CMS of the message in @p msg (at its start) and, when detached, the
  * signed content.  multipart/signed goes through split_signed() (bounded
  * memory); anything else through OpenSSL's reader, which holds an opaque
- * message's content in memory.  NULL *cms with P11S_OK: not S/MIME.
+ * message's content in memory (so at most HELD_MAX of @p size bytes).
+ * NULL *cms with P11S_OK: not S/MIME.
  */
-static p11s_rc read_cms(BIO *msg, const p11i_headers *outer, CMS_ContentInfo **cms, BIO **bcont,
-                        p11s_error *err)
+static p11s_rc read_cms(BIO *msg, unsigned long long size, const p11i_headers *outer,
+                        CMS_ContentInfo **cms, BIO **bcont, p11s_error *err)
 {
 	char *ct = p11i_headers_get(outer, "Content-Type");
 	char *type = ct ? p11i_mime_media_type(ct) : NULL;
@@ -695,6 +706,8 @@ static p11s_rc read_cms(BIO *msg, const p11i_headers *outer, CMS_ContentInfo **c
 	if (bound != NULL && *bound != '\0') {
 		/* The body starts where the header block ended. */
 		rc = split_signed(msg, bound, cms, bcont, err);
+	} else if (size > HELD_MAX) {
+		rc = too_large(err, HELD_MAX, " unless it is multipart/signed");
 	} else if (BIO_seek(msg, 0) != 0) {
 		rc = p11i_err(err, P11S_E_IO, "cannot read a temporary file: %s", strerror(errno));
 	} else {
@@ -873,6 +886,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	char buf[16384];
 	int n, nid;
 	p11s_verify_opts defaults = {0};
+	unsigned long long size = 0;
 
 	*out = NULL;
 	if (opts == NULL)
@@ -883,7 +897,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	if (r == NULL)
 		return p11i_err_nomem(err);
 	r->at = opts->at ? opts->at : time(NULL);
-	rc = spool(in, &mem, err);
+	rc = spool(in, &mem, &size, err);
 	if (rc != P11S_OK)
 		goto out;
 	rc = p11i_headers_read(mem, 0, &outer, err);
@@ -894,7 +908,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		cout.outer = outer;
 		cout.to_lf = p11i_headers_eol(outer) == P11I_EOL_LF;
 	}
-	rc = read_cms(mem, outer, &cms, &bcont, err);
+	rc = read_cms(mem, size, outer, &cms, &bcont, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (cms == NULL) {

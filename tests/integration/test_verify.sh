@@ -211,5 +211,17 @@ RC=$?
 assert_exit 4 "a 5 GiB message is refused"
 assert_contains "$T/huge.err" "the message is too large to verify (over 4096 MiB)"
 rm -f "$T/huge.eml"
+# An opaque signature is read into memory by OpenSSL: past 1 GiB it is
+# refused, where a multipart/signed message of that size is streamed.
+{
+	printf 'From: a@example.org\nMIME-Version: 1.0\n'
+	printf 'Content-Type: application/pkcs7-mime; smime-type=signed-data\n'
+	printf 'Content-Transfer-Encoding: base64\n\n'
+} >"$T/opaque-big.eml"
+truncate -s 1100M "$T/opaque-big.eml"
+run_p11smime verify --trust "$CA_PEM" -i "$T/opaque-big.eml"
+assert_exit 4 "an opaque message of 1100 MiB is refused"
+assert_contains "$ERR" "the message is too large to verify unless it is multipart/signed (over 1024 MiB)"
+rm -f "$T/opaque-big.eml"
 
 finish
