@@ -203,26 +203,34 @@ static int unnamed_linkable(void)
  * (rarely at all: the disk was given it a step ago), since its fsync would
  * wait for it anyway.  Standard output is not made durable, so it does
  * not wait for the disk: only the pages already written are dropped, the
- * others stay.  Outputs under three steps never drop anything.  Errors
- * are the fsync's (or the kernel's writeback's) to report: the pages then
- * simply stay.  tmpfs ignores both calls.
+ * others stay.  Outputs under three steps never drop anything.  tmpfs
+ * ignores both calls.
+ *
+ * -1 (errno) when the disk failed a step waited for.  That error must be
+ * the output's: the wait consumes it (the file's writeback error cursor
+ * moves on), so the commit's fsync would return 0 and link a file whose
+ * dropped pages never reached the disk, or copy back a spill that is not
+ * what was written.  Where the call is not supported, nothing is dropped.
  */
-static void behind(int fd, off_t base, off_t *started, off_t *dropped, off_t pos, int wait)
+static int behind(int fd, off_t base, off_t *started, off_t *dropped, off_t pos, int wait)
 {
 	off_t upto = *started - WRITEBACK_STEP;
 
 	if (pos - *started < WRITEBACK_STEP)
-		return;
+		return 0;
 	sync_file_range(fd, base + *started, pos - *started, SYNC_FILE_RANGE_WRITE);
 	*started = pos;
 	if (upto - *dropped < WRITEBACK_STEP)
-		return;
+		return 0;
 	if (wait && sync_file_range(fd, base + *dropped, upto - *dropped,
 	                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
 	                                SYNC_FILE_RANGE_WAIT_AFTER) != 0)
-		return;
+		return errno == EINVAL || errno == ENOSYS || errno == ESPIPE || errno == EOPNOTSUPP
+		           ? 0
+		           : -1;
 	(void)posix_fadvise(fd, base + *dropped, upto - *dropped, POSIX_FADV_DONTNEED);
 	*dropped = upto;
+	return 0;
 }
 
 /*
@@ -236,16 +244,22 @@ static void behind(int fd, off_t base, off_t *started, off_t *dropped, off_t pos
  * bounded even where the disk is slower than the work; a smaller spill,
  * the usual mail, never touches the disk.
  */
-static void out_wrote(struct p11i_out *o, size_t n)
+static int out_wrote(struct p11i_out *o, size_t n)
 {
 	o->written += (off_t)n;
-	if (o->kind == OUT_FILE || (o->kind == OUT_STDOUT && o->written >= SPILL_BEHIND))
-		behind(o->fd, 0, &o->started, &o->dropped, o->written, 1);
+	if ((o->kind == OUT_FILE || (o->kind == OUT_STDOUT && o->written >= SPILL_BEHIND)) &&
+	    behind(o->fd, 0, &o->started, &o->dropped, o->written, 1) != 0) {
+		o->werr = errno;
+		return -1;
+	}
+	return 0;
 }
 
 /* Write out the buffer (spilling standard output to a file first if needed). */
 static int out_drain(struct p11i_out *o)
 {
+	size_t n;
+
 	if (o->werr)
 		return -1;
 	if (o->len == 0)
@@ -261,9 +275,9 @@ static int out_drain(struct p11i_out *o)
 		o->werr = errno;
 		return -1;
 	}
-	out_wrote(o, o->len);
+	n = o->len;
 	o->len = 0;
-	return 0;
+	return out_wrote(o, n);
 }
 
 int p11i_out_write(struct p11i_out *o, const void *in, size_t len)
@@ -308,7 +322,8 @@ int p11i_out_write(struct p11i_out *o, const void *in, size_t len)
 				o->werr = errno;
 				return -1;
 			}
-			out_wrote(o, n);
+			if (out_wrote(o, n) != 0)
+				return -1;
 			break;
 		}
 		room = o->cap - o->len;
@@ -793,7 +808,7 @@ static void sink_copied(struct sink *k, off_t n)
 {
 	k->pos += n;
 	if (k->regular)
-		behind(k->fd, k->base, &k->started, &k->dropped, k->pos, 0);
+		(void)behind(k->fd, k->base, &k->started, &k->dropped, k->pos, 0);
 }
 
 /*

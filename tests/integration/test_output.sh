@@ -212,4 +212,37 @@ if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
 	assert_contains full6.err "cannot write to standard output: No space left on device" "a write error, in words"
 fi
 
+# ------------------------------------------------- a disk that fails writeback
+# Past 24 MiB, an output file and standard output's spill are written to
+# the disk as they grow, and what the disk has is dropped from the cache.
+# Waiting for a step takes the file's writeback error with it (the commit's
+# fsync would then say nothing), so an error there is the output's: exit 4
+# and nothing, never a file or a copy of a spill that the disk did not keep.
+if command -v strace >/dev/null; then
+	printf 'Content-Type: application/octet-stream\r\n\r\n' >huge.pt
+	head -c 30000000 /dev/urandom | base64 -w 76 | sed 's/$/\r/' >>huge.pt
+	openssl cms -encrypt -binary -aes-256-cbc -in huge.pt -recip "$CERTS_DIR/rsa2048.pem" \
+		-outform DER -out huge.p7m
+	# The same message without a failure: the spill comes back from the disk whole.
+	"$P11SMIME" "${P[@]}" decrypt --inform der -i huge.p7m >huge.stdout 2>huge.err
+	assert_eq 0 $? "decrypt > FILE of a 40 MB message"
+	cmp -s huge.stdout huge.pt && pass "the spill read back from the disk is the plaintext" ||
+		fail "decrypt > FILE of a 40 MB message: other bytes than the plaintext"
+	eio() { # CMD...: every sync_file_range() fails with EIO
+		ASAN_OPTIONS=detect_leaks=0 strace -f -o /dev/null -e trace=sync_file_range \
+			-e inject=sync_file_range:error=EIO "$@"
+	}
+	rm -f huge.out
+	eio "$P11SMIME" "${P[@]}" decrypt --inform der -i huge.p7m -o huge.out 2>eio1.err
+	assert_eq 4 $? "decrypt -o FILE, the disk failing writeback: exit 4"
+	assert_contains eio1.err "cannot write 'huge.out': Input/output error" "names the file and the reason"
+	assert_eq 0 "$( [ -e huge.out ] && echo 1 || echo 0)" "and no file"
+	assert_eq 0 "$(leftovers .)" "and no temporary file"
+	eio "$P11SMIME" "${P[@]}" decrypt --inform der -i huge.p7m >huge.stdout 2>eio2.err
+	assert_eq 4 $? "decrypt > FILE, \$TMPDIR's disk failing writeback: exit 4"
+	assert_contains eio2.err "Input/output error" "the reason, in words"
+	assert_eq 0 "$(stat -c %s huge.stdout)" "nothing reached standard output"
+	assert_eq 0 "$(ls -A spool | wc -l)" "no temporary file is left"
+fi
+
 finish
