@@ -255,6 +255,24 @@ static int out_wrote(struct p11i_out *o, size_t n)
 	return 0;
 }
 
+int p11i_stream_wrote(int fd, struct p11i_stream *s, off_t pos)
+{
+	if (pos < SPILL_BEHIND)
+		return 0;
+	return behind(fd, 0, &s->started, &s->dropped, pos, 1);
+}
+
+void p11i_stream_read(int fd, struct p11i_stream *s, off_t pos)
+{
+	/* A step kept behind the reader: stdio's and OpenSSL's buffers are ahead of @p pos. */
+	off_t upto = pos - WRITEBACK_STEP;
+
+	if (pos < SPILL_BEHIND || upto - s->gone < WRITEBACK_STEP)
+		return;
+	(void)posix_fadvise(fd, s->gone, upto - s->gone, POSIX_FADV_DONTNEED);
+	s->gone = upto;
+}
+
 /* Write out the buffer (spilling standard output to a file first if needed). */
 static int out_drain(struct p11i_out *o)
 {

@@ -126,6 +126,30 @@ p11s_rc p11i_out_commit(struct p11i_out *o, char **why);
 p11s_rc p11i_out_prepare(struct p11i_out *o, char **why);
 p11s_rc p11i_out_sync_group(struct p11i_out *const *outs, size_t n, char **why);
 
+/*
+ * A temporary file written once, then read once from its start (verify's
+ * spools): past three steps its pages stream through the page cache as an
+ * output file's do (written behind, dropped, read back from the disk), so
+ * that a large message takes neither its size in new pages nor the
+ * cache's room.  Zero-initialise; one per file and direction.
+ */
+struct p11i_stream {
+	off_t started, dropped; /* writing: see behind() */
+	off_t gone;             /* reading: the bytes already given back */
+};
+/*
+ * @p pos bytes are now written to @p fd (flushed: in the kernel's hands).
+ * 0, or -1 (errno) when the disk failed to write a step back: the file is
+ * not what was written, and the wait took the error (see behind()).
+ */
+int p11i_stream_wrote(int fd, struct p11i_stream *s, off_t pos);
+/*
+ * @p pos bytes of @p fd were read and are not needed again: their clean
+ * pages go, a step behind.  Never wrong: a page read again is read from
+ * the disk, and a page still dirty stays.
+ */
+void p11i_stream_read(int fd, struct p11i_stream *s, off_t pos);
+
 /* See src/common.h. */
 int p11i_tmpfile(const char **dirp);
 int p11i_write_full(int fd, const void *buf, size_t n);

@@ -14,6 +14,7 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "outcore.h"
 #include "mailbox.h"
 #include "p11smime/certs.h"
 #include "mime.h"
@@ -491,11 +492,41 @@ static p11s_rc too_large(p11s_error *err, unsigned long long max, const char *ho
 	                how, max >> 20);
 }
 
+/* A spool is flushed and handed to p11i_stream_wrote() this often. */
+#define STREAM_STEP (8u * 1024 * 1024)
+
+/* The spool @p f's descriptor, or -1. */
+static int spool_fd(BIO *f)
+{
+	FILE *fp = p11i_bio_fp(f);
+
+	return fp != NULL ? fileno(fp) : -1;
+}
+
+/*
+ * @p total bytes are written to the spool @p f: each step, flushed and
+ * given to the disk (p11i_stream_wrote()).  0, or -1 with errno.
+ */
+static int spool_wrote(BIO *f, struct p11i_stream *s, unsigned long long total,
+                       unsigned long long *mark)
+{
+	int fd;
+
+	if (total < *mark)
+		return 0;
+	*mark = total + STREAM_STEP;
+	if (BIO_flush(f) != 1)
+		return -1;
+	fd = spool_fd(f);
+	return fd >= 0 ? p11i_stream_wrote(fd, s, (off_t)total) : 0;
+}
+
 static p11s_rc spool(BIO *in, BIO **out, unsigned long long *size, p11s_error *err)
 {
 	BIO *f;
 	char buf[65536];
-	unsigned long long total = 0;
+	unsigned long long total = 0, mark = STREAM_STEP;
+	struct p11i_stream ws = {0};
 	struct stat st;
 	long pos;
 	int n, fd = p11i_input_fd(in);
@@ -515,7 +546,7 @@ static p11s_rc spool(BIO *in, BIO **out, unsigned long long *size, p11s_error *e
 			BIO_free(f);
 			return too_large(err, VERIFY_MAX, "");
 		}
-		if (BIO_write(f, buf, n) != n) {
+		if (BIO_write(f, buf, n) != n || spool_wrote(f, &ws, total, &mark) != 0) {
 			BIO_free(f);
 			return p11i_err(err, P11S_E_IO, "cannot write a temporary file: %s",
 			                strerror(errno));
@@ -563,26 +594,111 @@ static int strip_eol(const char *line, size_t *len)
 	return eol;
 }
 
+/* split_signed()'s blocks, read and written. */
+#define SPLIT_BLOCK (64u * 1024)
+
+/*
+ * split_signed()'s reader: the body in blocks, cut into lines where
+ * BIO_gets() through a buffer BIO cuts them, as OpenSSL's reader reads: at
+ * most SMLEN - 1 bytes, through the first LF.  A read error ends the body,
+ * as it ended the BIO_gets() loop.  (That loop, and a write through stdio
+ * per line, were 40 % of a large message's CPU time.)
+ */
+struct line_reader {
+	BIO *in;
+	size_t off, len;
+	int end;
+	unsigned char buf[SPLIT_BLOCK];
+};
+
+/*
+ * The next line, copied to @p line and NUL-terminated as BIO_gets() leaves
+ * it (bound_check() may look past a short line's end): its length, at
+ * least 1; 0 at the end.  A call returns a line, taking at least one byte,
+ * or reads, taking in at least one more byte or reaching the end; a line
+ * without LF is cut at SMLEN - 1 bytes, which a block holds.  So it ends.
+ */
+static size_t next_line(struct line_reader *r, char line[SMLEN])
+{
+	for (;;) {
+		size_t avail = r->len - r->off, lim = avail < SMLEN - 1 ? avail : SMLEN - 1, k;
+		const unsigned char *s = r->buf + r->off, *lf = memchr(s, '\n', lim);
+		int got;
+
+		if (lf != NULL || lim == SMLEN - 1 || (r->end && avail > 0)) {
+			k = lf != NULL ? (size_t)(lf - s) + 1 : lim;
+			memcpy(line, s, k);
+			line[k] = '\0';
+			r->off += k;
+			return k;
+		}
+		if (r->end)
+			return 0;
+		memmove(r->buf, s, avail);
+		r->off = 0;
+		r->len = avail;
+		got = BIO_read(r->in, r->buf + avail, (int)(sizeof(r->buf) - avail));
+		if (got <= 0)
+			r->end = 1;
+		else
+			r->len += (size_t)got;
+	}
+}
+
+/* split_signed()'s writer of the signed part: blocks to its spool, which streams. */
+struct part_writer {
+	BIO *to;
+	size_t len;
+	unsigned long long written, mark;
+	struct p11i_stream ws;
+	unsigned char buf[SPLIT_BLOCK];
+};
+
+static int part_flush(struct part_writer *w)
+{
+	if (w->len > 0 && BIO_write(w->to, w->buf, (int)w->len) != (int)w->len)
+		return -1;
+	w->written += w->len;
+	w->len = 0;
+	return spool_wrote(w->to, &w->ws, w->written, &w->mark);
+}
+
+/* @p n is at most SMLEN: it fits in a block. */
+static int part_put(struct part_writer *w, const void *p, size_t n)
+{
+	if (n > sizeof(w->buf) - w->len && part_flush(w) != 0)
+		return -1;
+	memcpy(w->buf + w->len, p, n);
+	w->len += n;
+	return 0;
+}
+
 /*
  * multipart/signed read as OpenSSL's SMIME_read_CMS() reads it, byte for
  * byte (lines of at most SMLEN, joined with CRLF), but with the signed
  * part going to a temporary file instead of memory: *bcont is that file,
- * *cms the signature.  @p body is the message after its header block.
+ * *cms the signature.  @p body is the message after its header block: the
+ * input file itself, read once, or our spool of it, whose pages are given
+ * back as they are read when @p own is set.  Either way at most VERIFY_MAX
+ * bytes are read (a file may grow while it is read).
  */
-static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms, BIO **bcont,
-                            p11s_error *err)
+static p11s_rc split_signed(BIO *body, int own, const char *bound, CMS_ContentInfo **cms,
+                            BIO **bcont, p11s_error *err)
 {
-	BIO *buf = BIO_new(BIO_f_buffer()), *part = NULL, *sig = BIO_new(BIO_s_mem());
-	BIO *target = NULL, *b64 = NULL;
+	BIO *part = NULL, *sig = BIO_new(BIO_s_mem()), *b64 = NULL;
+	struct line_reader *rd = calloc(1, sizeof(*rd));
+	struct part_writer *pw = calloc(1, sizeof(*pw));
 	p11i_headers *sh = NULL;
 	char line[SMLEN], *ct = NULL, *type = NULL;
-	size_t blen = strlen(bound), sig_len = 0;
-	int first = 0, eol = 0, nparts = 0, done = 0, len;
+	size_t blen = strlen(bound), sig_len = 0, n;
+	int first = 0, eol = 0, nparts = 0, done = 0, body_fd = own ? spool_fd(body) : -1;
+	unsigned long long consumed = 0, read_mark = STREAM_STEP;
+	struct p11i_stream rs = {0};
 	p11s_rc rc = P11S_OK;
 
 	*cms = NULL;
 	*bcont = NULL;
-	if (buf == NULL || sig == NULL) {
+	if (rd == NULL || pw == NULL || sig == NULL) {
 		rc = p11i_err_nomem(err);
 		goto out;
 	}
@@ -593,43 +709,53 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 		rc = p11s_error_rc(err);
 		goto out;
 	}
-	BIO_push(buf, body);
-	while (!done && (len = BIO_gets(buf, line, sizeof(line))) > 0) {
-		size_t n = (size_t)len;
+	rd->in = body;
+	pw->to = part;
+	pw->mark = STREAM_STEP;
+	while (!done && (n = next_line(rd, line)) > 0) {
 		int state = bound_check(line, n, bound, blen), next_eol;
+
+		if ((consumed += n) > VERIFY_MAX) {
+			rc = too_large(err, VERIFY_MAX, "");
+			goto out;
+		}
+		if (body_fd >= 0 && consumed >= read_mark) {
+			p11i_stream_read(body_fd, &rs, (off_t)consumed);
+			read_mark = consumed + STREAM_STEP;
+		}
 
 		if (state == 1) {
 			first = 1;
 		} else if (state == 2) {
 			done = 1;
-		} else if (first || target != NULL) {
+		} else if (first || nparts == 1 || nparts == 2) {
 			next_eol = strip_eol(line, &n);
 			if (first) {
 				first = 0;
-				nparts++;
-				target = nparts == 1 ? part : nparts == 2 ? sig : NULL;
-				if (target == NULL) {
+				if (++nparts > 2) {
 					rc = p11i_err(
 					    err, P11S_E_INPUT,
 					    "the multipart/signed message has more than two "
 					    "parts");
 					goto out;
 				}
-			} else if (eol && BIO_write(target, "\r\n", 2) != 2) {
-				goto ioerr;
+			} else if (eol) {
+				if (nparts == 1 ? part_put(pw, "\r\n", 2) != 0
+				                : BIO_write(sig, "\r\n", 2) != 2)
+					goto ioerr;
 			}
 			eol = next_eol;
-			if (target == sig && (sig_len += n + 2) > SIG_PART_MAX) {
+			if (nparts == 2 && (sig_len += n + 2) > SIG_PART_MAX) {
 				rc = p11i_err(err, P11S_E_INPUT,
 				              "the signature part is too large (over %u MiB)",
 				              SIG_PART_MAX >> 20);
 				goto out;
 			}
-			if (n > 0 && BIO_write(target, line, (int)n) != (int)n)
+			if (n > 0 && (nparts == 1 ? part_put(pw, line, n) != 0
+			                          : BIO_write(sig, line, (int)n) != (int)n))
 				goto ioerr;
 		}
 	}
-	BIO_pop(buf);
 	if (!done || nparts != 2) {
 		rc = p11i_err(err, P11S_E_INPUT,
 		              !done ? "the multipart/signed message has no closing boundary "
@@ -667,7 +793,7 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 		              "not S/MIME)");
 		goto out;
 	}
-	if (BIO_flush(part) != 1 || BIO_seek(part, 0) != 0)
+	if (part_flush(pw) != 0 || BIO_flush(part) != 1 || BIO_seek(part, 0) != 0)
 		goto ioerr;
 	*bcont = part;
 	part = NULL;
@@ -675,9 +801,9 @@ static p11s_rc split_signed(BIO *body, const char *bound, CMS_ContentInfo **cms,
 ioerr:
 	rc = p11i_err(err, P11S_E_IO, "cannot write a temporary file: %s", strerror(errno));
 out:
-	if (buf != NULL && BIO_next(buf) != NULL)
-		BIO_pop(buf);
-	BIO_free(buf);
+	/* Signed content passed through them (decrypted content, in a pipe from decrypt). */
+	OPENSSL_clear_free(rd, sizeof(*rd));
+	OPENSSL_clear_free(pw, sizeof(*pw));
 	BIO_free(b64);
 	BIO_free(sig);
 	BIO_free(part);
@@ -687,25 +813,44 @@ out:
 	return rc;
 }
 
-/*
- * The CMS of the message in @p msg (at its start) and, when detached, the
- * signed content.  multipart/signed goes through split_signed() (bounded
- * memory); anything else through OpenSSL's reader, which holds an opaque
- * message's content in memory (so at most HELD_MAX of @p size bytes).
- * NULL *cms with P11S_OK: not S/MIME.
- */
-static p11s_rc read_cms(BIO *msg, unsigned long long size, const p11i_headers *outer,
-                        CMS_ContentInfo **cms, BIO **bcont, p11s_error *err)
+/* The boundary of a multipart/signed message (malloc'd), or NULL. */
+static char *signed_boundary(const p11i_headers *outer)
 {
 	char *ct = p11i_headers_get(outer, "Content-Type");
 	char *type = ct ? p11i_mime_media_type(ct) : NULL;
 	char *bound =
 	    type && strcmp(type, "multipart/signed") == 0 ? p11i_mime_param(ct, "boundary") : NULL;
+
+	if (bound != NULL && *bound == '\0') {
+		free(bound);
+		bound = NULL;
+	}
+	free(ct);
+	free(type);
+	return bound;
+}
+
+/*
+ * The CMS of the message in @p msg (just past its header block, @p outer)
+ * and, when detached, the signed content.  multipart/signed goes through
+ * split_signed() (bounded memory); anything else through OpenSSL's reader,
+ * from the spool's start, which holds an opaque message's content in
+ * memory (so at most HELD_MAX of @p size bytes).  @p own: @p msg is our
+ * spool; else it is the input file itself, multipart/signed only.  NULL
+ * *cms with P11S_OK: not S/MIME.
+ */
+static p11s_rc read_cms(BIO *msg, int own, unsigned long long size, const p11i_headers *outer,
+                        CMS_ContentInfo **cms, BIO **bcont, p11s_error *err)
+{
+	char *bound = signed_boundary(outer);
 	p11s_rc rc = P11S_OK;
 
-	if (bound != NULL && *bound != '\0') {
+	if (bound != NULL) {
 		/* The body starts where the header block ended. */
-		rc = split_signed(msg, bound, cms, bcont, err);
+		rc = split_signed(msg, own, bound, cms, bcont, err);
+	} else if (!own) {
+		/* The input itself is read only when it is multipart/signed (p11s_verify()). */
+		rc = p11i_err(err, P11S_E_INTERNAL, "read_cms: not multipart/signed");
 	} else if (size > HELD_MAX) {
 		rc = too_large(err, HELD_MAX, " unless it is multipart/signed");
 	} else if (BIO_seek(msg, 0) != 0) {
@@ -715,8 +860,6 @@ static p11s_rc read_cms(BIO *msg, unsigned long long size, const p11i_headers *o
 		 */
 		*cms = SMIME_read_CMS_ex(msg, 0, bcont, NULL);
 	}
-	free(ct);
-	free(type);
 	free(bound);
 	return rc;
 }
@@ -777,29 +920,67 @@ static size_t entity_head_end(const char *h, size_t n)
 	return 0;
 }
 
+/* put_entity()'s output, gathered: a write per line cost a third of a large verify -o. */
+struct gather {
+	BIO *bio;
+	size_t n;
+	char b[16384];
+};
+
+static int gather_flush(struct gather *g)
+{
+	int ok = g->n == 0 || BIO_write(g->bio, g->b, (int)g->n) == (int)g->n;
+
+	g->n = 0;
+	return ok;
+}
+
+static int gather_put(struct gather *g, const char *p, size_t n)
+{
+	while (n > 0) {
+		size_t k = sizeof(g->b) - g->n < n ? sizeof(g->b) - g->n : n;
+
+		memcpy(g->b + g->n, p, k);
+		g->n += k;
+		p += k;
+		n -= k;
+		if (g->n == sizeof(g->b) && !gather_flush(g))
+			return 0;
+	}
+	return 1;
+}
+
 static int put_entity(struct content_out *c, const char *buf, size_t len)
 {
-	size_t start = 0;
+	struct gather g;
+	size_t i = 0;
+	int ok = 1;
 
 	if (!c->to_lf)
 		return BIO_write(c->bio, buf, (int)len) == (int)len;
+	g.bio = c->bio;
+	g.n = 0;
 	/* A CR is held back until the next byte says whether it ends a line. */
-	for (size_t i = 0; i < len; i++) {
+	while (ok && i < len) {
+		const char *cr;
+		size_t end;
+
 		if (c->cr) {
 			c->cr = 0;
-			if (buf[i] != '\n' && BIO_write(c->bio, "\r", 1) != 1)
-				return 0;
+			if (buf[i] != '\n')
+				ok = gather_put(&g, "\r", 1);
 		}
-		if (buf[i] == '\r') {
-			if (i > start &&
-			    BIO_write(c->bio, buf + start, (int)(i - start)) != (int)(i - start))
-				return 0;
-			c->cr = 1;
-			start = i + 1;
-		}
+		cr = memchr(buf + i, '\r', len - i);
+		end = cr != NULL ? (size_t)(cr - buf) : len;
+		ok = ok && gather_put(&g, buf + i, end - i);
+		/* Past the CR, or to the end: i grows each turn. */
+		c->cr = cr != NULL;
+		i = cr != NULL ? end + 1 : len;
 	}
-	return len == start ||
-	       BIO_write(c->bio, buf + start, (int)(len - start)) == (int)(len - start);
+	ok = gather_flush(&g) && ok;
+	/* What passed through it: at most the input and a CR held from before. */
+	OPENSSL_cleanse(g.b, len < sizeof(g.b) ? len + 1 : sizeof(g.b));
+	return ok;
 }
 
 static int flush_entity_head(struct content_out *c)
@@ -886,7 +1067,10 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	char buf[16384];
 	int n, nid;
 	p11s_verify_opts defaults = {0};
-	unsigned long long size = 0;
+	unsigned long long size = 0, consumed = 0, read_mark = STREAM_STEP;
+	struct p11i_stream rs = {0};
+	long base = 0;
+	int own = 1, bcont_fd;
 
 	*out = NULL;
 	if (opts == NULL)
@@ -897,18 +1081,58 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	if (r == NULL)
 		return p11i_err_nomem(err);
 	r->at = opts->at ? opts->at : time(NULL);
-	rc = spool(in, &mem, &size, err);
-	if (rc != P11S_OK)
-		goto out;
-	rc = p11i_headers_read(mem, 0, &outer, err);
-	if (rc != P11S_OK)
-		goto out;
+	/*
+	 * A regular file (-i FILE) that is multipart/signed is read where it
+	 * is, once: its copy to a temporary file was a third of the work of a
+	 * large message (the signed part still goes to one, and the content is
+	 * digested and written out from there, so what is written is what was
+	 * digested even if the file changes).  Anything else is spooled.
+	 */
+	if (p11i_input_pos(in, &base) == 1) {
+		struct stat st;
+		char *bound;
+
+		if (fstat(p11i_input_fd(in), &st) != 0 || st.st_size < base)
+			st.st_size = base;
+		if ((unsigned long long)(st.st_size - base) > VERIFY_MAX) {
+			rc = too_large(err, VERIFY_MAX, "");
+			goto out;
+		}
+		rc = p11i_headers_read(in, 0, &outer, err);
+		if (rc != P11S_OK)
+			goto out;
+		if ((bound = signed_boundary(outer)) != NULL) {
+			mem = in;
+			own = 0;
+			free(bound);
+		} else if ((unsigned long long)(st.st_size - base) > HELD_MAX) {
+			/* Refused now, not after a copy of more than a GiB (read_cms()). */
+			rc = too_large(err, HELD_MAX, " unless it is multipart/signed");
+			goto out;
+		} else {
+			p11i_headers_free(outer);
+			outer = NULL;
+			if (BIO_seek(in, base) != 0) {
+				rc = p11i_err(err, P11S_E_IO, "cannot read the message again: %s",
+				              strerror(errno));
+				goto out;
+			}
+		}
+	}
+	if (mem == NULL) {
+		rc = spool(in, &mem, &size, err);
+		if (rc != P11S_OK)
+			goto out;
+		rc = p11i_headers_read(mem, 0, &outer, err);
+		if (rc != P11S_OK)
+			goto out;
+	}
 	cout.bio = content;
 	if (!opts->entity_only) {
 		cout.outer = outer;
 		cout.to_lf = p11i_headers_eol(outer) == P11I_EOL_LF;
 	}
-	rc = read_cms(mem, size, outer, &cms, &bcont, err);
+	rc = read_cms(mem, own, size, outer, &cms, &bcont, err);
 	if (rc != P11S_OK)
 		goto out;
 	if (cms == NULL) {
@@ -981,11 +1205,18 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 		rc = p11i_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
 		goto out;
 	}
-	while ((n = BIO_read(digests, buf, sizeof(buf))) > 0)
+	/* The signed part's spool, read once: its pages go behind the reader. */
+	bcont_fd = bcont != NULL ? spool_fd(bcont) : -1;
+	while ((n = BIO_read(digests, buf, sizeof(buf))) > 0) {
 		if (!content_write(&cout, buf, (size_t)n)) {
 			rc = p11i_err(err, P11S_E_IO, "cannot write the signed content");
 			goto out;
 		}
+		if (bcont_fd >= 0 && (consumed += (size_t)n) >= read_mark) {
+			p11i_stream_read(bcont_fd, &rs, (off_t)consumed);
+			read_mark = consumed + STREAM_STEP;
+		}
+	}
 	if (n < 0) {
 		rc = p11i_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
 		goto out;
@@ -1015,7 +1246,8 @@ out:
 	/* CMS_dataInit pushed its digest BIOs onto bcont; free only those. */
 	p11i_bio_free_upto(digests, bcont);
 	BIO_free(bcont);
-	BIO_free(mem);
+	if (own)
+		BIO_free(mem);
 	X509_STORE_free(store);
 	sk_X509_pop_free(msgcerts, X509_free);
 	CMS_ContentInfo_free(cms);

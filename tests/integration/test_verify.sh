@@ -211,6 +211,57 @@ RC=$?
 assert_exit 4 "a 5 GiB message is refused"
 assert_contains "$T/huge.err" "the message is too large to verify (over 4096 MiB)"
 rm -f "$T/huge.eml"
+# A large message (48 MB, past the 32 MiB at which a temporary file's
+# pages first wait for the disk as they stream through the page cache).  -i FILE of multipart/signed is read where it
+# is: only the signed part goes to a temporary file (before, the whole
+# message was copied to one first).  Through standard input it is copied,
+# and both give the same verdict and bytes.
+{
+	printf 'Content-Type: text/plain; charset=us-ascii\n\n'
+	head -c 36000000 /dev/urandom | base64 -w 76
+} >"$T/large.txt"
+openssl cms -sign -signer "$T/alice.pem" -inkey "$T/alice.key" -in "$T/large.txt" \
+	-out "$T/large.part" || fail "openssl cms -sign of 48 MB"
+{ headers alice@example.org; cat "$T/large.part"; } >"$T/large.eml"
+size=$(stat -c %s "$T/large.eml")
+run_p11smime verify --trust "$CA_PEM" -i "$T/large.eml" --entity-only -o "$T/large.out"
+assert_exit 0 "a 48 MB message verifies (-i FILE)"
+assert_contains "$OUT" "good signature by alice@example.org"
+crlf "$T/large.txt" "$T/large.crlf"
+cmp -s "$T/large.crlf" "$T/large.out" && pass "-i FILE: the signed entity, whole" ||
+	fail "-i FILE: the 48 MB entity differs"
+# With the outer header fields, the entity's line ends follow them (LF):
+# the message's own text again, after the outer fields.
+run_p11smime verify --trust "$CA_PEM" -i "$T/large.eml" -o "$T/large.msg"
+assert_exit 0 "a 48 MB message verifies, -o with the outer header fields"
+tail -c "$(stat -c %s "$T/large.txt")" "$T/large.msg" | cmp -s - "$T/large.txt" &&
+	pass "-o: the 48 MB entity with LF line ends, byte for byte" ||
+	fail "-o: the 48 MB entity's LF form differs"
+"$P11SMIME" verify --trust "$CA_PEM" --entity-only -o "$T/large.stdin" <"$T/large.eml" \
+	>"$T/large.rep" 2>&1
+assert_eq 0 $? "a 48 MB message verifies (standard input, spooled)"
+cmp -s "$T/large.crlf" "$T/large.stdin" && pass "standard input: the signed entity, whole" ||
+	fail "standard input: the 48 MB entity differs"
+if command -v strace >/dev/null; then
+	ASAN_OPTIONS=detect_leaks=0 strace -f -o "$T/large.trace" -e trace=write \
+		"$P11SMIME" verify --trust "$CA_PEM" -i "$T/large.eml" >/dev/null 2>&1
+	assert_eq 0 $? "verify -i FILE under strace"
+	written=$(awk '/^[0-9]+ +write\([0-9]+,/ { n = $NF; if (n ~ /^[0-9]+$/) s += n } END { print s + 0 }' \
+		"$T/large.trace")
+	[ "$written" -lt $((size * 3 / 2)) ] &&
+		pass "-i FILE: $written bytes written for a $size-byte message (the signed part)" ||
+		fail "-i FILE: $written bytes written for a $size-byte message (copied whole first?)"
+	# A disk failing the temporary file's writeback: a write error, not a
+	# verdict (the spool would be read back with other bytes than written).
+	ASAN_OPTIONS=detect_leaks=0 strace -f -o /dev/null -e trace=sync_file_range \
+		-e inject=sync_file_range:error=EIO \
+		"$P11SMIME" verify --trust "$CA_PEM" <"$T/large.eml" >"$T/eio.rep" 2>&1
+	assert_eq 4 $? "verify with \$TMPDIR's disk failing writeback: exit 4"
+	assert_contains "$T/eio.rep" "cannot write a temporary file: Input/output error"
+	assert_not_contains "$T/eio.rep" "good signature"
+fi
+rm -f "$T"/large.*
+
 # An opaque signature is read into memory by OpenSSL: past 1 GiB it is
 # refused, where a multipart/signed message of that size is streamed.
 {
