@@ -9,7 +9,8 @@
 #   - sign of a MIB-MiB plain-text mail (76-character lines, LF), and
 #     decrypt of a MIB-MiB plaintext encrypted by openssl cms -encrypt
 #     -aes-256-gcm -stream (S/MIME, base64), each to -o FILE and to standard
-#     output redirected to a file: wall time, MB/s of the MIB-MiB payload, the
+#     output redirected to a file; verify of the mail as signed, with no
+#     output (the report) and to -o FILE: wall time, MB/s of the MIB-MiB payload, the
 #     ratio to the SHA-256 rate, peak RSS (/usr/bin/time -f %M); and the
 #     same rate on the process's CPU time (user + system), which a machine
 #     shared with other work does not distort as much as wall time;
@@ -86,6 +87,10 @@ bytes=$((mib * 1024 * 1024))
 openssl cms -encrypt -binary -stream -aes-256-gcm -in "$work/pt" \
 	-recip "$work/token/certs/rsa2048.pem" -out "$work/big.p7m"
 rm -f "$work/pt"
+# The message to verify: the mail above signed by the build under test
+# (multipart/signed, a little over MIB MiB), and the CA that issued it.
+"$bin" --module "$module" --pin-source "file:$P11S_PIN_FILE" sign --signer "$uri" \
+	-i "$work/big.eml" -o "$work/big.signed"
 
 openssl speed -evp sha256 -bytes 16384 -seconds 3 2>/dev/null >"$work/speed"
 sha=$(awk '/^sha256/ { v = $NF; sub(/k$/, "", v); printf "%.1f", v * 1000 / 1e6 }' "$work/speed")
@@ -203,5 +208,8 @@ for where in disk tmpfs; do
 	row "decrypt -o FILE (GCM)" $where /dev/null decrypt -i "$work/big.p7m" -o "$dir/out"
 	row "decrypt > FILE (GCM)" $where "$dir/stdout" decrypt -i "$work/big.p7m"
 	if [ $pipe = 1 ]; then row "decrypt | cat (GCM)" $where "|" decrypt -i "$work/big.p7m"; fi
+	row "verify -i FILE" $where /dev/null verify --trust "$work/token/ca/ca.pem" -i "$work/big.signed"
+	row "verify -o FILE" $where /dev/null verify --trust "$work/token/ca/ca.pem" \
+		-i "$work/big.signed" -o "$dir/out"
 done
 echo "new pages, after the rows: $(new_pages)"
