@@ -264,7 +264,7 @@ int p11i_stream_wrote(int fd, struct p11i_stream *s, off_t pos)
 
 void p11i_stream_read(int fd, struct p11i_stream *s, off_t pos)
 {
-	/* A step kept behind the reader: stdio's and OpenSSL's buffers are ahead of @p pos. */
+	/* A step behind what was read: dropping a page still to be read would only cost a read. */
 	off_t upto = pos - WRITEBACK_STEP;
 
 	if (pos < SPILL_BEHIND || upto - s->gone < WRITEBACK_STEP)
