@@ -234,32 +234,40 @@ static int behind(int fd, off_t base, off_t *started, off_t *dropped, off_t pos,
 }
 
 /*
- * @p n more bytes are in the file.  Standard output's spill streams
- * through the cache too once it is past three steps: it is the one output
- * that must be held whole (decrypt's plaintext, until the tag is checked),
- * and holding 1 GiB of it as fresh pages took 1.7 s of system time on the
- * development VM, against 0.8 s written behind to the disk, dropped, and
- * read back at the commit (docs/performance.md, seventh round).  Its
- * writeback waits as -o FILE's does, so that the cache it holds stays
- * bounded even where the disk is slower than the work; a smaller spill,
- * the usual mail, never touches the disk.
+ * behind() for a temporary file that is only read back (standard output's
+ * spill, verify's spools through p11i_stream_wrote()), once it is past
+ * three steps.  Standard output's spill is the one output that must be
+ * held whole (decrypt's plaintext, until the tag is checked), and holding
+ * 1 GiB of it as fresh pages took 1.7 s of system time on the development
+ * VM, against 0.8 s written behind to the disk, dropped, and read back at
+ * the commit (docs/performance.md, seventh round).  Its writeback waits as
+ * -o FILE's does, so that the cache it holds stays bounded even where the
+ * disk is slower than the work; a smaller spill, the usual mail, never
+ * touches the disk.
  */
+static int spill_behind(int fd, off_t *started, off_t *dropped, off_t pos)
+{
+	return pos < SPILL_BEHIND ? 0 : behind(fd, 0, started, dropped, pos, 1);
+}
+
+/* @p n more bytes are in the file. */
 static int out_wrote(struct p11i_out *o, size_t n)
 {
+	int r = 0;
+
 	o->written += (off_t)n;
-	if ((o->kind == OUT_FILE || (o->kind == OUT_STDOUT && o->written >= SPILL_BEHIND)) &&
-	    behind(o->fd, 0, &o->started, &o->dropped, o->written, 1) != 0) {
+	if (o->kind == OUT_FILE)
+		r = behind(o->fd, 0, &o->started, &o->dropped, o->written, 1);
+	else if (o->kind == OUT_STDOUT)
+		r = spill_behind(o->fd, &o->started, &o->dropped, o->written);
+	if (r != 0)
 		o->werr = errno;
-		return -1;
-	}
-	return 0;
+	return r;
 }
 
 int p11i_stream_wrote(int fd, struct p11i_stream *s, off_t pos)
 {
-	if (pos < SPILL_BEHIND)
-		return 0;
-	return behind(fd, 0, &s->started, &s->dropped, pos, 1);
+	return spill_behind(fd, &s->started, &s->dropped, pos);
 }
 
 void p11i_stream_read(int fd, struct p11i_stream *s, off_t pos)

@@ -481,11 +481,7 @@ static p11s_rc judge(p11s_verify_report *r)
 /* OpenSSL's MIME reader's line length (MAX_SMLEN): lines are cut where it cuts them. */
 #define SMLEN 1024
 
-/*
- * Copy all of @p in to a temporary file: the header block is needed before
- * the rest is parsed, and holding the message would take its size in
- * memory (three times, with OpenSSL's copies).
- */
+/* The refusal of a message over @p max bytes (VERIFY_MAX, HELD_MAX). */
 static p11s_rc too_large(p11s_error *err, unsigned long long max, const char *how)
 {
 	return p11i_err(err, P11S_E_INPUT, "the message is too large to verify%s (over %llu MiB)",
@@ -521,22 +517,21 @@ static int spool_wrote(BIO *f, struct p11i_stream *s, unsigned long long total,
 	return fd >= 0 ? p11i_stream_wrote(fd, s, (off_t)total) : 0;
 }
 
+/*
+ * Copy all of @p in to a temporary file: the header block is needed before
+ * the rest is parsed, and holding the message would take its size in
+ * memory (three times, with OpenSSL's copies).  A regular file is measured
+ * before, by p11s_verify(); here the copy stops at VERIFY_MAX.
+ */
 static p11s_rc spool(BIO *in, BIO **out, unsigned long long *size, p11s_error *err)
 {
 	BIO *f;
 	char buf[65536];
 	unsigned long long total = 0, mark = STREAM_STEP;
 	struct p11i_stream ws = {0};
-	struct stat st;
-	long pos;
-	int n, fd = p11i_input_fd(in);
+	int n;
 
 	*out = NULL;
-	/* A file known to be too large is refused before gigabytes are copied. */
-	if (fd >= 0 && p11i_input_pos(in, &pos) == 1 && fstat(fd, &st) == 0 &&
-	    S_ISREG(st.st_mode) && st.st_size > pos &&
-	    (unsigned long long)(st.st_size - pos) > VERIFY_MAX)
-		return too_large(err, VERIFY_MAX, "");
 	f = p11i_spool_new(err);
 	if (f == NULL)
 		return p11s_error_rc(err);
@@ -692,7 +687,7 @@ static p11s_rc split_signed(BIO *body, int own, const char *bound, CMS_ContentIn
 	char line[SMLEN], *ct = NULL, *type = NULL;
 	size_t blen = strlen(bound), sig_len = 0, n;
 	int first = 0, eol = 0, nparts = 0, done = 0, body_fd = own ? spool_fd(body) : -1;
-	unsigned long long consumed = 0, read_mark = STREAM_STEP;
+	unsigned long long consumed = 0;
 	struct p11i_stream rs = {0};
 	p11s_rc rc = P11S_OK;
 
@@ -719,10 +714,8 @@ static p11s_rc split_signed(BIO *body, int own, const char *bound, CMS_ContentIn
 			rc = too_large(err, VERIFY_MAX, "");
 			goto out;
 		}
-		if (body_fd >= 0 && consumed >= read_mark) {
+		if (body_fd >= 0)
 			p11i_stream_read(body_fd, &rs, (off_t)consumed);
-			read_mark = consumed + STREAM_STEP;
-		}
 
 		if (state == 1) {
 			first = 1;
@@ -1067,7 +1060,7 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 	char buf[16384];
 	int n, nid;
 	p11s_verify_opts defaults = {0};
-	unsigned long long size = 0, consumed = 0, read_mark = STREAM_STEP;
+	unsigned long long size = 0, consumed = 0;
 	struct p11i_stream rs = {0};
 	long base = 0;
 	int own = 1, bcont_fd;
@@ -1212,10 +1205,8 @@ p11s_rc p11s_verify(BIO *in, BIO *content, const p11s_verify_opts *opts, p11s_ve
 			rc = p11i_err(err, P11S_E_IO, "cannot write the signed content");
 			goto out;
 		}
-		if (bcont_fd >= 0 && (consumed += (size_t)n) >= read_mark) {
-			p11i_stream_read(bcont_fd, &rs, (off_t)consumed);
-			read_mark = consumed + STREAM_STEP;
-		}
+		if (bcont_fd >= 0)
+			p11i_stream_read(bcont_fd, &rs, (off_t)(consumed += (size_t)n));
 	}
 	if (n < 0) {
 		rc = p11i_err_ossl(err, P11S_E_INPUT, "cannot read the signed content");
