@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -842,34 +841,26 @@ static void sink_copied(struct sink *k, off_t n)
  * -1 (errno); -2 when @p from ended before (a file cut short: not an error
  * to paper over).
  *
- * Into a pipe or a device the kernel moves the pages (sendfile(): a
- * splice, no copy on our side).  Into a regular file it would copy page
- * to page; a 256 KiB buffer does as well or better there: `sign > FILE`
- * of 1 GiB, eight runs of each in turn on the development VM, took a
- * median 1.27 s of CPU time onto ext4 against 1.36 s with
- * copy_file_range()/sendfile(), the same onto tmpfs (1.23 / 1.26 s), and
- * decrypt's spill the same either way.  A file system that could share
- * the blocks instead (a reflink) cannot for these ranges: they are not
- * block-aligned.
+ * Through a 256 KiB buffer, into anything.  Not by sendfile() or splice()
+ * into a pipe or a socket: those hand over references to the page cache's
+ * pages, which the reader takes later, while copy_spill() punches each
+ * step out of the spill as soon as it is handed over, and a punch zeroes
+ * in place a page it covers in part (a `decrypt | ...` whose reader was
+ * still asleep got zeros for the last page of the spill, a `sign | ...`
+ * for the end of each part); and a page of the input, referenced instead
+ * of copied, would change under the reader with a later write to the input.
+ * Into a regular file a copy in the kernel would copy as well, and the
+ * buffer did as well or better: `sign > FILE` of 1 GiB, eight runs of
+ * each in turn on the development VM, took a median 1.27 s of CPU time
+ * onto ext4 against 1.36 s with copy_file_range()/sendfile(), the same
+ * onto tmpfs (1.23 / 1.26 s).  A file system that could share the blocks
+ * instead (a reflink) cannot for these ranges: they are not block-aligned.
  */
 static int copy_range(int from, off_t off, off_t size, struct sink *k)
 {
 	off_t end = off + size;
 	ssize_t n;
 
-	while (!k->regular && off < end) {
-		n = sendfile(k->fd, from, &off, (size_t)(end - off));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EINVAL || errno == ENOSYS))
-			break;
-		if (n == 0)
-			return -2;
-		if (n < 0)
-			return -1;
-	}
-	if (off >= end)
-		return 0;
 	if (k->buf == NULL && (k->buf = malloc(OUT_BUF)) == NULL) {
 		errno = ENOMEM;
 		return -1;
