@@ -18,6 +18,7 @@
 
 #include "cms_stream.h"
 #include "common.h"
+#include "offload.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <tmmintrin.h>
@@ -975,9 +976,18 @@ struct feed {
 	unsigned char *out;
 	int spool;         /* keep the ciphertext (AuthEnvelopedData, input read once) */
 	EVP_MAC_CTX *gmac; /* fingerprint the ciphertext (AuthEnvelopedData, input re-readable) */
+	/*
+	 * NULL, or the stage that runs feed_now() on a helper thread for a
+	 * large content (src/offload.h): the cipher and what follows it (the
+	 * spool, the sink) beside the reading and the base64.  Its consumer
+	 * owns ctx, out, gmac, the spool and the sink until synced; its errors
+	 * go to werr, copied to the caller's.
+	 */
+	p11i_offload *q;
+	p11s_error *werr;
 };
 
-static p11s_rc feed(struct feed *f, const unsigned char *p, size_t n, p11s_error *err)
+static p11s_rc feed_now(struct feed *f, const unsigned char *p, size_t n, p11s_error *err)
 {
 	int outl;
 	size_t piece;
@@ -1000,6 +1010,30 @@ static p11s_rc feed(struct feed *f, const unsigned char *p, size_t n, p11s_error
 		n -= piece;
 	}
 	return P11S_OK;
+}
+
+static int feed_stage(void *arg, const unsigned char *p, size_t n)
+{
+	struct feed *f = arg;
+
+	return feed_now(f, p, n, f->werr) != P11S_OK;
+}
+
+/* The stage's error, as the caller's. */
+static p11s_rc stage_failed(struct feed *f, p11s_error *err)
+{
+	p11s_rc rc = p11s_error_rc(f->werr);
+
+	if (rc == P11S_OK)
+		return p11i_err(err, P11S_E_INTERNAL, "content decryption stopped");
+	return p11i_err(err, rc, "%s", p11s_error_message(f->werr));
+}
+
+static p11s_rc feed(struct feed *f, const unsigned char *p, size_t n, p11s_error *err)
+{
+	if (f->q == NULL)
+		return feed_now(f, p, n, err);
+	return p11i_offload_put(f->q, p, n) == 0 ? P11S_OK : stage_failed(f, err);
 }
 
 /* Stream @p len bytes of content from the input through the cipher. */
@@ -1307,7 +1341,7 @@ static p11s_rc tag_mismatch(p11s_error *err)
 p11s_rc p11i_cms_stream_decrypt(p11i_cms_stream *s, EVP_CIPHER_CTX *ctx, p11i_cms_sink sink,
                                 void *user, p11i_cms_replay **replay, p11s_error *err)
 {
-	struct feed f = {s, ctx, sink, user, NULL, 0, NULL};
+	struct feed f = {s, ctx, sink, user, NULL, 0, NULL, NULL, NULL};
 	EVP_CIPHER_CTX *fresh = NULL;
 	unsigned char *auth_der = NULL, gkey[32], giv[12];
 	size_t auth_len = 0;
@@ -1337,7 +1371,18 @@ p11s_rc p11i_cms_stream_decrypt(p11i_cms_stream *s, EVP_CIPHER_CTX *ctx, p11i_cm
 			goto done;
 		}
 	}
+	/* Without the stage (no memory), the content is decrypted inline. */
+	if ((f.werr = p11s_error_new()) != NULL &&
+	    (f.q = p11i_offload_new(feed_stage, &f, p11i_offload_start)) == NULL) {
+		p11s_error_free(f.werr);
+		f.werr = NULL;
+	}
 	rc = content_and_trailer(s, &f, &auth_der, &auth_len, &mac, err);
+	/* Everything below is the caller's thread's again. */
+	if (rc == P11S_OK && p11i_offload_sync(f.q) != 0)
+		rc = stage_failed(&f, err);
+	p11i_offload_free(f.q);
+	f.q = NULL;
 	if (rc != P11S_OK)
 		goto done;
 
@@ -1381,6 +1426,8 @@ p11s_rc p11i_cms_stream_decrypt(p11i_cms_stream *s, EVP_CIPHER_CTX *ctx, p11i_cm
 	if (outl > 0 && sink(user, f.out, (size_t)outl) != 0)
 		rc = p11i_err(err, P11S_E_IO, "cannot write the decrypted content");
 done:
+	p11i_offload_free(f.q);
+	p11s_error_free(f.werr);
 	OPENSSL_cleanse(gkey, sizeof(gkey));
 	EVP_MAC_CTX_free(f.gmac);
 	EVP_CIPHER_CTX_free(fresh);
@@ -1392,7 +1439,7 @@ done:
 
 p11s_rc p11i_cms_stream_replay(p11i_cms_stream *s, p11i_cms_replay *rp, p11s_error *err)
 {
-	struct feed f = {s, rp->fresh, NULL, NULL, NULL, 0, NULL};
+	struct feed f = {s, rp->fresh, NULL, NULL, NULL, 0, NULL, NULL, NULL};
 	unsigned char *auth_der = NULL, fp[16], *tmp = NULL;
 	size_t auth_len = 0;
 	ASN1_OCTET_STRING *mac = NULL;

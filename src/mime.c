@@ -24,6 +24,7 @@
 
 #include "common.h"
 #include "mime.h"
+#include "offload.h"
 
 #if defined(__SSE2__)
 /* A bit for each byte of @p v that leaves 7-bit text's fast path: >= 0x80, CR or NUL. */
@@ -1379,6 +1380,9 @@ struct canon {
 	/* The body, whose clean blocks the output may take as ranges of it (as_read()). */
 	int ref_fd; /* -1: none */
 	const struct stat *ref_st;
+	/* The digests on a helper (p11i_canon_undo.digests): fed here; the chain from dout on. */
+	struct p11i_offload *dq;
+	BIO *dout;
 	/* The line end split_block() left owed: where the file has it (hold_len 0: nowhere). */
 	long long hold_off;
 	size_t hold_len;
@@ -1387,8 +1391,16 @@ struct canon {
 
 static void flush_out(struct canon *c)
 {
-	if (c->on > 0 && !c->ofail && write_all(c->out, c->ob, c->on) != 0)
-		c->ofail = 1;
+	if (c->on > 0 && !c->ofail) {
+		if (c->dq != NULL) {
+			/* What the digest BIOs would do: the bytes to their next, and hashed. */
+			if (write_all(c->dout, c->ob, c->on) != 0 ||
+			    p11i_offload_put(c->dq, c->ob, c->on) != 0)
+				c->ofail = 1;
+		} else if (write_all(c->out, c->ob, c->on) != 0) {
+			c->ofail = 1;
+		}
+	}
 	c->on = 0;
 }
 
@@ -2141,6 +2153,11 @@ static int crlf_exact(const char *p, size_t n)
 
 static void split_digest(struct canon *c, BIO *eol, const char *p, size_t n)
 {
+	if (c->dq != NULL) {
+		if (p11i_offload_put(c->dq, p, n) != 0)
+			c->ofail = 1;
+		return;
+	}
 	for (BIO *b = c->out; b != eol; b = BIO_next(b)) {
 		EVP_MD_CTX *ctx = NULL;
 
@@ -2676,6 +2693,16 @@ p11s_rc p11i_mime_canonicalize_undo(const p11i_headers *h, unsigned classes, BIO
 	c->out = out;
 	c->undo = undo;
 	c->err = err;
+	if (undo != NULL && undo->digests != NULL) {
+		c->dq = undo->digests;
+		for (c->dout = out; c->dout != NULL && BIO_method_type(c->dout) == BIO_TYPE_MD;
+		     c->dout = BIO_next(c->dout))
+			;
+		if (c->dout == NULL) {
+			free(c);
+			return p11i_err(err, P11S_E_INTERNAL, "digests without an output");
+		}
+	}
 	c->bol = 1;
 	c->ref_fd = -1;
 	if (undo != NULL && undo->in_st != NULL && S_ISREG(undo->in_st->st_mode)) {

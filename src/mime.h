@@ -198,6 +198,7 @@ p11s_rc p11i_mime_canonicalize(const p11i_headers *h, unsigned classes, BIO *bod
  * output, and whatever it feeds (a digest), back to the mark (0 or -1).
  */
 struct stat;
+struct p11i_offload;
 typedef struct p11i_canon_undo {
 	int (*mark)(void *arg);
 	int (*rewind)(void *arg);
@@ -208,6 +209,14 @@ typedef struct p11i_canon_undo {
 	 * of the file (P11I_BIO_CTRL_WRITE_REF) where the output takes them.
 	 */
 	const struct stat *in_st;
+	/*
+	 * NULL, or where the output's digests (the BIO_f_md at the front of
+	 * the output chain) are fed instead of by the chain: what goes to the
+	 * chain goes to the first BIO after them and to this stage, whose
+	 * consumer updates their contexts (src/offload.h).  mark() and
+	 * rewind() sync it before they touch the contexts.
+	 */
+	struct p11i_offload *digests;
 } p11i_canon_undo;
 
 /**

@@ -27,6 +27,7 @@
 #include "mailbox.h"
 #include "p11smime/certs.h"
 #include "mime.h"
+#include "offload.h"
 #include "outcore.h"
 #include "p11smime/rules.h"
 #include "p11smime/sign.h"
@@ -1076,14 +1077,51 @@ struct undo {
 	EVP_MD_CTX *saved[UNDO_MDS];
 	int n;
 	int64_t pos;
+	p11i_offload *dq; /* the digests' helper, synced before their contexts are touched */
 };
+
+/*
+ * The digests of a large entity on a helper thread (src/offload.h): the
+ * contexts of the chain's BIO_f_md, which the canonicaliser then writes
+ * past.  SHA-256 is half of a large sign's work; the other half (reading,
+ * framing, writing) now runs beside it.
+ */
+struct digests {
+	EVP_MD_CTX *ctx[UNDO_MDS];
+	int n;
+};
+
+static int digests_update(void *arg, const unsigned char *p, size_t n)
+{
+	struct digests *d = arg;
+
+	for (int i = 0; i < d->n; i++)
+		if (!EVP_DigestUpdate(d->ctx[i], p, n))
+			return -1;
+	return 0;
+}
+
+/* 0 with @p d set to the chain's digest contexts (up to @p sink); -1: none, or too many. */
+static int digests_of(BIO *chain, BIO *sink, struct digests *d)
+{
+	d->n = 0;
+	for (BIO *b = chain; b != NULL && b != sink; b = BIO_next(b)) {
+		EVP_MD_CTX *ctx = NULL;
+
+		if (BIO_method_type(b) != BIO_TYPE_MD || d->n == UNDO_MDS ||
+		    BIO_get_md_ctx(b, &ctx) <= 0 || ctx == NULL)
+			return -1;
+		d->ctx[d->n++] = ctx;
+	}
+	return d->n > 0 ? 0 : -1;
+}
 
 static int undo_mark(void *arg)
 {
 	struct undo *u = arg;
 	int n = 0;
 
-	if (BIO_ctrl(u->out, P11I_BIO_CTRL_TELL, 0, &u->pos) != 1)
+	if (p11i_offload_sync(u->dq) != 0 || BIO_ctrl(u->out, P11I_BIO_CTRL_TELL, 0, &u->pos) != 1)
 		return -1;
 	for (BIO *b = u->chain; b != NULL && b != u->sink; b = BIO_next(b)) {
 		EVP_MD_CTX *ctx = NULL;
@@ -1106,6 +1144,8 @@ static int undo_rewind(void *arg)
 	struct undo *u = arg;
 	int n = 0;
 
+	if (p11i_offload_sync(u->dq) != 0)
+		return -1;
 	for (BIO *b = u->chain; b != NULL && b != u->sink; b = BIO_next(b)) {
 		EVP_MD_CTX *ctx = NULL;
 
@@ -1197,7 +1237,8 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 	char *hex, *head = NULL;
 	BIO *chain = NULL;
 	struct undo u = {0};
-	const p11i_canon_undo undo = {undo_mark, undo_rewind, &u, in_st};
+	struct digests dg;
+	p11i_canon_undo undo = {undo_mark, undo_rewind, &u, in_st, NULL};
 	p11s_rc rc;
 
 	/*
@@ -1241,9 +1282,18 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 	u.chain = chain;
 	u.sink = sink;
 	u.out = BIO_next(sink);
+	/* Without the stage (no memory, digests we cannot name), the chain digests inline. */
+	if (digests_of(chain, sink, &dg) == 0)
+		u.dq = undo.digests = p11i_offload_new(digests_update, &dg, p11i_offload_start);
 	rc = p11i_mime_canonicalize_undo(h, P11I_HDR_CONTENT, in, chain, &undo, err);
 	if (rc != P11S_OK)
 		goto out;
+	if (p11i_offload_sync(u.dq) != 0) {
+		rc = p11i_err_ossl(err, P11S_E_CRYPTO,
+		                   "the %s signature failed: cannot digest the content",
+		                   s->algorithm);
+		goto out;
+	}
 	if (cms == NULL) {
 		unsigned char md[EVP_MAX_MD_SIZE];
 		unsigned int mdlen = 0;
@@ -1284,6 +1334,7 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 	if (rc == P11S_OK)
 		rc = put(sink, head, err);
 out:
+	p11i_offload_free(u.dq);
 	undo_free(&u);
 	p11i_bio_free_upto(chain, sink);
 	free(der);

@@ -6,7 +6,9 @@
 #      tests; clang, build only
 #   3. ThreadSanitizer (clang): the library, the CLI, the threads test, the
 #      batch test and the agent's (--jobs, the agent's threads; P11S_TSAN; tests/integration/test_threads.sh, suppressions for
-#      SoftHSM alone in tests/tsan.supp); about 2 minutes
+#      SoftHSM alone in tests/tsan.supp), the helper thread of large
+#      messages (unit/test_offload; integration/test_output, test_verify);
+#      about 3 minutes
 #   4. the fuzz build (clang, libFuzzer, ASan+UBSan): every seed and past
 #      crash once (ctest -L fuzz), then each target fuzzed for
 #      P11S_FUZZ_SECONDS (default 25) on its corpus; a crash fails CI
@@ -50,13 +52,14 @@ build "$out/harden-gcc" gcc -DCMAKE_BUILD_TYPE= -DP11S_HARDEN=ON
 step "hardening build, clang-14"
 build "$out/harden-clang" clang-14 -DCMAKE_BUILD_TYPE= -DP11S_HARDEN=ON -DP11S_TESTS=OFF
 
-step "ThreadSanitizer build, threads, batch and agent tests"
+step "ThreadSanitizer build, threads, batch, agent and large-message tests"
 CC=clang-14 cmake -S "$top" -B "$out/tsan" -DP11S_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DP11S_TSAN=ON >/dev/null
-cmake --build "$out/tsan" -j"$jobs" --target p11smime_cli p11s_test_threads p11s_mock_pkcs11
+cmake --build "$out/tsan" -j"$jobs" --target p11smime_cli p11s_test_threads p11s_mock_pkcs11 test_offload
 # Any report fails the test (TSan's exit code); none is suppressed in our code.
 (cd "$out/tsan" && P11S_THREADS_N=8 TSAN_OPTIONS="suppressions=$top/tests/tsan.supp history_size=4" \
-	ctest -R '^integration/(provision-template|test_threads|test_batch|test_agent)$' --output-on-failure)
+	ctest -R '^(integration/(provision-template|test_threads|test_batch|test_agent|test_output|test_verify)|unit/test_offload)$' \
+	--output-on-failure)
 
 step "fuzz build, seeds and regressions"
 build "$out/fuzz" clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DP11S_FUZZ=ON -DP11S_TESTS=OFF -DP11S_SHARED=OFF

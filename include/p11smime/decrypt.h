@@ -20,7 +20,11 @@
  * Threads: p11s_decrypt() may run in several threads at once on one shared
  * p11s_ctx (each call selects its key and decrypts on a PKCS#11 session of
  * its own); a report belongs to the thread that got it.
- * p11s_decrypt_with_pkey() shares its key as OpenSSL allows.
+ * p11s_decrypt_with_pkey() shares its key as OpenSSL allows.  Past 4 MiB
+ * of content the cipher and the writing of the plaintext run on a helper
+ * thread that the call starts and joins before it returns (beside the
+ * reading and base64: half the wall time): the output BIO is then written
+ * from that thread, never from two at once, and never after the call.
  */
 #ifndef P11SMIME_DECRYPT_H
 #define P11SMIME_DECRYPT_H

@@ -13,7 +13,9 @@
  * (P11I_BIO_CTRL_WRITE_REF): each must be the file's bytes at its offset.
  * With bit 2 as well, the file is opened as the command opens one
  * (p11s_input_open()): its BIO counts its own position instead of asking
- * the kernel, and the readers' offsets come from that count.
+ * the kernel, and the readers' offsets come from that count.  With bit 4
+ * the digest is fed through a helper thread as sign feeds a large entity's
+ * (src/offload.h), from the first byte on (bit 8) or past the 64th.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -26,6 +28,7 @@
 
 #include "common.h"
 #include "mime.h"
+#include "offload.h"
 #include "p11smime/io.h"
 
 static unsigned char *mem_copy(BIO *m, size_t *n)
@@ -99,7 +102,13 @@ struct undo {
 	BIO *md, *eol, *mem;
 	EVP_MD_CTX *saved;
 	long pos;
+	p11i_offload *dq; /* the digest's helper: synced before the context is touched */
 };
+
+static int digest_update(void *arg, const unsigned char *p, size_t n)
+{
+	return EVP_DigestUpdate(arg, p, n) ? 0 : -1;
+}
 
 static int undo_mark(void *arg)
 {
@@ -108,7 +117,7 @@ static int undo_mark(void *arg)
 	char *d;
 
 	u->pos = BIO_get_mem_data(u->mem, &d);
-	if (BIO_get_md_ctx(u->md, &ctx) <= 0 ||
+	if (p11i_offload_sync(u->dq) != 0 || BIO_get_md_ctx(u->md, &ctx) <= 0 ||
 	    (u->saved == NULL && (u->saved = EVP_MD_CTX_new()) == NULL) ||
 	    !EVP_MD_CTX_copy_ex(u->saved, ctx))
 		abort();
@@ -122,8 +131,8 @@ static int undo_rewind(void *arg)
 	char *d, *keep;
 	long n = BIO_get_mem_data(u->mem, &d);
 
-	if (n < u->pos || BIO_get_md_ctx(u->md, &ctx) <= 0 || !EVP_MD_CTX_copy_ex(ctx, u->saved) ||
-	    (keep = malloc((size_t)u->pos + 1)) == NULL)
+	if (p11i_offload_sync(u->dq) != 0 || n < u->pos || BIO_get_md_ctx(u->md, &ctx) <= 0 ||
+	    !EVP_MD_CTX_copy_ex(ctx, u->saved) || (keep = malloc((size_t)u->pos + 1)) == NULL)
 		abort();
 	if (u->pos > 0)
 		memcpy(keep, d, (size_t)u->pos);
@@ -167,7 +176,8 @@ static BIO *file_bio(const uint8_t *data, size_t size, int file, struct stat *st
  * sign's chain against the canonical form digested and then filtered;
  * @p file: from a regular file, written ahead and taken back as sign does.
  */
-static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i_eol to, int file)
+static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i_eol to, int file,
+                        int offload)
 {
 	struct stat st;
 	BIO *in = file ? file_bio(data, size, file, &st) : BIO_new_mem_buf(data, (int)size);
@@ -191,10 +201,22 @@ static void split_check(const uint8_t *data, size_t size, unsigned classes, p11i
 	if (p11i_headers_read(in, 64 * 1024, &h, NULL) != 0)
 		goto out;
 	{
-		struct undo u = {md, eol, mem, NULL, 0};
-		const p11i_canon_undo undo = {undo_mark, undo_rewind, &u, file ? &st : NULL};
+		EVP_MD_CTX *mctx = NULL;
+		p11i_offload *dq = NULL;
 
-		a = p11i_mime_canonicalize_undo(h, classes, in, md, file ? &undo : NULL, NULL);
+		if (offload &&
+		    (BIO_get_md_ctx(md, &mctx) <= 0 ||
+		     (dq = p11i_offload_new(digest_update, mctx, offload == 1 ? 0 : 64)) == NULL))
+			abort();
+		struct undo u = {md, eol, mem, NULL, 0, dq};
+		const p11i_canon_undo undo = {undo_mark, undo_rewind, &u, file ? &st : NULL, dq};
+
+		a = p11i_mime_canonicalize_undo(h, classes, in, md, file || dq ? &undo : NULL,
+		                                NULL);
+		/* The digest whole again before it is read (or freed with the helper). */
+		if (a == 0 && p11i_offload_sync(dq) != 0)
+			abort();
+		p11i_offload_free(dq);
 		EVP_MD_CTX_free(u.saved);
 	}
 	p11i_headers_free(h);
@@ -246,7 +268,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (mode & 16) {
 		split_check(data + 1, size - 1, mode & 1 ? P11I_HDR_ALL : P11I_HDR_CONTENT,
 		            mode & 32 ? P11I_EOL_CRLF : P11I_EOL_LF,
-		            mode & 64 ? (mode & 2 ? 2 : 1) : 0);
+		            mode & 64 ? (mode & 2 ? 2 : 1) : 0, mode & 4 ? (mode & 8 ? 1 : 2) : 0);
 		return 0;
 	}
 	in = BIO_new_mem_buf(data + 1, (int)(size - 1));

@@ -73,6 +73,10 @@ for f in "$m"/*.eml; do
 	seed canon "$f" 00
 	seed canon "$f" 05
 	seed canon "$f" 0d
+	# sign's chain from a file, the digest on a helper (bits 16, 64, 4; 8: from the first byte; 32: CRLF)
+	seed canon "$f" 54
+	seed canon "$f" 5c
+	seed canon "$f" 74
 done
 
 # ------------------------------------------------------------ encrypted

@@ -210,6 +210,45 @@ if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
 	assert_contains full6.out "inner=4" "sign > a full disk: exit 4"
 	assert_contains full6.out "size=0" "standard output's file cut back to empty"
 	assert_contains full6.err "cannot write to standard output: No space left on device" "a write error, in words"
+	# Past 4 MiB the cipher and the plaintext's writing run on a helper
+	# thread: a disk that fills there is the same exit 4, message and no file.
+	printf 'Content-Type: application/octet-stream\r\n\r\n' >mid.pt
+	head -c 9000000 /dev/urandom | base64 -w 76 | sed 's/$/\r/' >>mid.pt
+	for c in aes-256-cbc aes-256-gcm; do
+		openssl cms -encrypt -binary -$c -in mid.pt -recip "$CERTS_DIR/rsa2048.pem" \
+			-outform DER -out mid.p7m
+		mid_run() { # CMD...: run p11smime with tiny/ an 8 MiB tmpfs
+			unshare -m bash -c 'mount -t tmpfs -o size=8m tmpfs tiny && "$@"; echo "rc=$?"; ls -A tiny' _ "$@"
+		}
+		mid_run "$P11SMIME" "${P[@]}" decrypt --inform der -i mid.p7m -o tiny/plain.eml >mid.out 2>mid.err
+		assert_contains mid.out "rc=4" "$c: decrypt -o of 12 MB on an 8 MiB disk: exit 4"
+		assert_not_contains mid.out "plain.eml" "$c: and no file"
+		assert_not_contains mid.out ".p11smime" "$c: and no temporary file"
+		assert_contains mid.err "cannot write 'tiny/plain.eml': No space left on device" \
+			"$c: names the file and the reason"
+		"$P11SMIME" "${P[@]}" decrypt --inform der -i mid.p7m -o mid.out
+		cmp -s mid.out mid.pt && pass "$c: with room, the same 12 MB decrypt gives the plaintext" ||
+			fail "$c: a 12 MB decrypt gave other bytes than the plaintext"
+		# From a pipe: GCM's ciphertext is kept (spooled) by the helper, for the tag.
+		cat mid.p7m | "$P11SMIME" "${P[@]}" decrypt --inform der -o mid.out
+		cmp -s mid.out mid.pt && pass "$c: the same from a pipe" ||
+			fail "$c: a 12 MB decrypt from a pipe gave other bytes than the plaintext"
+		rm -f mid.out
+		if [ $c = aes-256-gcm ]; then
+			# A byte changed past the helper's start: the tag says so, nothing is written.
+			b=$(od -An -tu1 -j 8000000 -N1 mid.p7m | tr -d ' ')
+			printf "$(printf '\\%03o' $(((b ^ 1) & 255)))" |
+				dd of=mid.p7m bs=1 seek=8000000 conv=notrunc status=none
+			"$P11SMIME" "${P[@]}" decrypt --inform der -i mid.p7m -o mid.out 2>midtag.err
+			assert_eq 4 $? "GCM, 12 MB, a byte changed at 8 MB: exit 4"
+			assert_contains midtag.err "AES-GCM tag mismatch" "the tag mismatch, in words"
+			assert_file_absent mid.out
+			cat mid.p7m | "$P11SMIME" "${P[@]}" decrypt --inform der >mid.out 2>midtag.err
+			assert_eq 4 $? "the same from a pipe to standard output: exit 4"
+			assert_eq 0 "$(stat -c %s mid.out)" "nothing reached standard output"
+			rm -f mid.out
+		fi
+	done
 fi
 
 # ------------------------------------------------------- a slow pipe reader

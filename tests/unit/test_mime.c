@@ -708,7 +708,7 @@ static p11s_rc canon_file(const char *msg, size_t len, unsigned classes, char **
 	in = BIO_new_fp(fp, BIO_CLOSE);
 	rc = p11i_headers_read(in, 0, &h, err);
 	if (rc == P11S_OK && canon_undo != NULL) {
-		p11i_canon_undo undo = {mem_mark, mem_rewind, canon_undo, NULL};
+		p11i_canon_undo undo = {mem_mark, mem_rewind, canon_undo, NULL, NULL};
 
 		canon_undo->mem = o;
 		rc = p11i_mime_canonicalize_undo(h, classes, in, o, &undo, err);
@@ -996,7 +996,7 @@ static void canon_chain(const char *msg, size_t len, int mode, p11i_eol to, char
 	BIO *mdb = BIO_new(BIO_f_md());
 	p11i_headers *h = NULL;
 	struct chain_undo u = {0};
-	p11i_canon_undo undo = {chain_mark, chain_rewind, &u, NULL};
+	p11i_canon_undo undo = {chain_mark, chain_rewind, &u, NULL, NULL};
 	FILE *fp = NULL;
 	EVP_MD_CTX *ctx = NULL;
 	unsigned int mdl = 0;
