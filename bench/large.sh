@@ -22,9 +22,11 @@
 #     the digest or the cipher runs on a second processor, so a large
 #     message's wall time is below its CPU time);
 #   - the disk's own rate (dd of MIB MiB with conv=fsync, in $TMPDIR) and
-#     each -o FILE run's rate on disk as a ratio to it ("/disk"): -o FILE
-#     ends with an fsync, so on a disk slower than half the SHA-256 rate
-#     this is the honest figure;
+#     the rate on disk as a ratio to it ("/disk") of each run whose bytes
+#     reach the disk before it ends: -o FILE ends with an fsync, and
+#     decrypt > FILE writes its spill (the plaintext held until the tag is
+#     checked) to $TMPDIR's disk and reads it back; on a disk slower than
+#     half the SHA-256 rate this is the honest figure;
 #   - the same runs into tmpfs (/dev/shm: -o FILE, standard output and the
 #     spill file there), where no disk is waited for: the CPU-bound figure;
 #   - before and after the rows, the system time of writing 1 GiB of new
@@ -193,7 +195,7 @@ row() {
 			if (s <= 0) s = 0.01
 			r = bytes / s / 1e6
 			rc = bytes / (c > 0 ? c : 0.01) / 1e6
-			d = w == "disk" && n ~ /-o FILE/ ? sprintf("%6.2f", r / disk) : sprintf("%6s", "-")
+			d = w == "disk" && (n ~ /-o FILE/ || n ~ /^decrypt > FILE/) ? sprintf("%6.2f", r / disk) : sprintf("%6s", "-")
 			printf "%-5s %-5s %-22s %7.2f %8.1f %6.2f %7.2f %8.1f %6.2f %6.2f %6.2f %s %7.1f\n", l, w, n, s, r, r / sha, c, rc, rc / sha, p, pw, d, kb / 1024 }' "$work/times.$label"
 	done
 }
