@@ -14,6 +14,7 @@
  * asleep: a futex call per 512 KiB at most, not per block put.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,9 @@ p11i_offload *p11i_offload_new(p11i_offload_fn fn, void *arg, size_t start_after
 /* The helper and its ring; on any failure the stage stays inline. */
 static void start(p11i_offload *o)
 {
+	sigset_t all, old;
+	int r;
+
 	o->start_after = SIZE_MAX;
 	for (int i = 0; i < SLOTS; i++) {
 		o->buf[i] = malloc(SLOT_SIZE);
@@ -113,7 +117,17 @@ static void start(p11i_offload *o)
 		pthread_mutex_destroy(&o->lock);
 		return;
 	}
-	if (pthread_create(&o->th, NULL, helper, o) != 0) {
+	/*
+	 * The helper takes no asynchronous signal: a SIGINT or SIGTERM meant
+	 * for the caller's thread (a handler that expects its system call
+	 * interrupted, a sigwait() elsewhere) is never taken by a thread the
+	 * caller does not know of.
+	 */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&o->th, NULL, helper, o);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0) {
 		pthread_cond_destroy(&o->room);
 		pthread_cond_destroy(&o->work);
 		pthread_mutex_destroy(&o->lock);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@ struct consumer {
 	size_t fail_at; /* fail the call that would pass this many bytes; 0: never */
 	int on_other_thread;
 	pthread_t producer;
+	int signals_open; /* a call off the producer's thread could take SIGTERM */
 };
 
 static int consume(void *arg, const unsigned char *p, size_t n)
@@ -31,8 +33,13 @@ static int consume(void *arg, const unsigned char *p, size_t n)
 	struct consumer *c = arg;
 
 	c->calls++;
-	if (!pthread_equal(pthread_self(), c->producer))
+	if (!pthread_equal(pthread_self(), c->producer)) {
+		sigset_t cur;
+
 		c->on_other_thread = 1;
+		if (pthread_sigmask(SIG_BLOCK, NULL, &cur) != 0 || !sigismember(&cur, SIGTERM))
+			c->signals_open = 1;
+	}
 	if (c->fail_at > 0 && c->total + n > c->fail_at)
 		return -1;
 	c->total += n;
@@ -81,7 +88,7 @@ static void put_all(p11i_offload *o, const unsigned char *b, size_t len)
 static void run(size_t len, size_t start_after, int want_thread)
 {
 	unsigned char *b = stream(len, (unsigned)len), want[32], got[32];
-	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self()};
+	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self(), 0};
 	p11i_offload *o;
 	unsigned int l = 0;
 
@@ -98,6 +105,8 @@ static void run(size_t len, size_t start_after, int want_thread)
 	assert_memory_equal(got, want, 32);
 	assert_int_equal(p11i_offload_threaded(o), want_thread);
 	assert_int_equal(c.on_other_thread, want_thread);
+	/* The helper takes no signal meant for the caller. */
+	assert_int_equal(c.signals_open, 0);
 	p11i_offload_free(o);
 	EVP_MD_CTX_free(c.md);
 	free(b);
@@ -127,7 +136,7 @@ static void a_sync_midway_hands_the_state_back(void **state)
 {
 	size_t len = (size_t)9 << 20, half = len / 2 + 12345;
 	unsigned char *b = stream(len, 7), want[32], got[32];
-	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self()};
+	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self(), 0};
 	p11i_offload *o = p11i_offload_new(consume, &c, 1000);
 	EVP_MD_CTX *copy = EVP_MD_CTX_new();
 	unsigned int l = 0;
@@ -162,7 +171,7 @@ static void a_failing_consumer_stops_the_stream(void **state)
 	(void)state;
 	/* Failing inline (before the start) and on the helper (after it). */
 	for (int on_helper = 0; on_helper <= 1; on_helper++) {
-		struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self()};
+		struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self(), 0};
 		p11i_offload *o = p11i_offload_new(consume, &c, on_helper ? 1000 : len);
 		size_t i = 0, calls;
 
@@ -197,7 +206,7 @@ static void free_without_sync_stops_the_helper(void **state)
 {
 	size_t len = (size_t)12 << 20;
 	unsigned char *b = stream(len, 5);
-	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self()};
+	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self(), 0};
 	p11i_offload *o = p11i_offload_new(consume, &c, 0);
 
 	(void)state;
