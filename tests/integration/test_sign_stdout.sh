@@ -187,4 +187,23 @@ sed '1,4d' mbox2 >mbox2.msg
 	pass ">> MAILBOX: the earlier mail, then a message that verifies" ||
 	fail ">> MAILBOX: the mailbox does not hold the earlier mail and the message"
 
+# ------------------------------------------------ a part dirty past 4 MiB
+# A part that looks clean is written ahead from the file, its digest on the
+# helper thread past 4 MiB, and needs an encoding at its last line: it is
+# taken back (the helper synced, the digest as it was at the mark) and
+# encoded.  The same entity as from a pipe, which is scanned first.
+{
+	printf 'From: rsa2048@example.org\nSubject: late\nContent-Type: text/plain; charset=utf-8\n\n'
+	head -c 7000000 /dev/urandom | base64 -w 76
+	printf 'caf\xc3\xa9 at the very end\n'
+} >late.eml
+"$P11SMIME" "${P[@]}" sign --signer "$SIGNER" -i late.eml -o late.file
+assert_eq 0 $? "sign -o of a 9 MB part that is dirty at its end"
+cat late.eml | "$P11SMIME" "${P[@]}" sign --signer "$SIGNER" >late.pipe
+assert_eq 0 $? "the same from a pipe"
+content late.file late.file.c && content late.pipe late.pipe.c && cmp -s late.file.c late.pipe.c &&
+	pass "taken back and encoded: it verifies, the same entity as from a pipe" ||
+	fail "the part taken back does not verify, or differs from the pipe's"
+assert_contains late.file.c.ent "quoted-printable" "the part is quoted-printable"
+
 finish
