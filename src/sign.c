@@ -1066,28 +1066,16 @@ static p11s_rc write_der_base64(BIO *sink, CMS_ContentInfo *cms, p11s_error *err
 }
 
 /*
- * Taking back a part written ahead (p11i_canon_undo): the digests of the
- * chain as they were, and the output's length, when our output BIO is at
- * the end of it (other outputs answer no, and the part is read twice).
+ * The chain's digests: the contexts of its BIO_f_md, in front of the
+ * output (at most DIGESTS of them).  A large entity's are fed on a helper
+ * thread (src/offload.h), which the canonicaliser then writes past:
+ * SHA-256 is half of a large sign's work, the other half (reading,
+ * framing, writing) runs beside it.
  */
-#define UNDO_MDS 4
+#define DIGESTS 4
 
-struct undo {
-	BIO *chain, *sink, *out;
-	EVP_MD_CTX *saved[UNDO_MDS];
-	int n;
-	int64_t pos;
-	p11i_offload *dq; /* the digests' helper, synced before their contexts are touched */
-};
-
-/*
- * The digests of a large entity on a helper thread (src/offload.h): the
- * contexts of the chain's BIO_f_md, which the canonicaliser then writes
- * past.  SHA-256 is half of a large sign's work; the other half (reading,
- * framing, writing) now runs beside it.
- */
 struct digests {
-	EVP_MD_CTX *ctx[UNDO_MDS];
+	EVP_MD_CTX *ctx[DIGESTS];
 	int n;
 };
 
@@ -1108,52 +1096,55 @@ static int digests_of(BIO *chain, BIO *sink, struct digests *d)
 	for (BIO *b = chain; b != NULL && b != sink; b = BIO_next(b)) {
 		EVP_MD_CTX *ctx = NULL;
 
-		if (BIO_method_type(b) != BIO_TYPE_MD || d->n == UNDO_MDS ||
-		    BIO_get_md_ctx(b, &ctx) <= 0 || ctx == NULL)
+		if (BIO_method_type(b) != BIO_TYPE_MD || d->n == DIGESTS ||
+		    BIO_get_md_ctx(b, &ctx) <= 0 || ctx == NULL) {
+			d->n = 0;
 			return -1;
+		}
 		d->ctx[d->n++] = ctx;
 	}
 	return d->n > 0 ? 0 : -1;
 }
 
+/*
+ * Taking back a part written ahead (p11i_canon_undo): the digests as they
+ * were, and the output's length, when our output BIO is at the end of the
+ * chain (other outputs answer no, and the part is read twice).  Without
+ * digests we can name, nothing is taken back.
+ */
+struct undo {
+	BIO *sink, *out;
+	struct digests dg;
+	EVP_MD_CTX *saved[DIGESTS];
+	int64_t pos;
+	p11i_offload *dq; /* the digests' helper, synced before their contexts are touched */
+};
+
 static int undo_mark(void *arg)
 {
 	struct undo *u = arg;
-	int n = 0;
 
-	if (p11i_offload_sync(u->dq) != 0 || BIO_ctrl(u->out, P11I_BIO_CTRL_TELL, 0, &u->pos) != 1)
+	if (u->dg.n == 0 || p11i_offload_sync(u->dq) != 0 ||
+	    BIO_ctrl(u->out, P11I_BIO_CTRL_TELL, 0, &u->pos) != 1)
 		return -1;
-	for (BIO *b = u->chain; b != NULL && b != u->sink; b = BIO_next(b)) {
-		EVP_MD_CTX *ctx = NULL;
-
-		if (BIO_method_type(b) != BIO_TYPE_MD || n == UNDO_MDS ||
-		    BIO_get_md_ctx(b, &ctx) <= 0 || ctx == NULL)
+	for (int i = 0; i < u->dg.n; i++) {
+		if (u->saved[i] == NULL && (u->saved[i] = EVP_MD_CTX_new()) == NULL)
 			return -1;
-		if (u->saved[n] == NULL && (u->saved[n] = EVP_MD_CTX_new()) == NULL)
+		if (!EVP_MD_CTX_copy_ex(u->saved[i], u->dg.ctx[i]))
 			return -1;
-		if (!EVP_MD_CTX_copy_ex(u->saved[n], ctx))
-			return -1;
-		n++;
 	}
-	u->n = n;
 	return 0;
 }
 
 static int undo_rewind(void *arg)
 {
 	struct undo *u = arg;
-	int n = 0;
 
-	if (p11i_offload_sync(u->dq) != 0)
+	if (u->dg.n == 0 || p11i_offload_sync(u->dq) != 0)
 		return -1;
-	for (BIO *b = u->chain; b != NULL && b != u->sink; b = BIO_next(b)) {
-		EVP_MD_CTX *ctx = NULL;
-
-		if (n == u->n || BIO_get_md_ctx(b, &ctx) <= 0 || ctx == NULL ||
-		    !EVP_MD_CTX_copy_ex(ctx, u->saved[n]))
+	for (int i = 0; i < u->dg.n; i++)
+		if (u->saved[i] == NULL || !EVP_MD_CTX_copy_ex(u->dg.ctx[i], u->saved[i]))
 			return -1;
-		n++;
-	}
 	/* The line-end filter holds nothing at a mark (a line end was the last byte): reset it. */
 	BIO_ctrl(u->sink, BIO_CTRL_RESET, 0, NULL);
 	return BIO_ctrl(u->out, P11I_BIO_CTRL_REWIND, (long)u->pos, NULL) == 1 ? 0 : -1;
@@ -1161,7 +1152,7 @@ static int undo_rewind(void *arg)
 
 static void undo_free(struct undo *u)
 {
-	for (int i = 0; i < UNDO_MDS; i++)
+	for (int i = 0; i < DIGESTS; i++)
 		EVP_MD_CTX_free(u->saved[i]);
 }
 
@@ -1237,7 +1228,6 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 	char *hex, *head = NULL;
 	BIO *chain = NULL;
 	struct undo u = {0};
-	struct digests dg;
 	p11i_canon_undo undo = {undo_mark, undo_rewind, &u, in_st, NULL};
 	p11s_rc rc;
 
@@ -1279,12 +1269,11 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 		rc = p11i_err_ossl(err, P11S_E_CRYPTO, "cannot start the signature");
 		goto out;
 	}
-	u.chain = chain;
 	u.sink = sink;
 	u.out = BIO_next(sink);
 	/* Without the stage (no memory, digests we cannot name), the chain digests inline. */
-	if (digests_of(chain, sink, &dg) == 0)
-		u.dq = undo.digests = p11i_offload_new(digests_update, &dg, p11i_offload_start);
+	if (digests_of(chain, sink, &u.dg) == 0)
+		u.dq = undo.digests = p11i_offload_new(digests_update, &u.dg, p11i_offload_start);
 	rc = p11i_mime_canonicalize_undo(h, P11I_HDR_CONTENT, in, chain, &undo, err);
 	if (rc != P11S_OK)
 		goto out;

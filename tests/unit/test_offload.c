@@ -46,6 +46,21 @@ static int consume(void *arg, const unsigned char *p, size_t n)
 	return EVP_DigestUpdate(c->md, p, n) ? 0 : -1;
 }
 
+/* A SHA-256 consumer on @p c, and its stage starting after @p start_after bytes. */
+static p11i_offload *consumer_stage(struct consumer *c, size_t start_after)
+{
+	p11i_offload *o;
+
+	memset(c, 0, sizeof(*c));
+	c->md = EVP_MD_CTX_new();
+	c->producer = pthread_self();
+	assert_non_null(c->md);
+	assert_int_equal(EVP_DigestInit_ex(c->md, EVP_sha256(), NULL), 1);
+	o = p11i_offload_new(consume, c, start_after);
+	assert_non_null(o);
+	return o;
+}
+
 /* A stream of @p len pseudo-random bytes (the same for a seed). */
 static unsigned char *stream(size_t len, unsigned seed)
 {
@@ -88,14 +103,10 @@ static void put_all(p11i_offload *o, const unsigned char *b, size_t len)
 static void run(size_t len, size_t start_after, int want_thread)
 {
 	unsigned char *b = stream(len, (unsigned)len), want[32], got[32];
-	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self(), 0};
-	p11i_offload *o;
+	struct consumer c;
+	p11i_offload *o = consumer_stage(&c, start_after);
 	unsigned int l = 0;
 
-	assert_non_null(c.md);
-	assert_int_equal(EVP_DigestInit_ex(c.md, EVP_sha256(), NULL), 1);
-	o = p11i_offload_new(consume, &c, start_after);
-	assert_non_null(o);
 	put_all(o, b, len);
 	assert_int_equal(p11i_offload_sync(o), 0);
 	/* After the sync the consumer's state is ours: every byte is in it. */
@@ -136,14 +147,12 @@ static void a_sync_midway_hands_the_state_back(void **state)
 {
 	size_t len = (size_t)9 << 20, half = len / 2 + 12345;
 	unsigned char *b = stream(len, 7), want[32], got[32];
-	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self(), 0};
-	p11i_offload *o = p11i_offload_new(consume, &c, 1000);
+	struct consumer c;
+	p11i_offload *o = consumer_stage(&c, 1000);
 	EVP_MD_CTX *copy = EVP_MD_CTX_new();
 	unsigned int l = 0;
 
 	(void)state;
-	assert_non_null(o);
-	assert_int_equal(EVP_DigestInit_ex(c.md, EVP_sha256(), NULL), 1);
 	put_all(o, b, half);
 	assert_int_equal(p11i_offload_sync(o), 0);
 	assert_int_equal(c.total, half);
@@ -171,12 +180,10 @@ static void a_failing_consumer_stops_the_stream(void **state)
 	(void)state;
 	/* Failing inline (before the start) and on the helper (after it). */
 	for (int on_helper = 0; on_helper <= 1; on_helper++) {
-		struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self(), 0};
-		p11i_offload *o = p11i_offload_new(consume, &c, on_helper ? 1000 : len);
+		struct consumer c;
+		p11i_offload *o = consumer_stage(&c, on_helper ? 1000 : len);
 		size_t i = 0, calls;
 
-		assert_non_null(o);
-		assert_int_equal(EVP_DigestInit_ex(c.md, EVP_sha256(), NULL), 1);
 		c.fail_at = (size_t)10 << 20;
 		seen = 0;
 		/* The producer learns of it at a put (once the ring is full) or at the sync. */
@@ -206,12 +213,10 @@ static void free_without_sync_stops_the_helper(void **state)
 {
 	size_t len = (size_t)12 << 20;
 	unsigned char *b = stream(len, 5);
-	struct consumer c = {EVP_MD_CTX_new(), 0, 0, 0, 0, pthread_self(), 0};
-	p11i_offload *o = p11i_offload_new(consume, &c, 0);
+	struct consumer c;
+	p11i_offload *o = consumer_stage(&c, 0);
 
 	(void)state;
-	assert_non_null(o);
-	assert_int_equal(EVP_DigestInit_ex(c.md, EVP_sha256(), NULL), 1);
 	put_all(o, b, len);
 	p11i_offload_free(o);
 	assert_true(c.total <= len);
