@@ -19,7 +19,10 @@
 #     just after each batch, the batch's rate is divided by their mean, and
 #     the median of PAIRS (default 3) such ratios is printed (this VM's
 #     speed drifts by up to 2x within minutes: a raw rate taken once, at
-#     the start, moved the ratios by a third);
+#     the start, moved the ratios by a third); beside them, what the
+#     output directory's file system gives without any signing: as many
+#     new 6 KiB files made durable and linked in as a batch makes them
+#     (bench/mkfiles.c), taken before the batches;
 # (3) one process per message: median wall time of `p11smime sign` through
 #     `p11smime agent` against `openssl cms -sign -engine pkcs11` (libp11's
 #     engine, key on the token), RUNS (default 21) paired runs, alternating;
@@ -97,6 +100,7 @@ for i in $(seq 1 "$msgs"); do cp "$work/mail.eml" "$work/in/m$i.eml"; done
 
 # ------------------------------------------------------------ (1) raw C_Sign
 cc -O2 -I/usr/include/p11-kit-1 -o "$work/csign" "$here/csign.c" -ldl -lpthread
+cc -O2 -o "$work/mkfiles" "$here/mkfiles.c"
 raw_rsa=$("$work/csign" "$module" "$P11S_TOKEN_LABEL" "$P11S_PIN_FILE" 01 rsa "$secs")
 raw_ec=$("$work/csign" "$module" "$P11S_TOKEN_LABEL" "$P11S_PIN_FILE" 03 ec "$secs")
 # The same from as many threads, each on its own session, as a batch has
@@ -165,6 +169,18 @@ show() { # LABEL "RATE BEYOND ONE_MS RAW RATIO RATIO_BEYOND RATIOS..." [GOAL]
 		printf "%-20s %8.1f msg/s  raw %8.1f /s  ratio %.2f;  beyond the one-file batch (%.1f ms): %8.1f msg/s  ratio %.2f%s  (pairs: %s)\n",
 			l, b, w, r, o, s, rs, (g != "" ? "  (goal >= " g ")" : ""), all }'
 }
+# The output file system alone: as many new files as a batch makes, of a
+# signed mail's size, made durable and linked in as a batch does
+# (bench/mkfiles.c).  On this VM's ext4 (no journal) each new inode costs
+# a read past every inode deleted in its group in the last minutes
+# (recently_deleted() in find_inode_bit()): a test suite run just before
+# slows every figure on ext4 here, whatever p11smime does.
+# Taken before the batches, and its files kept to the end (deleting them
+# would slow the batches' new inodes the same way).
+fs_rate() { # DIR -> "FILES_PER_S CPU_US_PER_FILE"
+	"$work/mkfiles" "$1/fs" "$msgs" 6144
+}
+fs_disk=$(fs_rate "$work/out")
 # The default --jobs (the processors online) and one worker (--jobs 1).
 b_rsa=$(batch rsa2048@example.org 01 rsa)
 b_ec=$(batch p256@example.org 03 ec)
@@ -175,17 +191,21 @@ show "RSA-2048, $ncpu workers" "$b_rsa" 0.85
 show "P-256, $ncpu workers" "$b_ec" 0.6
 show "RSA-2048, --jobs 1" "$b1_rsa"
 show "P-256, --jobs 1" "$b1_ec"
+printf 'the file system alone: %s new files of 6 KiB made durable and linked in as a batch does, no signing (bench/mkfiles.c): %.1f files/s, %.1f us of CPU each\n' \
+	"$msgs" ${fs_disk}
 awk -v b="${b_rsa%% *}" -v rn="$raw_rsa_n" -v e="${b_ec%% *}" -v en="$raw_ec_n" -v n="$ncpu" \
 	'BEGIN { printf "to the raw rate from %d threads, taken once in (1): RSA-2048 %.2f, P-256 %.2f\n", n, b / rn, e / en }'
 # The same into tmpfs: what the disk's syncs cost, apart from the work.
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
 	shm=$(mktemp -d /dev/shm/p11s-bench-agent.XXXXXX)
 	mv "$work/out" "$work/out.disk" && ln -s "$shm" "$work/out"
+	fs_shm=$(fs_rate "$shm")
 	s_rsa=$(batch rsa2048@example.org 01 rsa)
 	s_ec=$(batch p256@example.org 03 ec)
 	rm -f "$work/out" && mv "$work/out.disk" "$work/out"
 	rm -rf "$shm"
 	echo "== (2b) the same into tmpfs (/dev/shm), default workers"
+	printf 'the file system alone (tmpfs): %.1f files/s, %.1f us of CPU each\n' ${fs_shm}
 	show "RSA-2048" "$s_rsa" 0.85
 	show "P-256" "$s_ec" 0.6
 fi
