@@ -13,7 +13,9 @@
 #     output (the report) and to -o FILE: wall time, MB/s of the MIB-MiB payload, the
 #     ratio to the SHA-256 rate, peak RSS (/usr/bin/time -f %M); and the
 #     same rate on the process's CPU time (user + system), which a machine
-#     shared with other work does not distort as much as wall time;
+#     shared with other work does not distort as much as wall time, with
+#     the system time apart ("sys-s": a run that met pages the host had
+#     taken back shows there, a second or more above the others);
 #   - "paired": that CPU rate as a ratio of a SHA-256 rate measured (1 s of
 #     openssl speed) just before each run, the median over the runs: this
 #     VM's speed drifts by up to 2x within minutes, and a ratio to the rate
@@ -137,7 +139,7 @@ new_pages() {
 echo "new pages: $(new_pages)"
 echo "payload $mib MiB; goals: ratio >= 0.50 (of SHA-256; on disk, of the disk where it is the slower), RSS <= 32 MiB"
 [ -n "$shm" ] || echo "(no room in /dev/shm: tmpfs rows left out)"
-printf '%-5s %-5s %-22s %7s %8s %6s %7s %8s %6s %6s %6s %6s %7s\n' build into run wall-s MB/s ratio cpu-s MB/s ratio paired p-wall "/disk" "RSS MiB"
+printf '%-5s %-5s %-22s %7s %8s %6s %7s %6s %8s %6s %6s %6s %6s %7s\n' build into run wall-s MB/s ratio cpu-s sys-s MB/s ratio paired p-wall "/disk" "RSS MiB"
 
 # The SHA-256 rate in MB/s now: 1 s of `openssl speed`, the pair of each run.
 sha_now() {
@@ -187,16 +189,17 @@ row() {
 				for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
 			return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
 		}
-		{ sa[NR] = $1; ka[NR] = $2; ca[NR] = $3 + $4
+		{ sa[NR] = $1; ka[NR] = $2; ca[NR] = $3 + $4; ya[NR] = $4
 		  pa[NR] = ($5 > 0 ? bytes / ($3 + $4 > 0 ? $3 + $4 : 0.01) / 1e6 / $5 : 0)
 		  wa[NR] = ($5 > 0 ? bytes / ($1 > 0 ? $1 : 0.01) / 1e6 / $5 : 0) }
 		END {
 			s = med(sa, NR); kb = med(ka, NR); c = med(ca, NR); p = med(pa, NR); pw = med(wa, NR)
+			y = med(ya, NR)
 			if (s <= 0) s = 0.01
 			r = bytes / s / 1e6
 			rc = bytes / (c > 0 ? c : 0.01) / 1e6
 			d = w == "disk" && (n ~ /-o FILE/ || n ~ /^decrypt > FILE/) ? sprintf("%6.2f", r / disk) : sprintf("%6s", "-")
-			printf "%-5s %-5s %-22s %7.2f %8.1f %6.2f %7.2f %8.1f %6.2f %6.2f %6.2f %s %7.1f\n", l, w, n, s, r, r / sha, c, rc, rc / sha, p, pw, d, kb / 1024 }' "$work/times.$label"
+			printf "%-5s %-5s %-22s %7.2f %8.1f %6.2f %7.2f %6.2f %8.1f %6.2f %6.2f %6.2f %s %7.1f\n", l, w, n, s, r, r / sha, c, y, rc, rc / sha, p, pw, d, kb / 1024 }' "$work/times.$label"
 	done
 }
 
