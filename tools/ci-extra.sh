@@ -9,7 +9,9 @@
 #      SoftHSM alone in tests/tsan.supp), the helper thread of large
 #      messages (unit/test_offload; integration/test_output, test_verify);
 #      about 3 minutes
-#   4. the fuzz build (clang, libFuzzer, ASan+UBSan): every seed and past
+#   4. the benchmarks kept buildable: every bench/*.sh parses, the C
+#      helpers compile with -Werror, bench/mkfiles.c makes its files
+#   5. the fuzz build (clang, libFuzzer, ASan+UBSan): every seed and past
 #      crash once (ctest -L fuzz), then each target fuzzed for
 #      P11S_FUZZ_SECONDS (default 25) on its corpus; a crash fails CI
 # Build trees go under $P11S_CI_BUILD (default build-ci/ in the tree).
@@ -60,6 +62,26 @@ cmake --build "$out/tsan" -j"$jobs" --target p11smime_cli p11s_test_threads p11s
 (cd "$out/tsan" && P11S_THREADS_N=8 TSAN_OPTIONS="suppressions=$top/tests/tsan.supp history_size=4" \
 	ctest -R '^(integration/(provision-template|test_threads|test_batch|test_agent|test_output|test_verify)|unit/test_offload)$' \
 	--output-on-failure)
+
+# The benchmarks are not run here (they print figures, and take minutes):
+# only kept from rotting, since nothing else builds them.
+step "bench: scripts parse, helpers build (-Werror), mkfiles runs"
+bwork=$(mktemp -d)
+for s in "$top"/bench/*.sh; do
+	bash -n "$s"
+done
+for c in csign mkfiles import_certs spill_move; do
+	gcc -O2 -Wall -Wextra -Werror -I/usr/include/p11-kit-1 -o "$bwork/$c" "$top/bench/$c.c" \
+		-ldl -lpthread -lcrypto
+done
+# shellcheck disable=SC2046
+gcc -fsyntax-only -Wall -Wextra -Werror -I"$top/include" $(pkg-config --cflags p11-kit-1) \
+	"$top/bench/decrypt_bench.c"
+r=$("$bwork/mkfiles" "$bwork/files" 64 6144)
+[ "$(find "$bwork/files" -type f -size 6144c | wc -l)" -eq 64 ] &&
+	echo "$r" | grep -Eq '^[0-9.]+ [0-9.]+$' ||
+	{ echo "ci-extra: bench/mkfiles.c made no 64 files of 6 KiB, or printed '$r'" >&2; exit 1; }
+rm -rf "$bwork"
 
 step "fuzz build, seeds and regressions"
 build "$out/fuzz" clang-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DP11S_FUZZ=ON -DP11S_TESTS=OFF -DP11S_SHARED=OFF
