@@ -1278,9 +1278,9 @@ static p11s_rc sign_detached(p11s_signer *s, CMS_ContentInfo *cms, const p11i_he
 	if (rc != P11S_OK)
 		goto out;
 	if (p11i_offload_sync(u.dq) != 0) {
-		rc = p11i_err_ossl(err, P11S_E_CRYPTO,
-		                   "the %s signature failed: cannot digest the content",
-		                   s->algorithm);
+		/* Failed on the helper: OpenSSL's reason is in its queue, not ours. */
+		rc = p11i_err(err, P11S_E_CRYPTO,
+		              "the %s signature failed: cannot digest the content", s->algorithm);
 		goto out;
 	}
 	if (cms == NULL) {

@@ -214,12 +214,12 @@ if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
 	# thread: a disk that fills there is the same exit 4, message and no file.
 	printf 'Content-Type: application/octet-stream\r\n\r\n' >mid.pt
 	head -c 9000000 /dev/urandom | base64 -w 76 | sed 's/$/\r/' >>mid.pt
+	mid_run() { # CMD...: run p11smime with tiny/ an 8 MiB tmpfs
+		unshare -m bash -c 'mount -t tmpfs -o size=8m tmpfs tiny && "$@"; echo "rc=$?"; ls -A tiny' _ "$@"
+	}
 	for c in aes-256-cbc aes-256-gcm; do
 		openssl cms -encrypt -binary -$c -in mid.pt -recip "$CERTS_DIR/rsa2048.pem" \
 			-outform DER -out mid.p7m
-		mid_run() { # CMD...: run p11smime with tiny/ an 8 MiB tmpfs
-			unshare -m bash -c 'mount -t tmpfs -o size=8m tmpfs tiny && "$@"; echo "rc=$?"; ls -A tiny' _ "$@"
-		}
 		mid_run "$P11SMIME" "${P[@]}" decrypt --inform der -i mid.p7m -o tiny/plain.eml >mid.out 2>mid.err
 		assert_contains mid.out "rc=4" "$c: decrypt -o of 12 MB on an 8 MiB disk: exit 4"
 		assert_not_contains mid.out "plain.eml" "$c: and no file"
