@@ -206,14 +206,16 @@ row() {
 	shift 3
 	rm -f "$work"/times.*
 	for ((i = 0; i < runs; i++)); do
-		for b in "$bin" ${old:+"$old"}; do
-			label=new
-			[ "$b" = "$old" ] && label=old
-			once "$b" "$out" "$@"
-		done
+		# By place, not by path: -r may name the same binary (a noise check).
+		label=new
+		once "$bin" "$out" "$@"
+		if [ -n "$old" ]; then
+			label=old
+			once "$old" "$out" "$@"
+		fi
 	done
 	for label in new ${old:+old}; do
-		awk -v n="$name" -v l="$label" -v w="$where" -v bytes="$bytes" -v sha="$sha" -v disk="$disk" '
+		awk -v n="$name" -v l="$label" -v w="$where" -v bytes="$bytes" -v sha="$sha" -v disk="$disk" -v cold="$cold" '
 		function med(a, m,   i, j, t) {
 			for (i = 2; i <= m; i++)
 				for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -230,7 +232,7 @@ row() {
 			rc = bytes / (c > 0 ? c : 0.01) / 1e6
 			ends_on_disk = w == "disk" && (n ~ /-o FILE/ || n ~ /^decrypt > FILE/)
 			d = ends_on_disk ? sprintf("%6.2f", r / disk) : sprintf("%6s", "-")
-			ws = w == "tmpfs" && m > 0 ? sprintf("%6.2f", m) : sprintf("%6s", "-")
+			ws = w == "tmpfs" && !cold ? sprintf("%6.2f", m) : sprintf("%6s", "-")
 			printf "%-5s %-5s %-22s %7.2f %8.1f %6.2f %7.2f %6.2f %s %8.1f %6.2f %6.2f %6.2f %s %7.1f\n", l, w, n, s, r, r / sha, c, y, ws, rc, rc / sha, p, pw, d, kb / 1024
 			# Issue 11 judges sign and decrypt by what a user waits for (p-wall);
 			# an output that must reach a disk slower than SHA-256, by the disk.
