@@ -134,17 +134,24 @@ echo "openssl speed -evp sha256 (16 KiB): $sha MB/s; disk ($(df -PT "$work" | aw
 # free charges several times more for them some minutes than others, and
 # every row that makes a large output pays it (docs/performance.md, sixth
 # round); printed before and after the rows.
+# tmpfs_sys MIB: the system time of writing MIB MiB into tmpfs with dd, the
+# file deleted at once; fails (saying why) if dd does.
+tmpfs_sys() {
+	local ok=0
+	/usr/bin/time -f "%S" -o "$work/np" dd if=/dev/zero of="$shm/np" bs=1M count="$1" status=none || ok=1
+	rm -f "$shm/np"
+	[ $ok = 0 ] || { echo "large.sh: dd of $1 MiB into $shm failed" >&2; return 1; }
+	tail -n 1 "$work/np"
+}
 new_pages() {
+	local t
 	if [ -z "$shm" ] || [ "$(df -Pk /dev/shm | awk 'NR == 2 { print $4 }')" -lt $((1024 * 1024 + 65536)) ]; then
 		echo "(no room for 1 GiB in /dev/shm)"
-		return
-	fi
-	if /usr/bin/time -f "%S" -o "$work/np" dd if=/dev/zero of="$shm/np" bs=256k count=4096 status=none; then
-		echo "$(tail -n 1 "$work/np") s of system time for 1 GiB of new pages (dd into tmpfs)"
+	elif t=$(tmpfs_sys 1024); then
+		echo "$t s of system time for 1 GiB of new pages (dd into tmpfs)"
 	else
 		echo "(dd into /dev/shm failed)"
 	fi
-	rm -f "$shm/np"
 }
 echo "new pages: $(new_pages)"
 echo "payload $mib MiB; goals: ratio >= 0.50 (of SHA-256; on disk, of the disk where it is the slower), RSS <= 32 MiB"
@@ -169,10 +176,7 @@ sha_now() {
 # "warm-s" column: what the host charged for the pages then); -c leaves
 # the warm-up out.
 warm_pages() {
-	/usr/bin/time -f "%S" -o "$work/warm" dd if=/dev/zero of="$shm/warm" bs=1M count=$((2 * mib)) status=none ||
-		{ echo "large.sh: the warm-up in $shm failed" >&2; exit 1; }
-	rm -f "$shm/warm"
-	tail -n 1 "$work/warm"
+	tmpfs_sys $((2 * mib))
 }
 
 # once BINARY STDOUT-FILE ARGS...: time one command, append "wall rss-kb user sys sha" to
@@ -183,7 +187,9 @@ once() {
 	sync
 	now=$(sha_now)
 	warm=0
-	[ -n "$where_tmp" ] && [ $cold = 0 ] && warm=$(warm_pages)
+	if [ -n "$where_tmp" ] && [ $cold = 0 ]; then
+		warm=$(warm_pages) || exit 1
+	fi
 	if [ "$out" = "|" ]; then
 		TMPDIR=${where_tmp:-${TMPDIR:-/tmp}} /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$b" \
 			--module "$module" --pin-source "file:$P11S_PIN_FILE" "$@" 2>"$work/err" | cat >/dev/null

@@ -70,13 +70,14 @@ bwork=$(mktemp -d)
 for s in "$top"/bench/*.sh; do
 	bash -n "$s"
 done
+p11kit_cflags=$(pkg-config --cflags p11-kit-1)
 for c in csign mkfiles import_certs spill_move; do
-	gcc -O2 -Wall -Wextra -Werror -I/usr/include/p11-kit-1 -o "$bwork/$c" "$top/bench/$c.c" \
+	# shellcheck disable=SC2086
+	gcc -O2 -Wall -Wextra -Werror $p11kit_cflags -o "$bwork/$c" "$top/bench/$c.c" \
 		-ldl -lpthread -lcrypto
 done
-# shellcheck disable=SC2046
-gcc -fsyntax-only -Wall -Wextra -Werror -I"$top/include" $(pkg-config --cflags p11-kit-1) \
-	"$top/bench/decrypt_bench.c"
+# shellcheck disable=SC2086
+gcc -fsyntax-only -Wall -Wextra -Werror -I"$top/include" $p11kit_cflags "$top/bench/decrypt_bench.c"
 r=$("$bwork/mkfiles" "$bwork/files" 64 6144)
 [ "$(find "$bwork/files" -type f -size 6144c | wc -l)" -eq 64 ] &&
 	echo "$r" | grep -Eq '^[0-9.]+ [0-9.]+$' ||
