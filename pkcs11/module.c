@@ -301,8 +301,8 @@ p11s_rc p11i_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 	 */
 	if (!(t->info.flags & CKF_TOKEN_INITIALIZED))
 		return p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
-		                "the token in slot %lu is not initialised",
-		                (unsigned long)t->slot_id);
+		                "the token in slot %lu (%s) is not initialised",
+		                (unsigned long)t->slot_id, t->slot_description);
 	rv = ctx->fl->C_OpenSession(t->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &st->session);
 	if (rv != CKR_OK) {
 		CK_RV why = rv;
@@ -315,8 +315,8 @@ p11s_rc p11i_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 		if (rv == CKR_OK && ctx->fl->C_GetTokenInfo(t->slot_id, &ti) == CKR_OK &&
 		    !(ti.flags & CKF_TOKEN_INITIALIZED))
 			return p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
-			                "the token in slot %lu is not initialised",
-			                (unsigned long)t->slot_id);
+			                "the token in slot %lu (%s) is not initialised",
+			                (unsigned long)t->slot_id, t->slot_description);
 		return p11i_ckr(err, why, P11S_E_TOKEN, "C_OpenSession");
 	}
 	*out = st->session;

@@ -1102,10 +1102,16 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
 			goto done;
 	}
 	if (usable == 0) {
-		rc = p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
-		              l->tokens->count == 1 ? "the token in slot %lu is not initialised"
-		                                    : "none of the matching tokens is initialised",
-		              (unsigned long)l->tokens->tokens[0]->slot_id);
+		/* Said with the slot's own name: a module's slot numbers mean little to a user. */
+		if (l->tokens->count == 1)
+			rc = p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
+			              "the token in slot %lu (%s) is not initialised",
+			              (unsigned long)l->tokens->tokens[0]->slot_id,
+			              l->tokens->tokens[0]->slot_description);
+		else
+			rc = p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
+			              "none of the %zu matching tokens is initialised",
+			              l->tokens->count);
 		goto done;
 	}
 done:

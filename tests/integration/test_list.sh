@@ -189,5 +189,7 @@ assert_not_contains "$ERR" "pin-value=$pin"
 run_p11smime list --login 'pkcs11:token='
 assert_exit 3 "uninitialised token"
 assert_contains "$ERR" "not initialised"
+# Named by the module's own slot description, not only its number.
+assert_contains "$ERR" "(SoftHSM slot ID 0x"
 
 finish
