@@ -95,10 +95,8 @@ int cli_fail_file(struct cli *cli, const char *file, p11s_rc rc)
 	size_t n = p11s_error_candidate_count(cli->err);
 	FILE *fp = cli_err(cli);
 
-	fprintf(fp, "p11smime: %s: %s\n", cli_safe(file), *msg ? msg : p11s_rc_name(rc));
-	for (size_t i = 0; i < n; i++)
-		fprintf(fp, "  %s\n", p11s_error_candidate(cli->err, i));
-	p11s_error_clear(cli->err);
+	fprintf(fp, "p11smime: %s: ", cli_safe(file));
+	cli_put_message(cli, msg, rc, n);
 	return p11s_rc_exit_code(rc);
 }
 

@@ -77,6 +77,13 @@ p11s_ctx *cli_ctx(struct cli *cli);
  */
 int cli_fail(struct cli *cli, p11s_rc rc);
 
+/*
+ * The rest of cli_fail()'s lines, after its prefix: @p msg (or @p rc's
+ * name when empty) and cli->err's @p n candidates, shown safely; clears
+ * cli->err.
+ */
+void cli_put_message(struct cli *cli, const char *msg, p11s_rc rc, size_t n);
+
 /* Print "p11smime: <command>: <message>" and return 2 (usage). */
 int cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -116,6 +123,12 @@ void cli_report(char *doc, int message_on_stdout);
  * the arguments of one printf, not to keep.
  */
 const char *cli_safe(const char *s);
+
+/*
+ * @p s written to @p fp as cli_safe() shows it, whole, with no length
+ * bound: for the library's messages, which may quote a token's words.
+ */
+void cli_puts_safe(FILE *fp, const char *s);
 
 /* Verbose note to stderr when -v was given. */
 void cli_verbose(const struct cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

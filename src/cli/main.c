@@ -165,11 +165,24 @@ int cli_fail(struct cli *cli, p11s_rc rc)
 	const char *msg = p11s_error_message(cli->err);
 	size_t n = p11s_error_candidate_count(cli->err);
 
-	fprintf(cli_err(cli), "p11smime: %s\n", *msg ? msg : p11s_rc_name(rc));
-	for (size_t i = 0; i < n; i++)
-		fprintf(cli_err(cli), "  %s\n", p11s_error_candidate(cli->err, i));
-	p11s_error_clear(cli->err);
+	fputs("p11smime: ", cli_err(cli));
+	cli_put_message(cli, msg, rc, n);
 	return p11s_rc_exit_code(rc);
+}
+
+void cli_put_message(struct cli *cli, const char *msg, p11s_rc rc, size_t n)
+{
+	FILE *fp = cli_err(cli);
+
+	/* A message may quote a token's words (a label, a slot's name): shown safely. */
+	cli_puts_safe(fp, *msg ? msg : p11s_rc_name(rc));
+	fputc('\n', fp);
+	for (size_t i = 0; i < n; i++) {
+		fputs("  ", fp);
+		cli_puts_safe(fp, p11s_error_candidate(cli->err, i));
+		fputc('\n', fp);
+	}
+	p11s_error_clear(cli->err);
 }
 
 int cli_parse_time(const char *text, time_t *out)

@@ -27,6 +27,24 @@ const char *agent_socket(void)
 	return s != NULL && *s != '\0' ? s : NULL;
 }
 
+/*
+ * One character of @p p shown safely: a control character (C0, DEL, or C1
+ * in UTF-8, two bytes) as \xNN into @p out, anything else as itself.  The
+ * bytes of @p p it stands for (1 or 2; never past the NUL).
+ */
+static size_t safe_char(const unsigned char *p, char out[5])
+{
+	int c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
+
+	if (*p < 0x20 || *p == 0x7f || c1) {
+		snprintf(out, 5, "\\x%02x", p[c1]);
+		return 1 + (size_t)c1;
+	}
+	out[0] = (char)*p;
+	out[1] = '\0';
+	return 1;
+}
+
 const char *cli_safe(const char *s)
 {
 	/* Per thread: a batch's workers print at once. */
@@ -34,23 +52,26 @@ const char *cli_safe(const char *s)
 	static _Thread_local unsigned next;
 	char *out = bufs[next++ % 6];
 	size_t o = 0;
+	char c[5];
 
 	if (s == NULL)
 		return "";
-	for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < sizeof(bufs[0]);
-	     p++) {
-		int c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
-
-		if (*p < 0x20 || *p == 0x7f || c1) {
-			if (c1)
-				p++;
-			o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\x%02x", *p);
-		} else {
-			out[o++] = (char)*p;
-		}
+	for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < sizeof(bufs[0]);) {
+		p += safe_char(p, c);
+		o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "%s", c);
 	}
 	out[o] = '\0';
 	return out;
+}
+
+void cli_puts_safe(FILE *fp, const char *s)
+{
+	char c[5];
+
+	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p;) {
+		p += safe_char(p, c);
+		fputs(c, fp);
+	}
 }
 
 static int __attribute__((format(printf, 3, 0)))
@@ -253,10 +274,16 @@ static void print_error(const struct agent_conn *c, const struct agent_strings *
 {
 	const char *msg = r->message && *r->message ? r->message : p11i_rc_name((p11s_rc)r->rc);
 
-	fprintf(errs(c), "p11smime: %s%s%s\n", c->label ? cli_safe(c->label) : "",
-	        c->label ? ": " : "", msg);
-	for (size_t i = 0; i < r->n_candidates; i++)
-		fprintf(errs(c), "  %s\n", sl->s[r->candidates[i]]);
+	/* The message may quote a token's words (its label, a slot's name): shown safely. */
+	fprintf(errs(c), "p11smime: %s%s", c->label ? cli_safe(c->label) : "",
+	        c->label ? ": " : "");
+	cli_puts_safe(errs(c), msg);
+	fputc('\n', errs(c));
+	for (size_t i = 0; i < r->n_candidates; i++) {
+		fputs("  ", errs(c));
+		cli_puts_safe(errs(c), sl->s[r->candidates[i]]);
+		fputc('\n', errs(c));
+	}
 }
 
 /* Connect and read the greeting: 0, or the exit code after printing. */
@@ -371,8 +398,11 @@ static int exchange(struct agent_conn *c, const struct agent_buf *req, int in, c
 	}
 	/* The exchange is whole: the connection may carry another. */
 	c->clean = 1;
-	for (size_t i = 0; c->verbose && i < res->n_verbose; i++)
-		fprintf(errs(c), "p11smime: %s\n", rs->s[res->verbose[i]]);
+	for (size_t i = 0; c->verbose && i < res->n_verbose; i++) {
+		fputs("p11smime: ", errs(c));
+		cli_puts_safe(errs(c), rs->s[res->verbose[i]]);
+		fputc('\n', errs(c));
+	}
 	if (res->rc != P11S_OK) {
 		free(owhy); /* a failed output open: the agent's reason wins */
 		owhy = NULL;

@@ -84,6 +84,12 @@ void agent_conn_close(int fd);
  */
 const char *cli_safe(const char *s);
 
+/*
+ * @p s written to @p fp as cli_safe() shows it, whole: for a library's
+ * messages, which may quote a token's words and have no length bound.
+ */
+void cli_puts_safe(FILE *fp, const char *s);
+
 /* "p11smime: COMMAND: MESSAGE", the pointer to --help; returns 2. */
 int cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

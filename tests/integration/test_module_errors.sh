@@ -53,6 +53,16 @@ for flag in uninitialized removed open-session-fails; do
 	assert_exit 3 "$flag: list --login pkcs11:token=mock exits 3"
 done
 
+# A slot whose description (the device's words) holds an escape sequence
+# and a newline: the error quoting it shows both as \xNN, on one line.
+mock_token uninitialized,hostile-slot
+run_p11smime --pin-source "file:$PIN_FILE" list --login
+assert_exit 3 "hostile-slot: an uninitialised token, named by its slot"
+assert_contains "$ERR" 'is not initialised' "hostile-slot: the error"
+assert_contains "$ERR" 'mock\x1b[2J\x0ap11smime: forged' "hostile-slot: its name escaped"
+assert_not_contains "$ERR" "$(printf '\033')" "hostile-slot: no raw escape byte"
+assert_eq 1 "$(grep -c . "$ERR")" "hostile-slot: one line, nothing forged"
+
 # tokens still answers for a token that refuses sessions or is not
 # initialised (it needs no session), and shows the uninitialised state.
 mock_token uninitialized

@@ -77,6 +77,7 @@ enum {
 	F_HUGE_LENGTH = 1 << 9,
 	F_LYING_LENGTH = 1 << 10,
 	F_FIND_FOREVER = 1 << 11,
+	F_HOSTILE_SLOT = 1 << 12, /* a slot description with an escape sequence and a newline */
 };
 
 enum { H_CERT = 1, H_PUB = 2, H_PRIV = 3, N_OBJECTS = 3 };
@@ -404,6 +405,7 @@ static unsigned parse_flags(const char *s)
 	    {"open-session-fails", F_OPEN_FAILS}, {"protected-auth", F_PROTECTED},
 	    {"always-auth", F_ALWAYS_AUTH},       {"huge-length", F_HUGE_LENGTH},
 	    {"lying-length", F_LYING_LENGTH},     {"find-forever", F_FIND_FOREVER},
+	    {"hostile-slot", F_HOSTILE_SLOT},
 	};
 	unsigned flags = 0;
 	char *copy, *tok, *save = NULL;
@@ -544,7 +546,9 @@ static CK_RV m_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO *info)
 	if (!info)
 		return CKR_ARGUMENTS_BAD;
 	memset(info, 0, sizeof(*info));
-	pad(info->slotDescription, sizeof(info->slotDescription), "p11smime mock slot");
+	/* A reader's name comes from the device: this one clears a terminal, forges a line. */
+	pad(info->slotDescription, sizeof(info->slotDescription),
+	    (m.flags & F_HOSTILE_SLOT) ? "mock\x1b[2J\np11smime: forged" : "p11smime mock slot");
 	pad(info->manufacturerID, sizeof(info->manufacturerID), "p11smime tests");
 	info->flags = CKF_REMOVABLE_DEVICE | CKF_HW_SLOT;
 	if (!removed())
