@@ -274,6 +274,14 @@ void p11i_op_session_done(p11s_ctx *ctx, struct p11i_slot_state *st, CK_SESSION_
 		ctx->fl->C_CloseSession(s);
 }
 
+p11s_rc p11i_err_uninitialised(p11s_error *err, const p11s_token *t)
+{
+	/* With the slot's own name: a module's slot numbers mean little to a user. */
+	return p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
+	                "the token in slot %lu (%s) is not initialised", (unsigned long)t->slot_id,
+	                t->slot_description);
+}
+
 p11s_rc p11i_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE *out,
                           p11s_error *err)
 {
@@ -300,9 +308,7 @@ p11s_rc p11i_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 	 * read again, to say why.
 	 */
 	if (!(t->info.flags & CKF_TOKEN_INITIALIZED))
-		return p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
-		                "the token in slot %lu (%s) is not initialised",
-		                (unsigned long)t->slot_id, t->slot_description);
+		return p11i_err_uninitialised(err, t);
 	rv = ctx->fl->C_OpenSession(t->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &st->session);
 	if (rv != CKR_OK) {
 		CK_RV why = rv;
@@ -314,9 +320,7 @@ p11s_rc p11i_slot_session(p11s_ctx *ctx, const p11s_token *t, CK_SESSION_HANDLE 
 			                (unsigned long)t->slot_id, t->slot_description);
 		if (rv == CKR_OK && ctx->fl->C_GetTokenInfo(t->slot_id, &ti) == CKR_OK &&
 		    !(ti.flags & CKF_TOKEN_INITIALIZED))
-			return p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
-			                "the token in slot %lu (%s) is not initialised",
-			                (unsigned long)t->slot_id, t->slot_description);
+			return p11i_err_uninitialised(err, t);
 		return p11i_ckr(err, why, P11S_E_TOKEN, "C_OpenSession");
 	}
 	*out = st->session;

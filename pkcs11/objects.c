@@ -1102,12 +1102,8 @@ static p11s_rc enumerate(p11s_ctx *ctx, P11KitUri *uri, int login, const struct 
 			goto done;
 	}
 	if (usable == 0) {
-		/* Said with the slot's own name: a module's slot numbers mean little to a user. */
 		if (l->tokens->count == 1)
-			rc = p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
-			              "the token in slot %lu (%s) is not initialised",
-			              (unsigned long)l->tokens->tokens[0]->slot_id,
-			              l->tokens->tokens[0]->slot_description);
+			rc = p11i_err_uninitialised(err, l->tokens->tokens[0]);
 		else
 			rc = p11i_err(err, P11S_E_TOKEN_UNINITIALIZED,
 			              "none of the %zu matching tokens is initialised",

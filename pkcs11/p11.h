@@ -130,6 +130,8 @@ void p11i_ctx_lock(p11s_ctx *ctx);
 void p11i_ctx_unlock(p11s_ctx *ctx);
 /* Found or added; NULL on ENOMEM.  Valid for the life of @p ctx. */
 struct p11i_slot_state *p11i_slot_state(p11s_ctx *ctx, CK_SLOT_ID id);
+/* P11S_E_TOKEN_UNINITIALIZED, said of @p t by its slot's number and description. */
+p11s_rc p11i_err_uninitialised(p11s_error *err, const p11s_token *t);
 /*
  * Check the token is present and initialised, then open (once) the login
  * session.  Use it with ctx->lock held (searches); private-key operations
